@@ -1,0 +1,143 @@
+"""Command line: a thin layer that builds a RunConfig, calls the API and maps errors to exit codes.
+
+Exit codes: 0 ran and passed; 1 ran and parity failed; 2 bad usage, input or environment;
+3 internal error (a bug: the traceback is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import errors
+from .config import RunConfig
+from .devices import FP32_MATH_MODES
+from .models import DEFAULT_MODEL
+
+_logger = logging.getLogger("accelport")
+
+EPILOG = "exit codes: 0 ran and passed, 1 ran and parity failed, 2 bad usage/input/environment, 3 internal error"
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``accelport run`` / ``python inference.py`` (other commands reuse the model and input ones)."""
+    defaults = RunConfig()
+    model = parser.add_argument_group("model and weights")
+    model.add_argument("--model", default=DEFAULT_MODEL, help="timm model name or timm Hub id (default: %(default)s)")
+    model.add_argument("--weights", metavar="PATH",
+                       help="checkpoint file: model.safetensors (timm/HF layout), a timm .pth/.bin state dict, or an "
+                            "original-release checkpoint such as convnextv2_atto_1k_224_ema.pt; default: look in the "
+                            "HF cache, then the Hub if reachable")
+    model.add_argument("--require-pretrained", action="store_true",
+                       help="fail (exit 2) instead of falling back to a random init when no weights are found")
+    model.add_argument("--hub-timeout", type=float, default=defaults.hub_timeout_s, metavar="S",
+                       help="seconds to wait for the Hugging Face Hub before treating it as offline (default: %(default)s)")
+    model.add_argument("--features", action="store_true",
+                       help="compare pooled pre-logits features (num_classes=0) instead of the classifier's logits")
+    model.add_argument("--seed", type=int, default=defaults.seed, help="seed of the random init fallback (default: 0)")
+
+    data = parser.add_argument_group("inputs")
+    data.add_argument("--images", nargs="+", metavar="PATH",
+                      help="image files and/or folders (searched recursively); default: the bundled samples/")
+    data.add_argument("--skip-bad-images", action="store_true",
+                      help="warn about and skip unreadable images instead of failing")
+    data.add_argument("--test-size", action="store_true",
+                      help="use the pretrained config's test input size and crop (timm validate.py) instead of the "
+                           "train size (timm inference.py)")
+
+    target = parser.add_argument_group("target")
+    target.add_argument("--device", default=defaults.device,
+                        help="auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps; auto takes NPU, CUDA, XPU, MPS, then CPU "
+                             "(default: %(default)s)")
+    target.add_argument("--runtime", default=defaults.runtime, help="how the target runs the model (default: %(default)s)")
+    target.add_argument("--dtype", default=defaults.dtype, choices=("fp32", "fp16", "bf16"),
+                        help="target precision; the reference is always CPU fp32 (default: %(default)s)")
+    target.add_argument("--channels-last", action="store_true", help="run the target in channels-last memory format")
+    target.add_argument("--fp32-math", default=defaults.fp32_math, choices=FP32_MATH_MODES,
+                        help="strict: IEEE fp32 (TF32 and HF32 off); fast: allow TF32 (CUDA) / HF32 (Ascend) "
+                             "(default: %(default)s)")
+
+    measure = parser.add_argument_group("measurement")
+    measure.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                         help="batch size for inference and latency (default: %(default)s)")
+    measure.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed warm-up iterations (default: 10)")
+    measure.add_argument("--iters", type=int, default=defaults.iters, help="timed iterations (default: %(default)s)")
+    measure.add_argument("--criterion", action="append", metavar="KEY=VALUE",
+                         help="override a parity criterion: min_cosine, max_rel_l2, elem_rtol, min_within_share, "
+                              "max_top1_mismatches (repeatable)")
+
+    output = parser.add_argument_group("output")
+    output.add_argument("--out-dir", default=defaults.out_dir, help="where artifacts go (default: %(default)s)")
+    output.add_argument("--save-outputs", action="store_true",
+                        help="also save reference and target outputs as .npy")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    from .criteria import parse_criterion_flags
+
+    return RunConfig(
+        model=args.model, weights=args.weights, require_pretrained=args.require_pretrained,
+        hub_timeout_s=args.hub_timeout, images=tuple(args.images or ()), skip_bad_images=args.skip_bad_images,
+        test_size=args.test_size, features=args.features, device=args.device, runtime=args.runtime,
+        dtype=args.dtype, channels_last=args.channels_last, fp32_math=args.fp32_math, batch_size=args.batch_size,
+        warmup=args.warmup, iters=args.iters, criteria=tuple(parse_criterion_flags(args.criterion).items()),
+        out_dir=args.out_dir, save_outputs=args.save_outputs, seed=args.seed,
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import run
+    from .report import render_log
+
+    result = run(config_from_args(args))
+    print(render_log(result.summary))
+    compute = result.summary["latency"]["compute"]
+    print(f"latency (batch {compute['batch_size']}): mean {compute['mean_ms']:.3f} ms, p50 {compute['p50_ms']:.3f} ms, "
+          f"p99 {compute['p99_ms']:.3f} ms, {compute['images_per_s']:.1f} images/s")
+    print("artifacts: " + ", ".join(str(p) for p in result.artifacts.values()))
+    return errors.EXIT_PASSED if result.passed else errors.EXIT_PARITY_FAILED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="accelport", description="Run a timm vision model on an accelerator with "
+                                     "real weights, prove parity with the CPU, and time it.", epilog=EPILOG)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run_parser = commands.add_parser("run", help="parity + latency report for one target (same as inference.py)",
+                                     description="Parity and latency of one target against the CPU fp32 reference.",
+                                     epilog=EPILOG)
+    add_run_arguments(run_parser)
+    run_parser.set_defaults(handler=_cmd_run)
+    return parser
+
+
+def configure_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is None:
+        parser.print_help(sys.stderr)
+        return errors.EXIT_USER_ERROR
+    configure_logging(args.verbose, args.quiet)
+    try:
+        return args.handler(args)
+    except errors.AccelportError as exc:
+        print(f"accelport: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("accelport: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        _logger.exception("internal error (please report it with the command line used)")
+        return errors.EXIT_INTERNAL_ERROR
+
+
+def entry_point() -> None:
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""The run's configuration: one frozen dataclass that the CLI builds and the API consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .models import DEFAULT_MODEL
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``accelport run`` (and ``python inference.py``) does; every field is a CLI flag."""
+
+    model: str = DEFAULT_MODEL
+    weights: str | None = None
+    require_pretrained: bool = False
+    hub_timeout_s: float = 3.0
+    images: tuple[str, ...] = ()
+    skip_bad_images: bool = False
+    test_size: bool = False
+    features: bool = False
+    device: str = "auto"
+    runtime: str = "eager"
+    dtype: str = "fp32"
+    channels_last: bool = False
+    fp32_math: str = "strict"
+    batch_size: int = 1
+    warmup: int = 10
+    iters: int = 50
+    criteria: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    out_dir: str = "logs"
+    save_outputs: bool = False
+    seed: int = 0
+
+    @property
+    def head(self) -> str:
+        return "features" if self.features else "classifier"

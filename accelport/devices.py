@@ -1,0 +1,175 @@
+"""Device discovery, selection and numeric settings, through torch's device-generic APIs.
+
+``torch.accelerator`` covers CUDA, XPU, MPS and out-of-tree backends such as Ascend's ``torch_npu``
+(registered as PrivateUse1 under the name ``npu``); vendor modules are touched only where a setting
+has no generic equivalent (TF32 on CUDA, HF32 and binary kernels on Ascend).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import platform
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .errors import DeviceError, UsageError
+
+_logger = logging.getLogger(__name__)
+
+# Order in which ``--device auto`` looks for an accelerator.
+AUTO_ORDER = ("npu", "cuda", "xpu", "mps")
+KNOWN_TYPES = ("cpu",) + AUTO_ORDER
+FP32_MATH_MODES = ("strict", "fast")
+
+
+def import_torch_npu() -> Any | None:
+    """Import ``torch_npu`` when it is installed (it registers the ``npu`` device); else return None."""
+    if importlib.util.find_spec("torch_npu") is None:
+        return None
+    try:
+        return importlib.import_module("torch_npu")
+    except Exception as exc:  # a broken CANN install must not break CPU/CUDA users
+        _logger.warning("torch_npu is installed but failed to import (%s); Ascend NPUs are unavailable", exc)
+        return None
+
+
+def _device_count(device_type: str) -> int:
+    """How many devices of this type are visible (0 when the backend is absent)."""
+    if device_type == "cpu":
+        return 1
+    if device_type == "npu" and import_torch_npu() is None:
+        return 0
+    accelerator = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+    if accelerator is not None and accelerator.type == device_type:
+        return torch.accelerator.device_count()
+    module = getattr(torch, device_type, None)  # e.g. torch.mps when another accelerator is current
+    if module is not None and getattr(module, "is_available", lambda: False)():
+        return int(getattr(module, "device_count", lambda: 1)())
+    return 0
+
+
+def available_devices() -> list[str]:
+    """Device types with at least one visible device, in ``auto`` preference order, CPU last."""
+    return [t for t in AUTO_ORDER if _device_count(t) > 0] + ["cpu"]
+
+
+def resolve_device(spec: str) -> torch.device:
+    """Turn ``auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps`` into a present ``torch.device`` or raise DeviceError."""
+    spec = spec.strip().lower()
+    if spec == "auto":
+        chosen = torch.device(available_devices()[0])
+        if chosen.type != "cpu":
+            chosen = torch.device(chosen.type, 0)
+        _logger.info("--device auto selected %s", chosen)
+        return chosen
+    device_type, _, index_text = spec.partition(":")
+    if device_type not in KNOWN_TYPES:
+        raise UsageError(f"--device {spec!r}: unknown device type; choose one of auto, {', '.join(KNOWN_TYPES)}")
+    if index_text and not index_text.isdigit():
+        raise UsageError(f"--device {spec!r}: the index after ':' must be a non-negative integer")
+    count = _device_count(device_type)
+    if count == 0:
+        hint = " (is torch_npu installed?)" if device_type == "npu" else ""
+        raise DeviceError(
+            f"--device {spec!r}: no {device_type} device is available on this machine{hint}; "
+            f"available: {', '.join(available_devices())}"
+        )
+    if device_type == "cpu":
+        return torch.device("cpu")
+    index = int(index_text) if index_text else 0
+    if index >= count:
+        raise DeviceError(f"--device {spec!r}: only {count} {device_type} device(s) visible (indices 0..{count - 1})")
+    return torch.device(device_type, index)
+
+
+def device_name(device: torch.device) -> str:
+    """A human name for the hardware behind ``device`` (GPU/NPU product name, or the CPU model)."""
+    if device.type == "cpu":
+        return cpu_name()
+    module = getattr(torch, device.type, None)
+    get_name = getattr(module, "get_device_name", None)
+    if get_name is not None:
+        try:
+            return str(get_name(device.index or 0))
+        except Exception:  # names are informative only
+            pass
+    return device.type
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for all queued work on ``device``: the timer calls this on every backend, not only CUDA."""
+    if device.type == "cpu":
+        return
+    if torch.accelerator.is_available() and torch.accelerator.current_accelerator().type == device.type:
+        torch.accelerator.synchronize(device)
+        return
+    module = getattr(torch, device.type, None)
+    if module is not None and hasattr(module, "synchronize"):
+        module.synchronize()
+
+
+@dataclass(frozen=True)
+class NumericSettings:
+    """What was applied for ``--fp32-math`` and the device, read back from the backends after applying."""
+
+    fp32_math: str
+    effective: dict[str, Any] = field(default_factory=dict)
+
+
+def apply_numeric_settings(device: torch.device, fp32_math: str) -> NumericSettings:
+    """Apply ``--fp32-math`` on every backend, plus Ascend's inference settings, and record the result.
+
+    ``strict`` keeps fp32 as IEEE fp32: TF32 off on CUDA (cuBLAS and cuDNN), HF32 off on Ascend (conv and
+    matmul). ``fast`` allows TF32/HF32, the reduced-mantissa paths that explain most "fp32" error on
+    accelerators. The CPU reference always runs IEEE fp32: torch's CPU kernels are not affected by these.
+    """
+    if fp32_math not in FP32_MATH_MODES:
+        raise UsageError(f"--fp32-math {fp32_math!r}: choose one of {', '.join(FP32_MATH_MODES)}")
+    fast = fp32_math == "fast"
+    torch.backends.cuda.matmul.allow_tf32 = fast
+    torch.backends.cudnn.allow_tf32 = fast
+    # Deliberately not torch.set_float32_matmul_precision("high"): it also switches oneDNN's CPU matmuls
+    # to TF32/bf16 and would lower the precision of the CPU reference itself.
+    effective: dict[str, Any] = {
+        "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+    }
+    mkldnn_matmul = getattr(torch.backends.mkldnn, "matmul", None)  # fp32_precision API, torch >= 2.9
+    if mkldnn_matmul is not None and hasattr(mkldnn_matmul, "fp32_precision"):
+        effective["cpu_onednn_matmul_fp32_precision"] = mkldnn_matmul.fp32_precision
+    if device.type == "npu":
+        effective.update(_apply_ascend_settings(fast))
+    return NumericSettings(fp32_math=fp32_math, effective=effective)
+
+
+def _apply_ascend_settings(fast: bool) -> dict[str, Any]:
+    """Binary kernels, no private formats, and HF32 per ``--fp32-math``: the usual Ascend inference settings."""
+    torch_npu = import_torch_npu()
+    if torch_npu is None:
+        raise DeviceError("--device npu: torch_npu could not be imported")
+    npu = torch_npu.npu
+    npu.set_compile_mode(jit_compile=False)
+    npu.config.allow_internal_format = False
+    npu.conv.allow_hf32 = fast
+    npu.matmul.allow_hf32 = fast
+    return {
+        "npu_jit_compile": False,
+        "npu_allow_internal_format": bool(npu.config.allow_internal_format),
+        "npu_conv_allow_hf32": bool(npu.conv.allow_hf32),
+        "npu_matmul_allow_hf32": bool(npu.matmul.allow_hf32),
+    }

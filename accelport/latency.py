@@ -1,0 +1,106 @@
+"""Latency that can be trusted: warm-up, then per-iteration timing with the device synchronised.
+
+Every backend goes through ``runner.synchronize()``, so an asynchronous device (CUDA, NPU, XPU, MPS) is
+timed to completion, never to the moment its queue accepted the work.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .runners.base import Runner
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Statistics of per-batch latencies in milliseconds; images/s uses the median (robust to noise)."""
+
+    batch_size: int
+    iters: int
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    min_ms: float
+    max_ms: float
+    std_ms: float
+    images_per_s: float
+
+    @classmethod
+    def from_samples(cls, samples_ms: list[float], batch_size: int) -> LatencyStats:
+        values = np.asarray(samples_ms, dtype=np.float64)
+        p50 = float(np.percentile(values, 50))
+        return cls(
+            batch_size=batch_size,
+            iters=int(values.size),
+            mean_ms=float(values.mean()),
+            p50_ms=p50,
+            p90_ms=float(np.percentile(values, 90)),
+            p99_ms=float(np.percentile(values, 99)),
+            min_ms=float(values.min()),
+            max_ms=float(values.max()),
+            std_ms=float(values.std(ddof=1)) if values.size > 1 else 0.0,
+            images_per_s=batch_size * 1000.0 / p50 if p50 > 0 else float("inf"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    """``compute``: input already on the device. ``with_copies``: host-to-device input copy, compute, and the
+    device-to-host copy of the output, as an application pays for one batch."""
+
+    compute: LatencyStats
+    with_copies: LatencyStats
+    warmup: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"warmup": self.warmup, "compute": self.compute.to_json(), "with_copies": self.with_copies.to_json()}
+
+
+def make_batch(images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """A batch of exactly ``batch_size`` real images, cycling through them when there are fewer."""
+    repeats = -(-batch_size // images.shape[0])
+    return images.repeat(repeats, 1, 1, 1)[:batch_size].contiguous()
+
+
+def _timed(fn, runner: Runner, iters: int) -> list[float]:
+    samples = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        runner.synchronize()
+        samples.append((time.perf_counter() - start) * 1000.0)
+    return samples
+
+
+def measure_latency(runner: Runner, batch: torch.Tensor, warmup: int = 10, iters: int = 50) -> LatencyReport:
+    """Time ``runner`` on ``batch`` (host fp32), compute-only and with copies, after ``warmup`` iterations."""
+    if iters < 1 or warmup < 0:
+        raise ValueError("iters must be >= 1 and warmup >= 0")
+    device_input = runner.to_device(batch)
+    runner.synchronize()
+    for _ in range(warmup):
+        runner.forward(device_input)
+    runner.synchronize()
+    compute = _timed(lambda: runner.forward(device_input), runner, iters)
+    with_copies = _timed(lambda: runner.to_host(runner.forward(runner.to_device(batch))), runner, iters)
+    batch_size = int(batch.shape[0])
+    report = LatencyReport(
+        compute=LatencyStats.from_samples(compute, batch_size),
+        with_copies=LatencyStats.from_samples(with_copies, batch_size),
+        warmup=warmup,
+    )
+    _logger.info("Latency batch %d: p50 %.3f ms compute, %.3f ms with copies", batch_size,
+                 report.compute.p50_ms, report.with_copies.p50_ms)
+    return report

@@ -1,0 +1,69 @@
+"""Build a timm model with real weights and the requested head."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+
+from .errors import UsageError
+from .weights import WeightsInfo, resolve_and_load
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "timm/convnextv2_atto.fcmae_ft_in1k"
+HEADS = ("classifier", "features")
+
+
+@dataclass
+class LoadedModel:
+    """An eval-mode CPU fp32 model, its timm name and the provenance of its weights."""
+
+    model: torch.nn.Module
+    name: str
+    head: str
+    weights: WeightsInfo
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def num_classes(self) -> int:
+        return int(getattr(self.model, "num_classes", 0) or 0)
+
+
+def timm_name(model_name: str) -> str:
+    """``timm/convnextv2_atto.fcmae_ft_in1k`` (the Hub id) and ``convnextv2_atto.fcmae_ft_in1k`` are both accepted."""
+    return model_name.removeprefix("hf-hub:").removeprefix("timm/")
+
+
+def load_model(
+    model_name: str = DEFAULT_MODEL,
+    head: str = "classifier",
+    weights_path: str | Path | None = None,
+    require_pretrained: bool = False,
+    hub_timeout_s: float = 3.0,
+    seed: int = 0,
+) -> LoadedModel:
+    """Create ``model_name`` with timm, load real weights strictly, then switch to the requested head.
+
+    Weights always load into the full classifier (as they were saved); ``features`` then drops the classifier
+    with timm's ``reset_classifier(0)``, so the output is the pooled pre-logits features.
+    """
+    if head not in HEADS:
+        raise UsageError(f"head {head!r}: choose one of {', '.join(HEADS)}")
+    name = timm_name(model_name)
+    if not timm.is_model(name):
+        raise UsageError(f"--model {model_name!r}: not a timm model name (see timm.list_models())")
+    torch.manual_seed(seed)  # a deterministic random init when no weights are found
+    model = timm.create_model(name, pretrained=False)
+    hub_id = model.pretrained_cfg.get("hf_hub_id")
+    weights = resolve_and_load(model, weights_path, hub_id, hub_timeout_s, require_pretrained)
+    if head == "features":
+        model.reset_classifier(0)
+    model.eval()
+    return LoadedModel(model=model, name=name, head=head, weights=weights)

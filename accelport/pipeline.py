@@ -1,0 +1,91 @@
+"""The main job: real weights, real images, CPU fp32 reference vs target, parity, latency, artifacts."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import RunConfig
+from .criteria import criteria_for, effective_precision
+from .devices import apply_numeric_settings, resolve_device
+from .errors import UsageError
+from .latency import make_batch, measure_latency
+from .models import load_model
+from .parity import compare_outputs
+from .preprocess import data_config_for, discover_images, load_images, make_transform
+from .report import write_artifacts
+from .runners import Runner, create_runner
+from .summary import build_summary
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the summary (as written to summary.json), the outputs, and the artifact paths."""
+
+    summary: dict[str, Any]
+    reference: np.ndarray
+    target: np.ndarray
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.summary["status"] == "passed"
+
+
+def validate(config: RunConfig) -> None:
+    for name in ("batch_size", "iters"):
+        if getattr(config, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(config, name)}: must be at least 1")
+    if config.warmup < 0:
+        raise UsageError(f"--warmup {config.warmup}: must be at least 0")
+    if config.hub_timeout_s <= 0:
+        raise UsageError(f"--hub-timeout {config.hub_timeout_s}: must be positive")
+
+
+def infer_all(runner: Runner, images: torch.Tensor, batch_size: int) -> np.ndarray:
+    """Outputs for every image, in batches of ``batch_size`` so memory stays bounded."""
+    chunks = [runner.infer(images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(chunks).numpy()
+
+
+def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
+    """Run the whole job and write the artifacts; ``overrides`` replace fields of ``config``."""
+    config = replace(config or RunConfig(), **overrides)
+    validate(config)
+    started = time.time()
+    device = resolve_device(config.device)
+    numeric = apply_numeric_settings(device, config.fp32_math)
+    precision = effective_precision(config.dtype, config.fp32_math, device.type)
+    criteria = criteria_for(precision, dict(config.criteria))
+
+    loaded = load_model(config.model, config.head, config.weights, config.require_pretrained,
+                        config.hub_timeout_s, config.seed)
+    data_config = data_config_for(loaded.model, config.test_size)
+    batch = load_images(discover_images(list(config.images)), make_transform(data_config), config.skip_bad_images)
+    _logger.info("%d image(s) at %s, %s on %s (%s, fp32 math %s)", len(batch.paths),
+                 "x".join(map(str, data_config.values["input_size"])), loaded.name, device, config.dtype,
+                 config.fp32_math)
+
+    with create_runner("eager", loaded.model, torch.device("cpu"), "fp32") as reference_runner:
+        reference = infer_all(reference_runner, batch.tensor, config.batch_size)
+    with create_runner(config.runtime, loaded.model, device, config.dtype, config.channels_last) as target_runner:
+        target = infer_all(target_runner, batch.tensor, config.batch_size)
+        latency = measure_latency(target_runner, make_batch(batch.tensor, config.batch_size), config.warmup,
+                                  config.iters)
+        runner_settings = target_runner.describe()
+
+    parity = compare_outputs(reference, target, criteria, is_classifier=config.head == "classifier")
+    summary = build_summary(config, loaded, data_config, batch, device, numeric, runner_settings, parity, latency,
+                            output_shape=list(target.shape), wall_s=time.time() - started)
+    result = RunResult(summary, reference, target)
+    result.artifacts = write_artifacts(Path(config.out_dir), summary, reference if config.save_outputs else None,
+                                       target if config.save_outputs else None)
+    return result

@@ -1,0 +1,161 @@
+"""Human-readable artifacts, all rendered from the summary dict (never from a second copy of the data)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import save_npy_atomic, write_json_atomic, write_text_atomic
+
+_logger = logging.getLogger(__name__)
+
+_METRIC_ROWS = (
+    ("max_abs_diff", "max |t - r|"),
+    ("mean_abs_diff", "mean |t - r|"),
+    ("max_rel_err", "max guarded relative error"),
+    ("rel_l2_err", "‖t - r‖₂ / ‖r‖₂"),
+    ("rmse", "RMSE"),
+    ("cosine_similarity", "cosine similarity"),
+    ("share_within_1e_3", "share within 0.1 % (rel)"),
+    ("share_within_5e_3", "share within 0.5 % (rel)"),
+    ("share_within_1e_2", "share within 1 % (rel)"),
+    ("nonfinite_target", "NaN/Inf in target"),
+)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _verdict_lines(summary: dict[str, Any]) -> list[str]:
+    return [
+        f"{'PASS' if c['passed'] else 'FAIL'}  {c['name']}: {_fmt(c['value'])} {c['op']} {_fmt(c['threshold'])}"
+        for c in summary["parity"]["checks"]
+    ]
+
+
+def render_log(summary: dict[str, Any]) -> str:
+    """accuracy_compare.log: the comparison as a porting engineer reads it in a terminal."""
+    target, weights, overall = summary["target"], summary["weights"], summary["parity"]["overall"]
+    lines = [
+        f"accelport accuracy comparison ({summary['created_utc']})",
+        f"model      {summary['model']['name']} ({summary['model']['head']}, output {summary['output_shape']})",
+        f"weights    {weights['source']}: {weights['path'] or 'RANDOM INIT (no pretrained weights found)'}",
+        f"reference  cpu eager fp32",
+        f"target     {target['device']} ({summary['environment']['device_name']}) {target['runtime']} "
+        f"{target['dtype']}, fp32 math {target['fp32_math']}, criteria {summary['criteria']['precision']}",
+        "",
+        "overall metrics:",
+        *(f"  {label:<28} {_fmt(overall[key])}" for key, label in _METRIC_ROWS),
+        "",
+        "per image:",
+    ]
+    for sample in summary["samples"]:
+        m = sample["metrics"]
+        line = f"  {sample['path']}: cos {m['cosine_similarity']:.7f}  rel_l2 {m['rel_l2_err']:.3e}  " \
+               f"max_abs {m['max_abs_diff']:.3e}"
+        if "reference_top5" in sample:
+            top1 = "match" if sample["top1_match"] else ("near-tie" if sample["top1_near_tie"] else "MISMATCH")
+            top5 = "match" if sample["top5_match"] else ("near-tie" if sample["top5_near_tie"] else "MISMATCH")
+            line += f"  top1 {top1} ({sample['reference_top5_labels'][0]})  top5 {top5}"
+        lines.append(line)
+    lines += ["", "verdict checks:", *(f"  {v}" for v in _verdict_lines(summary)), "",
+              f"status: {summary['status'].upper()}", ""]
+    return "\n".join(lines)
+
+
+def render_report(summary: dict[str, Any]) -> str:
+    """report.md: the adaptation report, generated from summary.json."""
+    env, target, weights, model = summary["environment"], summary["target"], summary["weights"], summary["model"]
+    overall, latency = summary["parity"]["overall"], summary["latency"]
+    dc = model["data_config"]
+    pretrained_note = "" if summary["pretrained_used"] else (
+        "\n> **Warning: no pretrained weights were found; this run used a deterministic random init.** "
+        "Parity and latency are still meaningful; class predictions are not.\n")
+    lines = [
+        f"# Adaptation report: {model['name']} on {target['device']}",
+        "",
+        f"**Verdict: {summary['status'].upper()}** (criteria `{summary['criteria']['precision']}`)",
+        pretrained_note,
+        "## Model",
+        f"- timm model `{model['name']}`, head `{model['head']}`, {model['num_params']:,} parameters, "
+        f"output shape {summary['output_shape']}",
+        f"- preprocessing ({dc['size_mode']} size): input {dc['input_size']}, {dc['interpolation']}, "
+        f"crop_pct {dc['crop_pct']} ({dc['crop_mode']}), mean {dc['mean']}, std {dc['std']}",
+        "",
+        "## Weights",
+        f"- source: `{weights['source']}`; path: `{weights['path']}`",
+        f"- sha256: `{weights['sha256']}`; format: {weights['file_format']}; key layout: {weights['key_layout']}",
+        "",
+        "## Hardware and software",
+        f"- target: `{target['device']}` ({env['device_name']}), runtime `{target['runtime']}`, dtype "
+        f"`{target['dtype']}`, channels_last {target['channels_last']}, fp32 math `{target['fp32_math']}`",
+        f"- numeric settings: {', '.join(f'{k}={v}' for k, v in target['numeric_settings'].items())}",
+        f"- host CPU: {env['cpu']} ({env['cpu_count']} cores, torch threads {env['torch_threads']})",
+        f"- python {env['python']}, torch {env['torch']}, torchvision {env['torchvision']}, timm {env['timm']}, "
+        f"torch_npu {env['torch_npu']}, numpy {env['numpy']}",
+        "",
+        "## Parity against the CPU fp32 reference",
+        f"{summary['inputs']['num_images']} real image(s).",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *(f"| {label} | {_fmt(overall[key])} |" for key, label in _METRIC_ROWS),
+        "",
+        "| check | measured | criterion | result |",
+        "|---|---|---|---|",
+        *(f"| {c['name']} | {_fmt(c['value'])} | {c['op']} {_fmt(c['threshold'])} | "
+          f"{'pass' if c['passed'] else '**FAIL**'} |" for c in summary["parity"]["checks"]),
+        "",
+    ]
+    if summary["samples"] and "reference_top5" in summary["samples"][0]:
+        lines += ["| image | cosine | rel L2 | reference top-1 | target top-1 | top-1 | top-5 |", "|---|---|---|---|---|---|---|"]
+        for s in summary["samples"]:
+            lines.append(
+                f"| {Path(s['path']).name} | {s['metrics']['cosine_similarity']:.7f} | {s['metrics']['rel_l2_err']:.2e} "
+                f"| {s['reference_top5_labels'][0]} | {s['target_top5_labels'][0]} | "
+                f"{_agreement(s['top1_match'], s['top1_near_tie'])} | {_agreement(s['top5_match'], s['top5_near_tie'])} |")
+        lines.append("")
+    lines += [
+        "## Latency",
+        f"Batch {latency['compute']['batch_size']}, {latency['warmup']} warm-up and {latency['compute']['iters']} "
+        "timed iterations, device synchronised after each.",
+        "",
+        "| mode | mean ms | p50 ms | p90 ms | p99 ms | min ms | std ms | images/s (p50) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for mode in ("compute", "with_copies"):
+        s = latency[mode]
+        lines.append(f"| {mode} | {s['mean_ms']:.3f} | {s['p50_ms']:.3f} | {s['p90_ms']:.3f} | {s['p99_ms']:.3f} | "
+                     f"{s['min_ms']:.3f} | {s['std_ms']:.3f} | {s['images_per_s']:.1f} |")
+    layers = summary.get("layer_report")
+    if layers:
+        lines += ["", "## Layer-by-layer comparison", f"See [{layers}]({layers})."]
+    return "\n".join(lines) + "\n"
+
+
+def _agreement(match: bool, near_tie: bool) -> str:
+    return "match" if match else ("near-tie" if near_tie else "**mismatch**")
+
+
+def write_artifacts(out_dir: Path, summary: dict[str, Any], reference: np.ndarray | None = None,
+                    target: np.ndarray | None = None) -> dict[str, Path]:
+    """summary.json, accuracy_compare.log, report.md (and the outputs as .npy), each written atomically."""
+    artifacts = {
+        "summary": write_json_atomic(out_dir / "summary.json", summary),
+        "log": write_text_atomic(out_dir / "accuracy_compare.log", render_log(summary)),
+        "report": write_text_atomic(out_dir / "report.md", render_report(summary)),
+    }
+    if reference is not None and target is not None:
+        artifacts["reference_outputs"] = save_npy_atomic(out_dir / "reference_outputs.npy", reference)
+        artifacts["target_outputs"] = save_npy_atomic(out_dir / "target_outputs.npy", target)
+    for path in artifacts.values():
+        _logger.info("wrote %s", path)
+    return artifacts

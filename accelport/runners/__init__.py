@@ -1,0 +1,38 @@
+"""Runners by name. Each runtime lives in its own module, imported only when asked for."""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+from ..errors import RuntimeUnavailableError, UsageError
+from .base import DTYPES, Runner
+
+# name -> (module, class, the pip package whose absence makes it unavailable)
+_REGISTRY: dict[str, tuple[str, str, str | None]] = {
+    "eager": ("accelport.runners.eager", "EagerRunner", None),
+}
+
+
+def runtime_names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def create_runner(
+    runtime: str, model: torch.nn.Module, device: torch.device, dtype: str = "fp32", channels_last: bool = False
+) -> Runner:
+    """Look up ``runtime`` and build its runner; a missing engine is a clear 'install X' error."""
+    if runtime not in _REGISTRY:
+        raise UsageError(f"--runtime {runtime!r}: choose one of {', '.join(_REGISTRY)}")
+    if dtype not in DTYPES:
+        raise UsageError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    module_name, class_name, package = _REGISTRY[runtime]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RuntimeUnavailableError(f"--runtime {runtime}: needs {package} (pip install {package}): {exc}") from None
+    return getattr(module, class_name)(model, device, dtype=dtype, channels_last=channels_last)
+
+
+__all__ = ["DTYPES", "Runner", "create_runner", "runtime_names"]

@@ -1,0 +1,38 @@
+"""PyTorch eager execution on any device and dtype."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from .base import DTYPES, Runner
+
+
+class EagerRunner(Runner):
+    """The model as timm builds it, moved to the device and dtype (a private copy: the caller's stays on CPU)."""
+
+    name = "eager"
+
+    def _prepare_impl(self) -> None:
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self._module = copy.deepcopy(self.model).to(self.device, DTYPES[self.dtype], memory_format=memory_format)
+        self._module.eval()
+        self._pin = self.device.type == "cuda"
+
+    def _to_device_impl(self, batch: torch.Tensor) -> torch.Tensor:
+        if self._pin and not batch.is_pinned():
+            batch = batch.pin_memory()
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        return batch.to(self.device, DTYPES[self.dtype], non_blocking=self._pin, memory_format=memory_format)
+
+    @torch.inference_mode()
+    def _forward_impl(self, device_input: torch.Tensor) -> torch.Tensor:
+        return self._module(device_input)
+
+    def _describe_impl(self) -> dict[str, Any]:
+        return {"torch_threads": torch.get_num_threads()}
+
+    def _close_impl(self) -> None:
+        del self._module

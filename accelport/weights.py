@@ -1,0 +1,231 @@
+"""Find, read and load real checkpoints offline, and record where they came from.
+
+Order: ``--weights PATH``, then the Hugging Face cache (no network), then the Hub when it answers within
+a short timeout, else a deterministic random init that every artifact flags as ``pretrained_used: false``.
+Files are read with safetensors, or ``torch.load(weights_only=True)`` for ``.pt/.pth/.bin``; timm's own
+``checkpoint_filter_fn`` of the model's module converts original-release key names (e.g. ConvNeXt-V2's
+``downsample_layers``/``dwconv``/``pwconv``). Nothing is ever loaded partially.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+
+from .errors import WeightsError
+
+_logger = logging.getLogger(__name__)
+
+SAFETENSORS_NAME = "model.safetensors"
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+_WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "module")
+_MAX_LISTED = 5
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Provenance of the weights a model was loaded with."""
+
+    source: str  # "file" | "hf-cache" | "hub" | "random-init"
+    path: str | None
+    sha256: str | None
+    file_format: str | None  # "safetensors" | "torch"
+    key_layout: str | None  # "timm" | "converted" (original-release names mapped by timm's filter)
+
+    @property
+    def pretrained_used(self) -> bool:
+        return self.source != "random-init"
+
+    @property
+    def local_weight_used(self) -> bool:
+        return self.source in ("file", "hf-cache")
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hf_cache_dir() -> Path:
+    """The hub cache the way huggingface_hub resolves it, read at call time (HF_HUB_CACHE, then HF_HOME)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    hf_home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "huggingface"
+    )
+    return Path(hf_home).expanduser() / "hub"
+
+
+def find_in_hf_cache(repo_id: str) -> Path | None:
+    """``models--org--name/snapshots/<rev>/model.safetensors`` from the local cache, without network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in (SAFETENSORS_NAME, "pytorch_model.bin"):
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=hf_cache_dir())
+        if isinstance(found, str) and os.path.isfile(found):
+            return Path(found)
+    return None
+
+
+def hub_reachable(timeout_s: float) -> bool:
+    """True if the Hub endpoint accepts a TCP connection within ``timeout_s`` (DNS included: no offline hang)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    if not host:
+        return False
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    worker = threading.Thread(target=probe, daemon=True)  # getaddrinfo ignores socket timeouts
+    worker.start()
+    worker.join(timeout_s)
+    return bool(result and result[0])
+
+
+def download_from_hub(repo_id: str, timeout_s: float) -> Path | None:
+    """Fetch ``model.safetensors`` into the HF cache when the Hub answers; None (and a log line) otherwise."""
+    if not hub_reachable(timeout_s):
+        _logger.info("Hugging Face Hub not reachable within %.1fs; not downloading %s", timeout_s, repo_id)
+        return None
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id, SAFETENSORS_NAME, cache_dir=hf_cache_dir(), etag_timeout=timeout_s))
+    except Exception as exc:  # network or auth failure: fall through to the next source
+        _logger.warning("Download of %s/%s failed: %s", repo_id, SAFETENSORS_NAME, exc)
+        return None
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from safetensors or a torch file (``weights_only=True``), unwrapping ``{'model': ...}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"--weights {path}: no such file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        elif path.suffix in TORCH_SUFFIXES:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        else:
+            raise WeightsError(
+                f"--weights {path}: unsupported extension {path.suffix!r}; use .safetensors or one of "
+                f"{', '.join(TORCH_SUFFIXES)}"
+            )
+    except WeightsError:
+        raise
+    except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"{path}: cannot read checkpoint ({first_line})") from None
+    return _unwrap(state, path)
+
+
+def _unwrap(state: Any, path: Path) -> dict[str, torch.Tensor]:
+    while isinstance(state, dict) and not _is_tensor_dict(state):
+        inner = next((state[k] for k in _WRAPPER_KEYS if isinstance(state.get(k), dict)), None)
+        if inner is None:
+            raise WeightsError(
+                f"{path}: not a state dict; top-level keys {sorted(map(str, state))[:_MAX_LISTED]} hold no tensors"
+            )
+        state = inner
+    if not isinstance(state, dict) or not state:
+        raise WeightsError(f"{path}: empty or not a state dict ({type(state).__name__})")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _is_tensor_dict(state: dict) -> bool:
+    return bool(state) and all(isinstance(v, torch.Tensor) for v in state.values())
+
+
+def convert_to_timm_layout(state: dict[str, torch.Tensor], model: torch.nn.Module) -> tuple[dict, str]:
+    """Apply timm's ``checkpoint_filter_fn`` of the model's module when the keys are not timm's already."""
+    expected = model.state_dict().keys()
+    if set(state) == set(expected):
+        return state, "timm"
+    filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if filter_fn is None:
+        return state, "timm"
+    converted = filter_fn(dict(state), model)
+    return converted, ("timm" if set(converted) == set(state) else "converted")
+
+
+def check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, origin: str) -> None:
+    """Refuse a checkpoint that does not match the architecture, naming the first mismatches."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong_shape)):
+        if items:
+            more = f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
+            problems.append(f"{len(items)} {label}: {', '.join(items[:_MAX_LISTED])}{more}")
+    if problems:
+        raise WeightsError(f"{origin} does not fit {type(model).__name__}: " + "; ".join(problems))
+
+
+def load_into(model: torch.nn.Module, path: str | Path, source: str) -> WeightsInfo:
+    """Load the checkpoint at ``path`` into ``model`` strictly, and describe it."""
+    path = Path(path)
+    state = read_checkpoint(path)
+    state, layout = convert_to_timm_layout(state, model)
+    check_fits(state, model, str(path))
+    model.load_state_dict(state, strict=True)
+    file_format = "safetensors" if path.suffix == ".safetensors" else "torch"
+    info = WeightsInfo(source, str(path.resolve()), sha256_of(path), file_format, layout)
+    _logger.info("Loaded weights from %s (%s, %s layout, sha256 %s)", path, source, layout, info.sha256[:12])
+    return info
+
+
+def resolve_and_load(
+    model: torch.nn.Module,
+    weights_path: str | Path | None,
+    hub_id: str | None,
+    hub_timeout_s: float = 3.0,
+    require_pretrained: bool = False,
+) -> WeightsInfo:
+    """Load real weights from the first source that has them; else keep the model's seeded random init."""
+    if weights_path is not None:
+        return load_into(model, weights_path, "file")
+    if hub_id:
+        cached = find_in_hf_cache(hub_id)
+        if cached is not None:
+            return load_into(model, cached, "hf-cache")
+        downloaded = download_from_hub(hub_id, hub_timeout_s)
+        if downloaded is not None:
+            return load_into(model, downloaded, "hub")
+    where = f"{hub_id} in {hf_cache_dir()} or on the Hub" if hub_id else "a hub id in the model's pretrained config"
+    if require_pretrained:
+        raise WeightsError(f"--require-pretrained: no pretrained weights found (looked for {where}); pass --weights PATH")
+    _logger.warning(
+        "NO PRETRAINED WEIGHTS: found none (looked for %s). Using a deterministic RANDOM init: parity and "
+        "latency are still measured, but class predictions are meaningless. Pass --weights PATH for real weights.",
+        where,
+    )
+    return WeightsInfo("random-init", None, None, None, None)
