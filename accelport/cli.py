@@ -7,6 +7,7 @@ Exit codes: 0 ran and passed; 1 ran and parity failed; 2 bad usage, input or env
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -17,6 +18,9 @@ from .devices import FP32_MATH_MODES
 from .models import DEFAULT_MODEL
 
 _logger = logging.getLogger("accelport")
+
+# Sub-commands beyond `run`, one module each (runtimes x tasks x launchers stay independent).
+_COMMAND_MODULES = ("accelport.bench.command", "accelport.layers.command", "accelport.evaluation.command")
 
 EPILOG = "exit codes: 0 ran and passed, 1 ran and parity failed, 2 bad usage/input/environment, 3 internal error"
 
@@ -111,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog=EPILOG)
     add_run_arguments(run_parser)
     run_parser.set_defaults(handler=_cmd_run)
+    for module_name in _COMMAND_MODULES:  # each adds its own sub-command: register(commands)
+        importlib.import_module(module_name).register(commands)
     return parser
 
 

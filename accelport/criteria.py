@@ -6,8 +6,10 @@ Defaults, and why (README "Parity criteria" has the full reasoning):
 - ``fp32-fast``: TF32/HF32 round conv/matmul inputs to a 10-bit mantissa (~5e-4 per op); after a few dozen
   layers the output moves by ~1e-3..1e-2 relative. Cosine >= 0.9999, relative L2 <= 2e-2, 99 % of elements
   within 5 %.
-- ``fp16`` / ``bf16``: 10 / 7 mantissa bits in every activation. Cosine >= 0.999 / 0.995 (Polygraphy's 0.997
-  lies between), relative L2 <= 5e-2 / 1e-1, 95 % / 90 % of elements within 5 % / 10 %.
+- ``fp16`` / ``bf16``: 10 / 7 mantissa bits in every activation, so whole-network outputs drift by ~1e-2
+  relative and small logits by much more. Cosine >= 0.999 / 0.995 (Polygraphy's 0.997 lies between),
+  relative L2 <= 5e-2 / 1e-1, 90 % / 80 % of elements within 5 % / 10 %. Ascend's per-API half rule (99 %
+  within 1 %) is for one operator, not a 50-layer network, and would fail every correct bf16 port.
 All precisions: no new NaN/Inf, and no top-1 disagreement that is not a near-tie (classifier head).
 """
 
@@ -40,8 +42,8 @@ class Criteria:
 DEFAULT_CRITERIA: dict[str, Criteria] = {
     "fp32": Criteria("fp32", min_cosine=0.99999, max_rel_l2=1e-3, elem_rtol=1e-3, min_within_share=0.999),
     "fp32-fast": Criteria("fp32-fast", min_cosine=0.9999, max_rel_l2=2e-2, elem_rtol=5e-2, min_within_share=0.99),
-    "fp16": Criteria("fp16", min_cosine=0.999, max_rel_l2=5e-2, elem_rtol=5e-2, min_within_share=0.95),
-    "bf16": Criteria("bf16", min_cosine=0.995, max_rel_l2=1e-1, elem_rtol=1e-1, min_within_share=0.90),
+    "fp16": Criteria("fp16", min_cosine=0.999, max_rel_l2=5e-2, elem_rtol=5e-2, min_within_share=0.90),
+    "bf16": Criteria("bf16", min_cosine=0.995, max_rel_l2=1e-1, elem_rtol=1e-1, min_within_share=0.80),
 }
 _TUNABLE = {f.name: f.type for f in fields(Criteria) if f.name != "precision"}
 
