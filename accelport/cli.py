@@ -107,8 +107,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="accelport", description="Run a timm vision model on an accelerator with "
                                      "real weights, prove parity with the CPU, and time it.", epilog=EPILOG)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    _add_logging_flags(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run_parser = commands.add_parser("run", help="parity + latency report for one target (same as inference.py)",
                                      description="Parity and latency of one target against the CPU fp32 reference.",
@@ -117,7 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.set_defaults(handler=_cmd_run)
     for module_name in _COMMAND_MODULES:  # each adds its own sub-command: register(commands)
         importlib.import_module(module_name).register(commands)
+    for sub_parser in commands.choices.values():  # -v/-q work before or after the sub-command
+        _add_logging_flags(sub_parser, default=argparse.SUPPRESS)
     return parser
+
+
+def _add_logging_flags(parser: argparse.ArgumentParser, default: object = False) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", default=default, help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default, help="warnings and errors only")
 
 
 def configure_logging(verbose: bool, quiet: bool) -> None:

@@ -167,7 +167,11 @@ def convert_to_timm_layout(state: dict[str, torch.Tensor], model: torch.nn.Modul
     filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
     if filter_fn is None:
         return state, "timm"
-    converted = filter_fn(dict(state), model)
+    try:
+        converted = filter_fn(dict(state), model)
+    except Exception as exc:  # a foreign checkpoint can trip the filter; check_fits then names the mismatches
+        _logger.debug("timm's checkpoint filter could not convert the checkpoint: %r", exc)
+        return state, "timm"
     return converted, ("timm" if set(converted) == set(state) else "converted")
 
 

@@ -1,0 +1,175 @@
+"""The main job end to end, in-process through cli.main, plus every user error and its exit code."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from accelport.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = ["--iters", "3", "--warmup", "1"]
+ORIGINAL_FIELDS = {"status", "pretrained_used", "local_weight_used", "weight_path", "output_shape", "max_abs_diff",
+                   "mean_abs_diff", "cosine_similarity", "top1_match", "top5_match", "match_within_1_percent",
+                   "latency_ms"}
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, checkpoint_files):
+    """One default run (all six samples, cpu target) with real-format weights and saved outputs."""
+    out = tmp_path_factory.mktemp("run")
+    rc = main(["run", "--weights", str(checkpoint_files["safetensors"]), "--device", "cpu", "--out-dir", str(out),
+               "--save-outputs", *FAST])
+    return rc, out
+
+
+def test_run_passes_and_writes_every_artifact_atomically(full_run):
+    rc, out = full_run
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "accuracy_compare.log", "reference_outputs.npy", "report.md", "summary.json", "target_outputs.npy"]
+
+
+def test_summary_keeps_the_original_report_fields_and_documents_provenance(full_run, checkpoint_files):
+    summary = json.loads((full_run[1] / "summary.json").read_text())
+    assert ORIGINAL_FIELDS <= summary.keys()
+    assert summary["status"] == "passed" and summary["schema_version"] == 1
+    assert summary["pretrained_used"] is True and summary["local_weight_used"] is True
+    assert summary["weight_path"] == str(checkpoint_files["safetensors"].resolve())
+    assert summary["weight_sha256"] == hashlib.sha256(checkpoint_files["safetensors"].read_bytes()).hexdigest()
+    assert summary["output_shape"] == [6, 1000]
+    assert summary["top1_match"] is True and summary["top5_match"] is True
+    assert summary["latency_ms"] == summary["latency"]["compute"]["mean_ms"] > 0
+    assert summary["model"]["data_config"]["input_size"] == [3, 224, 224]
+    assert summary["model"]["data_config"]["size_mode"] == "train"
+    assert summary["environment"]["torch"] and summary["environment"]["timm"]
+    assert summary["target"]["fp32_math"] == "strict" and summary["target"]["precision"] == "fp32"
+    assert {c["name"] for c in summary["parity"]["checks"]} >= {"min_sample_cosine", "max_sample_rel_l2"}
+    assert [Path(s["path"]).name for s in summary["samples"]] == [
+        "astronaut.jpg", "camera.png", "chelsea.jpg", "coffee.jpg", "horse.png", "rocket.jpg"]
+    for sample in summary["samples"]:
+        assert len(sample["reference_top5"]) == 5 and sample["reference_top5"] == sample["target_top5"]
+        assert sample["metrics"]["cosine_similarity"] == pytest.approx(1.0)
+
+
+def test_saved_outputs_are_the_compared_outputs(full_run):
+    out = full_run[1]
+    summary = json.loads((out / "summary.json").read_text())
+    reference, target = np.load(out / "reference_outputs.npy"), np.load(out / "target_outputs.npy")
+    assert reference.shape == (6, 1000)
+    assert float(np.abs(reference - target).max()) == summary["max_abs_diff"]
+    assert np.argsort(-reference[0])[:5].tolist() == summary["samples"][0]["reference_top5"]
+
+
+def test_log_and_report_render_the_verdict_with_its_criteria(full_run):
+    log = (full_run[1] / "accuracy_compare.log").read_text()
+    assert "status: PASSED" in log and "PASS  min_sample_cosine" in log and ">= 0.99999" in log
+    report = (full_run[1] / "report.md").read_text()
+    assert "**Verdict: PASSED**" in report and "| min_sample_cosine |" in report and "## Latency" in report
+    assert hashlib.sha256 is not None and "sha256" in report
+
+
+def test_features_head_and_test_size(tmp_path, checkpoint_files, two_images):
+    rc = main(["run", "--weights", str(checkpoint_files["pth"]), "--device", "cpu", "--features", "--test-size",
+               "--images", *two_images, "--out-dir", str(tmp_path), *FAST])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert rc == 0
+    assert summary["output_shape"] == [2, 320]
+    assert summary["top1_match"] is None and "reference_top5" not in summary["samples"][0]
+    assert summary["model"]["data_config"]["input_size"] == [3, 288, 288]
+    assert summary["model"]["data_config"]["size_mode"] == "test"
+
+
+def test_really_different_target_fails_with_exit_1(tmp_path, two_images, checkpoint_files):
+    rc = main(["run", "--weights", str(checkpoint_files["safetensors"]), "--device", "cpu", "--dtype", "bf16",
+               "--criterion", "min_cosine=0.9999999", "--images", *two_images, "--out-dir", str(tmp_path), *FAST])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert rc == 1 and summary["status"] == "failed"
+    assert summary["criteria"]["precision"] == "bf16" and summary["criteria"]["min_cosine"] == 0.9999999
+    assert "FAIL  min_sample_cosine" in (tmp_path / "accuracy_compare.log").read_text()
+
+
+def test_random_init_is_flagged_in_every_artifact(tmp_path, two_images):
+    rc = main(["run", "--device", "cpu", "--images", *two_images, "--out-dir", str(tmp_path), *FAST])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert rc == 0 and summary["pretrained_used"] is False and summary["weight_path"] is None
+    assert "RANDOM INIT" in (tmp_path / "accuracy_compare.log").read_text()
+    assert "no pretrained weights were found" in (tmp_path / "report.md").read_text()
+
+
+def test_skip_bad_images_records_what_was_skipped(tmp_path, two_images):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    rc = main(["run", "--device", "cpu", "--images", two_images[0], str(bad), "--skip-bad-images",
+               "--out-dir", str(tmp_path / "out"), *FAST])
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert rc == 0 and summary["inputs"]["num_images"] == 1
+    assert summary["inputs"]["skipped"][0]["path"] == str(bad)
+
+
+def _bad_inputs(tmp_path: Path, checkpoint_files) -> list[tuple[list[str], str]]:
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    mismatched = tmp_path / "resnet.pth"
+    import timm
+    import torch
+
+    torch.save(timm.create_model("resnet10t").state_dict(), mismatched)
+    return [
+        (["--images", str(tmp_path / "nope.jpg")], "nope.jpg: no such file or folder"),
+        (["--images", str(corrupt)], "corrupt.png: not a readable image"),
+        (["--weights", str(tmp_path / "absent.safetensors")], "absent.safetensors: no such file"),
+        (["--weights", str(mismatched)], "resnet.pth does not fit"),
+        (["--require-pretrained"], "--require-pretrained: no pretrained weights found"),
+        (["--device", "tpu"], "--device 'tpu': unknown device type"),
+        (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "cuda:99"], "--device 'cuda:"),
+        (["--device", "npu"], "--device 'npu'"),
+        (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
+        (["--iters", "0"], "--iters 0: must be at least 1"),
+        (["--criterion", "min_cos=1"], "--criterion min_cos=1: unknown key"),
+        (["--runtime", "tensorrt"], "--runtime 'tensorrt'"),
+        (["--model", "no_such_model_xyz"], "--model 'no_such_model_xyz': not a timm model name"),
+    ]
+
+
+def test_every_user_error_has_its_message_exit_code_2_and_no_traceback(tmp_path, checkpoint_files, capsys):
+    for flags, message in _bad_inputs(tmp_path, checkpoint_files):
+        out_dir = tmp_path / "out"
+        rc = main(["run", "--device", "cpu", "--out-dir", str(out_dir), *FAST, *flags])
+        err = capsys.readouterr().err
+        assert rc == 2, flags
+        assert message in err, (flags, err)
+        assert "Traceback" not in err
+        assert not out_dir.exists(), "a failed run must not leave partial artifacts"
+
+
+def test_argparse_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        main(["run", "--dtype", "fp8"])
+    assert excinfo.value.code == 2 and "invalid choice: 'fp8'" in capsys.readouterr().err
+
+
+def test_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--model", "--weights", "--require-pretrained", "--hub-timeout", "--features", "--images",
+                 "--skip-bad-images", "--test-size", "--device", "--runtime", "--dtype", "--channels-last",
+                 "--fp32-math", "--batch-size", "--warmup", "--iters", "--criterion", "--out-dir", "--save-outputs"):
+        assert flag in text
+    assert "exit codes" in text
+
+
+def test_inference_py_is_the_run_command(tmp_path, two_images):
+    result = subprocess.run([sys.executable, str(ROOT / "inference.py"), "--device", "cpu", "--images", *two_images,
+                             "--out-dir", str(tmp_path), "--iters", "2", "--warmup", "0", "-q"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "status: PASSED" in result.stdout
+    assert json.loads((tmp_path / "summary.json").read_text())["samples"][0]["path"] == two_images[0]

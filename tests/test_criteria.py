@@ -1,0 +1,123 @@
+"""The verdict: correct reduced-precision runs pass their criteria, really wrong ones fail."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from accelport.criteria import DEFAULT_CRITERIA, criteria_for, effective_precision, parse_criterion_flags
+from accelport.errors import UsageError
+from accelport.parity import compare_outputs
+from accelport.preprocess import data_config_for, discover_images, load_images, make_transform
+
+
+def round_to_tf32(t: torch.Tensor) -> torch.Tensor:
+    """Round-to-nearest to TF32's 10-bit mantissa, as tensor cores do to conv/matmul inputs."""
+    bits = t.contiguous().view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+def emulate_tf32(model: torch.nn.Module) -> torch.nn.Module:
+    """A CPU stand-in for an accelerator's TF32/HF32 'fp32': every conv/linear sees TF32-rounded operands."""
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            module.weight.data = round_to_tf32(module.weight.data)
+            module.register_forward_pre_hook(lambda mod, args: (round_to_tf32(args[0]), *args[1:]))
+    return model
+
+
+@pytest.fixture(scope="module")
+def setup(seeded_state, sample_paths):
+    model = timm.create_model("convnextv2_atto", pretrained=False)
+    model.load_state_dict(seeded_state)
+    model.eval()
+    images = load_images(sample_paths, make_transform(data_config_for(model))).tensor
+    with torch.no_grad():
+        reference = model(images).numpy()
+    return model, images, reference
+
+
+def _outputs(model, images, dtype=torch.float32):
+    with torch.no_grad():
+        return model.to(dtype)(images.to(dtype)).float().numpy()
+
+
+def _verdict(reference, target, precision):
+    return compare_outputs(reference, target, DEFAULT_CRITERIA[precision], is_classifier=True)
+
+
+def test_identical_outputs_pass_strict_fp32(setup):
+    model, images, reference = setup
+    assert _verdict(reference, _outputs(model, images), "fp32").passed
+
+
+def test_tf32_fp32_passes_fast_criteria_but_not_strict(setup):
+    model, images, reference = setup
+    target = _outputs(emulate_tf32(model), images)
+    assert not np.array_equal(target, reference)
+    assert _verdict(reference, target, "fp32-fast").passed
+    assert not _verdict(reference, target, "fp32").passed
+
+
+def test_bf16_and_fp16_pass_their_own_criteria(setup):
+    model, images, reference = setup
+    for dtype, precision in ((torch.bfloat16, "bf16"), (torch.float16, "fp16")):
+        result = _verdict(reference, _outputs(copy.deepcopy(model), images, dtype), precision)
+        assert result.passed, [c for c in result.checks if not c.passed]
+        assert not _verdict(reference, _outputs(copy.deepcopy(model), images, dtype), "fp32").passed
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp32-fast", "bf16"])
+def test_perturbed_weight_fails_every_precision(setup, precision):
+    model, images, reference = setup
+    faulty = copy.deepcopy(model)
+    weight = faulty.stages[2].blocks[1].mlp.fc2.weight
+    weight.data += weight.data.std() * torch.randn(weight.shape, generator=torch.Generator().manual_seed(0))
+    result = _verdict(reference, _outputs(faulty, images), precision)
+    assert not result.passed
+
+
+def test_changed_grn_fails_strict_and_fast_fp32(setup):
+    model, images, reference = setup
+    faulty = copy.deepcopy(model)
+    faulty.stages[2].blocks[1].mlp.grn.weight.data.zero_()
+    for precision in ("fp32", "fp32-fast"):
+        assert not _verdict(reference, _outputs(faulty, images), precision).passed
+
+
+def test_swapped_top1_of_well_separated_classes_fails_even_with_good_overall_metrics():
+    reference = np.tile(np.linspace(-1, 1, 1000), (2, 1))
+    target = reference.copy()
+    target[0, 998] += 0.003  # overtakes class 999, which the reference put only 0.002 ahead: a near-tie
+    near = _verdict(reference, target, "fp32-fast")
+    assert near.samples[0].top1_near_tie and near.top1_match is False
+    assert [c.passed for c in near.checks if c.name == "real_top1_mismatches"] == [True]
+    target = reference.copy()
+    target[0, 0] = 5.0  # the smallest logit becomes the top-1: real mismatch
+    assert not _verdict(reference, target, "bf16").passed
+
+
+def test_effective_precision_only_relaxes_fp32_on_accelerators():
+    assert effective_precision("fp32", "fast", "cuda") == "fp32-fast"
+    assert effective_precision("fp32", "fast", "npu") == "fp32-fast"
+    assert effective_precision("fp32", "fast", "cpu") == "fp32"
+    assert effective_precision("fp32", "strict", "cuda") == "fp32"
+    assert effective_precision("bf16", "fast", "cuda") == "bf16"
+
+
+def test_criterion_overrides_and_their_errors():
+    criteria = criteria_for("fp32", parse_criterion_flags(["min_cosine=0.9", "max_top1_mismatches=2"]))
+    assert (criteria.min_cosine, criteria.max_top1_mismatches, criteria.max_rel_l2) == (0.9, 2, 1e-3)
+    with pytest.raises(UsageError, match="unknown key"):
+        criteria_for("fp32", {"min_cosin": "0.9"})
+    with pytest.raises(UsageError, match="not a number"):
+        criteria_for("fp32", {"min_cosine": "high"})
+    with pytest.raises(UsageError, match="out of range"):
+        criteria_for("fp32", {"min_cosine": "1.5"})
+    with pytest.raises(UsageError, match="KEY=VALUE"):
+        parse_criterion_flags(["min_cosine"])

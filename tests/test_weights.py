@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from accelport.errors import WeightsError
+from accelport.models import load_model
+from accelport.weights import hub_reachable
+from checkpoints import HUB_ID, write_hf_cache
+
+
+def _logits(model, seed=0):
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return model(x)
+
+
+@pytest.fixture(scope="module")
+def expected_logits(seeded_state):
+    import timm
+
+    model = timm.create_model("convnextv2_atto", pretrained=False)
+    model.load_state_dict(seeded_state)
+    return _logits(model.eval())
+
+
+@pytest.mark.parametrize("fmt, layout", [("safetensors", "timm"), ("pth", "timm"), ("bin", "timm"),
+                                         ("original", "converted")])
+def test_every_checkpoint_format_loads_identical_tensors_and_logits(fmt, layout, checkpoint_files, seeded_state,
+                                                                   expected_logits):
+    loaded = load_model(weights_path=checkpoint_files[fmt])
+    state = loaded.model.state_dict()
+    assert set(state) == set(seeded_state)
+    for key, value in seeded_state.items():
+        assert torch.equal(state[key], value), key
+    assert torch.equal(_logits(loaded.model), expected_logits)
+    info = loaded.weights
+    assert (info.source, info.key_layout, info.pretrained_used, info.local_weight_used) == ("file", layout, True, True)
+    assert info.sha256 == hashlib.sha256(checkpoint_files[fmt].read_bytes()).hexdigest()
+    assert info.file_format == ("safetensors" if fmt == "safetensors" else "torch")
+
+
+def test_hf_cache_under_hf_home_is_found_offline(tmp_path, monkeypatch, seeded_state, expected_logits):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    snapshot_file = write_hf_cache(tmp_path, seeded_state)
+    loaded = load_model(HUB_ID, require_pretrained=True)
+    assert loaded.weights.source == "hf-cache"
+    assert loaded.weights.path == str(snapshot_file.resolve())
+    assert torch.equal(_logits(loaded.model), expected_logits)
+
+
+def test_hf_hub_cache_variable_takes_precedence(tmp_path, monkeypatch, seeded_state):
+    write_hf_cache(tmp_path / "elsewhere", seeded_state)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere" / "hub"))
+    assert load_model(require_pretrained=True).weights.source == "hf-cache"
+
+
+def test_features_head_loads_classifier_checkpoint_and_outputs_pooled_features(checkpoint_files):
+    loaded = load_model(head="features", weights_path=checkpoint_files["safetensors"])
+    out = _logits(loaded.model)
+    assert out.shape == (2, 320)
+
+
+def test_no_weights_is_a_deterministic_random_init_flagged_as_not_pretrained(caplog):
+    first, second = load_model(), load_model()
+    assert first.weights.source == "random-init" and not first.weights.pretrained_used
+    assert first.weights.sha256 is None
+    assert torch.equal(_logits(first.model), _logits(second.model))
+    assert "NO PRETRAINED WEIGHTS" in caplog.text
+
+
+def test_require_pretrained_without_weights_is_an_error():
+    with pytest.raises(WeightsError, match="--require-pretrained"):
+        load_model(require_pretrained=True)
+
+
+def test_unreachable_hub_is_treated_as_offline(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: connection refused at once
+    assert hub_reachable(timeout_s=1.0) is False
+    assert load_model(hub_timeout_s=1.0).weights.source == "random-init"
+
+
+def test_missing_keys_are_named(tmp_path, seeded_state):
+    broken = dict(seeded_state)
+    del broken["stages.2.blocks.1.mlp.fc2.weight"]
+    path = tmp_path / "missing.safetensors"
+    save_file(broken, str(path))
+    with pytest.raises(WeightsError, match=r"missing.safetensors.*1 missing keys: stages\.2\.blocks\.1\.mlp\.fc2\.weight"):
+        load_model(weights_path=path)
+
+
+def test_wrong_shapes_and_unexpected_keys_are_named(tmp_path, seeded_state):
+    broken = dict(seeded_state)
+    broken["head.fc.weight"] = torch.zeros(10, 320)
+    broken["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "wrong.pth"
+    torch.save(broken, path)
+    with pytest.raises(WeightsError) as excinfo:
+        load_model(weights_path=path)
+    message = str(excinfo.value)
+    assert "unexpected keys: extra.weight" in message
+    assert "head.fc.weight: checkpoint (10, 320) vs model (1000, 320)" in message
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    import timm
+
+    path = tmp_path / "resnet.safetensors"
+    save_file(timm.create_model("resnet18").state_dict(), str(path))
+    with pytest.raises(WeightsError, match="does not fit ConvNeXt"):
+        load_model(weights_path=path)
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path, checkpoint_files):
+    for name in ("safetensors", "pth"):
+        data = checkpoint_files[name].read_bytes()
+        path = tmp_path / f"truncated{checkpoint_files[name].suffix}"
+        path.write_bytes(data[: len(data) // 2])
+        with pytest.raises(WeightsError, match=f"{path.name}: cannot read checkpoint"):
+            load_model(weights_path=path)
+
+
+def test_pickled_code_is_refused_by_weights_only_loading(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {"w": torch.zeros(1)}, "extra": hashlib.sha256}, path)
+    with pytest.raises(WeightsError, match="evil.pth: cannot read checkpoint"):
+        load_model(weights_path=path)
+
+
+def test_missing_file_and_unknown_extension_are_clear_errors(tmp_path):
+    with pytest.raises(WeightsError, match="no such file"):
+        load_model(weights_path=tmp_path / "absent.safetensors")
+    odd = tmp_path / "weights.h5"
+    odd.write_bytes(b"x")
+    with pytest.raises(WeightsError, match="unsupported extension '.h5'"):
+        load_model(weights_path=odd)
