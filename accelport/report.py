@@ -13,10 +13,10 @@ from .atomic import save_npy_atomic, write_json_atomic, write_text_atomic
 _logger = logging.getLogger(__name__)
 
 _METRIC_ROWS = (
-    ("max_abs_diff", "max |t - r|"),
-    ("mean_abs_diff", "mean |t - r|"),
+    ("max_abs_diff", "max abs diff"),
+    ("mean_abs_diff", "mean abs diff"),
     ("max_rel_err", "max guarded relative error"),
-    ("rel_l2_err", "‖t - r‖₂ / ‖r‖₂"),
+    ("rel_l2_err", "relative L2 error"),
     ("rmse", "RMSE"),
     ("cosine_similarity", "cosine similarity"),
     ("share_within_1e_3", "share within 0.1 % (rel)"),
