@@ -43,6 +43,9 @@ def make_transform(config: DataConfig):
 def discover_images(inputs: list[str | Path] | None) -> list[Path]:
     """Expand files and folders (recursively, by image extension, sorted) into a list of image paths."""
     if not inputs:
+        if not DEFAULT_SAMPLES_DIR.is_dir():  # an installed package has no repository samples/
+            raise InputError(f"no --images given and the bundled samples ({DEFAULT_SAMPLES_DIR}) are not there; "
+                             "pass --images FILE_OR_FOLDER")
         inputs = [DEFAULT_SAMPLES_DIR]
     found: list[Path] = []
     for item in inputs:
