@@ -1,10 +1,140 @@
-"""PLACEHOLDER: the `evaluation` sub-command is being written; replace this file."""
+"""``accelport eval --data DIR``: accuracy and agreement over a dataset, in one process or under torchrun."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+
+from .. import errors
+from ..devices import FP32_MATH_MODES
+from ..models import DEFAULT_MODEL
+from .config import EvalConfig
+
+EPILOG = ("exit codes: 0 ran and passed, 1 ran and a criterion failed, 2 bad usage/input/environment, "
+          "3 internal error. "
+          "Many devices: torchrun --nproc-per-node N -m accelport eval ... (see docs/eval.md)")
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared with ``accelport run`` keep its names and meaning; the rest are eval's own."""
+    d = EvalConfig(data="")
+    data = parser.add_argument_group("dataset")
+    data.add_argument("--data", required=True, metavar="DIR",
+                      help="image folder: class folders (ImageNet wnids such as n01440764, or class indices), or "
+                           "any folder of images (searched recursively) with --labels FILE or without labels")
+    data.add_argument("--labels", default=d.labels, metavar="auto|none|FILE",
+                      help="auto: from class folders when there are any; none: agreement figures only; FILE: a "
+                           "'file,label' CSV, 'file label' lines, or one label per line in sorted file order "
+                           "(labels are wnids or 0-based class indices) (default: %(default)s)")
+    data.add_argument("--skip-bad-images", action="store_true",
+                      help="warn about and skip unreadable images (listed in eval.json) instead of failing")
+    data.add_argument("--test-size", action="store_true",
+                      help="use the pretrained config's test input size and crop instead of the train size")
+    data.add_argument("--workers", type=int, default=d.workers,
+                      help="DataLoader worker processes decoding images, per process (default: %(default)s)")
+
+    model = parser.add_argument_group("model and weights")
+    model.add_argument("--model", default=DEFAULT_MODEL, help="timm model name or timm Hub id (default: %(default)s)")
+    model.add_argument("--weights", metavar="PATH", help="checkpoint file (as for accelport run)")
+    model.add_argument("--require-pretrained", action="store_true",
+                       help="fail (exit 2) instead of falling back to a random init when no weights are found")
+    model.add_argument("--hub-timeout", type=float, default=d.hub_timeout_s, metavar="S",
+                       help="seconds to wait for the Hugging Face Hub (default: %(default)s)")
+    model.add_argument("--seed", type=int, default=d.seed, help="seed of the random init fallback (default: 0)")
+
+    target = parser.add_argument_group("target")
+    target.add_argument("--device", default=d.device,
+                        help="auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps; under torchrun, a device without index "
+                             "means the local rank's (default: %(default)s)")
+    target.add_argument("--runtime", default=d.runtime, help="how the target runs the model (default: %(default)s)")
+    target.add_argument("--dtype", default=d.dtype, choices=("fp32", "fp16", "bf16"),
+                        help="target precision; the reference is always CPU fp32 (default: %(default)s)")
+    target.add_argument("--channels-last", action="store_true", help="run the target in channels-last memory format")
+    target.add_argument("--fp32-math", default=d.fp32_math, choices=FP32_MATH_MODES,
+                        help="strict: IEEE fp32; fast: allow TF32 (CUDA) / HF32 (Ascend) (default: %(default)s)")
+    target.add_argument("--batch-size", type=int, default=d.batch_size,
+                        help="images per batch; the last batch is zero-padded to it (default: %(default)s)")
+
+    judge = parser.add_argument_group("criteria")
+    judge.add_argument("--criterion", action="append", metavar="KEY=VALUE",
+                       help="override a per-image parity criterion: min_cosine, max_rel_l2, elem_rtol, "
+                            "min_within_share (repeatable)")
+    judge.add_argument("--max-disagreement", type=float, default=d.max_disagreement, metavar="SHARE",
+                       help="largest share of images whose top-1 differs and is not a near-tie (default: %(default)s)")
+    judge.add_argument("--max-accuracy-drop", type=float, default=d.max_accuracy_drop, metavar="SHARE",
+                       help="largest fall of the target's top-1 accuracy below the reference's, as a share "
+                            "(labelled data only; default: %(default)s)")
+
+    output = parser.add_argument_group("output, cache and resume")
+    output.add_argument("--out-dir", default=d.out_dir, help="eval.json, eval.md, eval_hist.png and the resume "
+                                                             "journal go here (default: %(default)s)")
+    output.add_argument("--reference-cache", metavar="DIR",
+                        help="cache the CPU fp32 reference outputs here and reuse them (keyed by model, weights, "
+                             "data config and each image's path, size and mtime)")
+    output.add_argument("--resume", action="store_true",
+                        help="skip the images already in --out-dir's journal (an interrupted run of the same "
+                             "evaluation); without it the journal is started afresh")
+    output.add_argument("--worst", type=int, default=d.worst, help="worst images and classes listed (default: 10)")
+    output.add_argument("--no-progress", action="store_true", help="no progress bar")
+    output.add_argument("--dist-timeout", type=float, default=d.dist_timeout_s, metavar="S",
+                        help="torch.distributed timeout; raise it when shards may finish far apart (default: 1800)")
+
+
+def config_from_args(args: argparse.Namespace) -> EvalConfig:
+    from ..criteria import parse_criterion_flags
+
+    return EvalConfig(
+        data=args.data, labels=args.labels, model=args.model, weights=args.weights,
+        require_pretrained=args.require_pretrained, hub_timeout_s=args.hub_timeout, seed=args.seed,
+        test_size=args.test_size, device=args.device, runtime=args.runtime, dtype=args.dtype,
+        channels_last=args.channels_last, fp32_math=args.fp32_math, batch_size=args.batch_size, workers=args.workers,
+        criteria=tuple(parse_criterion_flags(args.criterion).items()), max_disagreement=args.max_disagreement,
+        max_accuracy_drop=args.max_accuracy_drop, reference_cache=args.reference_cache, resume=args.resume,
+        skip_bad_images=args.skip_bad_images, out_dir=args.out_dir, progress=not args.no_progress, worst=args.worst,
+        dist_timeout_s=args.dist_timeout,
+    )
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f} %"
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    if int(os.environ.get("RANK", "0")) > 0 and not args.verbose:
+        logging.getLogger("accelport").setLevel(logging.WARNING)  # rank 0 speaks for the job
+    result = evaluate(config_from_args(args))
+    doc = result.document
+    if doc is None:  # not rank 0
+        return errors.EXIT_PASSED if result.passed else errors.EXIT_PARITY_FAILED
+    agreement, accuracy = doc["agreement"], doc["accuracy"]
+    print(f"eval {doc['status'].upper()}: {doc['dataset']['num_evaluated']} images "
+          f"({len(doc['dataset']['skipped'])} skipped), target {doc['target']['device']} {doc['target']['dtype']}")
+    if accuracy:
+        for k in ("top1", "top5"):
+            print(f"  {k} accuracy: reference {_pct(accuracy['reference'][k])}, target {_pct(accuracy['target'][k])} "
+                  f"({100 * accuracy['difference'][k]:+.2f} pts)")
+    print(f"  agreement: top-1 {_pct(agreement['top1'])}, top-5 {_pct(agreement['top5'])} "
+          f"({agreement['real_top1_mismatches']} real top-1 mismatches)")
+    print(f"  worst cosine {doc['distributions']['cosine']['min']:.7f}, "
+          f"median rel L2 {doc['distributions']['rel_l2']['p50']:.2e}")
+    for stage in doc["throughput"]["stages"]:
+        print(f"  {stage['stage']:<48} {stage['images_per_s']:9.1f} images/s")
+    print(f"  bottleneck: {doc['throughput']['bottleneck']} (waited for data "
+          f"{100 * doc['throughput']['data_wait_share']:.1f} % of the time)")
+    for check in doc["checks"]:
+        if not check["passed"]:
+            print(f"  FAIL {check['name']}: {check['value']:.6g} {check['op']} {check['threshold']:.6g}")
+    print("artifacts: " + ", ".join(str(p) for p in result.artifacts.values()))
+    return errors.EXIT_PASSED if result.passed else errors.EXIT_PARITY_FAILED
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("evaluation", help="(not implemented yet)")
-    parser.set_defaults(handler=lambda args: 2)
+    parser = commands.add_parser("eval", help="accuracy and agreement over a dataset (torchrun for many devices)",
+                                 description="Top-1/top-5 accuracy and agreement of a target against the CPU fp32 "
+                                             "reference over a whole image folder, streamed, resumable, and spread "
+                                             "over processes when launched by torchrun.", epilog=EPILOG)
+    add_eval_arguments(parser)
+    parser.set_defaults(handler=_cmd_eval)

@@ -1,0 +1,219 @@
+"""``accelport eval``: a whole dataset through the CPU fp32 reference and the target, in one or many processes.
+
+Every process loads the model, lists the dataset and agrees with the others on what the resume journals
+already hold; it then evaluates its strided share of the rest. Rank 0 gathers the per-image records, sorts
+them into dataset order and writes eval.json, eval.md and eval_hist.png.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..criteria import criteria_for, effective_precision
+from ..devices import apply_numeric_settings
+from ..errors import InputError, UsageError
+from ..models import load_model
+from ..preprocess import data_config_for, make_transform
+from ..runners import create_runner
+from . import distributed as dist_utils
+from .aggregate import summarise
+from .config import EvalConfig
+from .dataset import DatasetListing, list_dataset, make_loader
+from .journal import JournalWriter, clear_journals, journal_path, read_journals
+from .labels import class_namer
+from .loop import ShardEvaluator, ShardResult, StageTimes
+from .records import ImageRecord
+from .reference_cache import ReferenceCache
+from .report import build_document, write_outputs
+
+_logger = logging.getLogger(__name__)
+
+PINNED_DEVICE_TYPES = ("cuda", "npu", "xpu")
+
+
+@dataclass
+class EvalResult:
+    """What rank 0 wrote (the other ranks get ``document=None``) and the verdict every rank returns."""
+
+    passed: bool
+    document: dict[str, Any] | None = None
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+
+def validate(config: EvalConfig) -> None:
+    for name in ("batch_size",):
+        if getattr(config, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(config, name)}: must be at least 1")
+    for name in ("workers", "worst"):
+        if getattr(config, name) < 0:
+            raise UsageError(f"--{name} {getattr(config, name)}: must be at least 0")
+    for name in ("max_disagreement", "max_accuracy_drop"):
+        if not 0 <= getattr(config, name) <= 1:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(config, name)}: must be a share between 0 and 1")
+    if config.hub_timeout_s <= 0 or config.dist_timeout_s <= 0:
+        raise UsageError("--hub-timeout and --dist-timeout must be positive")
+    if not Path(config.data).is_dir():  # before minutes of model loading
+        raise InputError(f"--data {config.data}: not a folder")
+    if config.labels not in ("auto", "none") and not Path(config.labels).is_file():
+        raise InputError(f"--labels {config.labels}: no such file (or use auto / none)")
+    if any(key == "max_top1_mismatches" for key, _ in config.criteria):
+        raise UsageError("--criterion max_top1_mismatches: eval judges a rate, use --max-disagreement instead")
+
+
+def _fingerprint(config: EvalConfig, loaded: Any, data_config: Any, listing: DatasetListing, device: torch.device,
+                 elem_rtol: float) -> dict[str, Any]:
+    """What must not change between an interrupted run and its resume (journal.py)."""
+    return {
+        "model": loaded.name, "head": loaded.head, "weights": _weights_identity(loaded, config.seed),
+        "data_config": data_config.to_json(), "data": str(listing.root.resolve()), "labels": listing.labels.to_json(),
+        "device_type": device.type, "runtime": config.runtime, "dtype": config.dtype,
+        "channels_last": config.channels_last, "fp32_math": config.fp32_math, "batch_size": config.batch_size,
+        "elem_rtol": elem_rtol,
+    }
+
+
+def _weights_identity(loaded: Any, seed: int) -> str:
+    if loaded.weights.sha256:
+        return loaded.weights.sha256
+    return f"random-init seed {seed} torch {torch.__version__}"
+
+
+def _check_same_job(ctx: dist_utils.DistContext, fingerprint: dict[str, Any], listing: DatasetListing) -> None:
+    """Every rank must list the same images with the same settings, or the strided shards would not fit together."""
+    if not ctx.enabled:
+        return
+    payload = json.dumps([fingerprint, [(it.key, it.label) for it in listing.items]], sort_keys=True)
+    digests = dist_utils.all_gather(ctx, hashlib.sha256(payload.encode("utf-8")).hexdigest())
+    odd = [rank for rank, digest in enumerate(digests) if digest != digests[0]]
+    if odd:
+        raise UsageError(f"--data {listing.root}: rank(s) {odd} see other images, labels or settings than rank 0 "
+                         f"(rank {ctx.rank} sees {len(listing.items)} images); every node needs the same dataset "
+                         "at the same path and the same command line")
+
+
+def _done_before(config: EvalConfig, ctx: dist_utils.DistContext, out_dir: Path, fingerprint: dict[str, Any],
+                 listing: DatasetListing) -> tuple[set[str], list[ImageRecord]]:
+    """Keys already in the journals (agreed by all ranks) and the records this rank reports for them.
+
+    Each rank reads the journals it can see (all of them on a shared file system, its node's otherwise); a
+    record seen by several ranks is reported by the lowest of them, so rank 0 receives it exactly once.
+    """
+    if not config.resume:
+        if ctx.local_rank == 0:
+            clear_journals(out_dir)
+        dist_utils.barrier(ctx)
+        return set(), []
+    in_listing = {it.key for it in listing.items}
+    local = {k: r for k, r in read_journals(out_dir, fingerprint).items() if k in in_listing}
+    owner: dict[str, int] = {}
+    for rank, keys in enumerate(dist_utils.all_gather(ctx, sorted(local))):
+        for key in keys:
+            owner.setdefault(key, rank)
+    owned = [r for k, r in local.items() if owner[k] == ctx.rank]
+    if ctx.is_main:
+        _logger.info("--resume: %d of %d images already evaluated", len(owner), len(listing.items))
+    return set(owner), owned
+
+
+def _progress_bar(ctx: dist_utils.DistContext, total: int, enabled: bool):
+    if not ctx.is_main or not enabled:
+        return None
+    from tqdm import tqdm
+
+    desc = "eval" if not ctx.enabled else f"eval (rank 0 of {ctx.world_size}, its share)"
+    interactive = sys.stderr.isatty()  # in a log file, a line every 10 s instead of a redraw every 0.1 s
+    return tqdm(total=total, desc=desc, unit="img", dynamic_ncols=interactive, mininterval=0.1 if interactive else 10)
+
+
+def evaluate(config: EvalConfig, on_batch: Callable[[int], None] | None = None) -> EvalResult:
+    """Run the evaluation; ``on_batch(n)`` is called after the n-th batch is journaled (tests interrupt there)."""
+    validate(config)
+    ctx, device = dist_utils.init_distributed(config.device, config.dist_timeout_s)
+    try:
+        return _evaluate(config, ctx, device, on_batch)
+    finally:
+        dist_utils.shutdown(ctx)
+
+
+def _evaluate(config: EvalConfig, ctx: dist_utils.DistContext, device: torch.device,
+              on_batch: Callable[[int], None] | None) -> EvalResult:
+    started = time.time()
+    numeric = apply_numeric_settings(device, config.fp32_math)
+    criteria = criteria_for(effective_precision(config.dtype, config.fp32_math, device.type), dict(config.criteria))
+    loaded = load_model(config.model, "classifier", config.weights, config.require_pretrained, config.hub_timeout_s,
+                        config.seed)
+    if loaded.num_classes == 0:
+        raise UsageError(f"--model {config.model}: has no classifier head; eval compares class predictions")
+    data_config = data_config_for(loaded.model, config.test_size)
+    listing = list_dataset(config.data, config.labels, loaded.model, loaded.num_classes)
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = _fingerprint(config, loaded, data_config, listing, device, criteria.elem_rtol)
+    _check_same_job(ctx, fingerprint, listing)
+    done_keys, done_records = _done_before(config, ctx, out_dir, fingerprint, listing)
+    items = dist_utils.shard([it for it in listing.items if it.key not in done_keys], ctx)
+
+    cache = None
+    if config.reference_cache:
+        cache = ReferenceCache(config.reference_cache, {k: fingerprint[k] for k in ("model", "head", "weights",
+                                                                                   "data_config")})
+    loader = make_loader(items, make_transform(data_config), config.batch_size,
+                         tuple(data_config.values["input_size"]), config.workers, device.type in PINNED_DEVICE_TYPES)
+    progress = _progress_bar(ctx, len(items), config.progress)
+    with create_runner("eager", loaded.model, torch.device("cpu"), "fp32") as reference_runner, \
+            create_runner(config.runtime, loaded.model, device, config.dtype, config.channels_last) as target_runner, \
+            JournalWriter(journal_path(out_dir, ctx.rank), fingerprint) as journal:
+        evaluator = ShardEvaluator(items, reference_runner, target_runner, loaded.num_classes, criteria.elem_rtol,
+                                   cache, journal, config.skip_bad_images)
+        try:
+            shard = evaluator.run(loader, progress, on_batch)
+        finally:
+            if progress is not None:
+                progress.close()
+        runner_settings = target_runner.describe()
+    shard.records.extend(done_records)
+    gathered = dist_utils.gather_to_main(ctx, (shard, cache.to_json() if cache else None))
+    result = EvalResult(passed=False)
+    if ctx.is_main:
+        result = _write(config, ctx, gathered, listing, len(done_keys), loaded, data_config, device, numeric,
+                        runner_settings, criteria, started)
+    result.passed = dist_utils.broadcast_from_main(ctx, result.passed)
+    return result
+
+
+def _write(config: EvalConfig, ctx: dist_utils.DistContext, gathered: Any, listing: DatasetListing, resumed: int,
+           loaded: Any, data_config: Any, device: torch.device, numeric: Any, runner_settings: dict[str, Any],
+           criteria: Any, started: float) -> EvalResult:
+    """Rank 0: merge the shards into dataset order, compute the figures and write the artifacts."""
+    shards: list[ShardResult] = [g[0] for g in gathered]
+    position = {it.key: it.position for it in listing.items}
+    records = sorted((r for s in shards for r in s.records), key=lambda r: position[r.key])
+    skipped = sorted((x for s in shards for x in s.skipped), key=lambda x: position[x["path"]])
+    if not records:
+        raise InputError(f"--data {listing.root}: no readable images left after skipping "
+                         f"{len(skipped)} bad file(s)")
+    figures = summarise(records, criteria, config.max_disagreement, config.max_accuracy_drop, config.worst,
+                        class_namer(loaded.model))
+    caches = [g[1] for g in gathered if g[1]]
+    run_info = {
+        **ctx.to_json(), "batch_size": config.batch_size, "workers": config.workers, "resumed_images": resumed,
+        "evaluated_now": sum(len(s.records) for s in shards) - resumed,
+        "reference_cache": None if not caches else {"dir": caches[0]["dir"], "hits": sum(c["hits"] for c in caches),
+                                                    "misses": sum(c["misses"] for c in caches)},
+    }
+    throughput = StageTimes.merged([s.times for s in shards]).to_json(config.workers, ctx.world_size)
+    doc = build_document(figures=figures, config=config, loaded=loaded, data_config=data_config, listing=listing,
+                         device=device, numeric=numeric, runner_settings=runner_settings, criteria=criteria,
+                         skipped=skipped, run_info=run_info, throughput=throughput, wall_s=time.time() - started)
+    artifacts = write_outputs(Path(config.out_dir), doc, [r.cosine for r in records], [r.rel_l2 for r in records])
+    return EvalResult(passed=figures["passed"], document=doc, artifacts=artifacts)

@@ -1,0 +1,65 @@
+"""The few numbers kept per image, so that memory grows by bytes per image and never by its logits."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from ..metrics import compare_per_sample, relative_errors, topk_agreement, topk_indices
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image's comparison: top-5 of both sides, agreement (with near-ties), error metrics, label."""
+
+    key: str  # path relative to --data
+    label: int | None
+    reference_top5: list[int]
+    target_top5: list[int]
+    top1_match: bool
+    top5_match: bool
+    top1_near_tie: bool
+    top5_near_tie: bool
+    cosine: float
+    rel_l2: float
+    max_abs_diff: float
+    mean_abs_diff: float
+    within_rtol: int  # elements within the criteria's element-wise relative tolerance
+    num_elements: int
+    nonfinite_reference: int
+    nonfinite_target: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ImageRecord:
+        return cls(**data)
+
+    @property
+    def real_top1_mismatch(self) -> bool:
+        return not self.top1_match and not self.top1_near_tie
+
+
+def records_from_outputs(keys: list[str], labels: list[int | None], reference: np.ndarray, target: np.ndarray,
+                         elem_rtol: float) -> list[ImageRecord]:
+    """Per-image metrics and top-k agreement, the same functions and tolerances as ``accelport run`` uses."""
+    reference = np.asarray(reference, np.float64)
+    target = np.asarray(target, np.float64)
+    errors = relative_errors(reference, target)
+    within = np.where(np.isfinite(errors), errors <= elem_rtol, False).sum(axis=1)  # as metrics.share_within counts
+    records = []
+    for i, metrics in enumerate(compare_per_sample(reference, target)):
+        ref, tgt = reference[i], target[i]
+        top1 = topk_agreement(ref, tgt, 1, metrics.max_abs_diff)
+        top5 = topk_agreement(ref, tgt, 5, metrics.max_abs_diff)
+        records.append(ImageRecord(
+            key=keys[i], label=labels[i], reference_top5=topk_indices(ref), target_top5=topk_indices(tgt),
+            top1_match=top1.match, top5_match=top5.match, top1_near_tie=top1.near_tie, top5_near_tie=top5.near_tie,
+            cosine=metrics.cosine_similarity, rel_l2=metrics.rel_l2_err, max_abs_diff=metrics.max_abs_diff,
+            mean_abs_diff=metrics.mean_abs_diff, within_rtol=int(within[i]), num_elements=metrics.num_elements,
+            nonfinite_reference=metrics.nonfinite_reference, nonfinite_target=metrics.nonfinite_target,
+        ))
+    return records

@@ -1,0 +1,248 @@
+"""accelport eval: accuracy and agreement over a folder, labels, cache, resume, bad images, torchrun.
+
+Expected accuracies are known by construction (eval_helpers.py): labels are picked from plain timm's own
+ranking of the classes to be right or wrong on purpose. Torch runs on one thread in this module, as torchrun
+runs each rank, because the number of threads changes CPU outputs in the last bits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from accelport.cli import main
+from accelport.errors import InputError, UsageError
+from accelport.evaluation import EvalConfig, evaluate
+from accelport.evaluation.distributed import DistContext, shard
+from accelport.evaluation.journal import JournalWriter, read_journals
+from accelport.evaluation.labels import resolve_labels
+from accelport.evaluation.records import ImageRecord
+from accelport.weights import sha256_of
+from eval_helpers import (EXPECTED_TOP1_CORRECT, EXPECTED_TOP5_CORRECT, IMAGES, build_datasets, constructed_labels,
+                          free_port, reference_rankings, wnid)
+
+REPO = Path(__file__).resolve().parent.parent
+COMMON = ["--device", "cpu", "--workers", "0", "--no-progress", "--batch-size", "2"]
+FIGURES = ("accuracy", "agreement", "distributions", "checks", "worst_images", "classes_most_disagreement")
+IMAGENET = types.SimpleNamespace(num_classes=1000)  # all that label parsing needs to know about the model
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture(scope="module")
+def weights(checkpoint_files) -> Path:
+    return checkpoint_files["safetensors"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, seeded_state):
+    return build_datasets(tmp_path_factory.mktemp("eval_data"), constructed_labels(reference_rankings(seeded_state)))
+
+
+def run_eval(out_dir: Path, data_dir: Path, weights: Path, *extra: str) -> tuple[int, dict | None]:
+    rc = main(["-q", "eval", "--data", str(data_dir), "--weights", str(weights), "--out-dir", str(out_dir),
+               *COMMON, *extra])
+    result = out_dir / "eval.json"
+    return rc, json.loads(result.read_text()) if result.exists() else None
+
+
+def figures(doc: dict) -> dict:
+    return {k: doc[k] for k in FIGURES} | {"evaluated": doc["dataset"]["num_evaluated"],
+                                           "skipped": doc["dataset"]["skipped"]}
+
+
+def journal_keys(out_dir: Path) -> list[str]:
+    keys = []
+    for path in sorted(out_dir.glob("eval_journal*.jsonl")):
+        keys += [json.loads(line)["key"] for line in path.read_text().splitlines()[1:]]
+    return keys
+
+
+@pytest.fixture(scope="module")
+def fp32_run(tmp_path_factory, data, weights):
+    out = tmp_path_factory.mktemp("fp32_run")
+    return (out, *run_eval(out, data.class_folders, weights))
+
+
+@pytest.fixture(scope="module")
+def bf16_run(tmp_path_factory, data, weights):
+    """A target that really differs from the reference (CPU bf16), so equalities below are not trivial."""
+    out = tmp_path_factory.mktemp("bf16_run")
+    return (out, *run_eval(out, data.class_folders, weights, "--dtype", "bf16"))
+
+
+def test_accuracy_on_wnid_class_folders_matches_the_labels_built_for_it(fp32_run, weights):
+    out, rc, doc = fp32_run
+    assert rc == 0 and doc["status"] == "passed"
+    accuracy = doc["accuracy"]
+    assert accuracy["num_images"] == len(IMAGES) == 7
+    for side in ("reference", "target"):
+        assert accuracy[side]["top1_correct"] == EXPECTED_TOP1_CORRECT
+        assert accuracy[side]["top5_correct"] == EXPECTED_TOP5_CORRECT
+        assert accuracy[side]["top1"] == pytest.approx(4 / 7) and accuracy[side]["top5"] == pytest.approx(5 / 7)
+    assert accuracy["difference"] == {"top1": 0.0, "top5": 0.0}
+    assert doc["agreement"]["top1"] == 1.0 and doc["agreement"]["top5"] == 1.0  # same CPU fp32 kernels both sides
+    assert doc["dataset"]["labels"] == {"kind": "class-folders", "format": "wnid", "path": None, "sha256": None}
+    assert doc["weight_sha256"] == sha256_of(weights) and doc["pretrained_used"] is True
+    assert doc["schema_version"] == 1 and doc["environment"]["torch"] == torch.__version__
+    assert {s["stage"].split(" (")[0].split(",")[0] for s in doc["throughput"]["stages"]} >= {
+        "whole pipeline", "decode + preprocess", "reference model", "target model"}
+    assert (out / "eval_hist.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (out / "eval.md").read_text()
+    assert "## Accuracy" in markdown and "57.14 %" in markdown and "eval_hist.png" in markdown
+
+
+def test_a_labels_csv_gives_the_figures_of_the_class_folders(tmp_path, data, weights, fp32_run):
+    rc, doc = run_eval(tmp_path, data.flat, weights, "--labels", str(data.labels_csv))
+    assert rc == 0
+    assert doc["dataset"]["labels"]["kind"] == "labels-file" and doc["dataset"]["labels"]["format"] == "csv"
+    for key in ("accuracy", "agreement", "distributions"):
+        assert doc[key] == fp32_run[2][key]
+
+
+def test_every_labels_file_format_gives_the_same_class_indices(tmp_path, data):
+    keys = sorted(IMAGES)  # the images of a flat folder, in the sorted order eval lists them
+    expected = [data.labels[k] for k in keys]
+    files = {
+        "csv": "file,label\n" + "".join(f"{k},{data.labels[k]}\n" for k in reversed(keys)),
+        "file-label": "".join(f"./{k} {wnid(data.labels[k])}\n" for k in keys),
+        "one-per-line": "".join(f"{wnid(data.labels[k])}\n" for k in keys),
+    }
+    for fmt, text in files.items():
+        path = tmp_path / f"{fmt}.txt"
+        path.write_text(text)
+        labels, source = resolve_labels(str(path), keys, IMAGENET, 1000)
+        assert (labels, source.format) == (expected, fmt)
+
+
+def test_labels_that_cannot_be_trusted_are_errors_naming_the_file_or_image(tmp_path):
+    keys = ["a.jpg", "b.jpg"]
+    devkit = tmp_path / "ILSVRC2012_validation_ground_truth.txt"
+    devkit.write_text("490\n361\n")
+    with pytest.raises(InputError, match="1-based ILSVRC2012 ids.*meta.mat"):
+        resolve_labels(str(devkit), keys, IMAGENET, 1000)
+    partial = tmp_path / "partial.csv"
+    partial.write_text("a.jpg,3\n")
+    with pytest.raises(InputError, match=r"no label for 1 image.*b\.jpg"):
+        resolve_labels(str(partial), keys, IMAGENET, 1000)
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("a.jpg,3\nb.jpg,1000\n")
+    with pytest.raises(InputError, match="row 2: class index 1000 is out of range"):
+        resolve_labels(str(wrong), keys, IMAGENET, 1000)
+    with pytest.raises(InputError, match=r"class folders \['cats'\] are neither"):
+        resolve_labels("auto", ["n01440764/a.jpg", "cats/b.jpg"], IMAGENET, 1000)
+
+
+def test_folders_that_are_not_classes_and_flat_folders_are_unlabelled():
+    labels, source = resolve_labels("auto", ["holiday/a.jpg", "work/b.jpg"], IMAGENET, 1000)
+    assert (labels, source.kind) == ([None, None], "none")
+    assert resolve_labels("auto", ["a.jpg", "b.jpg"], IMAGENET, 1000)[1].kind == "none"
+    assert resolve_labels("auto", ["7/a.jpg", "0/b.jpg"], IMAGENET, 1000)[0] == [7, 0]
+
+
+def test_unlabelled_folder_gets_agreement_and_the_reference_cache_serves_the_second_run(tmp_path, data, weights):
+    cache = tmp_path / "refcache"
+    rc1, first = run_eval(tmp_path / "a", data.flat, weights, "--labels", "none", "--reference-cache", str(cache))
+    rc2, second = run_eval(tmp_path / "b", data.flat, weights, "--labels", "none", "--reference-cache", str(cache))
+    assert rc1 == rc2 == 0
+    assert first["accuracy"] is None and first["agreement"]["top1"] == 1.0
+    assert (first["run"]["reference_cache"]["hits"], first["run"]["reference_cache"]["misses"]) == (0, 7)
+    assert (second["run"]["reference_cache"]["hits"], second["run"]["reference_cache"]["misses"]) == (7, 0)
+    assert second["throughput"]["raw"]["reference_images"] == 0  # the CPU reference did not run again
+    assert figures(second) == figures(first)
+
+
+def test_two_processes_under_torchrun_equal_one_process(tmp_path, data, weights, bf16_run):
+    single_out, rc, single = bf16_run
+    assert rc == 0 and single["distributions"]["cosine"]["min"] < 1.0  # bf16: a real difference to compare
+    out = tmp_path / "torchrun"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+               "--master-port", str(free_port()), "-m", "accelport", "-q", "eval", "--data", str(data.class_folders),
+               "--weights", str(weights), "--out-dir", str(out), "--dtype", "bf16", *COMMON]
+    proc = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    distributed = json.loads((out / "eval.json").read_text())
+    assert (distributed["run"]["world_size"], distributed["run"]["backend"]) == (2, "gloo")
+    assert figures(distributed) == figures(single)
+    keys = journal_keys(out)  # each rank journals its own share: 4 + 3 images, none twice
+    assert sorted(keys) == sorted(journal_keys(single_out)) and len(keys) == len(set(keys)) == 7
+    assert [len(p.read_text().splitlines()) - 1 for p in sorted(out.glob("eval_journal*.jsonl"))] == [4, 3]
+
+
+def test_an_interrupted_run_resumed_gives_the_uninterrupted_figures(tmp_path, data, weights, bf16_run):
+    out = tmp_path / "resumed"
+    config = EvalConfig(data=str(data.class_folders), weights=str(weights), out_dir=str(out), device="cpu",
+                        dtype="bf16", batch_size=2, workers=0, progress=False)
+
+    def stop_after_two_batches(batch_number: int) -> None:
+        if batch_number == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(config, on_batch=stop_after_two_batches)
+    assert not (out / "eval.json").exists() and len(journal_keys(out)) == 4
+    rc = main(["-q", "eval", "--data", str(data.class_folders), "--weights", str(weights), "--out-dir", str(out),
+               "--dtype", "bf16", "--resume", *COMMON])
+    resumed = json.loads((out / "eval.json").read_text())
+    assert rc == 0
+    assert (resumed["run"]["resumed_images"], resumed["run"]["evaluated_now"]) == (4, 3)
+    assert figures(resumed) == figures(bf16_run[2])
+
+
+def test_resume_refuses_the_journal_of_another_evaluation_and_ignores_a_cut_off_line(tmp_path):
+    record = ImageRecord("a.jpg", 1, [1, 2, 3, 4, 5], [1, 2, 3, 4, 5], True, True, False, False, 1.0, 0.0, 0.0, 0.0,
+                         1000, 1000, 0, 0)
+    with JournalWriter(tmp_path / "eval_journal.rank0.jsonl", {"dtype": "fp16", "batch_size": 2}) as journal:
+        journal.append([record])
+    with open(tmp_path / "eval_journal.rank0.jsonl", "a") as fh:
+        fh.write('{"key": "b.jpg", "lab')  # the process died while writing
+    assert read_journals(tmp_path, {"dtype": "fp16", "batch_size": 2}) == {"a.jpg": record}
+    with pytest.raises(UsageError, match=r"different evaluation \(differs in: dtype\)"):
+        read_journals(tmp_path, {"dtype": "bf16", "batch_size": 2})
+
+
+def test_strided_shards_hold_every_image_exactly_once_without_padding():
+    for count in range(10):
+        for world in range(1, 5):
+            shards = [shard(list(range(count)), DistContext(rank, world)) for rank in range(world)]
+            assert sorted(i for s in shards for i in s) == list(range(count))
+
+
+def test_a_corrupt_image_fails_naming_the_file_or_is_skipped_on_request(tmp_path, data, weights, fp32_run, capsys):
+    dataset = tmp_path / "with_corrupt"
+    shutil.copytree(data.class_folders, dataset)
+    bad = dataset / wnid(data.labels["coffee.jpg"]) / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    rc, doc = run_eval(tmp_path / "strict", dataset, weights, "--workers", "1")  # decoded in a worker process
+    err = capsys.readouterr().err
+    assert rc == 2 and doc is None
+    assert f"accelport: error: {bad}: not a readable image" in err and "Traceback" not in err
+    rc, doc = run_eval(tmp_path / "skip", dataset, weights, "--workers", "1", "--skip-bad-images")
+    assert rc == 0
+    assert [s["path"] for s in doc["dataset"]["skipped"]] == [bad.relative_to(dataset).as_posix()]
+    assert doc["dataset"]["num_evaluated"] == 7 and doc["accuracy"] == fp32_run[2]["accuracy"]
+
+
+def test_a_failed_criterion_exits_1_and_says_which(tmp_path, data, weights, capsys):
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(data.flat / "chelsea.jpg", one)
+    rc, doc = run_eval(tmp_path / "out", one, weights, "--dtype", "bf16", "--criterion", "min_cosine=0.99999999")
+    assert rc == 1 and doc["status"] == "failed"
+    assert [c["name"] for c in doc["checks"] if not c["passed"]] == ["min_sample_cosine"]
+    assert "FAIL min_sample_cosine" in capsys.readouterr().out
