@@ -1,10 +1,106 @@
-"""PLACEHOLDER: the `layers` sub-command is being written; replace this file."""
+"""``accelport layers``: name the first module where the target diverges from the CPU fp32 reference."""
 
 from __future__ import annotations
 
 import argparse
 
+from .. import errors
+from ..devices import FP32_MATH_MODES
+from ..models import DEFAULT_MODEL
+from .config import MODES, LayersConfig
+
+EPILOG = ("exit codes: 0 no module diverges, 1 a divergent module was found, 2 bad usage/input/environment, "
+          "3 internal error. See docs/layers.md.")
+_MODE_CHOICES = {"both": MODES, "chained": ("chained",), "isolated": ("isolated",)}
+
+
+def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared with ``accelport run`` keep its names and meaning; --target-weights and --mode are new."""
+    d = LayersConfig()
+    model = parser.add_argument_group("model and weights")
+    model.add_argument("--model", default=DEFAULT_MODEL, help="timm model name or timm Hub id (default: %(default)s)")
+    model.add_argument("--weights", metavar="PATH",
+                       help="checkpoint of the reference (and of the target unless --target-weights), as for "
+                            "accelport run; default: the HF cache, then the Hub if reachable")
+    model.add_argument("--target-weights", metavar="PATH",
+                       help="another checkpoint of the same architecture for the target side (a converted, "
+                            "re-saved or quantised copy), loaded strictly")
+    model.add_argument("--require-pretrained", action="store_true",
+                       help="fail (exit 2) instead of falling back to a random init when no weights are found")
+    model.add_argument("--hub-timeout", type=float, default=d.hub_timeout_s, metavar="S",
+                       help="seconds to wait for the Hugging Face Hub (default: %(default)s)")
+    model.add_argument("--features", action="store_true", help="pooled pre-logits head (num_classes=0), as for run")
+    model.add_argument("--seed", type=int, default=d.seed, help="seed of the random init fallback (default: 0)")
+
+    data = parser.add_argument_group("inputs")
+    data.add_argument("--images", nargs="+", metavar="PATH",
+                      help="image files and/or folders (searched recursively); default: the bundled samples/")
+    data.add_argument("--skip-bad-images", action="store_true", help="warn about and skip unreadable images")
+    data.add_argument("--test-size", action="store_true", help="use the pretrained config's test input size and crop")
+    data.add_argument("--batch-size", type=int, default=d.batch_size,
+                      help="images per batch; metrics are accumulated over batches, so the result does not depend "
+                           "on it, only the memory does (default: %(default)s)")
+
+    target = parser.add_argument_group("target")
+    target.add_argument("--device", default=d.device, help="auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps (default: auto)")
+    target.add_argument("--runtime", default=d.runtime,
+                        help="how the target runs the model; only eager is supported by layers (default: %(default)s)")
+    target.add_argument("--dtype", default=d.dtype, choices=("fp32", "fp16", "bf16"),
+                        help="target precision; the reference is always CPU fp32 (default: %(default)s)")
+    target.add_argument("--channels-last", action="store_true", help="run the target in channels-last memory format")
+    target.add_argument("--fp32-math", default=d.fp32_math, choices=FP32_MATH_MODES,
+                        help="strict: IEEE fp32; fast: allow TF32 (CUDA) / HF32 (Ascend) (default: %(default)s)")
+
+    judge = parser.add_argument_group("comparison")
+    judge.add_argument("--mode", default="both", choices=tuple(_MODE_CHOICES),
+                       help="chained: each side runs its own forward (error accumulates); isolated: each target "
+                            "module gets the reference's input (its own error); both (default)")
+    judge.add_argument("--criterion", action="append", metavar="KEY=VALUE",
+                       help="override a threshold of the target precision's criteria; layers uses max_rel_l2 and "
+                            "min_cosine (repeatable)")
+    parser.add_argument("--out-dir", default=d.out_dir,
+                        help="layers.json, layers.csv, layers.md and layers.png go here (default: %(default)s)")
+
+
+def config_from_args(args: argparse.Namespace) -> LayersConfig:
+    from ..criteria import parse_criterion_flags
+
+    return LayersConfig(
+        model=args.model, weights=args.weights, target_weights=args.target_weights,
+        require_pretrained=args.require_pretrained, hub_timeout_s=args.hub_timeout, images=tuple(args.images or ()),
+        skip_bad_images=args.skip_bad_images, test_size=args.test_size, features=args.features, device=args.device,
+        runtime=args.runtime, dtype=args.dtype, channels_last=args.channels_last, fp32_math=args.fp32_math,
+        batch_size=args.batch_size, criteria=tuple(parse_criterion_flags(args.criterion).items()),
+        modes=_MODE_CHOICES[args.mode], out_dir=args.out_dir, seed=args.seed,
+    )
+
+
+def _cmd_layers(args: argparse.Namespace) -> int:
+    from .api import describe_first_divergent, run_layers
+
+    result = run_layers(config_from_args(args))
+    data, memory = result.data, result.data["memory"]
+    print(f"accelport layers: {data['model']['name']}, target {data['target']['device']} {data['target']['runtime']} "
+          f"{data['target']['dtype']} vs CPU fp32, {data['num_images']} image(s), criteria "
+          f"{data['criteria']['precision']} (max_rel_l2 {data['criteria']['max_rel_l2']:g}, "
+          f"min_cosine {data['criteria']['min_cosine']:g})")
+    for line in describe_first_divergent(result):
+        print(line)
+    peak = memory["process_rss_peak_bytes"]
+    print(f"memory: activations held at once {memory['held_activations_peak_bytes'] / 2**20:.1f} MiB (all module "
+          f"outputs of one side for one batch: {memory['all_module_outputs_bytes'] / 2**20:.1f} MiB); process peak "
+          f"RSS {'n/a' if peak is None else f'{peak / 2**20:.0f} MiB'}"
+          + ("" if memory["device_peak_allocated_bytes"] is None
+             else f"; device peak {memory['device_peak_allocated_bytes'] / 2**20:.0f} MiB"))
+    print("files: " + ", ".join(str(p) for p in result.artifacts.values()))
+    return errors.EXIT_PARITY_FAILED if result.diverged else errors.EXIT_PASSED
+
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("layers", help="(not implemented yet)")
-    parser.set_defaults(handler=lambda args: 2)
+    parser = commands.add_parser(
+        "layers", help="which module diverges: layer-by-layer comparison, chained and isolated",
+        description="Compare every module of the target with the CPU fp32 reference, in chained and isolated mode, "
+                    "and name the first divergent module (layers.json, layers.csv, layers.md, layers.png).",
+        epilog=EPILOG)
+    add_layers_arguments(parser)
+    parser.set_defaults(handler=_cmd_layers)

@@ -21,6 +21,12 @@ class EagerRunner(Runner):
         self._module.eval()
         self._pin = self.device.type == "cuda"
 
+    @property
+    def module(self) -> torch.nn.Module:
+        """The prepared module (on the device, in the dtype): ``accelport layers`` hooks its sub-modules."""
+        self._check_prepared()
+        return self._module
+
     def _to_device_impl(self, batch: torch.Tensor) -> torch.Tensor:
         if self._pin and not batch.is_pinned():
             batch = batch.pin_memory()

@@ -1,0 +1,176 @@
+"""The layer comparison itself, over models and tensors: rows per module call, per mode, and the first divergence.
+
+Rows are in completion order (the order in which module outputs are produced), so a leaf comes before the block
+that contains it: the first divergent row is the innermost module where the error starts, not its stage.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..criteria import Criteria
+from ..errors import WeightsError
+from .capture import MODEL_ROW, Rows, TargetCast, module_depth, watched_modules
+from .chained import compare_chained
+from .config import MODES
+from .isolated import compare_isolated
+from .memory import MemoryMonitor, MemoryReport
+from .stats import ModuleStats
+
+_logger = logging.getLogger(__name__)
+
+DIVERGENCE_RULE = (
+    "a module diverges when, on its worst image, its output's relative L2 error exceeds the criteria's max_rel_l2 "
+    "or its cosine similarity falls below min_cosine, or it has NaN/Inf values the reference's output has not, "
+    "or its shape differs; the thresholds are those `accelport run` applies to the whole model at the target's "
+    "precision (with --criterion overrides). The first divergent module is the first such row in completion order."
+)
+
+
+@dataclass
+class LayerRow:
+    """One module call: what it is, and its accumulated metrics in each mode."""
+
+    key: str  # module name, with #2, #3 for repeated calls in one forward
+    module_type: str
+    depth: int
+    is_leaf: bool
+    output_shape: list[int] | None = None
+    stats: dict[str, ModuleStats] = field(default_factory=dict)
+    note: str | None = None
+
+    def to_json(self, index: int, modes: tuple[str, ...], criteria: Criteria) -> dict[str, Any]:
+        entry: dict[str, Any] = {"index": index, "module": self.key, "type": self.module_type, "depth": self.depth,
+                                 "leaf": self.is_leaf, "output_shape": self.output_shape, "note": self.note}
+        for mode in modes:
+            stats = self.stats.get(mode)
+            if stats is None:
+                entry[mode] = None
+                continue
+            reason = stats.divergence(criteria)
+            entry[mode] = {
+                "divergent": reason is not None, "reason": reason,
+                "worst_sample_rel_l2": stats.worst_rel_l2, "worst_rel_l2_image": stats.worst_rel_l2_image,
+                "worst_sample_cosine": stats.worst_cosine, "worst_cosine_image": stats.worst_cosine_image,
+                "new_nonfinite": stats.new_nonfinite,
+                "metrics": None if stats.shape_mismatch else stats.metrics().to_json(),
+            }
+        return entry
+
+
+@dataclass
+class LayerComparison:
+    """Every watched module call of the reference, with its metrics per mode, judged under ``criteria``."""
+
+    rows: list[LayerRow]
+    modes: tuple[str, ...]
+    criteria: Criteria
+    num_images: int
+    memory: MemoryReport
+
+    def first_divergent(self, mode: str) -> tuple[int, LayerRow] | None:
+        for index, row in enumerate(self.rows):
+            stats = row.stats.get(mode)
+            if stats is not None and stats.divergence(self.criteria) is not None:
+                return index, row
+        return None
+
+    @property
+    def diverged(self) -> bool:
+        return any(self.first_divergent(mode) is not None for mode in self.modes)
+
+    def to_json(self) -> dict[str, Any]:
+        rows = [row.to_json(i, self.modes, self.criteria) for i, row in enumerate(self.rows)]
+        first: dict[str, Any] = {}
+        for mode in self.modes:
+            found = self.first_divergent(mode)
+            first[mode] = None if found is None else {
+                key: rows[found[0]][key] for key in ("index", "module", "type")} | {
+                key: rows[found[0]][mode][key] for key in ("reason", "worst_sample_rel_l2", "worst_sample_cosine")}
+        return {"modes": list(self.modes), "criteria": self.criteria.to_json(), "divergence_rule": DIVERGENCE_RULE,
+                "num_images": self.num_images, "first_divergent": first, "memory": self.memory.to_json(),
+                "modules": rows}
+
+
+class _Collector:
+    """Receives (reference, target) rows from either mode and adds them to the module's running metrics."""
+
+    def __init__(self, memory: MemoryMonitor) -> None:
+        self.rows: dict[str, LayerRow] = {}
+        self.mode = ""
+        self.first_image = 0
+        self._memory = memory
+
+    def __call__(self, key: str, name: str, module: nn.Module, reference: Rows | None, target: Rows | None) -> None:
+        row = self.rows.get(key)
+        if row is None:
+            is_leaf = name != MODEL_ROW and next(module.children(), None) is None
+            row = self.rows[key] = LayerRow(key, type(module).__name__, module_depth(name), is_leaf)
+        if reference is None:
+            row.note = "output holds no tensor with the batch as first dimension: not compared"
+            return
+        row.output_shape = row.output_shape or reference.shape
+        self._memory.output_seen(reference.nbytes)
+        stats = row.stats.setdefault(self.mode, ModuleStats())
+        if target is None:
+            stats.shape_mismatch = "the target's output holds no tensor with the batch as first dimension"
+            return
+        stats.update(reference.values, target.values, self.first_image)
+
+
+def _target_modules(target: nn.Module, names: Iterable[str]) -> dict[str, nn.Module]:
+    available = dict(target.named_modules())
+    available[MODEL_ROW] = target
+    missing = [name for name in names if name not in available]
+    if missing:
+        raise WeightsError(f"layers: the target model has no module {', '.join(missing[:5])}: "
+                           "it must be the same architecture as the reference")
+    return {name: available[name] for name in names}
+
+
+def compare_layers(
+    reference: nn.Module,
+    target: nn.Module,
+    batches: Iterable[torch.Tensor],
+    criteria: Criteria,
+    modes: tuple[str, ...] = MODES,
+    cast: Callable[[Any], Any] | None = None,
+    target_input: Callable[[torch.Tensor], Any] | None = None,
+    device: torch.device | None = None,
+    memory: MemoryMonitor | None = None,
+) -> LayerComparison:
+    """Compare every module of ``target`` with ``reference`` (CPU fp32, eval) over host fp32 ``batches``.
+
+    ``cast`` moves reference values to the target (default: the device and dtype of the target's parameters);
+    ``target_input`` prepares a whole batch for it (default: ``cast``; ``run_layers`` passes the runner's own).
+    """
+    if not modes or any(mode not in MODES for mode in modes):
+        raise ValueError(f"compare_layers: modes {modes!r}: choose from {MODES}")
+    if target is reference:
+        raise ValueError("compare_layers: the target must be a separate module object (hooks are per module)")
+    cast = cast or TargetCast.of(target)
+    target_input = target_input or cast
+    device = device or getattr(cast, "device", torch.device("cpu"))
+    watched = watched_modules(reference)
+    target_watched = _target_modules(target, watched)
+    memory = memory or MemoryMonitor(device).start()
+    collector = _Collector(memory)
+    for batch in batches:
+        for mode in modes:
+            collector.mode = mode
+            memory.pass_started(batch.shape[0])
+            if mode == "chained":
+                compare_chained(reference, target, batch, target_input(batch), watched, target_watched, collector,
+                                device, memory)
+            else:
+                compare_isolated(reference, batch, watched, target_watched, cast, collector, memory)
+        collector.first_image += batch.shape[0]
+        _logger.info("layers: %d image(s) compared", collector.first_image)
+    return LayerComparison(list(collector.rows.values()), tuple(modes), criteria, collector.first_image,
+                           memory.report())

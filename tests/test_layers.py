@@ -1,0 +1,229 @@
+"""accelport layers: the first divergent module is the faulty one, in chained and isolated mode; clean ports: none."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+
+import numpy as np
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from accelport.cli import main
+from accelport.config import RunConfig
+from accelport.criteria import criteria_for
+from accelport.errors import RuntimeUnavailableError
+from accelport.layers import LayersConfig, compare_layers
+from accelport.layers.config import validate
+from accelport.layers.stats import ModuleStats
+from accelport.metrics import compare_arrays, compare_per_sample
+from accelport.weights import sha256_of
+from checkpoints import MODEL
+
+FC2 = "stages.2.blocks.1.mlp.fc2"
+GRN = "stages.1.blocks.0.mlp.grn"
+SMALL = 64  # px: ConvNeXt takes any multiple of 32; keeps the in-process comparisons well under a second
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Hundreds of small per-module ops: on a shared 2-core machine OpenMP barriers stall them (up to 10x slower,
+    measured); the results do not depend on the thread count."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture(scope="module")
+def reference(seeded_state):
+    """The CPU fp32 reference, with seeded weights whose GRN and biases are non-zero (so GRN does something)."""
+    model = timm.create_model(MODEL, pretrained=False)
+    model.load_state_dict(seeded_state)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def small_photos(reference, two_images):
+    """Two real photos through the model's own preprocessing, scaled down to SMALL px."""
+    config = timm.data.resolve_model_data_config(reference)
+    transform = timm.data.create_transform(**config)
+    from accelport.preprocess import open_rgb
+
+    batch = torch.stack([transform(open_rgb(p)) for p in two_images])
+    return F.interpolate(batch, size=SMALL, mode="bilinear", antialias=True)
+
+
+@pytest.fixture(scope="module")
+def reference_file(tmp_path_factory, seeded_state):
+    path = tmp_path_factory.mktemp("layers") / "reference.safetensors"
+    save_file(seeded_state, str(path))
+    return path
+
+
+def compare(reference, target, images, precision="fp32", batch_size=1):
+    batches = [images[i : i + batch_size] for i in range(0, images.shape[0], batch_size)]
+    return compare_layers(reference, target, batches, criteria_for(precision)).to_json()
+
+
+def rows_by_name(data):
+    return {row["module"]: row for row in data["modules"]}
+
+
+def divergent(data, mode):
+    return [row["module"] for row in data["modules"] if row[mode] and row[mode]["divergent"]]
+
+
+def test_fc2_fault_is_named_first_divergent_module_by_the_cli(tmp_path, seeded_state, reference_file, two_images,
+                                                               capsys):
+    """End to end on a real photo at full size: exit 1, the perturbed fc2 named in both modes, files written."""
+    faulty = dict(seeded_state)
+    faulty[f"{FC2}.weight"] = seeded_state[f"{FC2}.weight"] * 1.05  # a re-saved copy with one layer 5 % off
+    faulty_file = tmp_path / "faulty.safetensors"
+    save_file(faulty, str(faulty_file))
+    out = tmp_path / "out"
+    rc = main(["layers", "--device", "cpu", "--weights", str(reference_file), "--target-weights", str(faulty_file),
+               "--images", two_images[0], "--out-dir", str(out), "-q"])
+    printed = capsys.readouterr().out
+    assert rc == 1
+    assert {f.name for f in out.iterdir()} == {"layers.json", "layers.csv", "layers.md", "layers.png"}
+    data = json.loads((out / "layers.json").read_text())
+    assert data["schema_version"] == 1 and data["status"] == "diverged"
+    assert {mode: first["module"] for mode, first in data["first_divergent"].items()} == {"chained": FC2,
+                                                                                            "isolated": FC2}
+    assert f"first divergent module: {FC2}" in printed and "layers.png" in printed
+    names = [row["module"] for row in data["modules"]]
+    fault = names.index(FC2)
+    for row in data["modules"][:fault]:  # same weights, same inputs: identical outputs before the fault
+        assert row["chained"]["metrics"]["max_abs_diff"] == 0 and row["isolated"]["metrics"]["max_abs_diff"] == 0
+    # After the fault, chained rows carry the error on; isolated leaves (fed the reference's input) do not.
+    later_leaves = [row for row in data["modules"][fault + 1 :] if row["leaf"]]
+    assert all(row["chained"]["divergent"] for row in later_leaves if row["module"].startswith("stages.3"))
+    assert not any(row["isolated"]["divergent"] for row in later_leaves)
+    assert names[-1] == "(model)" and data["modules"][-1]["output_shape"] == [1000]
+    assert {"stem", "stages.2", "stages.2.blocks.1.conv_dw", "stages.2.blocks.1.mlp.grn", "head.fc"} <= set(names)
+    assert data["target"]["weights"]["sha256"] == sha256_of(faulty_file)
+    assert data["reference"]["weights"]["sha256"] == sha256_of(reference_file)
+    assert data["target"]["weights_same_as_reference"] is False
+    memory = data["memory"]
+    assert 0 < memory["held_activations_peak_bytes"] < memory["all_module_outputs_bytes"] / 4
+    assert memory["process_rss_peak_bytes"] > 0
+    with open(out / "layers.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["module"] for r in table] == names
+    assert [r["module"] for r in table if r["chained_first_divergent"] == "True"] == [FC2]
+    assert (out / "layers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"`{FC2}`" in (out / "layers.md").read_text()
+
+
+def test_grn_with_changed_behaviour_is_named_first_divergent_module(reference, small_photos):
+    """A GRN that normalises over the wrong axes (a porting bug, no weight changed) is found in both modes."""
+    target = copy.deepcopy(reference)
+    grn = target.get_submodule(GRN)
+    grn.spatial_dim = (1, 3)  # H and C instead of H and W
+    data = compare(reference, target, small_photos[:1])
+    assert data["first_divergent"]["chained"]["module"] == GRN
+    assert data["first_divergent"]["isolated"]["module"] == GRN
+    assert divergent(data, "isolated")[0] == GRN and rows_by_name(data)[GRN]["type"] == "GlobalResponseNorm"
+
+
+def test_clean_fp32_cpu_target_shows_no_divergence_anywhere(reference, small_photos):
+    data = compare(reference, copy.deepcopy(reference), small_photos)
+    assert data["first_divergent"] == {"chained": None, "isolated": None}
+    for row in data["modules"]:
+        for mode in ("chained", "isolated"):
+            assert row[mode]["worst_sample_rel_l2"] <= 1e-6 and row[mode]["metrics"]["num_elements"] > 0
+
+
+def test_bf16_error_grows_with_depth_chained_but_stays_at_bf16_level_isolated(reference, small_photos):
+    data = compare(reference, copy.deepcopy(reference).to(torch.bfloat16), small_photos[:1], precision="bf16")
+    rows = rows_by_name(data)
+    chained = {name: rows[name]["chained"]["worst_sample_rel_l2"] for name in ("stem", "stages.1", "stages.3")}
+    isolated_leaves = [row["isolated"]["worst_sample_rel_l2"] for row in data["modules"] if row["leaf"]]
+    bf16_eps = 2.0**-8
+    assert chained["stem"] < chained["stages.1"] < chained["stages.3"]
+    assert chained["stages.3"] > 1.5 * chained["stem"]
+    assert max(isolated_leaves) < 2 * bf16_eps  # one op in bf16: a couple of rounding units at most
+    assert chained["stages.3"] > max(isolated_leaves)  # accumulation, not any single op, explains the end error
+    assert data["first_divergent"] == {"chained": None, "isolated": None}  # a correct bf16 port passes bf16 criteria
+
+
+def test_metrics_do_not_depend_on_the_batch_size(reference, small_photos):
+    target = copy.deepcopy(reference)
+    with torch.no_grad():
+        target.get_submodule(FC2).weight.mul_(1.05)
+    one, two = (compare(reference, target, small_photos, batch_size=b) for b in (1, 2))
+    assert [r["module"] for r in one["modules"]] == [r["module"] for r in two["modules"]]
+    for a, b in zip(one["modules"], two["modules"], strict=True):
+        for mode in ("chained", "isolated"):
+            assert a[mode]["divergent"] == b[mode]["divergent"]
+            np.testing.assert_allclose(a[mode]["metrics"]["rel_l2_err"], b[mode]["metrics"]["rel_l2_err"],
+                                       rtol=1e-3, atol=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # numpy on the NaN we planted
+def test_accumulated_metrics_equal_the_core_metrics_on_all_images():
+    rng = np.random.default_rng(0)
+    reference = rng.standard_normal((5, 300)).astype(np.float32)
+    target = (reference + 1e-3 * rng.standard_normal((5, 300))).astype(np.float32)
+    reference[1] = 0.0  # an all-zero sample
+    target[3, 7], reference[4, 2] = np.nan, np.inf  # new and pre-existing non-finite values
+    stats = ModuleStats()
+    stats.update(torch.from_numpy(reference[:2]), torch.from_numpy(target[:2]), 0)
+    stats.update(torch.from_numpy(reference[2:]), torch.from_numpy(target[2:]), 2)
+    expected, got = compare_arrays(reference, target).to_json(), stats.metrics().to_json()
+    assert got.keys() == expected.keys()
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-9, err_msg=key)
+    per_sample = compare_per_sample(reference, target)
+    assert stats.worst_rel_l2 == pytest.approx(max(m.rel_l2_err for m in per_sample))
+    assert stats.worst_cosine == pytest.approx(min(m.cosine_similarity for m in per_sample))
+    assert stats.new_nonfinite == 1
+
+
+def test_an_error_in_the_target_forward_surfaces_instead_of_hanging(reference, small_photos):
+    target = copy.deepcopy(reference)
+
+    def broken(x):
+        raise RuntimeError("kernel not implemented on this device")
+
+    target.get_submodule(GRN).forward = broken
+    with pytest.raises(RuntimeError, match="kernel not implemented"):
+        compare_layers(reference, target, [small_photos[:1]], criteria_for("fp32"), modes=("chained",))
+    assert not reference._forward_hooks and not target.get_submodule(GRN)._forward_hooks  # hooks removed
+
+
+def test_mismatching_target_checkpoint_is_exit_2_naming_the_file(tmp_path, seeded_state, reference_file, two_images,
+                                                                  capsys):
+    wrong = {k: v for k, v in seeded_state.items() if not k.startswith("head.fc")}
+    wrong_file = tmp_path / "other_model.safetensors"
+    save_file(wrong, str(wrong_file))
+    common = ["layers", "--device", "cpu", "--weights", str(reference_file), "--images", two_images[0],
+              "--out-dir", str(tmp_path / "out")]
+    assert main([*common, "--target-weights", str(wrong_file)]) == 2
+    message = capsys.readouterr().err
+    assert f"--target-weights {wrong_file}" in message and "head.fc.weight" in message
+    assert main([*common, "--target-weights", str(tmp_path / "missing.safetensors")]) == 2
+    assert "missing.safetensors: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_pytorch_runtimes_are_refused_with_the_reason(capsys):
+    with pytest.raises(RuntimeUnavailableError, match="PyTorch eager targets only"):
+        validate(LayersConfig(runtime="onnxruntime"))
+    assert main(["layers", "--runtime", "compile", "--device", "cpu"]) == 2
+    assert "--runtime compile" in capsys.readouterr().err
+
+
+def test_layers_config_of_a_run_keeps_its_model_inputs_target_and_criteria():
+    run = RunConfig(weights="w.safetensors", images=("a.jpg",), device="cuda", dtype="bf16", batch_size=8,
+                    criteria=(("max_rel_l2", "0.2"),), out_dir="logs/run1", features=True)
+    config = LayersConfig.from_run_config(run, target_weights="t.safetensors")
+    assert (config.weights, config.images, config.device, config.dtype, config.batch_size, config.criteria,
+            config.out_dir, config.head) == (run.weights, run.images, "cuda", "bf16", 8, run.criteria, "logs/run1",
+                                             "features")
+    assert config.target_weights == "t.safetensors" and config.modes == ("chained", "isolated")
