@@ -76,6 +76,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--out-dir", default=defaults.out_dir, help="where artifacts go (default: %(default)s)")
     output.add_argument("--save-outputs", action="store_true",
                         help="also save reference and target outputs as .npy")
+    output.add_argument("--layers-on-fail", action="store_true",
+                        help="when parity fails, also run the layer-by-layer comparison (accelport layers) and link "
+                             "it from report.md")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -88,6 +91,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         dtype=args.dtype, channels_last=args.channels_last, fp32_math=args.fp32_math, batch_size=args.batch_size,
         warmup=args.warmup, iters=args.iters, criteria=tuple(parse_criterion_flags(args.criterion).items()),
         out_dir=args.out_dir, save_outputs=args.save_outputs, seed=args.seed,
+        layers_on_fail=args.layers_on_fail,
     )
 
 

@@ -30,6 +30,7 @@ class RunConfig:
     criteria: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     out_dir: str = "logs"
     save_outputs: bool = False
+    layers_on_fail: bool = False
     seed: int = 0
 
     @property

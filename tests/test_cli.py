@@ -95,6 +95,17 @@ def test_really_different_target_fails_with_exit_1(tmp_path, two_images, checkpo
     assert "FAIL  min_sample_cosine" in (tmp_path / "accuracy_compare.log").read_text()
 
 
+def test_failing_run_localises_the_divergence_and_links_the_layer_report(tmp_path, two_images, checkpoint_files):
+    # channels-last fp32 differs from the reference only in the last bits: a zero tolerance makes that a failure
+    rc = main(["run", "--weights", str(checkpoint_files["safetensors"]), "--device", "cpu", "--channels-last",
+               "--criterion", "max_rel_l2=0", "--layers-on-fail", "--images", two_images[0],
+               "--out-dir", str(tmp_path), *FAST])
+    assert rc == 1
+    assert {"layers.json", "layers.md", "layers.csv"} <= {p.name for p in tmp_path.iterdir()}
+    assert json.loads((tmp_path / "summary.json").read_text())["layer_report"] == "layers.md"
+    assert "[layers.md](layers.md)" in (tmp_path / "report.md").read_text()
+
+
 def test_random_init_is_flagged_in_every_artifact(tmp_path, two_images):
     rc = main(["run", "--device", "cpu", "--images", *two_images, "--out-dir", str(tmp_path), *FAST])
     summary = json.loads((tmp_path / "summary.json").read_text())
