@@ -14,11 +14,11 @@ import torch
 from .config import RunConfig
 from .criteria import criteria_for, effective_precision
 from .devices import apply_numeric_settings, resolve_device
-from .errors import UsageError
+from .errors import RuntimeUnavailableError, UsageError
 from .latency import make_batch, measure_latency
-from .models import load_model
+from .models import LoadedModel, load_model
 from .parity import compare_outputs
-from .preprocess import data_config_for, discover_images, load_images, make_transform
+from .preprocess import ImageBatch, data_config_for, discover_images, load_images, make_transform
 from .report import write_artifacts
 from .runners import Runner, create_runner
 from .summary import build_summary
@@ -74,18 +74,39 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
                  "x".join(map(str, data_config.values["input_size"])), loaded.name, device, config.dtype,
                  config.fp32_math)
 
+    auto = None
+    if config.runtime == "auto":  # the fastest runtime passing parity at this dtype and batch size (bench pick)
+        from .bench.pick import resolve_auto
+
+        auto = resolve_auto(config, loaded, batch.tensor, device)
+        config = replace(config, runtime=auto.runtime, channels_last=auto.channels_last)
     with create_runner("eager", loaded.model, torch.device("cpu"), "fp32") as reference_runner:
         reference = infer_all(reference_runner, batch.tensor, config.batch_size)
     with create_runner(config.runtime, loaded.model, device, config.dtype, config.channels_last) as target_runner:
+        target_runner.warm_up(make_batch(batch.tensor, config.batch_size))  # export/compile: setup_s, not latency
         target = infer_all(target_runner, batch.tensor, config.batch_size)
         latency = measure_latency(target_runner, make_batch(batch.tensor, config.batch_size), config.warmup,
                                   config.iters)
-        runner_settings = target_runner.describe()
+        runner_settings = target_runner.describe() | ({"auto": auto.to_json()} if auto else {})
 
     parity = compare_outputs(reference, target, criteria, is_classifier=config.head == "classifier")
     summary = build_summary(config, loaded, data_config, batch, device, numeric, runner_settings, parity, latency,
                             output_shape=list(target.shape), wall_s=time.time() - started)
+    if config.layers_on_fail and not parity.passed:
+        summary["layer_report"] = _localise(config, loaded, batch)
     result = RunResult(summary, reference, target)
     result.artifacts = write_artifacts(Path(config.out_dir), summary, reference if config.save_outputs else None,
                                        target if config.save_outputs else None)
     return result
+
+
+def _localise(config: RunConfig, loaded: LoadedModel, batch: ImageBatch) -> str | None:
+    """Parity failed: run the layer comparison on the same model and images, for report.md to link."""
+    from .layers import LayersConfig, run_layers
+
+    try:
+        run_layers(LayersConfig.from_run_config(config), loaded=loaded, images=batch)
+    except RuntimeUnavailableError as exc:  # e.g. an ONNX Runtime target: say why, keep the run's own result
+        _logger.warning("layer comparison not run: %s", exc)
+        return None
+    return "layers.md"

@@ -1,10 +1,111 @@
-"""PLACEHOLDER: the `bench` sub-command is being written; replace this file."""
+"""``accelport bench``: runtimes x dtypes x batch sizes, side by side, each parity-checked, with the pick."""
 
 from __future__ import annotations
 
 import argparse
 
+from .. import errors
+from ..devices import FP32_MATH_MODES
+from ..models import DEFAULT_MODEL
+from .config import ALL_RUNTIMES, CHANNELS_LAST_MODES, BenchConfig, parse_list
+
+EPILOG = ("exit codes: 0 ran and at least one configuration passed parity at every batch size, 1 some batch size "
+          "has none, 2 bad usage/input/environment, 3 internal error. Results: bench.json, bench.md, bench.png "
+          "in --out-dir; `accelport run --runtime auto --out-dir DIR` reuses DIR/bench.json.")
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    d = BenchConfig()
+    sweep = parser.add_argument_group("sweep")
+    sweep.add_argument("--runtimes", default=",".join(d.runtimes),
+                       help=f"comma-separated, from {', '.join(ALL_RUNTIMES)} (default: %(default)s); the eager fp32 "
+                            "baseline is always measured too")
+    sweep.add_argument("--dtypes", default=",".join(d.dtypes), help="comma-separated, from fp32, fp16, bf16 "
+                                                                    "(default: %(default)s)")
+    sweep.add_argument("--batch-sizes", default=",".join(map(str, d.batch_sizes)),
+                       help="comma-separated (default: %(default)s)")
+    sweep.add_argument("--channels-last", default=d.channels_last, choices=CHANNELS_LAST_MODES,
+                       help="auto: channels-last for compile (its fast path), contiguous for eager (plain timm); "
+                            "on/off: for both eager and compile. ONNX Runtime and OpenVINO choose their own layouts "
+                            "(default: %(default)s)")
+    sweep.add_argument("--threads", type=int, default=d.threads,
+                       help="intra-op threads for every runtime (default: torch's count, usually the physical cores)")
+    sweep.add_argument("--warmup", type=int, default=d.warmup,
+                       help="untimed iterations per point (default: %(default)s)")
+    sweep.add_argument("--iters", type=int, default=d.iters, help="timed iterations per point (default: %(default)s)")
+    sweep.add_argument("--max-time", type=float, default=d.max_time_s, metavar="S",
+                       help="time budget per point: fewer iterations (at least 3) when one is slow "
+                            "(default: %(default)s)")
+    sweep.add_argument("--rounds", type=int, default=d.rounds,
+                       help="time every point once per round, round after round (runners stay open), so a burst of "
+                            "load from other processes spreads over all configurations (default: %(default)s)")
+    sweep.add_argument("--pick", action="store_true",
+                       help="print the fastest configuration passing parity per batch size, with its table")
+
+    model = parser.add_argument_group("model, inputs and target")
+    model.add_argument("--model", default=DEFAULT_MODEL, help="timm model name or timm Hub id (default: %(default)s)")
+    model.add_argument("--weights", metavar="PATH", help="checkpoint file (as for accelport run)")
+    model.add_argument("--require-pretrained", action="store_true",
+                       help="fail (exit 2) instead of falling back to a random init when no weights are found")
+    model.add_argument("--hub-timeout", type=float, default=d.hub_timeout_s, metavar="S",
+                       help="seconds to wait for the Hugging Face Hub (default: %(default)s)")
+    model.add_argument("--features", action="store_true", help="compare pooled pre-logits features, not logits")
+    model.add_argument("--seed", type=int, default=d.seed, help="seed of the random init fallback (default: 0)")
+    model.add_argument("--images", nargs="+", metavar="PATH",
+                       help="images for the parity check (default: the bundled samples/)")
+    model.add_argument("--test-size", action="store_true", help="use the pretrained config's test input size")
+    model.add_argument("--device", default=d.device,
+                       help="auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps (default: %(default)s)")
+    model.add_argument("--fp32-math", default=d.fp32_math, choices=FP32_MATH_MODES,
+                       help="strict: IEEE fp32; fast: allow TF32/HF32 (default: %(default)s)")
+    model.add_argument("--criterion", action="append", metavar="KEY=VALUE",
+                       help="override a parity criterion for every precision (repeatable)")
+
+    output = parser.add_argument_group("output")
+    output.add_argument("--out-dir", default=d.out_dir, help="bench.json, bench.md, bench.png (default: %(default)s)")
+    output.add_argument("--cache-dir", default=d.cache_dir,
+                        help="export/compile cache (default: $ACCELPORT_CACHE_DIR or ~/.cache/accelport)")
+    output.add_argument("--no-progress", action="store_true", help="no progress bar")
+    output.add_argument("--no-plot", action="store_true", help="skip bench.png")
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    from ..criteria import parse_criterion_flags
+
+    return BenchConfig(
+        model=args.model, weights=args.weights, require_pretrained=args.require_pretrained,
+        hub_timeout_s=args.hub_timeout, features=args.features, seed=args.seed, images=tuple(args.images or ()),
+        test_size=args.test_size, device=args.device, fp32_math=args.fp32_math,
+        runtimes=parse_list(args.runtimes, "--runtimes"), dtypes=parse_list(args.dtypes, "--dtypes"),
+        batch_sizes=parse_list(args.batch_sizes, "--batch-sizes", int), channels_last=args.channels_last,
+        warmup=args.warmup, iters=args.iters, max_time_s=args.max_time, rounds=args.rounds, threads=args.threads,
+        criteria=tuple(parse_criterion_flags(args.criterion).items()), cache_dir=args.cache_dir,
+        out_dir=args.out_dir, progress=not args.no_progress, plot=not args.no_plot,
+    )
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .job import run_bench
+    from .report import hardware_line, render_pick, table_lines
+
+    result = run_bench(config_from_args(args))
+    document = result.document
+    print(hardware_line(document))
+    if args.pick:
+        print(render_pick(document))
+    else:
+        print("\n".join(table_lines(document["rows"])))
+    print("artifacts: " + ", ".join(str(p) for p in result.artifacts.values()))
+    every_size_has_one = all(pick["fastest"] is not None for pick in document["pick"])
+    return errors.EXIT_PASSED if every_size_has_one else errors.EXIT_PARITY_FAILED
+
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("bench", help="(not implemented yet)")
-    parser.set_defaults(handler=lambda args: 2)
+    parser = commands.add_parser("bench",
+                                 help="compare runtimes x dtypes x batch sizes, parity-checked; pick the fastest",
+                                 description="Every way to run the model (eager, torch.compile, ONNX Runtime, "
+                                             "OpenVINO) in every precision and batch size, side by side with the "
+                                             "eager fp32 baseline of the same run, each checked against the CPU fp32 "
+                                             "reference.", epilog=EPILOG)
+    add_bench_arguments(parser)
+    parser.set_defaults(handler=_cmd_bench)

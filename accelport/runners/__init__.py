@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import torch
 
@@ -12,6 +13,9 @@ from .base import DTYPES, Runner
 # name -> (module, class, the pip package whose absence makes it unavailable)
 _REGISTRY: dict[str, tuple[str, str, str | None]] = {
     "eager": ("accelport.runners.eager", "EagerRunner", None),
+    "compile": ("accelport.runners.compiled", "CompiledRunner", None),
+    "onnxruntime": ("accelport.runners.onnxrt", "OnnxRuntimeRunner", "onnxruntime onnx"),
+    "openvino": ("accelport.runners.openvino_runner", "OpenVinoRunner", "openvino onnx"),
 }
 
 
@@ -20,9 +24,14 @@ def runtime_names() -> list[str]:
 
 
 def create_runner(
-    runtime: str, model: torch.nn.Module, device: torch.device, dtype: str = "fp32", channels_last: bool = False
+    runtime: str, model: torch.nn.Module, device: torch.device, dtype: str = "fp32", channels_last: bool = False,
+    **options: Any,
 ) -> Runner:
-    """Look up ``runtime`` and build its runner; a missing engine is a clear 'install X' error."""
+    """Look up ``runtime`` and build its runner; a missing engine is a clear 'install X' error.
+
+    ``options`` go to the runner (``threads``, ``cache_dir``); an unsupported dtype/flag/device combination is
+    a RuntimeUnavailableError raised here, before any work.
+    """
     if runtime not in _REGISTRY:
         raise UsageError(f"--runtime {runtime!r}: choose one of {', '.join(_REGISTRY)}")
     if dtype not in DTYPES:
@@ -32,7 +41,7 @@ def create_runner(
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise RuntimeUnavailableError(f"--runtime {runtime}: needs {package} (pip install {package}): {exc}") from None
-    return getattr(module, class_name)(model, device, dtype=dtype, channels_last=channels_last)
+    return getattr(module, class_name)(model, device, dtype=dtype, channels_last=channels_last, **options)
 
 
 __all__ = ["DTYPES", "Runner", "create_runner", "runtime_names"]

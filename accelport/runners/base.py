@@ -7,7 +7,9 @@ every backend the same way (in particular, ``synchronize()`` is honest on every 
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,21 +26,46 @@ class Runner(ABC):
 
     name = "base"
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, dtype: str = "fp32", channels_last: bool = False):
+    def __init__(self, model: torch.nn.Module, device: torch.device, dtype: str = "fp32", channels_last: bool = False,
+                 *, threads: int | None = None, cache_dir: str | Path | None = None):
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
         self.model = model
         self.device = device
         self.dtype = dtype
         self.channels_last = channels_last
+        # Intra-op threads: every runtime gets the same count (torch's by default) so comparisons are fair.
+        self.threads = int(threads) if threads else torch.get_num_threads()
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        # One-off costs (export, compile, session creation, first run of a shape), kept out of latency.
+        self.setup_events: list[dict[str, Any]] = []
+        self._ready_shapes: set[tuple[int, ...]] = set()
         self._prepared = False
 
     # Public API ------------------------------------------------------------------------------------------
     def prepare(self) -> Runner:
         if not self._prepared:
+            started = time.perf_counter()
             self._prepare_impl()
+            self._record_setup("prepare", None, time.perf_counter() - started)
             self._prepared = True
         return self
+
+    @property
+    def setup_time_s(self) -> float:
+        """Total one-off setup seconds so far: prepare() plus every per-shape preparation."""
+        return sum(event["seconds"] for event in self.setup_events)
+
+    def warm_up(self, batch: torch.Tensor) -> float:
+        """Prepare for ``batch``'s shape and run it once, untimed; returns the seconds it took.
+
+        ``forward`` would do the same on the first call of a new shape; calling this first makes explicit that
+        compilation, export and first-run allocation are paid here, recorded in ``setup_events``.
+        """
+        started = time.perf_counter()
+        self.forward(self.to_device(batch))
+        self.synchronize()
+        return time.perf_counter() - started
 
     def to_device(self, batch: torch.Tensor) -> Any:
         """Host ``[N, C, H, W]`` fp32 batch -> whatever ``forward`` consumes (device, dtype, layout)."""
@@ -46,8 +73,18 @@ class Runner(ABC):
         return self._to_device_impl(batch)
 
     def forward(self, device_input: Any) -> Any:
-        """Queue the computation; may return before the device finishes (call ``synchronize``)."""
+        """Queue the computation; may return before the device finishes (call ``synchronize``).
+
+        The first call with a new input shape first runs ``_prepare_shape_impl`` (compile, export, session,
+        one untimed run), timed and recorded as setup, never as latency.
+        """
         self._check_prepared()
+        shape = tuple(getattr(device_input, "shape", ()))
+        if shape not in self._ready_shapes:
+            started = time.perf_counter()
+            details = self._prepare_shape_impl(device_input) or {}  # waits for its own device work
+            self._record_setup("shape", list(shape), time.perf_counter() - started, **details)
+            self._ready_shapes.add(shape)
         return self._forward_impl(device_input)
 
     def synchronize(self) -> None:
@@ -62,13 +99,16 @@ class Runner(ABC):
         return self.to_host(self.forward(self.to_device(batch)))
 
     def describe(self) -> dict[str, Any]:
-        """Settings that determine the numbers, for the summary."""
+        """Settings that determine the numbers, for the summary (setup is one-off time, not latency)."""
         return {"runtime": self.name, "device": str(self.device), "dtype": self.dtype,
-                "channels_last": self.channels_last, **self._describe_impl()}
+                "channels_last": self.channels_last, "threads": self.threads,
+                "setup_s": round(self.setup_time_s, 4), "setup_events": list(self.setup_events),
+                **self._describe_impl()}
 
     def close(self) -> None:
         if self._prepared:
             self._close_impl()
+            self._ready_shapes.clear()
             self._prepared = False
 
     def __enter__(self) -> Runner:
@@ -87,6 +127,11 @@ class Runner(ABC):
     @abstractmethod
     def _forward_impl(self, device_input: Any) -> Any: ...
 
+    def _prepare_shape_impl(self, device_input: Any) -> dict[str, Any] | None:
+        """One-off work for a new input shape, finished (synchronised) before returning; may return details for
+        the setup record (e.g. cache hits)."""
+        return None
+
     def _to_host_impl(self, device_output: Any) -> torch.Tensor:
         return device_output.detach().to("cpu", torch.float32)
 
@@ -95,6 +140,10 @@ class Runner(ABC):
 
     def _close_impl(self) -> None:
         pass
+
+    def _record_setup(self, step: str, shape: list[int] | None, seconds: float, **details: Any) -> None:
+        self.setup_events.append({"step": step, "shape": shape, "seconds": round(seconds, 4), **details})
+        _logger.debug("%s setup %s %s: %.3f s %s", self.name, step, shape, seconds, details)
 
     def _check_prepared(self) -> None:
         if not self._prepared:

@@ -1,0 +1,74 @@
+"""What ``accelport bench`` sweeps and how long it measures each point: one frozen dataclass, one CLI flag each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import UsageError
+from ..models import DEFAULT_MODEL
+
+ALL_RUNTIMES = ("eager", "compile", "onnxruntime", "openvino")
+CHANNELS_LAST_MODES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    model: str = DEFAULT_MODEL
+    weights: str | None = None
+    require_pretrained: bool = False
+    hub_timeout_s: float = 3.0
+    features: bool = False
+    seed: int = 0
+    images: tuple[str, ...] = ()
+    test_size: bool = False
+    device: str = "auto"
+    fp32_math: str = "strict"
+    runtimes: tuple[str, ...] = ALL_RUNTIMES
+    dtypes: tuple[str, ...] = ("fp32", "bf16")
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    # auto: channels-last where it is the runtime's fast path (compile), contiguous for eager (the plain-timm
+    # baseline) and not applicable to ONNX Runtime / OpenVINO (they choose their own layouts).
+    channels_last: str = "auto"
+    warmup: int = 3
+    iters: int = 20
+    max_time_s: float = 10.0  # per batch size and configuration: fewer iterations (at least 3) when slow
+    rounds: int = 1  # timing rounds over all points (see SweepSettings.rounds)
+    threads: int | None = None
+    criteria: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    cache_dir: str | None = None
+    out_dir: str = "logs"
+    progress: bool = True
+    plot: bool = True
+
+    @property
+    def head(self) -> str:
+        return "features" if self.features else "classifier"
+
+    def validate(self) -> None:
+        from ..runners import DTYPES, runtime_names
+
+        for runtime in self.runtimes:
+            if runtime not in runtime_names():
+                raise UsageError(f"--runtimes {runtime!r}: choose from {', '.join(runtime_names())}")
+        for dtype in self.dtypes:
+            if dtype not in DTYPES:
+                raise UsageError(f"--dtypes {dtype!r}: choose from {', '.join(DTYPES)}")
+        if not self.runtimes or not self.dtypes or not self.batch_sizes:
+            raise UsageError("--runtimes, --dtypes and --batch-sizes each need at least one value")
+        if any(b < 1 for b in self.batch_sizes):
+            raise UsageError(f"--batch-sizes {','.join(map(str, self.batch_sizes))}: each must be at least 1")
+        if self.channels_last not in CHANNELS_LAST_MODES:
+            raise UsageError(f"--channels-last {self.channels_last!r}: choose one of {', '.join(CHANNELS_LAST_MODES)}")
+        if self.iters < 1 or self.warmup < 0 or self.max_time_s <= 0 or self.rounds < 1:
+            raise UsageError("--iters and --rounds must be >= 1, --warmup >= 0 and --max-time > 0")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"--threads {self.threads}: must be at least 1")
+
+
+def parse_list(text: str, flag: str, convert=str) -> tuple:
+    """``"1,8,32"`` -> ``(1, 8, 32)``; a bad item is a UsageError naming the flag."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        return tuple(dict.fromkeys(convert(item) for item in items))
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: expected a comma-separated list") from None

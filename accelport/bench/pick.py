@@ -1,0 +1,128 @@
+"""The pick: the fastest configuration that passes parity, per batch size, and the table that justifies it.
+
+Also resolves ``accelport run --runtime auto``: from ``<out-dir>/bench.json`` when it was measured for the
+same model, weights, device and torch, else from a short sweep of every runtime at the run's dtype and
+batch size. ``--dtype`` stays the user's choice (it decides the criteria); auto picks runtime and layout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..atomic import write_json_atomic, write_text_atomic
+
+if TYPE_CHECKING:
+    from ..config import RunConfig
+    from ..models import LoadedModel
+
+_logger = logging.getLogger(__name__)
+
+AUTO_BENCH_NAME = "auto_bench.json"
+
+
+def _passes(row: dict[str, Any]) -> bool:
+    return row["status"] == "ok" and bool(row["parity"]["passed"])
+
+
+def fastest_passing(rows: list[dict], batch_size: int, dtype: str | None = None) -> dict[str, Any] | None:
+    candidates = [r for r in rows if r["batch_size"] == batch_size and _passes(r) and dtype in (None, r["dtype"])]
+    return min(candidates, key=lambda r: r["latency"]["p50_ms"], default=None)
+
+
+def justification(rows: list[dict], batch_size: int) -> list[dict[str, Any]]:
+    """Every configuration at ``batch_size``: measured ones by p50, then the ones that could not run."""
+    at_size = [r for r in rows if r["batch_size"] == batch_size]
+    measured = sorted((r for r in at_size if r["status"] == "ok"), key=lambda r: r["latency"]["p50_ms"])
+    table = [{"label": r["label"], "p50_ms": r["latency"]["p50_ms"], "images_per_s": r["images_per_s"],
+              "ratio_vs_eager": r.get("ratio_vs_eager"), "parity": "pass" if r["parity"]["passed"] else "FAIL",
+              "status": "ok"} for r in measured]
+    table += [{"label": r["label"], "status": r["status"], "reason": r.get("reason")}
+              for r in at_size if r["status"] != "ok"]
+    return table
+
+
+def picks(rows: list[dict], batch_sizes: tuple[int, ...] | list[int]) -> list[dict[str, Any]]:
+    result = []
+    for batch_size in batch_sizes:
+        best = fastest_passing(rows, batch_size)
+        dtypes = dict.fromkeys(r["dtype"] for r in rows)
+        by_dtype = {d: (row["label"] if (row := fastest_passing(rows, batch_size, d)) else None) for d in dtypes}
+        result.append({"batch_size": batch_size, "fastest": best["label"] if best else None,
+                       "fastest_p50_ms": best["latency"]["p50_ms"] if best else None,
+                       "fastest_ratio_vs_eager": best.get("ratio_vs_eager") if best else None,
+                       "fastest_by_dtype": by_dtype, "table": justification(rows, batch_size)})
+    return result
+
+
+@dataclass
+class AutoChoice:
+    runtime: str
+    channels_last: bool
+    dtype: str
+    batch_size: int
+    source: str
+    reason: str
+    table: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _matches(document: dict[str, Any], loaded: LoadedModel, device: torch.device, digest: str) -> bool:
+    model = document.get("model", {})
+    return (document.get("schema_version") == 1 and model.get("name") == loaded.name
+            and model.get("head") == loaded.head and model.get("state_digest") == digest
+            and document.get("device") == str(device)
+            and document.get("environment", {}).get("torch") == torch.__version__)
+
+
+def _choose(document: dict[str, Any], config: RunConfig, source: str) -> AutoChoice | None:
+    best = fastest_passing(document["rows"], config.batch_size, config.dtype)
+    if best is None:
+        return None
+    return AutoChoice(best["runtime"], best["channels_last"], config.dtype, config.batch_size, source,
+                      f"fastest {config.dtype} configuration passing parity at batch {config.batch_size}: "
+                      f"{best['label']} ({best['latency']['p50_ms']:.3f} ms p50)",
+                      justification(document["rows"], config.batch_size))
+
+
+def resolve_auto(config: RunConfig, loaded: LoadedModel, images: torch.Tensor, device: torch.device) -> AutoChoice:
+    """The runtime and layout for ``--runtime auto``: cached bench.json when it fits, else a short sweep."""
+    from ..runners.cache import weights_digest
+    from .config import BenchConfig
+    from .job import run_sweep_document
+    from .report import render_markdown
+
+    out_dir = Path(config.out_dir)
+    digest = weights_digest(loaded.model)
+    for path in (out_dir / "bench.json", out_dir / AUTO_BENCH_NAME):
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if _matches(document, loaded, device, digest) and (choice := _choose(document, config, str(path))):
+            _logger.info("--runtime auto: %s (from %s)", choice.reason, path)
+            return choice
+    bench = BenchConfig(model=loaded.name, device=str(device), dtypes=(config.dtype,), batch_sizes=(config.batch_size,),
+                        warmup=min(config.warmup, 3), iters=min(config.iters, 20), fp32_math=config.fp32_math,
+                        criteria=config.criteria, features=config.features, out_dir=config.out_dir, progress=False)
+    _logger.info("--runtime auto: no matching bench.json in %s; sweeping %s at batch %d, %s", out_dir,
+                 ", ".join(bench.runtimes), config.batch_size, config.dtype)
+    document = run_sweep_document(loaded, images, device, bench, list(images.shape[1:]), int(images.shape[0]))
+    path = write_json_atomic(out_dir / AUTO_BENCH_NAME, document)
+    write_text_atomic(path.with_suffix(".md"), render_markdown(document))
+    choice = _choose(document, config, str(path))
+    if choice is None:
+        _logger.warning("--runtime auto: no %s configuration passed parity at batch %d; using eager", config.dtype,
+                        config.batch_size)
+        choice = AutoChoice("eager", False, config.dtype, config.batch_size, str(path),
+                            "no configuration passed parity; eager used", justification(document["rows"],
+                                                                                        config.batch_size))
+    _logger.info("--runtime auto: %s", choice.reason)
+    return choice

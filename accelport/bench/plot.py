@@ -1,0 +1,55 @@
+"""bench.png: p50 latency and throughput against batch size, one line per configuration (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..atomic import write_atomic
+
+_logger = logging.getLogger(__name__)
+
+
+def write_plot(document: dict[str, Any], path: Path) -> Path | None:
+    """Write the plot atomically; None (and a warning) when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        _logger.warning("matplotlib is not installed: no %s (pip install matplotlib)", path.name)
+        return None
+
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for row in document["rows"]:
+        if row["status"] == "ok":
+            lines.setdefault(row["label"], []).append(row)
+    figure, (latency_ax, throughput_ax) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for label, rows in lines.items():
+        rows.sort(key=lambda r: r["batch_size"])
+        failed = not all(r["parity"]["passed"] for r in rows)
+        style = {"linestyle": "--" if failed else "-", "marker": "o"}
+        name = label + (" (parity FAIL)" if failed else "")
+        batch_sizes = [r["batch_size"] for r in rows]
+        latency_ax.plot(batch_sizes, [r["latency"]["p50_ms"] for r in rows], label=name, **style)
+        throughput_ax.plot(batch_sizes, [r["images_per_s"] for r in rows], label=name, **style)
+    all_sizes = sorted({r["batch_size"] for rows in lines.values() for r in rows})
+    for ax, ylabel in ((latency_ax, "p50 latency per batch (ms)"), (throughput_ax, "images/s (at p50)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(all_sizes, [str(b) for b in all_sizes])
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    latency_ax.legend(fontsize=8)
+    env = document["environment"]
+    figure.suptitle(f"{document['model']['name']} on {document['device']} ({env['device_name']}, "
+                    f"{env['threads']} threads)", fontsize=10)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return write_atomic(path, lambda fh: fh.write(buffer.getvalue()))

@@ -1,0 +1,119 @@
+"""bench.md and the ``--pick`` text, rendered from the bench.json document (never from a second copy)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..atomic import write_json_atomic, write_text_atomic
+
+_logger = logging.getLogger(__name__)
+
+
+def _num(value: Any, fmt: str = ".3f") -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def hardware_line(document: dict[str, Any]) -> str:
+    env = document["environment"]
+    return (f"device `{document['device']}` ({env['device_name']}); host CPU {env['cpu']} ({env['cpu_count']} logical "
+            f"cores, ISA {env.get('cpu_capability')}), {env['threads']} intra-op threads for every runtime")
+
+
+def software_line(document: dict[str, Any]) -> str:
+    env = document["environment"]
+    return (f"python {env['python']}, torch {env['torch']}, timm {env['timm']}, onnxruntime {env.get('onnxruntime')}, "
+            f"openvino {env.get('openvino')}, onnx {env.get('onnx')}")
+
+
+def table_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| configuration | batch | p50 ms | p90 ms | p99 ms | images/s | × eager p50 | setup s | peak RSS MB "
+             "| parity |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in sorted(rows, key=lambda r: (r["batch_size"], r.get("latency", {}).get("p50_ms", float("inf")))):
+        if row["status"] != "ok":
+            lines.append(f"| {row['label']} | {row['batch_size']} | {row['status']}: {row.get('reason', '')} "
+                         "| | | | | | | |")
+            continue
+        lat, parity, mem = row["latency"], row["parity"], row["memory"]
+        verdict = (f"pass ({parity['precision']}, cos {parity['worst_sample_cosine']:.6f})" if parity["passed"]
+                   else f"**FAIL** ({parity['precision']}: {', '.join(parity['failed_checks'])})")
+        lines.append(f"| {row['label']} | {row['batch_size']} | {lat['p50_ms']:.2f} | {lat['p90_ms']:.2f} | "
+                     f"{lat['p99_ms']:.2f} | {row['images_per_s']:.1f} | {_num(row.get('ratio_vs_eager'), '.2f')} | "
+                     f"{row['setup_s']:.1f} | {_num(mem.get('peak_mb'), '.0f')} | {verdict} |")
+    return lines
+
+
+def pick_lines(document: dict[str, Any]) -> list[str]:
+    lines = []
+    for pick in document["pick"]:
+        if pick["fastest"] is None:
+            lines.append(f"- batch {pick['batch_size']}: **no configuration passed parity**")
+            continue
+        per_dtype = ", ".join(f"{d}: {label or 'none passes'}" for d, label in pick["fastest_by_dtype"].items())
+        lines.append(f"- batch {pick['batch_size']}: **{pick['fastest']}**, {pick['fastest_p50_ms']:.2f} ms p50 "
+                     f"({_num(pick['fastest_ratio_vs_eager'], '.2f')}× the eager fp32 latency); fastest per dtype: "
+                     f"{per_dtype}")
+    return lines
+
+
+def render_markdown(document: dict[str, Any]) -> str:
+    s = document["settings"]
+    model = document["model"]
+    weights_note = "" if model["pretrained_used"] else " (**random init**: no pretrained weights found)"
+    lines = [
+        f"# accelport bench: {model['name']}",
+        "",
+        f"- {hardware_line(document)}",
+        f"- {software_line(document)}",
+        f"- model `{model['name']}` ({model['head']}, input {model['input_size']}), weights "
+        f"`{model['weights_source']}`{weights_note}",
+        f"- latency: compute only (input already on the device, device synchronised each iteration), "
+        f"{s['warmup']} warm-up + up to {s['iters']} timed iterations (at most ~{s['max_time_s']:g} s each point, "
+        f"at least 3 per round) in {s.get('rounds', 1)} round(s) over all points; setup (export/compile/first run "
+        "of the batch size) is timed apart",
+        f"- parity: {s['num_images']} real images (cycled to fill a batch) against CPU eager fp32, criteria of each "
+        "precision; × eager = p50 / the same run's eager fp32 p50 at the same batch size (lower is faster)",
+        "- peak RSS: the whole process's peak during that point (reset before each one), so it includes Python, "
+        "torch and the reference",
+        "",
+        "## Pick: fastest configuration passing parity",
+        "",
+        *pick_lines(document),
+        "",
+        "## All configurations",
+        "",
+        *table_lines(document["rows"]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_pick(document: dict[str, Any]) -> str:
+    """What ``bench --pick`` prints: per batch size, the choice and the table that justifies it."""
+    lines = []
+    for pick in document["pick"]:
+        lines.append(f"batch {pick['batch_size']}: " + (f"{pick['fastest']} ({pick['fastest_p50_ms']:.2f} ms p50, "
+                                                         f"{_num(pick['fastest_ratio_vs_eager'], '.2f')}x eager)"
+                                                         if pick["fastest"] else "no configuration passed parity"))
+        for entry in pick["table"]:
+            if entry["status"] == "ok":
+                lines.append(f"  {entry['label']:<28} {entry['p50_ms']:10.2f} ms  {entry['images_per_s']:9.1f} img/s  "
+                             f"{_num(entry['ratio_vs_eager'], '.2f'):>5}x  parity {entry['parity']}")
+            else:
+                lines.append(f"  {entry['label']:<28} {entry['status']}: {entry['reason']}")
+    return "\n".join(lines)
+
+
+def write_bench_artifacts(out_dir: Path, document: dict[str, Any], plot: bool = True) -> dict[str, Path]:
+    artifacts = {"json": write_json_atomic(out_dir / "bench.json", document),
+                 "markdown": write_text_atomic(out_dir / "bench.md", render_markdown(document))}
+    if plot:
+        from .plot import write_plot
+
+        path = write_plot(document, out_dir / "bench.png")
+        if path is not None:
+            artifacts["plot"] = path
+    for path in artifacts.values():
+        _logger.info("wrote %s", path)
+    return artifacts

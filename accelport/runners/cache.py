@@ -1,0 +1,107 @@
+"""On-disk cache for one-off artifacts (ONNX exports, AOTInductor packages, compiler caches).
+
+An entry's key is the SHA-256 of everything that determines its bytes: the model's architecture, a digest
+of its actual weights (so a random init, a features head or another checkpoint never collide), the runtime
+settings (dtype, layout, input shape...) and the versions of the libraries that produced it. A change in any
+of them is a different entry: nothing is ever invalidated in place. Entries are written atomically, each with
+a ``.key.json`` beside it that lists the fields, so ``ls`` on the cache explains itself.
+
+Location: ``--cache-dir``, else ``$ACCELPORT_CACHE_DIR``, else ``$XDG_CACHE_HOME/accelport`` (``~/.cache``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..atomic import write_json_atomic
+
+_logger = logging.getLogger(__name__)
+
+KEY_CHARS = 24
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("ACCELPORT_CACHE_DIR"):
+        return Path(os.environ["ACCELPORT_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base).expanduser() / "accelport"
+
+
+def library_versions(*packages: str) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for package in packages:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of the model's state dict (names, dtypes, shapes and bytes): the weights actually in memory."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def model_identity(model: torch.nn.Module) -> dict[str, Any]:
+    """What names the model in a key: timm's architecture and head size, plus its weights' digest."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return {
+        "architecture": cfg.get("architecture") or type(model).__name__,
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "num_classes": int(getattr(model, "num_classes", 0) or 0),
+        "weights_sha256": weights_digest(model),
+    }
+
+
+@dataclass
+class CacheEntry:
+    """One artifact: where it lives, what keys it, and whether it was there already."""
+
+    kind: str
+    path: Path
+    key: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def hit(self) -> bool:
+        return self.path.exists()
+
+    def produce(self, build: Callable[[Path], None]) -> Path:
+        """Build the artifact into a private temporary path with ``build(tmp_path)``, then move it into place."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+        try:
+            tmp_path = tmp_dir / self.path.name
+            build(tmp_path)
+            os.replace(tmp_path, self.path)
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+        write_json_atomic(self.path.with_name(self.path.name + ".key.json"), {"kind": self.kind, "key": self.key,
+                                                                            "fields": self.fields})
+        _logger.info("cached %s %s", self.kind, self.path)
+        return self.path
+
+
+def cache_entry(cache_dir: str | Path | None, kind: str, fields: dict[str, Any], suffix: str) -> CacheEntry:
+    """The entry for ``fields`` (its key is the SHA-256 of their canonical JSON) under ``cache_dir/kind``."""
+    canonical = json.dumps(fields, sort_keys=True, default=str)
+    key = hashlib.sha256(canonical.encode()).hexdigest()[:KEY_CHARS]
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    return CacheEntry(kind, root / kind / f"{key}{suffix}", key, fields)

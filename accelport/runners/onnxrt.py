@@ -1,0 +1,98 @@
+"""ONNX Runtime: the model exported to ONNX (dynamic batch), run by the best execution provider present.
+
+Providers: CUDA for ``--device cuda``, CANN for ``--device npu`` (Ascend), CPU otherwise, each followed by
+the CPU provider for any node it lacks. Graph optimisations: ``ORT_ENABLE_ALL`` (constant folding, fusions,
+and on CPU the NCHWc layout transform, which is why ``--channels-last`` does not apply here).
+
+Timing: ``InferenceSession.run`` is synchronous and returns host arrays, so ``synchronize()`` has nothing to
+wait for; on CUDA/CANN, the "compute" latency therefore includes ORT's own host<->device copies.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from ..errors import RuntimeUnavailableError
+from .base import Runner
+from .onnx_export import INPUT_NAME, export_onnx
+
+_logger = logging.getLogger(__name__)
+
+_PROVIDER_FOR_DEVICE = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "npu": "CANNExecutionProvider"}
+_NUMPY_DTYPE = {"fp32": np.float32, "fp16": np.float16}
+
+
+class OnnxRuntimeRunner(Runner):
+    name = "onnxruntime"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        provider = _PROVIDER_FOR_DEVICE.get(self.device.type)
+        available = ort.get_available_providers()
+        if provider is None or provider not in available:
+            raise RuntimeUnavailableError(
+                f"--runtime onnxruntime --device {self.device}: needs {provider or 'an execution provider for it'}, "
+                f"this onnxruntime has {', '.join(available)} (for CUDA: pip install onnxruntime-gpu)")
+        if self.channels_last:
+            raise RuntimeUnavailableError("--channels-last does not apply to --runtime onnxruntime: ONNX is NCHW and "
+                                          "ORT picks its own internal layout (NCHWc on CPU); drop the flag")
+        if self.dtype == "bf16":
+            raise RuntimeUnavailableError("--runtime onnxruntime --dtype bf16: ONNX Runtime has no bf16 convolution "
+                                          "kernels; use fp32, fp16 on CUDA, or another runtime for bf16")
+        if self.dtype == "fp16" and self.device.type == "cpu":
+            raise RuntimeUnavailableError("--runtime onnxruntime --dtype fp16 --device cpu: ORT's CPU provider lacks "
+                                          "fp16 kernels for most ops; use fp32 on CPU, fp16 with the CUDA provider")
+        self._providers = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])
+        self._sessions: dict[tuple[int, ...], ort.InferenceSession] = {}
+        self._export_info: dict[str, Any] = {}
+
+    def _prepare_impl(self) -> None:
+        self._options = ort.SessionOptions()
+        self._options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._options.intra_op_num_threads = self.threads
+        self._options.inter_op_num_threads = 1
+        self._options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self._options.log_severity_level = 3
+
+    def _session_for(self, chw: tuple[int, ...]) -> tuple[ort.InferenceSession, dict[str, Any]]:
+        if chw not in self._sessions:
+            exported = export_onnx(self.model, chw, self.dtype, self.cache_dir)
+            provider_options = [{"device_id": self.device.index or 0} if p != "CPUExecutionProvider" else {}
+                                for p in self._providers]
+            self._sessions[chw] = ort.InferenceSession(str(exported.path), self._options, providers=self._providers,
+                                                       provider_options=provider_options)
+            self._export_info = exported.to_json()
+            return self._sessions[chw], exported.to_json()
+        return self._sessions[chw], {}
+
+    def _prepare_shape_impl(self, device_input: np.ndarray) -> dict[str, Any]:
+        session, details = self._session_for(tuple(device_input.shape[1:]))
+        session.run(None, {INPUT_NAME: device_input})  # first run of this batch size allocates its buffers
+        return details
+
+    def _to_device_impl(self, batch: torch.Tensor) -> np.ndarray:
+        return np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=_NUMPY_DTYPE[self.dtype])
+
+    def _forward_impl(self, device_input: np.ndarray) -> np.ndarray:
+        return self._sessions[tuple(device_input.shape[1:])].run(None, {INPUT_NAME: device_input})[0]
+
+    def synchronize(self) -> None:
+        """Nothing queued: ``run`` returned after the outputs were on the host."""
+
+    def _to_host_impl(self, device_output: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(device_output, dtype=np.float32).copy())
+
+    def _describe_impl(self) -> dict[str, Any]:
+        session = next(iter(self._sessions.values()), None)
+        return {"onnxruntime": ort.__version__, "providers_requested": self._providers,
+                "providers": session.get_providers() if session is not None else None,
+                "graph_optimization_level": "ORT_ENABLE_ALL", "intra_op_num_threads": self.threads,
+                "effective_precision": self.dtype, **self._export_info}
+
+    def _close_impl(self) -> None:
+        self._sessions.clear()

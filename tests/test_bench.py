@@ -1,0 +1,166 @@
+"""`accelport bench`: the sweep, its artifacts, the pick, and `run --runtime auto`, in-process and CPU-only."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from accelport.bench.memory import PeakMemory
+from accelport.bench.pick import fastest_passing, picks
+from accelport.bench.sweep import BASELINE, Configuration, padded_indices, plan_configurations
+from accelport.cli import main
+from accelport.runners import _REGISTRY
+from accelport.runners.eager import EagerRunner
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
+
+FAST = ["--iters", "3", "--warmup", "1", "--max-time", "1", "--no-progress"]
+MODEL = ["--model", "test_convnext2", "--device", "cpu"]
+
+
+class WrongButFastRunner(EagerRunner):
+    """Eager with every logit shuffled: what a broken port looks like. Registered as a runtime by one test."""
+
+    name = "wrong"
+
+    def _to_host_impl(self, device_output):
+        output = super()._to_host_impl(device_output)
+        return output[:, torch.randperm(output.shape[1], generator=torch.Generator().manual_seed(0))]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory):
+    """Exports and compiled packages go to a temporary cache, never the user's ~/.cache/accelport."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ACCELPORT_CACHE_DIR", str(tmp_path_factory.mktemp("accelport_cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tmp_path_factory):
+    """One sweep of the runtimes that need no compiler, fp32 and bf16, batch sizes 1 and 2."""
+    out = tmp_path_factory.mktemp("bench")
+    rc = main(["bench", *MODEL, "--runtimes", "eager,onnxruntime,openvino", "--dtypes", "fp32,bf16",
+               "--batch-sizes", "1,2", "--out-dir", str(out), "--cache-dir", str(out / "cache"), "--pick", *FAST])
+    return rc, out
+
+
+def test_bench_writes_json_markdown_and_plot(bench_dir):
+    rc, out = bench_dir
+    assert rc == 0
+    document = json.loads((out / "bench.json").read_text())
+    assert document["schema_version"] == 1
+    assert document["environment"]["cpu"] and document["environment"]["threads"] >= 1
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (out / "bench.md").read_text()
+    assert "| configuration | batch |" in markdown and "## Pick" in markdown
+    assert document["environment"]["cpu"] in markdown
+
+
+def test_bench_measures_every_configuration_at_every_batch_size_with_its_parity(bench_dir):
+    document = json.loads((bench_dir[1] / "bench.json").read_text())
+    points = {(r["label"], r["batch_size"]): r for r in document["rows"]}
+    for runtime in ("eager", "onnxruntime", "openvino"):
+        for dtype in ("fp32", "bf16"):
+            for batch_size in (1, 2):
+                assert (f"{runtime} {dtype}", batch_size) in points
+    for row in document["rows"]:
+        if row["status"] == "ok":
+            assert row["parity"]["precision"] == row["dtype"] and row["parity"]["samples"] >= 6
+            assert row["latency"]["p50_ms"] > 0 and row["latency"]["iters"] >= 3 and row["setup_s"] >= 0
+            assert row["memory"]["peak_mb"] >= row["memory"]["rss_before_mb"] > 0
+            assert row["latency"]["p50_ms"] <= row["latency"]["p90_ms"] <= row["latency"]["p99_ms"]
+    assert points["onnxruntime bf16", 1]["status"] == "unsupported"
+    assert "--dtype bf16" in points["onnxruntime bf16", 1]["reason"]
+    assert points["eager bf16", 1]["parity"]["passed"]  # a correct bf16 run passes the bf16 defaults
+
+
+def test_ratios_are_against_the_same_runs_eager_fp32_baseline(bench_dir):
+    rows = json.loads((bench_dir[1] / "bench.json").read_text())["rows"]
+    for batch_size in (1, 2):
+        base = next(r for r in rows if r["label"] == "eager fp32" and r["batch_size"] == batch_size)
+        assert base["ratio_vs_eager"] == 1.0
+        for row in rows:
+            if row["status"] == "ok" and row["batch_size"] == batch_size:
+                assert row["ratio_vs_eager"] == pytest.approx(row["latency"]["p50_ms"] / base["latency"]["p50_ms"])
+
+
+def test_pick_is_printed_with_its_table(bench_dir, capsys):
+    document = json.loads((bench_dir[1] / "bench.json").read_text())
+    for pick in document["pick"]:
+        best = min((r for r in document["rows"] if r["batch_size"] == pick["batch_size"] and r["status"] == "ok"
+                    and r["parity"]["passed"]), key=lambda r: r["latency"]["p50_ms"])
+        assert pick["fastest"] == best["label"]
+        assert {entry["label"] for entry in pick["table"]} >= {"eager fp32", "onnxruntime fp32", "openvino fp32"}
+
+
+def test_run_runtime_auto_takes_the_benchs_pick_for_its_dtype_and_batch_size(bench_dir):
+    out = bench_dir[1]
+    document = json.loads((out / "bench.json").read_text())
+    expected = fastest_passing(document["rows"], 1, "fp32")
+    rc = main(["run", *MODEL, "--runtime", "auto", "--out-dir", str(out), "--iters", "2", "--warmup", "0"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert rc == 0
+    assert summary["target"]["runtime"] == expected["runtime"]
+    assert summary["target"]["auto"]["source"].endswith("bench.json")
+    assert summary["target"]["setup_s"] >= 0 and summary["target"]["setup_events"]
+
+
+def test_a_fast_but_wrong_runtime_fails_parity_and_is_never_picked(monkeypatch, tmp_path):
+    monkeypatch.setitem(_REGISTRY, "wrong", (__name__, "WrongButFastRunner", None))
+    rc = main(["bench", *MODEL, "--runtimes", "wrong", "--dtypes", "fp32", "--batch-sizes", "1",
+               "--out-dir", str(tmp_path), "--no-plot", *FAST])
+    document = json.loads((tmp_path / "bench.json").read_text())
+    wrong = next(r for r in document["rows"] if r["runtime"] == "wrong")
+    assert rc == 0 and not wrong["parity"]["passed"]
+    assert document["pick"][0]["fastest"] == BASELINE.label
+
+
+def test_the_eager_fp32_baseline_is_always_planned_first():
+    planned = plan_configurations(("onnxruntime", "compile"), ("bf16",), "auto")
+    assert planned[0] == BASELINE
+    assert Configuration("compile", "bf16", True) in planned  # channels-last is compile's fast path
+    assert Configuration("onnxruntime", "bf16", False) in planned
+    assert all(not c.channels_last for c in plan_configurations(("eager", "onnxruntime"), ("fp32",), "on")
+               if c.runtime == "onnxruntime")
+
+
+def test_pick_skips_failing_and_unsupported_rows_and_says_when_none_passes():
+    def row(label, p50, passed, status="ok"):
+        runtime, dtype = label.split()
+        return {"label": label, "runtime": runtime, "dtype": dtype, "batch_size": 1, "status": status,
+                "latency": {"p50_ms": p50}, "images_per_s": 1000 / p50, "parity": {"passed": passed}}
+
+    rows = [row("eager fp32", 30.0, True), row("compile fp32", 5.0, False), row("onnxruntime fp32", 12.0, True),
+            row("openvino bf16", 1.0, True, status="unsupported")]
+    assert fastest_passing(rows, 1)["label"] == "onnxruntime fp32"
+    assert fastest_passing(rows, 1, "bf16") is None
+    assert picks([r for r in rows if not r["parity"]["passed"]], (1,))[0]["fastest"] is None
+
+
+def test_padding_covers_every_image_in_whole_batches():
+    index = padded_indices(6, 4)
+    assert len(index) == 8 and set(index) == set(range(6))
+    assert len(padded_indices(6, 32)) == 32 and len(padded_indices(6, 1)) == 6
+
+
+def test_peak_memory_is_per_configuration_not_per_process():
+    memory = PeakMemory(torch.device("cpu"))
+    memory.start()
+    ballast = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    first = memory.stop()
+    del ballast
+    memory.start()
+    second = memory.stop()
+    assert first["resettable"] and first["peak_mb"] - first["rss_before_mb"] >= 60
+    assert second["peak_mb"] < first["peak_mb"]  # the reset forgot the first configuration's peak
+
+
+def test_bad_bench_flags_are_user_errors(tmp_path, capsys):
+    assert main(["bench", "--runtimes", "tensorrt", "--out-dir", str(tmp_path)]) == 2
+    assert "--runtimes 'tensorrt'" in capsys.readouterr().err
+    assert main(["bench", "--batch-sizes", "1,x", "--out-dir", str(tmp_path)]) == 2

@@ -1,0 +1,184 @@
+"""Every runtime behind the one Runner interface: same tiny input, parity with the criteria of its precision,
+clear errors for what a runtime cannot do, one-off setup kept apart from latency, and the on-disk cache."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from accelport.criteria import criteria_for
+from accelport.errors import RuntimeUnavailableError
+from accelport.latency import measure_latency
+from accelport.parity import compare_outputs
+from accelport.preprocess import data_config_for, load_images, make_transform
+from accelport.runners import create_runner, runtime_names
+from accelport.runners.onnx_export import export_onnx
+
+CPU = torch.device("cpu")
+
+
+def _openvino_cpu_has(capability: str) -> bool:
+    try:
+        import openvino as ov
+    except ImportError:
+        return False
+    return capability in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+# Combinations an engine cannot honour on this machine, and the words its error must contain.
+EXPECTED_UNSUPPORTED = {
+    ("onnxruntime", "bf16"): "--dtype bf16",
+    **({} if _openvino_cpu_has("BF16") else {("openvino", "bf16"): "would silently run f32"}),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return timm.create_model("test_convnext2", pretrained=False).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_input(tiny_model, two_images):
+    config = data_config_for(tiny_model)
+    return load_images([Path(p) for p in two_images], make_transform(config)).tensor
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model, tiny_input):
+    with torch.no_grad():
+        return tiny_model(tiny_input).numpy()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cache_dir(tmp_path_factory):
+    """Passed explicitly to runners, and the default for any that is not: never the user's ~/.cache."""
+    path = tmp_path_factory.mktemp("accelport_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ACCELPORT_CACHE_DIR", str(path))
+        yield path
+
+
+def _engine_installed(runtime: str) -> bool:
+    module = {"onnxruntime": "onnxruntime", "openvino": "openvino"}.get(runtime)
+    return module is None or importlib.util.find_spec(module) is not None
+
+
+# Compiling costs ~20-50 s per configuration on 2 cores: compile fp32 always runs (and fills the cache the
+# cache test reuses); compile bf16 runs when ACCELPORT_SLOW_TESTS=1.
+_SLOW = pytest.mark.skipif(os.environ.get("ACCELPORT_SLOW_TESTS") != "1", reason="slow: set ACCELPORT_SLOW_TESTS=1")
+CONFORMANCE = [pytest.param(r, d, marks=[pytest.mark.slow, _SLOW] if (r, d) == ("compile", "bf16") else [])
+               for r in ("eager", "compile", "onnxruntime", "openvino") for d in ("fp32", "bf16")]
+
+
+@pytest.mark.parametrize(("runtime", "dtype"), CONFORMANCE)
+def test_every_runtime_matches_the_cpu_reference_with_the_criteria_of_its_precision(
+        runtime, dtype, tiny_model, tiny_input, reference, cache_dir):
+    if not _engine_installed(runtime):
+        pytest.skip(f"{runtime} is not installed")
+    channels_last = runtime == "compile"  # the compile runtime's fast path; the others pick their own layout
+    if (runtime, dtype) in EXPECTED_UNSUPPORTED:
+        with pytest.raises(RuntimeUnavailableError, match=EXPECTED_UNSUPPORTED[runtime, dtype]):
+            runner = create_runner(runtime, tiny_model, CPU, dtype, channels_last, cache_dir=cache_dir)
+            runner.prepare().infer(tiny_input)
+        return
+    with create_runner(runtime, tiny_model, CPU, dtype, channels_last, cache_dir=cache_dir) as runner:
+        output = runner.infer(tiny_input)
+        settings = runner.describe()
+    assert output.dtype == torch.float32 and tuple(output.shape) == reference.shape
+    result = compare_outputs(reference, output.numpy(), criteria_for(dtype), is_classifier=True)
+    assert result.passed, [c for c in result.checks if not c.passed]
+    assert settings["dtype"] == dtype and settings["runtime"] == runtime
+    if "effective_precision" in settings:  # read back from the engine, never assumed
+        assert settings["effective_precision"] == dtype
+
+
+def test_a_bf16_run_is_not_judged_by_fp32_criteria(tiny_model, tiny_input, reference):
+    with create_runner("eager", tiny_model, CPU, "bf16") as runner:
+        output = runner.infer(tiny_input).numpy()
+    assert compare_outputs(reference, output, criteria_for("bf16"), True).passed
+    assert not compare_outputs(reference, output, criteria_for("fp32"), True).passed
+
+
+@pytest.mark.parametrize(("runtime", "dtype", "channels_last", "device", "words"), [
+    ("onnxruntime", "fp32", True, "cpu", "--channels-last"),
+    ("onnxruntime", "fp16", False, "cpu", "--dtype fp16"),
+    ("openvino", "fp32", True, "cpu", "--channels-last"),
+    ("openvino", "fp32", False, "cuda", "--device cpu"),
+    ("compile", "fp32", False, "mps", "--runtime eager"),
+])
+def test_an_unsupported_combination_is_a_clear_error_before_any_work(runtime, dtype, channels_last, device, words,
+                                                                     tiny_model):
+    if not _engine_installed(runtime):
+        pytest.skip(f"{runtime} is not installed")
+    with pytest.raises(RuntimeUnavailableError, match=words):
+        create_runner(runtime, tiny_model, torch.device(device), dtype, channels_last)
+
+
+def test_a_missing_engine_says_what_to_install(monkeypatch, tiny_model):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # importing it now raises ImportError
+    monkeypatch.delitem(sys.modules, "accelport.runners.onnxrt", raising=False)
+    with pytest.raises(RuntimeUnavailableError, match="pip install onnxruntime"):
+        create_runner("onnxruntime", tiny_model, CPU)
+
+
+def test_every_issue_runtime_is_registered():
+    assert {"eager", "compile", "onnxruntime", "openvino"} <= set(runtime_names())
+
+
+def test_export_and_compile_are_setup_not_latency(tiny_model, tiny_input, cache_dir):
+    pytest.importorskip("onnxruntime")
+    with create_runner("onnxruntime", tiny_model, CPU, cache_dir=cache_dir) as runner:
+        runner.warm_up(tiny_input)
+        events_after_warm_up = list(runner.setup_events)
+        measure_latency(runner, tiny_input, warmup=1, iters=2)
+        assert runner.setup_events == events_after_warm_up  # same shape: nothing one-off happens again
+        shape_events = [e for e in events_after_warm_up if e["step"] == "shape"]
+        assert [e["shape"] for e in shape_events] == [list(tiny_input.shape)]
+        assert "onnx_path" in shape_events[0]
+        assert runner.describe()["setup_s"] == pytest.approx(sum(e["seconds"] for e in events_after_warm_up), abs=1e-3)
+
+
+def test_a_second_compile_runner_loads_the_cached_package_instead_of_compiling(tiny_model, tiny_input, reference,
+                                                                               cache_dir):
+    # The conformance test above compiled this exact configuration into cache_dir (or this one does it now).
+    outputs, events = [], []
+    for _ in range(2):
+        with create_runner("compile", tiny_model, CPU, "fp32", True, cache_dir=cache_dir) as runner:
+            outputs.append(runner.infer(tiny_input).numpy())
+            events.append([e for e in runner.setup_events if e["step"] == "shape"][0])
+    assert events[1]["package_cache_hit"] is True and "compile_s" not in events[1]
+    assert events[1]["package"] == events[0]["package"]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+def test_the_export_cache_is_keyed_by_the_weights(tiny_model, tmp_path):
+    pytest.importorskip("onnx")
+    first = export_onnx(tiny_model, (3, 32, 32), cache_dir=tmp_path)
+    again = export_onnx(tiny_model, (3, 32, 32), cache_dir=tmp_path)
+    assert (first.cache_hit, again.cache_hit) == (False, True) and first.path == again.path
+    changed = timm.create_model("test_convnext2", pretrained=False).eval()
+    changed.load_state_dict(tiny_model.state_dict())
+    with torch.no_grad():
+        changed.head.fc.bias.add_(1.0)
+    other = export_onnx(changed, (3, 32, 32), cache_dir=tmp_path)
+    assert not other.cache_hit and other.path != first.path
+    assert first.path.with_name(first.path.name + ".key.json").is_file()
+
+
+def test_thread_counts_are_applied_and_recorded(tiny_model, tiny_input, cache_dir):
+    for runtime, read_back in (("onnxruntime", "intra_op_num_threads"), ("openvino", "inference_num_threads")):
+        if not _engine_installed(runtime):
+            continue
+        with create_runner(runtime, tiny_model, CPU, threads=1, cache_dir=cache_dir) as runner:
+            runner.infer(tiny_input)
+            settings = runner.describe()
+        assert settings["threads"] == 1 and settings[read_back] == 1
