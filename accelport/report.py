@@ -48,7 +48,7 @@ def render_log(summary: dict[str, Any]) -> str:
         f"accelport accuracy comparison ({summary['created_utc']})",
         f"model      {summary['model']['name']} ({summary['model']['head']}, output {summary['output_shape']})",
         f"weights    {weights['source']}: {weights['path'] or 'RANDOM INIT (no pretrained weights found)'}",
-        f"reference  cpu eager fp32",
+        "reference  cpu eager fp32",
         f"target     {target['device']} ({summary['environment']['device_name']}) {target['runtime']} "
         f"{target['dtype']}, fp32 math {target['fp32_math']}, criteria {summary['criteria']['precision']}",
         "",

@@ -12,7 +12,7 @@ import torch
 from accelport.criteria import DEFAULT_CRITERIA, criteria_for, effective_precision, parse_criterion_flags
 from accelport.errors import UsageError
 from accelport.parity import compare_outputs
-from accelport.preprocess import data_config_for, discover_images, load_images, make_transform
+from accelport.preprocess import data_config_for, load_images, make_transform
 
 
 def round_to_tf32(t: torch.Tensor) -> torch.Tensor:
