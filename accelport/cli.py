@@ -55,7 +55,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--device", default=defaults.device,
                         help="auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps; auto takes NPU, CUDA, XPU, MPS, then CPU "
                              "(default: %(default)s)")
-    target.add_argument("--runtime", default=defaults.runtime, help="how the target runs the model (default: %(default)s)")
+    target.add_argument("--runtime", default=defaults.runtime,
+                        help="eager (PyTorch), compile (TorchInductor), onnxruntime, openvino, or auto (the fastest "
+                             "configuration that passes parity, from a bench sweep) (default: %(default)s)")
     target.add_argument("--dtype", default=defaults.dtype, choices=("fp32", "fp16", "bf16"),
                         help="target precision; the reference is always CPU fp32 (default: %(default)s)")
     target.add_argument("--channels-last", action="store_true", help="run the target in channels-last memory format")

@@ -88,6 +88,7 @@ def measure_latency(runner: Runner, batch: torch.Tensor, warmup: int = 10, iters
     """Time ``runner`` on ``batch`` (host fp32), compute-only and with copies, after ``warmup`` iterations."""
     if iters < 1 or warmup < 0:
         raise ValueError("iters must be >= 1 and warmup >= 0")
+    batch = runner.host_batch(batch)  # pinned once, as a serving loop would, not per iteration
     device_input = runner.to_device(batch)
     runner.synchronize()
     for _ in range(warmup):

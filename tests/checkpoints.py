@@ -35,6 +35,8 @@ def to_original_release(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
         k = re.sub(r"stages\.(\d+)\.downsample\.(\d+)", r"downsample_layers.\1.\2", k)
         k = re.sub(r"stages\.(\d+)\.blocks\.(\d+)", r"stages.\1.\2", k)
         k = k.replace("conv_dw", "dwconv").replace("mlp.fc", "pwconv")
+        if k.endswith(("pwconv1.weight", "pwconv2.weight")):
+            value = value.reshape(value.shape[0], -1)  # the release's pwconv is nn.Linear; timm's atto uses 1x1 convs
         if "mlp.grn" in k:
             k = k.replace("mlp.grn.weight", "grn.gamma").replace("mlp.grn.bias", "grn.beta")
             value = value.reshape(1, 1, 1, -1)

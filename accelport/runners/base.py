@@ -67,6 +67,10 @@ class Runner(ABC):
         self.synchronize()
         return time.perf_counter() - started
 
+    def host_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        """The host batch as an application would keep it for repeated copies (pinned for CUDA), made once."""
+        return self._host_batch_impl(batch)
+
     def to_device(self, batch: torch.Tensor) -> Any:
         """Host ``[N, C, H, W]`` fp32 batch -> whatever ``forward`` consumes (device, dtype, layout)."""
         self._check_prepared()
@@ -131,6 +135,9 @@ class Runner(ABC):
         """One-off work for a new input shape, finished (synchronised) before returning; may return details for
         the setup record (e.g. cache hits)."""
         return None
+
+    def _host_batch_impl(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch
 
     def _to_host_impl(self, device_output: Any) -> torch.Tensor:
         return device_output.detach().to("cpu", torch.float32)

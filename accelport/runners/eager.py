@@ -28,10 +28,12 @@ class EagerRunner(Runner):
         return self._module
 
     def _to_device_impl(self, batch: torch.Tensor) -> torch.Tensor:
-        if self._pin and not batch.is_pinned():
-            batch = batch.pin_memory()
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        return batch.to(self.device, DTYPES[self.dtype], non_blocking=self._pin, memory_format=memory_format)
+        # Asynchronous only from pinned memory (callers pin once: see host_batch); pageable copies stay blocking.
+        return batch.to(self.device, DTYPES[self.dtype], non_blocking=batch.is_pinned(), memory_format=memory_format)
+
+    def _host_batch_impl(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch.pin_memory() if self._pin else batch
 
     @torch.inference_mode()
     def _forward_impl(self, device_input: torch.Tensor) -> torch.Tensor:
