@@ -25,22 +25,30 @@ _COMMAND_MODULES = ("accelport.bench.command", "accelport.layers.command", "acce
 EPILOG = "exit codes: 0 ran and passed, 1 ran and parity failed, 2 bad usage/input/environment, 3 internal error"
 
 
+def add_model_arguments(group: argparse._ActionsContainer, *, features: bool = True,
+                        weights_help: str | None = None) -> None:
+    """--model, --weights, --require-pretrained, --hub-timeout, [--features], --seed: the same for every command."""
+    defaults = RunConfig()
+    group.add_argument("--model", default=DEFAULT_MODEL, help="timm model name or timm Hub id (default: %(default)s)")
+    group.add_argument("--weights", metavar="PATH",
+                       help=weights_help or "checkpoint file: model.safetensors (timm/HF layout), a timm .pth/.bin "
+                       "state dict, or an original-release checkpoint such as convnextv2_atto_1k_224_ema.pt; "
+                       "default: look in the HF cache, then the Hub if reachable")
+    group.add_argument("--require-pretrained", action="store_true",
+                       help="fail (exit 2) instead of falling back to a random init when no weights are found")
+    group.add_argument("--hub-timeout", type=float, default=defaults.hub_timeout_s, metavar="S",
+                       help="seconds to wait for the Hugging Face Hub before treating it as offline "
+                            "(default: %(default)s)")
+    if features:
+        group.add_argument("--features", action="store_true",
+                           help="compare pooled pre-logits features (num_classes=0) instead of the classifier's logits")
+    group.add_argument("--seed", type=int, default=defaults.seed, help="seed of the random init fallback (default: 0)")
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``accelport run`` / ``python inference.py`` (other commands reuse the model and input ones)."""
     defaults = RunConfig()
-    model = parser.add_argument_group("model and weights")
-    model.add_argument("--model", default=DEFAULT_MODEL, help="timm model name or timm Hub id (default: %(default)s)")
-    model.add_argument("--weights", metavar="PATH",
-                       help="checkpoint file: model.safetensors (timm/HF layout), a timm .pth/.bin state dict, or an "
-                            "original-release checkpoint such as convnextv2_atto_1k_224_ema.pt; default: look in the "
-                            "HF cache, then the Hub if reachable")
-    model.add_argument("--require-pretrained", action="store_true",
-                       help="fail (exit 2) instead of falling back to a random init when no weights are found")
-    model.add_argument("--hub-timeout", type=float, default=defaults.hub_timeout_s, metavar="S",
-                       help="seconds to wait for the Hugging Face Hub before treating it as offline (default: %(default)s)")
-    model.add_argument("--features", action="store_true",
-                       help="compare pooled pre-logits features (num_classes=0) instead of the classifier's logits")
-    model.add_argument("--seed", type=int, default=defaults.seed, help="seed of the random init fallback (default: 0)")
+    add_model_arguments(parser.add_argument_group("model and weights"))
 
     data = parser.add_argument_group("inputs")
     data.add_argument("--images", nargs="+", metavar="PATH",

@@ -27,7 +27,8 @@ class DataConfig:
     size_mode: str  # "train" | "test"
 
     def to_json(self) -> dict[str, Any]:
-        return {**{k: list(v) if isinstance(v, tuple) else v for k, v in self.values.items()}, "size_mode": self.size_mode}
+        values = {k: list(v) if isinstance(v, tuple) else v for k, v in self.values.items()}
+        return {**values, "size_mode": self.size_mode}
 
 
 def data_config_for(model: torch.nn.Module, test_size: bool = False) -> DataConfig:
@@ -57,7 +58,8 @@ def discover_images(inputs: list[str | Path] | None) -> list[Path]:
         else:
             raise InputError(f"--images {path}: no such file or folder")
     if not found:
-        raise InputError(f"--images {', '.join(map(str, inputs))}: no image files found ({', '.join(IMAGE_EXTENSIONS)})")
+        raise InputError(f"--images {', '.join(map(str, inputs))}: no image files found "
+                         f"({', '.join(IMAGE_EXTENSIONS)})")
     return found
 
 

@@ -116,12 +116,15 @@ def render_report(summary: dict[str, Any]) -> str:
         "",
     ]
     if summary["samples"] and "reference_top5" in summary["samples"][0]:
-        lines += ["| image | cosine | rel L2 | reference top-1 | target top-1 | top-1 | top-5 |", "|---|---|---|---|---|---|---|"]
+        lines += ["| image | cosine | rel L2 | reference top-1 | target top-1 | top-1 | top-5 |",
+                  "|---|---|---|---|---|---|---|"]
         for s in summary["samples"]:
             lines.append(
-                f"| {Path(s['path']).name} | {s['metrics']['cosine_similarity']:.7f} | {s['metrics']['rel_l2_err']:.2e} "
+                f"| {Path(s['path']).name} | {s['metrics']['cosine_similarity']:.7f} "
+                f"| {s['metrics']['rel_l2_err']:.2e} "
                 f"| {s['reference_top5_labels'][0]} | {s['target_top5_labels'][0]} | "
-                f"{_agreement(s['top1_match'], s['top1_near_tie'])} | {_agreement(s['top5_match'], s['top5_near_tie'])} |")
+                f"{_agreement(s['top1_match'], s['top1_near_tie'])} | "
+                f"{_agreement(s['top5_match'], s['top5_near_tie'])} |")
         lines.append("")
     lines += [
         "## Latency",

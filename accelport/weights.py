@@ -226,7 +226,8 @@ def resolve_and_load(
             return load_into(model, downloaded, "hub")
     where = f"{hub_id} in {hf_cache_dir()} or on the Hub" if hub_id else "a hub id in the model's pretrained config"
     if require_pretrained:
-        raise WeightsError(f"--require-pretrained: no pretrained weights found (looked for {where}); pass --weights PATH")
+        raise WeightsError(
+            f"--require-pretrained: no pretrained weights found (looked for {where}); pass --weights PATH")
     _logger.warning(
         "NO PRETRAINED WEIGHTS: found none (looked for %s). Using a deterministic RANDOM init: parity and "
         "latency are still measured, but class predictions are meaningless. Pass --weights PATH for real weights.",

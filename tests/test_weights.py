@@ -89,7 +89,8 @@ def test_missing_keys_are_named(tmp_path, seeded_state):
     del broken["stages.2.blocks.1.mlp.fc2.weight"]
     path = tmp_path / "missing.safetensors"
     save_file(broken, str(path))
-    with pytest.raises(WeightsError, match=r"missing.safetensors.*1 missing keys: stages\.2\.blocks\.1\.mlp\.fc2\.weight"):
+    missing = r"missing.safetensors.*1 missing keys: stages\.2\.blocks\.1\.mlp\.fc2\.weight"
+    with pytest.raises(WeightsError, match=missing):
         load_model(weights_path=path)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from .. import errors
+from ..cli import add_model_arguments
 from ..devices import FP32_MATH_MODES
-from ..models import DEFAULT_MODEL
 from .config import ALL_RUNTIMES, CHANNELS_LAST_MODES, BenchConfig, parse_list
 
 EPILOG = ("exit codes: 0 ran and at least one configuration passed parity at every batch size, 1 some batch size "
@@ -43,14 +43,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                        help="print the fastest configuration passing parity per batch size, with its table")
 
     model = parser.add_argument_group("model, inputs and target")
-    model.add_argument("--model", default=DEFAULT_MODEL, help="timm model name or timm Hub id (default: %(default)s)")
-    model.add_argument("--weights", metavar="PATH", help="checkpoint file (as for accelport run)")
-    model.add_argument("--require-pretrained", action="store_true",
-                       help="fail (exit 2) instead of falling back to a random init when no weights are found")
-    model.add_argument("--hub-timeout", type=float, default=d.hub_timeout_s, metavar="S",
-                       help="seconds to wait for the Hugging Face Hub (default: %(default)s)")
-    model.add_argument("--features", action="store_true", help="compare pooled pre-logits features, not logits")
-    model.add_argument("--seed", type=int, default=d.seed, help="seed of the random init fallback (default: 0)")
+    add_model_arguments(model)
     model.add_argument("--images", nargs="+", metavar="PATH",
                        help="images for the parity check (default: the bundled samples/)")
     model.add_argument("--test-size", action="store_true", help="use the pretrained config's test input size")

@@ -7,8 +7,8 @@ import logging
 import os
 
 from .. import errors
+from ..cli import add_model_arguments
 from ..devices import FP32_MATH_MODES
-from ..models import DEFAULT_MODEL
 from .config import EvalConfig
 
 EPILOG = ("exit codes: 0 ran and passed, 1 ran and a criterion failed, 2 bad usage/input/environment, "
@@ -35,13 +35,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                       help="DataLoader worker processes decoding images, per process (default: %(default)s)")
 
     model = parser.add_argument_group("model and weights")
-    model.add_argument("--model", default=DEFAULT_MODEL, help="timm model name or timm Hub id (default: %(default)s)")
-    model.add_argument("--weights", metavar="PATH", help="checkpoint file (as for accelport run)")
-    model.add_argument("--require-pretrained", action="store_true",
-                       help="fail (exit 2) instead of falling back to a random init when no weights are found")
-    model.add_argument("--hub-timeout", type=float, default=d.hub_timeout_s, metavar="S",
-                       help="seconds to wait for the Hugging Face Hub (default: %(default)s)")
-    model.add_argument("--seed", type=int, default=d.seed, help="seed of the random init fallback (default: 0)")
+    add_model_arguments(model, features=False)
 
     target = parser.add_argument_group("target")
     target.add_argument("--device", default=d.device,

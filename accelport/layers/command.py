@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from .. import errors
+from ..cli import add_model_arguments
 from ..devices import FP32_MATH_MODES
-from ..models import DEFAULT_MODEL
 from .config import MODES, LayersConfig
 
 EPILOG = ("exit codes: 0 no module diverges, 1 a divergent module was found, 2 bad usage/input/environment, "
@@ -18,19 +18,11 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared with ``accelport run`` keep its names and meaning; --target-weights and --mode are new."""
     d = LayersConfig()
     model = parser.add_argument_group("model and weights")
-    model.add_argument("--model", default=DEFAULT_MODEL, help="timm model name or timm Hub id (default: %(default)s)")
-    model.add_argument("--weights", metavar="PATH",
-                       help="checkpoint of the reference (and of the target unless --target-weights), as for "
-                            "accelport run; default: the HF cache, then the Hub if reachable")
+    add_model_arguments(model, weights_help="checkpoint of the reference (and of the target unless --target-weights), "
+                        "as for accelport run; default: the HF cache, then the Hub if reachable")
     model.add_argument("--target-weights", metavar="PATH",
                        help="another checkpoint of the same architecture for the target side (a converted, "
                             "re-saved or quantised copy), loaded strictly")
-    model.add_argument("--require-pretrained", action="store_true",
-                       help="fail (exit 2) instead of falling back to a random init when no weights are found")
-    model.add_argument("--hub-timeout", type=float, default=d.hub_timeout_s, metavar="S",
-                       help="seconds to wait for the Hugging Face Hub (default: %(default)s)")
-    model.add_argument("--features", action="store_true", help="pooled pre-logits head (num_classes=0), as for run")
-    model.add_argument("--seed", type=int, default=d.seed, help="seed of the random init fallback (default: 0)")
 
     data = parser.add_argument_group("inputs")
     data.add_argument("--images", nargs="+", metavar="PATH",
