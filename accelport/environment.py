@@ -13,7 +13,8 @@ import torch
 from .devices import cpu_name, device_name
 
 
-def _version(package: str) -> str | None:
+def package_version(package: str) -> str | None:
+    """Installed version of ``package``, or None when it is not installed."""
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
@@ -25,13 +26,13 @@ def describe_environment(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,
-        "torchvision": _version("torchvision"),
-        "timm": _version("timm"),
-        "torch_npu": _version("torch_npu"),
-        "numpy": _version("numpy"),
-        "safetensors": _version("safetensors"),
-        "huggingface_hub": _version("huggingface_hub"),
-        "accelport": _version("accelport"),
+        "torchvision": package_version("torchvision"),
+        "timm": package_version("timm"),
+        "torch_npu": package_version("torch_npu"),
+        "numpy": package_version("numpy"),
+        "safetensors": package_version("safetensors"),
+        "huggingface_hub": package_version("huggingface_hub"),
+        "accelport": package_version("accelport"),
         "device": str(device),
         "device_name": device_name(device),
         "cpu": cpu_name(),

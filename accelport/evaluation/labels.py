@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
 import logging
 import re
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
+from ..weights import sha256_of
 
 _logger = logging.getLogger(__name__)
 
@@ -114,10 +114,6 @@ def folder_labels(relative_paths: Sequence[str], parser: LabelParser) -> tuple[l
     return [index[c] for c in classes], LabelSource("class-folders", kind)  # type: ignore[index]
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _rows(path: Path) -> tuple[str, list[list[str]]]:
     """The file's format and its non-empty rows split into fields."""
     text = path.read_text(encoding="utf-8-sig")
@@ -143,7 +139,7 @@ def file_labels(path: Path, relative_paths: Sequence[str], parser: LabelParser) 
             "imagenet_2012_validation_synset_labels.txt) or arrange the images in wnid folders "
             "(torchvision.datasets.ImageNet(root, split='val') does that)")
     fmt, rows = _rows(path)
-    source = LabelSource("labels-file", fmt, str(path), _sha256(path))
+    source = LabelSource("labels-file", fmt, str(path), sha256_of(path))
     if fmt == "one-per-line":
         if len(rows) != len(relative_paths):
             raise InputError(f"--labels {path}: {len(rows)} labels (one per line, paired with the images in sorted "

@@ -12,7 +12,6 @@ Location: ``--cache-dir``, else ``$ACCELPORT_CACHE_DIR``, else ``$XDG_CACHE_HOME
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 
 from ..atomic import write_json_atomic
+from ..environment import package_version
 
 _logger = logging.getLogger(__name__)
 
@@ -40,13 +40,7 @@ def default_cache_dir() -> Path:
 
 
 def library_versions(*packages: str) -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for package in packages:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
+    return {package: package_version(package) for package in packages}
 
 
 def weights_digest(model: torch.nn.Module) -> str:
