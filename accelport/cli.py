@@ -69,6 +69,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--dtype", default=defaults.dtype, choices=("fp32", "fp16", "bf16"),
                         help="target precision; the reference is always CPU fp32 (default: %(default)s)")
     target.add_argument("--channels-last", action="store_true", help="run the target in channels-last memory format")
+    target.add_argument("--streams", type=int, default=defaults.streams, metavar="N",
+                        help="OpenVINO only: split each batch over N streams that run at the same time, sharing the "
+                             "threads (faster at large batch on few cores); needs N <= threads (default: %(default)s)")
+    target.add_argument("--micro-batch", type=int, default=defaults.micro_batch, metavar="M",
+                        help="OpenVINO only: run each batch as requests of at most M images, queued on the streams "
+                             "(default: one request per stream)")
     target.add_argument("--fp32-math", default=defaults.fp32_math, choices=FP32_MATH_MODES,
                         help="strict: IEEE fp32 (TF32 and HF32 off); fast: allow TF32 (CUDA) / HF32 (Ascend) "
                              "(default: %(default)s)")
@@ -98,7 +104,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         model=args.model, weights=args.weights, require_pretrained=args.require_pretrained,
         hub_timeout_s=args.hub_timeout, images=tuple(args.images or ()), skip_bad_images=args.skip_bad_images,
         test_size=args.test_size, features=args.features, device=args.device, runtime=args.runtime,
-        dtype=args.dtype, channels_last=args.channels_last, fp32_math=args.fp32_math, batch_size=args.batch_size,
+        dtype=args.dtype, channels_last=args.channels_last, streams=args.streams, micro_batch=args.micro_batch,
+        fp32_math=args.fp32_math,
+        batch_size=args.batch_size,
         warmup=args.warmup, iters=args.iters, criteria=tuple(parse_criterion_flags(args.criterion).items()),
         out_dir=args.out_dir, save_outputs=args.save_outputs, seed=args.seed,
         layers_on_fail=args.layers_on_fail,

@@ -23,6 +23,8 @@ class RunConfig:
     runtime: str = "eager"
     dtype: str = "fp32"
     channels_last: bool = False
+    streams: int = 1  # OpenVINO: split each batch over this many parallel streams
+    micro_batch: int | None = None  # OpenVINO: requests of at most this many images (default: one per stream)
     fp32_math: str = "strict"
     batch_size: int = 1
     warmup: int = 10

@@ -41,9 +41,11 @@ class RunResult:
 
 
 def validate(config: RunConfig) -> None:
-    for name in ("batch_size", "iters"):
+    for name in ("batch_size", "iters", "streams"):
         if getattr(config, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} {getattr(config, name)}: must be at least 1")
+    if config.micro_batch is not None and config.micro_batch < 1:
+        raise UsageError(f"--micro-batch {config.micro_batch}: must be at least 1")
     if config.warmup < 0:
         raise UsageError(f"--warmup {config.warmup}: must be at least 0")
     if config.hub_timeout_s <= 0:
@@ -79,10 +81,14 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
         from .bench.pick import resolve_auto
 
         auto = resolve_auto(config, loaded, batch.tensor, device)
-        config = replace(config, runtime=auto.runtime, channels_last=auto.channels_last)
+        config = replace(config, runtime=auto.runtime, channels_last=auto.channels_last, streams=auto.streams,
+                         micro_batch=auto.micro_batch)
+    # Built first: an unsupported runtime/dtype/flag combination is an error before the reference is computed.
+    target_runner = create_runner(config.runtime, loaded.model, device, config.dtype, config.channels_last,
+                                  streams=config.streams, micro_batch=config.micro_batch)
     with create_runner("eager", loaded.model, torch.device("cpu"), "fp32") as reference_runner:
         reference = infer_all(reference_runner, batch.tensor, config.batch_size)
-    with create_runner(config.runtime, loaded.model, device, config.dtype, config.channels_last) as target_runner:
+    with target_runner:
         target_runner.warm_up(make_batch(batch.tensor, config.batch_size))  # export/compile: setup_s, not latency
         target = infer_all(target_runner, batch.tensor, config.batch_size)
         latency = measure_latency(target_runner, make_batch(batch.tensor, config.batch_size), config.warmup,

@@ -46,17 +46,57 @@ def wait_for_quiet(max_wait_s: float, threshold: float) -> list[float] | None:
     return load_average()
 
 
-def check_targets(document: dict) -> list[dict]:
+def measure_peaks(device: str, dtypes: tuple[str, ...]) -> dict[str, dict]:
+    """The device's best matmul FLOP/s per dtype, measured in this run (the roofline for the floors below)."""
+    import torch
+
+    from accelport.bench.roofline import matmul_peak
+
+    peaks = {}
+    for dtype in dict.fromkeys(("fp32", *dtypes)):
+        try:
+            peaks[dtype] = matmul_peak(torch.device(device), dtype)
+        except Exception as exc:  # e.g. a dtype the device has no matmul for
+            peaks[dtype] = {"error": f"{type(exc).__name__}: {exc}"}
+    return peaks
+
+
+def floor_ratio(document: dict, peaks: dict, dtype: str, batch_size: int) -> dict | None:
+    """The smallest ratio to eager ANY engine could reach: the model's FLOPs at the best measured matmul peak
+    of ``dtype`` over the same run's eager fp32 p50. For a half-precision dtype also the floor if the engine
+    did its arithmetic in fp32 (bf16/fp16 storage only): on a CPU without bf16/fp16 instructions that is the
+    only fast way, and then it can be no faster than fp32."""
+    from accelport.bench.roofline import floor_ms
+
+    flops = document["model"].get("flops_per_image")
+    eager = [r for r in document["rows"] if r["label"] == "eager fp32" and r["batch_size"] == batch_size
+             and r["status"] == "ok"]
+    if not flops or not eager or "gflops_per_s" not in peaks.get(dtype, {}):
+        return None
+    gflops, eager_ms = flops * batch_size / 1e9, eager[0]["latency"]["p50_ms"]
+    peak = peaks[dtype]["gflops_per_s"]
+    result = {"peak_gflops_per_s": peak, "floor_ms": floor_ms(gflops, peak)}
+    result["floor_ratio"] = result["floor_ms"] / eager_ms
+    if dtype != "fp32" and "gflops_per_s" in peaks.get("fp32", {}):
+        result["fp32_arithmetic_floor_ratio"] = floor_ms(gflops, peaks["fp32"]["gflops_per_s"]) / eager_ms
+    return result
+
+
+def check_targets(document: dict, peaks: dict) -> list[dict]:
     from accelport.bench.pick import fastest_passing
 
     verdicts = []
     for dtype, batch_size, limit in TARGETS:
         best = fastest_passing(document["rows"], batch_size, dtype)
         ratio = best.get("ratio_vs_eager") if best else None
+        floor = floor_ratio(document, peaks, dtype, batch_size)
         verdicts.append({"dtype": dtype, "batch_size": batch_size, "max_ratio": limit,
                          "best": best["label"] if best else None, "ratio": ratio,
                          "p50_ms": best["latency"]["p50_ms"] if best else None,
-                         "met": ratio is not None and ratio <= limit})
+                         "met": ratio is not None and ratio <= limit, "roofline": floor,
+                         "reachable_at_peak": None if floor is None else floor["floor_ratio"] <= limit,
+                         "reachable_at_fp32_peak": None if floor is None
+                         else floor.get("fp32_arithmetic_floor_ratio", floor["floor_ratio"]) <= limit})
     return verdicts
 
 
@@ -65,7 +105,8 @@ def second_run_setup(args: argparse.Namespace, cache_dir: str, document: dict) -
     configs = [c for c in document["configurations"] if c["status"] == "ok"]
     command = [sys.executable, __file__, "--setup-only", "--cache-dir", cache_dir, "--model", args.model,
                "--device", document["device"], "--batch-sizes", args.batch_sizes,
-               "--configs", json.dumps([[c["runtime"], c["dtype"], c["channels_last"]] for c in configs])]
+               "--configs", json.dumps([[c["runtime"], c["dtype"], c["channels_last"], c.get("streams", 1),
+                                         c.get("micro_batch", 0)] for c in configs])]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return {"error": done.stderr[-2000:]}
@@ -76,6 +117,7 @@ def setup_only(args: argparse.Namespace) -> None:
     """--setup-only: the child process of second_run_setup."""
     import torch
 
+    from accelport.bench.sweep import Configuration
     from accelport.latency import make_batch
     from accelport.models import load_model
     from accelport.runners import create_runner
@@ -84,16 +126,15 @@ def setup_only(args: argparse.Namespace) -> None:
     size = loaded.model.pretrained_cfg["input_size"]
     images = torch.zeros((1, *size))
     result = {}
-    for runtime, dtype, channels_last in json.loads(args.configs):
+    for runtime, dtype, channels_last, streams, micro_batch in json.loads(args.configs):
         started = time.perf_counter()
         with create_runner(runtime, loaded.model, torch.device(args.device), dtype, channels_last,
-                           cache_dir=args.cache_dir) as runner:
+                           cache_dir=args.cache_dir, streams=streams, micro_batch=micro_batch or None) as runner:
             for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
                 runner.warm_up(make_batch(images, batch_size))
-            label = f"{runtime} {dtype}" + (" channels-last" if channels_last else "")
+            label = Configuration(runtime, dtype, channels_last, streams, micro_batch).label
             result[label] = {"setup_s": round(runner.setup_time_s, 3),
-                             "wall_s": round(time.perf_counter() - started, 3),
-                             "events": runner.setup_events}
+                             "wall_s": round(time.perf_counter() - started, 3), "events": runner.setup_events}
     print(json.dumps(result))
 
 
@@ -103,13 +144,24 @@ def render(report: dict) -> str:
              f"`{hw['device']}` ({hw['device_name']}), {hw['threads']} threads; torch {hw['torch']}, onnxruntime "
              f"{hw['onnxruntime']}, openvino {hw['openvino']}. Load average before/after: "
              f"{report['load_average_before']} / {report['load_average_after']}.", "",
-             "| target | best configuration passing parity | p50 ms | ratio to eager fp32 | limit | met |",
-             "|---|---|---|---|---|---|"]
+             "| target | best configuration passing parity | p50 ms | ratio to eager fp32 | limit | met "
+             "| floor ratio at matmul peak |",
+             "|---|---|---|---|---|---|---|"]
     for v in report["targets"]:
         ratio = f"{v['ratio']:.3f}" if v["ratio"] is not None else "–"
         p50 = f"{v['p50_ms']:.2f}" if v["p50_ms"] is not None else "–"
+        roof = v.get("roofline") or {}
+        floor = f"{roof['floor_ratio']:.3f}" if roof else "–"
+        if "fp32_arithmetic_floor_ratio" in roof:
+            floor += f" ({roof['fp32_arithmetic_floor_ratio']:.3f} in fp32 arithmetic)"
         lines.append(f"| {v['dtype']} batch {v['batch_size']} | {v['best'] or 'none passes'} | {p50} | {ratio} | "
-                     f"≤ {v['max_ratio']} | {'yes' if v['met'] else '**no**'} |")
+                     f"≤ {v['max_ratio']} | {'yes' if v['met'] else '**no**'} | {floor} |")
+    flops = report["bench"]["model"].get("flops_per_image")
+    peaks = ", ".join(f"{d} {p['gflops_per_s']:.1f} GFLOP/s ({p['size']}²)" if "gflops_per_s" in p
+                      else f"{d}: {p['error']}" for d, p in report["matmul_peaks"].items())
+    lines += ["", f"Model FLOPs per image: {flops / 1e9:.3f} G (torch FlopCounterMode). Best square matmul "
+                  f"({report['hardware']['threads']} threads) measured in this run: {peaks}."
+              if flops else "Model FLOPs could not be counted."]
     lines += ["",
               "| configuration | batch | p50 ms | × eager | images/s | per-round p50 ms | setup s (cold) | parity |",
               "|---|---|---|---|---|---|---|---|"]
@@ -132,6 +184,19 @@ def render(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rerender(path: Path) -> int:
+    """--from-json: the saved measurements, analysed and rendered again, written back in place."""
+    from accelport.atomic import write_json_atomic, write_text_atomic
+
+    report = json.loads(path.read_text())
+    report["targets"] = check_targets(report["bench"], report["matmul_peaks"])
+    write_json_atomic(path, report)
+    text = render(report)
+    write_text_atomic(path.with_suffix(".md"), text)
+    print(text)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="timm/convnextv2_atto.fcmae_ft_in1k")
@@ -139,6 +204,8 @@ def main() -> int:
     parser.add_argument("--runtimes", default="eager,compile,onnxruntime,openvino")
     parser.add_argument("--dtypes", default="fp32,bf16")
     parser.add_argument("--batch-sizes", default="1,8,32")
+    parser.add_argument("--streams", default="1,2", help="OpenVINO stream counts")
+    parser.add_argument("--micro-batches", default="0,4", help="OpenVINO request sizes (0: one per stream)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--max-time", type=float, default=12.0)
@@ -148,12 +215,17 @@ def main() -> int:
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                         help="wait up to S seconds for the 1-minute load average to fall below --quiet-load")
     parser.add_argument("--quiet-load", type=float, default=0.5)
+    parser.add_argument("--from-json", metavar="PATH",
+                        help="measure nothing: re-derive the target verdicts and the tables from a saved "
+                             "bench_runtimes.json (e.g. after a change to this script's analysis)")
     parser.add_argument("--setup-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--configs", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.setup_only:
         setup_only(args)
         return 0
+    if args.from_json:
+        return rerender(Path(args.from_json))
 
     from accelport.atomic import write_json_atomic, write_text_atomic
     from accelport.bench.config import BenchConfig, parse_list
@@ -165,10 +237,13 @@ def main() -> int:
     before = wait_for_quiet(args.wait_quiet, args.quiet_load) if args.wait_quiet else load_average()
     config = BenchConfig(model=args.model, device=args.device, runtimes=parse_list(args.runtimes, "--runtimes"),
                          dtypes=parse_list(args.dtypes, "--dtypes"),
-                         batch_sizes=parse_list(args.batch_sizes, "--batch-sizes", int), rounds=args.rounds,
+                         batch_sizes=parse_list(args.batch_sizes, "--batch-sizes", int),
+                         streams=parse_list(args.streams, "--streams", int),
+                         micro_batches=parse_list(args.micro_batches, "--micro-batches", int), rounds=args.rounds,
                          iters=args.iters, max_time_s=args.max_time, threads=args.threads, cache_dir=cache_dir,
                          out_dir=args.out_dir)
     result = run_bench(config)
+    peaks = measure_peaks(args.device, config.dtypes)
     after = load_average()
     document = result.document
     env = document["environment"]
@@ -181,7 +256,8 @@ def main() -> int:
                      "platform": env["platform"]},
         "load_average_before": before,
         "load_average_after": after,
-        "targets": check_targets(document),
+        "matmul_peaks": peaks,
+        "targets": check_targets(document, peaks),
         "second_run_setup": second_run_setup(args, cache_dir, document),
         "bench": document,
     }

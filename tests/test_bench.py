@@ -79,6 +79,32 @@ def test_bench_measures_every_configuration_at_every_batch_size_with_its_parity(
     assert points["eager bf16", 1]["parity"]["passed"]  # a correct bf16 run passes the bf16 defaults
 
 
+def test_openvino_is_also_measured_with_the_batch_split_over_two_streams(bench_dir):
+    document = json.loads((bench_dir[1] / "bench.json").read_text())
+    points = {(r["label"], r["batch_size"]): r for r in document["rows"]}
+    assert "eager fp32 2 streams" not in {label for label, _ in points}  # only OpenVINO has streams
+    for label in ("openvino fp32 2 streams", "openvino fp32 micro-batch 4", "openvino fp32 2 streams micro-batch 4"):
+        assert points[label, 1]["status"] == "skipped" and "nothing to split" in points[label, 1]["reason"]
+    assert points["openvino fp32 micro-batch 4", 2]["status"] == "skipped"  # 2 images: still one request
+    split = points["openvino fp32 2 streams", 2]
+    if document["settings"]["threads"] >= 2:
+        assert split["status"] == "ok" and split["streams"] == 2 and split["parity"]["passed"]
+        record = next(c for c in document["configurations"] if c["label"] == "openvino fp32 2 streams")
+        assert record["num_streams"] == 2 and record["inference_num_threads"] == document["settings"]["threads"]
+    else:  # one thread cannot feed two streams: said, not silently run on one
+        assert split["status"] == "unsupported" and "--streams 2" in split["reason"]
+
+
+def test_throughput_in_flops_uses_the_counted_model_flops(bench_dir):
+    document = json.loads((bench_dir[1] / "bench.json").read_text())
+    flops = document["model"]["flops_per_image"]
+    assert flops > 0
+    for row in document["rows"]:
+        if row["status"] == "ok":
+            expected = flops * row["batch_size"] / (row["latency"]["p50_ms"] / 1000) / 1e9
+            assert row["achieved_gflops_per_s"] == pytest.approx(expected)
+
+
 def test_ratios_are_against_the_same_runs_eager_fp32_baseline(bench_dir):
     rows = json.loads((bench_dir[1] / "bench.json").read_text())["rows"]
     for batch_size in (1, 2):
@@ -127,6 +153,30 @@ def test_the_eager_fp32_baseline_is_always_planned_first():
     assert Configuration("onnxruntime", "bf16", False) in planned
     assert all(not c.channels_last for c in plan_configurations(("eager", "onnxruntime"), ("fp32",), "on")
                if c.runtime == "onnxruntime")
+
+
+def test_streams_are_planned_for_openvino_only():
+    labels = [c.label for c in plan_configurations(("eager", "onnxruntime", "openvino"), ("fp32",), "auto", (1, 2))]
+    assert labels == ["eager fp32", "onnxruntime fp32", "openvino fp32", "openvino fp32 2 streams"]
+    labels = [c.label for c in plan_configurations(("openvino",), ("fp32",), "auto", (2,), (0, 4))]
+    assert labels == ["eager fp32", "openvino fp32 2 streams", "openvino fp32 2 streams micro-batch 4"]
+
+
+def test_auto_takes_the_stream_count_of_the_pick():
+    from accelport.bench.pick import _choose
+    from accelport.config import RunConfig
+
+    rows = [{"label": label, "runtime": runtime, "dtype": "fp32", "channels_last": False, "streams": streams,
+             "batch_size": 8, "status": "ok", "latency": {"p50_ms": p50}, "images_per_s": 8000 / p50,
+             "parity": {"passed": True}}
+            for label, runtime, streams, p50 in (("eager fp32", "eager", 1, 200.0),
+                                                 ("openvino fp32", "openvino", 1, 100.0),
+                                                 ("openvino fp32 2 streams", "openvino", 2, 90.0))]
+    rows[2]["micro_batch"] = 2
+    choice = _choose({"rows": rows}, RunConfig(batch_size=8), "bench.json")
+    assert (choice.runtime, choice.streams, choice.micro_batch) == ("openvino", 2, 2)
+    rows[2]["parity"]["passed"] = False
+    assert _choose({"rows": rows}, RunConfig(batch_size=8), "bench.json").streams == 1
 
 
 def test_pick_skips_failing_and_unsupported_rows_and_says_when_none_passes():

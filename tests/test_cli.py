@@ -145,6 +145,9 @@ def _bad_inputs(tmp_path: Path, checkpoint_files) -> list[tuple[list[str], str]]
         (["--iters", "0"], "--iters 0: must be at least 1"),
         (["--criterion", "min_cos=1"], "--criterion min_cos=1: unknown key"),
         (["--runtime", "tensorrt"], "--runtime 'tensorrt'"),
+        (["--streams", "0"], "--streams 0: must be at least 1"),
+        (["--streams", "2"], "--streams 2 does not apply to --runtime eager"),
+        (["--micro-batch", "0"], "--micro-batch 0: must be at least 1"),
         (["--model", "no_such_model_xyz"], "--model 'no_such_model_xyz': not a timm model name"),
     ]
 
@@ -172,7 +175,8 @@ def test_help_documents_every_flag(capsys):
     text = capsys.readouterr().out
     for flag in ("--model", "--weights", "--require-pretrained", "--hub-timeout", "--features", "--images",
                  "--skip-bad-images", "--test-size", "--device", "--runtime", "--dtype", "--channels-last",
-                 "--fp32-math", "--batch-size", "--warmup", "--iters", "--criterion", "--out-dir", "--save-outputs"):
+                 "--fp32-math", "--batch-size", "--warmup", "--iters", "--criterion", "--out-dir", "--save-outputs",
+                 "--streams", "--micro-batch"):
         assert flag in text
     assert "exit codes" in text
 

@@ -26,10 +26,10 @@ CPU = torch.device("cpu")
 
 def _openvino_cpu_has(capability: str) -> bool:
     try:
-        import openvino as ov
+        from accelport.runners.openvino_runner import shared_core
     except ImportError:
         return False
-    return capability in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return capability in shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 # Combinations an engine cannot honour on this machine, and the words its error must contain.
@@ -179,3 +179,92 @@ def test_thread_counts_are_applied_and_recorded(tiny_model, tiny_input, cache_di
             runner.infer(tiny_input)
             settings = runner.describe()
         assert settings["threads"] == 1 and settings[read_back] == 1
+
+
+def test_split_bounds_cover_the_batch_in_contiguous_near_equal_parts():
+    from accelport.runners.openvino_runner import split_bounds
+
+    assert split_bounds(7, 2) == [(0, 4), (4, 7)]
+    assert split_bounds(32, 2) == [(0, 16), (16, 32)]
+    assert split_bounds(1, 2) == [(0, 1)]  # fewer parts than streams when the batch is smaller
+    assert [stop - start for start, stop in split_bounds(5, 3)] == [2, 2, 1]
+
+
+def test_openvino_streams_split_a_batch_and_give_the_one_stream_result(tiny_model, tiny_input, reference, cache_dir):
+    if not _engine_installed("openvino"):
+        pytest.skip("openvino is not installed")
+    order = [0, 1, 0]  # an odd batch: parts of 2 and 1 images, each on its own stream
+    with create_runner("openvino", tiny_model, CPU, "fp32", threads=2, streams=2, cache_dir=cache_dir) as runner:
+        output = runner.infer(tiny_input[order]).numpy()
+        settings = runner.describe()
+    result = compare_outputs(reference[order], output, criteria_for("fp32"), is_classifier=True)
+    assert result.passed, [c for c in result.checks if not c.passed]
+    assert settings["streams"] == 2 and settings["num_streams"] == 2  # read back from the compiled model
+    assert settings["performance_hint"] == "THROUGHPUT" and settings["inference_num_threads"] == 2
+    assert settings["part_batch_sizes"] == [1, 2]
+    assert [e.get("parts") for e in settings["setup_events"] if e["step"] == "shape"] == [[2, 1]]
+
+
+def test_openvino_micro_batches_queue_small_requests_on_the_streams(tiny_model, tiny_input, reference, cache_dir):
+    if not _engine_installed("openvino"):
+        pytest.skip("openvino is not installed")
+    order = [0, 1, 1, 0, 1]
+    with create_runner("openvino", tiny_model, CPU, "fp32", threads=2, streams=2, micro_batch=2,
+                       cache_dir=cache_dir) as runner:
+        output = runner.infer(tiny_input[order]).numpy()
+        settings = runner.describe()
+    result = compare_outputs(reference[order], output, criteria_for("fp32"), is_classifier=True)
+    assert result.passed, [c for c in result.checks if not c.passed]
+    assert settings["micro_batch"] == 2 and settings["num_streams"] == 2
+    assert [e.get("parts") for e in settings["setup_events"] if e["step"] == "shape"] == [[2, 2, 1]]
+
+
+@pytest.mark.parametrize(("runtime", "streams", "words"), [
+    ("eager", 2, "--streams 2 does not apply to --runtime eager"),
+    ("onnxruntime", 2, "--streams 2 does not apply to --runtime onnxruntime"),
+    ("openvino", 3, "--streams 3 with 2 thread(s)"),
+    ("openvino", 0, "--streams 0: must be at least 1"),
+    ("compile", (1, 4), "--micro-batch 4 does not apply to --runtime compile"),
+    ("openvino", (1, 0), "--micro-batch 0: must be at least 1"),
+])
+def test_streams_are_refused_where_they_cannot_work(runtime, streams, words, tiny_model):
+    if not _engine_installed(runtime):
+        pytest.skip(f"{runtime} is not installed")
+    streams, micro_batch = streams if isinstance(streams, tuple) else (streams, None)
+    with pytest.raises(RuntimeUnavailableError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        create_runner(runtime, tiny_model, CPU, threads=2, streams=streams, micro_batch=micro_batch)
+
+
+def _signal_stack_is_mapped() -> bool:
+    """Whether this thread's signal alternate stack (if any) lies in memory that is still mapped."""
+    import ctypes
+
+    class Stack(ctypes.Structure):
+        _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+    stack = Stack()
+    assert ctypes.CDLL(None, use_errno=True).sigaltstack(None, ctypes.byref(stack)) == 0
+    if not stack.ss_sp or stack.ss_flags & 2:  # SS_DISABLE
+        return True
+    with open("/proc/self/maps") as maps:
+        ranges = [[int(x, 16) for x in line.split()[0].split("-")] for line in maps]
+    return any(start <= stack.ss_sp < stop for start, stop in ranges)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_openvino_runners_dropped_in_any_order_leave_a_valid_signal_stack(tiny_model, tiny_input, cache_dir):
+    """OpenVINO's CPU plugin swaps the thread's signal stack per Core; dropping Cores out of order once left a
+    freed one installed, and the next SIGCHLD crashed the test process."""
+    import gc
+
+    if not _engine_installed("openvino"):
+        pytest.skip("openvino is not installed")
+    first = create_runner("openvino", tiny_model, CPU, "fp32", cache_dir=cache_dir).prepare()
+    second = create_runner("openvino", tiny_model, CPU, "fp32", threads=2, streams=2, cache_dir=cache_dir).prepare()
+    first.infer(tiny_input), second.infer(tiny_input)
+    first.close(), second.close()
+    del first  # the first one created goes first: not the reverse of creation
+    gc.collect()
+    del second
+    gc.collect()
+    assert _signal_stack_is_mapped()

@@ -28,6 +28,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                        help="auto: channels-last for compile (its fast path), contiguous for eager (plain timm); "
                             "on/off: for both eager and compile. ONNX Runtime and OpenVINO choose their own layouts "
                             "(default: %(default)s)")
+    sweep.add_argument("--streams", default=",".join(map(str, d.streams)),
+                       help="OpenVINO stream counts to sweep: each batch is split over that many streams running at "
+                            "the same time, sharing the threads; batch sizes smaller than the count are skipped "
+                            "(default: %(default)s)")
+    sweep.add_argument("--micro-batches", default=",".join(map(str, d.micro_batches)),
+                       help="OpenVINO request sizes to sweep: 0 = one request per stream, M = requests of at most M "
+                            "images queued on the streams (default: %(default)s)")
     sweep.add_argument("--threads", type=int, default=d.threads,
                        help="intra-op threads for every runtime (default: torch's count, usually the physical cores)")
     sweep.add_argument("--warmup", type=int, default=d.warmup,
@@ -71,6 +78,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         test_size=args.test_size, device=args.device, fp32_math=args.fp32_math,
         runtimes=parse_list(args.runtimes, "--runtimes"), dtypes=parse_list(args.dtypes, "--dtypes"),
         batch_sizes=parse_list(args.batch_sizes, "--batch-sizes", int), channels_last=args.channels_last,
+        streams=parse_list(args.streams, "--streams", int),
+        micro_batches=parse_list(args.micro_batches, "--micro-batches", int),
         warmup=args.warmup, iters=args.iters, max_time_s=args.max_time, rounds=args.rounds, threads=args.threads,
         criteria=tuple(parse_criterion_flags(args.criterion).items()), cache_dir=args.cache_dir,
         out_dir=args.out_dir, progress=not args.no_progress, plot=not args.no_plot,

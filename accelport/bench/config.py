@@ -29,6 +29,10 @@ class BenchConfig:
     # auto: channels-last where it is the runtime's fast path (compile), contiguous for eager (the plain-timm
     # baseline) and not applicable to ONNX Runtime / OpenVINO (they choose their own layouts).
     channels_last: str = "auto"
+    # OpenVINO stream counts: 1 = every thread on the whole batch; 2 = the batch split in two, one per stream.
+    streams: tuple[int, ...] = (1, 2)
+    # OpenVINO request sizes: 0 = one request per stream; M = requests of at most M images, queued on the streams.
+    micro_batches: tuple[int, ...] = (0, 4)
     warmup: int = 3
     iters: int = 20
     max_time_s: float = 10.0  # per batch size and configuration: fewer iterations (at least 3) when slow
@@ -57,6 +61,11 @@ class BenchConfig:
             raise UsageError("--runtimes, --dtypes and --batch-sizes each need at least one value")
         if any(b < 1 for b in self.batch_sizes):
             raise UsageError(f"--batch-sizes {','.join(map(str, self.batch_sizes))}: each must be at least 1")
+        if not self.streams or any(s < 1 for s in self.streams):
+            raise UsageError(f"--streams {','.join(map(str, self.streams))}: each must be at least 1")
+        if not self.micro_batches or any(m < 0 for m in self.micro_batches):
+            raise UsageError(f"--micro-batches {','.join(map(str, self.micro_batches))}: each must be 0 (one "
+                             "request per stream) or a positive request size")
         if self.channels_last not in CHANNELS_LAST_MODES:
             raise UsageError(f"--channels-last {self.channels_last!r}: choose one of {', '.join(CHANNELS_LAST_MODES)}")
         if self.iters < 1 or self.warmup < 0 or self.max_time_s <= 0 or self.rounds < 1:

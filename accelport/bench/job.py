@@ -24,6 +24,7 @@ from ..runners import create_runner
 from ..runners.cache import library_versions, weights_digest
 from .config import BenchConfig
 from .pick import picks
+from .roofline import add_achieved_flops, model_flops
 from .sweep import SweepSettings, add_ratios, plan_configurations, sweep
 
 _logger = logging.getLogger(__name__)
@@ -48,8 +49,9 @@ def bench_environment(device: torch.device, threads: int) -> dict[str, Any]:
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": threads}
 
 
-def model_record(loaded: LoadedModel, input_size: list[int]) -> dict[str, Any]:
+def model_record(loaded: LoadedModel, input_size: list[int], flops_per_image: int | None) -> dict[str, Any]:
     return {"name": loaded.name, "head": loaded.head, "num_params": loaded.num_params, "input_size": input_size,
+            "flops_per_image": flops_per_image,
             "weights_source": loaded.weights.source, "weights_sha256": loaded.weights.sha256,
             "pretrained_used": loaded.weights.pretrained_used, "state_digest": weights_digest(loaded.model)}
 
@@ -66,22 +68,26 @@ def run_sweep_document(loaded: LoadedModel, images: torch.Tensor, device: torch.
     criteria = {d: criteria_for(effective_precision(d, config.fp32_math, device.type), overrides)
                 for d in (*config.dtypes, "fp32")}
     reference = reference_outputs(loaded.model, images)
-    configurations = plan_configurations(config.runtimes, config.dtypes, config.channels_last)
+    configurations = plan_configurations(config.runtimes, config.dtypes, config.channels_last, config.streams,
+                                         config.micro_batches)
     settings = SweepSettings(config.warmup, config.iters, config.max_time_s, threads, config.cache_dir, config.progress,
                              config.rounds)
     records, rows = sweep(loaded.model, images, reference, device, configurations, config.batch_sizes, criteria,
                           config.head == "classifier", settings)
     add_ratios(rows)
+    flops_per_image = model_flops(loaded.model, [1, *input_size])
+    add_achieved_flops(rows, flops_per_image)
     return {
         "schema_version": SCHEMA_VERSION,
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": round(time.time() - started, 3),
-        "model": model_record(loaded, input_size),
+        "model": model_record(loaded, input_size, flops_per_image),
         "device": str(device),
         "environment": bench_environment(device, threads),
         "numeric_settings": numeric.effective,
         "settings": {"runtimes": list(config.runtimes), "dtypes": list(config.dtypes),
                      "batch_sizes": list(config.batch_sizes), "channels_last": config.channels_last,
+                     "streams": list(config.streams), "micro_batches": list(config.micro_batches),
                      "warmup": config.warmup, "iters": config.iters, "max_time_s": config.max_time_s,
                      "rounds": config.rounds,
                      "threads": threads, "fp32_math": config.fp32_math, "num_images": num_images,

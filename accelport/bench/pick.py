@@ -2,7 +2,8 @@
 
 Also resolves ``accelport run --runtime auto``: from ``<out-dir>/bench.json`` when it was measured for the
 same model, weights, device and torch, else from a short sweep of every runtime at the run's dtype and
-batch size. ``--dtype`` stays the user's choice (it decides the criteria); auto picks runtime and layout.
+batch size. ``--dtype`` stays the user's choice (it decides the criteria); auto picks runtime, layout and
+OpenVINO streams and micro-batch.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ class AutoChoice:
     source: str
     reason: str
     table: list[dict[str, Any]] = field(default_factory=list)
+    streams: int = 1
+    micro_batch: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,7 +92,8 @@ def _choose(document: dict[str, Any], config: RunConfig, source: str) -> AutoCho
     return AutoChoice(best["runtime"], best["channels_last"], config.dtype, config.batch_size, source,
                       f"fastest {config.dtype} configuration passing parity at batch {config.batch_size}: "
                       f"{best['label']} ({best['latency']['p50_ms']:.3f} ms p50)",
-                      justification(document["rows"], config.batch_size))
+                      justification(document["rows"], config.batch_size), streams=best.get("streams", 1),
+                      micro_batch=best.get("micro_batch") or None)
 
 
 def resolve_auto(config: RunConfig, loaded: LoadedModel, images: torch.Tensor, device: torch.device) -> AutoChoice:

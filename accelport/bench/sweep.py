@@ -21,6 +21,7 @@ from ..errors import RuntimeUnavailableError
 from ..latency import LatencyStats, make_batch
 from ..parity import compare_outputs
 from ..runners import Runner, create_runner
+from ..runners.base import request_count
 from .memory import PeakMemory
 
 _logger = logging.getLogger(__name__)
@@ -34,20 +35,33 @@ class Configuration:
     runtime: str
     dtype: str
     channels_last: bool = False
+    streams: int = 1
+    micro_batch: int = 0  # 0: one request per stream
 
     @property
     def label(self) -> str:
-        return f"{self.runtime} {self.dtype}" + (" channels-last" if self.channels_last else "")
+        return (f"{self.runtime} {self.dtype}" + (" channels-last" if self.channels_last else "")
+                + (f" {self.streams} streams" if self.streams > 1 else "")
+                + (f" micro-batch {self.micro_batch}" if self.micro_batch else ""))
 
     def to_json(self) -> dict[str, Any]:
-        return {"label": self.label, "runtime": self.runtime, "dtype": self.dtype, "channels_last": self.channels_last}
+        return {"label": self.label, "runtime": self.runtime, "dtype": self.dtype, "channels_last": self.channels_last,
+                "streams": self.streams, "micro_batch": self.micro_batch}
+
+    def splits(self, batch_size: int) -> bool:
+        """Whether this configuration splits a batch of ``batch_size`` at all (else it repeats a simpler one)."""
+        return request_count(batch_size, self.streams, self.micro_batch or None) > 1
 
 
 BASELINE = Configuration("eager", "fp32", False)
 
 
-def plan_configurations(runtimes: tuple[str, ...], dtypes: tuple[str, ...], channels_last: str) -> list[Configuration]:
-    """The eager fp32 baseline first, then each runtime x dtype in the layout ``channels_last`` asks for."""
+def plan_configurations(runtimes: tuple[str, ...], dtypes: tuple[str, ...], channels_last: str,
+                        streams: tuple[int, ...] = (1,), micro_batches: tuple[int, ...] = (0,)) -> list[Configuration]:
+    """The eager fp32 baseline first, then each runtime x dtype in the layout ``channels_last`` asks for, and for
+    the runtimes that split batches into requests on streams, once per stream count x request size."""
+    from ..runners import runner_supports_streams
+
     planned = [BASELINE]
     for runtime in runtimes:
         for dtype in dtypes:
@@ -57,7 +71,10 @@ def plan_configurations(runtimes: tuple[str, ...], dtypes: tuple[str, ...], chan
                 layouts = [True]
             else:  # auto: the runtime's fast path; eager stays plain timm
                 layouts = [runtime == "compile"]
-            planned += [Configuration(runtime, dtype, layout) for layout in layouts]
+            splits = runner_supports_streams(runtime)
+            planned += [Configuration(runtime, dtype, layout, count, micro)
+                        for layout in layouts for count in (streams if splits else (1,))
+                        for micro in (micro_batches if splits else (0,))]
     return list(dict.fromkeys(planned))
 
 
@@ -184,7 +201,8 @@ def sweep(model: torch.nn.Module, images: torch.Tensor, reference: np.ndarray, d
             records.append(record)
             try:
                 runner = create_runner(config.runtime, model, device, config.dtype, config.channels_last,
-                                       threads=settings.threads, cache_dir=settings.cache_dir)
+                                       threads=settings.threads, cache_dir=settings.cache_dir, streams=config.streams,
+                                       micro_batch=config.micro_batch or None)
                 runner.prepare()
             except RuntimeUnavailableError as exc:
                 _logger.info("%s: not available: %s", config.label, exc)
@@ -195,6 +213,11 @@ def sweep(model: torch.nn.Module, images: torch.Tensor, reference: np.ndarray, d
             runners.append((runner, record))
             for batch_size in batch_sizes:
                 progress.set_postfix_str(f"{config.label} batch {batch_size}")
+                if (config.streams > 1 or config.micro_batch) and not config.splits(batch_size):
+                    results.append(_failed_row(config, batch_size, "skipped", f"batch {batch_size} makes a single "
+                                               "request: nothing to split over streams or micro-batches"))
+                    progress.update(max(1, settings.rounds))
+                    continue
                 point = _first_round_safely(runner, config, batch_size, images, reference,
                                             criteria_by_dtype[config.dtype], is_classifier, settings)
                 if isinstance(point, _Point):  # with rounds > 1, earlier runners are still open (and in RSS)

@@ -23,25 +23,37 @@ def runtime_names() -> list[str]:
     return list(_REGISTRY)
 
 
+def _runner_class(runtime: str) -> type[Runner]:
+    module_name, class_name, package = _REGISTRY[runtime]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RuntimeUnavailableError(f"--runtime {runtime}: needs {package} (pip install {package}): {exc}") from None
+    return getattr(module, class_name)
+
+
+def runner_supports_streams(runtime: str) -> bool:
+    """Whether ``runtime`` can split a batch over parallel streams (False when its engine is not installed)."""
+    try:
+        return _runner_class(runtime).supports_streams
+    except RuntimeUnavailableError:
+        return False
+
+
 def create_runner(
     runtime: str, model: torch.nn.Module, device: torch.device, dtype: str = "fp32", channels_last: bool = False,
     **options: Any,
 ) -> Runner:
     """Look up ``runtime`` and build its runner; a missing engine is a clear 'install X' error.
 
-    ``options`` go to the runner (``threads``, ``cache_dir``); an unsupported dtype/flag/device combination is
-    a RuntimeUnavailableError raised here, before any work.
+    ``options`` go to the runner (``threads``, ``cache_dir``, ``streams``); an unsupported dtype/flag/device
+    combination is a RuntimeUnavailableError raised here, before any work.
     """
     if runtime not in _REGISTRY:
         raise UsageError(f"--runtime {runtime!r}: choose one of {', '.join(_REGISTRY)}")
     if dtype not in DTYPES:
         raise UsageError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    module_name, class_name, package = _REGISTRY[runtime]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise RuntimeUnavailableError(f"--runtime {runtime}: needs {package} (pip install {package}): {exc}") from None
-    return getattr(module, class_name)(model, device, dtype=dtype, channels_last=channels_last, **options)
+    return _runner_class(runtime)(model, device, dtype=dtype, channels_last=channels_last, **options)
 
 
-__all__ = ["DTYPES", "Runner", "create_runner", "runtime_names"]
+__all__ = ["DTYPES", "Runner", "create_runner", "runner_supports_streams", "runtime_names"]

@@ -15,27 +15,51 @@ from typing import Any
 import torch
 
 from ..devices import synchronize
+from ..errors import RuntimeUnavailableError
 
 _logger = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+def request_count(batch_size: int, streams: int, micro_batch: int | None) -> int:
+    """How many requests a batch is split into: one per stream, or ``micro_batch`` images each; never more
+    requests than images."""
+    wanted = -(-batch_size // micro_batch) if micro_batch else streams
+    return max(1, min(wanted, batch_size))
+
+
 class Runner(ABC):
     """Runs a model on one device/runtime. Use as a context manager or call ``prepare()``/``close()``."""
 
     name = "base"
+    # Whether one batch can be split into several requests run on parallel execution streams (--streams,
+    # --micro-batch); engines with a native notion of streams (OpenVINO) set this.
+    supports_streams = False
 
     def __init__(self, model: torch.nn.Module, device: torch.device, dtype: str = "fp32", channels_last: bool = False,
-                 *, threads: int | None = None, cache_dir: str | Path | None = None):
+                 *, threads: int | None = None, cache_dir: str | Path | None = None, streams: int = 1,
+                 micro_batch: int | None = None):
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+        if streams < 1:
+            raise RuntimeUnavailableError(f"--streams {streams}: must be at least 1")
+        if streams > 1 and not self.supports_streams:
+            raise RuntimeUnavailableError(f"--streams {streams} does not apply to --runtime {self.name}: only "
+                                          "OpenVINO splits a batch over parallel streams; drop the flag")
+        if micro_batch is not None and micro_batch < 1:
+            raise RuntimeUnavailableError(f"--micro-batch {micro_batch}: must be at least 1")
+        if micro_batch and not self.supports_streams:
+            raise RuntimeUnavailableError(f"--micro-batch {micro_batch} does not apply to --runtime {self.name}: only "
+                                          "OpenVINO splits a batch into requests; drop the flag")
         self.model = model
         self.device = device
         self.dtype = dtype
         self.channels_last = channels_last
         # Intra-op threads: every runtime gets the same count (torch's by default) so comparisons are fair.
         self.threads = int(threads) if threads else torch.get_num_threads()
+        self.streams = int(streams)
+        self.micro_batch = int(micro_batch) if micro_batch else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
         # One-off costs (export, compile, session creation, first run of a shape), kept out of latency.
         self.setup_events: list[dict[str, Any]] = []
@@ -105,7 +129,8 @@ class Runner(ABC):
     def describe(self) -> dict[str, Any]:
         """Settings that determine the numbers, for the summary (setup is one-off time, not latency)."""
         return {"runtime": self.name, "device": str(self.device), "dtype": self.dtype,
-                "channels_last": self.channels_last, "threads": self.threads,
+                "channels_last": self.channels_last, "threads": self.threads, "streams": self.streams,
+                "micro_batch": self.micro_batch,
                 "setup_s": round(self.setup_time_s, 4), "setup_events": list(self.setup_events),
                 **self._describe_impl()}
 

@@ -5,13 +5,19 @@ actually uses is READ BACK and recorded. OpenVINO silently runs bf16 on CPUs wit
 f32, and silently falls back to f32 where bf16/f16 is not supported: either way the requested precision would
 be a lie, so a mismatch is a clear error, never a bf16 run reported as fp32 (or the reverse).
 
-Threads: ``INFERENCE_NUM_THREADS`` = the runner's thread count, one stream, ``PERFORMANCE_HINT=LATENCY``.
-Compiled blobs are cached by OpenVINO itself (``CACHE_DIR`` under the accelport cache). ``infer`` is
-synchronous (it returns after the outputs are written), so ``synchronize()`` has nothing to wait for.
+Threads: ``INFERENCE_NUM_THREADS`` = the runner's thread count. With one stream (the default) that is
+``PERFORMANCE_HINT=LATENCY``: every thread works on each request. With ``streams`` > 1 the threads are shared
+among that many OpenVINO execution streams (OpenVINO's own throughput mode). Each batch is run as asynchronous
+infer requests: one per stream by default, or requests of at most ``micro_batch`` images, queued on the
+streams. Fewer threads per operation (less synchronisation) and smaller requests (activations that stay in
+cache) can both beat one request of the whole batch on a few cores; ``accelport bench`` measures which.
+Compiled blobs are cached by OpenVINO itself (``CACHE_DIR`` under the accelport cache). ``forward`` returns after
+the outputs are written (it waits for every part), so ``synchronize()`` has nothing to wait for.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -20,7 +26,7 @@ import openvino as ov
 import torch
 
 from ..errors import RuntimeUnavailableError
-from .base import Runner
+from .base import Runner, request_count
 from .cache import default_cache_dir
 from .onnx_export import export_onnx
 
@@ -31,8 +37,35 @@ _FROM_OV = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 _CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}
 
 
+@functools.lru_cache(maxsize=1)
+def shared_core() -> ov.Core:
+    """One OpenVINO Core for the whole process, never destroyed.
+
+    Each Core's CPU plugin installs a signal alternate stack on the thread that creates it and, when destroyed,
+    frees it and re-installs the one it found. Cores destroyed out of creation order therefore leave a freed
+    alternate stack installed, and the next signal handled on that thread crashes the process (seen here:
+    SIGSEGV on the SIGCHLD of a DataLoader worker, after a bench sweep had created and dropped several
+    runners). One long-lived Core avoids that; settings that differ per runner go to ``compile_model``.
+    """
+    return ov.Core()
+
+
+def split_bounds(batch_size: int, parts: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` slices of a batch into ``parts`` requests (fewer when the batch is smaller), sizes within
+    one of each other."""
+    parts = max(1, min(parts, batch_size))
+    size, extra = divmod(batch_size, parts)
+    bounds, start = [], 0
+    for index in range(parts):
+        stop = start + size + (index < extra)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
 class OpenVinoRunner(Runner):
     name = "openvino"
+    supports_streams = True
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -42,7 +75,7 @@ class OpenVinoRunner(Runner):
         if self.channels_last:
             raise RuntimeUnavailableError("--channels-last does not apply to --runtime openvino: OpenVINO picks its "
                                           "own blocked layouts; drop the flag")
-        self._core = ov.Core()
+        self._core = shared_core()
         capabilities = self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         needed = _CAPABILITY.get(self.dtype)
         if needed and needed not in capabilities:
@@ -51,42 +84,65 @@ class OpenVinoRunner(Runner):
                 f"--runtime openvino --dtype {self.dtype}: this CPU ({cpu}) "
                 f"has no {needed} support in OpenVINO (capabilities: {', '.join(capabilities)}); it would silently "
                 "run f32. Use --dtype fp32, or a CPU with AMX/AVX512-BF16 (bf16) or AMX-FP16 (fp16)")
-        self._compiled: dict[tuple[int, ...], Any] = {}
-        self._requests: dict[tuple[int, ...], Any] = {}
+        if self.streams > self.threads:
+            raise RuntimeUnavailableError(f"--streams {self.streams} with {self.threads} thread(s): each OpenVINO "
+                                          f"stream needs a thread of its own; use --streams {self.threads} or fewer")
+        self._compiled: dict[int, Any] = {}  # by the batch size of one part
+        self._parts: dict[tuple[int, ...], list[tuple[Any, int, int]]] = {}  # input shape -> (request, start, stop)
         self._effective: str | None = None
         self._export_info: dict[str, Any] = {}
 
     def _prepare_impl(self) -> None:
         self._blob_cache = (self.cache_dir or default_cache_dir()) / "openvino"
-        self._core.set_property({"CACHE_DIR": str(self._blob_cache)})
-        self._config = {"INFERENCE_PRECISION_HINT": _HINT[self.dtype], "INFERENCE_NUM_THREADS": self.threads,
-                        "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        self._config = {"CACHE_DIR": str(self._blob_cache),  # per compilation: the Core is shared
+                        "INFERENCE_PRECISION_HINT": _HINT[self.dtype], "INFERENCE_NUM_THREADS": self.threads,
+                        "PERFORMANCE_HINT": "LATENCY" if self.streams == 1 else "THROUGHPUT",
+                        "NUM_STREAMS": self.streams}
 
     def _prepare_shape_impl(self, device_input: np.ndarray) -> dict[str, Any]:
         shape = tuple(device_input.shape)
         exported = export_onnx(self.model, shape[1:], "fp32", self.cache_dir)  # the hint sets the precision
         self._export_info = exported.to_json()
-        model = self._core.read_model(str(exported.path))
-        model.reshape(list(shape))  # static shapes: OpenVINO's CPU plugin is fastest without dynamic dims
+        parts = []
+        for start, stop in split_bounds(shape[0], request_count(shape[0], self.streams, self.micro_batch)):
+            compiled = self._compile(exported.path, (stop - start, *shape[1:]))
+            parts.append((compiled.create_infer_request(), start, stop))
+        self._parts[shape] = parts
+        self._forward_impl(device_input)
+        return {**exported.to_json(), "effective_precision": self._effective,
+                "parts": [stop - start for _, start, stop in parts]}
+
+    def _compile(self, onnx_path: Any, part_shape: tuple[int, ...]) -> Any:
+        """The compiled model for one part's static shape (OpenVINO's CPU plugin is fastest without dynamic
+        dims), its effective precision checked against the requested one."""
+        if part_shape[0] in self._compiled:
+            return self._compiled[part_shape[0]]
+        model = self._core.read_model(str(onnx_path))
+        model.reshape(list(part_shape))
         compiled = self._core.compile_model(model, "CPU", self._config)
         effective = _FROM_OV.get(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(), "unknown")
         if effective != self.dtype:
             raise RuntimeUnavailableError(f"--runtime openvino --dtype {self.dtype}: OpenVINO compiled the model in "
                                           f"{effective} instead; refusing to report it as {self.dtype}")
         self._effective = effective
-        self._compiled[shape] = compiled
-        self._requests[shape] = compiled.create_infer_request()
-        self._requests[shape].infer({0: device_input}, share_inputs=True)
-        return {**exported.to_json(), "effective_precision": effective}
+        self._compiled[part_shape[0]] = compiled
+        return compiled
 
     def _to_device_impl(self, batch: torch.Tensor) -> np.ndarray:
         return np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
 
     def _forward_impl(self, device_input: np.ndarray) -> np.ndarray:
-        return self._requests[device_input.shape].infer({0: device_input}, share_inputs=True)[0]
+        parts = self._parts[device_input.shape]
+        if len(parts) == 1:
+            return parts[0][0].infer({0: device_input}, share_inputs=True)[0]
+        for request, start, stop in parts:  # queued on the streams (OpenVINO schedules them), then all awaited
+            request.start_async({0: device_input[start:stop]}, share_inputs=True)
+        for request, _, _ in parts:
+            request.wait()
+        return np.concatenate([request.get_output_tensor(0).data for request, _, _ in parts])
 
     def synchronize(self) -> None:
-        """Nothing queued: ``infer`` returned after the outputs were written."""
+        """Nothing queued: ``forward`` returned after every part's outputs were written."""
 
     def _to_host_impl(self, device_output: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.array(device_output, dtype=np.float32))
@@ -99,9 +155,10 @@ class OpenVinoRunner(Runner):
                          "num_streams": int(compiled.get_property("NUM_STREAMS")),
                          "performance_hint": str(compiled.get_property("PERFORMANCE_HINT"))}
         return {"openvino": ov.get_version(), "precision_hint": _HINT[self.dtype],
-                "effective_precision": self._effective, "static_shapes": [list(s) for s in self._compiled],
+                "effective_precision": self._effective, "static_shapes": [list(s) for s in self._parts],
+                "part_batch_sizes": sorted(self._compiled),
                 "compiled_blob_cache": str(getattr(self, "_blob_cache", "")) or None, **read_back, **self._export_info}
 
     def _close_impl(self) -> None:
-        self._requests.clear()
+        self._parts.clear()
         self._compiled.clear()
