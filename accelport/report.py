@@ -97,6 +97,7 @@ def render_report(summary: dict[str, Any]) -> str:
         "## Hardware and software",
         f"- target: `{target['device']}` ({env['device_name']}), runtime `{target['runtime']}`, dtype "
         f"`{target['dtype']}`, channels_last {target['channels_last']}, streams {target.get('streams', 1)}, "
+        f"micro-batch {target.get('micro_batch') or 'none'}, "
         f"fp32 math `{target['fp32_math']}`",
         f"- numeric settings: {', '.join(f'{k}={v}' for k, v in target['numeric_settings'].items())}",
         f"- host CPU: {env['cpu']} ({env['cpu_count']} cores, torch threads {env['torch_threads']})",

@@ -214,3 +214,13 @@ def test_bad_bench_flags_are_user_errors(tmp_path, capsys):
     assert main(["bench", "--runtimes", "tensorrt", "--out-dir", str(tmp_path)]) == 2
     assert "--runtimes 'tensorrt'" in capsys.readouterr().err
     assert main(["bench", "--batch-sizes", "1,x", "--out-dir", str(tmp_path)]) == 2
+
+
+def test_run_records_the_openvino_split_it_used(tmp_path):
+    rc = main(["run", *MODEL, "--runtime", "openvino", "--streams", "2", "--micro-batch", "1", "--batch-size", "2",
+               "--out-dir", str(tmp_path), "--iters", "2", "--warmup", "0"])
+    target = json.loads((tmp_path / "summary.json").read_text())["target"]
+    assert rc == 0
+    assert (target["streams"], target["micro_batch"], target["num_streams"]) == (2, 1, 2)
+    assert target["part_batch_sizes"] == [1]  # every request holds one image
+    assert "streams 2, micro-batch 1" in (tmp_path / "report.md").read_text()
