@@ -74,7 +74,8 @@ def make_batch(images: torch.Tensor, batch_size: int) -> torch.Tensor:
     return images.repeat(repeats, 1, 1, 1)[:batch_size].contiguous()
 
 
-def _timed(fn, runner: Runner, iters: int) -> list[float]:
+def time_calls(fn, runner: Runner, iters: int) -> list[float]:
+    """Milliseconds of ``iters`` calls of ``fn``, each timed until ``runner``'s device has finished."""
     samples = []
     for _ in range(iters):
         start = time.perf_counter()
@@ -94,8 +95,8 @@ def measure_latency(runner: Runner, batch: torch.Tensor, warmup: int = 10, iters
     for _ in range(warmup):
         runner.forward(device_input)
     runner.synchronize()
-    compute = _timed(lambda: runner.forward(device_input), runner, iters)
-    with_copies = _timed(lambda: runner.to_host(runner.forward(runner.to_device(batch))), runner, iters)
+    compute = time_calls(lambda: runner.forward(device_input), runner, iters)
+    with_copies = time_calls(lambda: runner.to_host(runner.forward(runner.to_device(batch))), runner, iters)
     batch_size = int(batch.shape[0])
     report = LatencyReport(
         compute=LatencyStats.from_samples(compute, batch_size),

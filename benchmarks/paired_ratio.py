@@ -21,7 +21,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,15 +28,11 @@ sys.path.insert(0, str(ROOT))
 
 
 def block_median_ms(runner, device_input, block: int) -> float:
+    from accelport.latency import time_calls
+
     runner.forward(device_input)  # untimed: the switch from the other engine
     runner.synchronize()
-    samples = []
-    for _ in range(block):
-        started = time.perf_counter()
-        runner.forward(device_input)
-        runner.synchronize()
-        samples.append((time.perf_counter() - started) * 1000.0)
-    return statistics.median(samples)
+    return statistics.median(time_calls(lambda: runner.forward(device_input), runner, block))
 
 
 def main() -> int:
@@ -81,17 +76,20 @@ def main() -> int:
                           streams=args.streams, micro_batch=args.micro_batch or None) as candidate:
         parity = check_parity(candidate, images, reference, args.batch_size, criteria_for(args.dtype),
                               loaded.head == "classifier")
-        inputs = {}
         for runner in (baseline, candidate):
             runner.warm_up(batch)
-            inputs[id(runner)] = runner.to_device(batch)
+        baseline_input, candidate_input = baseline.to_device(batch), candidate.to_device(batch)
         load_before = os.getloadavg()
         pairs = []
         for index in range(args.pairs):
-            order = (baseline, candidate) if index % 2 == 0 else (candidate, baseline)
-            times = {id(r): block_median_ms(r, inputs[id(r)], args.block) for r in order}
-            pairs.append({"baseline_ms": times[id(baseline)], "target_ms": times[id(candidate)],
-                          "ratio": times[id(candidate)] / times[id(baseline)], "baseline_first": index % 2 == 0})
+            baseline_first = index % 2 == 0
+            if baseline_first:
+                baseline_ms = block_median_ms(baseline, baseline_input, args.block)
+            candidate_ms = block_median_ms(candidate, candidate_input, args.block)
+            if not baseline_first:
+                baseline_ms = block_median_ms(baseline, baseline_input, args.block)
+            pairs.append({"baseline_ms": baseline_ms, "target_ms": candidate_ms, "ratio": candidate_ms / baseline_ms,
+                          "baseline_first": baseline_first})
             print(f"pair {index + 1}/{args.pairs}: eager {pairs[-1]['baseline_ms']:.2f} ms, {target.label} "
                   f"{pairs[-1]['target_ms']:.2f} ms, ratio {pairs[-1]['ratio']:.3f}", file=sys.stderr)
         settings = candidate.describe()

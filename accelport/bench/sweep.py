@@ -18,7 +18,7 @@ import torch
 
 from ..criteria import Criteria
 from ..errors import RuntimeUnavailableError
-from ..latency import LatencyStats, make_batch
+from ..latency import LatencyStats, make_batch, time_calls
 from ..parity import compare_outputs
 from ..runners import Runner, create_runner
 from ..runners.base import request_count
@@ -101,13 +101,7 @@ def time_compute(runner: Runner, batch: torch.Tensor, warmup: int, iters: int, m
         runner.synchronize()
     per_iter = (time.perf_counter() - started) / warmup if warmup else 0.0
     count = iters if per_iter <= 0 else max(MIN_ITERS, min(iters, int(max_time_s / per_iter)))
-    samples = []
-    for _ in range(count):
-        start = time.perf_counter()
-        runner.forward(device_input)
-        runner.synchronize()
-        samples.append((time.perf_counter() - start) * 1000.0)
-    return samples
+    return time_calls(lambda: runner.forward(device_input), runner, count)
 
 
 def padded_indices(num_images: int, batch_size: int) -> np.ndarray:
