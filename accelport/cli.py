@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 
 from . import errors
+from .arguments import add_model_arguments, configure_logging
 from .config import RunConfig
 from .devices import FP32_MATH_MODES
-from .models import DEFAULT_MODEL
 
 _logger = logging.getLogger("accelport")
 
@@ -23,26 +23,6 @@ _logger = logging.getLogger("accelport")
 _COMMAND_MODULES = ("accelport.bench.command", "accelport.layers.command", "accelport.evaluation.command")
 
 EPILOG = "exit codes: 0 ran and passed, 1 ran and parity failed, 2 bad usage/input/environment, 3 internal error"
-
-
-def add_model_arguments(group: argparse._ActionsContainer, *, features: bool = True,
-                        weights_help: str | None = None) -> None:
-    """--model, --weights, --require-pretrained, --hub-timeout, [--features], --seed: the same for every command."""
-    defaults = RunConfig()
-    group.add_argument("--model", default=DEFAULT_MODEL, help="timm model name or timm Hub id (default: %(default)s)")
-    group.add_argument("--weights", metavar="PATH",
-                       help=weights_help or "checkpoint file: model.safetensors (timm/HF layout), a timm .pth/.bin "
-                       "state dict, or an original-release checkpoint such as convnextv2_atto_1k_224_ema.pt; "
-                       "default: look in the HF cache, then the Hub if reachable")
-    group.add_argument("--require-pretrained", action="store_true",
-                       help="fail (exit 2) instead of falling back to a random init when no weights are found")
-    group.add_argument("--hub-timeout", type=float, default=defaults.hub_timeout_s, metavar="S",
-                       help="seconds to wait for the Hugging Face Hub before treating it as offline "
-                            "(default: %(default)s)")
-    if features:
-        group.add_argument("--features", action="store_true",
-                           help="compare pooled pre-logits features (num_classes=0) instead of the classifier's logits")
-    group.add_argument("--seed", type=int, default=defaults.seed, help="seed of the random init fallback (default: 0)")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -146,11 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_logging_flags(parser: argparse.ArgumentParser, default: object = False) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", default=default, help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", default=default, help="warnings and errors only")
-
-
-def configure_logging(verbose: bool, quiet: bool) -> None:
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -230,7 +230,7 @@ def main() -> int:
     from accelport.atomic import write_json_atomic, write_text_atomic
     from accelport.bench.config import BenchConfig, parse_list
     from accelport.bench.job import run_bench
-    from accelport.cli import configure_logging
+    from accelport.arguments import configure_logging
 
     configure_logging(verbose=False, quiet=False)
     cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="accelport-bench-cache-")

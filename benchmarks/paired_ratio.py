@@ -57,7 +57,7 @@ def main() -> int:
     from accelport.atomic import write_json_atomic
     from accelport.bench.job import bench_environment, reference_outputs
     from accelport.bench.sweep import BASELINE, Configuration, check_parity
-    from accelport.cli import configure_logging
+    from accelport.arguments import configure_logging
     from accelport.criteria import criteria_for
     from accelport.latency import make_batch
     from accelport.models import load_model

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import errors
-from ..cli import add_model_arguments
+from ..arguments import add_model_arguments
 from ..devices import FP32_MATH_MODES
 from .config import ALL_RUNTIMES, CHANNELS_LAST_MODES, BenchConfig, parse_list
 

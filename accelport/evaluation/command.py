@@ -7,7 +7,7 @@ import logging
 import os
 
 from .. import errors
-from ..cli import add_model_arguments
+from ..arguments import add_model_arguments
 from ..devices import FP32_MATH_MODES
 from .config import EvalConfig
 

@@ -1,0 +1,36 @@
+"""Flag groups and logging set-up shared by every command (the CLI and the command modules import them from here)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .config import RunConfig
+from .models import DEFAULT_MODEL
+
+
+def add_model_arguments(group: argparse._ActionsContainer, *, features: bool = True,
+                        weights_help: str | None = None) -> None:
+    """--model, --weights, --require-pretrained, --hub-timeout, [--features], --seed: the same for every command."""
+    defaults = RunConfig()
+    group.add_argument("--model", default=DEFAULT_MODEL, help="timm model name or timm Hub id (default: %(default)s)")
+    group.add_argument("--weights", metavar="PATH",
+                       help=weights_help or "checkpoint file: model.safetensors (timm/HF layout), a timm .pth/.bin "
+                       "state dict, or an original-release checkpoint such as convnextv2_atto_1k_224_ema.pt; "
+                       "default: look in the HF cache, then the Hub if reachable")
+    group.add_argument("--require-pretrained", action="store_true",
+                       help="fail (exit 2) instead of falling back to a random init when no weights are found")
+    group.add_argument("--hub-timeout", type=float, default=defaults.hub_timeout_s, metavar="S",
+                       help="seconds to wait for the Hugging Face Hub before treating it as offline "
+                            "(default: %(default)s)")
+    if features:
+        group.add_argument("--features", action="store_true",
+                           help="compare pooled pre-logits features (num_classes=0) instead of the classifier's logits")
+    group.add_argument("--seed", type=int, default=defaults.seed, help="seed of the random init fallback (default: 0)")
+
+
+
+def configure_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
