@@ -1,0 +1,101 @@
+"""Activation of the simulated device: load the library, configure it, register it under its name."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import types
+
+import torch
+
+from ..errors import DeviceError
+from .build import build_and_load
+from .device_module import make_device_module
+from .fake_torch_npu import make_torch_npu
+
+_logger = logging.getLogger(__name__)
+
+COUNT_ENV = "ACCELPORT_SIMULATED_DEVICE_COUNT"
+KERNEL_ENV = "ACCELPORT_SIMULATED_KERNEL_US"
+COPY_ENV = "ACCELPORT_SIMULATED_COPY_US_PER_MIB"
+MAX_DEVICES = 8
+
+_active: dict[str, types.ModuleType] = {}  # name -> fake torch_npu (or the device module for other names)
+_device_count = [0]
+
+
+def is_active() -> bool:
+    return bool(_active)
+
+
+def _env_number(name: str, default: float, low: float, high: float) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise DeviceError(f"{name}={text!r}: not a number") from None
+    if not low <= value <= high:
+        raise DeviceError(f"{name}={text!r}: must be between {low:g} and {high:g}")
+    return value
+
+
+def configure(device_count: int | None = None, kernel_us: float | None = None,
+              copy_us_per_mib: float | None = None) -> None:
+    """Set the device count and the simulated device time per kernel and per MiB copied (None: from env)."""
+    count = device_count if device_count is not None else int(_env_number(COUNT_ENV, 1, 1, MAX_DEVICES))
+    kernel = kernel_us if kernel_us is not None else _env_number(KERNEL_ENV, 20.0, 0, 1e6)
+    copy = copy_us_per_mib if copy_us_per_mib is not None else _env_number(COPY_ENV, 100.0, 0, 1e6)
+    torch.ops.accelport_sim.configure(int(count), int(kernel * 1000), int(copy * 1000))
+    _device_count[0] = int(count)
+
+
+def kernel_launches() -> int:
+    """Kernels and copies queued on any simulated device since the library was loaded."""
+    return int(torch.ops.accelport_sim.launches())
+
+
+def pending_us(device_index: int = 0) -> float:
+    """Device time still queued on a device: what ``synchronize`` would wait for now."""
+    return torch.ops.accelport_sim.pending_ns(device_index) / 1000.0
+
+
+def activate(name: str = "npu") -> types.ModuleType:
+    """Load and register the simulated device as ``name`` (idempotent); returns the fake ``torch_npu`` for npu."""
+    if name in _active:
+        return _active[name]
+    if _active:
+        raise DeviceError(f"the simulated device is already registered as {next(iter(_active))!r}, not {name!r}")
+    if torch._C._get_privateuse1_backend_name() not in ("privateuseone", name):
+        raise DeviceError(f"cannot simulate {name!r}: PrivateUse1 is already {torch._C._get_privateuse1_backend_name()!r}")
+    build_and_load()
+    configure()
+    torch.utils.rename_privateuse1_backend(name)
+    device_module = make_device_module(name, lambda: _device_count[0])
+    torch._register_device_module(name, device_module)
+    torch.utils.generate_methods_for_privateuse1_backend(for_storage=True)
+    if name == "npu":
+        module = make_torch_npu(device_module)
+        sys.modules["torch_npu"] = module
+        _register_hccl_as_gloo()
+    else:
+        module = device_module
+    _active[name] = module
+    _logger.warning("using the SIMULATED %s device (%d, %s): a testing aid, not hardware", name,
+                    torch.accelerator.device_count(), os.environ.get(KERNEL_ENV, "20") + " us per kernel")
+    return module
+
+
+def _register_hccl_as_gloo() -> None:
+    """``init_process_group("hccl")`` as on Ascend, served by gloo: the simulated device has no collectives."""
+    import torch.distributed as dist
+
+    if not dist.is_available() or "hccl" in dist.Backend.backend_list:
+        return
+
+    def create_gloo(store, rank, size, timeout):  # the non-extended creator signature
+        return dist.ProcessGroupGloo(store, rank, size, timeout)
+
+    dist.Backend.register_backend("hccl", create_gloo, devices=["npu"])
