@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 import platform
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +25,20 @@ _logger = logging.getLogger(__name__)
 AUTO_ORDER = ("npu", "cuda", "xpu", "mps")
 KNOWN_TYPES = ("cpu",) + AUTO_ORDER
 FP32_MATH_MODES = ("strict", "fast")
+# Testing aid (docs/simulated_device.md): "npu" puts accelport's simulated Ascend device and a fake torch_npu
+# in place of the real ones, so the whole NPU code path runs on a CPU-only machine.
+SIMULATED_DEVICE_ENV = "ACCELPORT_SIMULATED_DEVICE"
 
 
 def import_torch_npu() -> Any | None:
     """Import ``torch_npu`` when it is installed (it registers the ``npu`` device); else return None."""
+    simulated = os.environ.get(SIMULATED_DEVICE_ENV, "").strip().lower()
+    if simulated:
+        if simulated != "npu":
+            raise DeviceError(f"{SIMULATED_DEVICE_ENV}={simulated!r}: the only simulated device is 'npu'")
+        from .simdevice import activate
+
+        return activate("npu")
     if importlib.util.find_spec("torch_npu") is None:
         return None
     try:

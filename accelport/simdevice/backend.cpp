@@ -270,8 +270,8 @@ at::Tensor copy_from(const at::Tensor& src, const at::Tensor& dst, bool non_bloc
   if (reads_device && !non_blocking) {
     wait_idle(index);
   }
-  int64_t mib = (std::max(src.nbytes(), dst.nbytes()) + (1 << 20) - 1) >> 20;
-  launch(index, std::max<int64_t>(mib, 1) * g_copy_ns_per_mib.load());
+  double mib = static_cast<double>(std::max(src.nbytes(), dst.nbytes())) / (1 << 20);
+  launch(index, static_cast<int64_t>(mib * g_copy_ns_per_mib.load()));
   if (src.is_cpu()) {
     as_cpu(dst).copy_(src);
   } else if (dst.is_cpu()) {
