@@ -25,6 +25,8 @@ _logger = logging.getLogger(__name__)
 AUTO_ORDER = ("npu", "cuda", "xpu", "mps")
 KNOWN_TYPES = ("cpu",) + AUTO_ORDER
 FP32_MATH_MODES = ("strict", "fast")
+# Device types whose host batches are pinned (page-locked), so host-to-device copies can run asynchronously.
+PINNED_DEVICE_TYPES = ("cuda", "npu", "xpu")
 # Testing aid (docs/simulated_device.md): "npu" puts accelport's simulated Ascend device and a fake torch_npu
 # in place of the real ones, so the whole NPU code path runs on a CPU-only machine.
 SIMULATED_DEVICE_ENV = "ACCELPORT_SIMULATED_DEVICE"

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..criteria import criteria_for, effective_precision
-from ..devices import apply_numeric_settings
+from ..devices import PINNED_DEVICE_TYPES, apply_numeric_settings
 from ..errors import InputError, UsageError
 from ..models import load_model
 from ..preprocess import data_config_for, make_transform
@@ -37,8 +37,6 @@ from .reference_cache import ReferenceCache
 from .report import build_document, write_outputs
 
 _logger = logging.getLogger(__name__)
-
-PINNED_DEVICE_TYPES = ("cuda", "npu", "xpu")
 
 
 @dataclass

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ..devices import PINNED_DEVICE_TYPES
 from .base import DTYPES, Runner
 
 
@@ -19,7 +20,7 @@ class EagerRunner(Runner):
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self._module = copy.deepcopy(self.model).to(self.device, DTYPES[self.dtype], memory_format=memory_format)
         self._module.eval()
-        self._pin = self.device.type == "cuda"
+        self._pin = self.device.type in PINNED_DEVICE_TYPES  # torch_npu and XPU pin like CUDA
 
     @property
     def module(self) -> torch.nn.Module:

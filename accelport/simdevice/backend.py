@@ -83,8 +83,8 @@ def activate(name: str = "npu") -> types.ModuleType:
     else:
         module = device_module
     _active[name] = module
-    _logger.warning("using the SIMULATED %s device (%d, %s): a testing aid, not hardware", name,
-                    torch.accelerator.device_count(), os.environ.get(KERNEL_ENV, "20") + " us per kernel")
+    _logger.warning("using the SIMULATED %s device (%s=%s, %s=%s us): a testing aid, not hardware", name,
+                    COUNT_ENV, _device_count[0], KERNEL_ENV, os.environ.get(KERNEL_ENV, "20"))
     return module
 
 

@@ -40,7 +40,13 @@ def build_and_load() -> Path:
         raise DeviceError(f"{SOURCE_ENV}={source}: no such C++ source file")
     directory = build_directory(source)
     directory.mkdir(parents=True, exist_ok=True)
-    from torch.utils import cpp_extension
+    cpp_logger = logging.getLogger("torch.utils.cpp_extension")
+    saved_level = cpp_logger.level
+    cpp_logger.setLevel(logging.ERROR)  # its "No CUDA runtime is found" warning says nothing about this build
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        cpp_logger.setLevel(saved_level)
 
     _logger.info("simulated device: building/loading %s in %s", source.name, directory)
     try:
