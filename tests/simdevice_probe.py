@@ -101,7 +101,8 @@ def memory_and_views(device: torch.device) -> dict:
     except RuntimeError as exc:
         model_mixed = str(exc)
     return {"allocated_growth": grown, "view_shares_memory": float(t[32:64].sum().cpu()),
-            "view_is_alias": view.data_ptr() == t.data_ptr(), "mixed_error": mixed, "model_cpu_input_error": model_mixed}
+            "view_is_alias": view.data_ptr() == t.data_ptr(), "mixed_error": mixed,
+            "model_cpu_input_error": model_mixed}
 
 
 def half_precision(device: torch.device) -> dict:

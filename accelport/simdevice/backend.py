@@ -68,8 +68,9 @@ def activate(name: str = "npu") -> types.ModuleType:
         return _active[name]
     if _active:
         raise DeviceError(f"the simulated device is already registered as {next(iter(_active))!r}, not {name!r}")
-    if torch._C._get_privateuse1_backend_name() not in ("privateuseone", name):
-        raise DeviceError(f"cannot simulate {name!r}: PrivateUse1 is already {torch._C._get_privateuse1_backend_name()!r}")
+    registered = torch._C._get_privateuse1_backend_name()
+    if registered not in ("privateuseone", name):
+        raise DeviceError(f"cannot simulate {name!r}: PrivateUse1 is already {registered!r}")
     build_and_load()
     configure()
     torch.utils.rename_privateuse1_backend(name)
