@@ -61,9 +61,10 @@ void check_index(c10::DeviceIndex index) {
 // Queue work of cost_ns on a device: it starts when the device is idle and the call returns at once.
 void launch(c10::DeviceIndex index, int64_t cost_ns) {
   g_launches.fetch_add(1);
-  auto& busy = g_busy_until[index];
-  int64_t start = std::max(now_ns(), busy.load());
-  busy.store(start + cost_ns);
+  auto& busy_until = g_busy_until[index];
+  int64_t busy = busy_until.load();
+  while (!busy_until.compare_exchange_weak(busy, std::max(now_ns(), busy) + cost_ns)) {
+  }
 }
 
 void wait_idle(c10::DeviceIndex index) {
