@@ -105,11 +105,15 @@ def test_device_selection_and_identity(probe):
 
 
 def test_latency_is_the_device_time_and_an_unsynchronised_timer_sees_only_the_enqueue(probe):
-    """Fails if accelport stops synchronising: its figure would collapse to the enqueue time."""
+    """Fails if accelport stops synchronising: its figure would collapse to the enqueue time.
+
+    No iteration can finish before the device time (kernels x injected time); the fastest one, the least
+    disturbed by other processes on the host, stays within a few percent of it.
+    """
     latency = probe["latency"]
-    device_ms = latency["kernels_per_forward"] * latency["kernel_ms"]  # resnet18: ~70 kernels of 4 ms
+    device_ms = latency["kernels_per_forward"] * latency["kernel_ms"]  # resnet18: 68 kernels of 6 ms
     assert latency["kernels_per_forward"] > 20
-    assert device_ms <= latency["compute_p50_ms"] <= device_ms * 1.05
+    assert device_ms <= latency["compute"]["min_ms"] <= device_ms * 1.05
     assert latency["unsynchronised_ms"] < 0.5 * device_ms
 
 
@@ -117,8 +121,8 @@ def test_with_copies_adds_the_host_device_copies_from_pinned_memory(probe):
     latency = probe["latency"]
     copies_ms = (latency["input_bytes"] + latency["output_bytes"]) / 2**20 * latency["copy_ms_per_mib"]
     device_ms = latency["kernels_per_forward"] * latency["kernel_ms"] + copies_ms
-    assert copies_ms > 4  # 48 KiB in at 100 ms/MiB
-    assert device_ms <= latency["with_copies_p50_ms"] <= device_ms * 1.05
+    assert copies_ms > 4  # 12 KiB in at 400 ms/MiB
+    assert device_ms <= latency["with_copies"]["min_ms"] <= device_ms * 1.05
     assert latency["host_batch_pinned"] and not latency["pageable_pinned"]
 
 

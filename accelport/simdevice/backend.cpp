@@ -258,29 +258,24 @@ at::Tensor empty_strided(c10::IntArrayRef size, c10::IntArrayRef stride, std::op
                                            c10::dtype_or_default(dtype));
 }
 
-// Device <-> host and device <-> device copies. A blocking copy that reads device memory waits for the
-// queue first (as cudaMemcpy/aclrtMemcpy do); every copy costs device time proportional to its size.
+void raw_copy(const at::Tensor& src, const at::Tensor& dst) {
+  at::Tensor target = dst.is_cpu() ? dst : as_cpu(dst);
+  target.copy_(src.is_cpu() ? src : as_cpu(src));
+}
+
+// Device <-> host and device <-> device copies, queued like kernels at a cost proportional to their size.
+// A blocking copy to or from host memory returns when the queue (this copy included) is done, as
+// aclrtMemcpy/cudaMemcpy do; a non-blocking one (from pinned memory) and a device-to-device one return at once.
 at::Tensor copy_from(const at::Tensor& src, const at::Tensor& dst, bool non_blocking) {
-  if (t_inside_kernel) {  // the CPU fallback moving its operands: part of the kernel already counted
-    (src.is_cpu() ? as_cpu(dst).copy_(src) : dst.is_cpu() ? dst.copy_(as_cpu(src)) : as_cpu(dst).copy_(as_cpu(src)));
+  if (t_inside_kernel) {  // the CPU fallback moving its operands: part of a kernel already counted
+    raw_copy(src, dst);
     return dst;
   }
-  const at::Tensor& device_side = src.is_cpu() ? dst : src;
-  c10::DeviceIndex index = device_side.device().index();
-  const bool reads_device = !src.is_cpu();
-  if (reads_device && !non_blocking) {
-    wait_idle(index);
-  }
+  c10::DeviceIndex index = (src.is_cpu() ? dst : src).device().index();
   double mib = static_cast<double>(std::max(src.nbytes(), dst.nbytes())) / (1 << 20);
   launch(index, static_cast<int64_t>(mib * g_copy_ns_per_mib.load()));
-  if (src.is_cpu()) {
-    as_cpu(dst).copy_(src);
-  } else if (dst.is_cpu()) {
-    dst.copy_(as_cpu(src));
-  } else {
-    as_cpu(dst).copy_(as_cpu(src));
-  }
-  if (!non_blocking && (reads_device || dst.is_cpu() || src.is_cpu())) {
+  raw_copy(src, dst);
+  if (!non_blocking && (src.is_cpu() || dst.is_cpu())) {
     wait_idle(index);
   }
   return dst;
@@ -425,10 +420,8 @@ at::Tensor convolution_overrideable(const at::Tensor& input, const at::Tensor& w
   std::optional<at::Tensor> cpu_bias = bias && bias->defined() ? std::optional<at::Tensor>(as_cpu(*bias)) : std::nullopt;
   at::Tensor out_cpu = at::convolution_symint(as_cpu(input), as_cpu(weight), cpu_bias, stride, padding, dilation,
                                               transposed, output_padding, groups);
-  at::Tensor out = at::empty_strided(out_cpu.sizes(), out_cpu.strides(), out_cpu.options().device(input.device()));
-  as_cpu(out).copy_(out_cpu);
   launch(input.device().index(), g_kernel_ns.load());
-  return out;
+  return to_device(out_cpu, input.device());
 }
 
 }  // namespace
