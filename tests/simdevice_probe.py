@@ -33,11 +33,12 @@ def ms_since(start: float) -> float:
 def selection() -> dict:
     try:
         resolve_device("npu:1")
-        one_index_error = None
-    except DeviceError as exc:
-        one_index_error = str(exc)
+        one_index_error, exit_code = None, None
+    except DeviceError as exc:  # the CLI prints the message and exits with the error's code
+        one_index_error, exit_code = str(exc), exc.exit_code
     return {"auto": str(resolve_device("auto")), "npu": str(resolve_device("npu")),
-            "npu_1_error": one_index_error, "accelerator": str(torch.accelerator.current_accelerator()),
+            "npu_1_error": one_index_error, "npu_1_exit_code": exit_code,
+            "accelerator": str(torch.accelerator.current_accelerator()),
             "device_count": torch.accelerator.device_count(), "device_name": torch.npu.get_device_name(0)}
 
 

@@ -13,9 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import save_file
 
 from accelport import devices
+from accelport.cli import main
 from accelport.errors import DeviceError
 from checkpoints import MODEL
 from eval_helpers import free_port
@@ -42,16 +44,19 @@ def probe(simulated_device_env):
 
 
 def test_without_the_variable_nothing_is_simulated_or_built(monkeypatch):
+    import accelport.simdevice.backend as backend
+
     monkeypatch.delenv(devices.SIMULATED_DEVICE_ENV, raising=False)
+    monkeypatch.setattr(backend, "build_and_load", lambda: pytest.fail("built without ACCELPORT_SIMULATED_DEVICE"))
     assert devices.import_torch_npu() is None and "npu" not in devices.available_devices()
-    assert "accelport.simdevice" not in sys.modules
+    assert torch._C._get_privateuse1_backend_name() == "privateuseone" and "torch_npu" not in sys.modules
 
 
 def test_only_npu_can_be_simulated(monkeypatch):
     monkeypatch.setenv(devices.SIMULATED_DEVICE_ENV, "cuda")
     with pytest.raises(DeviceError, match="ACCELPORT_SIMULATED_DEVICE='cuda'"):
         devices.import_torch_npu()
-    assert "accelport.simdevice" not in sys.modules
+    assert torch._C._get_privateuse1_backend_name() == "privateuseone"
 
 
 def test_auto_picks_the_npu_and_summary_records_the_ascend_settings(simulated_device_env, tmp_path):
@@ -80,28 +85,25 @@ def test_fp32_fast_turns_hf32_on_and_is_judged_as_fp32_fast(simulated_device_env
                                                    "npu_allow_internal_format": False}.items()
 
 
-def test_a_second_npu_that_is_not_there_is_exit_2_naming_it(simulated_device_env, tmp_path):
-    proc = accelport(simulated_device_env, tmp_path, "run", "--device", "npu:1", *QUICK, "--out-dir", "out")
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "--device 'npu:1': only 1 npu device(s) visible" in proc.stderr
-    assert not (tmp_path / "out").exists()
-
-
-def test_a_simulated_device_that_fails_to_build_is_exit_2_naming_the_compiler_error(simulated_device_env, tmp_path):
+def test_a_simulated_device_that_fails_to_build_is_exit_2_naming_the_compiler_error(tmp_path, monkeypatch, capsys):
+    """In-process: a failed build loads nothing, so the pytest process stays without a simulated device."""
     broken = tmp_path / "broken.cpp"
     broken.write_text("int simulated_device( {\n")
-    proc = accelport(simulated_device_env, tmp_path, "run", "--device", "npu", *QUICK,
-                     ACCELPORT_SIMULATED_DEVICE_SOURCE=str(broken), ACCELPORT_CACHE_DIR=str(tmp_path / "cache"))
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    message = proc.stderr.strip().splitlines()[-1]
+    monkeypatch.setenv(devices.SIMULATED_DEVICE_ENV, "npu")
+    monkeypatch.setenv("ACCELPORT_SIMULATED_DEVICE_SOURCE", str(broken))
+    monkeypatch.setenv("ACCELPORT_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["run", "--device", "npu", "--out-dir", str(tmp_path / "out"), "-q"]) == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
     assert "simulated device" in message and f"{broken}:1:" in message and "error:" in message
+    assert torch._C._get_privateuse1_backend_name() == "privateuseone" and not (tmp_path / "out").exists()
 
 
 def test_device_selection_and_identity(probe):
     selection = probe["selection"]
     assert (selection["auto"], selection["npu"], selection["accelerator"], selection["device_count"]) == (
         "npu:0", "npu:0", "npu", 1)
-    assert "only 1 npu device(s) visible" in selection["npu_1_error"]
+    assert selection["npu_1_error"] == "--device 'npu:1': only 1 npu device(s) visible (indices 0..0)"
+    assert selection["npu_1_exit_code"] == 2
 
 
 def test_latency_is_the_device_time_and_an_unsynchronised_timer_sees_only_the_enqueue(probe):
