@@ -85,6 +85,19 @@ def test_fp32_fast_turns_hf32_on_and_is_judged_as_fp32_fast(simulated_device_env
                                                    "npu_allow_internal_format": False}.items()
 
 
+@pytest.mark.parametrize(("variable", "value"), [("ACCELPORT_SIMULATED_DEVICE_COUNT", "0"),
+                                                ("ACCELPORT_SIMULATED_KERNEL_US", "-5"),
+                                                ("ACCELPORT_SIMULATED_COPY_US_PER_MIB", "fast")])
+def test_a_bad_simulation_setting_is_an_error_naming_it_before_anything_is_built(monkeypatch, variable, value):
+    import accelport.simdevice.backend as backend
+
+    monkeypatch.setenv(devices.SIMULATED_DEVICE_ENV, "npu")
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setattr(backend, "build_and_load", lambda: pytest.fail("built despite a bad setting"))
+    with pytest.raises(DeviceError, match=f"{variable}='{value}'"):
+        devices.resolve_device("auto")
+
+
 def test_a_simulated_device_that_fails_to_build_is_exit_2_naming_the_compiler_error(tmp_path, monkeypatch, capsys):
     """In-process: a failed build loads nothing, so the pytest process stays without a simulated device."""
     broken = tmp_path / "broken.cpp"

@@ -22,7 +22,7 @@ COPY_ENV = "ACCELPORT_SIMULATED_COPY_US_PER_MIB"
 MAX_DEVICES = 8
 
 _active: dict[str, types.ModuleType] = {}  # name -> fake torch_npu (or the device module for other names)
-_device_count = [0]
+_settings: list = [0, 0.0, 0.0]  # device count, µs per kernel, µs per MiB copied, as configured
 
 
 def is_active() -> bool:
@@ -42,14 +42,20 @@ def _env_number(name: str, default: float, low: float, high: float) -> float:
     return value
 
 
+def settings_from_env() -> tuple[int, float, float]:
+    """Device count, µs per kernel and µs per MiB copied from the environment (checked before any build)."""
+    return (int(_env_number(COUNT_ENV, 1, 1, MAX_DEVICES)), _env_number(KERNEL_ENV, 20.0, 0, 1e6),
+            _env_number(COPY_ENV, 100.0, 0, 1e6))
+
+
 def configure(device_count: int | None = None, kernel_us: float | None = None,
               copy_us_per_mib: float | None = None) -> None:
-    """Set the device count and the simulated device time per kernel and per MiB copied (None: from env)."""
-    count = device_count if device_count is not None else int(_env_number(COUNT_ENV, 1, 1, MAX_DEVICES))
-    kernel = kernel_us if kernel_us is not None else _env_number(KERNEL_ENV, 20.0, 0, 1e6)
-    copy = copy_us_per_mib if copy_us_per_mib is not None else _env_number(COPY_ENV, 100.0, 0, 1e6)
+    """Set the device count and the simulated device time per kernel and per MiB copied (None: unchanged)."""
+    count = device_count if device_count is not None else _settings[0]
+    kernel = kernel_us if kernel_us is not None else _settings[1]
+    copy = copy_us_per_mib if copy_us_per_mib is not None else _settings[2]
     torch.ops.accelport_sim.configure(int(count), int(kernel * 1000), int(copy * 1000))
-    _device_count[0] = int(count)
+    _settings[:] = [int(count), kernel, copy]
 
 
 def kernel_launches() -> int:
@@ -71,10 +77,11 @@ def activate(name: str = "npu") -> types.ModuleType:
     registered = torch._C._get_privateuse1_backend_name()
     if registered not in ("privateuseone", name):
         raise DeviceError(f"cannot simulate {name!r}: PrivateUse1 is already {registered!r}")
+    count, kernel_us, copy_us = settings_from_env()
     build_and_load()
-    configure()
+    configure(count, kernel_us, copy_us)
     torch.utils.rename_privateuse1_backend(name)
-    device_module = make_device_module(name, lambda: _device_count[0])
+    device_module = make_device_module(name, lambda: _settings[0])
     torch._register_device_module(name, device_module)
     torch.utils.generate_methods_for_privateuse1_backend(for_storage=True)
     if name == "npu":
@@ -84,8 +91,8 @@ def activate(name: str = "npu") -> types.ModuleType:
     else:
         module = device_module
     _active[name] = module
-    _logger.warning("using the SIMULATED %s device (%s=%s, %s=%s us): a testing aid, not hardware", name,
-                    COUNT_ENV, _device_count[0], KERNEL_ENV, os.environ.get(KERNEL_ENV, "20"))
+    _logger.warning("using the SIMULATED %s device (%d device(s), %g us per kernel, %g us per MiB copied): a "
+                    "testing aid, not hardware", name, count, kernel_us, copy_us)
     return module
 
 
