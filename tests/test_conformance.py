@@ -63,13 +63,10 @@ CELLS = [pytest.param(f, r, h, id=f"{FAMILIES[f][0]}-{r}-{h}",
          for f in FAMILIES for r in RUNTIMES for h in HEADS]
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
-    """One export cache for the module: ONNX Runtime and OpenVINO share a model's ONNX file, as in real use."""
-    path = tmp_path_factory.mktemp("conformance_cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ACCELPORT_CACHE_DIR", str(path))
-        yield path
+    """One export cache for the matrix: ONNX Runtime and OpenVINO share a model's ONNX file, as in real use."""
+    return tmp_path_factory.mktemp("conformance_cache")
 
 
 @pytest.fixture(scope="module")
@@ -116,10 +113,11 @@ def test_the_smallest_model_of_every_family_matches_eager_on_every_runtime(famil
         assert settings["export_route"] and isinstance(settings["export_routes_failed"], list)
 
 
-def test_a_model_runs_at_its_own_pretrained_input_size_and_interpolation(tmp_path):
+def test_a_model_runs_at_its_own_pretrained_input_size_and_interpolation(tmp_path, monkeypatch):
     """Inception V3 is a 299 px bicubic model: the run's preprocessing and the exported graph follow its config,
     never a hard-coded 224."""
     pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("ACCELPORT_CACHE_DIR", str(tmp_path / "cache"))
     result = accelport.run(model="inception_v3", runtime="onnxruntime", device="cpu", warmup=0, iters=1,
                            images=(str(SAMPLES / "chelsea.jpg"),), out_dir=str(tmp_path), hub_timeout_s=0.1)
     data_config = result.summary["model"]["data_config"]

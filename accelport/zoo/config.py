@@ -42,14 +42,9 @@ class ZooConfig:
     plot: bool = True
 
     def validate(self) -> None:
-        from ..runners import DTYPES, runtime_names
+        from ..runners import check_runtimes_and_dtypes
 
-        for runtime in self.runtimes:
-            if runtime not in runtime_names():
-                raise UsageError(f"--runtimes {runtime!r}: choose from {', '.join(runtime_names())}")
-        for dtype in self.dtypes:
-            if dtype not in DTYPES:
-                raise UsageError(f"--dtypes {dtype!r}: choose from {', '.join(DTYPES)}")
+        check_runtimes_and_dtypes(self.runtimes, self.dtypes)
         if not self.runtimes or not self.dtypes:
             raise UsageError("--runtimes and --dtypes each need at least one value")
         if not self.models and not self.models_file:

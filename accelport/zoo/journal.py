@@ -10,6 +10,7 @@ its newline: a write cut off by a kill, dropped with a warning (its cell simply 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -82,8 +83,9 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
 
 
 def _parse(line: str) -> dict[str, Any] | None:
-    try:
+    """The JSON object on ``line``; None for anything else (not JSON, or JSON but not an object)."""
+    with contextlib.suppress(ValueError):  # json.JSONDecodeError is a ValueError
         value = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
+        if isinstance(value, dict):
+            return value
+    return None

@@ -15,6 +15,7 @@ _logger = logging.getLogger(__name__)
 
 COLOURS = {"passed": "#4caf50", "failed": "#e53935", "unsupported": "#bdbdbd", "crashed": "#8e24aa",
            "timed_out": "#fb8c00"}
+REASON_CHARS = 30  # the start of a non-passing cell's reason, under its verdict; zoo.md has the whole reason
 LEGEND = {"passed": "passed", "failed": "failed parity", "unsupported": "unsupported (reason in zoo.md)",
           "crashed": "crashed / out of memory", "timed_out": "timed out"}
 
@@ -35,13 +36,14 @@ def write_heatmap(document: dict[str, Any], path: Path) -> Path | None:
     by_cell = {(r["model"], column(r)): r for r in document["rows"]}
     codes = [[STATUSES.index(by_cell[(m, c)]["status"]) if (m, c) in by_cell else -1 for c in columns]
              for m in models]
-    figure, ax = plt.subplots(figsize=(2.0 + 1.5 * len(columns), 1.2 + 0.32 * len(models)))
+    figure, ax = plt.subplots(figsize=(max(6.0, 2.5 + 1.9 * len(columns)), 1.4 + 0.36 * len(models)))
     colours = ListedColormap(["#ffffff"] + [COLOURS[s] for s in STATUSES])
     ax.imshow([[code + 1 for code in row] for row in codes], cmap=colours, vmin=0, vmax=len(STATUSES),
               aspect="auto")
     for y, model in enumerate(models):
         for x, name in enumerate(columns):
-            ax.text(x, y, cell_text(by_cell.get((model, name))), ha="center", va="center", fontsize=7)
+            ax.text(x, y, cell_text(by_cell.get((model, name)), REASON_CHARS), ha="center", va="center",
+                    fontsize=6)
     ax.set_xticks(range(len(columns)), columns, fontsize=8)
     ax.xaxis.tick_top()
     ax.set_yticks(range(len(models)), models, fontsize=8)

@@ -80,12 +80,17 @@ def render_csv(document: dict[str, Any]) -> str:
     return buffer.getvalue()
 
 
-def cell_text(row: dict[str, Any] | None) -> str:
+def cell_text(row: dict[str, Any] | None, reason_chars: int = 0) -> str:
+    """A cell's verdict and speed-up; with ``reason_chars``, the start of the reason of a cell that did not
+    pass, on a second line (the heat-map, where the full reasons are not at hand)."""
     if row is None:
         return ""
     text = _SHORT[row["status"]]
     if row["status"] in ("passed", "failed") and row.get("speedup_vs_eager"):
         text += f" {row['speedup_vs_eager']:.2f}x"
+    reason = row.get("reason") or ""
+    if reason_chars and row["status"] != "passed" and reason:
+        text += "\n" + (reason if len(reason) <= reason_chars else reason[: reason_chars - 1] + "…")
     return text
 
 
