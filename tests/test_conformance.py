@@ -141,3 +141,45 @@ def test_eva02_which_the_torchscript_exporter_cannot_take_goes_through_another_r
     assert result.passed
     assert target["export_route"] == {"onnxruntime": "dynamo", "openvino": "openvino:pytorch"}[runtime]
     assert "is_causal" in target["export_routes_failed"][0]["reason"]
+
+
+class _Buffers(torch.nn.Module):
+    """Every kind of buffer a timm model may carry: 0-dim int64 (BatchNorm's num_batches_tracked), bool, bf16."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = torch.nn.BatchNorm2d(3)
+        self.register_buffer("flag", torch.tensor(True))
+        self.register_buffer("brain", torch.ones(2, 2, dtype=torch.bfloat16))
+        self.register_buffer("empty", torch.zeros(0, 3))
+
+
+def test_the_weights_digest_takes_buffers_of_any_shape_and_dtype_and_sees_each_change():
+    from accelport.runners.cache import weights_digest
+
+    model = _Buffers()
+    digest = weights_digest(model)
+    assert digest == weights_digest(_Buffers())  # same values, same digest
+    for change in (lambda m: m.norm.num_batches_tracked.add_(1), lambda m: m.flag.logical_not_(),
+                   lambda m: m.brain.mul_(2)):
+        changed = _Buffers()
+        change(changed)
+        assert weights_digest(changed) != digest
+
+
+def test_routes_are_tried_in_order_and_every_failure_is_named():
+    from accelport.errors import RuntimeUnavailableError
+    from accelport.runners.routes import first_working_route
+
+    def broken(message):
+        def attempt():
+            raise TypeError(message)
+        return attempt
+
+    chosen = first_working_route([("first", broken("is_causal must be bool")), ("second", lambda: 42),
+                                  ("third", broken("never tried"))], "test")
+    assert (chosen.route, chosen.value) == ("second", 42)
+    assert chosen.to_json()["export_routes_failed"] == [{"route": "first",
+                                                         "reason": "TypeError: is_causal must be bool"}]
+    with pytest.raises(RuntimeUnavailableError, match="first: TypeError: a.*second: TypeError: b"):
+        first_working_route([("first", broken("a")), ("second", broken("b"))], "test")
