@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import EXIT_PARITY_FAILED, EXIT_PASSED, UsageError
 from ..evaluation.distributed import DistContext, barrier, broadcast_from_main, init_distributed, shutdown
 from .cell import EXPLAINED, Cell, run_cell
-from .config import ZooConfig, child_environment, resolve_models
+from .config import DEFAULT_CPU_MEMORY_GB, ZooConfig, child_environment, resolve_models
 from .journal import JOURNAL_NAME, append_row, read_journal, start_journal
 from .queue import CellQueue
 from .report import build_document, write_outputs
@@ -55,6 +55,8 @@ def run_zoo(config: ZooConfig | None = None, **overrides: Any) -> ZooResult:
     models = resolve_models(config)
     cells = plan_cells(models, config)
     ctx, device = init_distributed(config.device, DIST_TIMEOUT_S)
+    if config.memory_gb is None:
+        config = replace(config, memory_gb=DEFAULT_CPU_MEMORY_GB if device.type == "cpu" else 0.0)
     try:
         journal = Path(config.out_dir) / JOURNAL_NAME
         settings = journal_settings(config, str(device))

@@ -136,7 +136,8 @@ def classify(returncode: int, timed_out: bool, tail: list[str], config: ZooConfi
         errors = [line for line in tail if line.startswith("accelport: error: ")]
         return "unsupported", (errors[-1].removeprefix("accelport: error: ") if errors else last)[:500]
     if oom is not None:
-        return "crashed", f"out of memory (limit {config.memory_gb:g} GB, --memory-limit): {oom[:300]}"
+        limit = f" (limit {config.memory_gb:g} GB, --memory-limit)" if config.memory_gb else ""
+        return "crashed", f"out of memory{limit}: {oom[:300]}"
     if returncode < 0:
         name = signal.Signals(-returncode).name if -returncode in signal.Signals._value2member_map_ else returncode
         hint = " (out of memory?)" if returncode == -signal.SIGKILL else ""

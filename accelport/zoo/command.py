@@ -6,7 +6,7 @@ import argparse
 
 from ..arguments import add_weight_lookup_arguments
 from ..bench.config import parse_list
-from .config import ZOO_RUNTIMES, ZooConfig
+from .config import DEFAULT_CPU_MEMORY_GB, ZOO_RUNTIMES, ZooConfig
 
 EPILOG = ("exit codes: 0 every cell passed or is explained as unsupported, 1 a cell failed parity, crashed or timed "
           "out, 2 bad usage/input/environment (nothing run), 3 internal error. Results: zoo.json, zoo.csv, zoo.md, "
@@ -34,7 +34,8 @@ def add_zoo_arguments(parser: argparse.ArgumentParser) -> None:
                              "%(default)s)")
     limits.add_argument("--memory-limit", type=float, default=d.memory_gb, metavar="GB",
                         help="address-space limit of each child (RLIMIT_AS); beyond it the cell is 'crashed' with "
-                             "'out of memory'; 0 = none (default: %(default)s)")
+                             f"'out of memory'; 0 = none (default: {DEFAULT_CPU_MEMORY_GB:g} on the CPU, none on an "
+                             "accelerator, whose driver reserves much more address space than it uses)")
 
     target = parser.add_argument_group("inputs, target and measurement")
     add_weight_lookup_arguments(target)
@@ -62,7 +63,7 @@ def config_from_args(args: argparse.Namespace) -> ZooConfig:
         models=tuple(args.models), models_file=args.models_file, runtimes=parse_list(args.runtimes, "--runtimes"),
         dtypes=parse_list(args.dtypes, "--dtypes"), features=args.features, images=tuple(args.images or ()),
         device=args.device, batch_size=args.batch_size, warmup=args.warmup, iters=args.iters,
-        timeout_s=args.timeout, memory_gb=args.memory_limit or None, hub_timeout_s=args.hub_timeout,
+        timeout_s=args.timeout, memory_gb=args.memory_limit, hub_timeout_s=args.hub_timeout,
         require_pretrained=args.require_pretrained, seed=args.seed, cache_dir=args.cache_dir, out_dir=args.out_dir,
         resume=args.resume, progress=not args.no_progress, plot=not args.no_plot,
     )

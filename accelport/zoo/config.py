@@ -13,6 +13,7 @@ from pathlib import Path
 from ..errors import InputError, UsageError
 
 ZOO_RUNTIMES = ("eager", "compile", "onnxruntime", "openvino")
+DEFAULT_CPU_MEMORY_GB = 16.0
 PATTERN_CHARS = "*?["
 
 
@@ -31,7 +32,9 @@ class ZooConfig:
     warmup: int = 3
     iters: int = 20
     timeout_s: float = 900.0  # per cell (one model on one runtime in one dtype), in its own child process
-    memory_gb: float | None = 16.0  # address-space limit of each child (RLIMIT_AS); None: no limit
+    # Address-space limit of each child (RLIMIT_AS), GB; 0: none; None: DEFAULT_CPU_MEMORY_GB on the CPU and none
+    # on an accelerator (CUDA and other drivers reserve far more virtual address space than they use).
+    memory_gb: float | None = None
     hub_timeout_s: float = 3.0
     require_pretrained: bool = False
     seed: int = 0
@@ -55,7 +58,7 @@ class ZooConfig:
                 raise UsageError(f"{name} {value}: must be at least {low}")
         if self.timeout_s <= 0:
             raise UsageError(f"--timeout {self.timeout_s}: must be positive")
-        if self.memory_gb is not None and self.memory_gb <= 0:
+        if self.memory_gb is not None and self.memory_gb < 0:
             raise UsageError(f"--memory-limit {self.memory_gb}: must be positive (GB), or 0 for none")
         check_writable(Path(self.out_dir))
 
