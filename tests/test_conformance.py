@@ -183,3 +183,24 @@ def test_routes_are_tried_in_order_and_every_failure_is_named():
                                                          "reason": "TypeError: is_causal must be bool"}]
     with pytest.raises(RuntimeUnavailableError, match="first: TypeError: a.*second: TypeError: b"):
         first_working_route([("first", broken("a")), ("second", broken("b"))], "test")
+
+
+@pytest.mark.zoo_full
+def test_compile_falls_back_to_torch_compile_when_torch_export_cannot_take_the_model(monkeypatch, tmp_path):
+    def refuse(*_args, **_kwargs):
+        raise torch._dynamo.exc.Unsupported("data-dependent control flow")  # what torch.export says of some models
+
+    monkeypatch.setattr(torch.export, "export", refuse)
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", pretrained=False).eval()
+    image = torch.randn(1, 3, 64, 64)
+    with create_runner("compile", model, CPU, "fp32", cache_dir=tmp_path) as runner:
+        output = runner.infer(image)
+        settings = runner.describe()
+        events = [e for e in runner.setup_events if e["step"] == "shape"]
+    with torch.no_grad():
+        reference = model(image)
+    assert compare_outputs(reference.numpy(), output.numpy(), criteria_for("fp32"), True).passed
+    assert settings["compile_mode"] == "torch.compile:freezing"
+    assert events[0]["export_route"] == "torch.compile" and "data-dependent" in events[0]["export_routes_failed"][0][
+        "reason"]
