@@ -13,12 +13,18 @@ from .models import DEFAULT_MODEL
 def add_model_arguments(group: argparse._ActionsContainer, *, features: bool = True,
                         weights_help: str | None = None) -> None:
     """--model, --weights, --require-pretrained, --hub-timeout, [--features], --seed: the same for every command."""
-    defaults = RunConfig()
     group.add_argument("--model", default=DEFAULT_MODEL, help="timm model name or timm Hub id (default: %(default)s)")
     group.add_argument("--weights", metavar="PATH",
                        help=weights_help or "checkpoint file: model.safetensors (timm/HF layout), a timm .pth/.bin "
                        "state dict, or an original-release checkpoint such as convnextv2_atto_1k_224_ema.pt; "
                        "default: look in the HF cache, then the Hub if reachable")
+    add_weight_lookup_arguments(group, features=features)
+
+
+def add_weight_lookup_arguments(group: argparse._ActionsContainer, *, features: bool = True) -> None:
+    """--require-pretrained, --hub-timeout, [--features], --seed: how weights are looked up when no file is given
+    (also for commands that run many models, where one --weights file cannot apply)."""
+    defaults = RunConfig()
     group.add_argument("--require-pretrained", action="store_true",
                        help="fail (exit 2) instead of falling back to a random init when no weights are found")
     group.add_argument("--hub-timeout", type=float, default=defaults.hub_timeout_s, metavar="S",

@@ -49,14 +49,9 @@ class BenchConfig:
         return "features" if self.features else "classifier"
 
     def validate(self) -> None:
-        from ..runners import DTYPES, runtime_names
+        from ..runners import check_runtimes_and_dtypes
 
-        for runtime in self.runtimes:
-            if runtime not in runtime_names():
-                raise UsageError(f"--runtimes {runtime!r}: choose from {', '.join(runtime_names())}")
-        for dtype in self.dtypes:
-            if dtype not in DTYPES:
-                raise UsageError(f"--dtypes {dtype!r}: choose from {', '.join(DTYPES)}")
+        check_runtimes_and_dtypes(self.runtimes, self.dtypes)
         if not self.runtimes or not self.dtypes or not self.batch_sizes:
             raise UsageError("--runtimes, --dtypes and --batch-sizes each need at least one value")
         if any(b < 1 for b in self.batch_sizes):

@@ -23,6 +23,16 @@ def runtime_names() -> list[str]:
     return list(_REGISTRY)
 
 
+def check_runtimes_and_dtypes(runtimes: tuple[str, ...], dtypes: tuple[str, ...]) -> None:
+    """A sweep's --runtimes and --dtypes, checked before any work: the first unknown one is a UsageError."""
+    for runtime in runtimes:
+        if runtime not in _REGISTRY:
+            raise UsageError(f"--runtimes {runtime!r}: choose from {', '.join(_REGISTRY)}")
+    for dtype in dtypes:
+        if dtype not in DTYPES:
+            raise UsageError(f"--dtypes {dtype!r}: choose from {', '.join(DTYPES)}")
+
+
 def _runner_class(runtime: str) -> type[Runner]:
     module_name, class_name, package = _REGISTRY[runtime]
     try:
@@ -56,4 +66,4 @@ def create_runner(
     return _runner_class(runtime)(model, device, dtype=dtype, channels_last=channels_last, **options)
 
 
-__all__ = ["DTYPES", "Runner", "create_runner", "runner_supports_streams", "runtime_names"]
+__all__ = ["DTYPES", "Runner", "check_runtimes_and_dtypes", "create_runner", "runner_supports_streams", "runtime_names"]

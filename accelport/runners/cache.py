@@ -44,10 +44,17 @@ def library_versions(*packages: str) -> dict[str, str | None]:
 
 
 def weights_digest(model: torch.nn.Module) -> str:
-    """SHA-256 of the model's state dict (names, dtypes, shapes and bytes): the weights actually in memory."""
+    """SHA-256 of the model's state dict (names, dtypes, shapes and bytes): the weights actually in memory.
+
+    Any buffer counts: 0-dim ones (a BatchNorm's ``num_batches_tracked``), bool, integer and bf16 tensors are
+    hashed through a flat byte view; a non-tensor ``_extra_state`` by its repr.
+    """
     digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        tensor = tensor.detach().to("cpu").contiguous()
+    for name, value in model.state_dict().items():
+        if not isinstance(value, torch.Tensor):
+            digest.update(f"{name}|object|{value!r}|".encode())
+            continue
+        tensor = value.detach().to("cpu").contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()

@@ -17,6 +17,7 @@ default mode. Other devices (e.g. Ascend NPU): not supported by Inductor here; a
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import time
 from typing import Any
@@ -26,6 +27,7 @@ import torch
 from ..errors import RuntimeUnavailableError
 from .base import DTYPES, Runner
 from .cache import CacheEntry, cache_entry, default_cache_dir, library_versions, model_identity
+from .routes import first_working_route
 
 _logger = logging.getLogger(__name__)
 
@@ -76,7 +78,12 @@ class CompiledRunner(Runner):
     def _prepare_shape_impl(self, device_input: torch.Tensor) -> dict[str, Any]:
         shape = tuple(device_input.shape)
         if self.device.type == "cpu":
-            return self._load_or_build_package(shape)
+            chosen = first_working_route(
+                [("aot-inductor", functools.partial(self._load_or_build_package, shape, device_input)),
+                 ("torch.compile", functools.partial(self._compile_in_process, shape, device_input))],
+                f"--runtime compile: {type(self.model).__name__} in {self.dtype}")
+            self._mode = chosen.route if chosen.route != "torch.compile" else "torch.compile:freezing"
+            return {**chosen.value, **chosen.to_json()}
         started = time.perf_counter()
         loaded_from_cache = self._artifacts.hit
         with torch.inference_mode():
@@ -90,7 +97,17 @@ class CompiledRunner(Runner):
         return {"mode": self._mode, "compile_and_capture_s": round(time.perf_counter() - started, 4),
                 "artifacts_cache_hit": loaded_from_cache}
 
-    def _load_or_build_package(self, shape: tuple[int, ...]) -> dict[str, Any]:
+    def _compile_in_process(self, shape: tuple[int, ...], device_input: torch.Tensor) -> dict[str, Any]:
+        """The fallback when ``torch.export`` cannot take the model: ``torch.compile`` (Dynamo graph breaks are
+        allowed there) with the same freezing; not packaged, so each process compiles again."""
+        started = time.perf_counter()
+        compiled = torch.compile(self._module, dynamic=False, options={"freezing": True})
+        with torch.inference_mode():
+            compiled(device_input)
+        self._compiled_by_shape[shape] = compiled
+        return {"mode": "torch.compile:freezing", "compile_s": round(time.perf_counter() - started, 4)}
+
+    def _load_or_build_package(self, shape: tuple[int, ...], device_input: torch.Tensor) -> dict[str, Any]:
         entry = self._cache_entry({"input_shape": list(shape)}, ".pt2")
         details: dict[str, Any] = {"mode": self._mode, "package_cache_hit": entry.hit, "package": str(entry.path)}
         if not entry.hit:
@@ -104,7 +121,10 @@ class CompiledRunner(Runner):
                 exported, package_path=str(path), inductor_configs={"freezing": True}))
             details["compile_s"] = round(time.perf_counter() - started, 4)
         started = time.perf_counter()
-        self._compiled_by_shape[shape] = torch._inductor.aoti_load_package(str(entry.path))
+        loaded = torch._inductor.aoti_load_package(str(entry.path))
+        with torch.inference_mode():
+            loaded(device_input)  # a package that loads but cannot run counts as this route's failure
+        self._compiled_by_shape[shape] = loaded
         details["load_s"] = round(time.perf_counter() - started, 4)
         _logger.info("compile %s %s %s: %s", self.dtype, list(shape),
                      "cache hit" if details["package_cache_hit"] else "compiled", details)

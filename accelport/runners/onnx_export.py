@@ -1,8 +1,10 @@
 """ONNX export with a dynamic batch axis, cached on disk: shared by the ONNX Runtime and OpenVINO runners.
 
-Uses torch's TorchScript-based exporter (``dynamo=False``): it needs no extra package, exports timm CNNs in
-under a second and takes ``dynamic_axes`` for the batch. The spatial size is fixed by the example input
-(one file per input size); the batch is dynamic, so one file serves every batch size.
+Two exporters, tried in this order by the runners (``EXPORTERS``): torch's TorchScript-based one
+(``dynamo=False``: no extra package, timm CNNs in under a second, ``dynamic_axes`` for the batch), then the
+dynamo one (``torch.export`` + onnxscript), which takes models the first cannot trace, e.g. EVA-02's tensor
+``is_causal``. The spatial size is fixed by the example input (one file per input size); the batch is dynamic,
+so one file serves every batch size. The exporter is part of the cache key.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import copy
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,8 @@ from .cache import CacheEntry, cache_entry, library_versions, model_identity
 _logger = logging.getLogger(__name__)
 
 OPSET = 17
+DYNAMO_OPSET = 18  # the dynamo exporter's lowest supported opset
+EXPORTERS = ("torchscript", "dynamo")
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 
@@ -33,43 +38,68 @@ class OnnxExport:
     cache_hit: bool
     seconds: float
     key: str
+    exporter: str = "torchscript"
 
     def to_json(self) -> dict[str, object]:
         return {"onnx_path": str(self.path), "onnx_cache_hit": self.cache_hit, "export_s": round(self.seconds, 4),
-                "onnx_cache_key": self.key}
+                "onnx_cache_key": self.key, "onnx_exporter": self.exporter}
 
 
 def onnx_cache_entry(model: torch.nn.Module, chw: tuple[int, ...], dtype: str,
-                     cache_dir: str | Path | None) -> CacheEntry:
-    fields = {**model_identity(model), "input_chw": list(chw), "dtype": dtype, "opset": OPSET,
-              "exporter": "torchscript", "dynamic_axes": "batch", **library_versions("torch", "timm", "onnx")}
+                     cache_dir: str | Path | None, exporter: str = "torchscript") -> CacheEntry:
+    fields = {**model_identity(model), "input_chw": list(chw), "dtype": dtype,
+              "opset": OPSET if exporter == "torchscript" else DYNAMO_OPSET,
+              "exporter": exporter, "dynamic_axes": "batch", **library_versions("torch", "timm", "onnx")}
     return cache_entry(cache_dir, "onnx", fields, ".onnx")
 
 
+def _export_torchscript(module: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=OPSET,
+                      input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
+                      dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+
+
+def _export_dynamo(module: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    # external_data=False: one self-contained file, so the cache moves a single path into place.
+    torch.onnx.export(module, (example,), str(path), dynamo=True, opset_version=DYNAMO_OPSET, external_data=False,
+                      input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False, optimize=True,
+                      dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
+
+
+_EXPORT: dict[str, Callable[[torch.nn.Module, torch.Tensor, Path], None]] = {
+    "torchscript": _export_torchscript, "dynamo": _export_dynamo}
+
+
+def cached_exporters_first(model: torch.nn.Module, chw: tuple[int, ...], dtype: str = "fp32",
+                           cache_dir: str | Path | None = None) -> list[str]:
+    """``EXPORTERS`` with those already in the cache first: a model that needed the second exporter once does
+    not pay for the first one's failure again."""
+    return sorted(EXPORTERS, key=lambda name: not onnx_cache_entry(model, chw, dtype, cache_dir, name).hit)
+
+
 def export_onnx(model: torch.nn.Module, chw: tuple[int, ...], dtype: str = "fp32",
-                cache_dir: str | Path | None = None) -> OnnxExport:
+                cache_dir: str | Path | None = None, exporter: str = "torchscript") -> OnnxExport:
     """The ONNX file of ``model`` for inputs ``[N, *chw]`` in ``dtype``: from the cache, else exported now."""
     started = time.perf_counter()
-    entry = onnx_cache_entry(model, chw, dtype, cache_dir)
+    entry = onnx_cache_entry(model, chw, dtype, cache_dir, exporter)
     if entry.hit:
         _logger.info("ONNX export cache hit: %s", entry.path)
-        return OnnxExport(entry.path, True, time.perf_counter() - started, entry.key)
+        return OnnxExport(entry.path, True, time.perf_counter() - started, entry.key, exporter)
     module = copy.deepcopy(model).to("cpu", DTYPES[dtype]).eval()
     example = torch.zeros((2, *chw), dtype=DTYPES[dtype])  # batch 2, so nothing specialises on batch 1
 
     def build(path: Path) -> None:
         with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice, once per export
+            warnings.simplefilter("ignore")  # the exporters' deprecation and tracer notices, once per export
             try:
-                torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=OPSET,
-                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
-                                  dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+                _EXPORT[exporter](module, example, path)
             except Exception as exc:
                 name = type(model).__name__
-                raise RuntimeUnavailableError(f"ONNX export of {name} in {dtype} failed: {exc}") from exc
+                raise RuntimeUnavailableError(f"ONNX export ({exporter}) of {name} in {dtype} failed: "
+                                              f"{exc}") from exc
 
     entry.produce(build)
     seconds = time.perf_counter() - started
-    _logger.info("Exported ONNX (%s, input [N, %s]) in %.2f s: %s", dtype, ", ".join(map(str, chw)), seconds,
-                 entry.path)
-    return OnnxExport(entry.path, False, seconds, entry.key)
+    _logger.info("Exported ONNX (%s, %s, input [N, %s]) in %.2f s: %s", exporter, dtype, ", ".join(map(str, chw)),
+                 seconds, entry.path)
+    return OnnxExport(entry.path, False, seconds, entry.key, exporter)

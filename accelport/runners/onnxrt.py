@@ -10,6 +10,7 @@ wait for; on CUDA/CANN, the "compute" latency therefore includes ORT's own host<
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -19,7 +20,8 @@ import torch
 
 from ..errors import RuntimeUnavailableError
 from .base import Runner
-from .onnx_export import INPUT_NAME, export_onnx
+from .onnx_export import INPUT_NAME, cached_exporters_first, export_onnx
+from .routes import first_working_route
 
 _logger = logging.getLogger(__name__)
 
@@ -59,19 +61,31 @@ class OnnxRuntimeRunner(Runner):
         self._options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self._options.log_severity_level = 3
 
-    def _session_for(self, chw: tuple[int, ...]) -> tuple[ort.InferenceSession, dict[str, Any]]:
+    def _session_for(self, first_input: np.ndarray) -> tuple[ort.InferenceSession, dict[str, Any]]:
+        chw = tuple(first_input.shape[1:])
         if chw not in self._sessions:
-            exported = export_onnx(self.model, chw, self.dtype, self.cache_dir)
-            provider_options = [{"device_id": self.device.index or 0} if p != "CPUExecutionProvider" else {}
-                                for p in self._providers]
-            self._sessions[chw] = ort.InferenceSession(str(exported.path), self._options, providers=self._providers,
-                                                       provider_options=provider_options)
-            self._export_info = exported.to_json()
-            return self._sessions[chw], exported.to_json()
+            chosen = first_working_route(
+                [(exporter, functools.partial(self._export_and_open, first_input, exporter))
+                 for exporter in cached_exporters_first(self.model, chw, self.dtype, self.cache_dir)],
+                f"--runtime onnxruntime: {type(self.model).__name__} in {self.dtype}")
+            self._sessions[chw], exported = chosen.value
+            self._export_info = {**exported.to_json(), **chosen.to_json()}
+            return self._sessions[chw], dict(self._export_info)
         return self._sessions[chw], {}
 
+    def _export_and_open(self, first_input: np.ndarray, exporter: str) -> tuple[ort.InferenceSession, Any]:
+        """One exporter's file, opened and run once: a file ONNX Runtime cannot load or run counts as that
+        exporter's failure."""
+        exported = export_onnx(self.model, tuple(first_input.shape[1:]), self.dtype, self.cache_dir, exporter)
+        provider_options = [{"device_id": self.device.index or 0} if p != "CPUExecutionProvider" else {}
+                            for p in self._providers]
+        session = ort.InferenceSession(str(exported.path), self._options, providers=self._providers,
+                                       provider_options=provider_options)
+        session.run(None, {INPUT_NAME: first_input})
+        return session, exported
+
     def _prepare_shape_impl(self, device_input: np.ndarray) -> dict[str, Any]:
-        session, details = self._session_for(tuple(device_input.shape[1:]))
+        session, details = self._session_for(device_input)
         session.run(None, {INPUT_NAME: device_input})  # first run of this batch size allocates its buffers
         return details
 

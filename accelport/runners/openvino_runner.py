@@ -28,7 +28,9 @@ import torch
 from ..errors import RuntimeUnavailableError
 from .base import Runner, request_count
 from .cache import default_cache_dir
-from .onnx_export import export_onnx
+from .onnx_export import EXPORTERS, export_onnx, onnx_cache_entry
+from .openvino_convert import convert_pytorch, ir_cache_entry
+from .routes import first_working_route
 
 _logger = logging.getLogger(__name__)
 
@@ -101,16 +103,40 @@ class OpenVinoRunner(Runner):
 
     def _prepare_shape_impl(self, device_input: np.ndarray) -> dict[str, Any]:
         shape = tuple(device_input.shape)
-        exported = export_onnx(self.model, shape[1:], "fp32", self.cache_dir)  # the hint sets the precision
-        self._export_info = exported.to_json()
-        parts = []
-        for start, stop in split_bounds(shape[0], request_count(shape[0], self.streams, self.micro_batch)):
-            compiled = self._compile(exported.path, (stop - start, *shape[1:]))
-            parts.append((compiled.create_infer_request(), start, stop))
-        self._parts[shape] = parts
-        self._forward_impl(device_input)
-        return {**exported.to_json(), "effective_precision": self._effective,
-                "parts": [stop - start for _, start, stop in parts]}
+        chosen = first_working_route([(name, functools.partial(self._build_parts, source, device_input))
+                                      for name, source in self._routes(shape[1:])],
+                                     f"--runtime openvino: {type(self.model).__name__}")
+        self._export_info = {**chosen.value.to_json(), **chosen.to_json()}
+        return {**self._export_info, "effective_precision": self._effective,
+                "parts": [stop - start for _, start, stop in self._parts[shape]]}
+
+    def _routes(self, chw: tuple[int, ...]) -> list[tuple[str, Any]]:
+        """ONNX (TorchScript exporter), OpenVINO's direct PyTorch conversion, ONNX (dynamo exporter); routes
+        already in the cache first. Always exported in fp32: the precision hint sets the math."""
+        routes = [(f"onnx:{exporter}", functools.partial(export_onnx, self.model, chw, "fp32", self.cache_dir,
+                                                         exporter)) for exporter in EXPORTERS]
+        routes.insert(1, ("openvino:pytorch", functools.partial(convert_pytorch, self.model, chw, self.cache_dir)))
+        cached = {f"onnx:{e}" for e in EXPORTERS if onnx_cache_entry(self.model, chw, "fp32", self.cache_dir, e).hit}
+        if ir_cache_entry(self.model, chw, self.cache_dir).hit:
+            cached.add("openvino:pytorch")
+        return sorted(routes, key=lambda route: route[0] not in cached)
+
+    def _build_parts(self, source: Any, device_input: np.ndarray) -> Any:
+        """One route: its model file, compiled for each part's shape and run once; on failure nothing is kept."""
+        shape = tuple(device_input.shape)
+        exported = source()
+        try:
+            parts = []
+            for start, stop in split_bounds(shape[0], request_count(shape[0], self.streams, self.micro_batch)):
+                compiled = self._compile(exported.path, (stop - start, *shape[1:]))
+                parts.append((compiled.create_infer_request(), start, stop))
+            self._parts[shape] = parts
+            self._forward_impl(device_input)
+        except Exception:
+            self._parts.pop(shape, None)
+            self._compiled.clear()
+            raise
+        return exported
 
     def _compile(self, onnx_path: Any, part_shape: tuple[int, ...]) -> Any:
         """The compiled model for one part's static shape (OpenVINO's CPU plugin is fastest without dynamic

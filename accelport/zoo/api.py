@@ -1,0 +1,132 @@
+"""``run_zoo``: every model x runtime x dtype, each cell in its own child, resumable, spread over torchrun ranks.
+
+Order of work: validate everything the user gave (models, patterns, runtimes, dtypes, out-dir, journal) before
+any child starts; rank 0 prepares the journal and tells every rank which cells are left; the ranks take cells
+from a shared counter until none is left; rank 0 merges the rows in plan order (models as given, then
+runtimes, then dtypes) and writes zoo.json, zoo.csv, zoo.md and zoo.png atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import EXIT_PARITY_FAILED, EXIT_PASSED, UsageError
+from ..evaluation.distributed import DistContext, barrier, broadcast_from_main, init_distributed, shutdown
+from .cell import EXPLAINED, Cell, run_cell
+from .config import DEFAULT_CPU_MEMORY_GB, ZooConfig, child_environment, resolve_models
+from .journal import JOURNAL_NAME, append_row, read_journal, start_journal
+from .queue import CellQueue
+from .report import build_document, write_outputs
+
+_logger = logging.getLogger(__name__)
+
+DIST_TIMEOUT_S = 7 * 24 * 3600.0  # rank 0 waits for the slowest rank's last cell; torchrun ends a failed job
+
+
+@dataclass
+class ZooResult:
+    """The merged document (rank 0; None elsewhere), the files written, and the sweep's exit code."""
+
+    document: dict[str, Any] | None
+    exit_code: int
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+
+def plan_cells(models: list[str], config: ZooConfig) -> list[Cell]:
+    return [Cell(m, r, d) for m in models for r in config.runtimes for d in config.dtypes]
+
+
+def journal_settings(config: ZooConfig, device: str) -> dict[str, Any]:
+    """What decides a row's result besides its cell: a journal written with other values cannot be resumed."""
+    return {"device": device, "features": config.features, "images": [str(Path(p).resolve()) for p in config.images],
+            "batch_size": config.batch_size, "warmup": config.warmup, "iters": config.iters,
+            "timeout_s": config.timeout_s, "memory_gb": config.memory_gb, "seed": config.seed,
+            "require_pretrained": config.require_pretrained}
+
+
+def run_zoo(config: ZooConfig | None = None, **overrides: Any) -> ZooResult:
+    """Run the sweep; under torchrun every rank calls this and gets the same exit code."""
+    config = replace(config or ZooConfig(), **overrides)
+    config.validate()
+    models = resolve_models(config)
+    cells = plan_cells(models, config)
+    ctx, device = init_distributed(config.device, DIST_TIMEOUT_S)
+    if config.memory_gb is None:
+        config = replace(config, memory_gb=DEFAULT_CPU_MEMORY_GB if device.type == "cpu" else 0.0)
+    try:
+        journal = Path(config.out_dir) / JOURNAL_NAME
+        settings = journal_settings(config, str(device))
+        done = _prepare_journal(ctx, journal, settings, config.resume)
+        pending = [cell for cell in cells if cell.key not in done]
+        _logger.info("%d model(s) x %d runtime(s) x %d dtype(s): %d cell(s), %d already in the journal, on %s",
+                     len(models), len(config.runtimes), len(config.dtypes), len(cells), len(cells) - len(pending),
+                     device)
+        rows = _run_pending(ctx, pending, config, str(device), journal)
+        result = ZooResult(None, EXIT_PASSED)
+        if ctx.is_main:
+            by_key = {**done, **{f"{r['model']}|{r['runtime']}|{r['dtype']}": r for r in rows}}
+            document = build_document(config, models, [by_key[c.key] for c in cells], str(device), ctx.world_size)
+            artifacts = write_outputs(document, Path(config.out_dir), config.plot)
+            explained = all(row["status"] in EXPLAINED for row in document["rows"])
+            result = ZooResult(document, EXIT_PASSED if explained else EXIT_PARITY_FAILED, artifacts)
+        result.exit_code = broadcast_from_main(ctx, result.exit_code)
+        barrier(ctx)
+        return result
+    finally:
+        shutdown(ctx)
+
+
+def _prepare_journal(ctx: DistContext, journal: Path, settings: dict[str, Any],
+                     resume: bool) -> dict[str, dict[str, Any]]:
+    """Rank 0 reads (with --resume) and rewrites the journal; every rank gets the finished rows, or the error."""
+    outcome: tuple[str, Any]
+    if ctx.is_main:
+        try:
+            done = read_journal(journal, settings) if resume and journal.exists() else {}
+            if resume and not journal.exists():
+                _logger.warning("--resume: no journal in %s yet; starting a new sweep", journal.parent)
+            start_journal(journal, settings, list(done.values()))
+            outcome = ("rows", done)
+        except UsageError as exc:
+            outcome = ("error", str(exc))
+    else:
+        outcome = ("rows", {})
+    outcome = broadcast_from_main(ctx, outcome)
+    if outcome[0] == "error":
+        raise UsageError(outcome[1])
+    return outcome[1]
+
+
+def _run_pending(ctx: DistContext, pending: list[Cell], config: ZooConfig, device: str,
+                 journal: Path) -> list[dict[str, Any]]:
+    """Take cells until none is left; rank 0 returns every new row (all ranks'), the others an empty list."""
+    queue = CellQueue(ctx, len(pending))
+    env = child_environment(config)
+    progress = _progress(len(pending), config.progress and ctx.is_main)
+    try:
+        while (index := queue.take()) is not None:
+            cell = pending[index]
+            if progress is not None:
+                progress.set_postfix_str(f"{cell.model} {cell.runtime} {cell.dtype}", refresh=True)
+            row = run_cell(cell, config, device, env)
+            append_row(journal, row)
+            finished = queue.publish(index, row)
+            if progress is not None:
+                progress.update(finished - progress.n)
+        return queue.collect() if ctx.is_main else []
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+def _progress(total: int, wanted: bool) -> Any:
+    """A tqdm bar with ETA on an interactive stderr; nothing when stderr is a file or a pipe (CI logs)."""
+    if not wanted or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="zoo", unit="cell", dynamic_ncols=True)

@@ -1,0 +1,90 @@
+"""``accelport zoo``: many timm models x runtimes x dtypes, each cell in its own child process, with a verdict."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..arguments import add_weight_lookup_arguments
+from ..bench.config import parse_list
+from .config import DEFAULT_CPU_MEMORY_GB, ZOO_RUNTIMES, ZooConfig
+
+EPILOG = ("exit codes: 0 every cell passed or is explained as unsupported, 1 a cell failed parity, crashed or timed "
+          "out, 2 bad usage/input/environment (nothing run), 3 internal error. Results: zoo.json, zoo.csv, zoo.md, "
+          "zoo.png and zoo.journal.jsonl in --out-dir; each cell's own run artifacts under cells/. "
+          "Scale out: torchrun --nproc-per-node N -m accelport zoo ... (one device per rank).")
+
+
+def add_zoo_arguments(parser: argparse.ArgumentParser) -> None:
+    d = ZooConfig()
+    sweep = parser.add_argument_group("sweep")
+    sweep.add_argument("--models", nargs="+", default=[], metavar="NAME_OR_PATTERN",
+                       help="timm model names and/or patterns as timm.list_models takes them ('convnextv2_*', "
+                            "'*resnet*'; quote them)")
+    sweep.add_argument("--models-file", metavar="FILE", help="more names/patterns, one a line ('#' comments)")
+    sweep.add_argument("--runtimes", default=",".join(d.runtimes),
+                       help=f"comma-separated, from {', '.join(ZOO_RUNTIMES)} (default: %(default)s); speed-ups are "
+                            "over the eager fp32 cell")
+    sweep.add_argument("--dtypes", default=",".join(d.dtypes),
+                       help="comma-separated, from fp32, fp16, bf16 (default: %(default)s)")
+    sweep.add_argument("--pick", action="store_true", help="print each model's fastest passing configuration")
+
+    limits = parser.add_argument_group("limits of each cell (one child process per model x runtime x dtype)")
+    limits.add_argument("--timeout", type=float, default=d.timeout_s, metavar="S",
+                        help="seconds before a cell's child is killed and the cell is 'timed_out' (default: "
+                             "%(default)s)")
+    limits.add_argument("--memory-limit", type=float, default=d.memory_gb, metavar="GB",
+                        help="address-space limit of each child (RLIMIT_AS); beyond it the cell is 'crashed' with "
+                             f"'out of memory'; 0 = none (default: {DEFAULT_CPU_MEMORY_GB:g} on the CPU, none on an "
+                             "accelerator, whose driver reserves much more address space than it uses)")
+
+    target = parser.add_argument_group("inputs, target and measurement")
+    add_weight_lookup_arguments(target)
+    target.add_argument("--images", nargs="+", metavar="PATH",
+                        help="images for the parity check (default: the bundled samples/)")
+    target.add_argument("--device", default=d.device,
+                        help="auto|cpu|cuda|npu|xpu; under torchrun each rank takes its local device (default: "
+                             "%(default)s)")
+    target.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
+    target.add_argument("--warmup", type=int, default=d.warmup, help="untimed iterations (default: %(default)s)")
+    target.add_argument("--iters", type=int, default=d.iters, help="timed iterations (default: %(default)s)")
+
+    output = parser.add_argument_group("output")
+    output.add_argument("--out-dir", default=d.out_dir, help="where results go (default: %(default)s)")
+    output.add_argument("--resume", action="store_true",
+                        help="keep the rows of the journal in --out-dir and run only the other cells")
+    output.add_argument("--cache-dir", default=d.cache_dir,
+                        help="export/compile cache (default: $ACCELPORT_CACHE_DIR or ~/.cache/accelport)")
+    output.add_argument("--no-progress", action="store_true", help="no progress bar")
+    output.add_argument("--no-plot", action="store_true", help="skip zoo.png")
+
+
+def config_from_args(args: argparse.Namespace) -> ZooConfig:
+    return ZooConfig(
+        models=tuple(args.models), models_file=args.models_file, runtimes=parse_list(args.runtimes, "--runtimes"),
+        dtypes=parse_list(args.dtypes, "--dtypes"), features=args.features, images=tuple(args.images or ()),
+        device=args.device, batch_size=args.batch_size, warmup=args.warmup, iters=args.iters,
+        timeout_s=args.timeout, memory_gb=args.memory_limit, hub_timeout_s=args.hub_timeout,
+        require_pretrained=args.require_pretrained, seed=args.seed, cache_dir=args.cache_dir, out_dir=args.out_dir,
+        resume=args.resume, progress=not args.no_progress, plot=not args.no_plot,
+    )
+
+
+def _cmd_zoo(args: argparse.Namespace) -> int:
+    from .api import run_zoo
+    from .report import render_markdown
+
+    result = run_zoo(config_from_args(args))
+    if result.document is not None:  # rank 0
+        print(render_markdown(result.document, with_pick=args.pick))
+        print("artifacts: " + ", ".join(str(p) for p in result.artifacts.values()))
+    return result.exit_code
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("zoo", help="many timm models x runtimes x dtypes, each in its own process, with a "
+                                 "verdict per cell", description="Sweep timm models (names, a file, or patterns) "
+                                 "over runtimes and dtypes: each cell is a full accelport run (parity against the CPU "
+                                 "fp32 reference, latency) in a child process with a time and memory limit; "
+                                 "resumable; torchrun spreads the models over the devices.", epilog=EPILOG)
+    add_zoo_arguments(parser)
+    parser.set_defaults(handler=_cmd_zoo)

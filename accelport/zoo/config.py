@@ -1,0 +1,119 @@
+"""What ``accelport zoo`` sweeps (models x runtimes x dtypes) and the limits each cell runs under.
+
+``validate`` checks everything a user can get wrong (models, patterns, runtimes, dtypes, the output folder)
+before any model is loaded or any child is started, so bad input is one exit-2 line, never a half-done sweep.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from ..errors import InputError, UsageError
+
+ZOO_RUNTIMES = ("eager", "compile", "onnxruntime", "openvino")
+DEFAULT_CPU_MEMORY_GB = 16.0
+PATTERN_CHARS = "*?["
+
+
+@dataclass(frozen=True)
+class ZooConfig:
+    """Every field is a flag of ``accelport zoo``."""
+
+    models: tuple[str, ...] = ()  # names or timm.list_models patterns ("convnextv2_*", "*resnet*")
+    models_file: str | None = None  # one name or pattern a line; '#' starts a comment
+    runtimes: tuple[str, ...] = ZOO_RUNTIMES
+    dtypes: tuple[str, ...] = ("fp32",)
+    features: bool = False
+    images: tuple[str, ...] = ()
+    device: str = "auto"
+    batch_size: int = 1
+    warmup: int = 3
+    iters: int = 20
+    timeout_s: float = 900.0  # per cell (one model on one runtime in one dtype), in its own child process
+    # Address-space limit of each child (RLIMIT_AS), GB; 0: none; None: DEFAULT_CPU_MEMORY_GB on the CPU and none
+    # on an accelerator (CUDA and other drivers reserve far more virtual address space than they use).
+    memory_gb: float | None = None
+    hub_timeout_s: float = 3.0
+    require_pretrained: bool = False
+    seed: int = 0
+    cache_dir: str | None = None
+    out_dir: str = "logs/zoo"
+    resume: bool = False
+    progress: bool = True
+    plot: bool = True
+
+    def validate(self) -> None:
+        from ..runners import check_runtimes_and_dtypes
+
+        check_runtimes_and_dtypes(self.runtimes, self.dtypes)
+        if not self.runtimes or not self.dtypes:
+            raise UsageError("--runtimes and --dtypes each need at least one value")
+        if not self.models and not self.models_file:
+            raise UsageError("no models: give --models NAME_OR_PATTERN... and/or --models-file FILE")
+        for name, value, low in (("--batch-size", self.batch_size, 1), ("--iters", self.iters, 1),
+                                 ("--warmup", self.warmup, 0)):
+            if value < low:
+                raise UsageError(f"{name} {value}: must be at least {low}")
+        if self.timeout_s <= 0:
+            raise UsageError(f"--timeout {self.timeout_s}: must be positive")
+        if self.memory_gb is not None and self.memory_gb < 0:
+            raise UsageError(f"--memory-limit {self.memory_gb}: must be positive (GB), or 0 for none")
+        check_writable(Path(self.out_dir))
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` and prove a file can be written there, so an unwritable --out-dir fails up front."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".writable."):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--out-dir {folder}: not writable ({exc.strerror or exc})") from None
+
+
+def read_models_file(path: str) -> list[str]:
+    """Names and patterns from a file, one a line; blank lines and '#' comments are skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"--models-file {path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    return [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
+
+
+def resolve_models(config: ZooConfig) -> list[str]:
+    """Names and patterns -> timm model names, in the order given (a pattern's matches sorted), no repeats.
+
+    Only timm's registry is consulted (``timm.is_model``, ``timm.list_models``): nothing is created here.
+    """
+    import timm
+
+    from ..models import timm_name
+
+    wanted = list(config.models) + (read_models_file(config.models_file) if config.models_file else [])
+    names: list[str] = []
+    for item in wanted:
+        if any(char in item for char in PATTERN_CHARS):
+            matches = timm.list_models(item)
+            if not matches:
+                raise UsageError(f"--models {item!r}: the pattern matches no timm model")
+            names.extend(matches)
+        elif timm.is_model(timm_name(item)):
+            names.append(timm_name(item))
+        else:
+            raise UsageError(f"--models {item!r}: not a timm model name (see timm.list_models())")
+    if not names:
+        raise UsageError("no models: --models-file lists none")
+    return list(dict.fromkeys(names))
+
+
+def child_environment(config: ZooConfig) -> dict[str, str]:
+    """The environment of each cell's child: the cache folder, and no torchrun variables (a child is a single
+    process on its rank's device, not a member of the job)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
+                        "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")}
+    if config.cache_dir:
+        env["ACCELPORT_CACHE_DIR"] = str(Path(config.cache_dir).resolve())
+    return env
