@@ -68,10 +68,11 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     precision = effective_precision(config.dtype, config.fp32_math, device.type)
     criteria = criteria_for(precision, dict(config.criteria))
 
+    image_paths = discover_images(list(config.images))  # a missing input fails before the weights are read
     loaded = load_model(config.model, config.head, config.weights, config.require_pretrained,
                         config.hub_timeout_s, config.seed)
     data_config = data_config_for(loaded.model, config.test_size)
-    batch = load_images(discover_images(list(config.images)), make_transform(data_config), config.skip_bad_images)
+    batch = load_images(image_paths, make_transform(data_config), config.skip_bad_images)
     _logger.info("%d image(s) at %s, %s on %s (%s, fp32 math %s)", len(batch.paths),
                  "x".join(map(str, data_config.values["input_size"])), loaded.name, device, config.dtype,
                  config.fp32_math)

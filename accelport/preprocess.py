@@ -16,7 +16,7 @@ from .errors import InputError
 _logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-DEFAULT_SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
+DEFAULT_SAMPLES_DIR = Path(__file__).resolve().parent / "samples"  # package data: installed with accelport
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def make_transform(config: DataConfig):
 def discover_images(inputs: list[str | Path] | None) -> list[Path]:
     """Expand files and folders (recursively, by image extension, sorted) into a list of image paths."""
     if not inputs:
-        if not DEFAULT_SAMPLES_DIR.is_dir():  # an installed package has no repository samples/
+        if not DEFAULT_SAMPLES_DIR.is_dir():  # e.g. a packager stripped the package data
             raise InputError(f"no --images given and the bundled samples ({DEFAULT_SAMPLES_DIR}) are not there; "
                              "pass --images FILE_OR_FOLDER")
         inputs = [DEFAULT_SAMPLES_DIR]
