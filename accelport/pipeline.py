@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,7 +49,7 @@ def validate(config: RunConfig) -> None:
         raise UsageError(f"--micro-batch {config.micro_batch}: must be at least 1")
     if config.warmup < 0:
         raise UsageError(f"--warmup {config.warmup}: must be at least 0")
-    if config.hub_timeout_s <= 0:
+    if not math.isfinite(config.hub_timeout_s) or config.hub_timeout_s <= 0:  # nan compares false with anything
         raise UsageError(f"--hub-timeout {config.hub_timeout_s}: must be positive")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -60,8 +61,10 @@ def validate(config: EvalConfig) -> None:
     for name in ("max_disagreement", "max_accuracy_drop"):
         if not 0 <= getattr(config, name) <= 1:
             raise UsageError(f"--{name.replace('_', '-')} {getattr(config, name)}: must be a share between 0 and 1")
-    if config.hub_timeout_s <= 0 or config.dist_timeout_s <= 0:
-        raise UsageError("--hub-timeout and --dist-timeout must be positive")
+    for name in ("hub_timeout_s", "dist_timeout_s"):
+        value = getattr(config, name)
+        if not math.isfinite(value) or value <= 0:  # nan compares false with anything
+            raise UsageError(f"--{name.removesuffix('_s').replace('_', '-')} {value}: must be a positive number")
     if not Path(config.data).is_dir():  # before minutes of model loading
         raise InputError(f"--data {config.data}: not a folder")
     if config.labels not in ("auto", "none") and not Path(config.labels).is_file():
