@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .atomic import check_writable_dir
 from .config import RunConfig
 from .criteria import criteria_for, effective_precision
 from .devices import apply_numeric_settings, resolve_device
@@ -63,6 +64,7 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     """Run the whole job and write the artifacts; ``overrides`` replace fields of ``config``."""
     config = replace(config or RunConfig(), **overrides)
     validate(config)
+    check_writable_dir(config.out_dir, "--out-dir")  # before minutes of compute, not after
     started = time.time()
     device = resolve_device(config.device)
     numeric = apply_numeric_settings(device, config.fp32_math)

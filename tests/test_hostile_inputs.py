@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
 from accelport.cli import main
@@ -27,15 +29,42 @@ def assert_refused(argv: list[str], culprit: str, capsys) -> str:
     return err
 
 
+@pytest.fixture
+def no_weights_loaded(monkeypatch):
+    """Fails the test if a command gets as far as loading the model: the check must come first."""
+    import accelport.pipeline as pipeline
+
+    evaluate = importlib.import_module("accelport.evaluation.evaluate")  # the package exports a function so named
+
+    def refuse(*args, **kwargs):
+        pytest.fail("the model was loaded before the check")
+
+    monkeypatch.setattr(pipeline, "load_model", refuse)
+    monkeypatch.setattr(evaluate, "load_model", refuse)
+
+
 @pytest.mark.parametrize("command", [["run"], ["layers"], ["bench"], ["eval", "--data", "."]])
 @pytest.mark.parametrize("value", ["nan", "inf", "-1"])
 def test_a_hub_timeout_that_is_not_a_positive_finite_number_is_refused(command, value, capsys):
     assert_refused([*command, "--hub-timeout", value], "--hub-timeout", capsys)
 
 
-def test_a_nan_criterion_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
-    import accelport.pipeline as pipeline
-
-    monkeypatch.setattr(pipeline, "load_model", lambda *a, **k: pytest.fail("weights loaded before the check"))
+def test_a_nan_criterion_is_refused_before_anything_runs(tmp_path, capsys, no_weights_loaded):
     assert_refused(["run", "--device", "cpu", "--criterion", "min_cosine=nan", "--out-dir", str(tmp_path / "o"),
                     *FAST], "--criterion min_cosine=nan: out of range", capsys)
+
+
+def test_an_out_dir_or_reference_cache_that_is_a_file_is_refused_before_the_weights(tmp_path, capsys,
+                                                                                     no_weights_loaded):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert_refused(["run", "--device", "cpu", "--out-dir", str(a_file), *FAST], f"--out-dir {a_file}: is a file",
+                   capsys)
+    assert_refused(["run", "--device", "cpu", "--out-dir", str(a_file / "logs"), *FAST],
+                   f"--out-dir {a_file / 'logs'}: lies under {a_file}, which is a file", capsys)
+    data = tmp_path / "data"
+    data.mkdir()
+    assert_refused(["eval", "--data", str(data), "--out-dir", str(a_file)], f"--out-dir {a_file}: is a file", capsys)
+    assert_refused(["eval", "--data", str(data), "--out-dir", str(tmp_path / "out"), "--reference-cache",
+                    str(a_file / "cache")], "--reference-cache", capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "file"]  # nothing created

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..atomic import check_writable_dir
 from ..criteria import criteria_for, effective_precision
 from ..devices import apply_numeric_settings
 from ..errors import InputError, UsageError
@@ -69,6 +70,9 @@ def validate(config: EvalConfig) -> None:
         raise InputError(f"--data {config.data}: not a folder")
     if config.labels not in ("auto", "none") and not Path(config.labels).is_file():
         raise InputError(f"--labels {config.labels}: no such file (or use auto / none)")
+    check_writable_dir(config.out_dir, "--out-dir")
+    if config.reference_cache:
+        check_writable_dir(config.reference_cache, "--reference-cache")
     if any(key == "max_top1_mismatches" for key, _ in config.criteria):
         raise UsageError("--criterion max_top1_mismatches: eval judges a rate, use --max-disagreement instead")
 
