@@ -123,8 +123,15 @@ def check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, origin: s
         for k, v in expected.items()
         if k in state and tuple(state[k].shape) != tuple(v.shape)
     ]
+    wrong_kind = [  # fp16/bf16/fp64 are cast as usual; integers or booleans in a float tensor are not weights
+        f"{k}: checkpoint {state[k].dtype} vs model {v.dtype}"
+        for k, v in expected.items()
+        if k in state and (state[k].is_floating_point(), state[k].is_complex()) != (v.is_floating_point(),
+                                                                                      v.is_complex())
+    ]
     problems = []
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong_shape)):
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong_shape),
+                         ("wrong dtypes", wrong_kind)):
         if items:
             more = f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
             problems.append(f"{len(items)} {label}: {', '.join(items[:_MAX_LISTED])}{more}")
