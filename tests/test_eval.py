@@ -25,6 +25,7 @@ from accelport.evaluation.distributed import DistContext, shard
 from accelport.evaluation.journal import JournalWriter, read_journals
 from accelport.evaluation.labels import resolve_labels
 from accelport.evaluation.records import ImageRecord
+from accelport.evaluation.reference_cache import ReferenceCache
 from accelport.weights import sha256_of
 from eval_helpers import (EXPECTED_TOP1_CORRECT, EXPECTED_TOP5_CORRECT, IMAGES, build_datasets, constructed_labels,
                           free_port, reference_rankings, wnid)
@@ -204,16 +205,48 @@ def test_an_interrupted_run_resumed_gives_the_uninterrupted_figures(tmp_path, da
     assert figures(resumed) == figures(bf16_run[2])
 
 
+RECORD = ImageRecord("a.jpg", 1, [1, 2, 3, 4, 5], [1, 2, 3, 4, 5], True, True, False, False, 1.0, 0.0, 0.0, 0.0,
+                     1000, 1000, 0, 0)
+FINGERPRINT = {"dtype": "fp16", "batch_size": 2}
+
+
 def test_resume_refuses_the_journal_of_another_evaluation_and_ignores_a_cut_off_line(tmp_path):
-    record = ImageRecord("a.jpg", 1, [1, 2, 3, 4, 5], [1, 2, 3, 4, 5], True, True, False, False, 1.0, 0.0, 0.0, 0.0,
-                         1000, 1000, 0, 0)
-    with JournalWriter(tmp_path / "eval_journal.rank0.jsonl", {"dtype": "fp16", "batch_size": 2}) as journal:
-        journal.append([record])
+    with JournalWriter(tmp_path / "eval_journal.rank0.jsonl", FINGERPRINT) as journal:
+        journal.append([RECORD], ["identity of a.jpg"])
     with open(tmp_path / "eval_journal.rank0.jsonl", "a") as fh:
         fh.write('{"key": "b.jpg", "lab')  # the process died while writing
-    assert read_journals(tmp_path, {"dtype": "fp16", "batch_size": 2}) == {"a.jpg": record}
+    assert read_journals(tmp_path, FINGERPRINT, {"a.jpg": "identity of a.jpg"}) == {"a.jpg": RECORD}
     with pytest.raises(UsageError, match=r"different evaluation \(differs in: dtype\)"):
-        read_journals(tmp_path, {"dtype": "bf16", "batch_size": 2})
+        read_journals(tmp_path, {"dtype": "bf16", "batch_size": 2}, {"a.jpg": "identity of a.jpg"})
+
+
+def test_resume_evaluates_again_an_image_replaced_since_its_record(tmp_path):
+    image = tmp_path / "data" / "a.jpg"
+    image.parent.mkdir()
+    image.write_bytes(b"first version")
+    out = tmp_path / "out"
+    with JournalWriter(out / "eval_journal.rank0.jsonl", FINGERPRINT) as journal:
+        journal.append([RECORD], [ReferenceCache.image_key(image)])
+    assert read_journals(out, FINGERPRINT, {"a.jpg": ReferenceCache.image_key(image)}) == {"a.jpg": RECORD}
+    image.write_bytes(b"another picture, same name")
+    assert read_journals(out, FINGERPRINT, {"a.jpg": ReferenceCache.image_key(image)}) == {}
+
+
+@pytest.mark.parametrize("content, culprit", [
+    (bytes(range(256)) * 4, "is not an accelport eval journal"),  # random bytes, not even text
+    (None, "line 2 is not an image record"),  # a valid JSON line that is no record: {}
+])
+def test_a_corrupted_journal_is_an_error_naming_it(tmp_path, content, culprit):
+    path = tmp_path / "eval_journal.rank0.jsonl"
+    if content is None:
+        with JournalWriter(path, FINGERPRINT):
+            pass
+        with open(path, "a") as fh:
+            fh.write("{}\n")
+    else:
+        path.write_bytes(content)
+    with pytest.raises(UsageError, match=f"--resume: {path}.* {culprit}"):
+        read_journals(tmp_path, FINGERPRINT, {"a.jpg": "x"})
 
 
 def test_strided_shards_hold_every_image_exactly_once_without_padding():
