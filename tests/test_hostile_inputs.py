@@ -68,3 +68,18 @@ def test_an_out_dir_or_reference_cache_that_is_a_file_is_refused_before_the_weig
     assert_refused(["eval", "--data", str(data), "--out-dir", str(tmp_path / "out"), "--reference-cache",
                     str(a_file / "cache")], "--reference-cache", capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "file"]  # nothing created
+
+
+def test_an_absurd_batch_size_is_refused_before_any_image_is_decoded(tmp_path, capsys, monkeypatch, two_images):
+    import accelport.preprocess as preprocess
+
+    monkeypatch.setattr(preprocess, "preprocess_file", lambda *a: pytest.fail("an image was decoded"))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.jpg").write_bytes(open(two_images[0], "rb").read())
+    huge = "10000000"  # 6 TB of float32 inputs at 224 px
+    assert_refused(["run", "--device", "cpu", "--batch-size", huge, "--out-dir", str(tmp_path / "o"), *FAST],
+                   f"--batch-size {huge}: its inputs alone need about", capsys)
+    assert_refused(["eval", "--device", "cpu", "--data", str(data), "--batch-size", huge, "--out-dir",
+                    str(tmp_path / "o")], f"--batch-size {huge}: its inputs alone need about", capsys)
+    assert not (tmp_path / "o").exists()
