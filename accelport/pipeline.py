@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,9 @@ from .errors import RuntimeUnavailableError, UsageError
 from .latency import make_batch, measure_latency
 from .models import LoadedModel, load_model
 from .parity import compare_outputs
-from .preprocess import ImageBatch, data_config_for, discover_images, load_images, make_transform
+from .preprocess import ImageBatch, ImageStream, data_config_for, discover_images, load_images, make_transform
 from .report import write_artifacts
+from .resources import check_batch_fits
 from .runners import Runner, create_runner
 from .summary import build_summary
 
@@ -54,10 +56,9 @@ def validate(config: RunConfig) -> None:
         raise UsageError(f"--hub-timeout {config.hub_timeout_s}: must be positive")
 
 
-def infer_all(runner: Runner, images: torch.Tensor, batch_size: int) -> np.ndarray:
-    """Outputs for every image, in batches of ``batch_size`` so memory stays bounded."""
-    chunks = [runner.infer(images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)]
-    return torch.cat(chunks).numpy()
+def infer_all(runner: Runner, batches: Iterable[torch.Tensor]) -> np.ndarray:
+    """Outputs for every image; ``batches`` are decoded one at a time, so memory holds one batch of inputs."""
+    return torch.cat([runner.infer(batch) for batch in batches]).numpy()
 
 
 def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
@@ -75,8 +76,9 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     loaded = load_model(config.model, config.head, config.weights, config.require_pretrained,
                         config.hub_timeout_s, config.seed)
     data_config = data_config_for(loaded.model, config.test_size)
-    batch = load_images(image_paths, make_transform(data_config), config.skip_bad_images)
-    _logger.info("%d image(s) at %s, %s on %s (%s, fp32 math %s)", len(batch.paths),
+    check_batch_fits(config.batch_size, data_config.values["input_size"])  # before any image is decoded
+    batch = ImageStream(image_paths, make_transform(data_config), config.skip_bad_images)
+    _logger.info("%d image file(s) at %s, %s on %s (%s, fp32 math %s)", len(image_paths),
                  "x".join(map(str, data_config.values["input_size"])), loaded.name, device, config.dtype,
                  config.fp32_math)
 
@@ -84,19 +86,19 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     if config.runtime == "auto":  # the fastest runtime passing parity at this dtype and batch size (bench pick)
         from .bench.pick import resolve_auto
 
-        auto = resolve_auto(config, loaded, batch.tensor, device)
+        auto = resolve_auto(config, loaded, make_batch(batch.head(config.batch_size), config.batch_size), device)
         config = replace(config, runtime=auto.runtime, channels_last=auto.channels_last, streams=auto.streams,
                          micro_batch=auto.micro_batch)
     # Built first: an unsupported runtime/dtype/flag combination is an error before the reference is computed.
     target_runner = create_runner(config.runtime, loaded.model, device, config.dtype, config.channels_last,
                                   streams=config.streams, micro_batch=config.micro_batch)
     with create_runner("eager", loaded.model, torch.device("cpu"), "fp32") as reference_runner:
-        reference = infer_all(reference_runner, batch.tensor, config.batch_size)
+        reference = infer_all(reference_runner, batch.batches(config.batch_size))
+    timed_batch = make_batch(batch.head(config.batch_size), config.batch_size)  # real images, cycled if fewer
     with target_runner:
-        target_runner.warm_up(make_batch(batch.tensor, config.batch_size))  # export/compile: setup_s, not latency
-        target = infer_all(target_runner, batch.tensor, config.batch_size)
-        latency = measure_latency(target_runner, make_batch(batch.tensor, config.batch_size), config.warmup,
-                                  config.iters)
+        target_runner.warm_up(timed_batch)  # export/compile: setup_s, not latency
+        target = infer_all(target_runner, batch.batches(config.batch_size))
+        latency = measure_latency(target_runner, timed_batch, config.warmup, config.iters)
         runner_settings = target_runner.describe() | ({"auto": auto.to_json()} if auto else {})
 
     parity = compare_outputs(reference, target, criteria, is_classifier=config.head == "classifier")
@@ -110,12 +112,13 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     return result
 
 
-def _localise(config: RunConfig, loaded: LoadedModel, batch: ImageBatch) -> str | None:
+def _localise(config: RunConfig, loaded: LoadedModel, stream: ImageStream) -> str | None:
     """Parity failed: run the layer comparison on the same model and images, for report.md to link."""
     from .layers import LayersConfig, run_layers
 
+    images = ImageBatch(load_images(stream.paths, stream.transform).tensor, stream.paths, stream.skipped)
     try:
-        run_layers(LayersConfig.from_run_config(config), loaded=loaded, images=batch)
+        run_layers(LayersConfig.from_run_config(config), loaded=loaded, images=images)
     except RuntimeUnavailableError as exc:  # e.g. an ONNX Runtime target: say why, keep the run's own result
         _logger.warning("layer comparison not run: %s", exc)
         return None

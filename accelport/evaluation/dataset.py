@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import InputError
-from ..preprocess import discover_images, open_rgb
+from ..preprocess import discover_images, preprocess_file
 from .labels import LabelSource, resolve_labels
 
 _logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None, float]:
         started = time.perf_counter()
         try:
-            tensor, error = self.transform(open_rgb(self.items[index].path)), None
+            tensor, error = preprocess_file(self.items[index].path, self.transform), None
         except InputError as exc:
             tensor, error = None, str(exc)
         return index, tensor, error, time.perf_counter() - started

@@ -26,6 +26,7 @@ from ..devices import apply_numeric_settings
 from ..errors import InputError, UsageError
 from ..models import load_model
 from ..preprocess import data_config_for, make_transform
+from ..resources import check_batch_fits
 from ..runners import create_runner
 from . import distributed as dist_utils
 from .aggregate import summarise
@@ -120,8 +121,8 @@ def _done_before(config: EvalConfig, ctx: dist_utils.DistContext, out_dir: Path,
             clear_journals(out_dir)
         dist_utils.barrier(ctx)
         return set(), []
-    in_listing = {it.key for it in listing.items}
-    local = {k: r for k, r in read_journals(out_dir, fingerprint).items() if k in in_listing}
+    files = {it.key: ReferenceCache.image_key(it.path) for it in listing.items}  # a replaced image is redone
+    local = read_journals(out_dir, fingerprint, files)
     owner: dict[str, int] = {}
     for rank, keys in enumerate(dist_utils.all_gather(ctx, sorted(local))):
         for key in keys:
@@ -162,6 +163,7 @@ def _evaluate(config: EvalConfig, ctx: dist_utils.DistContext, device: torch.dev
     if loaded.num_classes == 0:
         raise UsageError(f"--model {config.model}: has no classifier head; eval compares class predictions")
     data_config = data_config_for(loaded.model, config.test_size)
+    check_batch_fits(config.batch_size, data_config.values["input_size"])  # the workers pad every batch to it
     listing = list_dataset(config.data, config.labels, loaded.model, loaded.num_classes)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
