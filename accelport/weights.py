@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ _logger = logging.getLogger(__name__)
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "module")
 _MAX_LISTED = 5
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,13 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     except WeightsError:
         raise
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = _ANSI_ESCAPE.sub("", str(exc)).strip()  # torch's weights_only refusal is styled for a terminal
+        if "Weights only load failed" in text:
+            raise WeightsError(f"{path}: cannot read checkpoint: it holds pickled objects (e.g. a whole nn.Module), "
+                               "not a plain state dict; "
+                               "refused, since loading it would run code from the file. Save model.state_dict() "
+                               "instead") from None
+        first_line = text.splitlines()[0] if text else type(exc).__name__
         raise WeightsError(f"{path}: cannot read checkpoint ({first_line})") from None
     return _unwrap(state, path)
 
