@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -279,3 +280,39 @@ def test_a_failed_criterion_exits_1_and_says_which(tmp_path, data, weights, caps
     assert rc == 1 and doc["status"] == "failed"
     assert [c["name"] for c in doc["checks"] if not c["passed"]] == ["min_sample_cosine"]
     assert "FAIL min_sample_cosine" in capsys.readouterr().out
+
+
+_LOADER_PARENT = """
+import sys, time
+from pathlib import Path
+from torchvision import transforms
+from accelport.evaluation.dataset import DatasetItem, make_loader
+items = [DatasetItem(i, str(i), Path(sys.argv[1]), None) for i in range(2000)]
+transform = transforms.Compose([transforms.Resize(8), transforms.CenterCrop(8), transforms.ToTensor()])
+batches = iter(make_loader(items, transform, 2, (3, 8, 8), workers=2, pin_memory=False))
+next(batches)
+print(" ".join(str(w.pid) for w in batches._workers), flush=True)
+time.sleep(120)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")  # a zombie is dead
+    except (OSError, IndexError):
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
+def test_loader_workers_die_with_an_eval_killed_by_kill_9(two_images):
+    parent = subprocess.Popen([sys.executable, "-c", _LOADER_PARENT, two_images[0]], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=REPO)
+    workers = [int(pid) for pid in parent.stdout.readline().split()]
+    assert len(workers) == 2, parent.stderr.read()
+    parent.kill()  # SIGKILL: no chance to stop its workers
+    parent.wait(30)
+    deadline = time.monotonic() + 3  # torch's own watchdog would take 5 s or more, and print a traceback
+    while not all(_gone(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(_gone(pid) for pid in workers)
+    assert "Traceback" not in parent.stderr.read()
