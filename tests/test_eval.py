@@ -22,6 +22,7 @@ import torch
 from accelport.cli import main
 from accelport.errors import InputError, UsageError
 from accelport.evaluation import EvalConfig, evaluate
+from accelport.evaluation.dataset import list_dataset
 from accelport.evaluation.distributed import DistContext, shard
 from accelport.evaluation.journal import JournalWriter, read_journals
 from accelport.evaluation.labels import resolve_labels
@@ -316,3 +317,15 @@ def test_loader_workers_die_with_an_eval_killed_by_kill_9(two_images):
         time.sleep(0.05)
     assert all(_gone(pid) for pid in workers)
     assert "Traceback" not in parent.stderr.read()
+
+
+def test_a_symlinked_class_folder_is_listed_with_its_label(tmp_path, two_images):
+    root = tmp_path / "val"
+    (root / "n01440764").mkdir(parents=True)
+    shutil.copy(two_images[0], root / "n01440764" / "a.jpg")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(two_images[1], elsewhere / "b.png")
+    (root / "n01443537").symlink_to(elsewhere, target_is_directory=True)
+    listing = list_dataset(root, "auto", IMAGENET, 1000)
+    assert [(it.key, it.label) for it in listing.items] == [("n01440764/a.jpg", 0), ("n01443537/b.png", 1)]
