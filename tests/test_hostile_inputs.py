@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 
 import pytest
@@ -83,3 +84,22 @@ def test_an_absurd_batch_size_is_refused_before_any_image_is_decoded(tmp_path, c
     assert_refused(["eval", "--device", "cpu", "--data", str(data), "--batch-size", huge, "--out-dir",
                     str(tmp_path / "o")], f"--batch-size {huge}: its inputs alone need about", capsys)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_disk_that_fills_up_during_the_run_leaves_no_partial_artifact_set(tmp_path, capsys, monkeypatch,
+                                                                            two_images):
+    import accelport.atomic as atomic
+
+    out = tmp_path / "out"
+    real_write = atomic._write_file
+
+    def fill_up_at_the_report(path, write):
+        if path.name == "report.md":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, write)
+
+    monkeypatch.setattr(atomic, "_write_file", fill_up_at_the_report)
+    assert_refused(["run", "--device", "cpu", "--images", two_images[0], "--out-dir", str(out), *FAST],
+                   f"--out-dir {out}: cannot write the artifacts (No space left on device); nothing was written",
+                   capsys)
+    assert list(out.iterdir()) == []  # no summary.json without its report, no staging folder
