@@ -40,8 +40,9 @@ def no_weights_loaded(monkeypatch):
     def refuse(*args, **kwargs):
         pytest.fail("the model was loaded before the check")
 
-    monkeypatch.setattr(pipeline, "load_model", refuse)
-    monkeypatch.setattr(evaluate, "load_model", refuse)
+    for module in (pipeline, evaluate, importlib.import_module("accelport.layers.api"),
+                   importlib.import_module("accelport.bench.job")):
+        monkeypatch.setattr(module, "load_model", refuse)
 
 
 @pytest.mark.parametrize("command", [["run"], ["layers"], ["bench"], ["eval", "--data", "."]])
@@ -65,7 +66,8 @@ def test_an_out_dir_or_reference_cache_that_is_a_file_is_refused_before_the_weig
                    f"--out-dir {a_file / 'logs'}: lies under {a_file}, which is a file", capsys)
     data = tmp_path / "data"
     data.mkdir()
-    assert_refused(["eval", "--data", str(data), "--out-dir", str(a_file)], f"--out-dir {a_file}: is a file", capsys)
+    for command in (["eval", "--data", str(data)], ["layers"], ["bench"]):
+        assert_refused([*command, "--out-dir", str(a_file)], f"--out-dir {a_file}: is a file", capsys)
     assert_refused(["eval", "--data", str(data), "--out-dir", str(tmp_path / "out"), "--reference-cache",
                     str(a_file / "cache")], "--reference-cache", capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "file"]  # nothing created
