@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 
 from .config import RunConfig
 from .models import DEFAULT_MODEL
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type of a timeout: a finite number above zero (``nan`` and ``inf`` parse as floats)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive, finite number of seconds")
+    return value
 
 
 def add_model_arguments(group: argparse._ActionsContainer, *, features: bool = True,
@@ -27,14 +39,13 @@ def add_weight_lookup_arguments(group: argparse._ActionsContainer, *, features: 
     defaults = RunConfig()
     group.add_argument("--require-pretrained", action="store_true",
                        help="fail (exit 2) instead of falling back to a random init when no weights are found")
-    group.add_argument("--hub-timeout", type=float, default=defaults.hub_timeout_s, metavar="S",
+    group.add_argument("--hub-timeout", type=positive_seconds, default=defaults.hub_timeout_s, metavar="S",
                        help="seconds to wait for the Hugging Face Hub before treating it as offline "
                             "(default: %(default)s)")
     if features:
         group.add_argument("--features", action="store_true",
                            help="compare pooled pre-logits features (num_classes=0) instead of the classifier's logits")
     group.add_argument("--seed", type=int, default=defaults.seed, help="seed of the random init fallback (default: 0)")
-
 
 
 def configure_logging(verbose: bool, quiet: bool) -> None:

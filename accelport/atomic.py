@@ -1,31 +1,152 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+
+A run's artifacts belong together (summary.json beside the report.md rendered from it), so they are
+written as a set: every file goes into a staging folder inside the output folder, a manifest written last
+marks the set complete, then each file is renamed into place. A failure before the manifest (a full disk)
+removes the staging folder and leaves the old set untouched. A crash after it (kill -9 during the
+renames) is finished by the next writer to that folder (``recover_interrupted``), so the set becomes
+all-new; one before it is discarded (all-old). Temporary names carry the writer's pid, so a later run
+removes what a killed one left behind and never what a live one is writing.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+from .errors import OutputError
+
+_logger = logging.getLogger(__name__)
+
+Writer = Callable[[IO[bytes]], None]
+STAGING_PREFIX = ".accelport-staging.pid"
+MANIFEST = "MANIFEST.json"
+_PROBE_BYTES = 64 * 1024  # a full file system refuses this much; an almost full one is caught at write time
+_TEMP_NAME = re.compile(r"^\..+\.pid(\d+)\.[^.]+\.tmp$")
+
+
+def _write_file(path: Path, write: Writer) -> None:
+    with open(path, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(path, 0o666 & ~_current_umask())  # mkstemp/mkdtemp are private; results are ordinary files
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Write through ``write(fh)`` into a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.pid{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600; results are ordinary files
+        _write_file(Path(tmp), write)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_set_atomic(out_dir: str | Path, writers: dict[str, Writer]) -> dict[str, Path]:
+    """Write ``{file name: writer}`` into ``out_dir`` as one set: all files new, or (on failure) all old."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    recover_interrupted(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}.", dir=out_dir))
+    try:
+        for name, write in writers.items():
+            _write_file(staging / name, write)
+        _write_file(staging / f".{MANIFEST}.tmp", lambda fh: fh.write(json.dumps(list(writers)).encode()))
+        os.replace(staging / f".{MANIFEST}.tmp", staging / MANIFEST)  # the commit point
+        _fsync_dir(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _finish(staging)
+    return {name: out_dir / name for name in writers}
+
+
+def _finish(staging: Path) -> None:
+    """Rename every file the manifest lists into the folder above (those already moved are skipped)."""
+    out_dir = staging.parent
+    for name in json.loads((staging / MANIFEST).read_text()):
+        if (staging / name).exists():
+            os.replace(staging / name, out_dir / name)
+    _fsync_dir(out_dir)
+    shutil.rmtree(staging)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def recover_interrupted(out_dir: str | Path) -> None:
+    """Finish or discard what a killed writer left in ``out_dir``: committed sets roll forward, the rest goes."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return
+    for entry in sorted(out_dir.iterdir()):
+        if entry.name.startswith(STAGING_PREFIX) and entry.is_dir():
+            pid = entry.name.removeprefix(STAGING_PREFIX).split(".")[0]
+            if not pid.isdigit() or _pid_alive(int(pid)):
+                continue
+            if (entry / MANIFEST).is_file():
+                _logger.warning("%s: finishing the artifact set of an interrupted run (pid %s)", out_dir, pid)
+                _finish(entry)
+            else:
+                shutil.rmtree(entry, ignore_errors=True)
+        elif (match := _TEMP_NAME.match(entry.name)) and entry.is_file() and not _pid_alive(int(match.group(1))):
+            entry.unlink(missing_ok=True)
+
+
+def check_writable_dir(path: str | Path, flag: str) -> None:
+    """Refuse, before any compute, an output folder that is a file, lies under a file, is read-only or full.
+
+    Nothing is created: the probe file goes into the folder, or into its nearest existing parent.
+    """
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"lies under {existing}, which is a file"
+        raise OutputError(f"{flag} {path}: {where}, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".accelport-probe.pid{os.getpid()}.", suffix=".tmp", dir=existing)
+        try:
+            if os.write(fd, b"\0" * _PROBE_BYTES) != _PROBE_BYTES:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
 
 
 def _current_umask() -> int:
@@ -34,15 +155,27 @@ def _current_umask() -> int:
     return mask
 
 
+def text_writer(text: str) -> Writer:
+    return lambda fh: fh.write(text.encode("utf-8"))
+
+
+def json_writer(data: Any) -> Writer:
+    return text_writer(json.dumps(data, indent=2, allow_nan=True) + "\n")
+
+
+def npy_writer(array: Any) -> Writer:
+    import numpy as np
+
+    return lambda fh: np.save(fh, np.asarray(array))
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    return write_atomic(path, lambda fh: fh.write(text.encode("utf-8")))
+    return write_atomic(path, text_writer(text))
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
-    return write_text_atomic(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
+    return write_atomic(path, json_writer(data))
 
 
 def save_npy_atomic(path: str | Path, array: Any) -> Path:
-    import numpy as np
-
-    return write_atomic(path, lambda fh: np.save(fh, np.asarray(array)))
+    return write_atomic(path, npy_writer(array))

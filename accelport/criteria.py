@@ -15,6 +15,7 @@ All precisions: no new NaN/Inf, and no top-1 disagreement that is not a near-tie
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -66,7 +67,7 @@ def criteria_for(precision: str, overrides: dict[str, str] | None = None) -> Cri
             value = int(text) if key == "max_top1_mismatches" else float(text)
         except ValueError:
             raise UsageError(f"--criterion {key}={text}: {text!r} is not a number") from None
-        if value < 0 or (key in ("min_cosine", "min_within_share") and value > 1):
+        if not math.isfinite(value) or value < 0 or (key in ("min_cosine", "min_within_share") and value > 1):
             raise UsageError(f"--criterion {key}={text}: out of range")
         changes[key] = value
     return replace(criteria, **changes)

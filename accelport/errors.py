@@ -32,3 +32,7 @@ class DeviceError(AccelportError):
 
 class RuntimeUnavailableError(AccelportError):
     """A runtime whose engine is not installed or does not support the request."""
+
+
+class OutputError(AccelportError):
+    """An output folder or file that cannot be written (a file in the way, read-only, full)."""

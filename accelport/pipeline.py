@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .atomic import check_writable_dir
 from .config import RunConfig
 from .criteria import criteria_for, effective_precision
 from .devices import apply_numeric_settings, resolve_device
@@ -18,8 +21,9 @@ from .errors import RuntimeUnavailableError, UsageError
 from .latency import make_batch, measure_latency
 from .models import LoadedModel, load_model
 from .parity import compare_outputs
-from .preprocess import ImageBatch, data_config_for, discover_images, load_images, make_transform
+from .preprocess import ImageBatch, ImageStream, data_config_for, discover_images, load_images, make_transform
 from .report import write_artifacts
+from .resources import check_batch_fits
 from .runners import Runner, create_runner
 from .summary import build_summary
 
@@ -48,31 +52,33 @@ def validate(config: RunConfig) -> None:
         raise UsageError(f"--micro-batch {config.micro_batch}: must be at least 1")
     if config.warmup < 0:
         raise UsageError(f"--warmup {config.warmup}: must be at least 0")
-    if config.hub_timeout_s <= 0:
+    if not math.isfinite(config.hub_timeout_s) or config.hub_timeout_s <= 0:  # nan compares false with anything
         raise UsageError(f"--hub-timeout {config.hub_timeout_s}: must be positive")
 
 
-def infer_all(runner: Runner, images: torch.Tensor, batch_size: int) -> np.ndarray:
-    """Outputs for every image, in batches of ``batch_size`` so memory stays bounded."""
-    chunks = [runner.infer(images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)]
-    return torch.cat(chunks).numpy()
+def infer_all(runner: Runner, batches: Iterable[torch.Tensor]) -> np.ndarray:
+    """Outputs for every image; ``batches`` are decoded one at a time, so memory holds one batch of inputs."""
+    return torch.cat([runner.infer(batch) for batch in batches]).numpy()
 
 
 def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     """Run the whole job and write the artifacts; ``overrides`` replace fields of ``config``."""
     config = replace(config or RunConfig(), **overrides)
     validate(config)
+    check_writable_dir(config.out_dir, "--out-dir")  # before minutes of compute, not after
     started = time.time()
     device = resolve_device(config.device)
     numeric = apply_numeric_settings(device, config.fp32_math)
     precision = effective_precision(config.dtype, config.fp32_math, device.type)
     criteria = criteria_for(precision, dict(config.criteria))
 
+    image_paths = discover_images(list(config.images))  # a missing input fails before the weights are read
     loaded = load_model(config.model, config.head, config.weights, config.require_pretrained,
                         config.hub_timeout_s, config.seed)
     data_config = data_config_for(loaded.model, config.test_size)
-    batch = load_images(discover_images(list(config.images)), make_transform(data_config), config.skip_bad_images)
-    _logger.info("%d image(s) at %s, %s on %s (%s, fp32 math %s)", len(batch.paths),
+    check_batch_fits(config.batch_size, data_config.values["input_size"])  # before any image is decoded
+    batch = ImageStream(image_paths, make_transform(data_config), config.skip_bad_images)
+    _logger.info("%d image file(s) at %s, %s on %s (%s, fp32 math %s)", len(image_paths),
                  "x".join(map(str, data_config.values["input_size"])), loaded.name, device, config.dtype,
                  config.fp32_math)
 
@@ -80,19 +86,19 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     if config.runtime == "auto":  # the fastest runtime passing parity at this dtype and batch size (bench pick)
         from .bench.pick import resolve_auto
 
-        auto = resolve_auto(config, loaded, batch.tensor, device)
+        auto = resolve_auto(config, loaded, make_batch(batch.head(config.batch_size), config.batch_size), device)
         config = replace(config, runtime=auto.runtime, channels_last=auto.channels_last, streams=auto.streams,
                          micro_batch=auto.micro_batch)
     # Built first: an unsupported runtime/dtype/flag combination is an error before the reference is computed.
     target_runner = create_runner(config.runtime, loaded.model, device, config.dtype, config.channels_last,
                                   streams=config.streams, micro_batch=config.micro_batch)
     with create_runner("eager", loaded.model, torch.device("cpu"), "fp32") as reference_runner:
-        reference = infer_all(reference_runner, batch.tensor, config.batch_size)
+        reference = infer_all(reference_runner, batch.batches(config.batch_size))
+    timed_batch = make_batch(batch.head(config.batch_size), config.batch_size)  # real images, cycled if fewer
     with target_runner:
-        target_runner.warm_up(make_batch(batch.tensor, config.batch_size))  # export/compile: setup_s, not latency
-        target = infer_all(target_runner, batch.tensor, config.batch_size)
-        latency = measure_latency(target_runner, make_batch(batch.tensor, config.batch_size), config.warmup,
-                                  config.iters)
+        target_runner.warm_up(timed_batch)  # export/compile: setup_s, not latency
+        target = infer_all(target_runner, batch.batches(config.batch_size))
+        latency = measure_latency(target_runner, timed_batch, config.warmup, config.iters)
         runner_settings = target_runner.describe() | ({"auto": auto.to_json()} if auto else {})
 
     parity = compare_outputs(reference, target, criteria, is_classifier=config.head == "classifier")
@@ -106,12 +112,13 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     return result
 
 
-def _localise(config: RunConfig, loaded: LoadedModel, batch: ImageBatch) -> str | None:
+def _localise(config: RunConfig, loaded: LoadedModel, stream: ImageStream) -> str | None:
     """Parity failed: run the layer comparison on the same model and images, for report.md to link."""
     from .layers import LayersConfig, run_layers
 
+    images = ImageBatch(load_images(stream.paths, stream.transform).tensor, stream.paths, stream.skipped)
     try:
-        run_layers(LayersConfig.from_run_config(config), loaded=loaded, images=batch)
+        run_layers(LayersConfig.from_run_config(config), loaded=loaded, images=images)
     except RuntimeUnavailableError as exc:  # e.g. an ONNX Runtime target: say why, keep the run's own result
         _logger.warning("layer comparison not run: %s", exc)
         return None

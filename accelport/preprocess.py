@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from timm.data import create_transform, resolve_model_data_config
+from timm.data.transforms import ResizeKeepRatio
+from torchvision.transforms import Resize
 
 from .errors import InputError
 
 _logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-DEFAULT_SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+MAX_RESIZED_PIXELS = 64_000_000  # an 8000 x 8000 photograph; ~0.25 GB as Pillow's RGB after the resize
+DEFAULT_SAMPLES_DIR = Path(__file__).resolve().parent / "samples"  # package data: installed with accelport
 
 
 @dataclass(frozen=True)
@@ -41,10 +48,23 @@ def make_transform(config: DataConfig):
     return create_transform(**config.values, is_training=False)
 
 
+def _walk(root: Path) -> Iterator[Path]:
+    """Files under ``root``, following symlinked folders (a class folder is often a link), each real folder once."""
+    seen: set[tuple[int, int]] = set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        stat = os.stat(folder)
+        if (stat.st_dev, stat.st_ino) in seen:  # a symlink loop, or a second link to a folder already listed
+            _logger.warning("%s: folder already listed (symlink loop or duplicate link); not listed again", folder)
+            subfolders[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        yield from (Path(folder) / name for name in files)
+
+
 def discover_images(inputs: list[str | Path] | None) -> list[Path]:
     """Expand files and folders (recursively, by image extension, sorted) into a list of image paths."""
     if not inputs:
-        if not DEFAULT_SAMPLES_DIR.is_dir():  # an installed package has no repository samples/
+        if not DEFAULT_SAMPLES_DIR.is_dir():  # e.g. a packager stripped the package data
             raise InputError(f"no --images given and the bundled samples ({DEFAULT_SAMPLES_DIR}) are not there; "
                              "pass --images FILE_OR_FOLDER")
         inputs = [DEFAULT_SAMPLES_DIR]
@@ -52,7 +72,7 @@ def discover_images(inputs: list[str | Path] | None) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS))
+            found.extend(sorted(p for p in _walk(path) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()))
         elif path.is_file():
             found.append(path)
         else:
@@ -63,17 +83,80 @@ def discover_images(inputs: list[str | Path] | None) -> list[Path]:
     return found
 
 
-def open_rgb(path: Path) -> Image.Image:
-    """Decode fully (so truncation is caught here) and convert grey-scale, palette and RGBA images to RGB."""
+def resized_pixels(size: tuple[int, int], transform: Any) -> int:
+    """Pixels of a ``(width, height)`` image after the transform's resize step (before its crop).
+
+    timm's eval transform scales the short side to the crop's size / crop_pct, so an image of 2 x 20000
+    pixels (a few hundred bytes as a PNG) becomes 256 x 2,560,000: gigabytes, whatever the file size.
+    """
+    width, height = size
+    for step in getattr(transform, "transforms", [transform]):
+        target = getattr(step, "size", None)
+        if isinstance(step, ResizeKeepRatio):
+            ratios = (height / target[0], width / target[1])
+            ratio = max(ratios) * step.longest + min(ratios) * (1.0 - step.longest)
+            return round(width / ratio) * round(height / ratio)
+        if isinstance(step, Resize):
+            if isinstance(target, int) or len(target) == 1:  # the short side becomes ``target`` (torchvision's rule)
+                short = target if isinstance(target, int) else target[0]
+                return short * int(short * max(width, height) / min(width, height))
+            return target[0] * target[1]
+    return width * height
+
+
+def _check_size(image: Image.Image, transform: Any, path: Path) -> None:
+    """Refuse, from the header alone, an image whose resize would need an absurd amount of memory."""
+    pixels = resized_pixels(image.size, transform)
+    if pixels > MAX_RESIZED_PIXELS:
+        width, height = image.size
+        raise InputError(f"{path}: {width}x{height} pixels would be resized to {pixels / 1e6:.0f} megapixels "
+                         f"(limit {MAX_RESIZED_PIXELS / 1e6:.0f}); a decompression bomb or an extreme aspect ratio")
+
+
+def _to_8bit(image: Image.Image, path: Path) -> Image.Image:
+    """16-bit and 32-bit grey images scaled to 8 bits (Pillow's convert clips them: all white or all black)."""
+    values = np.asarray(image)
+    if image.mode.startswith("I;16"):
+        scale = 255.0 / 65535.0
+    elif image.mode == "I":  # 16-bit PNGs open so in some Pillow versions; a wider range has no known scale
+        top = int(values.max(initial=0))
+        if values.min(initial=0) < 0 or top > 65535:
+            raise InputError(f"{path}: 32-bit integer image with values up to {top}; "
+                             "convert it to 8 or 16 bits")
+        scale = 1.0 if top <= 255 else 255.0 / 65535.0
+    else:  # "F": floats in [0, 1] (the usual convention) or already in [0, 255]
+        low, top = float(np.nanmin(values)), float(np.nanmax(values))
+        if not np.isfinite(values).all() or low < 0 or top > 255:
+            raise InputError(f"{path}: float image with values in [{low:g}, {top:g}] (or NaN/Inf); "
+                             "expected [0, 1] or [0, 255]")
+        scale = 255.0 if top <= 1.0 else 1.0
+    grey = np.clip(np.rint(values.astype(np.float64) * scale), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey, mode="L")
+
+
+def open_rgb(path: Path, transform: Any = None) -> Image.Image:
+    """Decode fully (so truncation is caught here) and convert grey-scale, high bit-depth, palette and RGBA to RGB.
+
+    With ``transform``, an image whose resize would be absurd is refused from its header, before decoding.
+    """
     try:
         with Image.open(path) as img:
+            if transform is not None:
+                _check_size(img, transform, path)
             img.load()
+            if img.mode in HIGH_DEPTH_MODES:
+                img = _to_8bit(img, path)
             if img.mode == "P":
                 img = img.convert("RGBA")  # keeps palette transparency meaningful before dropping alpha
             return img.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         reason = str(exc).strip() or type(exc).__name__
         raise InputError(f"{path}: not a readable image ({reason})") from None
+
+
+def preprocess_file(path: Path, transform: Any) -> torch.Tensor:
+    """One image file through the model's transform, size-checked first (run's stream and eval's workers)."""
+    return transform(open_rgb(path, transform))
 
 
 @dataclass
@@ -85,18 +168,73 @@ class ImageBatch:
     skipped: list[tuple[Path, str]]
 
 
+def _preprocess_or_skip(path: Path, transform: Any, skip_bad: bool, skipped: list[tuple[Path, str]]):
+    try:
+        return preprocess_file(path, transform)
+    except InputError as exc:
+        if not skip_bad:
+            raise
+        _logger.warning("Skipping %s", exc)
+        skipped.append((path, str(exc)))
+        return None
+
+
 def load_images(paths: list[Path], transform, skip_bad: bool = False) -> ImageBatch:
-    """Decode and preprocess every image; a bad file is an InputError, or a warning and a skip."""
-    tensors, kept, skipped = [], [], []
-    for path in paths:
-        try:
-            tensors.append(transform(open_rgb(path)))
+    """Decode and preprocess every image into one tensor; a bad file is an InputError, or a warning and a skip."""
+    stream = ImageStream(paths, transform, skip_bad)
+    tensors = list(stream.batches(1))
+    return ImageBatch(torch.cat(tensors), stream.paths, stream.skipped)
+
+
+class ImageStream:
+    """A run's images, decoded batch by batch: memory holds one batch, whatever the number of images.
+
+    Each pass decodes again (cheap beside the model); the first one finds the bad files, later ones read
+    only the good ones. ``paths`` and ``skipped`` are complete after the first full pass.
+    """
+
+    def __init__(self, paths: list[Path], transform: Any, skip_bad: bool = False):
+        self.transform = transform
+        self.skip_bad = skip_bad
+        self.paths: list[Path] = []
+        self.skipped: list[tuple[Path, str]] = []
+        self._candidates = list(paths)
+        self._checked = False
+
+    def _tensors(self) -> Iterator[tuple[Path, torch.Tensor]]:
+        skipped: list[tuple[Path, str]] = []
+        for path in self._candidates:
+            tensor = _preprocess_or_skip(path, self.transform, self.skip_bad and not self._checked, skipped)
+            if tensor is not None:
+                yield path, tensor
+        if not self._checked:
+            self.skipped = skipped
+
+    def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        """Every readable image once, in order, as ``[<= batch_size, C, H, W]`` tensors."""
+        chunk, kept = [], []
+        for path, tensor in self._tensors():
+            chunk.append(tensor)
             kept.append(path)
-        except InputError as exc:
-            if not skip_bad:
-                raise
-            _logger.warning("Skipping %s", exc)
-            skipped.append((path, str(exc)))
-    if not tensors:
-        raise InputError("no readable images left after skipping bad files: " + ", ".join(str(p) for p, _ in skipped))
-    return ImageBatch(torch.stack(tensors), kept, skipped)
+            if len(chunk) == batch_size:
+                yield torch.stack(chunk)
+                chunk = []
+        if chunk:
+            yield torch.stack(chunk)
+        if not kept:
+            raise InputError("no readable images left after skipping bad files: "
+                             + ", ".join(str(p) for p, _ in self.skipped))
+        if not self._checked:
+            self.paths, self._candidates, self._checked = kept, kept, True
+
+    def head(self, count: int) -> torch.Tensor:
+        """The first ``count`` readable images (fewer if there are fewer): the latency batch's material."""
+        first = []
+        for _, tensor in self._tensors():
+            first.append(tensor)
+            if len(first) == count:
+                break
+        if not first:
+            raise InputError("no readable images left after skipping bad files: "
+                             + ", ".join(str(p) for p in self._candidates))
+        return torch.stack(first)

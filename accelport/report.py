@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import save_npy_atomic, write_json_atomic, write_text_atomic
+from .atomic import json_writer, npy_writer, text_writer, write_set_atomic
+from .errors import OutputError
 
 _logger = logging.getLogger(__name__)
 
@@ -152,15 +153,21 @@ def _agreement(match: bool, near_tie: bool) -> str:
 
 def write_artifacts(out_dir: Path, summary: dict[str, Any], reference: np.ndarray | None = None,
                     target: np.ndarray | None = None) -> dict[str, Path]:
-    """summary.json, accuracy_compare.log, report.md (and the outputs as .npy), each written atomically."""
-    artifacts = {
-        "summary": write_json_atomic(out_dir / "summary.json", summary),
-        "log": write_text_atomic(out_dir / "accuracy_compare.log", render_log(summary)),
-        "report": write_text_atomic(out_dir / "report.md", render_report(summary)),
+    """summary.json, accuracy_compare.log, report.md (and the outputs as .npy), written as one atomic set."""
+    files = {
+        "summary": ("summary.json", json_writer(summary)),
+        "log": ("accuracy_compare.log", text_writer(render_log(summary))),
+        "report": ("report.md", text_writer(render_report(summary))),
     }
     if reference is not None and target is not None:
-        artifacts["reference_outputs"] = save_npy_atomic(out_dir / "reference_outputs.npy", reference)
-        artifacts["target_outputs"] = save_npy_atomic(out_dir / "target_outputs.npy", target)
+        files["reference_outputs"] = ("reference_outputs.npy", npy_writer(reference))
+        files["target_outputs"] = ("target_outputs.npy", npy_writer(target))
+    try:
+        paths = write_set_atomic(out_dir, dict(files.values()))
+    except OSError as exc:  # e.g. the disk filled up during the run: nothing of this run was written
+        raise OutputError(f"--out-dir {out_dir}: cannot write the artifacts ({exc.strerror or exc}); "
+                          "nothing was written") from None
+    artifacts = {key: paths[name] for key, (name, _) in files.items()}
     for path in artifacts.values():
         _logger.info("wrote %s", path)
     return artifacts

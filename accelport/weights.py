@@ -1,7 +1,7 @@
 """Find, read and load real checkpoints offline, and record where they came from.
 
 Order: ``--weights PATH``, then the Hugging Face cache (no network), then the Hub when it answers within
-a short timeout, else a deterministic random init that every artifact flags as ``pretrained_used: false``.
+a short deadline (hub.py), else a deterministic random init that every artifact flags as ``pretrained_used: false``.
 Files are read with safetensors, or ``torch.load(weights_only=True)`` for ``.pt/.pth/.bin``; timm's own
 ``checkpoint_filter_fn`` of the model's module converts original-release key names (e.g. ConvNeXt-V2's
 ``downsample_layers``/``dwconv``/``pwconv``). Nothing is ever loaded partially.
@@ -11,25 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import socket
+import re
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 
 from .errors import WeightsError
+from .hub import SAFETENSORS_NAME, download_from_hub, find_in_hf_cache, hf_cache_dir, hub_reachable  # noqa: F401
 
 _logger = logging.getLogger(__name__)
 
-SAFETENSORS_NAME = "model.safetensors"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "module")
 _MAX_LISTED = 5
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
 @dataclass(frozen=True)
@@ -59,64 +57,6 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def hf_cache_dir() -> Path:
-    """The hub cache the way huggingface_hub resolves it, read at call time (HF_HUB_CACHE, then HF_HOME)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    hf_home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "huggingface"
-    )
-    return Path(hf_home).expanduser() / "hub"
-
-
-def find_in_hf_cache(repo_id: str) -> Path | None:
-    """``models--org--name/snapshots/<rev>/model.safetensors`` from the local cache, without network."""
-    from huggingface_hub import try_to_load_from_cache
-
-    for filename in (SAFETENSORS_NAME, "pytorch_model.bin"):
-        found = try_to_load_from_cache(repo_id, filename, cache_dir=hf_cache_dir())
-        if isinstance(found, str) and os.path.isfile(found):
-            return Path(found)
-    return None
-
-
-def hub_reachable(timeout_s: float) -> bool:
-    """True if the Hub endpoint accepts a TCP connection within ``timeout_s`` (DNS included: no offline hang)."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
-        return False
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
-    if not host:
-        return False
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout_s):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    worker = threading.Thread(target=probe, daemon=True)  # getaddrinfo ignores socket timeouts
-    worker.start()
-    worker.join(timeout_s)
-    return bool(result and result[0])
-
-
-def download_from_hub(repo_id: str, timeout_s: float) -> Path | None:
-    """Fetch ``model.safetensors`` into the HF cache when the Hub answers; None (and a log line) otherwise."""
-    if not hub_reachable(timeout_s):
-        _logger.info("Hugging Face Hub not reachable within %.1fs; not downloading %s", timeout_s, repo_id)
-        return None
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return Path(hf_hub_download(repo_id, SAFETENSORS_NAME, cache_dir=hf_cache_dir(), etag_timeout=timeout_s))
-    except Exception as exc:  # network or auth failure: fall through to the next source
-        _logger.warning("Download of %s/%s failed: %s", repo_id, SAFETENSORS_NAME, exc)
-        return None
-
-
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from safetensors or a torch file (``weights_only=True``), unwrapping ``{'model': ...}``."""
     path = Path(path)
@@ -137,7 +77,13 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     except WeightsError:
         raise
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = _ANSI_ESCAPE.sub("", str(exc)).strip()  # torch's weights_only refusal is styled for a terminal
+        if "Weights only load failed" in text:
+            raise WeightsError(f"{path}: cannot read checkpoint: it holds pickled objects (e.g. a whole nn.Module), "
+                               "not a plain state dict; "
+                               "refused, since loading it would run code from the file. Save model.state_dict() "
+                               "instead") from None
+        first_line = text.splitlines()[0] if text else type(exc).__name__
         raise WeightsError(f"{path}: cannot read checkpoint ({first_line})") from None
     return _unwrap(state, path)
 
@@ -185,8 +131,15 @@ def check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, origin: s
         for k, v in expected.items()
         if k in state and tuple(state[k].shape) != tuple(v.shape)
     ]
+    wrong_kind = [  # fp16/bf16/fp64 are cast as usual; integers or booleans in a float tensor are not weights
+        f"{k}: checkpoint {state[k].dtype} vs model {v.dtype}"
+        for k, v in expected.items()
+        if k in state and (state[k].is_floating_point(), state[k].is_complex()) != (v.is_floating_point(),
+                                                                                      v.is_complex())
+    ]
     problems = []
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong_shape)):
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong_shape),
+                         ("wrong dtypes", wrong_kind)):
         if items:
             more = f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
             problems.append(f"{len(items)} {label}: {', '.join(items[:_MAX_LISTED])}{more}")

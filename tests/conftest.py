@@ -1,15 +1,15 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from accelport.preprocess import DEFAULT_SAMPLES_DIR
 from checkpoints import seeded_state_dict, write_all_formats
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+SAMPLES = DEFAULT_SAMPLES_DIR  # accelport/samples, installed with the package
 FULL_MATRIX_ENV = "ACCELPORT_FULL_MATRIX"
 
 

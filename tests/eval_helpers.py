@@ -16,7 +16,9 @@ import torch
 from PIL import Image
 from timm.data import ImageNetInfo
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+from accelport.preprocess import DEFAULT_SAMPLES_DIR
+
+SAMPLES = DEFAULT_SAMPLES_DIR  # accelport/samples, installed with the package
 MODEL = "convnextv2_atto.fcmae_ft_in1k"
 
 # name in the dataset -> sample file; 7 images (an odd count), chelsea twice

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -21,10 +22,12 @@ import torch
 from accelport.cli import main
 from accelport.errors import InputError, UsageError
 from accelport.evaluation import EvalConfig, evaluate
+from accelport.evaluation.dataset import list_dataset
 from accelport.evaluation.distributed import DistContext, shard
 from accelport.evaluation.journal import JournalWriter, read_journals
 from accelport.evaluation.labels import resolve_labels
 from accelport.evaluation.records import ImageRecord
+from accelport.evaluation.reference_cache import ReferenceCache
 from accelport.weights import sha256_of
 from eval_helpers import (EXPECTED_TOP1_CORRECT, EXPECTED_TOP5_CORRECT, IMAGES, build_datasets, constructed_labels,
                           free_port, reference_rankings, wnid)
@@ -204,16 +207,48 @@ def test_an_interrupted_run_resumed_gives_the_uninterrupted_figures(tmp_path, da
     assert figures(resumed) == figures(bf16_run[2])
 
 
+RECORD = ImageRecord("a.jpg", 1, [1, 2, 3, 4, 5], [1, 2, 3, 4, 5], True, True, False, False, 1.0, 0.0, 0.0, 0.0,
+                     1000, 1000, 0, 0)
+FINGERPRINT = {"dtype": "fp16", "batch_size": 2}
+
+
 def test_resume_refuses_the_journal_of_another_evaluation_and_ignores_a_cut_off_line(tmp_path):
-    record = ImageRecord("a.jpg", 1, [1, 2, 3, 4, 5], [1, 2, 3, 4, 5], True, True, False, False, 1.0, 0.0, 0.0, 0.0,
-                         1000, 1000, 0, 0)
-    with JournalWriter(tmp_path / "eval_journal.rank0.jsonl", {"dtype": "fp16", "batch_size": 2}) as journal:
-        journal.append([record])
+    with JournalWriter(tmp_path / "eval_journal.rank0.jsonl", FINGERPRINT) as journal:
+        journal.append([RECORD], ["identity of a.jpg"])
     with open(tmp_path / "eval_journal.rank0.jsonl", "a") as fh:
         fh.write('{"key": "b.jpg", "lab')  # the process died while writing
-    assert read_journals(tmp_path, {"dtype": "fp16", "batch_size": 2}) == {"a.jpg": record}
+    assert read_journals(tmp_path, FINGERPRINT, {"a.jpg": "identity of a.jpg"}) == {"a.jpg": RECORD}
     with pytest.raises(UsageError, match=r"different evaluation \(differs in: dtype\)"):
-        read_journals(tmp_path, {"dtype": "bf16", "batch_size": 2})
+        read_journals(tmp_path, {"dtype": "bf16", "batch_size": 2}, {"a.jpg": "identity of a.jpg"})
+
+
+def test_resume_evaluates_again_an_image_replaced_since_its_record(tmp_path):
+    image = tmp_path / "data" / "a.jpg"
+    image.parent.mkdir()
+    image.write_bytes(b"first version")
+    out = tmp_path / "out"
+    with JournalWriter(out / "eval_journal.rank0.jsonl", FINGERPRINT) as journal:
+        journal.append([RECORD], [ReferenceCache.image_key(image)])
+    assert read_journals(out, FINGERPRINT, {"a.jpg": ReferenceCache.image_key(image)}) == {"a.jpg": RECORD}
+    image.write_bytes(b"another picture, same name")
+    assert read_journals(out, FINGERPRINT, {"a.jpg": ReferenceCache.image_key(image)}) == {}
+
+
+@pytest.mark.parametrize("content, culprit", [
+    (bytes(range(256)) * 4, "is not an accelport eval journal"),  # random bytes, not even text
+    (None, "line 2 is not an image record"),  # a valid JSON line that is no record: {}
+])
+def test_a_corrupted_journal_is_an_error_naming_it(tmp_path, content, culprit):
+    path = tmp_path / "eval_journal.rank0.jsonl"
+    if content is None:
+        with JournalWriter(path, FINGERPRINT):
+            pass
+        with open(path, "a") as fh:
+            fh.write("{}\n")
+    else:
+        path.write_bytes(content)
+    with pytest.raises(UsageError, match=f"--resume: {path}.* {culprit}"):
+        read_journals(tmp_path, FINGERPRINT, {"a.jpg": "x"})
 
 
 def test_strided_shards_hold_every_image_exactly_once_without_padding():
@@ -246,3 +281,51 @@ def test_a_failed_criterion_exits_1_and_says_which(tmp_path, data, weights, caps
     assert rc == 1 and doc["status"] == "failed"
     assert [c["name"] for c in doc["checks"] if not c["passed"]] == ["min_sample_cosine"]
     assert "FAIL min_sample_cosine" in capsys.readouterr().out
+
+
+_LOADER_PARENT = """
+import sys, time
+from pathlib import Path
+from torchvision import transforms
+from accelport.evaluation.dataset import DatasetItem, make_loader
+items = [DatasetItem(i, str(i), Path(sys.argv[1]), None) for i in range(2000)]
+transform = transforms.Compose([transforms.Resize(8), transforms.CenterCrop(8), transforms.ToTensor()])
+batches = iter(make_loader(items, transform, 2, (3, 8, 8), workers=2, pin_memory=False))
+next(batches)
+print(" ".join(str(w.pid) for w in batches._workers), flush=True)
+time.sleep(120)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")  # a zombie is dead
+    except (OSError, IndexError):
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
+def test_loader_workers_die_with_an_eval_killed_by_kill_9(two_images):
+    parent = subprocess.Popen([sys.executable, "-c", _LOADER_PARENT, two_images[0]], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=REPO)
+    workers = [int(pid) for pid in parent.stdout.readline().split()]
+    assert len(workers) == 2, parent.stderr.read()
+    parent.kill()  # SIGKILL: no chance to stop its workers
+    parent.wait(30)
+    deadline = time.monotonic() + 3  # torch's own watchdog would take 5 s or more, and print a traceback
+    while not all(_gone(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(_gone(pid) for pid in workers)
+    assert "Traceback" not in parent.stderr.read()
+
+
+def test_a_symlinked_class_folder_is_listed_with_its_label(tmp_path, two_images):
+    root = tmp_path / "val"
+    (root / "n01440764").mkdir(parents=True)
+    shutil.copy(two_images[0], root / "n01440764" / "a.jpg")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(two_images[1], elsewhere / "b.png")
+    (root / "n01443537").symlink_to(elsewhere, target_is_directory=True)
+    listing = list_dataset(root, "auto", IMAGENET, 1000)
+    assert [(it.key, it.label) for it in listing.items] == [("n01440764/a.jpg", 0), ("n01443537/b.png", 1)]

@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 import timm
 import torch
 from PIL import Image
 
 from accelport.errors import InputError
-from accelport.preprocess import data_config_for, discover_images, load_images, make_transform
+from accelport.preprocess import (ImageStream, data_config_for, discover_images, load_images, make_transform,
+                                  resized_pixels)
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +87,83 @@ def test_bad_images_are_skipped_with_a_warning_on_request(model, bad_images, sam
     assert "Skipping" in caplog.text
     with pytest.raises(InputError, match="no readable images left"):
         load_images(list(bad_images), make_transform(data_config_for(model)), skip_bad=True)
+
+
+def test_an_extreme_aspect_ratio_is_refused_before_timm_scales_it_up(model, tmp_path, sample_paths):
+    transform = make_transform(data_config_for(model))  # short side to 256, then a 224 crop
+    assert resized_pixels((2, 20000), transform) == 256 * 2_560_000  # 655 megapixels from a file of bytes
+    assert resized_pixels((640, 480), transform) == 341 * 256
+    assert transform.transforms[0](Image.new("RGB", (640, 480))).size == (341, 256)  # torchvision agrees
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (2, 20000)).save(bomb)
+    assert bomb.stat().st_size < 1000
+    with pytest.raises(InputError, match="bomb.png: 2x20000 pixels would be resized to 655 megapixels"):
+        load_images([bomb], transform)
+    batch = load_images([bomb, sample_paths[0]], transform, skip_bad=True)
+    assert batch.paths == [sample_paths[0]] and batch.skipped[0][0] == bomb
+
+
+def test_eval_loader_workers_refuse_the_same_bomb_with_a_reason_not_a_crash(model, tmp_path):
+    from accelport.evaluation.dataset import DatasetItem, ImageDataset
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (20000, 1)).save(bomb)
+    _, tensor, error, _ = ImageDataset([DatasetItem(0, "bomb.png", bomb, None)],
+                                       make_transform(data_config_for(model)))[0]
+    assert tensor is None and "would be resized" in error
+
+
+def _grey_as_8bit(model, level: int):
+    """What a correct conversion must give: the same picture built directly as an 8-bit grey image."""
+    return make_transform(data_config_for(model))(Image.new("RGB", (64, 48), (level, level, level)))
+
+
+@pytest.mark.parametrize("mode, make, level", [
+    ("I;16", lambda: Image.fromarray(np.full((48, 64), 128 * 257, np.uint16)), 128),  # 16-bit PNG: 0..65535
+    ("F", lambda: Image.fromarray(np.full((48, 64), 64 / 255, np.float32)), 64),  # float TIFF: 0..1
+    ("F", lambda: Image.fromarray(np.full((48, 64), 200.0, np.float32)), 200),  # float TIFF already 0..255
+])
+def test_high_bit_depth_grey_images_are_scaled_to_8_bits_not_clipped(model, tmp_path, mode, make, level):
+    path = tmp_path / ("grey16.png" if mode == "I;16" else "grey.tiff")
+    make().save(path)
+    assert Image.open(path).mode in ("I;16", "I") if mode == "I;16" else Image.open(path).mode == "F"
+    batch = load_images([path], make_transform(data_config_for(model)))
+    assert torch.equal(batch.tensor[0], _grey_as_8bit(model, level))
+
+
+def test_a_float_image_of_unknown_range_is_refused_naming_the_file(model, tmp_path):
+    path = tmp_path / "depth.tiff"
+    Image.fromarray(np.full((48, 64), 1000.0, np.float32)).save(path)
+    with pytest.raises(InputError, match=r"depth.tiff: float image with values in \[1000, 1000\]"):
+        load_images([path], make_transform(data_config_for(model)))
+
+
+def test_symlinked_folders_are_followed_and_a_symlink_loop_ends(tmp_path, sample_paths):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(sample_paths[0], elsewhere / "b.jpg")
+    data = tmp_path / "data"
+    (data / "real").mkdir(parents=True)
+    shutil.copy(sample_paths[1], data / "real" / "a.png")
+    (data / "linked").symlink_to(elsewhere, target_is_directory=True)  # a class folder that is a link
+    (data / "real" / "loop").symlink_to(data, target_is_directory=True)
+    assert discover_images([data]) == [data / "linked" / "b.jpg", data / "real" / "a.png"]
+    through_link = tmp_path / "link_to_data"
+    through_link.symlink_to(data, target_is_directory=True)  # the folder itself reached through a link
+    assert discover_images([through_link]) == [through_link / "linked" / "b.jpg", through_link / "real" / "a.png"]
+
+
+def test_the_stream_decodes_one_batch_at_a_time(model, sample_paths):
+    transform = make_transform(data_config_for(model))
+    decoded = []
+
+    def counting(image):
+        decoded.append(image.size)
+        return transform(image)
+
+    stream = ImageStream(sample_paths[:5], counting)
+    batches = stream.batches(2)
+    assert next(batches).shape[0] == 2 and len(decoded) == 2  # nothing decoded ahead of the batch
+    assert [b.shape[0] for b in batches] == [2, 1] and len(decoded) == 5
+    assert stream.paths == sample_paths[:5]
+    assert torch.equal(torch.cat(list(stream.batches(3))), load_images(sample_paths[:5], transform).tensor)

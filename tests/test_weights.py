@@ -139,3 +139,25 @@ def test_missing_file_and_unknown_extension_are_clear_errors(tmp_path):
     odd.write_bytes(b"x")
     with pytest.raises(WeightsError, match="unsupported extension '.h5'"):
         load_model(weights_path=odd)
+
+
+def test_an_integer_checkpoint_is_refused_naming_the_tensor_and_dtype(tmp_path, seeded_state):
+    as_int = {k: v.to(torch.int32) if v.is_floating_point() else v for k, v in seeded_state.items()}
+    path = tmp_path / "int32.safetensors"
+    save_file(as_int, str(path))
+    with pytest.raises(WeightsError, match=r"wrong dtypes: stem\.0\.weight: checkpoint torch\.int32 vs model "
+                                           r"torch\.float32"):
+        load_model(weights_path=str(path))
+    half = tmp_path / "half.safetensors"  # a half-precision checkpoint is still cast, as before
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in seeded_state.items()}, str(half))
+    assert load_model(weights_path=str(half)).weights.source == "file"
+
+
+def test_a_whole_pickled_module_is_refused_in_plain_text(tmp_path):
+    path = tmp_path / "full_module.pth"
+    torch.save(torch.nn.Linear(2, 2), path)
+    with pytest.raises(WeightsError) as excinfo:
+        load_model(weights_path=path)
+    message = str(excinfo.value)
+    assert "full_module.pth: cannot read checkpoint: it holds pickled objects" in message
+    assert "\x1b" not in message and "\n" not in message

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -19,11 +20,13 @@ from typing import Any
 
 import torch
 
+from ..atomic import check_writable_dir
 from ..criteria import criteria_for, effective_precision
 from ..devices import PINNED_DEVICE_TYPES, apply_numeric_settings
 from ..errors import InputError, UsageError
 from ..models import load_model
 from ..preprocess import data_config_for, make_transform
+from ..resources import check_batch_fits
 from ..runners import create_runner
 from . import distributed as dist_utils
 from .aggregate import summarise
@@ -58,12 +61,17 @@ def validate(config: EvalConfig) -> None:
     for name in ("max_disagreement", "max_accuracy_drop"):
         if not 0 <= getattr(config, name) <= 1:
             raise UsageError(f"--{name.replace('_', '-')} {getattr(config, name)}: must be a share between 0 and 1")
-    if config.hub_timeout_s <= 0 or config.dist_timeout_s <= 0:
-        raise UsageError("--hub-timeout and --dist-timeout must be positive")
+    for name in ("hub_timeout_s", "dist_timeout_s"):
+        value = getattr(config, name)
+        if not math.isfinite(value) or value <= 0:  # nan compares false with anything
+            raise UsageError(f"--{name.removesuffix('_s').replace('_', '-')} {value}: must be a positive number")
     if not Path(config.data).is_dir():  # before minutes of model loading
         raise InputError(f"--data {config.data}: not a folder")
     if config.labels not in ("auto", "none") and not Path(config.labels).is_file():
         raise InputError(f"--labels {config.labels}: no such file (or use auto / none)")
+    check_writable_dir(config.out_dir, "--out-dir")
+    if config.reference_cache:
+        check_writable_dir(config.reference_cache, "--reference-cache")
     if any(key == "max_top1_mismatches" for key, _ in config.criteria):
         raise UsageError("--criterion max_top1_mismatches: eval judges a rate, use --max-disagreement instead")
 
@@ -111,8 +119,8 @@ def _done_before(config: EvalConfig, ctx: dist_utils.DistContext, out_dir: Path,
             clear_journals(out_dir)
         dist_utils.barrier(ctx)
         return set(), []
-    in_listing = {it.key for it in listing.items}
-    local = {k: r for k, r in read_journals(out_dir, fingerprint).items() if k in in_listing}
+    files = {it.key: ReferenceCache.image_key(it.path) for it in listing.items}  # a replaced image is redone
+    local = read_journals(out_dir, fingerprint, files)
     owner: dict[str, int] = {}
     for rank, keys in enumerate(dist_utils.all_gather(ctx, sorted(local))):
         for key in keys:
@@ -153,6 +161,7 @@ def _evaluate(config: EvalConfig, ctx: dist_utils.DistContext, device: torch.dev
     if loaded.num_classes == 0:
         raise UsageError(f"--model {config.model}: has no classifier head; eval compares class predictions")
     data_config = data_config_for(loaded.model, config.test_size)
+    check_batch_fits(config.batch_size, data_config.values["input_size"])  # the workers pad every batch to it
     listing = list_dataset(config.data, config.labels, loaded.model, loaded.num_classes)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

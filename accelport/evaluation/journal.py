@@ -20,7 +20,7 @@ from .records import ImageRecord
 
 _logger = logging.getLogger(__name__)
 
-JOURNAL_VERSION = 1
+JOURNAL_VERSION = 2  # 2: every record carries its image file's identity (path, size, mtime)
 JOURNAL_GLOB = "eval_journal*.jsonl"
 
 
@@ -56,9 +56,10 @@ class JournalWriter:
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
-    def append(self, records: list[ImageRecord]) -> None:
+    def append(self, records: list[ImageRecord], files: list[str]) -> None:
+        """``files``: each record's image identity (``ReferenceCache.image_key``), checked again on resume."""
         if records:
-            self._write([r.to_json() for r in records])
+            self._write([{**r.to_json(), "file": f} for r, f in zip(records, files, strict=True)])
 
     def close(self) -> None:
         self._fh.close()
@@ -74,15 +75,26 @@ def _differences(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(expected) | set(found) if expected.get(k) != found.get(k))
 
 
-def read_journals(out_dir: Path, fingerprint: dict[str, Any]) -> dict[str, ImageRecord]:
-    """Every record in the journals of ``out_dir``; a journal of a different run is a UsageError."""
+def read_journals(out_dir: Path, fingerprint: dict[str, Any], files: dict[str, str]) -> dict[str, ImageRecord]:
+    """The records in the journals of ``out_dir`` whose image is still the same file (``files``: key -> identity).
+
+    A journal of a different run, or one that is not a journal (random bytes, a foreign line), is a UsageError
+    naming it; a record of an image replaced since is dropped, so that image is evaluated again.
+    """
     expected = normalised(fingerprint)
     done: dict[str, ImageRecord] = {}
     for path in sorted(out_dir.glob(JOURNAL_GLOB)):
-        lines = path.read_text(encoding="utf-8").splitlines()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise UsageError(f"--resume: {path} is not an accelport eval journal (not text); delete it or drop "
+                             "--resume") from None
         if not lines:
             continue
         header = _parse(lines[0])
+        if header and isinstance(header.get("journal"), int) and header["journal"] != JOURNAL_VERSION:
+            raise UsageError(f"--resume: {path} was written by another accelport version (journal "
+                             f"{header['journal']}, this one reads {JOURNAL_VERSION}); drop --resume to start over")
         if not header or header.get("journal") != JOURNAL_VERSION:
             raise UsageError(f"--resume: {path} is not an accelport eval journal; delete it or drop --resume")
         differs = _differences(expected, header.get("fingerprint", {}))
@@ -95,8 +107,16 @@ def read_journals(out_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Image
                 _logger.warning("%s line %d: incomplete record ignored (the run was cut off while writing it)",
                                 path, number)
                 continue
-            record = ImageRecord.from_json(row)
-            done[record.key] = record
+            file = row.pop("file", None)
+            try:
+                record = ImageRecord.from_json(row)
+            except (TypeError, ValueError) as exc:
+                raise UsageError(f"--resume: {path} line {number} is not an image record ({exc}); delete the "
+                                 "journal or drop --resume") from None
+            if files.get(record.key) == file:
+                done[record.key] = record
+            elif record.key in files:
+                _logger.info("--resume: %s changed since it was evaluated; evaluating it again", record.key)
     return done
 
 

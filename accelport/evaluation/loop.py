@@ -116,7 +116,7 @@ class ShardEvaluator:
                 result.skipped.append({"path": self.items[index].key, "reason": reason})
             if batch.size:
                 records = self._evaluate(batch, times)
-                self.journal.append(records)
+                self.journal.append(records, [ReferenceCache.image_key(self.items[i].path) for i in batch.indices])
                 result.records.extend(records)
                 times.images += batch.size
             if progress is not None:

@@ -1,0 +1,107 @@
+"""Hostile flags and environments, through the CLI: exit 2, one line naming the culprit, no traceback, and
+(where the check can come first) before any weights are read or anything is computed (issue 9)."""
+
+from __future__ import annotations
+
+import errno
+import importlib
+
+import pytest
+
+from accelport.cli import main
+
+FAST = ["--iters", "1", "--warmup", "0"]
+
+
+def exit_code_and_error(argv: list[str], capsys) -> tuple[int, str]:
+    """The exit code of ``accelport ARGV`` and its stderr, whether argparse or the command refused it."""
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # argparse
+        rc = exc.code
+    return rc, capsys.readouterr().err
+
+
+def assert_refused(argv: list[str], culprit: str, capsys) -> str:
+    rc, err = exit_code_and_error(argv, capsys)
+    assert rc == 2, (argv, err)
+    assert culprit in err, (argv, err)
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.fixture
+def no_weights_loaded(monkeypatch):
+    """Fails the test if a command gets as far as loading the model: the check must come first."""
+    import accelport.pipeline as pipeline
+
+    evaluate = importlib.import_module("accelport.evaluation.evaluate")  # the package exports a function so named
+
+    def refuse(*args, **kwargs):
+        pytest.fail("the model was loaded before the check")
+
+    for module in (pipeline, evaluate, importlib.import_module("accelport.layers.api"),
+                   importlib.import_module("accelport.bench.job")):
+        monkeypatch.setattr(module, "load_model", refuse)
+
+
+@pytest.mark.parametrize("command", [["run"], ["layers"], ["bench"], ["eval", "--data", "."]])
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_a_hub_timeout_that_is_not_a_positive_finite_number_is_refused(command, value, capsys):
+    assert_refused([*command, "--hub-timeout", value], "--hub-timeout", capsys)
+
+
+def test_a_nan_criterion_is_refused_before_anything_runs(tmp_path, capsys, no_weights_loaded):
+    assert_refused(["run", "--device", "cpu", "--criterion", "min_cosine=nan", "--out-dir", str(tmp_path / "o"),
+                    *FAST], "--criterion min_cosine=nan: out of range", capsys)
+
+
+def test_an_out_dir_or_reference_cache_that_is_a_file_is_refused_before_the_weights(tmp_path, capsys,
+                                                                                     no_weights_loaded):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert_refused(["run", "--device", "cpu", "--out-dir", str(a_file), *FAST], f"--out-dir {a_file}: is a file",
+                   capsys)
+    assert_refused(["run", "--device", "cpu", "--out-dir", str(a_file / "logs"), *FAST],
+                   f"--out-dir {a_file / 'logs'}: lies under {a_file}, which is a file", capsys)
+    data = tmp_path / "data"
+    data.mkdir()
+    for command in (["eval", "--data", str(data)], ["layers"], ["bench"]):
+        assert_refused([*command, "--out-dir", str(a_file)], f"--out-dir {a_file}: is a file", capsys)
+    assert_refused(["eval", "--data", str(data), "--out-dir", str(tmp_path / "out"), "--reference-cache",
+                    str(a_file / "cache")], "--reference-cache", capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "file"]  # nothing created
+
+
+def test_an_absurd_batch_size_is_refused_before_any_image_is_decoded(tmp_path, capsys, monkeypatch, two_images):
+    import accelport.preprocess as preprocess
+
+    monkeypatch.setattr(preprocess, "preprocess_file", lambda *a: pytest.fail("an image was decoded"))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.jpg").write_bytes(open(two_images[0], "rb").read())
+    huge = "10000000"  # 6 TB of float32 inputs at 224 px
+    assert_refused(["run", "--device", "cpu", "--batch-size", huge, "--out-dir", str(tmp_path / "o"), *FAST],
+                   f"--batch-size {huge}: its inputs alone need about", capsys)
+    assert_refused(["eval", "--device", "cpu", "--data", str(data), "--batch-size", huge, "--out-dir",
+                    str(tmp_path / "o")], f"--batch-size {huge}: its inputs alone need about", capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_disk_that_fills_up_during_the_run_leaves_no_partial_artifact_set(tmp_path, capsys, monkeypatch,
+                                                                            two_images):
+    import accelport.atomic as atomic
+
+    out = tmp_path / "out"
+    real_write = atomic._write_file
+
+    def fill_up_at_the_report(path, write):
+        if path.name == "report.md":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, write)
+
+    monkeypatch.setattr(atomic, "_write_file", fill_up_at_the_report)
+    assert_refused(["run", "--device", "cpu", "--images", two_images[0], "--out-dir", str(out), *FAST],
+                   f"--out-dir {out}: cannot write the artifacts (No space left on device); nothing was written",
+                   capsys)
+    assert list(out.iterdir()) == []  # no summary.json without its report, no staging folder
