@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,9 @@ from .criteria import criteria_for, effective_precision
 from .devices import apply_numeric_settings, resolve_device
 from .errors import RuntimeUnavailableError, UsageError
 from .latency import make_batch, measure_latency
-from .models import LoadedModel, load_model
+from .models import LoadedModel, load_model, load_target_model
 from .parity import compare_outputs
+from .proofs import baseline_outputs, nonfinite_weights, structural_proof
 from .preprocess import ImageBatch, data_config_for, discover_images, load_images, make_transform
 from .report import write_artifacts
 from .runners import Runner, create_runner
@@ -70,6 +71,7 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
 
     loaded = load_model(config.model, config.head, config.weights, config.require_pretrained,
                         config.hub_timeout_s, config.seed)
+    target_model = load_target_model(config) if config.target_weights else loaded
     data_config = data_config_for(loaded.model, config.test_size)
     batch = load_images(discover_images(list(config.images)), make_transform(data_config), config.skip_bad_images)
     _logger.info("%d image(s) at %s, %s on %s (%s, fp32 math %s)", len(batch.paths),
@@ -84,10 +86,17 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
         config = replace(config, runtime=auto.runtime, channels_last=auto.channels_last, streams=auto.streams,
                          micro_batch=auto.micro_batch)
     # Built first: an unsupported runtime/dtype/flag combination is an error before the reference is computed.
-    target_runner = create_runner(config.runtime, loaded.model, device, config.dtype, config.channels_last,
-                                  streams=config.streams, micro_batch=config.micro_batch)
+    def make_target(dtype: str) -> Runner:
+        return create_runner(config.runtime, target_model.model, device, dtype, config.channels_last,
+                             streams=config.streams, micro_batch=config.micro_batch)
+
+    def infer(runner: Runner) -> np.ndarray:
+        return infer_all(runner, batch.tensor, config.batch_size)
+
+    target_runner = make_target(config.dtype)
     with create_runner("eager", loaded.model, torch.device("cpu"), "fp32") as reference_runner:
-        reference = infer_all(reference_runner, batch.tensor, config.batch_size)
+        reference = infer(reference_runner)
+    baseline = baseline_outputs(loaded.model, config.dtype, infer)  # a correct implementation of the precision
     with target_runner:
         target_runner.warm_up(make_batch(batch.tensor, config.batch_size))  # export/compile: setup_s, not latency
         target = infer_all(target_runner, batch.tensor, config.batch_size)
@@ -95,10 +104,21 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
                                   config.iters)
         runner_settings = target_runner.describe() | ({"auto": auto.to_json()} if auto else {})
 
-    parity = compare_outputs(reference, target, criteria, is_classifier=config.head == "classifier")
+    names = [str(p) for p in batch.paths]
+    is_classifier = config.head == "classifier"
+    weights = {"reference": loaded.model} | ({"target": target_model.model} if target_model is not loaded else {})
+    parity = compare_outputs(reference, target, criteria, is_classifier, baseline=baseline, sample_names=names,
+                             nonfinite_weights=nonfinite_weights(weights))
+    proof = structural_proof(precision, config.structural_proof, lambda: make_target("fp32"), device,
+                             config.fp32_math, infer, reference, is_classifier, names)
     summary = build_summary(config, loaded, data_config, batch, device, numeric, runner_settings, parity, latency,
                             output_shape=list(target.shape), wall_s=time.time() - started)
-    if config.layers_on_fail and not parity.passed:
+    summary["structural_proof"] = proof.to_json()
+    if target_model is not loaded:
+        summary["target_weights"] = asdict(target_model.weights) | {"flag": "--target-weights"}
+    if proof.failed:
+        summary["status"] = "failed"
+    if config.layers_on_fail and summary["status"] == "failed":
         summary["layer_report"] = _localise(config, loaded, batch)
     result = RunResult(summary, reference, target)
     result.artifacts = write_artifacts(Path(config.out_dir), summary, reference if config.save_outputs else None,

@@ -15,8 +15,7 @@ from typing import Any
 from ..criteria import criteria_for, effective_precision
 from ..devices import apply_numeric_settings, resolve_device
 from ..environment import describe_environment
-from ..errors import WeightsError
-from ..models import LoadedModel, load_model
+from ..models import LoadedModel, load_model, load_target_model
 from ..preprocess import ImageBatch, data_config_for, discover_images, load_images, make_transform
 from ..runners import DTYPES, create_runner
 from ..weights import WeightsInfo
@@ -51,20 +50,6 @@ class LayersResult:
 
 def _weights_json(weights: WeightsInfo) -> dict[str, Any]:
     return asdict(weights) | {"pretrained_used": weights.pretrained_used}
-
-
-def load_target_model(config: LayersConfig) -> LoadedModel:
-    """The same architecture with ``--target-weights`` loaded strictly; errors name that flag and file."""
-    path = Path(config.target_weights)
-    if not path.is_file():
-        raise WeightsError(f"--target-weights {path}: no such file")
-    try:
-        return load_model(config.model, config.head, path, seed=config.seed)
-    except WeightsError as exc:  # the loader names --weights or the bare path: name the flag actually used
-        message = str(exc).removeprefix("--weights ")
-        if not message.startswith(str(path)):
-            message = f"{path}: {message}"
-        raise WeightsError(f"--target-weights {message}") from None
 
 
 def run_layers(config: LayersConfig | None = None, *, loaded: LoadedModel | None = None,
@@ -129,7 +114,11 @@ def describe_first_divergent(result: LayersResult) -> list[str]:
     for mode in result.data["modes"]:
         first = result.data["first_divergent"][mode]
         if first is None:
-            lines.append(f"{mode:<9} no divergent module ({total} modules within the criteria)")
+            growth = result.data.get("fastest_growth", {}).get(mode)
+            where = "" if growth is None else (
+                f"; no single module crosses a limit, the error grows fastest at {growth['module']} "
+                f"({growth['type']}, row {growth['index']}: worst-image rel L2 {growth['worst_sample_rel_l2']:.3g})")
+            lines.append(f"{mode:<9} no divergent module ({total} modules within the criteria){where}")
         else:
             lines.append(f"{mode:<9} first divergent module: {first['module']} ({first['type']}, row "
                          f"{first['index']} of {total}): {first['reason']}")
