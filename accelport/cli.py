@@ -20,7 +20,8 @@ from .devices import FP32_MATH_MODES
 _logger = logging.getLogger("accelport")
 
 # Sub-commands beyond `run`, one module each (runtimes x tasks x launchers stay independent).
-_COMMAND_MODULES = ("accelport.bench.command", "accelport.layers.command", "accelport.evaluation.command")
+_COMMAND_MODULES = ("accelport.bench.command", "accelport.layers.command", "accelport.evaluation.command",
+                    "accelport.power.command")
 
 EPILOG = "exit codes: 0 ran and passed, 1 ran and parity failed, 2 bad usage/input/environment, 3 internal error"
 

@@ -18,7 +18,7 @@ from .errors import RuntimeUnavailableError, UsageError
 from .latency import make_batch, measure_latency
 from .models import LoadedModel, load_model, load_target_model
 from .parity import compare_outputs
-from .proofs import baseline_outputs, nonfinite_weights, structural_proof
+from .proofs import baseline_outputs, check_not_fp32, nonfinite_weights, structural_proof
 from .preprocess import ImageBatch, data_config_for, discover_images, load_images, make_transform
 from .report import write_artifacts
 from .runners import Runner, create_runner
@@ -104,13 +104,14 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
                                   config.iters)
         runner_settings = target_runner.describe() | ({"auto": auto.to_json()} if auto else {})
 
+    check_not_fp32(config.dtype, target, reference)  # even without the structural proof
     names = [str(p) for p in batch.paths]
     is_classifier = config.head == "classifier"
     weights = {"reference": loaded.model} | ({"target": target_model.model} if target_model is not loaded else {})
     parity = compare_outputs(reference, target, criteria, is_classifier, baseline=baseline, sample_names=names,
                              nonfinite_weights=nonfinite_weights(weights))
     proof = structural_proof(precision, config.structural_proof, lambda: make_target("fp32"), device,
-                             config.fp32_math, infer, reference, is_classifier, names)
+                             config.fp32_math, infer, reference, target, is_classifier, names)
     summary = build_summary(config, loaded, data_config, batch, device, numeric, runner_settings, parity, latency,
                             output_shape=list(target.shape), wall_s=time.time() - started)
     summary["structural_proof"] = proof.to_json()

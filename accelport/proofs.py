@@ -44,6 +44,15 @@ def nonfinite_weights(models: dict[str, torch.nn.Module]) -> dict[str, int]:
     return found
 
 
+def check_not_fp32(precision: str, target: np.ndarray, fp32_outputs: np.ndarray) -> None:
+    """Half-precision outputs equal to fp32 ones, bit for bit, were not computed in half precision."""
+    if precision in HALF_DTYPES and np.array_equal(target, fp32_outputs):
+        raise RuntimeUnavailableError(
+            f"--dtype {precision}: the target's outputs are bit-identical to fp32 outputs: the engine fell back to "
+            f"fp32 silently (e.g. no {precision} support on this device, or a stale fp32 engine from a cache); "
+            "refusing to report it as " + precision)
+
+
 def baseline_outputs(model: torch.nn.Module, dtype: str, infer: Callable[[Runner], np.ndarray]) -> np.ndarray | None:
     """The CPU eager model in ``dtype`` (half precision only): a correct implementation of that precision."""
     if dtype not in HALF_DTYPES:
@@ -73,8 +82,12 @@ class StructuralProof:
 
 def structural_proof(precision: str, enabled: bool, make_runner: Callable[[], Runner], device: torch.device,
                      fp32_math: str, infer: Callable[[Runner], np.ndarray], reference: np.ndarray,
-                     is_classifier: bool, names: list[str]) -> StructuralProof:
-    """Run the target in strict fp32 when its own precision is not (``make_runner`` builds it in fp32)."""
+                     target: np.ndarray, is_classifier: bool, names: list[str]) -> StructuralProof:
+    """Run the target in strict fp32 when its own precision is not (``make_runner`` builds it in fp32).
+
+    Also the check that half precision is what it says: outputs bit-identical to the same target's fp32 outputs
+    mean the engine fell back to fp32 silently, a RuntimeUnavailableError (exit 2), never a half-precision pass.
+    """
     if precision == "fp32":
         return StructuralProof("not-needed", "the run itself is strict IEEE fp32, judged by the fp32 criteria")
     if not enabled:
@@ -83,13 +96,14 @@ def structural_proof(precision: str, enabled: bool, make_runner: Callable[[], Ru
     apply_numeric_settings(device, "strict")
     try:
         with make_runner() as runner:
-            target = infer(runner)
+            fp32_target = infer(runner)
     except RuntimeUnavailableError as exc:  # a device or runtime without fp32: say so, do not pretend
         _logger.warning("structural proof skipped: %s", exc)
         return StructuralProof("skipped", f"this device/runtime cannot run strict fp32: {exc}")
     finally:
         apply_numeric_settings(device, fp32_math)
-    parity = compare_outputs(reference, target, criteria_for("fp32"), is_classifier, sample_names=names)
+    check_not_fp32(precision, target, fp32_target)
+    parity = compare_outputs(reference, fp32_target, criteria_for("fp32"), is_classifier, sample_names=names)
     status = "passed" if parity.passed else "failed"
     _logger.info("structural proof (target in strict fp32): %s", status)
     return StructuralProof(status, "the same target in strict IEEE fp32, judged by the fp32 criteria", parity)

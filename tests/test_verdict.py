@@ -82,3 +82,29 @@ def test_missing_target_weights_is_exit_2_naming_the_flag(tmp_path, weights_file
     code = main(["run", "--weights", str(weights_files["clean"]), "--target-weights", str(tmp_path / "nope.pt"),
                  "--device", "cpu", "--images", two_images[0], "--out-dir", str(tmp_path)])
     assert code == 2 and "--target-weights" in capsys.readouterr().err
+
+
+def test_silent_fp32_fallback_of_a_half_precision_target_is_exit_2(tmp_path, weights_files, two_images, monkeypatch,
+                                                                    capsys):
+    import accelport.pipeline as pipeline
+
+    real = pipeline.create_runner
+    monkeypatch.setattr(pipeline, "create_runner",  # an engine that ignores the requested precision
+                        lambda runtime, model, device, dtype="fp32", *a, **k: real(runtime, model, device, "fp32",
+                                                                                   *a, **k))
+    code = main(["run", "--weights", str(weights_files["clean"]), "--device", "cpu", "--dtype", "bf16",
+                 "--images", two_images[0], "--iters", "1", "--warmup", "0", "--out-dir", str(tmp_path)])
+    assert code == 2 and "fell back to fp32" in capsys.readouterr().err
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_openvino_blobs_are_cached_per_precision_and_plan(tmp_path):
+    from accelport.runners import openvino_runner
+
+    runner = openvino_runner.OpenVinoRunner(torch.nn.Identity(), torch.device("cpu"), dtype="fp32",
+                                            cache_dir=tmp_path)
+    runner._prepare_impl()
+    first = runner._config["CACHE_DIR"]
+    runner.dtype, runner.streams = "fp16", 2  # what a second run in the same cache folder would ask for
+    runner._prepare_impl()
+    assert runner._config["CACHE_DIR"] != first and "f16" in runner._config["CACHE_DIR"]
