@@ -18,7 +18,7 @@ from .errors import RuntimeUnavailableError, UsageError
 from .latency import make_batch, measure_latency
 from .models import LoadedModel, load_model, load_target_model
 from .parity import compare_outputs
-from .proofs import baseline_outputs, check_not_fp32, nonfinite_weights, structural_proof
+from .proofs import StructuralProof, baseline_outputs, check_not_fp32, nonfinite_weights, structural_proof
 from .preprocess import ImageBatch, data_config_for, discover_images, load_images, make_transform
 from .report import write_artifacts
 from .runners import Runner, create_runner
@@ -114,17 +114,25 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
                              config.fp32_math, infer, reference, target, is_classifier, names)
     summary = build_summary(config, loaded, data_config, batch, device, numeric, runner_settings, parity, latency,
                             output_shape=list(target.shape), wall_s=time.time() - started)
-    summary["structural_proof"] = proof.to_json()
-    if target_model is not loaded:
-        summary["target_weights"] = asdict(target_model.weights) | {"flag": "--target-weights"}
-    if proof.failed:
-        summary["status"] = "failed"
+    _add_proofs(summary, proof, target_model if target_model is not loaded else None, Path(config.out_dir))
     if config.layers_on_fail and summary["status"] == "failed":
         summary["layer_report"] = _localise(config, loaded, batch)
     result = RunResult(summary, reference, target)
     result.artifacts = write_artifacts(Path(config.out_dir), summary, reference if config.save_outputs else None,
                                        target if config.save_outputs else None)
     return result
+
+
+def _add_proofs(summary: dict[str, Any], proof: StructuralProof, target_model: LoadedModel | None,
+                out_dir: Path) -> None:
+    """The structural proof (its failure fails the run), the target-side checkpoint, and a power report if any."""
+    summary["structural_proof"] = proof.to_json()
+    if target_model is not None:
+        summary["target_weights"] = asdict(target_model.weights) | {"flag": "--target-weights"}
+    if proof.failed:
+        summary["status"] = "failed"
+    if (out_dir / "power.md").is_file():  # written by `accelport power` into the same folder
+        summary["power_report"] = "power.md"
 
 
 def _localise(config: RunConfig, loaded: LoadedModel, batch: ImageBatch) -> str | None:
