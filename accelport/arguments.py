@@ -48,6 +48,14 @@ def add_weight_lookup_arguments(group: argparse._ActionsContainer, *, features: 
     group.add_argument("--seed", type=int, default=defaults.seed, help="seed of the random init fallback (default: 0)")
 
 
+
+def add_target_weights_argument(group: argparse._ActionsContainer) -> None:
+    """--target-weights: a second checkpoint for the target side only (run, layers, power)."""
+    group.add_argument("--target-weights", metavar="PATH",
+                       help="another checkpoint of the same architecture for the target side (a converted, re-saved "
+                            "or quantised copy), loaded as strictly as --weights; the reference keeps --weights")
+
+
 def configure_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)

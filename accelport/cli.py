@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from . import errors
-from .arguments import add_model_arguments, configure_logging
+from .arguments import add_model_arguments, add_target_weights_argument, configure_logging
 from .atomic import check_writable_dir
 from .config import RunConfig
 from .devices import FP32_MATH_MODES
@@ -22,7 +22,7 @@ _logger = logging.getLogger("accelport")
 
 # Sub-commands beyond `run`, one module each (runtimes x tasks x launchers stay independent).
 _COMMAND_MODULES = ("accelport.bench.command", "accelport.layers.command", "accelport.evaluation.command",
-                    "accelport.zoo.command")
+                    "accelport.zoo.command", "accelport.power.command")
 
 EPILOG = "exit codes: 0 ran and passed, 1 ran and parity failed, 2 bad usage/input/environment, 3 internal error"
 
@@ -30,7 +30,9 @@ EPILOG = "exit codes: 0 ran and passed, 1 ran and parity failed, 2 bad usage/inp
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``accelport run`` / ``python inference.py`` (other commands reuse the model and input ones)."""
     defaults = RunConfig()
-    add_model_arguments(parser.add_argument_group("model and weights"))
+    model = parser.add_argument_group("model and weights")
+    add_model_arguments(model)
+    add_target_weights_argument(model)
 
     data = parser.add_argument_group("inputs")
     data.add_argument("--images", nargs="+", metavar="PATH",
@@ -74,6 +76,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--out-dir", default=defaults.out_dir, help="where artifacts go (default: %(default)s)")
     output.add_argument("--save-outputs", action="store_true",
                         help="also save reference and target outputs as .npy")
+    output.add_argument("--no-structural-proof", dest="structural_proof", action="store_false",
+                        help="half precision / fp32-fast: do not also run the target in strict fp32 (faster, but "
+                             "weight and layout bugs that half precision hides are then not ruled out)")
     output.add_argument("--layers-on-fail", action="store_true",
                         help="when parity fails, also run the layer-by-layer comparison (accelport layers) and link "
                              "it from report.md")
@@ -83,7 +88,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     from .criteria import parse_criterion_flags
 
     return RunConfig(
-        model=args.model, weights=args.weights, require_pretrained=args.require_pretrained,
+        model=args.model, weights=args.weights, target_weights=args.target_weights,
+        require_pretrained=args.require_pretrained, structural_proof=args.structural_proof,
         hub_timeout_s=args.hub_timeout, images=tuple(args.images or ()), skip_bad_images=args.skip_bad_images,
         test_size=args.test_size, features=args.features, device=args.device, runtime=args.runtime,
         dtype=args.dtype, channels_last=args.channels_last, streams=args.streams, micro_batch=args.micro_batch,

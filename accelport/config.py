@@ -13,6 +13,7 @@ class RunConfig:
 
     model: str = DEFAULT_MODEL
     weights: str | None = None
+    target_weights: str | None = None  # another checkpoint of the same architecture for the target side only
     require_pretrained: bool = False
     hub_timeout_s: float = 3.0
     images: tuple[str, ...] = ()
@@ -33,6 +34,7 @@ class RunConfig:
     out_dir: str = "logs"
     save_outputs: bool = False
     layers_on_fail: bool = False
+    structural_proof: bool = True  # half precision / fp32-fast: also run the target in strict fp32
     seed: int = 0
 
     @property

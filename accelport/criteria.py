@@ -10,19 +10,23 @@ Defaults, and why (README "Parity criteria" has the full reasoning):
   relative and small logits by much more. Cosine >= 0.999 / 0.995 (Polygraphy's 0.997 lies between),
   relative L2 <= 5e-2 / 1e-1, 90 % / 80 % of elements within 5 % / 10 %. Ascend's per-API half rule (99 %
   within 1 %) is for one operator, not a 50-layer network, and would fail every correct bf16 port.
-All precisions: no new NaN/Inf, and no top-1 disagreement that is not a near-tie (classifier head).
+All precisions: no NaN/Inf on either side (nor in the weights), and no top-1 disagreement that is not a near-tie
+(classifier head); a near-tie is judged against what a correct implementation of the precision gets wrong, never
+against the target's own error. Half precision is also judged against a baseline of the same precision (the CPU
+eager model in that dtype): per image, the target's error may be at most ``max_baseline_ratio`` times the
+baseline's (rel L2 and share of elements outside ``BASELINE_RTOL``), floors as in ``ratio``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 
 from .errors import UsageError
-from .metrics import TensorMetrics, share_within
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class Criteria:
     elem_rtol: float  # element-wise relative tolerance for ...
     min_within_share: float  # ... the share of all elements that must be within it
     max_top1_mismatches: int = 0  # top-1 disagreements allowed that are not near-ties
+    max_baseline_ratio: float = 2.0  # half precision: worst image's target error / same-precision baseline's error
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,38 +88,77 @@ def parse_criterion_flags(items: list[str] | None) -> dict[str, str]:
     return parsed
 
 
+BASELINE_RTOL = 1e-2  # the baseline rule compares shares of elements whose guarded relative error exceeds this
+RATIO_FLOORS = {"rel_l2": 1e-3, "outside": 1e-3}  # fp32's own bounds: a baseline better than them is not a yardstick
+
+
+def ratio(target_error: float, baseline_error: float, kind: str) -> float:
+    """``target / max(baseline, floor)``: how many times a correct implementation's error the target makes."""
+    return float(target_error / max(baseline_error, RATIO_FLOORS[kind]))
+
+
 @dataclass(frozen=True)
 class Check:
-    """One criterion: the measured value next to its threshold."""
+    """One criterion: the measured value next to its threshold, and where it failed when that can be said."""
 
     name: str
     value: float
     op: str  # ">=" or "<="
     threshold: float
     passed: bool
+    detail: str | None = None  # e.g. which tensor or image holds the NaN
 
 
-def _check(name: str, value: float, op: str, threshold: float) -> Check:
+def check(name: str, value: float, op: str, threshold: float, detail: str | None = None) -> Check:
+    """A check that a NaN value never passes."""
     passed = bool(value >= threshold) if op == ">=" else bool(value <= threshold)
-    return Check(name, float(value), op, float(threshold), passed and bool(np.isfinite(value)))
+    return Check(name, float(value), op, float(threshold), passed and bool(np.isfinite(value)), detail)
 
 
-def evaluate(
-    criteria: Criteria,
-    reference: np.ndarray,
-    target: np.ndarray,
-    per_sample: list[TensorMetrics],
-    real_top1_mismatches: int | None,
-) -> list[Check]:
-    """Every check of the verdict; ``real_top1_mismatches`` is None for a features head (no classes)."""
+@dataclass(frozen=True)
+class Evidence:
+    """What the verdict judges, however it was gathered: whole outputs (run, bench), per-image records (eval) or
+    running sums per module (layers). Every judge of accelport builds one of these and calls ``judge``."""
+
+    worst_cosine: float
+    worst_rel_l2: float
+    within_share: float  # share of all elements within the criteria's elem_rtol
+    nonfinite_reference: int
+    nonfinite_target: int
+    real_top1_mismatches: int | None = None  # None: no classes (features head, a module's output)
+    worst_baseline_l2_ratio: float | None = None  # None: no same-precision baseline (fp32)
+    worst_baseline_outside_ratio: float | None = None
+    nonfinite_weights: int | None = None  # None: weights not inspected (e.g. layers per module)
+    where: dict[str, str] | None = None  # check name -> where it failed (tensor, image)
+
+
+def judge(criteria: Criteria, evidence: Evidence) -> list[Check]:
+    """Every check of the verdict, in a fixed order; the same function serves run, bench, eval and layers."""
+    where = evidence.where or {}
     checks = [
-        _check("min_sample_cosine", min(m.cosine_similarity for m in per_sample), ">=", criteria.min_cosine),
-        _check("max_sample_rel_l2", max(m.rel_l2_err for m in per_sample), "<=", criteria.max_rel_l2),
-        _check(f"share_within_rtol_{criteria.elem_rtol:g}", share_within(reference, target, criteria.elem_rtol),
-               ">=", criteria.min_within_share),
-        _check("new_nonfinite_values", sum(max(0, m.nonfinite_target - m.nonfinite_reference) for m in per_sample),
-               "<=", 0),
+        check("min_sample_cosine", evidence.worst_cosine, ">=", criteria.min_cosine, where.get("min_sample_cosine")),
+        check("max_sample_rel_l2", evidence.worst_rel_l2, "<=", criteria.max_rel_l2, where.get("max_sample_rel_l2")),
+        check(f"share_within_rtol_{criteria.elem_rtol:g}", evidence.within_share, ">=", criteria.min_within_share),
+        check("nonfinite_reference_values", evidence.nonfinite_reference, "<=", 0, where.get("nonfinite_reference")),
+        check("nonfinite_target_values", evidence.nonfinite_target, "<=", 0, where.get("nonfinite_target")),
     ]
-    if real_top1_mismatches is not None:
-        checks.append(_check("real_top1_mismatches", real_top1_mismatches, "<=", criteria.max_top1_mismatches))
+    if evidence.nonfinite_weights is not None:
+        checks.append(check("nonfinite_weights", evidence.nonfinite_weights, "<=", 0, where.get("nonfinite_weights")))
+    if evidence.worst_baseline_l2_ratio is not None:
+        checks.append(check("max_baseline_rel_l2_ratio", evidence.worst_baseline_l2_ratio, "<=",
+                            criteria.max_baseline_ratio, where.get("max_baseline_rel_l2_ratio")))
+    if evidence.worst_baseline_outside_ratio is not None:
+        checks.append(check(f"max_baseline_outside_{BASELINE_RTOL:g}_ratio", evidence.worst_baseline_outside_ratio,
+                            "<=", criteria.max_baseline_ratio, where.get("max_baseline_outside_ratio")))
+    if evidence.real_top1_mismatches is not None:
+        checks.append(check("real_top1_mismatches", evidence.real_top1_mismatches, "<=", criteria.max_top1_mismatches,
+                            where.get("real_top1_mismatches")))
     return checks
+
+
+def worst_index(values: Sequence[float], worst_is_low: bool) -> int:
+    """Index of the worst value, NaN counting as worst of all."""
+    array = np.asarray(values, np.float64)
+    if np.isnan(array).any():
+        return int(np.argmax(np.isnan(array)))
+    return int(np.argmin(array) if worst_is_low else np.argmax(array))

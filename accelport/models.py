@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import timm
 import torch
 
-from .errors import UsageError
+from .errors import UsageError, WeightsError
 from .weights import WeightsInfo, resolve_and_load
 
 _logger = logging.getLogger(__name__)
@@ -67,3 +68,20 @@ def load_model(
         model.reset_classifier(0)
     model.eval()
     return LoadedModel(model=model, name=name, head=head, weights=weights)
+
+
+def load_target_model(config: Any) -> LoadedModel:
+    """The same architecture with ``--target-weights`` loaded strictly; errors name that flag and file.
+
+    ``config``: a RunConfig or LayersConfig (``model``, ``head``, ``target_weights``, ``seed``).
+    """
+    path = Path(config.target_weights)
+    if not path.is_file():
+        raise WeightsError(f"--target-weights {path}: no such file")
+    try:
+        return load_model(config.model, config.head, path, seed=config.seed)
+    except WeightsError as exc:  # the loader names --weights or the bare path: name the flag actually used
+        message = str(exc).removeprefix("--weights ")
+        if not message.startswith(str(path)):
+            message = f"{path}: {message}"
+        raise WeightsError(f"--target-weights {message}") from None

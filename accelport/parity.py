@@ -1,14 +1,20 @@
-"""Compare a target's outputs with the CPU reference's and judge them: sees only arrays, never runners."""
+"""Compare a target's outputs with the CPU reference's and judge them: sees only arrays, never runners.
+
+The judge itself is ``criteria.judge``; this module turns whole output arrays (and, in half precision, the outputs
+of a same-precision baseline) into its ``Evidence``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .criteria import Check, Criteria, evaluate
-from .metrics import TensorMetrics, compare_arrays, compare_per_sample, topk_agreement, topk_indices
+from .criteria import BASELINE_RTOL, Check, Criteria, Evidence, judge, ratio, worst_index
+from .metrics import (TensorMetrics, TopKAgreement, compare_arrays, compare_per_sample, relative_errors, share_within,
+                      topk_agreement, topk_indices)
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,12 @@ class SampleParity:
     top5_match: bool | None
     top1_near_tie: bool | None
     top5_near_tie: bool | None
+    tie_tolerance: float | None = None  # logits a correct implementation may move: the near-tie allowance
+    baseline_rel_l2: float | None = None  # the same-precision baseline's error, when there is one
+    baseline_l2_ratio: float | None = None
+    outside_share: float | None = None  # share of elements whose relative error exceeds BASELINE_RTOL
+    baseline_outside_share: float | None = None
+    baseline_outside_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -31,6 +43,7 @@ class ParityResult:
     criteria: Criteria
     checks: list[Check]
     is_classifier: bool
+    baseline: TensorMetrics | None = None
 
     @property
     def passed(self) -> bool:
@@ -51,34 +64,135 @@ class ParityResult:
 
     def to_json(self) -> dict[str, Any]:
         n = len(self.samples)
-        return {
+        cosines = [s.metrics.cosine_similarity for s in self.samples]
+        rel_l2s = [s.metrics.rel_l2_err for s in self.samples]
+        data = {
             "passed": self.passed,
             "overall": self.overall.to_json(),
-            "worst_sample_cosine": min(s.metrics.cosine_similarity for s in self.samples),
-            "worst_sample_rel_l2": max(s.metrics.rel_l2_err for s in self.samples),
+            "worst_sample_cosine": cosines[worst_index(cosines, worst_is_low=True)],
+            "worst_sample_rel_l2": rel_l2s[worst_index(rel_l2s, worst_is_low=False)],
             "top1_agreement": None if not self.is_classifier else self._count("top1_match") / n,
             "top5_agreement": None if not self.is_classifier else self._count("top5_match") / n,
             "top1_near_ties": self._count("top1_near_tie"),
             "top5_near_ties": self._count("top5_near_tie"),
+            "real_top1_mismatches": None if not self.is_classifier else sum(
+                not s.top1_match and not s.top1_near_tie for s in self.samples),
             "criteria": self.criteria.to_json(),
             "checks": [vars(c) for c in self.checks],
         }
+        if self.baseline is not None:
+            data["baseline"] = {
+                "description": "CPU eager model in the target's dtype, against the same fp32 reference",
+                "overall": self.baseline.to_json(),
+                "outside_rtol": BASELINE_RTOL,
+                "per_image": [{"target_rel_l2": s.metrics.rel_l2_err, "baseline_rel_l2": s.baseline_rel_l2,
+                               "rel_l2_ratio": s.baseline_l2_ratio, "target_outside": s.outside_share,
+                               "baseline_outside": s.baseline_outside_share,
+                               "outside_ratio": s.baseline_outside_ratio} for s in self.samples],
+            }
+        return data
 
 
-def compare_outputs(reference: np.ndarray, target: np.ndarray, criteria: Criteria, is_classifier: bool) -> ParityResult:
-    """Metrics overall and per sample, top-k agreement with near-ties, and the verdict under ``criteria``."""
+def tie_tolerance(reference: np.ndarray, max_rel_l2: float, baseline_bound: float | None = None) -> float:
+    """How far apart two classes may be and still swap in a correct implementation of this precision.
+
+    With a same-precision baseline, ``baseline_bound`` is the most one logit may move (``max_baseline_ratio`` x
+    the baseline's largest error on this image); without one, an error at the criteria's rel-L2 bound spread evenly
+    over the outputs (``max_rel_l2`` x their RMS). Either class may move by it, so twice that. Never the target's
+    own error: a broken target would excuse its own flips.
+    """
+    if baseline_bound is None:
+        finite = reference[np.isfinite(reference)]
+        baseline_bound = max_rel_l2 * (float(np.sqrt(np.mean(finite**2))) if finite.size else 0.0)
+    return 2.0 * baseline_bound
+
+
+def _topk(ref: np.ndarray, tgt: np.ndarray, tolerance: float) -> tuple[TopKAgreement, TopKAgreement]:
+    if not (np.isfinite(ref).all() and np.isfinite(tgt).all()):  # NaN sorts anywhere: never a match or a tie
+        return TopKAgreement(1, False, False), TopKAgreement(5, False, False)
+    return topk_agreement(ref, tgt, 1, tolerance), topk_agreement(ref, tgt, 5, tolerance)
+
+
+def _outside(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+    errors = relative_errors(reference, other)
+    return np.where(np.isfinite(errors), errors > BASELINE_RTOL, True).mean(axis=1)
+
+
+def _nonfinite_where(counts: Sequence[int], names: Sequence[str]) -> str | None:
+    found = [f"{name} ({count})" for name, count in zip(names, counts, strict=True) if count]
+    return None if not found else f"NaN/Inf in {len(found)} image(s): " + ", ".join(found[:5])
+
+
+def compare_outputs(reference: np.ndarray, target: np.ndarray, criteria: Criteria, is_classifier: bool,
+                    baseline: np.ndarray | None = None, sample_names: Sequence[str] | None = None,
+                    nonfinite_weights: dict[str, int] | None = None) -> ParityResult:
+    """Metrics overall and per sample, top-k agreement with near-ties, and the verdict under ``criteria``.
+
+    ``baseline``: the outputs of a correct implementation of the target's precision (half precision), which
+    adds the baseline-ratio checks and sets the near-tie allowance. ``nonfinite_weights``: tensor name -> count
+    of NaN/Inf found in the loaded weights (an empty dict when they were inspected and are clean).
+    """
     reference = np.asarray(reference, np.float64)
     target = np.asarray(target, np.float64)
+    names = list(sample_names) if sample_names is not None else [f"image {i}" for i in range(len(reference))]
     per_sample = compare_per_sample(reference, target)
+    base_samples = compare_per_sample(reference, np.asarray(baseline, np.float64)) if baseline is not None else None
+    outside = _outside(reference, target)
+    base_outside = _outside(reference, np.asarray(baseline, np.float64)) if baseline is not None else None
     samples = []
-    for ref, tgt, metrics in zip(reference, target, per_sample, strict=True):
+    for i, (ref, tgt, metrics) in enumerate(zip(reference, target, per_sample, strict=True)):
+        base = base_samples[i] if base_samples is not None else None
+        extra: dict[str, Any] = {"outside_share": float(outside[i])}
+        if base is not None and base_outside is not None:
+            extra.update(baseline_rel_l2=base.rel_l2_err, baseline_outside_share=float(base_outside[i]),
+                         baseline_l2_ratio=ratio(metrics.rel_l2_err, base.rel_l2_err, "rel_l2"),
+                         baseline_outside_ratio=ratio(outside[i], base_outside[i], "outside"))
         if is_classifier:
-            top1 = topk_agreement(ref, tgt, 1, metrics.max_abs_diff)
-            top5 = topk_agreement(ref, tgt, 5, metrics.max_abs_diff)
+            tolerance = tie_tolerance(ref, criteria.max_rel_l2,
+                                      None if base is None else criteria.max_baseline_ratio * base.max_abs_diff)
+            top1, top5 = _topk(ref, tgt, tolerance)
             samples.append(SampleParity(metrics, topk_indices(ref), topk_indices(tgt), top1.match, top5.match,
-                                        top1.near_tie, top5.near_tie))
+                                        top1.near_tie, top5.near_tie, tie_tolerance=tolerance, **extra))
         else:
-            samples.append(SampleParity(metrics, None, None, None, None, None, None))
-    real_top1 = sum(not s.top1_match and not s.top1_near_tie for s in samples) if is_classifier else None
-    checks = evaluate(criteria, reference, target, per_sample, real_top1)
-    return ParityResult(compare_arrays(reference, target), samples, criteria, checks, is_classifier)
+            samples.append(SampleParity(metrics, None, None, None, None, None, None, **extra))
+    evidence = _evidence(reference, target, criteria, samples, names, is_classifier, nonfinite_weights)
+    return ParityResult(compare_arrays(reference, target), samples, criteria, judge(criteria, evidence),
+                        is_classifier, compare_arrays(reference, baseline) if baseline is not None else None)
+
+
+def _evidence(reference: np.ndarray, target: np.ndarray, criteria: Criteria, samples: list[SampleParity],
+              names: list[str], is_classifier: bool, nonfinite_weights: dict[str, int] | None) -> Evidence:
+    """The judge's input, with where each failure sits (image names, weight tensors)."""
+    cosines = [s.metrics.cosine_similarity for s in samples]
+    rel_l2s = [s.metrics.rel_l2_err for s in samples]
+    where = {
+        "min_sample_cosine": names[worst_index(cosines, worst_is_low=True)],
+        "max_sample_rel_l2": names[worst_index(rel_l2s, worst_is_low=False)],
+        "nonfinite_reference": _nonfinite_where([s.metrics.nonfinite_reference for s in samples], names),
+        "nonfinite_target": _nonfinite_where([s.metrics.nonfinite_target for s in samples], names),
+    }
+    if nonfinite_weights:
+        found = [f"{name} ({count})" for name, count in nonfinite_weights.items()]
+        where["nonfinite_weights"] = f"NaN/Inf in {len(found)} tensor(s): " + ", ".join(found[:5])
+    real = None
+    if is_classifier:
+        flips = [name for name, s in zip(names, samples, strict=True) if not s.top1_match and not s.top1_near_tie]
+        real = len(flips)
+        where["real_top1_mismatches"] = ", ".join(flips[:5]) or None
+    l2_ratios = [s.baseline_l2_ratio for s in samples if s.baseline_l2_ratio is not None]
+    out_ratios = [s.baseline_outside_ratio for s in samples if s.baseline_outside_ratio is not None]
+    if l2_ratios:
+        where["max_baseline_rel_l2_ratio"] = names[worst_index(l2_ratios, worst_is_low=False)]
+        where["max_baseline_outside_ratio"] = names[worst_index(out_ratios, worst_is_low=False)]
+    return Evidence(
+        worst_cosine=cosines[worst_index(cosines, worst_is_low=True)],
+        worst_rel_l2=rel_l2s[worst_index(rel_l2s, worst_is_low=False)],
+        within_share=share_within(reference, target, criteria.elem_rtol),
+        nonfinite_reference=sum(s.metrics.nonfinite_reference for s in samples),
+        nonfinite_target=sum(s.metrics.nonfinite_target for s in samples),
+        real_top1_mismatches=real,
+        worst_baseline_l2_ratio=l2_ratios[worst_index(l2_ratios, False)] if l2_ratios else None,
+        worst_baseline_outside_ratio=out_ratios[worst_index(out_ratios, False)] if out_ratios else None,
+        nonfinite_weights=None if nonfinite_weights is None else sum(nonfinite_weights.values()),
+        where=where,
+    )

@@ -6,7 +6,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,10 @@ from .criteria import criteria_for, effective_precision
 from .devices import apply_numeric_settings, resolve_device
 from .errors import RuntimeUnavailableError, UsageError
 from .latency import make_batch, measure_latency
-from .models import LoadedModel, load_model
+from .models import LoadedModel, load_model, load_target_model
 from .parity import compare_outputs
 from .preprocess import ImageBatch, ImageStream, data_config_for, discover_images, load_images, make_transform
+from .proofs import StructuralProof, baseline_outputs, check_not_fp32, nonfinite_weights, structural_proof
 from .report import write_artifacts
 from .resources import check_batch_fits
 from .runners import Runner, create_runner
@@ -75,6 +76,7 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     image_paths = discover_images(list(config.images))  # a missing input fails before the weights are read
     loaded = load_model(config.model, config.head, config.weights, config.require_pretrained,
                         config.hub_timeout_s, config.seed)
+    target_model = load_target_model(config) if config.target_weights else loaded
     data_config = data_config_for(loaded.model, config.test_size)
     check_batch_fits(config.batch_size, data_config.values["input_size"])  # before any image is decoded
     batch = ImageStream(image_paths, make_transform(data_config), config.skip_bad_images)
@@ -90,26 +92,53 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
         config = replace(config, runtime=auto.runtime, channels_last=auto.channels_last, streams=auto.streams,
                          micro_batch=auto.micro_batch)
     # Built first: an unsupported runtime/dtype/flag combination is an error before the reference is computed.
-    target_runner = create_runner(config.runtime, loaded.model, device, config.dtype, config.channels_last,
-                                  streams=config.streams, micro_batch=config.micro_batch)
+    def make_target(dtype: str) -> Runner:
+        return create_runner(config.runtime, target_model.model, device, dtype, config.channels_last,
+                             streams=config.streams, micro_batch=config.micro_batch)
+
+    def infer(runner: Runner) -> np.ndarray:
+        return infer_all(runner, batch.batches(config.batch_size))
+
+    target_runner = make_target(config.dtype)
     with create_runner("eager", loaded.model, torch.device("cpu"), "fp32") as reference_runner:
-        reference = infer_all(reference_runner, batch.batches(config.batch_size))
+        reference = infer(reference_runner)
+    baseline = baseline_outputs(loaded.model, config.dtype, infer)  # a correct implementation of the precision
     timed_batch = make_batch(batch.head(config.batch_size), config.batch_size)  # real images, cycled if fewer
     with target_runner:
         target_runner.warm_up(timed_batch)  # export/compile: setup_s, not latency
-        target = infer_all(target_runner, batch.batches(config.batch_size))
+        target = infer(target_runner)
         latency = measure_latency(target_runner, timed_batch, config.warmup, config.iters)
         runner_settings = target_runner.describe() | ({"auto": auto.to_json()} if auto else {})
 
-    parity = compare_outputs(reference, target, criteria, is_classifier=config.head == "classifier")
+    check_not_fp32(config.dtype, target, reference)  # even without the structural proof
+    names = [str(p) for p in batch.paths]
+    is_classifier = config.head == "classifier"
+    weights = {"reference": loaded.model} | ({"target": target_model.model} if target_model is not loaded else {})
+    parity = compare_outputs(reference, target, criteria, is_classifier, baseline=baseline, sample_names=names,
+                             nonfinite_weights=nonfinite_weights(weights))
+    proof = structural_proof(precision, config.structural_proof, lambda: make_target("fp32"), device,
+                             config.fp32_math, infer, reference, target, is_classifier, names)
     summary = build_summary(config, loaded, data_config, batch, device, numeric, runner_settings, parity, latency,
                             output_shape=list(target.shape), wall_s=time.time() - started)
-    if config.layers_on_fail and not parity.passed:
+    _add_proofs(summary, proof, target_model if target_model is not loaded else None, Path(config.out_dir))
+    if config.layers_on_fail and summary["status"] == "failed":
         summary["layer_report"] = _localise(config, loaded, batch)
     result = RunResult(summary, reference, target)
     result.artifacts = write_artifacts(Path(config.out_dir), summary, reference if config.save_outputs else None,
                                        target if config.save_outputs else None)
     return result
+
+
+def _add_proofs(summary: dict[str, Any], proof: StructuralProof, target_model: LoadedModel | None,
+                out_dir: Path) -> None:
+    """The structural proof (its failure fails the run), the target-side checkpoint, and a power report if any."""
+    summary["structural_proof"] = proof.to_json()
+    if target_model is not None:
+        summary["target_weights"] = asdict(target_model.weights) | {"flag": "--target-weights"}
+    if proof.failed:
+        summary["status"] = "failed"
+    if (out_dir / "power.md").is_file():  # written by `accelport power` into the same folder
+        summary["power_report"] = "power.md"
 
 
 def _localise(config: RunConfig, loaded: LoadedModel, stream: ImageStream) -> str | None:

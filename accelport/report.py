@@ -38,8 +38,30 @@ def _fmt(value: Any) -> str:
 def _verdict_lines(summary: dict[str, Any]) -> list[str]:
     return [
         f"{'PASS' if c['passed'] else 'FAIL'}  {c['name']}: {_fmt(c['value'])} {c['op']} {_fmt(c['threshold'])}"
+        + ("" if c["passed"] or not c.get("detail") else f" ({c['detail']})")
         for c in summary["parity"]["checks"]
     ]
+
+
+def _proof_lines(summary: dict[str, Any]) -> list[str]:
+    """The structural proof (target in strict fp32) and the same-precision baseline, for the log and report.md."""
+    lines = []
+    proof = summary.get("structural_proof")
+    if proof:
+        lines.append(f"structural proof (same target, strict fp32, fp32 criteria): {proof['status'].upper()}: "
+                     f"{proof['reason']}")
+        for c in (proof.get("parity") or {}).get("checks", []):
+            if not c["passed"]:
+                lines.append(f"  FAIL  {c['name']}: {_fmt(c['value'])} {c['op']} {_fmt(c['threshold'])}"
+                             + (f" ({c['detail']})" if c.get("detail") else ""))
+    baseline = summary["parity"].get("baseline")
+    if baseline:
+        worst = max(baseline["per_image"], key=lambda row: row["rel_l2_ratio"])
+        lines.append(f"same-precision baseline ({baseline['description']}): worst image rel L2 target "
+                     f"{_fmt(worst['target_rel_l2'])} vs baseline {_fmt(worst['baseline_rel_l2'])}, ratio "
+                     f"{_fmt(worst['rel_l2_ratio'])}; elements outside {baseline['outside_rtol']:g}: target "
+                     f"{_fmt(worst['target_outside'])} vs baseline {_fmt(worst['baseline_outside'])}")
+    return lines
 
 
 def render_log(summary: dict[str, Any]) -> str:
@@ -67,7 +89,7 @@ def render_log(summary: dict[str, Any]) -> str:
             top5 = "match" if sample["top5_match"] else ("near-tie" if sample["top5_near_tie"] else "MISMATCH")
             line += f"  top1 {top1} ({sample['reference_top5_labels'][0]})  top5 {top5}"
         lines.append(line)
-    lines += ["", "verdict checks:", *(f"  {v}" for v in _verdict_lines(summary)), "",
+    lines += ["", "verdict checks:", *(f"  {v}" for v in _verdict_lines(summary)), "", *_proof_lines(summary), "",
               f"status: {summary['status'].upper()}", ""]
     return "\n".join(lines)
 
@@ -94,6 +116,8 @@ def render_report(summary: dict[str, Any]) -> str:
         "## Weights",
         f"- source: `{weights['source']}`; path: `{weights['path']}`",
         f"- sha256: `{weights['sha256']}`; format: {weights['file_format']}; key layout: {weights['key_layout']}",
+        *([f"- target side only (--target-weights): `{summary['target_weights']['path']}`, sha256 "
+           f"`{summary['target_weights']['sha256']}`"] if summary.get("target_weights") else []),
         "",
         "## Hardware and software",
         f"- target: `{target['device']}` ({env['device_name']}), runtime `{target['runtime']}`, dtype "
@@ -116,6 +140,8 @@ def render_report(summary: dict[str, Any]) -> str:
         "|---|---|---|---|",
         *(f"| {c['name']} | {_fmt(c['value'])} | {c['op']} {_fmt(c['threshold'])} | "
           f"{'pass' if c['passed'] else '**FAIL**'} |" for c in summary["parity"]["checks"]),
+        "",
+        *(f"- {line}" for line in _proof_lines(summary)),
         "",
     ]
     if summary["samples"] and "reference_top5" in summary["samples"][0]:
@@ -144,6 +170,9 @@ def render_report(summary: dict[str, Any]) -> str:
     layers = summary.get("layer_report")
     if layers:
         lines += ["", "## Layer-by-layer comparison", f"See [{layers}]({layers})."]
+    if summary.get("power_report"):
+        lines += ["", "## Detection power", f"What this verdict detects: see [{summary['power_report']}]"
+                  f"({summary['power_report']})."]
     return "\n".join(lines) + "\n"
 
 

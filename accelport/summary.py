@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .parity import ParityResult
     from .preprocess import DataConfig, ImageBatch
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: honest NaN metrics, near-ties from the baseline, nonfinite checks (README)
 
 
 @functools.lru_cache(maxsize=1)

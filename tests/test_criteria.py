@@ -121,3 +121,85 @@ def test_criterion_overrides_and_their_errors():
         criteria_for("fp32", {"min_cosine": "1.5"})
     with pytest.raises(UsageError, match="KEY=VALUE"):
         parse_criterion_flags(["min_cosine"])
+
+
+def test_rolled_outputs_are_real_top1_mismatches_in_every_precision(setup):
+    model, images, reference = setup
+    rolled = np.roll(reference, 1, 0)
+    assert (rolled.argmax(1) != reference.argmax(1)).all()
+    baseline = _outputs(copy.deepcopy(model), images, torch.bfloat16)
+    for precision, base in (("fp32", None), ("bf16", baseline)):  # bf16 as run judges it: with its baseline
+        result = compare_outputs(reference, rolled, DEFAULT_CRITERIA[precision], True, baseline=base)
+        check = next(c for c in result.checks if c.name == "real_top1_mismatches")
+        assert check.value == len(reference) and not check.passed
+
+
+def test_rgb_bgr_swap_is_real_top1_mismatches_not_near_ties(setup):
+    model, images, reference = setup
+    swapped = _outputs(model, images.flip(1))
+    margins = reference.max(1) - reference[np.arange(len(reference)), swapped.argmax(1)]
+    clear = int((margins > 0.05).sum())  # flips between classes the reference separates by 7x bf16's own error
+    assert clear > 0
+    baseline = _outputs(copy.deepcopy(model), images, torch.bfloat16)
+    for precision, base in (("fp32", None), ("bf16", baseline)):
+        result = compare_outputs(reference, swapped, DEFAULT_CRITERIA[precision], True, baseline=base)
+        assert next(c for c in result.checks if c.name == "real_top1_mismatches").value >= clear
+
+
+def test_near_tie_allowance_comes_from_the_baseline_not_the_target(setup):
+    reference = np.tile(np.linspace(-1, 1, 1000), (1, 1))
+    target = reference.copy()
+    target[0, 998] += 0.01  # overtakes class 999, 0.002 ahead in the reference
+    target[0, :500] += 5.0  # and a large error elsewhere, which the old rule took as the allowance
+    criteria = DEFAULT_CRITERIA["bf16"]
+    tight = reference + 1e-4  # a baseline whose error is far below the 0.002 margin
+    result = compare_outputs(reference, target, criteria, is_classifier=True, baseline=tight)
+    assert result.samples[0].top1_near_tie is False and not result.passed
+    loose = reference.copy()
+    loose[0, 5] += 0.01  # a correct bf16 implementation moves a logit by 0.01: 0.002 is within its error
+    assert compare_outputs(reference, reference + np.eye(1, 1000, 998) * 0.003, criteria, True,
+                           baseline=loose).samples[0].top1_near_tie
+
+
+@pytest.mark.parametrize("dtype, precision", [(torch.float32, "fp32"), (torch.bfloat16, "bf16")])
+@pytest.mark.parametrize("arch", ["resnet18", "vit_tiny_patch16_224", "mobilenetv3_small_050"])
+def test_clean_runs_count_no_real_top1_mismatch(arch, dtype, precision, sample_paths):
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=False).eval()
+    images = load_images(sample_paths[:2], make_transform(data_config_for(model))).tensor
+    reference = _outputs(model, images)
+    baseline = _outputs(copy.deepcopy(model), images, dtype) if dtype != torch.float32 else None
+    channels_last = copy.deepcopy(model).to(memory_format=torch.channels_last)  # another kernel path: correct
+    target = _outputs(channels_last, images.contiguous(memory_format=torch.channels_last), dtype)
+    result = compare_outputs(reference, target, DEFAULT_CRITERIA[precision], True, baseline=baseline)
+    assert result.passed, [c for c in result.checks if not c.passed]
+
+
+def test_nonfinite_values_fail_on_either_side_and_say_where(setup):
+    _, _, reference = setup
+    target = reference.copy()
+    target[1, 3] = np.nan
+    result = compare_outputs(reference, target, DEFAULT_CRITERIA["fp32"], True, sample_names=list("abcdef"))
+    failed = {c.name: c for c in result.checks if not c.passed}
+    assert "nonfinite_target_values" in failed and "b (1)" in failed["nonfinite_target_values"].detail
+    assert np.isnan(result.samples[1].metrics.cosine_similarity) and result.samples[1].top1_match is False
+    same_nan = compare_outputs(target, target, DEFAULT_CRITERIA["fp32"], True)  # the reference has it too
+    assert not same_nan.passed and "nonfinite_reference_values" in {c.name for c in same_nan.checks if not c.passed}
+    weights = compare_outputs(reference, reference, DEFAULT_CRITERIA["fp32"], True,
+                              nonfinite_weights={"target weights: head.fc.bias": 1})
+    failed = {c.name: c for c in weights.checks if not c.passed}
+    assert list(failed) == ["nonfinite_weights"] and "head.fc.bias" in failed["nonfinite_weights"].detail
+
+
+def test_baseline_ratio_fails_a_fault_the_absolute_bf16_limits_pass(setup):
+    model, images, reference = setup
+    baseline = _outputs(copy.deepcopy(model), images, torch.bfloat16)
+    faulty = copy.deepcopy(model)
+    faulty.stages[2].blocks[1].mlp.grn.weight.data *= 0.1
+    target = _outputs(faulty, images, torch.bfloat16)
+    absolute = compare_outputs(reference, target, DEFAULT_CRITERIA["bf16"], True)
+    judged = compare_outputs(reference, target, DEFAULT_CRITERIA["bf16"], True, baseline=baseline)
+    assert absolute.passed
+    failed = {c.name for c in judged.checks if not c.passed}
+    assert "max_baseline_rel_l2_ratio" in failed
+    assert judged.to_json()["baseline"]["per_image"][0]["rel_l2_ratio"] > DEFAULT_CRITERIA["bf16"].max_baseline_ratio

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..criteria import Check, Criteria
+from ..criteria import Check, Criteria, Evidence, check, judge, worst_index
 from .records import ImageRecord
 
 PERCENTILES = (0.1, 1, 5, 25, 50, 75, 95, 99, 99.9)
@@ -94,33 +94,31 @@ def disagreeing_classes(records: Sequence[ImageRecord], count: int, name: Callab
     return rows[:count]
 
 
-def _check(name: str, value: float, op: str, threshold: float) -> Check:
-    passed = value >= threshold if op == ">=" else value <= threshold
-    return Check(name, float(value), op, float(threshold), bool(passed and np.isfinite(value)))
-
-
 def verdict(records: Sequence[ImageRecord], criteria: Criteria, max_disagreement: float, max_accuracy_drop: float,
             accuracy_figures: dict[str, Any] | None) -> list[Check]:
-    """The run's per-image criteria applied to every image, plus dataset-scale rates.
+    """The run's judge (``criteria.judge``) applied to every image, plus dataset-scale rates.
 
     A single real top-1 flip is allowed per ``max_disagreement`` share of the images (at dataset scale a few
     flips between classes closer than twice the error are expected at reduced precision), and the target's
     top-1 accuracy may fall below the reference's by at most ``max_accuracy_drop``.
     """
     elements = sum(r.num_elements for r in records)
-    checks = [
-        _check("min_sample_cosine", min(r.cosine for r in records), ">=", criteria.min_cosine),
-        _check("max_sample_rel_l2", max(r.rel_l2 for r in records), "<=", criteria.max_rel_l2),
-        _check(f"share_within_rtol_{criteria.elem_rtol:g}", sum(r.within_rtol for r in records) / elements, ">=",
-               criteria.min_within_share),
-        _check("new_nonfinite_values",
-               sum(max(0, r.nonfinite_target - r.nonfinite_reference) for r in records), "<=", 0),
-        _check("real_top1_mismatch_rate", sum(r.real_top1_mismatch for r in records) / len(records), "<=",
-               max_disagreement),
-    ]
+    cosines, rel_l2s = [r.cosine for r in records], [r.rel_l2 for r in records]
+    evidence = Evidence(
+        worst_cosine=cosines[worst_index(cosines, worst_is_low=True)],
+        worst_rel_l2=rel_l2s[worst_index(rel_l2s, worst_is_low=False)],
+        within_share=sum(r.within_rtol for r in records) / elements,
+        nonfinite_reference=sum(r.nonfinite_reference for r in records),
+        nonfinite_target=sum(r.nonfinite_target for r in records),
+        where={"min_sample_cosine": records[worst_index(cosines, worst_is_low=True)].key,
+               "max_sample_rel_l2": records[worst_index(rel_l2s, worst_is_low=False)].key},
+    )
+    checks = judge(criteria, evidence)
+    checks.append(check("real_top1_mismatch_rate", sum(r.real_top1_mismatch for r in records) / len(records), "<=",
+                        max_disagreement))
     if accuracy_figures is not None:
         drop = accuracy_figures["reference"]["top1"] - accuracy_figures["target"]["top1"]
-        checks.append(_check("top1_accuracy_drop", drop, "<=", max_accuracy_drop))
+        checks.append(check("top1_accuracy_drop", drop, "<=", max_accuracy_drop))
     return checks
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..atomic import check_writable_dir
-from ..criteria import criteria_for, effective_precision
+from ..criteria import Criteria, criteria_for, effective_precision
 from ..devices import PINNED_DEVICE_TYPES, apply_numeric_settings
 from ..errors import InputError, UsageError
 from ..models import load_model
@@ -77,14 +77,14 @@ def validate(config: EvalConfig) -> None:
 
 
 def _fingerprint(config: EvalConfig, loaded: Any, data_config: Any, listing: DatasetListing, device: torch.device,
-                 elem_rtol: float) -> dict[str, Any]:
+                 criteria: Criteria) -> dict[str, Any]:
     """What must not change between an interrupted run and its resume (journal.py)."""
     return {
         "model": loaded.name, "head": loaded.head, "weights": _weights_identity(loaded, config.seed),
         "data_config": data_config.to_json(), "data": str(listing.root.resolve()), "labels": listing.labels.to_json(),
         "device_type": device.type, "runtime": config.runtime, "dtype": config.dtype,
         "channels_last": config.channels_last, "fp32_math": config.fp32_math, "batch_size": config.batch_size,
-        "elem_rtol": elem_rtol,
+        "elem_rtol": criteria.elem_rtol, "tie_rel_l2": criteria.max_rel_l2,  # they decide the records' flags
     }
 
 
@@ -165,7 +165,7 @@ def _evaluate(config: EvalConfig, ctx: dist_utils.DistContext, device: torch.dev
     listing = list_dataset(config.data, config.labels, loaded.model, loaded.num_classes)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fingerprint = _fingerprint(config, loaded, data_config, listing, device, criteria.elem_rtol)
+    fingerprint = _fingerprint(config, loaded, data_config, listing, device, criteria)
     _check_same_job(ctx, fingerprint, listing)
     done_keys, done_records = _done_before(config, ctx, out_dir, fingerprint, listing)
     items = dist_utils.shard([it for it in listing.items if it.key not in done_keys], ctx)
@@ -180,7 +180,7 @@ def _evaluate(config: EvalConfig, ctx: dist_utils.DistContext, device: torch.dev
     with create_runner("eager", loaded.model, torch.device("cpu"), "fp32") as reference_runner, \
             create_runner(config.runtime, loaded.model, device, config.dtype, config.channels_last) as target_runner, \
             JournalWriter(journal_path(out_dir, ctx.rank), fingerprint) as journal:
-        evaluator = ShardEvaluator(items, reference_runner, target_runner, loaded.num_classes, criteria.elem_rtol,
+        evaluator = ShardEvaluator(items, reference_runner, target_runner, loaded.num_classes, criteria,
                                    cache, journal, config.skip_bad_images)
         try:
             shard = evaluator.run(loader, progress, on_batch)

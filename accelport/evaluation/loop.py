@@ -20,6 +20,7 @@ from ..errors import InputError
 from ..runners import Runner
 from .dataset import DatasetItem, LoadedBatch
 from .journal import JournalWriter
+from ..criteria import Criteria
 from .records import ImageRecord, records_from_outputs
 from .reference_cache import ReferenceCache
 
@@ -88,12 +89,12 @@ class ShardEvaluator:
     """Runs the reference (or reads it from the cache) and the target on every batch of one shard."""
 
     def __init__(self, items: list[DatasetItem], reference: Runner, target: Runner, num_outputs: int,
-                 elem_rtol: float, cache: ReferenceCache | None, journal: JournalWriter, skip_bad_images: bool):
+                 criteria: Criteria, cache: ReferenceCache | None, journal: JournalWriter, skip_bad_images: bool):
         self.items = items
         self.reference = reference
         self.target = target
         self.num_outputs = num_outputs
-        self.elem_rtol = elem_rtol
+        self.criteria = criteria
         self.cache = cache
         self.journal = journal
         self.skip_bad_images = skip_bad_images
@@ -135,7 +136,7 @@ class ShardEvaluator:
         times.target_s += time.perf_counter() - started
         started = time.perf_counter()
         records = records_from_outputs([it.key for it in items], [it.label for it in items], reference,
-                                       target[: batch.size].numpy(), self.elem_rtol)
+                                       target[: batch.size].numpy(), self.criteria)
         times.compare_s += time.perf_counter() - started
         return records
 

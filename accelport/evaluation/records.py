@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 
 from ..metrics import compare_per_sample, relative_errors, topk_agreement, topk_indices
+from ..criteria import Criteria
+from ..parity import tie_tolerance
 
 
 @dataclass(frozen=True)
@@ -44,17 +46,19 @@ class ImageRecord:
 
 
 def records_from_outputs(keys: list[str], labels: list[int | None], reference: np.ndarray, target: np.ndarray,
-                         elem_rtol: float) -> list[ImageRecord]:
+                         criteria: Criteria) -> list[ImageRecord]:
     """Per-image metrics and top-k agreement, the same functions and tolerances as ``accelport run`` uses."""
     reference = np.asarray(reference, np.float64)
     target = np.asarray(target, np.float64)
     errors = relative_errors(reference, target)
-    within = np.where(np.isfinite(errors), errors <= elem_rtol, False).sum(axis=1)  # as metrics.share_within counts
+    within = np.where(np.isfinite(errors), errors <= criteria.elem_rtol, False).sum(axis=1)  # as share_within
     records = []
     for i, metrics in enumerate(compare_per_sample(reference, target)):
         ref, tgt = reference[i], target[i]
-        top1 = topk_agreement(ref, tgt, 1, metrics.max_abs_diff)
-        top5 = topk_agreement(ref, tgt, 5, metrics.max_abs_diff)
+        tolerance = tie_tolerance(ref, criteria.max_rel_l2)  # what the criteria allow, never the target's own error
+        finite = metrics.nonfinite_reference == 0 and metrics.nonfinite_target == 0
+        top1 = topk_agreement(ref, tgt, 1, tolerance if finite else 0.0)
+        top5 = topk_agreement(ref, tgt, 5, tolerance if finite else 0.0)
         records.append(ImageRecord(
             key=keys[i], label=labels[i], reference_top5=topk_indices(ref), target_top5=topk_indices(tgt),
             top1_match=top1.match, top5_match=top5.match, top1_near_tie=top1.near_tie, top5_near_tie=top5.near_tie,

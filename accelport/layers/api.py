@@ -12,11 +12,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..criteria import criteria_for, effective_precision
+from ..criteria import Criteria, criteria_for, effective_precision
 from ..devices import apply_numeric_settings, resolve_device
 from ..environment import describe_environment
-from ..errors import WeightsError
-from ..models import LoadedModel, load_model
+from ..models import LoadedModel, load_model, load_target_model
 from ..preprocess import ImageBatch, data_config_for, discover_images, load_images, make_transform
 from ..runners import DTYPES, create_runner
 from ..weights import WeightsInfo
@@ -44,27 +43,15 @@ class LayersResult:
         return self.data["status"] == "diverged"
 
     def first_divergent(self, mode: str) -> str | None:
-        """Name of the first divergent module in ``mode`` ("chained" or "isolated"), or None."""
-        first = self.data["first_divergent"].get(mode)
+        """Name of the first divergent module in ``mode`` ("chained" or "isolated"), or None; in the strict fp32
+        pass of a half-precision target when its own precision shows none."""
+        first = self.data["first_divergent"].get(mode) or (self.data.get("structural") or {}).get(
+            "first_divergent", {}).get(mode)
         return first["module"] if first else None
 
 
 def _weights_json(weights: WeightsInfo) -> dict[str, Any]:
     return asdict(weights) | {"pretrained_used": weights.pretrained_used}
-
-
-def load_target_model(config: LayersConfig) -> LoadedModel:
-    """The same architecture with ``--target-weights`` loaded strictly; errors name that flag and file."""
-    path = Path(config.target_weights)
-    if not path.is_file():
-        raise WeightsError(f"--target-weights {path}: no such file")
-    try:
-        return load_model(config.model, config.head, path, seed=config.seed)
-    except WeightsError as exc:  # the loader names --weights or the bare path: name the flag actually used
-        message = str(exc).removeprefix("--weights ")
-        if not message.startswith(str(path)):
-            message = f"{path}: {message}"
-        raise WeightsError(f"--target-weights {message}") from None
 
 
 def run_layers(config: LayersConfig | None = None, *, loaded: LoadedModel | None = None,
@@ -92,16 +79,26 @@ def run_layers(config: LayersConfig | None = None, *, loaded: LoadedModel | None
                  device, config.runtime, config.dtype)
 
     memory = MemoryMonitor(device).start()
-    with create_runner(config.runtime, target.model, device, config.dtype, config.channels_last) as runner:
-        cast = TargetCast(device, DTYPES[config.dtype], config.channels_last)
-        batches = (images.tensor[i : i + size] for i in range(0, count, size))
-        comparison = compare_layers(loaded.model, runner.module, batches, criteria, config.modes, cast,
-                                    runner.to_device, device, memory)
-        runner_settings = runner.describe()
+
+    def compare_in(dtype: str, judge_by: Criteria) -> tuple[LayerComparison, dict[str, Any]]:
+        with create_runner(config.runtime, target.model, device, dtype, config.channels_last) as runner:
+            cast = TargetCast(device, DTYPES[dtype], config.channels_last)
+            batches = (images.tensor[i : i + size] for i in range(0, count, size))
+            return (compare_layers(loaded.model, runner.module, batches, judge_by, config.modes, cast,
+                                   runner.to_device, device, memory), runner.describe())
+
+    comparison, runner_settings = compare_in(config.dtype, criteria)
+    structural = None
+    if criteria.precision != "fp32" and not comparison.diverged:  # as run's structural proof: strict fp32
+        apply_numeric_settings(device, "strict")
+        try:
+            structural = compare_in("fp32", criteria_for("fp32"))[0]
+        finally:
+            apply_numeric_settings(device, config.fp32_math)
 
     data = {
         "schema_version": SCHEMA_VERSION,
-        "status": "diverged" if comparison.diverged else "no-divergence",
+        "status": "diverged" if comparison.diverged or (structural and structural.diverged) else "no-divergence",
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": round(time.time() - started, 3),
         "model": {"name": loaded.name, "head": loaded.head, "num_params": loaded.num_params,
@@ -115,10 +112,15 @@ def run_layers(config: LayersConfig | None = None, *, loaded: LoadedModel | None
                    "skipped": [{"path": str(p), "reason": r} for p, r in images.skipped]},
         **comparison.to_json(),
     }
+    if structural is not None:  # the modules of the same target in strict fp32, judged by the fp32 criteria
+        data["structural"] = {"dtype": "fp32", "criteria": "fp32", "diverged": structural.diverged,
+                              "first_divergent": structural.to_json()["first_divergent"]}
     result = LayersResult(data, comparison)
     result.artifacts = write_layer_artifacts(Path(config.out_dir), data)
     for mode in config.modes:
         _logger.info("layers: first divergent module (%s): %s", mode, result.first_divergent(mode) or "none")
+    if structural is not None:
+        _logger.info("layers: strict fp32 pass of the same target: %s", "diverged" if structural.diverged else "clean")
     return result
 
 
@@ -129,10 +131,21 @@ def describe_first_divergent(result: LayersResult) -> list[str]:
     for mode in result.data["modes"]:
         first = result.data["first_divergent"][mode]
         if first is None:
-            lines.append(f"{mode:<9} no divergent module ({total} modules within the criteria)")
+            growth = result.data.get("fastest_growth", {}).get(mode)
+            where = "" if growth is None else (
+                f"; no single module crosses a limit, the error grows fastest at {growth['module']} "
+                f"({growth['type']}, row {growth['index']}: worst-image rel L2 {growth['worst_sample_rel_l2']:.3g})")
+            lines.append(f"{mode:<9} no divergent module ({total} modules within the criteria){where}")
         else:
             lines.append(f"{mode:<9} first divergent module: {first['module']} ({first['type']}, row "
                          f"{first['index']} of {total}): {first['reason']}")
+    structural = result.data.get("structural")
+    if structural:
+        for mode, first in structural["first_divergent"].items():
+            lines.append(f"{mode:<9} strict fp32 pass of the same target (fp32 criteria): " + (
+                "no divergent module" if first is None else
+                f"first divergent module: {first['module']} ({first['type']}, row {first['index']}): "
+                f"{first['reason']}"))
     return lines
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import errors
-from ..arguments import add_model_arguments
+from ..arguments import add_model_arguments, add_target_weights_argument
 from ..devices import FP32_MATH_MODES
 from .config import MODES, LayersConfig
 
@@ -20,9 +20,7 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model and weights")
     add_model_arguments(model, weights_help="checkpoint of the reference (and of the target unless --target-weights), "
                         "as for accelport run; default: the HF cache, then the Hub if reachable")
-    model.add_argument("--target-weights", metavar="PATH",
-                       help="another checkpoint of the same architecture for the target side (a converted, "
-                            "re-saved or quantised copy), loaded strictly")
+    add_target_weights_argument(model)
 
     data = parser.add_argument_group("inputs")
     data.add_argument("--images", nargs="+", metavar="PATH",

@@ -7,6 +7,7 @@ that contains it: the first divergent row is the innermost module where the erro
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,10 +27,10 @@ from .stats import ModuleStats
 _logger = logging.getLogger(__name__)
 
 DIVERGENCE_RULE = (
-    "a module diverges when, on its worst image, its output's relative L2 error exceeds the criteria's max_rel_l2 "
-    "or its cosine similarity falls below min_cosine, or it has NaN/Inf values the reference's output has not, "
-    "or its shape differs; the thresholds are those `accelport run` applies to the whole model at the target's "
-    "precision (with --criterion overrides). The first divergent module is the first such row in completion order."
+    "a module diverges when its output fails a check that fails `accelport run` (the same judge, criteria.judge, at "
+    "the target's precision with --criterion overrides): worst image's cosine below min_cosine or relative L2 above "
+    "max_rel_l2, share of elements within elem_rtol below min_within_share, NaN/Inf on either side; or its shape "
+    "differs. The first divergent module is the first such row in completion order."
 )
 
 
@@ -81,6 +82,21 @@ class LayerComparison:
                 return index, row
         return None
 
+    def fastest_growth(self, mode: str) -> dict[str, Any] | None:
+        """Where the error grows most when no module crosses a limit: chained, the largest rise of the worst-image
+        rel L2 over every earlier row's; isolated, the largest own error."""
+        best, running = None, 0.0
+        for index, row in enumerate(self.rows):
+            stats = row.stats.get(mode)
+            if stats is None or stats.shape_mismatch or math.isnan(stats.worst_rel_l2):
+                continue
+            growth = stats.worst_rel_l2 - running if mode == "chained" else stats.worst_rel_l2
+            if best is None or growth > best["growth"]:
+                best = {"index": index, "module": row.key, "type": row.module_type, "growth": growth,
+                        "worst_sample_rel_l2": stats.worst_rel_l2}
+            running = max(running, stats.worst_rel_l2)
+        return best
+
     @property
     def diverged(self) -> bool:
         return any(self.first_divergent(mode) is not None for mode in self.modes)
@@ -94,6 +110,7 @@ class LayerComparison:
                 key: rows[found[0]][key] for key in ("index", "module", "type")} | {
                 key: rows[found[0]][mode][key] for key in ("reason", "worst_sample_rel_l2", "worst_sample_cosine")}
         return {"modes": list(self.modes), "criteria": self.criteria.to_json(), "divergence_rule": DIVERGENCE_RULE,
+                "fastest_growth": {mode: self.fastest_growth(mode) for mode in self.modes},
                 "num_images": self.num_images, "first_divergent": first, "memory": self.memory.to_json(),
                 "modules": rows}
 
@@ -101,11 +118,12 @@ class LayerComparison:
 class _Collector:
     """Receives (reference, target) rows from either mode and adds them to the module's running metrics."""
 
-    def __init__(self, memory: MemoryMonitor) -> None:
+    def __init__(self, memory: MemoryMonitor, elem_rtol: float) -> None:
         self.rows: dict[str, LayerRow] = {}
         self.mode = ""
         self.first_image = 0
         self._memory = memory
+        self._elem_rtol = elem_rtol
 
     def __call__(self, key: str, name: str, module: nn.Module, reference: Rows | None, target: Rows | None) -> None:
         row = self.rows.get(key)
@@ -117,7 +135,7 @@ class _Collector:
             return
         row.output_shape = row.output_shape or reference.shape
         self._memory.output_seen(reference.nbytes)
-        stats = row.stats.setdefault(self.mode, ModuleStats())
+        stats = row.stats.setdefault(self.mode, ModuleStats(elem_rtol=self._elem_rtol))
         if target is None:
             stats.shape_mismatch = "the target's output holds no tensor with the batch as first dimension"
             return
@@ -160,7 +178,7 @@ def compare_layers(
     watched = watched_modules(reference)
     target_watched = _target_modules(target, watched)
     memory = memory or MemoryMonitor(device).start()
-    collector = _Collector(memory)
+    collector = _Collector(memory, criteria.elem_rtol)
     for batch in batches:
         for mode in modes:
             collector.mode = mode

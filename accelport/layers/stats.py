@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..criteria import Criteria
+from ..criteria import Criteria, Evidence, judge
 from ..metrics import _TINY, REL_FLOOR, TensorMetrics
 
 _WITHIN = (1e-3, 5e-3, 1e-2)  # the share_within_* fields of TensorMetrics
@@ -61,6 +61,8 @@ class ModuleStats:
     worst_cosine: float = 1.0  # worst image, as the core's min_sample_cosine check
     worst_cosine_image: int | None = None
     shape_mismatch: str | None = None
+    elem_rtol: float | None = None  # the criteria's element-wise tolerance, for the share rule
+    within_rtol: int = 0  # elements within it
 
     def update(self, reference: torch.Tensor, target: torch.Tensor, first_image: int) -> None:
         """Add one batch: ``[N, elements]`` rows of both sides; ``first_image`` is the batch's first image index."""
@@ -97,6 +99,7 @@ class ModuleStats:
             rel_finite = rel[torch.isfinite(rel)]
             max_rel = float(rel_finite.max()) if rel_finite.numel() else 0.0
 
+        count_per_row = ref.shape[1]
         self.num_elements += ref.numel()
         self.num_finite += int(finite_count.sum())
         self.sum_abs += sum_abs
@@ -104,6 +107,8 @@ class ModuleStats:
         self.max_rel = max(self.max_rel, max_rel)
         for i, rtol in enumerate(_WITHIN):  # NaN compares False: a non-finite element is never within
             self.within[i] += int(torch.count_nonzero(rel <= rtol))
+        if self.elem_rtol is not None:
+            self.within_rtol += int(torch.count_nonzero(rel <= self.elem_rtol))
         self.nonfinite_reference += int(nonfinite_ref.sum())
         self.nonfinite_target += int(nonfinite_tgt.sum())
         self.new_nonfinite += int((nonfinite_tgt - nonfinite_ref).clamp_min(0).sum())
@@ -111,22 +116,26 @@ class ModuleStats:
             self.sum_sq_err, self.sum_sq_ref = self.sum_sq_err + sq_err, self.sum_sq_ref + sq_ref
             self.sum_sq_tgt, self.sum_dot = self.sum_sq_tgt + sq_tgt, self.sum_dot + dot
             rel_l2, cos = _rel_l2(sq_err, sq_ref), _cosine(dot, sq_ref, sq_tgt)
-            if self.worst_rel_l2_image is None or not rel_l2 <= self.worst_rel_l2:  # NaN counts as worst
+            if int(finite_count[offset]) != count_per_row:  # NaN/Inf in this image: no honest cosine or rel L2
+                rel_l2, cos = math.nan, math.nan
+            no_nan_yet = self.worst_rel_l2_image is None or not math.isnan(self.worst_rel_l2)  # NaN stays worst
+            if no_nan_yet and (self.worst_rel_l2_image is None or not rel_l2 <= self.worst_rel_l2):
                 self.worst_rel_l2, self.worst_rel_l2_image = rel_l2, first_image + offset
-            if self.worst_cosine_image is None or not cos >= self.worst_cosine:
+            if no_nan_yet and (self.worst_cosine_image is None or not cos >= self.worst_cosine):
                 self.worst_cosine, self.worst_cosine_image = cos, first_image + offset
 
     def metrics(self) -> TensorMetrics:
         """The core comparison's metrics over every element of every image seen."""
         n, finite = self.num_elements, self.num_finite
+        honest = 1.0 if finite == n else math.nan  # as metrics.compare_arrays: NaN/Inf anywhere, no "cosine 1"
         return TensorMetrics(
             num_elements=n,
             max_abs_diff=self.max_abs,
             mean_abs_diff=self.sum_abs / finite if finite else 0.0,
             max_rel_err=self.max_rel,
-            rel_l2_err=_rel_l2(self.sum_sq_err, self.sum_sq_ref),
+            rel_l2_err=honest * _rel_l2(self.sum_sq_err, self.sum_sq_ref),
             rmse=math.sqrt(self.sum_sq_err / finite) if finite else 0.0,
-            cosine_similarity=_cosine(self.sum_dot, self.sum_sq_ref, self.sum_sq_tgt),
+            cosine_similarity=honest * _cosine(self.sum_dot, self.sum_sq_ref, self.sum_sq_tgt),
             share_within_1e_3=self.within[0] / n if n else 1.0,
             share_within_5e_3=self.within[1] / n if n else 1.0,
             share_within_1e_2=self.within[2] / n if n else 1.0,
@@ -135,14 +144,12 @@ class ModuleStats:
         )
 
     def divergence(self, criteria: Criteria) -> str | None:
-        """Why this output fails the per-module rule (see docs/layers.md), or None when it passes."""
+        """Why this output fails the rules that fail a run (``criteria.judge``), or None when it passes."""
         if self.shape_mismatch:
             return f"output shape differs ({self.shape_mismatch})"
-        reasons = []
-        if self.new_nonfinite > 0:
-            reasons.append(f"{self.new_nonfinite} new NaN/Inf")
-        if not self.worst_rel_l2 <= criteria.max_rel_l2:
-            reasons.append(f"rel L2 {self.worst_rel_l2:.3g} > {criteria.max_rel_l2:g}")
-        if not self.worst_cosine >= criteria.min_cosine:
-            reasons.append(f"cosine {self.worst_cosine:.7g} < {criteria.min_cosine:g}")
-        return "; ".join(reasons) or None
+        evidence = Evidence(
+            worst_cosine=self.worst_cosine, worst_rel_l2=self.worst_rel_l2,
+            within_share=self.within_rtol / self.num_elements if self.num_elements and self.elem_rtol else 1.0,
+            nonfinite_reference=self.nonfinite_reference, nonfinite_target=self.nonfinite_target)
+        failed = [c for c in judge(criteria, evidence) if not c.passed]
+        return "; ".join(f"{c.name} {c.value:.4g} (limit {c.op} {c.threshold:g})" for c in failed) or None

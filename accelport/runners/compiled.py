@@ -70,6 +70,7 @@ class CompiledRunner(Runner):
         fields = {**(self._identity or {}), "runtime": self.name, "mode": self._mode, "dtype": self.dtype,
                   "channels_last": self.channels_last, "device_type": self.device.type,
                   "freezing": self.device.type == "cpu",
+                  "allow_tf32": [torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32],
                   "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
                   **extra,
                   **library_versions("torch", "timm")}

@@ -95,7 +95,10 @@ class OpenVinoRunner(Runner):
         self._export_info: dict[str, Any] = {}
 
     def _prepare_impl(self) -> None:
-        self._blob_cache = (self.cache_dir or default_cache_dir()) / "openvino"
+        # One folder per setting that changes the numbers or the plan: OpenVINO's own blob key does not hold the
+        # precision hint, so an f32 blob would otherwise be reused for --dtype fp16 (and reported as fp16).
+        self._blob_cache = ((self.cache_dir or default_cache_dir()) / "openvino"
+                            / f"{_HINT[self.dtype]}-threads{self.threads}-streams{self.streams}")
         self._config = {"CACHE_DIR": str(self._blob_cache),  # per compilation: the Core is shared
                         "INFERENCE_PRECISION_HINT": _HINT[self.dtype], "INFERENCE_NUM_THREADS": self.threads,
                         "PERFORMANCE_HINT": "LATENCY" if self.streams == 1 else "THROUGHPUT",

@@ -1,0 +1,132 @@
+"""``run_power``: the reference (and baseline) once, then every standard fault through the run's own verdict.
+
+Each fault is judged exactly as ``accelport run --target-weights faulty_copy`` would judge it: ``compare_outputs``
+with the same-precision baseline and the weights scan, plus the structural proof in strict fp32 (``proofs``). The
+fault counts as detected when that verdict fails. For the smallest detected size of each fault type, the layer
+comparison (``layers``) is asked which module diverges first, and whether that is the faulted module or its parent.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..criteria import criteria_for, effective_precision
+from ..devices import apply_numeric_settings, resolve_device
+from ..layers.capture import TargetCast
+from ..layers.compare import compare_layers
+from ..models import load_model
+from ..parity import compare_outputs
+from ..pipeline import infer_all
+from ..preprocess import data_config_for, discover_images, load_images, make_transform
+from ..proofs import baseline_outputs, nonfinite_weights, structural_proof
+from ..runners import DTYPES, Runner, create_runner
+from .config import PowerConfig, validate
+from .faults import Fault, standard_faults
+from .report import write_power_artifacts
+
+_logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class PowerResult:
+    data: dict[str, Any]
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+
+def _names_fault(first: str | None, fault: Fault) -> bool:
+    """The first divergent module is the faulted module or one of its parents (its block)."""
+    return first is not None and (first == fault.module or fault.module.startswith(first + "."))
+
+
+def run_power(config: PowerConfig | None = None, **overrides: Any) -> PowerResult:
+    """Inject every standard fault into a copy of the weights, judge each as ``run`` would, and write the report."""
+    config = replace(config or PowerConfig(), **overrides)
+    validate(config)
+    started = time.time()
+    device = resolve_device(config.device)
+    apply_numeric_settings(device, config.fp32_math)
+    precision = effective_precision(config.dtype, config.fp32_math, device.type)
+    criteria = criteria_for(precision, dict(config.criteria))
+    loaded = load_model(config.model, config.head, config.weights, config.require_pretrained,
+                        config.hub_timeout_s, config.seed)
+    batch = load_images(discover_images(list(config.images)), make_transform(data_config_for(loaded.model,
+                        config.test_size)), config.skip_bad_images)
+    names = [str(p) for p in batch.paths]
+    is_classifier = config.head == "classifier"
+
+    def infer(runner: Runner) -> np.ndarray:
+        return infer_all(runner, batch.tensor, config.batch_size)
+
+    with create_runner("eager", loaded.model, torch.device("cpu"), "fp32") as reference_runner:
+        reference = infer(reference_runner)  # once, for every fault
+    baseline = baseline_outputs(loaded.model, config.dtype, infer)
+
+    rows, located = [], {}
+    for fault in standard_faults(loaded.model, config.sizes, config.seed):
+        faulty = fault.model(loaded.model)
+
+        def make(dtype: str, model: torch.nn.Module = faulty) -> Runner:
+            return create_runner(config.runtime, model, device, dtype, config.channels_last)
+
+        with make(config.dtype) as runner:
+            target = infer(runner)
+        parity = compare_outputs(reference, target, criteria, is_classifier, baseline=baseline, sample_names=names,
+                                 nonfinite_weights=nonfinite_weights({"target": faulty}))
+        proof = structural_proof(precision, True, lambda: make("fp32"), device, config.fp32_math, infer, reference,
+                                 target, is_classifier, names) if np.isfinite(target).all() else None
+        failed = [c.name for c in parity.checks if not c.passed] + (["structural_proof"] if proof and proof.failed
+                                                                     else [])
+        row = {"kind": fault.kind, "size": fault.size, "parameter": fault.parameter, "module": fault.module,
+               "detected": bool(failed), "failed_checks": failed,
+               "worst_sample_rel_l2": parity.to_json()["worst_sample_rel_l2"]}
+        if failed and config.locate and fault.kind not in located:
+            located[fault.kind] = row
+            row["layers"] = _locate(loaded.model, faulty, batch.tensor[: config.batch_size], criteria, config, device,
+                                    fault)
+        rows.append(row)
+        _logger.info("power: %s %s: %s", fault.kind, fault.size, "detected" if failed else "passed")
+    data = _document(config, loaded.name, precision, criteria.to_json(), rows, len(names), time.time() - started)
+    return PowerResult(data, write_power_artifacts(Path(config.out_dir), data))
+
+
+def _locate(reference: torch.nn.Module, faulty: torch.nn.Module, images: torch.Tensor, criteria: Any,
+            config: PowerConfig, device: torch.device, fault: Fault) -> dict[str, Any]:
+    """Which module the layer comparison names first, in the target's precision and else in strict fp32."""
+    result: dict[str, Any] = {}
+    for dtype in dict.fromkeys((config.dtype, "fp32")):
+        target = copy.deepcopy(faulty).to(device, DTYPES[dtype]).eval()  # the fp32 pass needs unrounded weights
+        judge_by = criteria if dtype == config.dtype else criteria_for("fp32")
+        comparison = compare_layers(reference, target, [images], judge_by, ("chained", "isolated"),
+                                    TargetCast(device, DTYPES[dtype], config.channels_last))
+        first = {mode: (found[1].key if (found := comparison.first_divergent(mode)) else None)
+                 for mode in comparison.modes}
+        result = {"dtype": dtype, "first_divergent": first,
+                  "names_module": any(_names_fault(name, fault) for name in first.values())}
+        if result["names_module"]:
+            break
+    return result
+
+
+def _document(config: PowerConfig, model: str, precision: str, criteria: dict[str, Any], rows: list[dict[str, Any]],
+              num_images: int, wall_s: float) -> dict[str, Any]:
+    kinds: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        entry = kinds.setdefault(row["kind"], {"kind": row["kind"], "module": row["module"], "tried": [],
+                                               "smallest_detected": None, "detected": False, "layers": None})
+        entry["tried"].append(row["size"])
+        if row["detected"] and not entry["detected"]:
+            entry.update(detected=True, smallest_detected=row["size"], layers=row.get("layers"))
+    return {"schema_version": SCHEMA_VERSION, "model": model, "device": config.device, "runtime": config.runtime,
+            "dtype": config.dtype, "precision": precision, "criteria": criteria, "num_images": num_images,
+            "sizes": list(config.sizes), "wall_time_s": round(wall_s, 3), "summary": list(kinds.values()),
+            "faults": rows}

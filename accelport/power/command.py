@@ -1,0 +1,83 @@
+"""``accelport power``: inject standard faults into a copy of the weights and report what the verdict detects."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import errors
+from ..arguments import add_model_arguments
+from ..devices import FP32_MATH_MODES
+from .config import SIZES, PowerConfig
+
+EPILOG = ("exit codes: 0 every fault type detected at some size tried, 1 a fault type was never detected, 2 bad "
+          "usage/input/environment, 3 internal error. See docs/verdict.md.")
+
+
+def _sizes(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(sorted(float(s) for s in text.split(",") if s.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers, e.g. 1e-4,1e-3") from None
+
+
+def add_power_arguments(parser: argparse.ArgumentParser) -> None:
+    d = PowerConfig()
+    add_model_arguments(parser.add_argument_group("model and weights"))
+    data = parser.add_argument_group("inputs")
+    data.add_argument("--images", nargs="+", metavar="PATH", help="image files and/or folders; default: samples/")
+    data.add_argument("--skip-bad-images", action="store_true", help="warn about and skip unreadable images")
+    data.add_argument("--test-size", action="store_true", help="use the pretrained config's test input size and crop")
+    data.add_argument("--batch-size", type=int, default=d.batch_size, help="images per batch (default: %(default)s)")
+    target = parser.add_argument_group("target")
+    target.add_argument("--device", default=d.device, help="auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps (default: auto)")
+    target.add_argument("--runtime", default=d.runtime, help="eager, compile, onnxruntime, openvino (default: eager)")
+    target.add_argument("--dtype", default=d.dtype, choices=("fp32", "fp16", "bf16"), help="target precision")
+    target.add_argument("--channels-last", action="store_true", help="run the target in channels-last memory format")
+    target.add_argument("--fp32-math", default=d.fp32_math, choices=FP32_MATH_MODES, help="strict or fast fp32 math")
+    judge = parser.add_argument_group("faults")
+    judge.add_argument("--sizes", type=_sizes, default=SIZES, metavar="S1,S2,...",
+                       help="relative fault sizes to try (default: 1e-4,1e-3,1e-2,1e-1)")
+    judge.add_argument("--no-locate", dest="locate", action="store_false",
+                       help="skip the layer comparison on the smallest detected size of each fault type")
+    judge.add_argument("--criterion", action="append", metavar="KEY=VALUE", help="override a criterion, as for run")
+    parser.add_argument("--out-dir", default=d.out_dir, help="power.json, power.md, power.png go here")
+
+
+def config_from_args(args: argparse.Namespace) -> PowerConfig:
+    from ..criteria import parse_criterion_flags
+
+    return PowerConfig(
+        model=args.model, weights=args.weights, require_pretrained=args.require_pretrained,
+        hub_timeout_s=args.hub_timeout, images=tuple(args.images or ()), skip_bad_images=args.skip_bad_images,
+        test_size=args.test_size, features=args.features, device=args.device, runtime=args.runtime, dtype=args.dtype,
+        channels_last=args.channels_last, fp32_math=args.fp32_math, batch_size=args.batch_size,
+        criteria=tuple(parse_criterion_flags(args.criterion).items()), sizes=args.sizes, locate=args.locate,
+        out_dir=args.out_dir, seed=args.seed)
+
+
+def _cmd_power(args: argparse.Namespace) -> int:
+    from .api import run_power
+
+    result = run_power(config_from_args(args))
+    data = result.data
+    print(f"accelport power: {data['model']}, {data['device']} {data['runtime']} {data['dtype']} "
+          f"(criteria {data['precision']}), {len(data['faults'])} faulty copies")
+    for entry in data["summary"]:
+        layers = entry["layers"] or {}
+        smallest = "not detected" if not entry["detected"] else (
+            "detected" if entry["smallest_detected"] is None else f"detected from {entry['smallest_detected']:g}")
+        named = "" if not layers else (", layers names it" if layers["names_module"] else ", layers does NOT name it")
+        print(f"  {entry['kind']:<24} {smallest}{named}")
+    print("files: " + ", ".join(str(p) for p in result.artifacts.values()))
+    return errors.EXIT_PASSED if all(e["detected"] for e in data["summary"]) else errors.EXIT_PARITY_FAILED
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "power", help="detection power: which injected weight faults the verdict catches, and from which size",
+        description="Inject standard faults (noise in an early, middle and late tensor, channel swap, norm scale, bias "
+                    "shift, a NaN) into copies of the weights, judge each as `accelport run --target-weights` would, "
+                    "and report the smallest detected size per fault type and whether `layers` names the module.",
+        epilog=EPILOG)
+    add_power_arguments(parser)
+    parser.set_defaults(handler=_cmd_power)

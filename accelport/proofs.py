@@ -1,0 +1,109 @@
+"""What a half-precision (or fp32-fast) verdict needs beyond the target's own outputs.
+
+- The **structural proof**: the same target (runtime, device, layout, weights) run again in strict IEEE fp32 and
+  judged by the fp32 criteria. Weight, layout and conversion bugs do not depend on precision, and fp32 sees them
+  down to 1e-4 relative; half precision's own noise hides them.
+- The **same-precision baseline**: the reference model (correct by definition) run by CPU eager in the target's
+  dtype. Its error against the fp32 reference is what a correct implementation of that precision gets wrong; the
+  target is judged relative to it (``criteria.judge``) and the near-tie allowance comes from it.
+- The **weights scan**: NaN/Inf in any loaded tensor, named.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .criteria import criteria_for
+from .devices import apply_numeric_settings
+from .errors import RuntimeUnavailableError
+from .parity import ParityResult, compare_outputs
+from .runners import Runner, create_runner
+
+_logger = logging.getLogger(__name__)
+
+HALF_DTYPES = ("bf16", "fp16")
+
+
+def nonfinite_weights(models: dict[str, torch.nn.Module]) -> dict[str, int]:
+    """``"<side> weights: <tensor>" -> count`` of NaN/Inf in every floating tensor of each model's state dict."""
+    found: dict[str, int] = {}
+    for side, model in models.items():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point():
+                count = int((~torch.isfinite(tensor)).sum())
+                if count:
+                    found[f"{side} weights: {name}"] = count
+    for key, count in found.items():
+        _logger.error("%s holds %d NaN/Inf value(s)", key, count)
+    return found
+
+
+def check_not_fp32(precision: str, target: np.ndarray, fp32_outputs: np.ndarray) -> None:
+    """Half-precision outputs equal to fp32 ones, bit for bit, were not computed in half precision."""
+    if precision in HALF_DTYPES and np.array_equal(target, fp32_outputs):
+        raise RuntimeUnavailableError(
+            f"--dtype {precision}: the target's outputs are bit-identical to fp32 outputs: the engine fell back to "
+            f"fp32 silently (e.g. no {precision} support on this device, or a stale fp32 engine from a cache); "
+            "refusing to report it as " + precision)
+
+
+def baseline_outputs(model: torch.nn.Module, dtype: str, infer: Callable[[Runner], np.ndarray]) -> np.ndarray | None:
+    """The CPU eager model in ``dtype`` (half precision only): a correct implementation of that precision."""
+    if dtype not in HALF_DTYPES:
+        return None
+    with create_runner("eager", model, torch.device("cpu"), dtype) as runner:
+        return infer(runner)
+
+
+@dataclass
+class StructuralProof:
+    """The target in strict fp32, judged by the fp32 criteria; or why it was not run."""
+
+    status: str  # "passed", "failed", "skipped", or "not-needed" (the run itself is strict fp32)
+    reason: str
+    parity: ParityResult | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"status": self.status, "reason": self.reason}
+        if self.parity is not None:
+            data.update(criteria="fp32", dtype="fp32", fp32_math="strict", parity=self.parity.to_json())
+        return data
+
+
+def structural_proof(precision: str, enabled: bool, make_runner: Callable[[], Runner], device: torch.device,
+                     fp32_math: str, infer: Callable[[Runner], np.ndarray], reference: np.ndarray,
+                     target: np.ndarray, is_classifier: bool, names: list[str]) -> StructuralProof:
+    """Run the target in strict fp32 when its own precision is not (``make_runner`` builds it in fp32).
+
+    Also the check that half precision is what it says: outputs bit-identical to the same target's fp32 outputs
+    mean the engine fell back to fp32 silently, a RuntimeUnavailableError (exit 2), never a half-precision pass.
+    """
+    if precision == "fp32":
+        return StructuralProof("not-needed", "the run itself is strict IEEE fp32, judged by the fp32 criteria")
+    if not enabled:
+        return StructuralProof("skipped", "disabled by --no-structural-proof: weight and layout bugs that half "
+                                          "precision hides are NOT ruled out")
+    apply_numeric_settings(device, "strict")
+    try:
+        with make_runner() as runner:
+            fp32_target = infer(runner)
+    except RuntimeUnavailableError as exc:  # a device or runtime without fp32: say so, do not pretend
+        _logger.warning("structural proof skipped: %s", exc)
+        return StructuralProof("skipped", f"this device/runtime cannot run strict fp32: {exc}")
+    finally:
+        apply_numeric_settings(device, fp32_math)
+    check_not_fp32(precision, target, fp32_target)
+    parity = compare_outputs(reference, fp32_target, criteria_for("fp32"), is_classifier, sample_names=names)
+    status = "passed" if parity.passed else "failed"
+    _logger.info("structural proof (target in strict fp32): %s", status)
+    return StructuralProof(status, "the same target in strict IEEE fp32, judged by the fp32 criteria", parity)

@@ -1,0 +1,80 @@
+"""Zero false alarms: every correct configuration must pass the verdict (issue 11 acceptance).
+
+Runs ``accelport.run`` for each architecture x runtime x dtype it supports on this machine x batch size x head, on
+the bundled samples, with correct weights (random init; the seeded checkpoint for convnextv2_atto) and writes one row
+per configuration: status, failed checks, structural proof, worst baseline ratio. A configuration a runtime refuses
+(e.g. ONNX Runtime bf16, OpenVINO bf16 without AVX512-BF16) is listed as refused, not as a pass.
+
+    python benchmarks/false_alarms.py --out docs/false_alarms.json [--archs resnet18,...] [--runtimes eager,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import accelport  # noqa: E402
+from accelport.errors import RuntimeUnavailableError  # noqa: E402
+
+ARCHS = ("convnextv2_atto", "resnet18", "vit_tiny_patch16_224", "mobilenetv3_small_050", "levit_128s")
+
+
+def _row(arch: str, runtime: str, dtype: str, batch: int, features: bool, weights: str | None, cache: str) -> dict:
+    row = {"arch": arch, "runtime": runtime, "dtype": dtype, "batch_size": batch,
+           "head": "features" if features else "logits"}
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            import os
+
+            os.environ["ACCELPORT_CACHE_DIR"] = cache
+            result = accelport.run(model=arch, weights=weights, device="cpu", runtime=runtime, dtype=dtype,
+                                   batch_size=batch, features=features, iters=1, warmup=0, out_dir=out)
+    except RuntimeUnavailableError as exc:
+        return row | {"status": "refused", "reason": str(exc)[:160]}
+    parity = result.summary["parity"]
+    ratios = [r["rel_l2_ratio"] for r in parity.get("baseline", {}).get("per_image", [])]
+    return row | {"status": result.summary["status"],
+                  "failed_checks": [c["name"] for c in parity["checks"] if not c["passed"]],
+                  "structural_proof": result.summary["structural_proof"]["status"],
+                  "worst_rel_l2": parity["worst_sample_rel_l2"], "worst_baseline_ratio": max(ratios, default=None),
+                  "top1_near_ties": parity["top1_near_ties"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--archs", default=",".join(ARCHS))
+    parser.add_argument("--runtimes", default="eager,compile,onnxruntime,openvino")
+    parser.add_argument("--dtypes", default="fp32,bf16,fp16")
+    parser.add_argument("--batch-sizes", default="1,8")
+    args = parser.parse_args()
+    from checkpoints import seeded_state_dict
+    from safetensors.torch import save_file
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        seeded = str(Path(tmp) / "atto.safetensors")
+        save_file(seeded_state_dict(), seeded)
+        for arch in args.archs.split(","):
+            for runtime in args.runtimes.split(","):
+                for dtype in args.dtypes.split(","):
+                    for batch in map(int, args.batch_sizes.split(",")):
+                        for features in (False, True):
+                            weights = seeded if arch == "convnextv2_atto" else None
+                            row = _row(arch, runtime, dtype, batch, features, weights, str(Path(tmp) / "cache"))
+                            print(json.dumps(row), file=sys.stderr, flush=True)
+                            rows.append(row)
+    Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
+    alarms = [r for r in rows if r["status"] == "failed"]
+    print(f"{len(rows)} configurations, {sum(r['status'] == 'passed' for r in rows)} passed, "
+          f"{sum(r['status'] == 'refused' for r in rows)} refused, {len(alarms)} false alarms")
+
+
+if __name__ == "__main__":
+    main()

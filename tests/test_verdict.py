@@ -1,0 +1,110 @@
+"""The verdict end to end: --target-weights, the structural proof, the same-precision baseline, NaN weights."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import accelport
+from accelport.cli import main
+
+FC2 = "stages.2.blocks.1.mlp.fc2.weight"
+
+
+@pytest.fixture(scope="module")
+def weights_files(tmp_path_factory, seeded_state):
+    """The seeded checkpoint, and faulty copies of it as a careless conversion would write them."""
+    root = tmp_path_factory.mktemp("faulty")
+    files = {"clean": root / "clean.safetensors"}
+    save_file(seeded_state, str(files["clean"]))
+    noisy = dict(seeded_state)
+    weight = noisy[FC2]
+    noise = torch.randn(weight.shape, generator=torch.Generator().manual_seed(0))
+    noisy[FC2] = weight + 1e-2 * weight.abs().mean() * noise  # 1 % noise: hidden by bf16, not by fp32
+    swapped = dict(seeded_state)
+    swapped[FC2] = seeded_state[FC2][[1, 0, *range(2, weight.shape[0])]]  # two output channels swapped
+    nan = dict(seeded_state)
+    nan["head.fc.bias"] = seeded_state["head.fc.bias"].clone()
+    nan["head.fc.bias"][7] = float("nan")
+    for name, state in (("noisy", noisy), ("swapped", swapped), ("nan", nan)):
+        files[name] = root / f"{name}.safetensors"
+        save_file({k: v.contiguous() for k, v in state.items()}, str(files[name]))
+    return files
+
+
+def _run(tmp_path, files, target, dtype, images, **kwargs):
+    return accelport.run(weights=str(files["clean"]), target_weights=str(files[target]), device="cpu", dtype=dtype,
+                         images=tuple(images), out_dir=str(tmp_path / f"{target}-{dtype}"), iters=1, warmup=0,
+                         **kwargs)
+
+
+def test_clean_bf16_run_passes_with_its_structural_proof_and_baseline(tmp_path, weights_files, two_images):
+    result = _run(tmp_path, weights_files, "clean", "bf16", two_images)
+    assert result.passed, [c for c in result.summary["parity"]["checks"] if not c["passed"]]
+    proof, baseline = result.summary["structural_proof"], result.summary["parity"]["baseline"]
+    assert proof["status"] == "passed" and proof["parity"]["criteria"]["precision"] == "fp32"
+    assert 0 < baseline["per_image"][0]["baseline_rel_l2"] and baseline["per_image"][0]["rel_l2_ratio"] <= 2
+    assert result.summary["target_weights"]["sha256"] == result.summary["weight_sha256"]  # same bytes, two files
+    report = (tmp_path / "clean-bf16" / "report.md").read_text()
+    assert "structural proof" in report and "same-precision baseline" in report
+
+
+@pytest.mark.parametrize("fault", ["noisy", "swapped"])
+def test_weight_faults_fail_bf16_through_the_structural_proof(tmp_path, weights_files, two_images, fault):
+    result = _run(tmp_path, weights_files, fault, "bf16", two_images[:1])
+    assert not result.passed
+    assert result.summary["structural_proof"]["status"] == "failed"
+    summary = json.loads((tmp_path / f"{fault}-bf16" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["target_weights"]["path"].endswith(f"{fault}.safetensors")
+
+
+def test_skipping_the_structural_proof_is_said_plainly(tmp_path, weights_files, two_images):
+    result = _run(tmp_path, weights_files, "clean", "bf16", two_images[:1], structural_proof=False)
+    assert result.summary["structural_proof"]["status"] == "skipped"
+    assert "NOT ruled out" in (tmp_path / "clean-bf16" / "accuracy_compare.log").read_text()
+
+
+def test_nan_in_target_weights_fails_and_names_the_tensor(tmp_path, weights_files, two_images, capsys):
+    code = main(["run", "--weights", str(weights_files["clean"]), "--target-weights", str(weights_files["nan"]),
+                 "--device", "cpu", "--images", two_images[0], "--iters", "1", "--warmup", "0",
+                 "--out-dir", str(tmp_path)])
+    assert code == 1
+    checks = {c["name"]: c for c in json.loads((tmp_path / "summary.json").read_text())["parity"]["checks"]}
+    assert not checks["nonfinite_weights"]["passed"]
+    assert "target weights: head.fc.bias (1)" in checks["nonfinite_weights"]["detail"]
+    assert not checks["nonfinite_target_values"]["passed"]
+
+
+def test_missing_target_weights_is_exit_2_naming_the_flag(tmp_path, weights_files, two_images, capsys):
+    code = main(["run", "--weights", str(weights_files["clean"]), "--target-weights", str(tmp_path / "nope.pt"),
+                 "--device", "cpu", "--images", two_images[0], "--out-dir", str(tmp_path)])
+    assert code == 2 and "--target-weights" in capsys.readouterr().err
+
+
+def test_silent_fp32_fallback_of_a_half_precision_target_is_exit_2(tmp_path, weights_files, two_images, monkeypatch,
+                                                                    capsys):
+    import accelport.pipeline as pipeline
+
+    real = pipeline.create_runner
+    monkeypatch.setattr(pipeline, "create_runner",  # an engine that ignores the requested precision
+                        lambda runtime, model, device, dtype="fp32", *a, **k: real(runtime, model, device, "fp32",
+                                                                                   *a, **k))
+    code = main(["run", "--weights", str(weights_files["clean"]), "--device", "cpu", "--dtype", "bf16",
+                 "--images", two_images[0], "--iters", "1", "--warmup", "0", "--out-dir", str(tmp_path)])
+    assert code == 2 and "fell back to fp32" in capsys.readouterr().err
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_openvino_blobs_are_cached_per_precision_and_plan(tmp_path):
+    from accelport.runners import openvino_runner
+
+    runner = openvino_runner.OpenVinoRunner(torch.nn.Identity(), torch.device("cpu"), dtype="fp32",
+                                            cache_dir=tmp_path)
+    runner._prepare_impl()
+    first = runner._config["CACHE_DIR"]
+    runner.dtype, runner.streams = "fp16", 2  # what a second run in the same cache folder would ask for
+    runner._prepare_impl()
+    assert runner._config["CACHE_DIR"] != first and "f16" in runner._config["CACHE_DIR"]
