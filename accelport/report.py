@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import save_npy_atomic, write_json_atomic, write_text_atomic
+from .formatting import format_comparison, or_missing
 
 _logger = logging.getLogger(__name__)
 
@@ -27,18 +28,50 @@ _METRIC_ROWS = (
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
         return str(value)
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
 
 
+def _comparison(check: dict[str, Any]) -> str:
+    value, threshold = format_comparison(check["value"], check["op"], check["threshold"])
+    return f"{value} {check['op']} {threshold}"
+
+
+def _check_row(check: dict[str, Any]) -> str:
+    value, threshold = format_comparison(check["value"], check["op"], check["threshold"])
+    return f"| {check['name']} | {value} | {check['op']} {threshold} | {'pass' if check['passed'] else '**FAIL**'} |"
+
+
 def _verdict_lines(summary: dict[str, Any]) -> list[str]:
-    return [
-        f"{'PASS' if c['passed'] else 'FAIL'}  {c['name']}: {_fmt(c['value'])} {c['op']} {_fmt(c['threshold'])}"
-        for c in summary["parity"]["checks"]
-    ]
+    return [f"{'PASS' if c['passed'] else 'FAIL'}  {c['name']}: {_comparison(c)}" for c in summary["parity"]["checks"]]
+
+
+def latency_lines(latency: dict[str, Any]) -> list[str]:
+    """The latency line, and when the timing cannot be believed, why and what to do."""
+    compute = latency["compute"]
+    lines = [f"latency (batch {compute['batch_size']}): mean {compute['mean_ms']:.3f} ms, "
+             f"p50 {compute['p50_ms']:.3f} ms, p99 {compute['p99_ms']:.3f} ms, {compute['images_per_s']:.1f} images/s"]
+    reliability = latency.get("reliability") or {}
+    if reliability.get("reliable") is False:
+        lines.append("timing UNRELIABLE (reliable: false):")
+        lines += [f"  - {reason['message']}" for reason in reliability["reasons"]]
+        lines.append(f"  what to do: {reliability['advice']}")
+    return lines
+
+
+def _load_line(latency: dict[str, Any]) -> str:
+    windows = [w for w in (latency.get("load") or {}).values() if w]
+    if not windows:
+        return "Machine load: not measured (no /proc on this system)."
+    worst = max(windows, key=lambda w: w["foreign_busy_cores"])
+    return (f"Machine load while timing: other processes up to {worst['foreign_busy_cores']:.2f} of "
+            f"{worst['cpu_count']} cores busy, CPU steal {100 * max(w['steal_share'] for w in windows):.1f} %, "
+            f"load average {worst['loadavg_before'][0]:.2f} before and {worst['loadavg_after'][0]:.2f} after.")
 
 
 def render_log(summary: dict[str, Any]) -> str:
@@ -67,7 +100,7 @@ def render_log(summary: dict[str, Any]) -> str:
             line += f"  top1 {top1} ({sample['reference_top5_labels'][0]})  top5 {top5}"
         lines.append(line)
     lines += ["", "verdict checks:", *(f"  {v}" for v in _verdict_lines(summary)), "",
-              f"status: {summary['status'].upper()}", ""]
+              f"status: {summary['status'].upper()}", "", *latency_lines(summary["latency"]), ""]
     return "\n".join(lines)
 
 
@@ -91,8 +124,9 @@ def render_report(summary: dict[str, Any]) -> str:
         f"crop_pct {dc['crop_pct']} ({dc['crop_mode']}), mean {dc['mean']}, std {dc['std']}",
         "",
         "## Weights",
-        f"- source: `{weights['source']}`; path: `{weights['path']}`",
-        f"- sha256: `{weights['sha256']}`; format: {weights['file_format']}; key layout: {weights['key_layout']}",
+        f"- source: `{weights['source']}`; path: {_code_or(weights['path'], _NO_FILE)}",
+        f"- sha256: {_code_or(weights['sha256'], _NO_FILE)}; format: {or_missing(weights['file_format'], _NO_FILE)}; "
+        f"key layout: {or_missing(weights['key_layout'], _NO_FILE)}",
         "",
         "## Hardware and software",
         f"- target: `{target['device']}` ({env['device_name']}), runtime `{target['runtime']}`, dtype "
@@ -102,7 +136,7 @@ def render_report(summary: dict[str, Any]) -> str:
         f"- numeric settings: {', '.join(f'{k}={v}' for k, v in target['numeric_settings'].items())}",
         f"- host CPU: {env['cpu']} ({env['cpu_count']} cores, torch threads {env['torch_threads']})",
         f"- python {env['python']}, torch {env['torch']}, torchvision {env['torchvision']}, timm {env['timm']}, "
-        f"torch_npu {env['torch_npu']}, numpy {env['numpy']}",
+        f"torch_npu {or_missing(env['torch_npu'], 'not installed')}, numpy {env['numpy']}",
         "",
         "## Parity against the CPU fp32 reference",
         f"{summary['inputs']['num_images']} real image(s).",
@@ -113,8 +147,7 @@ def render_report(summary: dict[str, Any]) -> str:
         "",
         "| check | measured | criterion | result |",
         "|---|---|---|---|",
-        *(f"| {c['name']} | {_fmt(c['value'])} | {c['op']} {_fmt(c['threshold'])} | "
-          f"{'pass' if c['passed'] else '**FAIL**'} |" for c in summary["parity"]["checks"]),
+        *(_check_row(c) for c in summary["parity"]["checks"]),
         "",
     ]
     if summary["samples"] and "reference_top5" in summary["samples"][0]:
@@ -140,10 +173,26 @@ def render_report(summary: dict[str, Any]) -> str:
         s = latency[mode]
         lines.append(f"| {mode} | {s['mean_ms']:.3f} | {s['p50_ms']:.3f} | {s['p90_ms']:.3f} | {s['p99_ms']:.3f} | "
                      f"{s['min_ms']:.3f} | {s['std_ms']:.3f} | {s['images_per_s']:.1f} |")
+    lines += ["", _load_line(latency), *_reliability_section(latency.get("reliability") or {})]
     layers = summary.get("layer_report")
     if layers:
         lines += ["", "## Layer-by-layer comparison", f"See [{layers}]({layers})."]
     return "\n".join(lines) + "\n"
+
+
+_NO_FILE = "none (random init)"
+
+
+def _code_or(value: Any, meaning: str) -> str:
+    return meaning if value is None else f"`{value}`"
+
+
+def _reliability_section(reliability: dict[str, Any]) -> list[str]:
+    if reliability.get("reliable") is not False:
+        return ["Timing reliable: yes (no interference detected)."]
+    return ["", "> **Timing unreliable (`reliable: false`)**: these figures were disturbed and should not be quoted.",
+            *(f"> - {reason['message']}" for reason in reliability["reasons"]),
+            f"> - what to do: {reliability['advice']}"]
 
 
 def _agreement(match: bool, near_tie: bool) -> str:
