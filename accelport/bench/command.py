@@ -67,6 +67,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="export/compile cache (default: $ACCELPORT_CACHE_DIR or ~/.cache/accelport)")
     output.add_argument("--no-progress", action="store_true", help="no progress bar")
     output.add_argument("--no-plot", action="store_true", help="skip bench.png")
+    output.add_argument("--resume", action="store_true",
+                        help="go on from the points an interrupted sweep (Ctrl-C, a time limit, a crash) left in "
+                             "--out-dir's bench_journal.jsonl; needs the same flags (else exit 2 naming the "
+                             "difference)")
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -82,7 +86,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         micro_batches=parse_list(args.micro_batches, "--micro-batches", int),
         warmup=args.warmup, iters=args.iters, max_time_s=args.max_time, rounds=args.rounds, threads=args.threads,
         criteria=tuple(parse_criterion_flags(args.criterion).items()), cache_dir=args.cache_dir,
-        out_dir=args.out_dir, progress=not args.no_progress, plot=not args.no_plot,
+        out_dir=args.out_dir, progress=not args.no_progress, plot=not args.no_plot, resume=args.resume,
     )
 
 
