@@ -92,7 +92,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .job import run_bench
-    from .report import hardware_line, render_pick, table_lines
+    from .report import hardware_line, reliability_lines, render_pick, table_lines
 
     result = run_bench(config_from_args(args))
     document = result.document
@@ -101,6 +101,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(render_pick(document))
     else:
         print("\n".join(table_lines(document["rows"])))
+    print("\n".join(line.removeprefix("> ") for line in reliability_lines(document)))
     print("artifacts: " + ", ".join(str(p) for p in result.artifacts.values()))
     every_size_has_one = all(pick["fastest"] is not None for pick in document["pick"])
     return errors.EXIT_PASSED if every_size_has_one else errors.EXIT_PARITY_FAILED
