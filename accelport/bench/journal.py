@@ -106,9 +106,10 @@ class JournalWriter:
 
     def __init__(self, path: Path, fingerprint: dict[str, Any], fresh: bool):
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not fresh and path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
-            with open(path, "ab") as fh:  # end a line cut short, so it cannot swallow the next entry
-                fh.write(b"\n")
+        if not fresh and path.exists():
+            data = path.read_bytes()
+            if data and not data.endswith(b"\n"):  # drop a last line cut short: a bad line later is damage
+                os.truncate(path, data.rfind(b"\n") + 1)
         self.path = path
         self._fh: IO[str] = open(path, "w" if fresh else "a", encoding="utf-8")  # noqa: SIM115 (close())
         if fresh:
