@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 _MAX_DIGITS = 17  # enough to tell any two doubles apart
+NO_WEIGHTS_FILE = "none (random init)"  # what a missing checkpoint path or sha256 means
 
 
 def _shortest(value: float) -> int:
@@ -40,3 +41,9 @@ def format_comparison(value: float, op: str, threshold: float) -> tuple[str, str
 def or_missing(value: Any, meaning: str) -> str:
     """``str(value)``, or what its absence means (never a bare ``None``)."""
     return meaning if value is None else str(value)
+
+
+def comparison_text(value: float, op: str, threshold: float) -> str:
+    """``"0.999994 >= 0.99999"``: a check as one truthful expression."""
+    left, right = format_comparison(value, op, threshold)
+    return f"{left} {op} {right}"

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import save_npy_atomic, write_json_atomic, write_text_atomic
-from .formatting import format_comparison, or_missing
+from .formatting import NO_WEIGHTS_FILE, comparison_text, format_comparison, or_missing
 
 _logger = logging.getLogger(__name__)
 
@@ -37,18 +37,14 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _comparison(check: dict[str, Any]) -> str:
-    value, threshold = format_comparison(check["value"], check["op"], check["threshold"])
-    return f"{value} {check['op']} {threshold}"
-
-
 def _check_row(check: dict[str, Any]) -> str:
     value, threshold = format_comparison(check["value"], check["op"], check["threshold"])
     return f"| {check['name']} | {value} | {check['op']} {threshold} | {'pass' if check['passed'] else '**FAIL**'} |"
 
 
 def _verdict_lines(summary: dict[str, Any]) -> list[str]:
-    return [f"{'PASS' if c['passed'] else 'FAIL'}  {c['name']}: {_comparison(c)}" for c in summary["parity"]["checks"]]
+    return [f"{'PASS' if c['passed'] else 'FAIL'}  {c['name']}: {comparison_text(c['value'], c['op'], c['threshold'])}"
+            for c in summary["parity"]["checks"]]
 
 
 def latency_lines(latency: dict[str, Any]) -> list[str]:
@@ -124,9 +120,10 @@ def render_report(summary: dict[str, Any]) -> str:
         f"crop_pct {dc['crop_pct']} ({dc['crop_mode']}), mean {dc['mean']}, std {dc['std']}",
         "",
         "## Weights",
-        f"- source: `{weights['source']}`; path: {_code_or(weights['path'], _NO_FILE)}",
-        f"- sha256: {_code_or(weights['sha256'], _NO_FILE)}; format: {or_missing(weights['file_format'], _NO_FILE)}; "
-        f"key layout: {or_missing(weights['key_layout'], _NO_FILE)}",
+        f"- source: `{weights['source']}`; path: {_code_or(weights['path'], NO_WEIGHTS_FILE)}",
+        f"- sha256: {_code_or(weights['sha256'], NO_WEIGHTS_FILE)}; format: "
+        f"{or_missing(weights['file_format'], NO_WEIGHTS_FILE)}; key layout: "
+        f"{or_missing(weights['key_layout'], NO_WEIGHTS_FILE)}",
         "",
         "## Hardware and software",
         f"- target: `{target['device']}` ({env['device_name']}), runtime `{target['runtime']}`, dtype "
@@ -178,9 +175,6 @@ def render_report(summary: dict[str, Any]) -> str:
     if layers:
         lines += ["", "## Layer-by-layer comparison", f"See [{layers}]({layers})."]
     return "\n".join(lines) + "\n"
-
-
-_NO_FILE = "none (random init)"
 
 
 def _code_or(value: Any, meaning: str) -> str:
