@@ -1,10 +1,11 @@
 """What else the machine was doing while we timed: load average, CPU steal, other processes' busy time.
 
 A timing is only as good as the machine it was taken on. ``LoadMonitor`` reads ``/proc`` before and after a
-timed stretch and reports, for that window, how many cores other processes kept busy (all CPU time in
-``/proc/stat`` minus this process's own from ``/proc/self/stat``), the share of CPU time the hypervisor stole,
-the load average and the busiest other processes (``/proc/[pid]/stat``). Where ``/proc`` does not exist
-(macOS, Windows) the window is None and the timing is judged by its own dispersion only (``reliability.py``).
+timed stretch and reports, for that window, how many cores other processes kept busy on the CPUs this process
+may use (their CPU time in ``/proc/stat`` minus this process's own from ``/proc/self/stat``), the share of CPU
+time the hypervisor stole, the load average and the busiest other processes (``/proc/[pid]/stat``). Where
+``/proc`` does not exist (macOS, Windows) the window is None and the timing is judged by its own dispersion only
+(``reliability.py``).
 """
 
 from __future__ import annotations
@@ -79,6 +80,19 @@ def _other_processes() -> dict[int, tuple[str, int]]:
     return found
 
 
+def _allowed_cpus(stat: list[str]) -> list[list[int]]:
+    """The ``cpuN`` counters of the CPUs this process may run on: in a container pinned to 4 of 64 CPUs, load on
+    the other 60 does not compete with the timing."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        allowed = None
+    rows = {int(line[3:].split()[0]): _int_fields(line) + [0] * 8 for line in stat
+            if line[:3] == "cpu" and line[3:4].isdigit()}
+    chosen = [fields for cpu, fields in rows.items() if allowed is None or cpu in allowed]
+    return chosen or list(rows.values())
+
+
 def read_cpu() -> CpuReading | None:
     """The counters now, or None where ``/proc`` cannot be read."""
     try:
@@ -87,12 +101,12 @@ def read_cpu() -> CpuReading | None:
         own = _process_ticks((_PROC / "self" / "stat").read_text())[1]
     except (OSError, ValueError, IndexError):
         return None
-    cpu = _int_fields(stat[0]) + [0] * 8
-    user, nice, system, idle, iowait, irq, softirq, steal = cpu[:8]
+    per_cpu = _allowed_cpus(stat)
+    user, nice, system, idle, iowait, irq, softirq, steal = (sum(c[i] for c in per_cpu) for i in range(8))
     running = next((int(line.split()[1]) for line in stat if line.startswith("procs_running")), 0)
     busy = user + nice + system + irq + softirq
     return CpuReading(
-        wall_s=time.monotonic(), cpu_count=sum(1 for line in stat if line[:3] == "cpu" and line[3:4].isdigit()),
+        wall_s=time.monotonic(), cpu_count=len(per_cpu),
         busy_ticks=busy, steal_ticks=steal, total_ticks=busy + idle + iowait + steal, own_ticks=own,
         processes=_other_processes(), loadavg=(float(loadavg[0]), float(loadavg[1]), float(loadavg[2])),
         procs_running=running)
