@@ -4,6 +4,7 @@ of another sweep or a damaged one is a clear error (exit 2 naming the difference
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +13,10 @@ from accelport.bench import points
 from accelport.bench.journal import JOURNAL_NAME, JournalWriter
 from accelport.cli import main
 
+PHOTO = str(Path(__file__).resolve().parent.parent / "samples" / "chelsea.jpg")
 SWEEP = ["bench", "--model", "test_convnext2", "--device", "cpu", "--runtimes", "eager", "--dtypes", "fp32",
-         "--batch-sizes", "1,2", "--iters", "3", "--warmup", "1", "--max-time", "1", "--no-progress", "--no-plot"]
+         "--batch-sizes", "1,2", "--iters", "3", "--warmup", "1", "--max-time", "1", "--no-progress", "--no-plot",
+         "--images", PHOTO]
 
 
 def interrupt_after(monkeypatch, rounds: int) -> None:
