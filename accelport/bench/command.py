@@ -9,9 +9,8 @@ from ..arguments import add_model_arguments
 from ..devices import FP32_MATH_MODES
 from .config import ALL_RUNTIMES, CHANNELS_LAST_MODES, BenchConfig, parse_list
 
-EPILOG = ("duration: the default sweep (24 measured points; building the two torch.compile configurations alone takes "
-          "~100 s) takes about 7-8 minutes on 2 idle AMD EPYC cores with an empty cache, much longer on a busy "
-          "machine (README \"Beyond one run\"); "
+EPILOG = ("duration: the default sweep (24 measured points) took 5.5 minutes on 2 idle AMD EPYC cores with an empty "
+          "cache, 81 minutes on the same cores shared with four other jobs (README \"Beyond one run\"); "
           "every finished point is journaled in --out-dir, so Ctrl-C or a time limit loses nothing and --resume "
           "goes on. Exit codes: 0 ran and at least one configuration passed parity at every batch size, 1 some "
           "batch size has none, 2 bad usage/input/environment, 3 internal error, 130 interrupted. Results: "
