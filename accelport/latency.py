@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from .machine_load import LoadMonitor
+from .reliability import assess
 from .runners.base import Runner
 
 _logger = logging.getLogger(__name__)
@@ -63,15 +65,27 @@ class LatencyReport:
     compute: LatencyStats
     with_copies: LatencyStats
     warmup: int
+    # The machine while each mode was timed (machine_load.LoadWindow as JSON; None without /proc), and whether
+    # the figures can be believed (reliability.assess).
+    load: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    reliability: dict[str, Any] = field(default_factory=lambda: {"reliable": True, "reasons": [], "advice": None})
 
     def to_json(self) -> dict[str, Any]:
-        return {"warmup": self.warmup, "compute": self.compute.to_json(), "with_copies": self.with_copies.to_json()}
+        return {"warmup": self.warmup, "compute": self.compute.to_json(), "with_copies": self.with_copies.to_json(),
+                "reliability": self.reliability, "load": self.load}
 
 
 def make_batch(images: torch.Tensor, batch_size: int) -> torch.Tensor:
     """A batch of exactly ``batch_size`` real images, cycling through them when there are fewer."""
     repeats = -(-batch_size // images.shape[0])
     return images.repeat(repeats, 1, 1, 1)[:batch_size].contiguous()
+
+
+def time_calls_monitored(fn, runner: Runner, iters: int) -> tuple[list[float], dict[str, Any] | None]:
+    """``time_calls``, and what the rest of the machine did meanwhile (``LoadWindow`` as JSON, or None)."""
+    with LoadMonitor() as monitor:
+        samples = time_calls(fn, runner, iters)
+    return samples, monitor.window.to_json() if monitor.window else None
 
 
 def time_calls(fn, runner: Runner, iters: int) -> list[float]:
@@ -95,14 +109,19 @@ def measure_latency(runner: Runner, batch: torch.Tensor, warmup: int = 10, iters
     for _ in range(warmup):
         runner.forward(device_input)
     runner.synchronize()
-    compute = time_calls(lambda: runner.forward(device_input), runner, iters)
-    with_copies = time_calls(lambda: runner.to_host(runner.forward(runner.to_device(batch))), runner, iters)
+    compute, compute_load = time_calls_monitored(lambda: runner.forward(device_input), runner, iters)
+    with_copies, copies_load = time_calls_monitored(
+        lambda: runner.to_host(runner.forward(runner.to_device(batch))), runner, iters)
     batch_size = int(batch.shape[0])
-    report = LatencyReport(
-        compute=LatencyStats.from_samples(compute, batch_size),
-        with_copies=LatencyStats.from_samples(with_copies, batch_size),
-        warmup=warmup,
-    )
+    stats = {"compute": LatencyStats.from_samples(compute, batch_size),
+             "with_copies": LatencyStats.from_samples(with_copies, batch_size)}
+    load = {"compute": compute_load, "with_copies": copies_load}
+    reliability = assess({k: v.to_json() for k, v in stats.items()}, list(load.values()), runner.threads)
+    report = LatencyReport(**stats, warmup=warmup, load=load, reliability=reliability)
     _logger.info("Latency batch %d: p50 %.3f ms compute, %.3f ms with copies", batch_size,
                  report.compute.p50_ms, report.with_copies.p50_ms)
+    for reason in reliability["reasons"]:
+        _logger.warning("latency may not be believed: %s", reason["message"])
+    if not reliability["reliable"]:
+        _logger.warning("what to do: %s", reliability["advice"])
     return report

@@ -10,6 +10,7 @@ import numpy as np
 
 from .atomic import json_writer, npy_writer, text_writer, write_set_atomic
 from .errors import OutputError
+from .formatting import NO_WEIGHTS_FILE, comparison_text, format_comparison, or_missing
 
 _logger = logging.getLogger(__name__)
 
@@ -28,19 +29,47 @@ _METRIC_ROWS = (
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
         return str(value)
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
 
 
+def _check_row(check: dict[str, Any]) -> str:
+    value, threshold = format_comparison(check["value"], check["op"], check["threshold"])
+    return f"| {check['name']} | {value} | {check['op']} {threshold} | {'pass' if check['passed'] else '**FAIL**'} |"
+
+
 def _verdict_lines(summary: dict[str, Any]) -> list[str]:
-    return [
-        f"{'PASS' if c['passed'] else 'FAIL'}  {c['name']}: {_fmt(c['value'])} {c['op']} {_fmt(c['threshold'])}"
-        + ("" if c["passed"] or not c.get("detail") else f" ({c['detail']})")
-        for c in summary["parity"]["checks"]
-    ]
+    return [f"{'PASS' if c['passed'] else 'FAIL'}  {c['name']}: {comparison_text(c['value'], c['op'], c['threshold'])}"
+            + ("" if c["passed"] or not c.get("detail") else f" ({c['detail']})")
+            for c in summary["parity"]["checks"]]
+
+
+def latency_lines(latency: dict[str, Any]) -> list[str]:
+    """The latency line, and when the timing cannot be believed, why and what to do."""
+    compute = latency["compute"]
+    lines = [f"latency (batch {compute['batch_size']}): mean {compute['mean_ms']:.3f} ms, "
+             f"p50 {compute['p50_ms']:.3f} ms, p99 {compute['p99_ms']:.3f} ms, {compute['images_per_s']:.1f} images/s"]
+    reliability = latency.get("reliability") or {}
+    if reliability.get("reliable") is False:
+        lines.append("timing UNRELIABLE (reliable: false):")
+        lines += [f"  - {reason['message']}" for reason in reliability["reasons"]]
+        lines.append(f"  what to do: {reliability['advice']}")
+    return lines
+
+
+def _load_line(latency: dict[str, Any]) -> str:
+    windows = [w for w in (latency.get("load") or {}).values() if w]
+    if not windows:
+        return "Machine load: not measured (no /proc on this system)."
+    worst = max(windows, key=lambda w: w["foreign_busy_cores"])
+    return (f"Machine load while timing: other processes up to {worst['foreign_busy_cores']:.2f} of "
+            f"{worst['cpu_count']} cores busy, CPU steal {100 * max(w['steal_share'] for w in windows):.1f} %, "
+            f"load average {worst['loadavg_before'][0]:.2f} before and {worst['loadavg_after'][0]:.2f} after.")
 
 
 def _proof_lines(summary: dict[str, Any]) -> list[str]:
@@ -90,7 +119,7 @@ def render_log(summary: dict[str, Any]) -> str:
             line += f"  top1 {top1} ({sample['reference_top5_labels'][0]})  top5 {top5}"
         lines.append(line)
     lines += ["", "verdict checks:", *(f"  {v}" for v in _verdict_lines(summary)), "", *_proof_lines(summary), "",
-              f"status: {summary['status'].upper()}", ""]
+              f"status: {summary['status'].upper()}", "", *latency_lines(summary["latency"]), ""]
     return "\n".join(lines)
 
 
@@ -114,8 +143,10 @@ def render_report(summary: dict[str, Any]) -> str:
         f"crop_pct {dc['crop_pct']} ({dc['crop_mode']}), mean {dc['mean']}, std {dc['std']}",
         "",
         "## Weights",
-        f"- source: `{weights['source']}`; path: `{weights['path']}`",
-        f"- sha256: `{weights['sha256']}`; format: {weights['file_format']}; key layout: {weights['key_layout']}",
+        f"- source: `{weights['source']}`; path: {_code_or(weights['path'], NO_WEIGHTS_FILE)}",
+        f"- sha256: {_code_or(weights['sha256'], NO_WEIGHTS_FILE)}; format: "
+        f"{or_missing(weights['file_format'], NO_WEIGHTS_FILE)}; key layout: "
+        f"{or_missing(weights['key_layout'], NO_WEIGHTS_FILE)}",
         *([f"- target side only (--target-weights): `{summary['target_weights']['path']}`, sha256 "
            f"`{summary['target_weights']['sha256']}`"] if summary.get("target_weights") else []),
         "",
@@ -127,7 +158,7 @@ def render_report(summary: dict[str, Any]) -> str:
         f"- numeric settings: {', '.join(f'{k}={v}' for k, v in target['numeric_settings'].items())}",
         f"- host CPU: {env['cpu']} ({env['cpu_count']} cores, torch threads {env['torch_threads']})",
         f"- python {env['python']}, torch {env['torch']}, torchvision {env['torchvision']}, timm {env['timm']}, "
-        f"torch_npu {env['torch_npu']}, numpy {env['numpy']}",
+        f"torch_npu {or_missing(env['torch_npu'], 'not installed')}, numpy {env['numpy']}",
         "",
         "## Parity against the CPU fp32 reference",
         f"{summary['inputs']['num_images']} real image(s).",
@@ -138,8 +169,7 @@ def render_report(summary: dict[str, Any]) -> str:
         "",
         "| check | measured | criterion | result |",
         "|---|---|---|---|",
-        *(f"| {c['name']} | {_fmt(c['value'])} | {c['op']} {_fmt(c['threshold'])} | "
-          f"{'pass' if c['passed'] else '**FAIL**'} |" for c in summary["parity"]["checks"]),
+        *(_check_row(c) for c in summary["parity"]["checks"]),
         "",
         *(f"- {line}" for line in _proof_lines(summary)),
         "",
@@ -167,6 +197,7 @@ def render_report(summary: dict[str, Any]) -> str:
         s = latency[mode]
         lines.append(f"| {mode} | {s['mean_ms']:.3f} | {s['p50_ms']:.3f} | {s['p90_ms']:.3f} | {s['p99_ms']:.3f} | "
                      f"{s['min_ms']:.3f} | {s['std_ms']:.3f} | {s['images_per_s']:.1f} |")
+    lines += ["", _load_line(latency), *_reliability_section(latency.get("reliability") or {})]
     layers = summary.get("layer_report")
     if layers:
         lines += ["", "## Layer-by-layer comparison", f"See [{layers}]({layers})."]
@@ -174,6 +205,18 @@ def render_report(summary: dict[str, Any]) -> str:
         lines += ["", "## Detection power", f"What this verdict detects: see [{summary['power_report']}]"
                   f"({summary['power_report']})."]
     return "\n".join(lines) + "\n"
+
+
+def _code_or(value: Any, meaning: str) -> str:
+    return meaning if value is None else f"`{value}`"
+
+
+def _reliability_section(reliability: dict[str, Any]) -> list[str]:
+    if reliability.get("reliable") is not False:
+        return ["Timing reliable: yes (no interference detected)."]
+    return ["", "> **Timing unreliable (`reliable: false`)**: these figures were disturbed and should not be quoted.",
+            *(f"> - {reason['message']}" for reason in reliability["reasons"]),
+            f"> - what to do: {reliability['advice']}"]
 
 
 def _agreement(match: bool, near_tie: bool) -> str:

@@ -8,8 +8,8 @@ the eager fp32 baseline of the same run, and the issue's speed targets checked a
 Writes, under --out-dir: bench.json / bench.md / bench.png (the `accelport bench` artifacts) and
 bench_runtimes.json (hardware, load average before/after, target verdicts, second-run setup costs) and
 bench_runtimes.md (the tables pasted into docs/benchmarks.md). The compile/export cache starts empty (a fresh
-temporary folder unless --cache-dir is given), so setup times are cold; a second process then re-creates every
-configuration from that cache and reports what a second run pays.
+temporary folder, removed at the end, unless --cache-dir is given), so setup times are cold; a second process then
+re-creates every configuration from that cache and reports what a second run pays.
 """
 
 from __future__ import annotations
@@ -139,11 +139,14 @@ def setup_only(args: argparse.Namespace) -> None:
 
 
 def render(report: dict) -> str:
+    from accelport.bench.report import reliability_lines
+
     document, hw = report["bench"], report["hardware"]
     lines = [f"Hardware: {hw['cpu']} ({hw['cpu_count']} logical cores, ISA {hw['cpu_capability']}), device "
              f"`{hw['device']}` ({hw['device_name']}), {hw['threads']} threads; torch {hw['torch']}, onnxruntime "
              f"{hw['onnxruntime']}, openvino {hw['openvino']}. Load average before/after: "
              f"{report['load_average_before']} / {report['load_average_after']}.", "",
+             *reliability_lines(document), "",
              "| target | best configuration passing parity | p50 ms | ratio to eager fp32 | limit | met "
              "| floor ratio at matmul peak |",
              "|---|---|---|---|---|---|---|"]
@@ -197,7 +200,41 @@ def rerender(path: Path) -> int:
     return 0
 
 
-def main() -> int:
+def measure(args: argparse.Namespace, cache_dir: str) -> dict:
+    """The sweep, the matmul peaks, the target verdicts and the second run's setup, with ``cache_dir`` as cache."""
+    from accelport.bench.config import BenchConfig, parse_list
+    from accelport.bench.job import run_bench
+
+    before = wait_for_quiet(args.wait_quiet, args.quiet_load) if args.wait_quiet else load_average()
+    config = BenchConfig(model=args.model, device=args.device, runtimes=parse_list(args.runtimes, "--runtimes"),
+                         dtypes=parse_list(args.dtypes, "--dtypes"),
+                         batch_sizes=parse_list(args.batch_sizes, "--batch-sizes", int),
+                         streams=parse_list(args.streams, "--streams", int),
+                         micro_batches=parse_list(args.micro_batches, "--micro-batches", int), rounds=args.rounds,
+                         iters=args.iters, max_time_s=args.max_time, threads=args.threads, cache_dir=cache_dir,
+                         out_dir=args.out_dir)
+    result = run_bench(config)
+    peaks = measure_peaks(args.device, config.dtypes)
+    after = load_average()
+    document = result.document
+    env = document["environment"]
+    return {
+        "schema_version": 1,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "hardware": {"cpu": env["cpu"], "cpu_count": env["cpu_count"], "cpu_capability": env["cpu_capability"],
+                     "device": document["device"], "device_name": env["device_name"], "threads": env["threads"],
+                     "torch": env["torch"], "onnxruntime": env.get("onnxruntime"), "openvino": env.get("openvino"),
+                     "platform": env["platform"]},
+        "load_average_before": before,
+        "load_average_after": after,
+        "matmul_peaks": peaks,
+        "targets": check_targets(document, peaks),
+        "second_run_setup": second_run_setup(args, cache_dir, document),
+        "bench": document,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="timm/convnextv2_atto.fcmae_ft_in1k")
     parser.add_argument("--device", default="cpu")
@@ -220,47 +257,19 @@ def main() -> int:
                              "bench_runtimes.json (e.g. after a change to this script's analysis)")
     parser.add_argument("--setup-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--configs", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.setup_only:
         setup_only(args)
         return 0
     if args.from_json:
         return rerender(Path(args.from_json))
 
-    from accelport.atomic import write_json_atomic, write_text_atomic
-    from accelport.bench.config import BenchConfig, parse_list
-    from accelport.bench.job import run_bench
     from accelport.arguments import configure_logging
+    from accelport.atomic import write_json_atomic, write_text_atomic
 
     configure_logging(verbose=False, quiet=False)
-    cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="accelport-bench-cache-")
-    before = wait_for_quiet(args.wait_quiet, args.quiet_load) if args.wait_quiet else load_average()
-    config = BenchConfig(model=args.model, device=args.device, runtimes=parse_list(args.runtimes, "--runtimes"),
-                         dtypes=parse_list(args.dtypes, "--dtypes"),
-                         batch_sizes=parse_list(args.batch_sizes, "--batch-sizes", int),
-                         streams=parse_list(args.streams, "--streams", int),
-                         micro_batches=parse_list(args.micro_batches, "--micro-batches", int), rounds=args.rounds,
-                         iters=args.iters, max_time_s=args.max_time, threads=args.threads, cache_dir=cache_dir,
-                         out_dir=args.out_dir)
-    result = run_bench(config)
-    peaks = measure_peaks(args.device, config.dtypes)
-    after = load_average()
-    document = result.document
-    env = document["environment"]
-    report = {
-        "schema_version": 1,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "hardware": {"cpu": env["cpu"], "cpu_count": env["cpu_count"], "cpu_capability": env["cpu_capability"],
-                     "device": document["device"], "device_name": env["device_name"], "threads": env["threads"],
-                     "torch": env["torch"], "onnxruntime": env.get("onnxruntime"), "openvino": env.get("openvino"),
-                     "platform": env["platform"]},
-        "load_average_before": before,
-        "load_average_after": after,
-        "matmul_peaks": peaks,
-        "targets": check_targets(document, peaks),
-        "second_run_setup": second_run_setup(args, cache_dir, document),
-        "bench": document,
-    }
+    with tempfile.TemporaryDirectory(prefix="accelport-bench-cache-") as scratch:  # exports: ~60 MB, not left behind
+        report = measure(args, args.cache_dir or scratch)
     out_dir = Path(args.out_dir)
     write_json_atomic(out_dir / "bench_runtimes.json", report)
     text = render(report)

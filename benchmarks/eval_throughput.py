@@ -5,7 +5,9 @@ resizing the sample photographs, in 10 wnid class folders; then measures
   1. the DataLoader alone (decode + preprocess, no model) with 0, 1 and 2 workers,
   2. the model alone (CPU fp32 eager, preprocessed batch already in memory),
   3. the whole ``accelport eval`` (reference + target + metrics + journal), with its per-stage figures,
-and prints and saves them as JSON with the hardware named.
+and prints and saves them as JSON with the hardware named (default: logs/eval_throughput.json; docs/ is updated
+only when asked for with --out). The image folder and eval's output live in a temporary folder that is removed at
+the end, unless --folder names a folder to build once and reuse.
 
     python benchmarks/eval_throughput.py --images 1000 --workers 2 --out docs/eval_throughput_cpu.json
 """
@@ -17,6 +19,7 @@ import json
 import os
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -75,19 +78,32 @@ def time_model(model, input_size, batch_size: int, batches: int) -> float:
         return batch_size * batches / (time.perf_counter() - started)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1000)
-    parser.add_argument("--folder", default="/tmp/accelport_eval_bench")
+    parser.add_argument("--folder", default=None,
+                        help="build the images here once and keep them for later runs (default: a temporary folder, "
+                             "removed at the end)")
+    parser.add_argument("--model", default=None, help="timm model (default: accelport's default model)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--model-batches", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3, help="passes of the loader-only and model-only timings")
-    parser.add_argument("--out", default=str(REPO / "docs" / "eval_throughput_cpu.json"))
-    args = parser.parse_args()
+    parser.add_argument("--out", default="logs/eval_throughput.json",
+                        help="where the JSON goes (default: %(default)s; docs/eval_throughput_cpu.json is the "
+                             "published one, written only when named here)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="accelport-eval-throughput-") as scratch:
+        report = measure(args, Path(scratch))
+    print(json.dumps(report, indent=2))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 
-    folder = build_folder(Path(args.folder), args.images)
-    loaded = load_model(hub_timeout_s=1.0)
+
+def measure(args: argparse.Namespace, scratch: Path) -> dict:
+    """Every figure of the report; the images (unless --folder) and eval's artifacts go under ``scratch``."""
+    folder = build_folder(Path(args.folder) if args.folder else scratch / "images", args.images)
+    loaded = load_model(*([args.model] if args.model else []), hub_timeout_s=1.0)
     data_config = data_config_for(loaded.model)
     transform, input_size = make_transform(data_config), tuple(data_config.values["input_size"])
     listing = list_dataset(folder, "auto", loaded.model, loaded.num_classes)
@@ -98,15 +114,16 @@ def main() -> None:
                     for w in sorted({0, 1, args.workers})}
     model_rate = max(time_model(loaded.model, input_size, args.batch_size, args.model_batches)
                      for _ in range(args.repeats))
-    out_dir = Path(args.folder + "_out")
-    result = evaluate(EvalConfig(data=str(folder), out_dir=str(out_dir), device="cpu", batch_size=args.batch_size,
-                                 workers=args.workers, hub_timeout_s=1.0))
+    result = evaluate(EvalConfig(data=str(folder), out_dir=str(scratch / "eval_out"), device="cpu",
+                                 batch_size=args.batch_size, workers=args.workers, hub_timeout_s=1.0,
+                                 **({"model": args.model} if args.model else {})))
     doc = result.document
-    report = {
+    return {
         "hardware": describe_environment(torch.device("cpu")),
         "load_average_1m_before_and_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "method": "loader and model alone: best of --repeats passes; eval: one run, its own per-stage timers",
-        "dataset": {"folder": str(folder), "images": args.images, "size": "500x375 JPEG q90 (ImageNet-val like)"},
+        "dataset": {"folder": args.folder or "(temporary, removed)", "images": args.images,
+                    "size": "500x375 JPEG q90 (ImageNet-val like)"},
         "batch_size": args.batch_size,
         "data_loader_alone_images_per_s": {f"{w} workers": round(r, 1) for w, r in loader_rates.items()},
         "torch_threads": torch.get_num_threads(),
@@ -116,9 +133,6 @@ def main() -> None:
                  "data_wait_share": round(doc["throughput"]["data_wait_share"], 4),
                  "bottleneck": doc["throughput"]["bottleneck"]},
     }
-    print(json.dumps(report, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

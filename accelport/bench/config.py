@@ -43,6 +43,7 @@ class BenchConfig:
     out_dir: str = "logs"
     progress: bool = True
     plot: bool = True
+    resume: bool = False  # go on from <out_dir>/bench_journal.jsonl (same settings required)
 
     @property
     def head(self) -> str:

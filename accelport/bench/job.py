@@ -23,9 +23,10 @@ from ..preprocess import data_config_for, discover_images, load_images, make_tra
 from ..runners import create_runner
 from ..runners.cache import library_versions, weights_digest
 from .config import BenchConfig
+from .journal import JOURNAL_NAME, JournalState, JournalWriter, read_journal
 from .pick import picks
 from .roofline import add_achieved_flops, model_flops
-from .sweep import SweepSettings, add_ratios, plan_configurations, sweep
+from .sweep import SweepSettings, add_ratios, plan_configurations, reliability_summary, sweep
 
 _logger = logging.getLogger(__name__)
 
@@ -56,8 +57,18 @@ def model_record(loaded: LoadedModel, input_size: list[int], flops_per_image: in
             "pretrained_used": loaded.weights.pretrained_used, "state_digest": weights_digest(loaded.model)}
 
 
+def journal_fingerprint(config: BenchConfig, loaded: LoadedModel, device: torch.device,
+                        images: list[str]) -> dict[str, Any]:
+    """Everything that changes a figure of the sweep: a journal is resumed only under the same fingerprint."""
+    settings = {k: v for k, v in vars(config).items() if k not in ("out_dir", "cache_dir", "progress", "plot",
+                                                                   "resume", "images")}
+    return {**settings, "images": images, "state_digest": weights_digest(loaded.model), "device": str(device),
+            **{k: v for k, v in bench_environment(device, 0).items() if k not in ("threads", "torch_threads")}}
+
+
 def run_sweep_document(loaded: LoadedModel, images: torch.Tensor, device: torch.device, config: BenchConfig,
-                       input_size: list[int], num_images: int) -> dict[str, Any]:
+                       input_size: list[int], num_images: int, journal: JournalWriter | None = None,
+                       resumed: JournalState | None = None) -> dict[str, Any]:
     """The sweep on an already loaded model and preprocessed images (also used by ``run --runtime auto``)."""
     started = time.time()
     numeric = apply_numeric_settings(device, config.fp32_math)
@@ -73,7 +84,7 @@ def run_sweep_document(loaded: LoadedModel, images: torch.Tensor, device: torch.
     settings = SweepSettings(config.warmup, config.iters, config.max_time_s, threads, config.cache_dir, config.progress,
                              config.rounds)
     records, rows = sweep(loaded.model, images, reference, device, configurations, config.batch_sizes, criteria,
-                          config.head == "classifier", settings)
+                          config.head == "classifier", settings, journal, resumed)
     add_ratios(rows)
     flops_per_image = model_flops(loaded.model, [1, *input_size])
     add_achieved_flops(rows, flops_per_image)
@@ -81,6 +92,8 @@ def run_sweep_document(loaded: LoadedModel, images: torch.Tensor, device: torch.
         "schema_version": SCHEMA_VERSION,
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": round(time.time() - started, 3),
+        "resumed_points": resumed.points if resumed else 0,
+        "timing_reliability": reliability_summary(rows),
         "model": model_record(loaded, input_size, flops_per_image),
         "device": str(device),
         "environment": bench_environment(device, threads),
@@ -109,6 +122,17 @@ def run_bench(config: BenchConfig) -> BenchResult:
                         config.seed)
     data_config = data_config_for(loaded.model, config.test_size)
     batch = load_images(discover_images(list(config.images)), make_transform(data_config))
-    document = run_sweep_document(loaded, batch.tensor, device, config, list(data_config.values["input_size"]),
-                                  len(batch.paths))
+    path = Path(config.out_dir) / JOURNAL_NAME
+    fingerprint = journal_fingerprint(config, loaded, device, [str(p) for p in batch.paths])
+    resumed = read_journal(path, fingerprint) if config.resume else None
+    journal = JournalWriter(path, fingerprint, fresh=not config.resume)
+    try:
+        document = run_sweep_document(loaded, batch.tensor, device, config, list(data_config.values["input_size"]),
+                                      len(batch.paths), journal, resumed)
+    except KeyboardInterrupt:
+        _logger.warning("interrupted: every finished point is kept in %s; run the same command with --resume to go "
+                        "on from them", path)
+        raise
+    finally:
+        journal.close()
     return BenchResult(document, write_bench_artifacts(Path(config.out_dir), document, plot=config.plot))

@@ -42,7 +42,8 @@ def justification(rows: list[dict], batch_size: int) -> list[dict[str, Any]]:
     measured = sorted((r for r in at_size if r["status"] == "ok"), key=lambda r: r["latency"]["p50_ms"])
     table = [{"label": r["label"], "p50_ms": r["latency"]["p50_ms"], "images_per_s": r["images_per_s"],
               "ratio_vs_eager": r.get("ratio_vs_eager"), "parity": "pass" if r["parity"]["passed"] else "FAIL",
-              "status": "ok"} for r in measured]
+              "status": "ok", "timing_reliable": (r.get("reliability") or {}).get("reliable", True)}
+             for r in measured]
     table += [{"label": r["label"], "status": r["status"], "reason": r.get("reason")}
               for r in at_size if r["status"] != "ok"]
     return table

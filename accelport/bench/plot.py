@@ -12,6 +12,19 @@ from ..atomic import write_atomic
 _logger = logging.getLogger(__name__)
 
 
+# 20 distinct colours (tab20's dark shades first, then the light ones) x 5 markers: 100 series before a repeat.
+_MARKERS = ("o", "s", "^", "D", "v")
+
+
+def series_style(index: int) -> dict[str, Any]:
+    """Colour and marker of the ``index``-th line: no two of the first 100 lines look alike."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab20"].colors
+    colour = palette[(2 * index) % 20 + (index // 10) % 2]  # dark shades 0, 2, .., 18, then light 1, .., 19
+    return {"color": colour, "marker": _MARKERS[(index + index // 20) % len(_MARKERS)]}
+
+
 def write_plot(document: dict[str, Any], path: Path) -> Path | None:
     """Write the plot atomically; None (and a warning) when matplotlib is not installed."""
     try:
@@ -28,10 +41,10 @@ def write_plot(document: dict[str, Any], path: Path) -> Path | None:
         if row["status"] == "ok":
             lines.setdefault(row["label"], []).append(row)
     figure, (latency_ax, throughput_ax) = plt.subplots(1, 2, figsize=(12, 4.8))
-    for label, rows in lines.items():
+    for index, (label, rows) in enumerate(lines.items()):
         rows.sort(key=lambda r: r["batch_size"])
         failed = not all(r["parity"]["passed"] for r in rows)
-        style = {"linestyle": "--" if failed else "-", "marker": "o"}
+        style = {**series_style(index), "linestyle": "--" if failed else "-"}
         name = label + (" (parity FAIL)" if failed else "")
         batch_sizes = [r["batch_size"] for r in rows]
         latency_ax.plot(batch_sizes, [r["latency"]["p50_ms"] for r in rows], label=name, **style)

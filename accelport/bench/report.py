@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_json_atomic, write_text_atomic
+from ..formatting import or_missing
 
 _logger = logging.getLogger(__name__)
 
@@ -23,24 +24,51 @@ def hardware_line(document: dict[str, Any]) -> str:
 
 def software_line(document: dict[str, Any]) -> str:
     env = document["environment"]
-    return (f"python {env['python']}, torch {env['torch']}, timm {env['timm']}, onnxruntime {env.get('onnxruntime')}, "
-            f"openvino {env.get('openvino')}, onnx {env.get('onnx')}")
+    engines = ", ".join(f"{name} {or_missing(env.get(name), 'not installed')}" for name in ("onnxruntime", "openvino",
+                                                                                          "onnx"))
+    return f"python {env['python']}, torch {env['torch']}, timm {env['timm']}, {engines}"
+
+
+def _timing(row: dict[str, Any]) -> str:
+    reliability = row.get("reliability") or {}
+    if reliability.get("reliable", True):
+        return "ok"
+    return "**unreliable** (" + ", ".join(dict.fromkeys(r["code"] for r in reliability["reasons"])) + ")"
+
+
+def reliability_lines(document: dict[str, Any]) -> list[str]:
+    """Whether the sweep's timings can be believed, which points cannot, why, and what to do."""
+    summary = document.get("timing_reliability")
+    if not summary:
+        return []
+    if summary["reliable"]:
+        return [f"Timing reliable: yes, no interference detected at any of the {summary['points']} measured points."]
+    lines = [f"> **Timings unreliable (`reliable: false`)** at {summary['unreliable_points']} of {summary['points']} "
+             f"points ({', '.join(summary['reason_codes'])}): {', '.join(summary['unreliable'])}."]
+    if summary["unreliable_baselines"]:
+        lines.append("> The eager fp32 baseline itself is unreliable at batch "
+                     f"{', '.join(map(str, summary['unreliable_baselines']))}, so every × eager ratio there is too.")
+    for row in document["rows"]:
+        for reason in (row.get("reliability") or {}).get("reasons", []):
+            lines.append(f"> - {row['label']} batch {row['batch_size']}: {reason['message']}")
+    lines.append(f"> - what to do: {summary['advice']}")
+    return lines
 
 
 def table_lines(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["| configuration | batch | p50 ms | p90 ms | p99 ms | images/s | × eager p50 | setup s | peak RSS MB "
-             "| parity |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| parity | timing |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in sorted(rows, key=lambda r: (r["batch_size"], r.get("latency", {}).get("p50_ms", float("inf")))):
         if row["status"] != "ok":
             lines.append(f"| {row['label']} | {row['batch_size']} | {row['status']}: {row.get('reason', '')} "
-                         "| | | | | | | |")
+                         "| | | | | | | | |")
             continue
         lat, parity, mem = row["latency"], row["parity"], row["memory"]
         verdict = (f"pass ({parity['precision']}, cos {parity['worst_sample_cosine']:.6f})" if parity["passed"]
                    else f"**FAIL** ({parity['precision']}: {', '.join(parity['failed_checks'])})")
         lines.append(f"| {row['label']} | {row['batch_size']} | {lat['p50_ms']:.2f} | {lat['p90_ms']:.2f} | "
                      f"{lat['p99_ms']:.2f} | {row['images_per_s']:.1f} | {_num(row.get('ratio_vs_eager'), '.2f')} | "
-                     f"{row['setup_s']:.1f} | {_num(mem.get('peak_mb'), '.0f')} | {verdict} |")
+                     f"{row['setup_s']:.1f} | {_num(mem.get('peak_mb'), '.0f')} | {verdict} | {_timing(row)} |")
     return lines
 
 
@@ -77,6 +105,10 @@ def render_markdown(document: dict[str, Any]) -> str:
         "- peak RSS: the whole process's peak during that point (reset before each one), so it includes Python, "
         "torch and the reference",
         "",
+        "## Timing reliability",
+        "",
+        *reliability_lines(document),
+        "",
         "## Pick: fastest configuration passing parity",
         "",
         *pick_lines(document),
@@ -99,7 +131,8 @@ def render_pick(document: dict[str, Any]) -> str:
         for entry in pick["table"]:
             if entry["status"] == "ok":
                 lines.append(f"  {entry['label']:<28} {entry['p50_ms']:10.2f} ms  {entry['images_per_s']:9.1f} img/s  "
-                             f"{_num(entry['ratio_vs_eager'], '.2f'):>5}x  parity {entry['parity']}")
+                             f"{_num(entry['ratio_vs_eager'], '.2f'):>5}x  parity {entry['parity']}"
+                             + ("" if entry.get("timing_reliable", True) else "  timing UNRELIABLE"))
             else:
                 lines.append(f"  {entry['label']:<28} {entry['status']}: {entry['reason']}")
     return "\n".join(lines)

@@ -9,7 +9,6 @@ The plain-timm eager fp32 baseline on the same device is always measured first, 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,15 +17,19 @@ import torch
 
 from ..criteria import Criteria
 from ..errors import RuntimeUnavailableError
-from ..latency import LatencyStats, make_batch, time_calls
-from ..parity import compare_outputs
+from ..latency import make_batch
+from ..progress import progress_bar
+from ..reliability import summarise
 from ..runners import Runner, create_runner
 from ..runners.base import request_count
-from .memory import PeakMemory
+from .journal import JournalState, JournalWriter
+from .points import Point, failed_row, first_round_safely, padded_indices
+
+__all__ = ["BASELINE", "Configuration", "SweepSettings", "add_ratios", "padded_indices", "plan_configurations",
+           "reliability_summary", "sweep"]
 
 _logger = logging.getLogger(__name__)
 
-MIN_ITERS = 3
 _NO_LAYOUT_CHOICE = ("onnxruntime", "openvino")  # they pick their own internal layouts
 
 
@@ -91,155 +94,146 @@ class SweepSettings:
     rounds: int = 1
 
 
-def time_compute(runner: Runner, batch: torch.Tensor, warmup: int, iters: int, max_time_s: float) -> list[float]:
-    """Per-iteration compute latencies in ms (input on the device, synchronised); fewer when one is slow."""
-    device_input = runner.to_device(batch)
-    runner.synchronize()
-    started = time.perf_counter()
-    for _ in range(warmup):
-        runner.forward(device_input)
-        runner.synchronize()
-    per_iter = (time.perf_counter() - started) / warmup if warmup else 0.0
-    count = iters if per_iter <= 0 else max(MIN_ITERS, min(iters, int(max_time_s / per_iter)))
-    return time_calls(lambda: runner.forward(device_input), runner, count)
+class _Sweep:
+    """The sweep's shared state: what every point needs, the journal it writes, and the journal it resumes."""
 
+    def __init__(self, model: torch.nn.Module, images: torch.Tensor, reference: np.ndarray, device: torch.device,
+                 criteria_by_dtype: dict[str, Criteria], is_classifier: bool, settings: SweepSettings,
+                 journal: JournalWriter | None, resumed: JournalState | None, progress: Any):
+        self.model, self.images, self.reference, self.device = model, images, reference, device
+        self.criteria_by_dtype, self.is_classifier, self.settings = criteria_by_dtype, is_classifier, settings
+        self.journal, self.resumed, self.progress = journal, resumed or JournalState(), progress
+        self.rounds = max(1, settings.rounds)
 
-def padded_indices(num_images: int, batch_size: int) -> np.ndarray:
-    """Every image at least once, cycled to fill whole batches: one static shape, no recompilation."""
-    total = max(batch_size, -(-num_images // batch_size) * batch_size)
-    return np.arange(total) % num_images
+    def _restored(self, key: tuple[str, int]) -> Point | dict[str, Any] | None:
+        """The point as the journal left it: a finished row, a Point with its rounds so far, or None."""
+        row = self.resumed.rows.get(key)
+        if row is None:
+            return None
+        if row["status"] != "ok":
+            return row
+        point = Point(dict(row))
+        for entry in self.resumed.rounds.get(key, [])[: self.rounds]:
+            point.add_round(entry["samples"], entry["load"])
+        return point
 
+    def _complete(self, point: Point | dict[str, Any] | None) -> bool:
+        return point is not None and (not isinstance(point, Point) or len(point.round_p50_ms) >= self.rounds)
 
-def check_parity(runner: Runner, images: torch.Tensor, reference: np.ndarray, batch_size: int, criteria: Criteria,
-                 is_classifier: bool) -> dict[str, Any]:
-    index = padded_indices(images.shape[0], batch_size)
-    chunks = [runner.infer(images[index[i : i + batch_size]]) for i in range(0, len(index), batch_size)]
-    result = compare_outputs(reference[index], torch.cat(chunks).numpy(), criteria, is_classifier)
-    parity = result.to_json()
-    return {"precision": criteria.precision, "passed": result.passed, "samples": len(index),
-            "worst_sample_cosine": parity["worst_sample_cosine"], "worst_sample_rel_l2": parity["worst_sample_rel_l2"],
-            "top1_agreement": parity["top1_agreement"],
-            "failed_checks": [c["name"] for c in parity["checks"] if not c["passed"]], "checks": parity["checks"]}
+    def _journal(self, kind: str, value: dict[str, Any]) -> None:
+        if self.journal is not None:
+            getattr(self.journal, kind)(value)
 
+    def configuration(self, config: Configuration, batch_sizes: tuple[int, ...], record: dict[str, Any],
+                      runners: list[tuple[Runner, dict]]) -> list[Point | dict[str, Any]]:
+        """Every batch size of one configuration: from the journal where it is finished, else measured."""
+        restored = {b: self._restored((config.label, b)) for b in batch_sizes}
+        if all(self._complete(p) for p in restored.values()) and config.label in self.resumed.records:
+            record.update(self.resumed.records[config.label])
+            self.progress.update(len(batch_sizes) * self.rounds)
+            return list(restored.values())
+        settings = self.settings
+        try:
+            runner = create_runner(config.runtime, self.model, self.device, config.dtype, config.channels_last,
+                                   threads=settings.threads, cache_dir=settings.cache_dir, streams=config.streams,
+                                   micro_batch=config.micro_batch or None)
+            runner.prepare()
+        except RuntimeUnavailableError as exc:
+            _logger.info("%s: not available: %s", config.label, exc)
+            record.update(status="unsupported", reason=str(exc))
+            self._journal("configuration", record)
+            rows = [failed_row(config, b, "unsupported", str(exc)) for b in batch_sizes]
+            for row in rows:
+                self._journal("point", row)
+            self.progress.update(len(batch_sizes) * self.rounds)
+            return rows
+        runners.append((runner, record))
+        self._journal("configuration", {**record, **runner.describe()})
+        return [self._point(runner, config, b, restored[b], len(runners) - 1) for b in batch_sizes]
 
-@dataclass
-class _Point:
-    """A measured point between rounds: its runner stays open and its samples accumulate."""
+    def _point(self, runner: Runner, config: Configuration, batch_size: int, restored: Point | dict | None,
+               others_open: int) -> Point | dict[str, Any]:
+        self.progress.set_postfix_str(f"{config.label} batch {batch_size}")
+        if isinstance(restored, Point):  # its parity is journaled; its remaining rounds need the runner
+            restored.runner, restored.batch = runner, make_batch(self.images, batch_size)
+            if len(restored.round_p50_ms) < self.rounds:
+                runner.warm_up(restored.batch)  # this shape's setup, kept out of the rounds still to time
+            self.progress.update(len(restored.round_p50_ms))
+            return restored
+        if restored is not None:
+            self.progress.update(self.rounds)
+            return restored
+        if (config.streams > 1 or config.micro_batch) and not config.splits(batch_size):
+            row = failed_row(config, batch_size, "skipped", f"batch {batch_size} makes a single request: nothing "
+                             "to split over streams or micro-batches")
+            self._journal("point", row)
+            self.progress.update(self.rounds)
+            return row
+        point = first_round_safely(runner, config, batch_size, self.images, self.reference,
+                                   self.criteria_by_dtype[config.dtype], self.is_classifier, self.settings,
+                                   self.journal)
+        if isinstance(point, Point):  # with rounds > 1, earlier runners are still open (and in RSS)
+            point.row["memory"]["other_runners_open"] = others_open
+        else:
+            self._journal("point", point)
+        self.progress.update(1)
+        return point
 
-    row: dict[str, Any]
-    runner: Runner
-    batch: torch.Tensor
-    samples: list[float]
-    round_p50_ms: list[float]
-
-    def time_round(self, settings: SweepSettings, warmup: int) -> None:
-        rounds = max(1, settings.rounds)
-        samples = time_compute(self.runner, self.batch, warmup, -(-settings.iters // rounds),
-                               settings.max_time_s / rounds)
-        self.samples += samples
-        self.round_p50_ms.append(float(np.median(samples)))
-
-    def finish(self) -> dict[str, Any]:
-        stats = LatencyStats.from_samples(self.samples, int(self.batch.shape[0]))
-        self.row.update(latency=stats.to_json(), images_per_s=stats.images_per_s, round_p50_ms=self.round_p50_ms)
-        return self.row
-
-
-def _first_round(runner: Runner, config: Configuration, batch_size: int, images: torch.Tensor, reference: np.ndarray,
-                 criteria: Criteria, is_classifier: bool, settings: SweepSettings) -> _Point:
-    """Setup for this batch size (timed apart), parity, the first timing round, and the point's peak memory."""
-    memory = PeakMemory(runner.device)
-    memory.start()
-    setup_before = runner.setup_time_s
-    batch = make_batch(images, batch_size)
-    runner.warm_up(batch)
-    shape_setup_s = runner.setup_time_s - setup_before
-    parity = check_parity(runner, images, reference, batch_size, criteria, is_classifier)
-    row = {**config.to_json(), "batch_size": batch_size, "status": "ok", "setup_s": round(shape_setup_s, 4),
-           "parity": parity}
-    point = _Point(row, runner, batch, [], [])
-    point.time_round(settings, settings.warmup)
-    row["memory"] = memory.stop()
-    return point
-
-
-def _failed_row(config: Configuration, batch_size: int, status: str, reason: str) -> dict[str, Any]:
-    return {**config.to_json(), "batch_size": batch_size, "status": status, "reason": reason}
-
-
-def _first_round_safely(runner: Runner, config: Configuration, batch_size: int, *args: Any) -> _Point | dict[str, Any]:
-    """One point; an engine that cannot run it becomes a row that says why, and the sweep goes on."""
-    try:
-        return _first_round(runner, config, batch_size, *args)
-    except RuntimeUnavailableError as exc:
-        return _failed_row(config, batch_size, "unsupported", str(exc))
-    except Exception as exc:  # a crash of one engine must not lose the rest of the table
-        _logger.exception("%s batch %d failed", config.label, batch_size)
-        return _failed_row(config, batch_size, "error", f"{type(exc).__name__}: {exc}")
+    def more_rounds(self, points: list[Point]) -> None:
+        """Rounds 2..N, round after round over every point that still lacks them."""
+        for round_index in range(1, self.rounds):
+            for point in points:
+                if len(point.round_p50_ms) > round_index:
+                    continue
+                self.progress.set_postfix_str(f"round {round_index + 1}: {point.row['label']} "
+                                              f"batch {point.row['batch_size']}")
+                point.time_round(self.settings, 1 if point.round_p50_ms else self.settings.warmup, self.journal)
+                self.progress.update(1)
 
 
 def sweep(model: torch.nn.Module, images: torch.Tensor, reference: np.ndarray, device: torch.device,
           configurations: list[Configuration], batch_sizes: tuple[int, ...], criteria_by_dtype: dict[str, Criteria],
-          is_classifier: bool, settings: SweepSettings) -> tuple[list[dict], list[dict]]:
-    """Measure every configuration at every batch size; returns (configuration records, rows)."""
-    from tqdm import tqdm
+          is_classifier: bool, settings: SweepSettings, journal: JournalWriter | None = None,
+          resumed: JournalState | None = None) -> tuple[list[dict], list[dict]]:
+    """Measure every configuration at every batch size; returns (configuration records, rows).
 
+    With a ``journal``, every finished point and round is written to it as it is taken; ``resumed`` holds what an
+    interrupted sweep journaled, which is reused instead of measured again.
+    """
     records: list[dict] = []
-    results: list[_Point | dict] = []
+    results: list[Point | dict] = []
     runners: list[tuple[Runner, dict]] = []
-    progress = tqdm(total=len(configurations) * len(batch_sizes) * max(1, settings.rounds), desc="bench",
-                    unit="point", disable=not settings.progress, leave=False)
+    progress = progress_bar(len(configurations) * len(batch_sizes) * max(1, settings.rounds), "bench", "point",
+                            settings.progress)
+    state = _Sweep(model, images, reference, device, criteria_by_dtype, is_classifier, settings, journal, resumed,
+                   progress)
     try:
         for config in configurations:
             record: dict[str, Any] = {**config.to_json(), "status": "ok"}
             records.append(record)
-            try:
-                runner = create_runner(config.runtime, model, device, config.dtype, config.channels_last,
-                                       threads=settings.threads, cache_dir=settings.cache_dir, streams=config.streams,
-                                       micro_batch=config.micro_batch or None)
-                runner.prepare()
-            except RuntimeUnavailableError as exc:
-                _logger.info("%s: not available: %s", config.label, exc)
-                record.update(status="unsupported", reason=str(exc))
-                results += [_failed_row(config, b, "unsupported", str(exc)) for b in batch_sizes]
-                progress.update(len(batch_sizes) * max(1, settings.rounds))
-                continue
-            runners.append((runner, record))
-            for batch_size in batch_sizes:
-                progress.set_postfix_str(f"{config.label} batch {batch_size}")
-                if (config.streams > 1 or config.micro_batch) and not config.splits(batch_size):
-                    results.append(_failed_row(config, batch_size, "skipped", f"batch {batch_size} makes a single "
-                                               "request: nothing to split over streams or micro-batches"))
-                    progress.update(max(1, settings.rounds))
-                    continue
-                point = _first_round_safely(runner, config, batch_size, images, reference,
-                                            criteria_by_dtype[config.dtype], is_classifier, settings)
-                if isinstance(point, _Point):  # with rounds > 1, earlier runners are still open (and in RSS)
-                    point.row["memory"]["other_runners_open"] = len(runners) - 1
-                results.append(point)
-                progress.update(1)
-            if settings.rounds <= 1:
-                runners.pop()
-                record.update(runner.describe())
-                runner.close()
-        points = [p for p in results if isinstance(p, _Point)]
-        for round_index in range(1, settings.rounds):
-            for point in points:
-                row = point.row
-                progress.set_postfix_str(f"round {round_index + 1}: {row['label']} batch {row['batch_size']}")
-                point.time_round(settings, warmup=1)
-                progress.update(1)
+            results += state.configuration(config, batch_sizes, record, runners)
+            if settings.rounds <= 1 and runners and runners[-1][1] is record:
+                _close(*runners.pop(), journal)
+        state.more_rounds([p for p in results if isinstance(p, Point)])
     finally:
-        for runner, record in runners:
-            record.update(runner.describe())
-            runner.close()
+        while runners:
+            _close(*runners.pop(), journal)
         progress.close()
-    rows = [p.finish() if isinstance(p, _Point) else p for p in results]
+    threads = settings.threads or torch.get_num_threads()
+    rows = [p.finish(threads) if isinstance(p, Point) else p for p in results]
     for row in rows:
         if row["status"] == "ok":
-            _logger.info("%s batch %d: p50 %.3f ms, %.1f images/s, parity %s", row["label"], row["batch_size"],
-                         row["latency"]["p50_ms"], row["images_per_s"], "pass" if row["parity"]["passed"] else "FAIL")
+            _logger.info("%s batch %d: p50 %.3f ms, %.1f images/s, parity %s%s", row["label"], row["batch_size"],
+                         row["latency"]["p50_ms"], row["images_per_s"], "pass" if row["parity"]["passed"] else "FAIL",
+                         "" if row["reliability"]["reliable"] else " (timing UNRELIABLE)")
     return records, rows
+
+
+def _close(runner: Runner, record: dict[str, Any], journal: JournalWriter | None) -> None:
+    record.update(runner.describe())
+    runner.close()
+    if journal is not None:
+        journal.configuration(record)
 
 
 def add_ratios(rows: list[dict]) -> None:
@@ -251,3 +245,14 @@ def add_ratios(rows: list[dict]) -> None:
         if row["status"] == "ok" and base:
             row["ratio_vs_eager"] = row["latency"]["p50_ms"] / base
             row["speedup_vs_eager"] = base / row["latency"]["p50_ms"]
+
+
+def reliability_summary(rows: list[dict]) -> dict[str, Any]:
+    """The sweep's verdict on its timings; a ratio is only as good as its baseline, so that is said too."""
+    measured = [r for r in rows if r["status"] == "ok"]
+    summary = summarise([r["reliability"] for r in measured])
+    summary["unreliable"] = [f"{r['label']} batch {r['batch_size']}" for r in measured
+                             if not r["reliability"]["reliable"]]
+    summary["unreliable_baselines"] = [r["batch_size"] for r in measured
+                                       if r["label"] == BASELINE.label and not r["reliability"]["reliable"]]
+    return summary

@@ -9,6 +9,7 @@ import os
 from .. import errors
 from ..arguments import add_model_arguments
 from ..devices import FP32_MATH_MODES
+from ..formatting import comparison_text
 from .config import EvalConfig
 
 EPILOG = ("exit codes: 0 ran and passed, 1 ran and a criterion failed, 2 bad usage/input/environment, "
@@ -120,7 +121,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
           f"{100 * doc['throughput']['data_wait_share']:.1f} % of the time)")
     for check in doc["checks"]:
         if not check["passed"]:
-            print(f"  FAIL {check['name']}: {check['value']:.6g} {check['op']} {check['threshold']:.6g}")
+            print(f"  FAIL {check['name']}: {comparison_text(check['value'], check['op'], check['threshold'])}")
     print("artifacts: " + ", ".join(str(p) for p in result.artifacts.values()))
     return errors.EXIT_PASSED if result.passed else errors.EXIT_PARITY_FAILED
 

@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -134,11 +133,10 @@ def _done_before(config: EvalConfig, ctx: dist_utils.DistContext, out_dir: Path,
 def _progress_bar(ctx: dist_utils.DistContext, total: int, enabled: bool):
     if not ctx.is_main or not enabled:
         return None
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     desc = "eval" if not ctx.enabled else f"eval (rank 0 of {ctx.world_size}, its share)"
-    interactive = sys.stderr.isatty()  # in a log file, a line every 10 s instead of a redraw every 0.1 s
-    return tqdm(total=total, desc=desc, unit="img", dynamic_ncols=interactive, mininterval=0.1 if interactive else 10)
+    return progress_bar(total, desc, "img")  # a bar on a terminal; in a log file, a log line every 30 s
 
 
 def evaluate(config: EvalConfig, on_batch: Callable[[int], None] | None = None) -> EvalResult:

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..atomic import write_json_atomic, write_text_atomic
 from ..environment import describe_environment
+from ..formatting import NO_WEIGHTS_FILE, format_comparison, or_missing
 
 _logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def _pct(value: float | None) -> str:
 
 
 def _g(value: Any) -> str:
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
+    return f"{value:.6g}" if isinstance(value, float) else or_missing(value, "n/a")
 
 
 def render_markdown(doc: dict[str, Any], histogram: str | None) -> str:
@@ -66,7 +67,8 @@ def render_markdown(doc: dict[str, Any], histogram: str | None) -> str:
         "",
         f"**Status: {doc['status'].upper()}** ({doc['created_utc']}, {doc['wall_time_s']} s)",
         "",
-        f"- weights: `{weights['source']}` `{weights['path']}`, sha256 `{weights['sha256']}`"
+        f"- weights: `{weights['source']}` {or_missing(weights['path'], NO_WEIGHTS_FILE)}, sha256 "
+        f"{or_missing(weights['sha256'], NO_WEIGHTS_FILE)}"
         + ("" if weights["pretrained_used"] else " — **RANDOM INIT: accuracy is meaningless**"),
         f"- target: {target['runtime']} {target['dtype']}, fp32 math `{target['fp32_math']}`, criteria "
         f"`{target['precision']}`; reference: CPU eager fp32",
@@ -101,8 +103,9 @@ def render_markdown(doc: dict[str, Any], histogram: str | None) -> str:
         cells = " | ".join(_g(dist[k]) for k in ("min", "p1", "p50", "mean", "p99", "max"))
         lines.append(f"| {name} | {cells} |")
     lines += ["", "| check | measured | criterion | result |", "|---|---|---|---|"]
-    lines += [f"| {c['name']} | {_g(c['value'])} | {c['op']} {_g(c['threshold'])} | "
-              f"{'pass' if c['passed'] else '**FAIL**'} |" for c in doc["checks"]]
+    for c in doc["checks"]:
+        value, threshold = format_comparison(c["value"], c["op"], c["threshold"])
+        lines.append(f"| {c['name']} | {value} | {c['op']} {threshold} | {'pass' if c['passed'] else '**FAIL**'} |")
     if histogram:
         lines += ["", f"![per-image error histogram]({histogram})"]
     tp = doc["throughput"]
@@ -112,7 +115,8 @@ def render_markdown(doc: dict[str, Any], histogram: str | None) -> str:
                   f"(bottleneck: {tp['bottleneck']})."]
     lines += ["", "## Worst images (lowest cosine)", "", "| image | label | cosine | rel L2 | reference top-1 | "
               "target top-1 |", "|---|---|---|---|---|---|"]
-    lines += [f"| {w['path']} | {w['label']} | {w['cosine']:.7f} | {w['rel_l2']:.2e} | {w['reference_top1_name']} | "
+    lines += [f"| {w['path']} | {or_missing(w['label'], 'no label')} | {w['cosine']:.7f} | {w['rel_l2']:.2e} | "
+              f"{w['reference_top1_name']} | "
               f"{w['target_top1_name']}{'' if w['top1_match'] else ' (near-tie)' if w['top1_near_tie'] else ' **!**'} |"
               for w in doc["worst_images"]]
     lines += ["", "## Classes with the most top-1 disagreement", ""]
@@ -122,7 +126,7 @@ def render_markdown(doc: dict[str, Any], histogram: str | None) -> str:
                   f"{c['reference_correct']} | "
                   f"{c['target_correct']} |" for c in doc["classes_most_disagreement"]]
     else:
-        lines.append("None: the target's top-1 equals the reference's on every image.")
+        lines.append("No class: the target's top-1 equals the reference's on every image.")
     if data["skipped"]:
         lines += ["", "## Skipped images", ""] + [f"- `{s['path']}`: {s['reason']}" for s in data["skipped"]]
     return "\n".join(lines) + "\n"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_json_atomic, write_text_atomic
+from ..formatting import NO_WEIGHTS_FILE, or_missing
 from ..metrics import TensorMetrics
 from .plot import render_png
 
@@ -62,9 +63,10 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"**{verdict.capitalize()}** (criteria `{data['criteria']['precision']}`, {data['num_images']} image(s), "
         f"batch size {data['inputs']['batch_size']}).",
         "",
-        f"- reference: CPU eager fp32, weights `{reference['weights']['source']}` {reference['weights']['path'] or ''}",
+        f"- reference: CPU eager fp32, weights `{reference['weights']['source']}` "
+        f"{or_missing(reference['weights']['path'], NO_WEIGHTS_FILE)}",
         f"- target: `{target['device']}` {target['runtime']} {target['dtype']}, fp32 math {target['fp32_math']}, "
-        f"weights `{target['weights']['source']}` {target['weights']['path'] or ''}"
+        f"weights `{target['weights']['source']}` {or_missing(target['weights']['path'], NO_WEIGHTS_FILE)}"
         + (" (same as the reference)" if target["weights_same_as_reference"] else ""),
         "",
         "## First divergent module",

@@ -65,7 +65,7 @@ def run_power(config: PowerConfig | None = None, **overrides: Any) -> PowerResul
     is_classifier = config.head == "classifier"
 
     def infer(runner: Runner) -> np.ndarray:
-        return infer_all(runner, batch.tensor, config.batch_size)
+        return infer_all(runner, batch.tensor.split(config.batch_size))
 
     with create_runner("eager", loaded.model, torch.device("cpu"), "fp32") as reference_runner:
         reference = infer(reference_runner)  # once, for every fault

@@ -1,0 +1,138 @@
+"""One point of the sweep (a configuration at a batch size): setup, parity, timing rounds, and its verdict.
+
+Each timing round is taken inside a ``LoadMonitor``, so every point carries what the rest of the machine did
+while it was timed, and ``reliability.assess`` decides whether its figures can be believed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ..criteria import Criteria
+from ..errors import RuntimeUnavailableError
+from ..latency import LatencyStats, make_batch, time_calls
+from ..machine_load import LoadMonitor
+from ..parity import compare_outputs
+from ..reliability import assess
+from ..runners import Runner
+from .memory import PeakMemory
+
+if TYPE_CHECKING:
+    from .journal import JournalWriter
+
+_logger = logging.getLogger(__name__)
+
+MIN_ITERS = 3
+
+
+def time_compute(runner: Runner, batch: torch.Tensor, warmup: int, iters: int, max_time_s: float) -> list[float]:
+    """Per-iteration compute latencies in ms (input on the device, synchronised); fewer when one is slow."""
+    device_input = runner.to_device(batch)
+    runner.synchronize()
+    started = time.perf_counter()
+    for _ in range(warmup):
+        runner.forward(device_input)
+        runner.synchronize()
+    per_iter = (time.perf_counter() - started) / warmup if warmup else 0.0
+    count = iters if per_iter <= 0 else max(MIN_ITERS, min(iters, int(max_time_s / per_iter)))
+    return time_calls(lambda: runner.forward(device_input), runner, count)
+
+
+def padded_indices(num_images: int, batch_size: int) -> np.ndarray:
+    """Every image at least once, cycled to fill whole batches: one static shape, no recompilation."""
+    total = max(batch_size, -(-num_images // batch_size) * batch_size)
+    return np.arange(total) % num_images
+
+
+def check_parity(runner: Runner, images: torch.Tensor, reference: np.ndarray, batch_size: int, criteria: Criteria,
+                 is_classifier: bool) -> dict[str, Any]:
+    index = padded_indices(images.shape[0], batch_size)
+    chunks = [runner.infer(images[index[i : i + batch_size]]) for i in range(0, len(index), batch_size)]
+    result = compare_outputs(reference[index], torch.cat(chunks).numpy(), criteria, is_classifier)
+    parity = result.to_json()
+    return {"precision": criteria.precision, "passed": result.passed, "samples": len(index),
+            "worst_sample_cosine": parity["worst_sample_cosine"], "worst_sample_rel_l2": parity["worst_sample_rel_l2"],
+            "top1_agreement": parity["top1_agreement"],
+            "failed_checks": [c["name"] for c in parity["checks"] if not c["passed"]], "checks": parity["checks"]}
+
+
+@dataclass
+class Point:
+    """A measured point between rounds: its runner stays open and its samples accumulate (also from a journal)."""
+
+    row: dict[str, Any]
+    runner: Runner | None = None
+    batch: torch.Tensor | None = None
+    samples: list[float] = field(default_factory=list)
+    round_p50_ms: list[float] = field(default_factory=list)
+    loads: list[dict[str, Any] | None] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.row["label"], self.row["batch_size"]
+
+    def add_round(self, samples: list[float], load: dict[str, Any] | None) -> None:
+        self.samples += samples
+        self.round_p50_ms.append(float(np.median(samples)))
+        self.loads.append(load)
+
+    def time_round(self, settings: Any, warmup: int, journal: JournalWriter | None) -> None:
+        """One timing round, watched by a LoadMonitor, appended to the journal as soon as it is taken."""
+        rounds = max(1, settings.rounds)
+        with LoadMonitor() as monitor:
+            samples = time_compute(self.runner, self.batch, warmup, -(-settings.iters // rounds),
+                                   settings.max_time_s / rounds)
+        load = monitor.window.to_json() if monitor.window else None
+        self.add_round(samples, load)
+        if journal is not None:
+            journal.round(self.key, samples, load)
+
+    def finish(self, threads: int) -> dict[str, Any]:
+        stats = LatencyStats.from_samples(self.samples, self.row["batch_size"])
+        latency = stats.to_json()
+        reliability = assess({"compute": latency}, self.loads, threads, self.round_p50_ms)
+        self.row.update(latency=latency, images_per_s=stats.images_per_s, round_p50_ms=self.round_p50_ms,
+                        load=self.loads, reliability=reliability)
+        return self.row
+
+
+def first_round(runner: Runner, config: Any, batch_size: int, images: torch.Tensor, reference: np.ndarray,
+                criteria: Criteria, is_classifier: bool, settings: Any, journal: JournalWriter | None) -> Point:
+    """Setup for this batch size (timed apart), parity, the first timing round, and the point's peak memory."""
+    memory = PeakMemory(runner.device)
+    memory.start()
+    setup_before = runner.setup_time_s
+    batch = make_batch(images, batch_size)
+    runner.warm_up(batch)
+    shape_setup_s = runner.setup_time_s - setup_before
+    parity = check_parity(runner, images, reference, batch_size, criteria, is_classifier)
+    row = {**config.to_json(), "batch_size": batch_size, "status": "ok", "setup_s": round(shape_setup_s, 4),
+           "parity": parity}
+    point = Point(row, runner, batch)
+    point.time_round(settings, settings.warmup, journal=None)
+    row["memory"] = memory.stop()
+    if journal is not None:  # the row first: a point cut off before its round is measured again on --resume
+        journal.point(row)
+        journal.round(point.key, point.samples, point.loads[-1])
+    return point
+
+
+def failed_row(config: Any, batch_size: int, status: str, reason: str) -> dict[str, Any]:
+    return {**config.to_json(), "batch_size": batch_size, "status": status, "reason": reason}
+
+
+def first_round_safely(runner: Runner, config: Any, batch_size: int, *args: Any) -> Point | dict[str, Any]:
+    """One point; an engine that cannot run it becomes a row that says why, and the sweep goes on."""
+    try:
+        return first_round(runner, config, batch_size, *args)
+    except RuntimeUnavailableError as exc:
+        return failed_row(config, batch_size, "unsupported", str(exc))
+    except Exception as exc:  # a crash of one engine must not lose the rest of the table
+        _logger.exception("%s batch %d failed", config.label, batch_size)
+        return failed_row(config, batch_size, "error", f"{type(exc).__name__}: {exc}")

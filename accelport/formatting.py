@@ -1,0 +1,49 @@
+"""How values read in reports: a comparison that never reads as bad arithmetic, and no bare ``None``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+_MAX_DIGITS = 17  # enough to tell any two doubles apart
+NO_WEIGHTS_FILE = "none (random init)"  # what a missing checkpoint path or sha256 means
+
+
+def _shortest(value: float) -> int:
+    """Significant digits of the shortest text that reads back as ``value`` (0.99999 -> 5)."""
+    mantissa = repr(float(value)).lower().split("e")[0].replace("-", "").replace(".", "").lstrip("0")
+    return max(1, len(mantissa))
+
+
+def _holds(op: str, left: float, right: float) -> bool:
+    return left >= right if op == ">=" else left <= right
+
+
+def format_comparison(value: float, op: str, threshold: float) -> tuple[str, str]:
+    """``value`` and ``threshold`` as text with enough digits that the printed comparison tells the truth.
+
+    Starts at the threshold's own precision (at least 6 significant digits) and adds digits until the two texts,
+    read back, compare as the numbers do: ``0.999994 >= 0.99999`` passes, and a value just below a threshold
+    never prints as ``1 >= 1``.
+    """
+    value, threshold = float(value), float(threshold)
+    if not (math.isfinite(value) and math.isfinite(threshold)):
+        return format(value, ".6g"), format(threshold, ".6g")
+    digits = max(6, _shortest(threshold))
+    while True:
+        left, right = format(value, f".{digits}g"), format(threshold, f".{digits}g")
+        truthful = _holds(op, float(left), float(right)) == _holds(op, value, threshold)
+        if digits >= _MAX_DIGITS or (truthful and (left != right or value == threshold)):
+            return left, right
+        digits += 1
+
+
+def or_missing(value: Any, meaning: str) -> str:
+    """``str(value)``, or what its absence means (never a bare ``None``)."""
+    return meaning if value is None else str(value)
+
+
+def comparison_text(value: float, op: str, threshold: float) -> str:
+    """``"0.999994 >= 0.99999"``: a check as one truthful expression."""
+    left, right = format_comparison(value, op, threshold)
+    return f"{left} {op} {right}"

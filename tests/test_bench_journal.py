@@ -1,0 +1,109 @@
+"""bench's journal: an interrupted sweep keeps every finished point, ``--resume`` goes on from them, and a journal
+of another sweep or a damaged one is a clear error (exit 2 naming the difference or the file)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from accelport.bench import points
+from accelport.bench.journal import JOURNAL_NAME, JournalWriter
+from accelport.cli import main
+
+PHOTO = str(Path(__file__).resolve().parent.parent / "samples" / "chelsea.jpg")
+SWEEP = ["bench", "--model", "test_convnext2", "--device", "cpu", "--runtimes", "eager", "--dtypes", "fp32",
+         "--batch-sizes", "1,2", "--iters", "3", "--warmup", "1", "--max-time", "1", "--no-progress", "--no-plot",
+         "--images", PHOTO]
+
+
+def interrupt_after(monkeypatch, rounds: int) -> None:
+    """Ctrl-C right after the ``rounds``-th timing round reached the journal."""
+    original, written = JournalWriter.round, []
+
+    def round_then_interrupt(self, *args):
+        original(self, *args)
+        written.append(args)
+        if len(written) == rounds:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(JournalWriter, "round", round_then_interrupt)
+
+
+def count_first_rounds(monkeypatch) -> list:
+    calls, original = [], points.first_round
+    monkeypatch.setattr(points, "first_round", lambda *a, **k: calls.append(a[1].label) or original(*a, **k))
+    return calls
+
+
+def journal_entries(out):
+    return [json.loads(line) for line in (out / JOURNAL_NAME).read_text().splitlines()]
+
+
+def test_an_interrupted_sweep_keeps_its_points_and_resume_measures_only_the_rest(monkeypatch, tmp_path, capsys):
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 1)
+        assert main([*SWEEP, "--out-dir", str(tmp_path)]) == 130
+    kept = {(e["label"], e["batch_size"]): e["samples"] for e in journal_entries(tmp_path) if e.get("kind") == "round"}
+    assert set(kept) == {("eager fp32", 1)} and not (tmp_path / "bench.json").exists()
+    assert "--resume" in capsys.readouterr().err
+
+    measured = count_first_rounds(monkeypatch)
+    assert main([*SWEEP, "--out-dir", str(tmp_path), "--resume"]) == 0
+    assert measured == ["eager fp32"]  # only batch 2: the journaled batch 1 was not measured again
+    document = json.loads((tmp_path / "bench.json").read_text())
+    assert document["resumed_points"] == 1
+    rows = {(r["label"], r["batch_size"]): r for r in document["rows"]}
+    for key, samples in kept.items():
+        assert rows[key]["latency"]["p50_ms"] == pytest.approx(float(np.median(samples)))
+    assert rows["eager fp32", 2]["status"] == "ok" and rows["eager fp32", 1]["ratio_vs_eager"] == 1.0
+
+
+def test_resume_finishes_the_missing_timing_rounds(monkeypatch, tmp_path):
+    sweep = [*SWEEP, "--rounds", "2", "--out-dir", str(tmp_path)]
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 3)  # both first rounds, then round 2 of batch 1 only
+        assert main(sweep) == 130
+    measured = count_first_rounds(monkeypatch)
+    assert main([*sweep, "--resume"]) == 0
+    assert measured == []
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert [len(r["round_p50_ms"]) for r in rows] == [2, 2]
+
+
+def test_resume_with_other_settings_names_the_difference(tmp_path, capsys):
+    JournalWriter(tmp_path / JOURNAL_NAME, {"batch_sizes": [1, 8]}, fresh=True).close()
+    assert main([*SWEEP, "--out-dir", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "different sweep" in err and "batch_sizes (journal: [1, 8], now: [1, 2])" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("damage", [b"\x00\xff\xfe random bytes", b"{}\n{}\n"])
+def test_a_damaged_journal_is_a_usage_error_naming_the_file(tmp_path, capsys, damage):
+    path = tmp_path / JOURNAL_NAME
+    path.write_bytes(damage)
+    assert main([*SWEEP, "--out-dir", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "Traceback" not in err
+
+
+def test_a_bad_entry_in_the_middle_is_named_but_a_cut_off_last_line_is_measured_again(tmp_path):
+    from accelport.bench.journal import read_journal
+    from accelport.errors import UsageError
+
+    path = tmp_path / JOURNAL_NAME
+    writer = JournalWriter(path, {"k": 1}, fresh=True)
+    writer.round(("eager fp32", 1), [1.0, 2.0], None)
+    writer.close()
+    with open(path, "a") as fh:
+        fh.write('{"kind": "round", "label": "eager fp32", "batch_s')  # cut short by a kill
+    assert read_journal(path, {"k": 1}).rounds_done(("eager fp32", 1)) == 1
+    JournalWriter(path, {"k": 1}, fresh=False).close()  # --resume drops the cut line before appending
+    assert path.read_text().count("\n") == 2 and path.read_text().endswith("\n")
+    with open(path, "a") as fh:
+        fh.write('{"kind": "point"}\n{"kind": "round", "label": "x", "batch_size": 1, "samples": [1]}\n')
+    with pytest.raises(UsageError, match="line 3 is not a journal entry"):
+        read_journal(path, {"k": 1})

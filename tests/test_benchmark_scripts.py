@@ -1,0 +1,61 @@
+"""The scripts under benchmarks/ leave nothing behind: no temporary folders, no cache, no rewritten docs file."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """tempfile's folder, watched: whatever a script creates there must be gone when it returns."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+@pytest.mark.parametrize("given", [False, True])
+def test_bench_runtimes_removes_its_temporary_cache_but_keeps_a_given_one(tmp_path, private_tmp, monkeypatch, given):
+    script = load_script("bench_runtimes")
+    used = []
+
+    def fake_measure(args, cache_dir):
+        used.append(Path(cache_dir))
+        (Path(cache_dir) / "model.onnx").write_bytes(b"\0" * 2**20)  # what the exports leave
+        return {"bench": {}}
+
+    monkeypatch.setattr(script, "measure", fake_measure)
+    monkeypatch.setattr(script, "render", lambda report: "")
+    given_dir = tmp_path / "cache"
+    given_dir.mkdir()
+    argv = ["--out-dir", str(tmp_path / "out"), *(["--cache-dir", str(given_dir)] if given else [])]
+    assert script.main(argv) == 0
+    assert list(private_tmp.iterdir()) == []
+    assert used == [given_dir] if given else not used[0].exists()
+    assert (given_dir / "model.onnx").exists() is given
+
+
+def test_eval_throughput_writes_only_its_out_file(tmp_path, private_tmp):
+    published = BENCHMARKS.parent / "docs" / "eval_throughput_cpu.json"
+    before = published.read_bytes()
+    out = tmp_path / "eval_throughput.json"
+    load_script("eval_throughput").main(["--images", "4", "--repeats", "1", "--model-batches", "1", "--batch-size",
+                                         "2", "--workers", "0", "--model", "test_convnext2", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert report["dataset"]["images"] == 4 and report["eval"]["stages"]
+    assert list(private_tmp.iterdir()) == []  # images and eval's output were in a removed temporary folder
+    assert published.read_bytes() == before

@@ -1,0 +1,69 @@
+"""How reports read: no bare ``None``, comparisons whose printed digits tell the truth, distinct plot series, and
+no carriage-return progress bars in log files."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+from accelport.bench.plot import series_style
+from accelport.cli import main
+from accelport.formatting import comparison_text, format_comparison
+from accelport.progress import LoggedProgress, progress_bar
+
+MODEL = ["--model", "test_convnext2", "--device", "cpu"]
+BARE_NONE = re.compile(r"(?<![A-Za-z_])None(?![A-Za-z_])")
+
+
+@pytest.mark.parametrize(("value", "op", "threshold", "passed"), [
+    (0.99994, ">=", 0.99995, False),
+    (0.9999996, ">=", 0.9999995, True),  # .6g would print "1 >= 1"
+    (0.99999949, ">=", 0.9999995, False),  # .6g would print "1 >= 1" for a failure
+    (1.0000004e-3, "<=", 1e-3, False),
+    (0.0, "<=", 0.001, True),
+    (1.0, ">=", 1.0, True),
+])
+def test_a_printed_comparison_reads_as_true_exactly_when_it_passed(value, op, threshold, passed):
+    left, right = format_comparison(value, op, threshold)
+    printed_holds = float(left) >= float(right) if op == ">=" else float(left) <= float(right)
+    assert printed_holds is passed
+    assert left != right or value == threshold
+    assert comparison_text(0.999994, ">=", 0.99999) == "0.999994 >= 0.99999"  # short when short suffices
+
+
+def test_sixteen_plot_series_never_share_a_colour_and_a_hundred_never_share_a_look():
+    looks = [(tuple(series_style(i)["color"]), series_style(i)["marker"]) for i in range(100)]
+    assert len({colour for colour, _ in looks[:16]}) == 16
+    assert len(set(looks)) == 100
+
+
+def test_progress_goes_to_the_log_not_to_a_redrawn_bar_when_stderr_is_a_file(caplog):
+    bar = progress_bar(10, "bench", "point")  # pytest captures stderr: not a terminal
+    assert isinstance(bar, LoggedProgress)
+    bar.interval_s = 0.0
+    with caplog.at_level("INFO", logger="accelport.progress"):
+        bar.set_postfix_str("eager fp32 batch 1")
+        bar.update(3)
+    assert "bench: 3/10 point (eager fp32 batch 1)" in caplog.text
+
+
+def test_random_init_reports_say_what_missing_values_mean(tmp_path, two_images, capfd):
+    """A failing random-init run with its layer report, and an eval: every text artifact, no bare None, no \\r."""
+    run_dir, eval_dir, data = tmp_path / "run", tmp_path / "eval", tmp_path / "data"
+    data.mkdir()
+    for path in two_images:
+        shutil.copy(path, data)
+    rc = main(["run", *MODEL, "--dtype", "bf16", "--criterion", "max_rel_l2=1e-6", "--layers-on-fail", "--images",
+               two_images[0], "--iters", "2", "--warmup", "0", "--out-dir", str(run_dir)])
+    assert rc == 1
+    assert main(["eval", *MODEL, "--data", str(data), "--workers", "0", "--batch-size", "2", "--out-dir",
+                 str(eval_dir)]) == 0
+    texts = {path.name: path.read_text() for path in [*run_dir.glob("*.md"), *run_dir.glob("*.log"),
+                                                      *eval_dir.glob("*.md")]}
+    assert {"report.md", "layers.md", "accuracy_compare.log", "eval.md"} <= set(texts)
+    for name, text in texts.items():
+        assert not BARE_NONE.search(text), f"{name}: {BARE_NONE.search(text).group(0)!r} in {text[:2000]}"
+    assert "path: none (random init)" in texts["report.md"] and "sha256: none (random init)" in texts["report.md"]
+    assert "\r" not in capfd.readouterr().err  # eval's progress, with stderr not a terminal
