@@ -15,9 +15,6 @@ from accelport.cli import main
 from accelport.runners import _REGISTRY
 from accelport.runners.eager import EagerRunner
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("openvino")
-
 FAST = ["--iters", "3", "--warmup", "1", "--max-time", "1", "--no-progress"]
 MODEL = ["--model", "test_convnext2", "--device", "cpu"]
 
@@ -32,6 +29,12 @@ class WrongButFastRunner(EagerRunner):
         return output[:, torch.randperm(output.shape[1], generator=torch.Generator().manual_seed(0))]
 
 
+def _needs_engines() -> None:
+    """Only the sweeps need ONNX Runtime and OpenVINO; the planning and pick tests run without them."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def private_cache(tmp_path_factory):
     """Exports and compiled packages go to a temporary cache, never the user's ~/.cache/accelport."""
@@ -43,6 +46,7 @@ def private_cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bench_dir(tmp_path_factory):
     """One sweep of the runtimes that need no compiler, fp32 and bf16, batch sizes 1 and 2."""
+    _needs_engines()
     out = tmp_path_factory.mktemp("bench")
     rc = main(["bench", *MODEL, "--runtimes", "eager,onnxruntime,openvino", "--dtypes", "fp32,bf16",
                "--batch-sizes", "1,2", "--out-dir", str(out), "--cache-dir", str(out / "cache"), "--pick", *FAST])
@@ -217,6 +221,7 @@ def test_bad_bench_flags_are_user_errors(tmp_path, capsys):
 
 
 def test_run_records_the_openvino_split_it_used(tmp_path):
+    _needs_engines()
     rc = main(["run", *MODEL, "--runtime", "openvino", "--streams", "2", "--micro-batch", "1", "--batch-size", "2",
                "--out-dir", str(tmp_path), "--iters", "2", "--warmup", "0"])
     target = json.loads((tmp_path / "summary.json").read_text())["target"]

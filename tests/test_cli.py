@@ -67,12 +67,12 @@ def test_saved_outputs_are_the_compared_outputs(full_run):
     assert np.argsort(-reference[0])[:5].tolist() == summary["samples"][0]["reference_top5"]
 
 
-def test_log_and_report_render_the_verdict_with_its_criteria(full_run):
+def test_log_and_report_render_the_verdict_with_its_criteria(full_run, checkpoint_files):
     log = (full_run[1] / "accuracy_compare.log").read_text()
     assert "status: PASSED" in log and "PASS  min_sample_cosine" in log and ">= 0.99999" in log
     report = (full_run[1] / "report.md").read_text()
     assert "**Verdict: PASSED**" in report and "| min_sample_cosine |" in report and "## Latency" in report
-    assert hashlib.sha256 is not None and "sha256" in report
+    assert hashlib.sha256(checkpoint_files["safetensors"].read_bytes()).hexdigest() in report  # the file's own hash
 
 
 def test_features_head_and_test_size(tmp_path, checkpoint_files, two_images):
@@ -125,43 +125,56 @@ def test_skip_bad_images_records_what_was_skipped(tmp_path, two_images):
     assert summary["inputs"]["skipped"][0]["path"] == str(bad)
 
 
-def _bad_inputs(tmp_path: Path, checkpoint_files) -> list[tuple[list[str], str]]:
-    corrupt = tmp_path / "corrupt.png"
-    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    mismatched = tmp_path / "resnet.pth"
+@pytest.fixture(scope="module")
+def resnet_checkpoint(tmp_path_factory) -> Path:
+    """A real checkpoint of another architecture: it must be refused, never loaded partially."""
     import timm
     import torch
 
-    torch.save(timm.create_model("resnet10t").state_dict(), mismatched)
-    return [
-        (["--images", str(tmp_path / "nope.jpg")], "nope.jpg: no such file or folder"),
-        (["--images", str(corrupt)], "corrupt.png: not a readable image"),
-        (["--weights", str(tmp_path / "absent.safetensors")], "absent.safetensors: no such file"),
-        (["--weights", str(mismatched)], "resnet.pth does not fit"),
-        (["--require-pretrained"], "--require-pretrained: no pretrained weights found"),
-        (["--device", "tpu"], "--device 'tpu': unknown device type"),
-        (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "cuda:99"], "--device 'cuda:"),
-        (["--device", "npu"], "--device 'npu'"),
-        (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
-        (["--iters", "0"], "--iters 0: must be at least 1"),
-        (["--criterion", "min_cos=1"], "--criterion min_cos=1: unknown key"),
-        (["--runtime", "tensorrt"], "--runtime 'tensorrt'"),
-        (["--streams", "0"], "--streams 0: must be at least 1"),
-        (["--streams", "2"], "--streams 2 does not apply to --runtime eager"),
-        (["--micro-batch", "0"], "--micro-batch 0: must be at least 1"),
-        (["--model", "no_such_model_xyz"], "--model 'no_such_model_xyz': not a timm model name"),
-    ]
+    path = tmp_path_factory.mktemp("other") / "resnet.pth"
+    torch.save(timm.create_model("resnet10t").state_dict(), path)
+    return path
 
 
-def test_every_user_error_has_its_message_exit_code_2_and_no_traceback(tmp_path, checkpoint_files, capsys):
-    for flags, message in _bad_inputs(tmp_path, checkpoint_files):
-        out_dir = tmp_path / "out"
-        rc = main(["run", "--device", "cpu", "--out-dir", str(out_dir), *FAST, *flags])
-        err = capsys.readouterr().err
-        assert rc == 2, flags
-        assert message in err, (flags, err)
-        assert "Traceback" not in err
-        assert not out_dir.exists(), "a failed run must not leave partial artifacts"
+def _bad_inputs(tmp_path: Path, resnet_checkpoint: Path) -> dict[str, tuple[list[str], str]]:
+    import torch
+
+    corrupt = tmp_path / "corrupt.png"  # written by the test: building the cases has no side effect
+    return {
+        "missing-image": (["--images", str(tmp_path / "nope.jpg")], "nope.jpg: no such file or folder"),
+        "corrupt-image": (["--images", str(corrupt)], "corrupt.png: not a readable image"),
+        "missing-weights": (["--weights", str(tmp_path / "absent.safetensors")], "absent.safetensors: no such file"),
+        "other-architecture": (["--weights", str(resnet_checkpoint)], "resnet.pth does not fit"),
+        "require-pretrained": (["--require-pretrained"], "--require-pretrained: no pretrained weights found"),
+        "unknown-device": (["--device", "tpu"], "--device 'tpu': unknown device type"),
+        "absent-cuda-index": (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "cuda:99"],
+                              "--device 'cuda:"),
+        "absent-npu": (["--device", "npu"], "--device 'npu'"),
+        "batch-size-0": (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
+        "iters-0": (["--iters", "0"], "--iters 0: must be at least 1"),
+        "unknown-criterion": (["--criterion", "min_cos=1"], "--criterion min_cos=1: unknown key"),
+        "unknown-runtime": (["--runtime", "tensorrt"], "--runtime 'tensorrt'"),
+        "streams-0": (["--streams", "0"], "--streams 0: must be at least 1"),
+        "streams-on-eager": (["--streams", "2"], "--streams 2 does not apply to --runtime eager"),
+        "micro-batch-0": (["--micro-batch", "0"], "--micro-batch 0: must be at least 1"),
+        "unknown-model": (["--model", "no_such_model_xyz"], "--model 'no_such_model_xyz': not a timm model name"),
+    }
+
+
+BAD_INPUTS = list(_bad_inputs(Path("/nonexistent"), Path("/nonexistent")))  # the case names, for the test ids
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_every_user_error_has_its_message_exit_code_2_and_no_traceback(case, tmp_path, resnet_checkpoint, capsys):
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    flags, message = _bad_inputs(tmp_path, resnet_checkpoint)[case]
+    out_dir = tmp_path / "out"
+    rc = main(["run", "--device", "cpu", "--out-dir", str(out_dir), *FAST, *flags])
+    err = capsys.readouterr().err
+    assert rc == 2, flags
+    assert message in err, (flags, err)
+    assert "Traceback" not in err
+    assert not out_dir.exists(), "a failed run must not leave partial artifacts"
 
 
 def test_argparse_errors_exit_2(capsys):

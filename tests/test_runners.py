@@ -144,6 +144,7 @@ def test_export_and_compile_are_setup_not_latency(tiny_model, tiny_input, cache_
         assert runner.describe()["setup_s"] == pytest.approx(sum(e["seconds"] for e in events_after_warm_up), abs=1e-3)
 
 
+@pytest.mark.slow
 def test_a_second_compile_runner_loads_the_cached_package_instead_of_compiling(tiny_model, tiny_input, reference,
                                                                                cache_dir):
     # The conformance test above compiled this exact configuration into cache_dir (or this one does it now).
@@ -171,14 +172,15 @@ def test_the_export_cache_is_keyed_by_the_weights(tiny_model, tmp_path):
     assert first.path.with_name(first.path.name + ".key.json").is_file()
 
 
-def test_thread_counts_are_applied_and_recorded(tiny_model, tiny_input, cache_dir):
-    for runtime, read_back in (("onnxruntime", "intra_op_num_threads"), ("openvino", "inference_num_threads")):
-        if not _engine_installed(runtime):
-            continue
-        with create_runner(runtime, tiny_model, CPU, threads=1, cache_dir=cache_dir) as runner:
-            runner.infer(tiny_input)
-            settings = runner.describe()
-        assert settings["threads"] == 1 and settings[read_back] == 1
+@pytest.mark.parametrize(("runtime", "read_back"), [("onnxruntime", "intra_op_num_threads"),
+                                                   ("openvino", "inference_num_threads")])
+def test_thread_counts_are_applied_and_recorded(runtime, read_back, tiny_model, tiny_input, cache_dir):
+    if not _engine_installed(runtime):
+        pytest.skip(f"{runtime} is not installed")
+    with create_runner(runtime, tiny_model, CPU, threads=1, cache_dir=cache_dir) as runner:
+        runner.infer(tiny_input)
+        settings = runner.describe()
+    assert settings["threads"] == 1 and settings[read_back] == 1
 
 
 def test_split_bounds_cover_the_batch_in_contiguous_near_equal_parts():

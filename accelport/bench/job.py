@@ -118,10 +118,11 @@ def run_bench(config: BenchConfig) -> BenchResult:
 
     config.validate()
     device = resolve_device(config.device)
+    image_paths = discover_images(list(config.images))  # a missing input fails before the weights are read
     loaded = load_model(config.model, config.head, config.weights, config.require_pretrained, config.hub_timeout_s,
                         config.seed)
     data_config = data_config_for(loaded.model, config.test_size)
-    batch = load_images(discover_images(list(config.images)), make_transform(data_config))
+    batch = load_images(image_paths, make_transform(data_config))
     path = Path(config.out_dir) / JOURNAL_NAME
     fingerprint = journal_fingerprint(config, loaded, device, [str(p) for p in batch.paths])
     resumed = read_journal(path, fingerprint) if config.resume else None

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_atomic
+from ..plotting import pyplot_or_none, save_figure
 
 _logger = logging.getLogger(__name__)
 
@@ -27,13 +26,8 @@ def series_style(index: int) -> dict[str, Any]:
 
 def write_plot(document: dict[str, Any], path: Path) -> Path | None:
     """Write the plot atomically; None (and a warning) when matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        _logger.warning("matplotlib is not installed: no %s (pip install matplotlib)", path.name)
+    plt = pyplot_or_none(path)
+    if plt is None:
         return None
 
     lines: dict[str, list[dict[str, Any]]] = {}
@@ -62,7 +56,4 @@ def write_plot(document: dict[str, Any], path: Path) -> Path | None:
     figure.suptitle(f"{document['model']['name']} on {document['device']} ({env['device_name']}, "
                     f"{env['threads']} threads)", fontsize=10)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    return write_atomic(path, lambda fh: fh.write(buffer.getvalue()))
+    return save_figure(figure, path, dpi=110)

@@ -7,14 +7,13 @@ legend.
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_atomic
+from ..plotting import pyplot_or_none, save_figure
 
 _logger = logging.getLogger(__name__)
 
@@ -29,12 +28,11 @@ def _log_bins(values: np.ndarray) -> np.ndarray:
     return np.logspace(low, high, 40)
 
 
-def write_histogram(path: Path, cosines: Sequence[float], rel_l2: Sequence[float], title: str) -> Path:
+def write_histogram(path: Path, cosines: Sequence[float], rel_l2: Sequence[float], title: str) -> Path | None:
     """Two panels, one per metric, saved atomically with matplotlib's Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot_or_none(path)
+    if plt is None:
+        return None
     from matplotlib.ticker import MaxNLocator, NullFormatter
 
     panels = (
@@ -57,7 +55,4 @@ def write_histogram(path: Path, cosines: Sequence[float], rel_l2: Sequence[float
         axis.set_ylabel("images")
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return write_atomic(path, lambda fh: fh.write(buffer.getvalue()))
+    return save_figure(figure, path, dpi=100)

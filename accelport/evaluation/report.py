@@ -138,9 +138,9 @@ def write_outputs(out_dir: Path, doc: dict[str, Any], cosines: list[float], rel_
 
     title = (f"{doc['model']['name']}: {doc['target']['device']} {doc['target']['dtype']} vs CPU fp32, "
              f"{len(cosines)} images")
-    paths = {"json": write_json_atomic(out_dir / "eval.json", doc),
-             "histogram": write_histogram(out_dir / "eval_hist.png", cosines, rel_l2, title)}
-    paths["markdown"] = write_text_atomic(out_dir / "eval.md", render_markdown(doc, paths["histogram"].name))
+    histogram = write_histogram(out_dir / "eval_hist.png", cosines, rel_l2, title)  # None without matplotlib
+    paths = {"json": write_json_atomic(out_dir / "eval.json", doc)} | ({"histogram": histogram} if histogram else {})
+    paths["markdown"] = write_text_atomic(out_dir / "eval.md", render_markdown(doc, histogram and histogram.name))
     for path in paths.values():
         _logger.info("wrote %s", path)
     return paths

@@ -67,13 +67,13 @@ def run_layers(config: LayersConfig | None = None, *, loaded: LoadedModel | None
     device = resolve_device(config.device)
     numeric = apply_numeric_settings(device, config.fp32_math)
     criteria = criteria_for(effective_precision(config.dtype, config.fp32_math, device.type), dict(config.criteria))
+    image_paths = discover_images(list(config.images)) if images is None else []  # before the weights are read
     loaded = loaded or load_model(config.model, config.head, config.weights, config.require_pretrained,
                                   config.hub_timeout_s, config.seed)
     target = load_target_model(config) if config.target_weights else loaded
     data_config = data_config_for(loaded.model, config.test_size)
     if images is None:
-        images = load_images(discover_images(list(config.images)), make_transform(data_config),
-                             config.skip_bad_images)
+        images = load_images(image_paths, make_transform(data_config), config.skip_bad_images)
     count, size = images.tensor.shape[0], config.batch_size
     _logger.info("layers: %d image(s), batch %d, modes %s, target %s %s %s", count, size, "+".join(config.modes),
                  device, config.runtime, config.dtype)

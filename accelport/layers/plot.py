@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_atomic
+from ..plotting import pyplot_or_none, save_figure
 
 _logger = logging.getLogger(__name__)
 
@@ -45,13 +44,8 @@ def _section_starts(modules: list[dict[str, Any]]) -> list[tuple[int, str]]:
 
 def render_png(data: dict[str, Any], path: str | Path) -> Path | None:
     """Draw the plot from the layers.json data; None (and a warning) when matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        _logger.warning("matplotlib is not installed: layers.png not written (pip install matplotlib)")
+    plt = pyplot_or_none(path)
+    if plt is None:
         return None
     modules, criteria = data["modules"], data["criteria"]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(10.0, len(modules) * 0.09), 8.0), sharex=True)
@@ -90,7 +84,4 @@ def render_png(data: dict[str, Any], path: str | Path) -> Path | None:
     top.set_title(f"{data['model']['name']}: {target['device']} {target['runtime']} {target['dtype']} vs CPU fp32, "
                   f"{data['num_images']} image(s)")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return write_atomic(path, lambda fh: fh.write(buffer.getvalue()))
+    return save_figure(fig, path, dpi=110)

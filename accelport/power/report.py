@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_atomic, write_json_atomic, write_text_atomic
+from ..atomic import write_json_atomic, write_text_atomic
+from ..plotting import pyplot_or_none, save_figure
 
 _logger = logging.getLogger(__name__)
 
@@ -49,13 +49,8 @@ def render_power(data: dict[str, Any]) -> str:
 
 
 def _plot(data: dict[str, Any], path: Path) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        _logger.warning("matplotlib is not installed: no %s (pip install matplotlib)", path.name)
+    plt = pyplot_or_none(path)
+    if plt is None:
         return None
     figure, ax = plt.subplots(figsize=(8, 4.5))
     for kind in dict.fromkeys(row["kind"] for row in data["faults"] if row["size"] is not None):
@@ -69,10 +64,7 @@ def _plot(data: dict[str, Any], path: Path) -> Path | None:
     ax.set(xscale="log", yscale="log", xlabel="fault size (relative)", ylabel="worst-image output rel L2",
            title=f"{data['model']} {data['dtype']}: red rings = detected by the verdict")
     ax.legend(fontsize=7)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return write_atomic(path, lambda fh: fh.write(buffer.getvalue()))
+    return save_figure(figure, path, dpi=110, bbox_inches="tight")
 
 
 def write_power_artifacts(out_dir: Path, data: dict[str, Any]) -> dict[str, Path]:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_atomic
+from ..plotting import pyplot_or_none, save_figure
 from .cell import STATUSES
 from .report import cell_text, column
 
@@ -22,16 +21,11 @@ LEGEND = {"passed": "passed", "failed": "failed parity", "unsupported": "unsuppo
 
 def write_heatmap(document: dict[str, Any], path: Path) -> Path | None:
     """Write the heat-map atomically; None (and a warning) without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.colors import ListedColormap
-        from matplotlib.patches import Patch
-    except ImportError:
-        _logger.warning("matplotlib is not installed: no %s (pip install matplotlib)", path.name)
+    plt = pyplot_or_none(path)
+    if plt is None:
         return None
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
     models, columns = document["models"], document["columns"]
     by_cell = {(r["model"], column(r)): r for r in document["rows"]}
     codes = [[STATUSES.index(by_cell[(m, c)]["status"]) if (m, c) in by_cell else -1 for c in columns]
@@ -51,7 +45,4 @@ def write_heatmap(document: dict[str, Any], path: Path) -> Path | None:
               bbox_to_anchor=(0.5, -0.02), ncol=3, fontsize=7, frameon=False)
     ax.set_title(f"accelport zoo on {document['device']}: verdict and speed-up over eager fp32", fontsize=9, pad=24)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    return write_atomic(path, lambda fh: fh.write(buffer.getvalue()))
+    return save_figure(figure, path, dpi=110)
