@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..atomic import check_writable_dir
 from ..errors import UsageError
 from ..models import DEFAULT_MODEL
 
@@ -53,6 +54,7 @@ class BenchConfig:
         from ..runners import check_runtimes_and_dtypes
 
         check_runtimes_and_dtypes(self.runtimes, self.dtypes)
+        check_writable_dir(self.out_dir, "--out-dir")
         if not self.runtimes or not self.dtypes or not self.batch_sizes:
             raise UsageError("--runtimes, --dtypes and --batch-sizes each need at least one value")
         if any(b < 1 for b in self.batch_sizes):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from ..atomic import check_writable_dir
 from ..errors import RuntimeUnavailableError, UsageError
 from ..models import DEFAULT_MODEL
 
@@ -52,6 +53,7 @@ class LayersConfig:
 
 def validate(config: LayersConfig) -> None:
     """Refuse what cannot be honoured before any model is built."""
+    check_writable_dir(config.out_dir, "--out-dir")
     if config.batch_size < 1:
         raise UsageError(f"--batch-size {config.batch_size}: must be at least 1")
     if config.hub_timeout_s <= 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..atomic import check_writable_dir
 from ..errors import UsageError
 from ..models import DEFAULT_MODEL
 
@@ -40,6 +41,7 @@ class PowerConfig:
 
 
 def validate(config: PowerConfig) -> None:
+    check_writable_dir(config.out_dir, "--out-dir")
     if config.batch_size < 1:
         raise UsageError(f"--batch-size {config.batch_size}: must be at least 1")
     if not config.sizes or any(not 0 < s < 10 for s in config.sizes):

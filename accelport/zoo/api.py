@@ -58,6 +58,7 @@ def run_zoo(config: ZooConfig | None = None, **overrides: Any) -> ZooResult:
     if config.memory_gb is None:
         config = replace(config, memory_gb=DEFAULT_CPU_MEMORY_GB if device.type == "cpu" else 0.0)
     try:
+        Path(config.out_dir).mkdir(parents=True, exist_ok=True)  # the journal is appended from the first cell on
         journal = Path(config.out_dir) / JOURNAL_NAME
         settings = journal_settings(config, str(device))
         done = _prepare_journal(ctx, journal, settings, config.resume)

@@ -7,9 +7,9 @@ before any model is loaded or any child is started, so bad input is one exit-2 l
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from ..atomic import check_writable_dir
 from ..errors import InputError, UsageError
 
 ZOO_RUNTIMES = ("eager", "compile", "onnxruntime", "openvino")
@@ -60,17 +60,7 @@ class ZooConfig:
             raise UsageError(f"--timeout {self.timeout_s}: must be positive")
         if self.memory_gb is not None and self.memory_gb < 0:
             raise UsageError(f"--memory-limit {self.memory_gb}: must be positive (GB), or 0 for none")
-        check_writable(Path(self.out_dir))
-
-
-def check_writable(folder: Path) -> None:
-    """Create ``folder`` and prove a file can be written there, so an unwritable --out-dir fails up front."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".writable."):
-            pass
-    except OSError as exc:
-        raise UsageError(f"--out-dir {folder}: not writable ({exc.strerror or exc})") from None
+        check_writable_dir(self.out_dir, "--out-dir")
 
 
 def read_models_file(path: str) -> list[str]:
