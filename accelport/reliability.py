@@ -26,7 +26,7 @@ MIN_SAMPLES_FOR_DISPERSION = 5  # with 3 samples, one slow iteration is no evide
 class Thresholds:
     foreign_margin_cores: float = 0.25  # other processes may use the cores the timing does not, plus this
     max_steal_share: float = 0.05
-    max_cv: float = 0.5  # std / p50
+    max_cv: float = 1.0  # std / p50; one 12 ms hiccup in 30 samples of 3.5 ms already gives 0.5
     max_p90_over_p50: float = 1.5
     max_p99_over_p50: float = 4.0  # p99 of <= 100 samples is nearly the max: one hiccup must not flag
     copies_slack: float = 0.9  # with-copies p50 below this x compute p50 is impossible

@@ -67,6 +67,8 @@ def test_cpu_steal_is_interference():
 def test_dispersion_flags_the_figures_the_issue_saw():
     # std larger than the mean (as reported under load), and a p90 far above the median
     assert codes(assess({"compute": stats(30.0, std=40.0)}, [], threads=2)) == ["dispersion"]
+    # one stalled iteration among 30 (the CI runner's 3.5 ms median with std 1.76 ms) is no dispersion
+    assert assess({"compute": stats(3.48, std=1.76, p90=3.9, p99=11.0, iters=30)}, [], threads=2)["reliable"]
     assert codes(assess({"compute": stats(30.0, p90=60.0, p99=70.0)}, [], threads=2)) == ["dispersion"]
     # one hiccup among 50 iterations moves p99 only a little past the median: not a reason
     assert assess({"compute": stats(30.0, std=3.0, p99=55.0)}, [], threads=2)["reliable"]
@@ -143,8 +145,13 @@ def test_timings_under_a_saturated_cpu_are_unreliable_in_every_artifact(saturate
     assert "Timings unreliable (`reliable: false`)" in markdown and "**unreliable** (other_processes" in markdown
 
 
-def test_a_timing_on_an_idle_machine_is_not_flagged(tmp_path, two_images):
-    """Other jobs may share a development machine: skip (saying so) when /proc shows them, never guess."""
+def test_a_timing_on_an_idle_machine_raises_no_load_alarm(tmp_path, two_images):
+    """The timing's own threads are not counted as interference; skip (saying so) when /proc shows other jobs.
+
+    Only the load rules are asserted: a shared CI runner can stall one iteration at any time (seen: p99 3x p50), so
+    whether this run's samples were dispersed is the machine's business; the dispersion rules are tested above on
+    recorded statistics. The flag and the report must agree whatever it was.
+    """
     before = probe(0.5)
     if before is None:
         pytest.skip("no /proc here: load cannot be measured")
@@ -154,12 +161,14 @@ def test_a_timing_on_an_idle_machine_is_not_flagged(tmp_path, two_images):
     main(["run", *MODEL, "--images", two_images[0], "--iters", "30", "--warmup", "10", "--out-dir",
           str(tmp_path)])
     latency = json.loads((tmp_path / "summary.json").read_text())["latency"]
-    reliability = latency["reliability"]
-    if any(code in LOAD_CODES for code in codes(reliability)):
-        pytest.skip(f"another process became busy during the timing: {reliability['reasons']}")
-    assert reliability == {"reliable": True, "reasons": [], "advice": None}
-    assert latency["load"]["compute"]["cpu_count"] >= 1
-    assert "Timing reliable: yes" in (tmp_path / "report.md").read_text()
+    reliability, window = latency["reliability"], latency["load"]["compute"]
+    if window["foreign_busy_cores"] > 0.1 and window["busiest_others"]:
+        pytest.skip(f"another process became busy during the timing: {window['busiest_others']}")
+    assert window["cpu_count"] >= 1 and window["own_busy_cores"] > 0.3  # the timing's work is its own
+    assert not [code for code in codes(reliability) if code in LOAD_CODES], reliability
+    assert reliability["reliable"] == (not reliability["reasons"]) == (reliability["advice"] is None)
+    report = (tmp_path / "report.md").read_text()
+    assert ("Timing reliable: yes" in report) == reliability["reliable"]
 
 
 def test_a_short_timing_is_measured_over_enough_ticks():
