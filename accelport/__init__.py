@@ -1,8 +1,8 @@
 """accelport: run a vision model on an accelerator with real weights, prove parity with the CPU, time it."""
 
-from .config import RunConfig
+from .main_job.config import RunConfig
 from .errors import AccelportError, DeviceError, InputError, RuntimeUnavailableError, UsageError, WeightsError
-from .pipeline import RunResult, run
+from .main_job.api import RunResult, run
 
 __all__ = [
     "AccelportError", "DeviceError", "InputError", "RunConfig", "RunResult", "RuntimeUnavailableError",

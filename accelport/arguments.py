@@ -7,7 +7,7 @@ import logging
 import math
 import sys
 
-from .config import RunConfig
+from .main_job.config import RunConfig
 from .models import DEFAULT_MODEL
 
 

@@ -168,7 +168,7 @@ def test_streams_are_planned_for_openvino_only():
 
 def test_auto_takes_the_stream_count_of_the_pick():
     from accelport.bench.pick import _choose
-    from accelport.config import RunConfig
+    from accelport.main_job.config import RunConfig
 
     rows = [{"label": label, "runtime": runtime, "dtype": "fp32", "channels_last": False, "streams": streams,
              "batch_size": 8, "status": "ok", "latency": {"p50_ms": p50}, "images_per_s": 8000 / p50,

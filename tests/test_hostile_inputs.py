@@ -33,15 +33,15 @@ def assert_refused(argv: list[str], culprit: str, capsys) -> str:
 @pytest.fixture
 def no_weights_loaded(monkeypatch):
     """Fails the test if a command gets as far as loading the model: the check must come first."""
-    import accelport.pipeline as pipeline
+    import accelport.main_job.api as pipeline
 
-    evaluate = importlib.import_module("accelport.evaluation.evaluate")  # the package exports a function so named
+    evaluate = importlib.import_module("accelport.evaluation.api")  # the package exports a function so named
 
     def refuse(*args, **kwargs):
         pytest.fail("the model was loaded before the check")
 
     for module in (pipeline, evaluate, importlib.import_module("accelport.layers.api"),
-                   importlib.import_module("accelport.bench.job")):
+                   importlib.import_module("accelport.bench.api")):
         monkeypatch.setattr(module, "load_model", refuse)
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from accelport.cli import main
-from accelport.config import RunConfig
+from accelport.main_job.config import RunConfig
 from accelport.criteria import criteria_for
 from accelport.errors import RuntimeUnavailableError
 from accelport.layers import LayersConfig, compare_layers

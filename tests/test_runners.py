@@ -26,7 +26,7 @@ CPU = torch.device("cpu")
 
 def _openvino_cpu_has(capability: str) -> bool:
     try:
-        from accelport.runners.openvino_runner import shared_core
+        from accelport.runners.openvino import shared_core
     except ImportError:
         return False
     return capability in shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -122,7 +122,7 @@ def test_an_unsupported_combination_is_a_clear_error_before_any_work(runtime, dt
 
 def test_a_missing_engine_says_what_to_install(monkeypatch, tiny_model):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # importing it now raises ImportError
-    monkeypatch.delitem(sys.modules, "accelport.runners.onnxrt", raising=False)
+    monkeypatch.delitem(sys.modules, "accelport.runners.onnxruntime", raising=False)
     with pytest.raises(RuntimeUnavailableError, match="pip install onnxruntime"):
         create_runner("onnxruntime", tiny_model, CPU)
 
@@ -184,7 +184,7 @@ def test_thread_counts_are_applied_and_recorded(runtime, read_back, tiny_model, 
 
 
 def test_split_bounds_cover_the_batch_in_contiguous_near_equal_parts():
-    from accelport.runners.openvino_runner import split_bounds
+    from accelport.runners.openvino import split_bounds
 
     assert split_bounds(7, 2) == [(0, 4), (4, 7)]
     assert split_bounds(32, 2) == [(0, 16), (16, 32)]

@@ -86,7 +86,7 @@ def test_missing_target_weights_is_exit_2_naming_the_flag(tmp_path, weights_file
 
 def test_silent_fp32_fallback_of_a_half_precision_target_is_exit_2(tmp_path, weights_files, two_images, monkeypatch,
                                                                     capsys):
-    import accelport.pipeline as pipeline
+    import accelport.main_job.api as pipeline
 
     real = pipeline.create_runner
     monkeypatch.setattr(pipeline, "create_runner",  # an engine that ignores the requested precision
@@ -99,7 +99,7 @@ def test_silent_fp32_fallback_of_a_half_precision_target_is_exit_2(tmp_path, wei
 
 
 def test_openvino_blobs_are_cached_per_precision_and_plan(tmp_path):
-    from accelport.runners import openvino_runner
+    from accelport.runners import openvino as openvino_runner
 
     runner = openvino_runner.OpenVinoRunner(torch.nn.Identity(), torch.device("cpu"), dtype="fp32",
                                             cache_dir=tmp_path)

@@ -95,7 +95,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .job import run_bench
+    from .api import run_bench
     from .report import hardware_line, reliability_lines, render_pick, table_lines
 
     result = run_bench(config_from_args(args))

@@ -19,7 +19,7 @@ import torch
 from ..atomic import write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:
-    from ..config import RunConfig
+    from ..main_job.config import RunConfig
     from ..models import LoadedModel
 
 _logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def resolve_auto(config: RunConfig, loaded: LoadedModel, images: torch.Tensor, d
     """The runtime and layout for ``--runtime auto``: cached bench.json when it fits, else a short sweep."""
     from ..runners.cache import weights_digest
     from .config import BenchConfig
-    from .job import run_sweep_document
+    from .api import run_sweep_document
     from .report import render_markdown
 
     out_dir = Path(config.out_dir)

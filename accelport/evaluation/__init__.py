@@ -1,6 +1,6 @@
 """Dataset-scale evaluation (``accelport eval``): accuracy and agreement, streamed, resumable, distributed."""
 
 from .config import EvalConfig
-from .evaluate import EvalResult, evaluate
+from .api import EvalResult, evaluate
 
 __all__ = ["EvalConfig", "EvalResult", "evaluate"]

@@ -96,7 +96,7 @@ def _pct(value: float) -> str:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate
+    from .api import evaluate
 
     if int(os.environ.get("RANK", "0")) > 0 and not args.verbose:
         logging.getLogger("accelport").setLevel(logging.WARNING)  # rank 0 speaks for the job

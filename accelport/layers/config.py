@@ -10,7 +10,7 @@ from ..errors import RuntimeUnavailableError, UsageError
 from ..models import DEFAULT_MODEL
 
 if TYPE_CHECKING:
-    from ..config import RunConfig
+    from ..main_job.config import RunConfig
 
 MODES = ("chained", "isolated")
 SUPPORTED_RUNTIMES = ("eager",)

@@ -24,7 +24,7 @@ from ..layers.capture import TargetCast
 from ..layers.compare import compare_layers
 from ..models import load_model
 from ..parity import compare_outputs
-from ..pipeline import infer_all
+from ..runners import infer_all
 from ..preprocess import data_config_for, discover_images, load_images, make_transform
 from ..proofs import baseline_outputs, nonfinite_weights, structural_proof
 from ..runners import DTYPES, Runner, create_runner

@@ -5,6 +5,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from collections.abc import Iterable
+
+import numpy as np
 import torch
 
 from ..errors import RuntimeUnavailableError, UsageError
@@ -13,9 +16,9 @@ from .base import DTYPES, Runner
 # name -> (module, class, the pip package whose absence makes it unavailable)
 _REGISTRY: dict[str, tuple[str, str, str | None]] = {
     "eager": ("accelport.runners.eager", "EagerRunner", None),
-    "compile": ("accelport.runners.compiled", "CompiledRunner", None),
-    "onnxruntime": ("accelport.runners.onnxrt", "OnnxRuntimeRunner", "onnxruntime onnx"),
-    "openvino": ("accelport.runners.openvino_runner", "OpenVinoRunner", "openvino onnx"),
+    "compile": ("accelport.runners.compile", "CompiledRunner", None),
+    "onnxruntime": ("accelport.runners.onnxruntime", "OnnxRuntimeRunner", "onnxruntime onnx"),
+    "openvino": ("accelport.runners.openvino", "OpenVinoRunner", "openvino onnx"),
 }
 
 
@@ -66,4 +69,10 @@ def create_runner(
     return _runner_class(runtime)(model, device, dtype=dtype, channels_last=channels_last, **options)
 
 
-__all__ = ["DTYPES", "Runner", "check_runtimes_and_dtypes", "create_runner", "runner_supports_streams", "runtime_names"]
+def infer_all(runner: Runner, batches: Iterable[torch.Tensor]) -> np.ndarray:
+    """Outputs for every image; ``batches`` are decoded one at a time, so memory holds one batch of inputs."""
+    return torch.cat([runner.infer(batch) for batch in batches]).numpy()
+
+
+__all__ = ["DTYPES", "Runner", "check_runtimes_and_dtypes", "create_runner", "infer_all", "runner_supports_streams",
+           "runtime_names"]

@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .environment import describe_environment
+from ..environment import describe_environment
 
 if TYPE_CHECKING:
     from .config import RunConfig
-    from .devices import NumericSettings
-    from .latency import LatencyReport
-    from .models import LoadedModel
-    from .parity import ParityResult
-    from .preprocess import DataConfig, ImageBatch
+    from ..devices import NumericSettings
+    from ..latency import LatencyReport
+    from ..models import LoadedModel
+    from ..parity import ParityResult
+    from ..preprocess import DataConfig, ImageBatch
 
 SCHEMA_VERSION = 2  # 2: honest NaN metrics, near-ties from the baseline, nonfinite checks (README)
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import json_writer, npy_writer, text_writer, write_set_atomic
-from .errors import OutputError
-from .formatting import NO_WEIGHTS_FILE, comparison_text, format_comparison, or_missing
+from ..atomic import json_writer, npy_writer, text_writer, write_set_atomic
+from ..errors import OutputError
+from ..formatting import NO_WEIGHTS_FILE, comparison_text, format_comparison, or_missing
 
 _logger = logging.getLogger(__name__)
 

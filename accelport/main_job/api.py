@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -13,19 +12,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import check_writable_dir
+from ..atomic import check_writable_dir
 from .config import RunConfig
-from .criteria import criteria_for, effective_precision
-from .devices import apply_numeric_settings, resolve_device
-from .errors import RuntimeUnavailableError, UsageError
-from .latency import make_batch, measure_latency
-from .models import LoadedModel, load_model, load_target_model
-from .parity import compare_outputs
-from .preprocess import ImageBatch, ImageStream, data_config_for, discover_images, load_images, make_transform
-from .proofs import StructuralProof, baseline_outputs, check_not_fp32, nonfinite_weights, structural_proof
+from ..criteria import criteria_for, effective_precision
+from ..devices import apply_numeric_settings, resolve_device
+from ..errors import RuntimeUnavailableError, UsageError
+from ..latency import make_batch, measure_latency
+from ..models import LoadedModel, load_model, load_target_model
+from ..parity import compare_outputs
+from ..preprocess import ImageBatch, ImageStream, data_config_for, discover_images, load_images, make_transform
+from ..proofs import StructuralProof, baseline_outputs, check_not_fp32, nonfinite_weights, structural_proof
 from .report import write_artifacts
-from .resources import check_batch_fits
-from .runners import Runner, create_runner
+from ..resources import check_batch_fits
+from ..runners import Runner, create_runner, infer_all
 from .summary import build_summary
 
 _logger = logging.getLogger(__name__)
@@ -57,11 +56,6 @@ def validate(config: RunConfig) -> None:
         raise UsageError(f"--hub-timeout {config.hub_timeout_s}: must be positive")
 
 
-def infer_all(runner: Runner, batches: Iterable[torch.Tensor]) -> np.ndarray:
-    """Outputs for every image; ``batches`` are decoded one at a time, so memory holds one batch of inputs."""
-    return torch.cat([runner.infer(batch) for batch in batches]).numpy()
-
-
 def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     """Run the whole job and write the artifacts; ``overrides`` replace fields of ``config``."""
     config = replace(config or RunConfig(), **overrides)
@@ -86,7 +80,7 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
 
     auto = None
     if config.runtime == "auto":  # the fastest runtime passing parity at this dtype and batch size (bench pick)
-        from .bench.pick import resolve_auto
+        from ..bench.pick import resolve_auto
 
         auto = resolve_auto(config, loaded, make_batch(batch.head(config.batch_size), config.batch_size), device)
         config = replace(config, runtime=auto.runtime, channels_last=auto.channels_last, streams=auto.streams,
@@ -143,7 +137,7 @@ def _add_proofs(summary: dict[str, Any], proof: StructuralProof, target_model: L
 
 def _localise(config: RunConfig, loaded: LoadedModel, stream: ImageStream) -> str | None:
     """Parity failed: run the layer comparison on the same model and images, for report.md to link."""
-    from .layers import LayersConfig, run_layers
+    from ..layers import LayersConfig, run_layers
 
     images = ImageBatch(load_images(stream.paths, stream.transform).tensor, stream.paths, stream.skipped)
     try:
