@@ -1,4 +1,5 @@
-"""Flag groups and logging set-up shared by every command (the CLI and the command modules import them from here)."""
+"""Flag groups and logging set-up shared by every command, declared once; ``spec_from_args`` and
+``target_from_args`` turn any command's parsed flags into the shared ``JobSpec`` and ``Target``."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import logging
 import math
 import sys
 
-from .main_job.config import RunConfig
-from .models import DEFAULT_MODEL
+from .devices import FP32_MATH_MODES
+from .job.spec import RUNTIME_OPTIONS, JobSpec, Target
+from .runners import DTYPES
+
+DEVICE_HELP = "auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps (default: %(default)s)"
 
 
 def positive_seconds(text: str) -> float:
@@ -25,7 +29,7 @@ def positive_seconds(text: str) -> float:
 def add_model_arguments(group: argparse._ActionsContainer, *, features: bool = True,
                         weights_help: str | None = None) -> None:
     """--model, --weights, --require-pretrained, --hub-timeout, [--features], --seed: the same for every command."""
-    group.add_argument("--model", default=DEFAULT_MODEL, help="timm model name or timm Hub id (default: %(default)s)")
+    group.add_argument("--model", default=JobSpec.model, help="timm model name or timm Hub id (default: %(default)s)")
     group.add_argument("--weights", metavar="PATH",
                        help=weights_help or "checkpoint file: model.safetensors (timm/HF layout), a timm .pth/.bin "
                        "state dict, or an original-release checkpoint such as convnextv2_atto_1k_224_ema.pt; "
@@ -36,17 +40,15 @@ def add_model_arguments(group: argparse._ActionsContainer, *, features: bool = T
 def add_weight_lookup_arguments(group: argparse._ActionsContainer, *, features: bool = True) -> None:
     """--require-pretrained, --hub-timeout, [--features], --seed: how weights are looked up when no file is given
     (also for commands that run many models, where one --weights file cannot apply)."""
-    defaults = RunConfig()
     group.add_argument("--require-pretrained", action="store_true",
                        help="fail (exit 2) instead of falling back to a random init when no weights are found")
-    group.add_argument("--hub-timeout", type=positive_seconds, default=defaults.hub_timeout_s, metavar="S",
+    group.add_argument("--hub-timeout", type=positive_seconds, default=JobSpec.hub_timeout_s, metavar="S",
                        help="seconds to wait for the Hugging Face Hub before treating it as offline "
                             "(default: %(default)s)")
     if features:
         group.add_argument("--features", action="store_true",
                            help="compare pooled pre-logits features (num_classes=0) instead of the classifier's logits")
-    group.add_argument("--seed", type=int, default=defaults.seed, help="seed of the random init fallback (default: 0)")
-
+    group.add_argument("--seed", type=int, default=JobSpec.seed, help="seed of the random init fallback (default: 0)")
 
 
 def add_target_weights_argument(group: argparse._ActionsContainer) -> None:
@@ -54,6 +56,68 @@ def add_target_weights_argument(group: argparse._ActionsContainer) -> None:
     group.add_argument("--target-weights", metavar="PATH",
                        help="another checkpoint of the same architecture for the target side (a converted, re-saved "
                             "or quantised copy), loaded as strictly as --weights; the reference keeps --weights")
+
+
+def add_input_arguments(group: argparse._ActionsContainer, *, images: bool = True,
+                        images_help: str = "image files and/or folders (searched recursively); default: the bundled "
+                                           "samples/",
+                        skip_bad_help: str | None = "warn about and skip unreadable images",
+                        test_size_help: str = "use the pretrained config's test input size and crop") -> None:
+    """[--images], [--skip-bad-images] (None: the command has no such flag), --test-size."""
+    if images:
+        group.add_argument("--images", nargs="+", metavar="PATH", help=images_help)
+    if skip_bad_help is not None:
+        group.add_argument("--skip-bad-images", action="store_true", help=skip_bad_help)
+    group.add_argument("--test-size", action="store_true", help=test_size_help)
+
+
+def add_device_arguments(group: argparse._ActionsContainer, *, device_help: str = DEVICE_HELP,
+                         fp32_math_help: str = "strict: IEEE fp32; fast: allow TF32 (CUDA) / HF32 (Ascend) "
+                                               "(default: %(default)s)") -> None:
+    """--device and --fp32-math: where the target runs and how strict its fp32 is (every command)."""
+    group.add_argument("--device", default=JobSpec.device, help=device_help)
+    group.add_argument("--fp32-math", default=JobSpec.fp32_math, choices=FP32_MATH_MODES, help=fp32_math_help)
+
+
+def add_target_arguments(group: argparse._ActionsContainer, *, runtime_help: str, **device_helps: str) -> None:
+    """--device, --runtime, --dtype, --channels-last, --fp32-math: one target (run, layers, eval, power)."""
+    add_device_arguments(group, **device_helps)
+    group.add_argument("--runtime", default=Target.runtime, help=runtime_help)
+    group.add_argument("--dtype", default=Target.dtype, choices=tuple(DTYPES),
+                       help="target precision; the reference is always CPU fp32 (default: %(default)s)")
+    group.add_argument("--channels-last", action="store_true", help="run the target in channels-last memory format")
+
+
+def add_criterion_argument(group: argparse._ActionsContainer, help: str) -> None:  # noqa: A002
+    group.add_argument("--criterion", action="append", metavar="KEY=VALUE", help=help)
+
+
+def add_out_dir_argument(group: argparse._ActionsContainer, help: str,  # noqa: A002
+                         default: str = JobSpec.out_dir) -> None:
+    group.add_argument("--out-dir", default=default, help=help)
+
+
+def spec_from_args(args: argparse.Namespace) -> JobSpec:
+    """The JobSpec of any command's flags; a flag the command does not have keeps the spec's default."""
+    from .criteria import parse_criterion_flags
+
+    return JobSpec(
+        model=getattr(args, "model", JobSpec.model), weights=getattr(args, "weights", None),
+        target_weights=getattr(args, "target_weights", None),
+        require_pretrained=args.require_pretrained, hub_timeout_s=args.hub_timeout,
+        images=tuple(getattr(args, "images", None) or ()), skip_bad_images=getattr(args, "skip_bad_images", False),
+        test_size=getattr(args, "test_size", False), features=getattr(args, "features", False), seed=args.seed,
+        device=args.device, fp32_math=getattr(args, "fp32_math", JobSpec.fp32_math),
+        criteria=tuple(parse_criterion_flags(getattr(args, "criterion", None)).items()), out_dir=args.out_dir,
+    )
+
+
+def target_from_args(args: argparse.Namespace) -> Target:
+    """The Target of a single-target command; runtime options (--streams, --micro-batch) when the command has them."""
+    target = Target(runtime=args.runtime, dtype=args.dtype, channels_last=args.channels_last,
+                    batch_size=args.batch_size)
+    options = {name: getattr(args, name) for name in RUNTIME_OPTIONS if hasattr(args, name)}
+    return target.with_options(**options)
 
 
 def configure_logging(verbose: bool, quiet: bool) -> None:

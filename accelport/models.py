@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import timm
 import torch
 
 from .errors import UsageError, WeightsError
 from .weights import WeightsInfo, resolve_and_load
+
+if TYPE_CHECKING:
+    from .job.spec import JobSpec
 
 _logger = logging.getLogger(__name__)
 
@@ -70,16 +73,13 @@ def load_model(
     return LoadedModel(model=model, name=name, head=head, weights=weights)
 
 
-def load_target_model(config: Any) -> LoadedModel:
-    """The same architecture with ``--target-weights`` loaded strictly; errors name that flag and file.
-
-    ``config``: a RunConfig or LayersConfig (``model``, ``head``, ``target_weights``, ``seed``).
-    """
-    path = Path(config.target_weights)
+def load_target_model(spec: JobSpec) -> LoadedModel:
+    """The same architecture with the spec's ``--target-weights`` loaded strictly; errors name that flag and file."""
+    path = Path(str(spec.target_weights))
     if not path.is_file():
         raise WeightsError(f"--target-weights {path}: no such file")
     try:
-        return load_model(config.model, config.head, path, seed=config.seed)
+        return load_model(spec.model, spec.head, path, seed=spec.seed)
     except WeightsError as exc:  # the loader names --weights or the bare path: name the flag actually used
         message = str(exc).removeprefix("--weights ")
         if not message.startswith(str(path)):

@@ -206,13 +206,13 @@ def measure(args: argparse.Namespace, cache_dir: str) -> dict:
     from accelport.bench.api import run_bench
 
     before = wait_for_quiet(args.wait_quiet, args.quiet_load) if args.wait_quiet else load_average()
-    config = BenchConfig(model=args.model, device=args.device, runtimes=parse_list(args.runtimes, "--runtimes"),
-                         dtypes=parse_list(args.dtypes, "--dtypes"),
-                         batch_sizes=parse_list(args.batch_sizes, "--batch-sizes", int),
-                         streams=parse_list(args.streams, "--streams", int),
-                         micro_batches=parse_list(args.micro_batches, "--micro-batches", int), rounds=args.rounds,
-                         iters=args.iters, max_time_s=args.max_time, threads=args.threads, cache_dir=cache_dir,
-                         out_dir=args.out_dir)
+    config = BenchConfig.of(model=args.model, device=args.device, runtimes=parse_list(args.runtimes, "--runtimes"),
+                            dtypes=parse_list(args.dtypes, "--dtypes"),
+                            batch_sizes=parse_list(args.batch_sizes, "--batch-sizes", int),
+                            streams=parse_list(args.streams, "--streams", int),
+                            micro_batches=parse_list(args.micro_batches, "--micro-batches", int), rounds=args.rounds,
+                            iters=args.iters, max_time_s=args.max_time, threads=args.threads, cache_dir=cache_dir,
+                            out_dir=args.out_dir)
     result = run_bench(config)
     peaks = measure_peaks(args.device, config.dtypes)
     after = load_average()

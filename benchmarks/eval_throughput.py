@@ -114,9 +114,9 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict:
                     for w in sorted({0, 1, args.workers})}
     model_rate = max(time_model(loaded.model, input_size, args.batch_size, args.model_batches)
                      for _ in range(args.repeats))
-    result = evaluate(EvalConfig(data=str(folder), out_dir=str(scratch / "eval_out"), device="cpu",
-                                 batch_size=args.batch_size, workers=args.workers, hub_timeout_s=1.0,
-                                 **({"model": args.model} if args.model else {})))
+    result = evaluate(EvalConfig.of(data=str(folder), out_dir=str(scratch / "eval_out"), device="cpu",
+                                    batch_size=args.batch_size, workers=args.workers, hub_timeout_s=1.0,
+                                    **({"model": args.model} if args.model else {})))
     doc = result.document
     return {
         "hardware": describe_environment(torch.device("cpu")),

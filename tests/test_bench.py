@@ -168,7 +168,7 @@ def test_streams_are_planned_for_openvino_only():
 
 def test_auto_takes_the_stream_count_of_the_pick():
     from accelport.bench.pick import _choose
-    from accelport.main_job.config import RunConfig
+    from accelport.job import Target
 
     rows = [{"label": label, "runtime": runtime, "dtype": "fp32", "channels_last": False, "streams": streams,
              "batch_size": 8, "status": "ok", "latency": {"p50_ms": p50}, "images_per_s": 8000 / p50,
@@ -177,10 +177,10 @@ def test_auto_takes_the_stream_count_of_the_pick():
                                                  ("openvino fp32", "openvino", 1, 100.0),
                                                  ("openvino fp32 2 streams", "openvino", 2, 90.0))]
     rows[2]["micro_batch"] = 2
-    choice = _choose({"rows": rows}, RunConfig(batch_size=8), "bench.json")
+    choice = _choose({"rows": rows}, Target(batch_size=8), "bench.json")
     assert (choice.runtime, choice.streams, choice.micro_batch) == ("openvino", 2, 2)
     rows[2]["parity"]["passed"] = False
-    assert _choose({"rows": rows}, RunConfig(batch_size=8), "bench.json").streams == 1
+    assert _choose({"rows": rows}, Target(batch_size=8), "bench.json").streams == 1
 
 
 def test_pick_skips_failing_and_unsupported_rows_and_says_when_none_passes():

@@ -189,8 +189,8 @@ def test_two_processes_under_torchrun_equal_one_process(tmp_path, data, weights,
 
 def test_an_interrupted_run_resumed_gives_the_uninterrupted_figures(tmp_path, data, weights, bf16_run):
     out = tmp_path / "resumed"
-    config = EvalConfig(data=str(data.class_folders), weights=str(weights), out_dir=str(out), device="cpu",
-                        dtype="bf16", batch_size=2, workers=0, progress=False)
+    config = EvalConfig.of(data=str(data.class_folders), weights=str(weights), out_dir=str(out), device="cpu",
+                           dtype="bf16", batch_size=2, workers=0, progress=False)
 
     def stop_after_two_batches(batch_number: int) -> None:
         if batch_number == 2:

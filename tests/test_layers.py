@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from accelport.cli import main
-from accelport.main_job.config import RunConfig
 from accelport.criteria import criteria_for
 from accelport.errors import RuntimeUnavailableError
 from accelport.layers import LayersConfig, compare_layers
@@ -216,16 +215,20 @@ def test_mismatching_target_checkpoint_is_exit_2_naming_the_file(tmp_path, seede
 
 def test_non_pytorch_runtimes_are_refused_with_the_reason(capsys):
     with pytest.raises(RuntimeUnavailableError, match="PyTorch eager targets only"):
-        validate(LayersConfig(runtime="onnxruntime"))
+        validate(LayersConfig.of(runtime="onnxruntime"))
     assert main(["layers", "--runtime", "compile", "--device", "cpu"]) == 2
     assert "--runtime compile" in capsys.readouterr().err
 
 
 def test_layers_config_of_a_run_keeps_its_model_inputs_target_and_criteria():
-    run = RunConfig(weights="w.safetensors", images=("a.jpg",), device="cuda", dtype="bf16", batch_size=8,
-                    criteria=(("max_rel_l2", "0.2"),), out_dir="logs/run1", features=True)
-    config = LayersConfig.from_run_config(run, target_weights="t.safetensors")
-    assert (config.weights, config.images, config.device, config.dtype, config.batch_size, config.criteria,
-            config.out_dir, config.head) == (run.weights, run.images, "cuda", "bf16", 8, run.criteria, "logs/run1",
-                                             "features")
-    assert config.target_weights == "t.safetensors" and config.modes == ("chained", "isolated")
+    from accelport.main_job.config import RunConfig
+
+    run = RunConfig.of(weights="w.safetensors", target_weights="t.safetensors", images=("a.jpg",), device="cuda",
+                       dtype="bf16", batch_size=8, criteria=(("max_rel_l2", "0.2"),), out_dir="logs/run1",
+                       features=True, streams=2)
+    config = LayersConfig(spec=run.spec, target=run.target)  # what run --layers-on-fail passes: nothing copied
+    spec, target = config.spec, config.target
+    assert (spec.weights, spec.target_weights, spec.images, spec.device, target.dtype, target.batch_size,
+            spec.criteria, spec.out_dir, spec.head) == ("w.safetensors", "t.safetensors", ("a.jpg",), "cuda", "bf16",
+                                                         8, (("max_rel_l2", "0.2"),), "logs/run1", "features")
+    assert target.option("streams") == 2 and config.modes == ("chained", "isolated")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from .. import errors
-from ..arguments import add_model_arguments
-from ..devices import FP32_MATH_MODES
+from ..arguments import (add_criterion_argument, add_device_arguments, add_input_arguments, add_model_arguments,
+                         add_out_dir_argument, spec_from_args)
+from ..runners import DTYPES
 from .config import ALL_RUNTIMES, CHANNELS_LAST_MODES, BenchConfig, parse_list
 
 EPILOG = ("duration: the default sweep (24 measured points) took 5.5 minutes on 2 idle AMD EPYC cores with an empty "
@@ -24,8 +25,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     sweep.add_argument("--runtimes", default=",".join(d.runtimes),
                        help=f"comma-separated, from {', '.join(ALL_RUNTIMES)} (default: %(default)s); the eager fp32 "
                             "baseline is always measured too")
-    sweep.add_argument("--dtypes", default=",".join(d.dtypes), help="comma-separated, from fp32, fp16, bf16 "
-                                                                    "(default: %(default)s)")
+    sweep.add_argument("--dtypes", default=",".join(d.dtypes),
+                       help=f"comma-separated, from {', '.join(DTYPES)} (default: %(default)s)")
     sweep.add_argument("--batch-sizes", default=",".join(map(str, d.batch_sizes)),
                        help="comma-separated (default: %(default)s)")
     sweep.add_argument("--channels-last", default=d.channels_last, choices=CHANNELS_LAST_MODES,
@@ -55,18 +56,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
     model = parser.add_argument_group("model, inputs and target")
     add_model_arguments(model)
-    model.add_argument("--images", nargs="+", metavar="PATH",
-                       help="images for the parity check (default: the bundled samples/)")
-    model.add_argument("--test-size", action="store_true", help="use the pretrained config's test input size")
-    model.add_argument("--device", default=d.device,
-                       help="auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps (default: %(default)s)")
-    model.add_argument("--fp32-math", default=d.fp32_math, choices=FP32_MATH_MODES,
-                       help="strict: IEEE fp32; fast: allow TF32/HF32 (default: %(default)s)")
-    model.add_argument("--criterion", action="append", metavar="KEY=VALUE",
-                       help="override a parity criterion for every precision (repeatable)")
+    add_input_arguments(model, images_help="images for the parity check (default: the bundled samples/)",
+                        skip_bad_help=None, test_size_help="use the pretrained config's test input size")
+    add_device_arguments(model, fp32_math_help="strict: IEEE fp32; fast: allow TF32/HF32 (default: %(default)s)")
+    add_criterion_argument(model, "override a parity criterion for every precision (repeatable)")
 
     output = parser.add_argument_group("output")
-    output.add_argument("--out-dir", default=d.out_dir, help="bench.json, bench.md, bench.png (default: %(default)s)")
+    add_out_dir_argument(output, "bench.json, bench.md, bench.png (default: %(default)s)")
     output.add_argument("--cache-dir", default=d.cache_dir,
                         help="export/compile cache (default: $ACCELPORT_CACHE_DIR or ~/.cache/accelport)")
     output.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -78,19 +74,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    from ..criteria import parse_criterion_flags
-
     return BenchConfig(
-        model=args.model, weights=args.weights, require_pretrained=args.require_pretrained,
-        hub_timeout_s=args.hub_timeout, features=args.features, seed=args.seed, images=tuple(args.images or ()),
-        test_size=args.test_size, device=args.device, fp32_math=args.fp32_math,
+        spec=spec_from_args(args),
         runtimes=parse_list(args.runtimes, "--runtimes"), dtypes=parse_list(args.dtypes, "--dtypes"),
         batch_sizes=parse_list(args.batch_sizes, "--batch-sizes", int), channels_last=args.channels_last,
         streams=parse_list(args.streams, "--streams", int),
         micro_batches=parse_list(args.micro_batches, "--micro-batches", int),
         warmup=args.warmup, iters=args.iters, max_time_s=args.max_time, rounds=args.rounds, threads=args.threads,
-        criteria=tuple(parse_criterion_flags(args.criterion).items()), cache_dir=args.cache_dir,
-        out_dir=args.out_dir, progress=not args.no_progress, plot=not args.no_plot, resume=args.resume,
+        cache_dir=args.cache_dir, progress=not args.no_progress, plot=not args.no_plot, resume=args.resume,
     )
 
 

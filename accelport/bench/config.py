@@ -1,12 +1,12 @@
-"""What ``accelport bench`` sweeps and how long it measures each point: one frozen dataclass, one CLI flag each."""
+"""What ``accelport bench`` sweeps and how long it measures each point: the job spec plus one field per sweep flag."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..atomic import check_writable_dir
 from ..errors import UsageError
-from ..models import DEFAULT_MODEL
+from ..job.spec import JobSpec, with_overrides
 
 ALL_RUNTIMES = ("eager", "compile", "onnxruntime", "openvino")
 CHANNELS_LAST_MODES = ("auto", "on", "off")
@@ -14,16 +14,9 @@ CHANNELS_LAST_MODES = ("auto", "on", "off")
 
 @dataclass(frozen=True)
 class BenchConfig:
-    model: str = DEFAULT_MODEL
-    weights: str | None = None
-    require_pretrained: bool = False
-    hub_timeout_s: float = 3.0
-    features: bool = False
-    seed: int = 0
-    images: tuple[str, ...] = ()
-    test_size: bool = False
-    device: str = "auto"
-    fp32_math: str = "strict"
+    """The shared job spec plus what the sweep covers and how long it measures each point."""
+
+    spec: JobSpec = field(default_factory=JobSpec)
     runtimes: tuple[str, ...] = ALL_RUNTIMES
     dtypes: tuple[str, ...] = ("fp32", "bf16")
     batch_sizes: tuple[int, ...] = (1, 8, 32)
@@ -39,22 +32,21 @@ class BenchConfig:
     max_time_s: float = 10.0  # per batch size and configuration: fewer iterations (at least 3) when slow
     rounds: int = 1  # timing rounds over all points (see SweepSettings.rounds)
     threads: int | None = None
-    criteria: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     cache_dir: str | None = None
-    out_dir: str = "logs"
     progress: bool = True
     plot: bool = True
     resume: bool = False  # go on from <out_dir>/bench_journal.jsonl (same settings required)
 
-    @property
-    def head(self) -> str:
-        return "features" if self.features else "classifier"
+    @classmethod
+    def of(cls, **flat: Any) -> BenchConfig:
+        """From flat flag names: ``BenchConfig.of(model=..., device="cpu", runtimes=("eager",))``."""
+        return with_overrides(cls(), **flat)
 
     def validate(self) -> None:
         from ..runners import check_runtimes_and_dtypes
 
+        self.spec.validate()
         check_runtimes_and_dtypes(self.runtimes, self.dtypes)
-        check_writable_dir(self.out_dir, "--out-dir")
         if not self.runtimes or not self.dtypes or not self.batch_sizes:
             raise UsageError("--runtimes, --dtypes and --batch-sizes each need at least one value")
         if any(b < 1 for b in self.batch_sizes):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,8 @@ import torch
 from ..atomic import write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:
-    from ..main_job.config import RunConfig
+    from ..job.context import JobContext
+    from ..job.spec import Target
     from ..models import LoadedModel
 
 _logger = logging.getLogger(__name__)
@@ -77,6 +78,17 @@ class AutoChoice:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def applied_to(self, target: Target) -> Target:
+        """``target`` (runtime "auto") with the chosen runtime, layout and OpenVINO options."""
+        return replace(target, runtime=self.runtime, channels_last=self.channels_last).with_options(
+            streams=self.streams, micro_batch=self.micro_batch)
+
+
+def add_picks(document: dict[str, Any], batch_sizes: tuple[int, ...] | list[int]) -> dict[str, Any]:
+    """A sweep document (bench/document.py) completed with its ``pick``."""
+    document["pick"] = picks(document["rows"], batch_sizes)
+    return document
+
 
 def _matches(document: dict[str, Any], loaded: LoadedModel, device: torch.device, digest: str) -> bool:
     model = document.get("model", {})
@@ -86,48 +98,57 @@ def _matches(document: dict[str, Any], loaded: LoadedModel, device: torch.device
             and document.get("environment", {}).get("torch") == torch.__version__)
 
 
-def _choose(document: dict[str, Any], config: RunConfig, source: str) -> AutoChoice | None:
-    best = fastest_passing(document["rows"], config.batch_size, config.dtype)
+def _choose(document: dict[str, Any], target: Target, source: str) -> AutoChoice | None:
+    best = fastest_passing(document["rows"], target.batch_size, target.dtype)
     if best is None:
         return None
-    return AutoChoice(best["runtime"], best["channels_last"], config.dtype, config.batch_size, source,
-                      f"fastest {config.dtype} configuration passing parity at batch {config.batch_size}: "
+    return AutoChoice(best["runtime"], best["channels_last"], target.dtype, target.batch_size, source,
+                      f"fastest {target.dtype} configuration passing parity at batch {target.batch_size}: "
                       f"{best['label']} ({best['latency']['p50_ms']:.3f} ms p50)",
-                      justification(document["rows"], config.batch_size), streams=best.get("streams", 1),
+                      justification(document["rows"], target.batch_size), streams=best.get("streams", 1),
                       micro_batch=best.get("micro_batch") or None)
 
 
-def resolve_auto(config: RunConfig, loaded: LoadedModel, images: torch.Tensor, device: torch.device) -> AutoChoice:
-    """The runtime and layout for ``--runtime auto``: cached bench.json when it fits, else a short sweep."""
+def _cached_choice(job: JobContext, target: Target) -> AutoChoice | None:
+    """From ``bench.json`` or an earlier ``auto_bench.json`` in the out dir, when measured on the same job."""
     from ..runners.cache import weights_digest
-    from .config import BenchConfig
-    from .api import run_sweep_document
-    from .report import render_markdown
 
-    out_dir = Path(config.out_dir)
-    digest = weights_digest(loaded.model)
+    out_dir = Path(job.spec.out_dir)
+    digest = weights_digest(job.loaded.model)
     for path in (out_dir / "bench.json", out_dir / AUTO_BENCH_NAME):
         try:
             document = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if _matches(document, loaded, device, digest) and (choice := _choose(document, config, str(path))):
+        if _matches(document, job.loaded, job.device, digest) and (choice := _choose(document, target, str(path))):
             _logger.info("--runtime auto: %s (from %s)", choice.reason, path)
             return choice
-    bench = BenchConfig(model=loaded.name, device=str(device), dtypes=(config.dtype,), batch_sizes=(config.batch_size,),
-                        warmup=min(config.warmup, 3), iters=min(config.iters, 20), fp32_math=config.fp32_math,
-                        criteria=config.criteria, features=config.features, out_dir=config.out_dir, progress=False)
-    _logger.info("--runtime auto: no matching bench.json in %s; sweeping %s at batch %d, %s", out_dir,
-                 ", ".join(bench.runtimes), config.batch_size, config.dtype)
-    document = run_sweep_document(loaded, images, device, bench, list(images.shape[1:]), int(images.shape[0]))
-    path = write_json_atomic(out_dir / AUTO_BENCH_NAME, document)
+    return None
+
+
+def resolve_auto(job: JobContext, target: Target, images: torch.Tensor, *, warmup: int, iters: int) -> AutoChoice:
+    """The runtime and layout for ``--runtime auto``: cached bench.json when it fits, else a short sweep of the
+    same job (its spec, device and numeric settings as they are) at the target's dtype and batch size."""
+    from .config import BenchConfig
+    from .document import sweep_document
+    from .report import render_markdown
+
+    cached = _cached_choice(job, target)
+    if cached is not None:
+        return cached
+    bench = BenchConfig(spec=job.spec, dtypes=(target.dtype,), batch_sizes=(target.batch_size,),
+                        warmup=min(warmup, 3), iters=min(iters, 20), progress=False)
+    _logger.info("--runtime auto: no matching bench.json in %s; sweeping %s at batch %d, %s", job.spec.out_dir,
+                 ", ".join(bench.runtimes), target.batch_size, target.dtype)
+    document = add_picks(sweep_document(job, bench, images, torch.get_num_threads()), bench.batch_sizes)
+    path = write_json_atomic(Path(job.spec.out_dir) / AUTO_BENCH_NAME, document)
     write_text_atomic(path.with_suffix(".md"), render_markdown(document))
-    choice = _choose(document, config, str(path))
+    choice = _choose(document, target, str(path))
     if choice is None:
-        _logger.warning("--runtime auto: no %s configuration passed parity at batch %d; using eager", config.dtype,
-                        config.batch_size)
-        choice = AutoChoice("eager", False, config.dtype, config.batch_size, str(path),
+        _logger.warning("--runtime auto: no %s configuration passed parity at batch %d; using eager", target.dtype,
+                        target.batch_size)
+        choice = AutoChoice("eager", False, target.dtype, target.batch_size, str(path),
                             "no configuration passed parity; eager used", justification(document["rows"],
-                                                                                        config.batch_size))
+                                                                                        target.batch_size))
     _logger.info("--runtime auto: %s", choice.reason)
     return choice

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +17,10 @@ from typing import Any
 
 import torch
 
-from ..atomic import check_writable_dir
-from ..criteria import Criteria, criteria_for, effective_precision
-from ..devices import PINNED_DEVICE_TYPES, apply_numeric_settings
+from ..criteria import Criteria
+from ..devices import PINNED_DEVICE_TYPES
 from ..errors import InputError, UsageError
-from ..models import load_model
-from ..preprocess import data_config_for, make_transform
+from ..job.context import JobContext, open_job
 from ..resources import check_batch_fits
 from ..runners import create_runner
 from . import distributed as dist_utils
@@ -50,39 +46,15 @@ class EvalResult:
     artifacts: dict[str, Path] = field(default_factory=dict)
 
 
-def validate(config: EvalConfig) -> None:
-    for name in ("batch_size",):
-        if getattr(config, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} {getattr(config, name)}: must be at least 1")
-    for name in ("workers", "worst"):
-        if getattr(config, name) < 0:
-            raise UsageError(f"--{name} {getattr(config, name)}: must be at least 0")
-    for name in ("max_disagreement", "max_accuracy_drop"):
-        if not 0 <= getattr(config, name) <= 1:
-            raise UsageError(f"--{name.replace('_', '-')} {getattr(config, name)}: must be a share between 0 and 1")
-    for name in ("hub_timeout_s", "dist_timeout_s"):
-        value = getattr(config, name)
-        if not math.isfinite(value) or value <= 0:  # nan compares false with anything
-            raise UsageError(f"--{name.removesuffix('_s').replace('_', '-')} {value}: must be a positive number")
-    if not Path(config.data).is_dir():  # before minutes of model loading
-        raise InputError(f"--data {config.data}: not a folder")
-    if config.labels not in ("auto", "none") and not Path(config.labels).is_file():
-        raise InputError(f"--labels {config.labels}: no such file (or use auto / none)")
-    check_writable_dir(config.out_dir, "--out-dir")
-    if config.reference_cache:
-        check_writable_dir(config.reference_cache, "--reference-cache")
-    if any(key == "max_top1_mismatches" for key, _ in config.criteria):
-        raise UsageError("--criterion max_top1_mismatches: eval judges a rate, use --max-disagreement instead")
-
-
-def _fingerprint(config: EvalConfig, loaded: Any, data_config: Any, listing: DatasetListing, device: torch.device,
-                 criteria: Criteria) -> dict[str, Any]:
+def _fingerprint(config: EvalConfig, job: JobContext, listing: DatasetListing, criteria: Criteria) -> dict[str, Any]:
     """What must not change between an interrupted run and its resume (journal.py)."""
+    loaded, target = job.loaded, config.target
     return {
-        "model": loaded.name, "head": loaded.head, "weights": _weights_identity(loaded, config.seed),
-        "data_config": data_config.to_json(), "data": str(listing.root.resolve()), "labels": listing.labels.to_json(),
-        "device_type": device.type, "runtime": config.runtime, "dtype": config.dtype,
-        "channels_last": config.channels_last, "fp32_math": config.fp32_math, "batch_size": config.batch_size,
+        "model": loaded.name, "head": loaded.head, "weights": _weights_identity(loaded, job.spec.seed),
+        "data_config": job.data_config.to_json(), "data": str(listing.root.resolve()),
+        "labels": listing.labels.to_json(), "device_type": job.device.type, "runtime": target.runtime,
+        "dtype": target.dtype, "channels_last": target.channels_last, "fp32_math": job.spec.fp32_math,
+        "batch_size": target.batch_size,
         "elem_rtol": criteria.elem_rtol, "tie_rel_l2": criteria.max_rel_l2,  # they decide the records' flags
     }
 
@@ -141,8 +113,8 @@ def _progress_bar(ctx: dist_utils.DistContext, total: int, enabled: bool):
 
 def evaluate(config: EvalConfig, on_batch: Callable[[int], None] | None = None) -> EvalResult:
     """Run the evaluation; ``on_batch(n)`` is called after the n-th batch is journaled (tests interrupt there)."""
-    validate(config)
-    ctx, device = dist_utils.init_distributed(config.device, config.dist_timeout_s)
+    config.validate()
+    ctx, device = dist_utils.init_distributed(config.spec.device, config.dist_timeout_s)
     try:
         return _evaluate(config, ctx, device, on_batch)
     finally:
@@ -151,54 +123,57 @@ def evaluate(config: EvalConfig, on_batch: Callable[[int], None] | None = None) 
 
 def _evaluate(config: EvalConfig, ctx: dist_utils.DistContext, device: torch.device,
               on_batch: Callable[[int], None] | None) -> EvalResult:
-    started = time.time()
-    numeric = apply_numeric_settings(device, config.fp32_math)
-    criteria = criteria_for(effective_precision(config.dtype, config.fp32_math, device.type), dict(config.criteria))
-    loaded = load_model(config.model, "classifier", config.weights, config.require_pretrained, config.hub_timeout_s,
-                        config.seed)
-    if loaded.num_classes == 0:
-        raise UsageError(f"--model {config.model}: has no classifier head; eval compares class predictions")
-    data_config = data_config_for(loaded.model, config.test_size)
-    check_batch_fits(config.batch_size, data_config.values["input_size"])  # the workers pad every batch to it
-    listing = list_dataset(config.data, config.labels, loaded.model, loaded.num_classes)
-    out_dir = Path(config.out_dir)
+    """Open the job, list the dataset, agree on what is left, evaluate this rank's share, gather, write."""
+    job = open_job(config.spec, device=device, with_images=False)  # the dataset is eval's input
+    if job.loaded.num_classes == 0:
+        raise UsageError(f"--model {config.spec.model}: has no classifier head; eval compares class predictions")
+    check_batch_fits(config.target.batch_size, job.input_size)  # the workers pad every batch to it
+    listing = list_dataset(config.data, config.labels, job.loaded.model, job.loaded.num_classes)
+    out_dir = Path(config.spec.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fingerprint = _fingerprint(config, loaded, data_config, listing, device, criteria)
+    criteria = job.criteria_for(config.target.dtype)
+    fingerprint = _fingerprint(config, job, listing, criteria)
     _check_same_job(ctx, fingerprint, listing)
     done_keys, done_records = _done_before(config, ctx, out_dir, fingerprint, listing)
     items = dist_utils.shard([it for it in listing.items if it.key not in done_keys], ctx)
+    shard, runner_settings, cache = _evaluate_share(config, job, ctx, items, criteria, fingerprint, on_batch)
+    shard.records.extend(done_records)
+    gathered = dist_utils.gather_to_main(ctx, (shard, cache.to_json() if cache else None))
+    result = EvalResult(passed=False)
+    if ctx.is_main:
+        result = _write(config, job, ctx, gathered, listing, len(done_keys), runner_settings, criteria)
+    result.passed = dist_utils.broadcast_from_main(ctx, result.passed)
+    return result
 
+
+def _evaluate_share(config: EvalConfig, job: JobContext, ctx: dist_utils.DistContext, items: list[Any],
+                    criteria: Criteria, fingerprint: dict[str, Any],
+                    on_batch: Callable[[int], None] | None) -> tuple[ShardResult, dict[str, Any], Any]:
+    """This rank's images through the reference and the target, journaled batch by batch."""
     cache = None
     if config.reference_cache:
         cache = ReferenceCache(config.reference_cache, {k: fingerprint[k] for k in ("model", "head", "weights",
                                                                                    "data_config")})
-    loader = make_loader(items, make_transform(data_config), config.batch_size,
-                         tuple(data_config.values["input_size"]), config.workers, device.type in PINNED_DEVICE_TYPES)
+    target = config.target
+    loader = make_loader(items, job.transform, target.batch_size, tuple(job.input_size), config.workers,
+                         job.device.type in PINNED_DEVICE_TYPES)
     progress = _progress_bar(ctx, len(items), config.progress)
-    with create_runner("eager", loaded.model, torch.device("cpu"), "fp32") as reference_runner, \
-            create_runner(config.runtime, loaded.model, device, config.dtype, config.channels_last) as target_runner, \
-            JournalWriter(journal_path(out_dir, ctx.rank), fingerprint) as journal:
-        evaluator = ShardEvaluator(items, reference_runner, target_runner, loaded.num_classes, criteria,
-                                   cache, journal, config.skip_bad_images)
+    with create_runner("eager", job.loaded.model, torch.device("cpu"), "fp32") as reference_runner, \
+            create_runner(target.runtime, job.loaded.model, job.device, target.dtype, target.channels_last,
+                          **target.runner_options()) as target_runner, \
+            JournalWriter(journal_path(Path(job.spec.out_dir), ctx.rank), fingerprint) as journal:
+        evaluator = ShardEvaluator(items, reference_runner, target_runner, job.loaded.num_classes, criteria,
+                                   cache, journal, job.spec.skip_bad_images)
         try:
             shard = evaluator.run(loader, progress, on_batch)
         finally:
             if progress is not None:
                 progress.close()
-        runner_settings = target_runner.describe()
-    shard.records.extend(done_records)
-    gathered = dist_utils.gather_to_main(ctx, (shard, cache.to_json() if cache else None))
-    result = EvalResult(passed=False)
-    if ctx.is_main:
-        result = _write(config, ctx, gathered, listing, len(done_keys), loaded, data_config, device, numeric,
-                        runner_settings, criteria, started)
-    result.passed = dist_utils.broadcast_from_main(ctx, result.passed)
-    return result
+        return shard, target_runner.describe(), cache
 
 
-def _write(config: EvalConfig, ctx: dist_utils.DistContext, gathered: Any, listing: DatasetListing, resumed: int,
-           loaded: Any, data_config: Any, device: torch.device, numeric: Any, runner_settings: dict[str, Any],
-           criteria: Any, started: float) -> EvalResult:
+def _write(config: EvalConfig, job: JobContext, ctx: dist_utils.DistContext, gathered: Any,
+           listing: DatasetListing, resumed: int, runner_settings: dict[str, Any], criteria: Criteria) -> EvalResult:
     """Rank 0: merge the shards into dataset order, compute the figures and write the artifacts."""
     shards: list[ShardResult] = [g[0] for g in gathered]
     position = {it.key: it.position for it in listing.items}
@@ -208,17 +183,17 @@ def _write(config: EvalConfig, ctx: dist_utils.DistContext, gathered: Any, listi
         raise InputError(f"--data {listing.root}: no readable images left after skipping "
                          f"{len(skipped)} bad file(s)")
     figures = summarise(records, criteria, config.max_disagreement, config.max_accuracy_drop, config.worst,
-                        class_namer(loaded.model))
+                        class_namer(job.loaded.model))
     caches = [g[1] for g in gathered if g[1]]
     run_info = {
-        **ctx.to_json(), "batch_size": config.batch_size, "workers": config.workers, "resumed_images": resumed,
-        "evaluated_now": sum(len(s.records) for s in shards) - resumed,
+        **ctx.to_json(), "batch_size": config.target.batch_size, "workers": config.workers,
+        "resumed_images": resumed, "evaluated_now": sum(len(s.records) for s in shards) - resumed,
         "reference_cache": None if not caches else {"dir": caches[0]["dir"], "hits": sum(c["hits"] for c in caches),
                                                     "misses": sum(c["misses"] for c in caches)},
     }
     throughput = StageTimes.merged([s.times for s in shards]).to_json(config.workers, ctx.world_size)
-    doc = build_document(figures=figures, config=config, loaded=loaded, data_config=data_config, listing=listing,
-                         device=device, numeric=numeric, runner_settings=runner_settings, criteria=criteria,
-                         skipped=skipped, run_info=run_info, throughput=throughput, wall_s=time.time() - started)
-    artifacts = write_outputs(Path(config.out_dir), doc, [r.cosine for r in records], [r.rel_l2 for r in records])
+    doc = build_document(figures=figures, config=config, job=job, listing=listing, runner_settings=runner_settings,
+                         criteria=criteria, skipped=skipped, run_info=run_info, throughput=throughput)
+    artifacts = write_outputs(Path(job.spec.out_dir), doc, [r.cosine for r in records],
+                              [r.rel_l2 for r in records])
     return EvalResult(passed=figures["passed"], document=doc, artifacts=artifacts)

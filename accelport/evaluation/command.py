@@ -7,8 +7,8 @@ import logging
 import os
 
 from .. import errors
-from ..arguments import add_model_arguments
-from ..devices import FP32_MATH_MODES
+from ..arguments import (add_criterion_argument, add_input_arguments, add_model_arguments, add_out_dir_argument,
+                         add_target_arguments, spec_from_args, target_from_args)
 from ..formatting import comparison_text
 from .config import EvalConfig
 
@@ -28,10 +28,10 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                       help="auto: from class folders when there are any; none: agreement figures only; FILE: a "
                            "'file,label' CSV, 'file label' lines, or one label per line in sorted file order "
                            "(labels are wnids or 0-based class indices) (default: %(default)s)")
-    data.add_argument("--skip-bad-images", action="store_true",
-                      help="warn about and skip unreadable images (listed in eval.json) instead of failing")
-    data.add_argument("--test-size", action="store_true",
-                      help="use the pretrained config's test input size and crop instead of the train size")
+    add_input_arguments(data, images=False,
+                        skip_bad_help="warn about and skip unreadable images (listed in eval.json) instead of failing",
+                        test_size_help="use the pretrained config's test input size and crop instead of the train "
+                                       "size")
     data.add_argument("--workers", type=int, default=d.workers,
                       help="DataLoader worker processes decoding images, per process (default: %(default)s)")
 
@@ -39,22 +39,15 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(model, features=False)
 
     target = parser.add_argument_group("target")
-    target.add_argument("--device", default=d.device,
-                        help="auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps; under torchrun, a device without index "
-                             "means the local rank's (default: %(default)s)")
-    target.add_argument("--runtime", default=d.runtime, help="how the target runs the model (default: %(default)s)")
-    target.add_argument("--dtype", default=d.dtype, choices=("fp32", "fp16", "bf16"),
-                        help="target precision; the reference is always CPU fp32 (default: %(default)s)")
-    target.add_argument("--channels-last", action="store_true", help="run the target in channels-last memory format")
-    target.add_argument("--fp32-math", default=d.fp32_math, choices=FP32_MATH_MODES,
-                        help="strict: IEEE fp32; fast: allow TF32 (CUDA) / HF32 (Ascend) (default: %(default)s)")
-    target.add_argument("--batch-size", type=int, default=d.batch_size,
+    add_target_arguments(target, device_help="auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps; under torchrun, a device "
+                                             "without index means the local rank's (default: %(default)s)",
+                         runtime_help="how the target runs the model (default: %(default)s)")
+    target.add_argument("--batch-size", type=int, default=d.target.batch_size,
                         help="images per batch; the last batch is zero-padded to it (default: %(default)s)")
 
     judge = parser.add_argument_group("criteria")
-    judge.add_argument("--criterion", action="append", metavar="KEY=VALUE",
-                       help="override a per-image parity criterion: min_cosine, max_rel_l2, elem_rtol, "
-                            "min_within_share (repeatable)")
+    add_criterion_argument(judge, "override a per-image parity criterion: min_cosine, max_rel_l2, elem_rtol, "
+                                  "min_within_share (repeatable)")
     judge.add_argument("--max-disagreement", type=float, default=d.max_disagreement, metavar="SHARE",
                        help="largest share of images whose top-1 differs and is not a near-tie (default: %(default)s)")
     judge.add_argument("--max-accuracy-drop", type=float, default=d.max_accuracy_drop, metavar="SHARE",
@@ -62,8 +55,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                             "(labelled data only; default: %(default)s)")
 
     output = parser.add_argument_group("output, cache and resume")
-    output.add_argument("--out-dir", default=d.out_dir, help="eval.json, eval.md, eval_hist.png and the resume "
-                                                             "journal go here (default: %(default)s)")
+    add_out_dir_argument(output, "eval.json, eval.md, eval_hist.png and the resume journal go here (default: "
+                                 "%(default)s)")
     output.add_argument("--reference-cache", metavar="DIR",
                         help="cache the CPU fp32 reference outputs here and reuse them (keyed by model, weights, "
                              "data config and each image's path, size and mtime)")
@@ -77,16 +70,10 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
-    from ..criteria import parse_criterion_flags
-
     return EvalConfig(
-        data=args.data, labels=args.labels, model=args.model, weights=args.weights,
-        require_pretrained=args.require_pretrained, hub_timeout_s=args.hub_timeout, seed=args.seed,
-        test_size=args.test_size, device=args.device, runtime=args.runtime, dtype=args.dtype,
-        channels_last=args.channels_last, fp32_math=args.fp32_math, batch_size=args.batch_size, workers=args.workers,
-        criteria=tuple(parse_criterion_flags(args.criterion).items()), max_disagreement=args.max_disagreement,
-        max_accuracy_drop=args.max_accuracy_drop, reference_cache=args.reference_cache, resume=args.resume,
-        skip_bad_images=args.skip_bad_images, out_dir=args.out_dir, progress=not args.no_progress, worst=args.worst,
+        data=args.data, spec=spec_from_args(args), target=target_from_args(args), labels=args.labels,
+        workers=args.workers, max_disagreement=args.max_disagreement, max_accuracy_drop=args.max_accuracy_drop,
+        reference_cache=args.reference_cache, resume=args.resume, progress=not args.no_progress, worst=args.worst,
         dist_timeout_s=args.dist_timeout,
     )
 

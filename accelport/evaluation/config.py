@@ -1,10 +1,14 @@
-"""The evaluation's configuration: one frozen dataclass that the CLI builds and ``evaluate`` consumes."""
+"""The evaluation's configuration: the shared job spec and target, plus the dataset and eval's own fields."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from ..models import DEFAULT_MODEL
+from ..errors import InputError, UsageError
+from ..job.spec import JobSpec, Target, with_overrides
 
 
 @dataclass(frozen=True)
@@ -12,27 +16,41 @@ class EvalConfig:
     """Everything ``accelport eval`` does; every field is a CLI flag (same names as ``accelport run``'s)."""
 
     data: str
+    spec: JobSpec = field(default_factory=JobSpec)
+    target: Target = field(default_factory=lambda: Target(batch_size=32))
     labels: str = "auto"  # auto | none | PATH
-    model: str = DEFAULT_MODEL
-    weights: str | None = None
-    require_pretrained: bool = False
-    hub_timeout_s: float = 3.0
-    seed: int = 0
-    test_size: bool = False
-    device: str = "auto"
-    runtime: str = "eager"
-    dtype: str = "fp32"
-    channels_last: bool = False
-    fp32_math: str = "strict"
-    batch_size: int = 32
     workers: int = 2
-    criteria: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     max_disagreement: float = 0.001  # share of images whose top-1 differs and is not a near-tie
     max_accuracy_drop: float = 0.001  # reference top-1 accuracy minus target's, as a fraction
     reference_cache: str | None = None
     resume: bool = False
-    skip_bad_images: bool = False
-    out_dir: str = "logs"
     progress: bool = True
     worst: int = 10
     dist_timeout_s: float = 1800.0
+
+    @classmethod
+    def of(cls, data: str, **flat: Any) -> EvalConfig:
+        """From flat flag names: ``EvalConfig.of(data="imagenet/val", device="cpu", batch_size=64)``."""
+        return with_overrides(cls(data=data), **flat)
+
+    def validate(self) -> None:
+        self.target.validate()
+        for name in ("workers", "worst"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{name} {getattr(self, name)}: must be at least 0")
+        for name in ("max_disagreement", "max_accuracy_drop"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be a share between 0 and 1")
+        if not math.isfinite(self.dist_timeout_s) or self.dist_timeout_s <= 0:  # nan compares false with anything
+            raise UsageError(f"--dist-timeout {self.dist_timeout_s}: must be a positive number")
+        if not Path(self.data).is_dir():  # before minutes of model loading
+            raise InputError(f"--data {self.data}: not a folder")
+        if self.labels not in ("auto", "none") and not Path(self.labels).is_file():
+            raise InputError(f"--labels {self.labels}: no such file (or use auto / none)")
+        self.spec.validate()
+        if self.reference_cache:
+            from ..atomic import check_writable_dir
+
+            check_writable_dir(self.reference_cache, "--reference-cache")
+        if any(key == "max_top1_mismatches" for key, _ in self.spec.criteria):
+            raise UsageError("--criterion max_top1_mismatches: eval judges a rate, use --max-disagreement instead")

@@ -2,44 +2,38 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..atomic import write_json_atomic, write_text_atomic
-from ..environment import describe_environment
 from ..formatting import NO_WEIGHTS_FILE, format_comparison, or_missing
+from ..job.header import REFERENCE, DocumentHeader, model_record, target_record, weights_fields, weights_record
+
+if TYPE_CHECKING:
+    from ..criteria import Criteria
+    from ..job.context import JobContext
+    from .config import EvalConfig
 
 _logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
 
-def build_document(*, figures: dict[str, Any], config: Any, loaded: Any, data_config: Any, listing: Any,
-                   device: Any, numeric: Any, runner_settings: dict[str, Any], criteria: Any,
-                   skipped: list[dict[str, str]], run_info: dict[str, Any], throughput: dict[str, Any],
-                   wall_s: float) -> dict[str, Any]:
-    """The whole evaluation with the same weights provenance and environment fields as summary.json."""
-    weights = loaded.weights
+def build_document(*, figures: dict[str, Any], config: EvalConfig, job: JobContext, listing: Any,
+                   runner_settings: dict[str, Any], criteria: Criteria, skipped: list[dict[str, str]],
+                   run_info: dict[str, Any], throughput: dict[str, Any]) -> dict[str, Any]:
+    """The whole evaluation with the same header, weights provenance and environment fields as summary.json."""
+    weights = job.loaded.weights
+    header = DocumentHeader.of(SCHEMA_VERSION, job, model=model_record(job), reference=REFERENCE,
+                               target=target_record(job, runner_settings, criteria.precision))
     return {
-        "schema_version": SCHEMA_VERSION,
         "kind": "accelport-eval",
         "status": "passed" if figures["passed"] else "failed",
-        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "wall_time_s": round(wall_s, 3),
-        "pretrained_used": weights.pretrained_used,
-        "local_weight_used": weights.local_weight_used,
-        "weight_path": weights.path,
+        **weights_fields(weights),
         "weight_sha256": weights.sha256,
-        "weights": asdict(weights) | {"pretrained_used": weights.pretrained_used},
-        "model": {"name": loaded.name, "head": loaded.head, "num_params": loaded.num_params,
-                  "num_classes": loaded.num_classes, "data_config": data_config.to_json()},
-        "target": {"device_requested": config.device, "device": str(device), "precision": criteria.precision,
-                   "fp32_math": numeric.fp32_math, "numeric_settings": numeric.effective, **runner_settings},
-        "reference": {"device": "cpu", "runtime": "eager", "dtype": "fp32"},
-        "environment": describe_environment(device),
+        "weights": weights_record(weights),
+        **header.to_json(),
         "dataset": {
             "root": str(listing.root), "num_images": len(listing.items), "num_evaluated": figures["num_images"],
             "labels": listing.labels.to_json(), "skipped": skipped,

@@ -1,24 +1,22 @@
 """``run_layers``: real weights and images, the CPU fp32 reference against the target, module by module, and files.
 
-Also the seam for ``accelport run --layers-on-fail``: pass the run's ``LoadedModel`` and ``ImageBatch`` to reuse them.
+Also the seam for ``accelport run --layers-on-fail``: the run passes its opened job (model, images, device).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..criteria import Criteria, criteria_for, effective_precision
-from ..devices import apply_numeric_settings, resolve_device
-from ..environment import describe_environment
-from ..models import LoadedModel, load_model, load_target_model
-from ..preprocess import ImageBatch, data_config_for, discover_images, load_images, make_transform
+from ..criteria import Criteria, criteria_for
+from ..devices import apply_numeric_settings
+from ..job.context import JobContext, open_job
+from ..job.header import REFERENCE, DocumentHeader, model_record, target_record, weights_record
+from ..job.spec import with_overrides
+from ..preprocess import ImageBatch
 from ..runners import DTYPES, create_runner
-from ..weights import WeightsInfo
 from .capture import TargetCast
 from .compare import LayerComparison, compare_layers
 from .config import LayersConfig, validate
@@ -50,78 +48,70 @@ class LayersResult:
         return first["module"] if first else None
 
 
-def _weights_json(weights: WeightsInfo) -> dict[str, Any]:
-    return asdict(weights) | {"pretrained_used": weights.pretrained_used}
-
-
-def run_layers(config: LayersConfig | None = None, *, loaded: LoadedModel | None = None,
-               images: ImageBatch | None = None, **overrides: Any) -> LayersResult:
+def run_layers(config: LayersConfig | None = None, *, job: JobContext | None = None,
+               **overrides: Any) -> LayersResult:
     """Compare every module of the target with the reference in the configured modes and write the layer report.
 
-    ``loaded`` (the reference model, CPU fp32) and ``images`` (preprocessed) are reused when given, as a
-    failing ``run`` has them already; ``overrides`` replace fields of ``config``.
+    ``job``: an opened job to reuse (a failing ``run`` passes its own: model, images, device); ``overrides`` (flat
+    flag names) replace fields of ``config``.
     """
-    config = replace(config or LayersConfig(), **overrides)
+    config = with_overrides(config or LayersConfig(), **overrides)
     validate(config)
-    started = time.time()
-    device = resolve_device(config.device)
-    numeric = apply_numeric_settings(device, config.fp32_math)
-    criteria = criteria_for(effective_precision(config.dtype, config.fp32_math, device.type), dict(config.criteria))
-    image_paths = discover_images(list(config.images)) if images is None else []  # before the weights are read
-    loaded = loaded or load_model(config.model, config.head, config.weights, config.require_pretrained,
-                                  config.hub_timeout_s, config.seed)
-    target = load_target_model(config) if config.target_weights else loaded
-    data_config = data_config_for(loaded.model, config.test_size)
-    if images is None:
-        images = load_images(image_paths, make_transform(data_config), config.skip_bad_images)
-    count, size = images.tensor.shape[0], config.batch_size
-    _logger.info("layers: %d image(s), batch %d, modes %s, target %s %s %s", count, size, "+".join(config.modes),
-                 device, config.runtime, config.dtype)
-
-    memory = MemoryMonitor(device).start()
-
-    def compare_in(dtype: str, judge_by: Criteria) -> tuple[LayerComparison, dict[str, Any]]:
-        with create_runner(config.runtime, target.model, device, dtype, config.channels_last) as runner:
-            cast = TargetCast(device, DTYPES[dtype], config.channels_last)
-            batches = (images.tensor[i : i + size] for i in range(0, count, size))
-            return (compare_layers(loaded.model, runner.module, batches, judge_by, config.modes, cast,
-                                   runner.to_device, device, memory), runner.describe())
-
-    comparison, runner_settings = compare_in(config.dtype, criteria)
+    job = job or open_job(config.spec)
+    images = job.image_batch()
+    _logger.info("layers: %d image(s), batch %d, modes %s, target %s %s %s", images.tensor.shape[0],
+                 config.target.batch_size, "+".join(config.modes), job.device, config.target.runtime,
+                 config.target.dtype)
+    memory = MemoryMonitor(job.device).start()
+    criteria = job.criteria_for(config.target.dtype)
+    comparison, runner_settings = _compare_in(job, config, config.target.dtype, criteria, memory)
     structural = None
     if criteria.precision != "fp32" and not comparison.diverged:  # as run's structural proof: strict fp32
-        apply_numeric_settings(device, "strict")
+        apply_numeric_settings(job.device, "strict")
         try:
-            structural = compare_in("fp32", criteria_for("fp32"))[0]
+            structural = _compare_in(job, config, "fp32", criteria_for("fp32"), memory)[0]
         finally:
-            apply_numeric_settings(device, config.fp32_math)
+            apply_numeric_settings(job.device, job.spec.fp32_math)
+    data = _document(job, images, config.target.batch_size, comparison, structural, runner_settings)
+    result = LayersResult(data, comparison)
+    result.artifacts = write_layer_artifacts(Path(job.spec.out_dir), result.data)
+    for mode in config.modes:
+        _logger.info("layers: first divergent module (%s): %s", mode, result.first_divergent(mode) or "none")
+    if structural is not None:
+        _logger.info("layers: strict fp32 pass of the same target: %s", "diverged" if structural.diverged else "clean")
+    return result
 
+
+def _compare_in(job: JobContext, config: LayersConfig, dtype: str, judge_by: Criteria,
+                memory: MemoryMonitor) -> tuple[LayerComparison, dict[str, Any]]:
+    """The target in ``dtype`` against the reference, module by module, batch by batch."""
+    target, images, size = config.target, job.image_batch().tensor, config.target.batch_size
+    with create_runner(target.runtime, job.target_model.model, job.device, dtype, target.channels_last) as runner:
+        cast = TargetCast(job.device, DTYPES[dtype], target.channels_last)
+        batches = (images[i : i + size] for i in range(0, images.shape[0], size))
+        return (compare_layers(job.loaded.model, runner.module, batches, judge_by, config.modes, cast,
+                               runner.to_device, job.device, memory), runner.describe())
+
+
+def _document(job: JobContext, images: ImageBatch, batch_size: int, comparison: LayerComparison,
+              structural: LayerComparison | None, runner_settings: dict[str, Any]) -> dict[str, Any]:
+    """layers.json: the shared header, the inputs, the comparison and the strict fp32 pass if one ran."""
+    target = target_record(job, runner_settings) | {"weights": weights_record(job.target_model.weights),
+                                                    "weights_same_as_reference": not job.separate_target}
+    header = DocumentHeader.of(SCHEMA_VERSION, job, model=model_record(job, num_classes=False), target=target,
+                               reference=REFERENCE | {"weights": weights_record(job.loaded.weights)})
     data = {
-        "schema_version": SCHEMA_VERSION,
         "status": "diverged" if comparison.diverged or (structural and structural.diverged) else "no-divergence",
-        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "wall_time_s": round(time.time() - started, 3),
-        "model": {"name": loaded.name, "head": loaded.head, "num_params": loaded.num_params,
-                  "data_config": data_config.to_json()},
-        "reference": {"device": "cpu", "runtime": "eager", "dtype": "fp32", "weights": _weights_json(loaded.weights)},
-        "target": {"device_requested": config.device, "device": str(device), "fp32_math": numeric.fp32_math,
-                   "numeric_settings": numeric.effective, **runner_settings,
-                   "weights": _weights_json(target.weights), "weights_same_as_reference": target is loaded},
-        "environment": describe_environment(device),
-        "inputs": {"num_images": count, "batch_size": size, "images": [str(p) for p in images.paths],
+        **header.to_json(),
+        "inputs": {"num_images": int(images.tensor.shape[0]), "batch_size": batch_size,
+                   "images": [str(p) for p in images.paths],
                    "skipped": [{"path": str(p), "reason": r} for p, r in images.skipped]},
         **comparison.to_json(),
     }
     if structural is not None:  # the modules of the same target in strict fp32, judged by the fp32 criteria
         data["structural"] = {"dtype": "fp32", "criteria": "fp32", "diverged": structural.diverged,
                               "first_divergent": structural.to_json()["first_divergent"]}
-    result = LayersResult(data, comparison)
-    result.artifacts = write_layer_artifacts(Path(config.out_dir), data)
-    for mode in config.modes:
-        _logger.info("layers: first divergent module (%s): %s", mode, result.first_divergent(mode) or "none")
-    if structural is not None:
-        _logger.info("layers: strict fp32 pass of the same target: %s", "diverged" if structural.diverged else "clean")
-    return result
+    return data
 
 
 def describe_first_divergent(result: LayersResult) -> list[str]:
@@ -149,4 +139,4 @@ def describe_first_divergent(result: LayersResult) -> list[str]:
     return lines
 
 
-__all__ = ["LayersResult", "describe_first_divergent", "load_target_model", "run_layers"]
+__all__ = ["LayersResult", "describe_first_divergent", "run_layers"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from .. import errors
-from ..arguments import add_model_arguments, add_target_weights_argument
-from ..devices import FP32_MATH_MODES
+from ..arguments import (add_criterion_argument, add_input_arguments, add_model_arguments, add_out_dir_argument,
+                         add_target_arguments, add_target_weights_argument, spec_from_args, target_from_args)
 from .config import MODES, LayersConfig
 
 EPILOG = ("exit codes: 0 no module diverges, 1 a divergent module was found, 2 bad usage/input/environment, "
@@ -23,46 +23,26 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
     add_target_weights_argument(model)
 
     data = parser.add_argument_group("inputs")
-    data.add_argument("--images", nargs="+", metavar="PATH",
-                      help="image files and/or folders (searched recursively); default: the bundled samples/")
-    data.add_argument("--skip-bad-images", action="store_true", help="warn about and skip unreadable images")
-    data.add_argument("--test-size", action="store_true", help="use the pretrained config's test input size and crop")
-    data.add_argument("--batch-size", type=int, default=d.batch_size,
+    add_input_arguments(data)
+    data.add_argument("--batch-size", type=int, default=d.target.batch_size,
                       help="images per batch; metrics are accumulated over batches, so the result does not depend "
                            "on it, only the memory does (default: %(default)s)")
 
-    target = parser.add_argument_group("target")
-    target.add_argument("--device", default=d.device, help="auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps (default: auto)")
-    target.add_argument("--runtime", default=d.runtime,
-                        help="how the target runs the model; only eager is supported by layers (default: %(default)s)")
-    target.add_argument("--dtype", default=d.dtype, choices=("fp32", "fp16", "bf16"),
-                        help="target precision; the reference is always CPU fp32 (default: %(default)s)")
-    target.add_argument("--channels-last", action="store_true", help="run the target in channels-last memory format")
-    target.add_argument("--fp32-math", default=d.fp32_math, choices=FP32_MATH_MODES,
-                        help="strict: IEEE fp32; fast: allow TF32 (CUDA) / HF32 (Ascend) (default: %(default)s)")
+    add_target_arguments(parser.add_argument_group("target"),
+                         runtime_help="how the target runs the model; only eager is supported by layers (default: "
+                                      "%(default)s)")
 
     judge = parser.add_argument_group("comparison")
     judge.add_argument("--mode", default="both", choices=tuple(_MODE_CHOICES),
                        help="chained: each side runs its own forward (error accumulates); isolated: each target "
                             "module gets the reference's input (its own error); both (default)")
-    judge.add_argument("--criterion", action="append", metavar="KEY=VALUE",
-                       help="override a threshold of the target precision's criteria; layers uses max_rel_l2 and "
-                            "min_cosine (repeatable)")
-    parser.add_argument("--out-dir", default=d.out_dir,
-                        help="layers.json, layers.csv, layers.md and layers.png go here (default: %(default)s)")
+    add_criterion_argument(judge, "override a threshold of the target precision's criteria; layers uses max_rel_l2 "
+                                  "and min_cosine (repeatable)")
+    add_out_dir_argument(parser, "layers.json, layers.csv, layers.md and layers.png go here (default: %(default)s)")
 
 
 def config_from_args(args: argparse.Namespace) -> LayersConfig:
-    from ..criteria import parse_criterion_flags
-
-    return LayersConfig(
-        model=args.model, weights=args.weights, target_weights=args.target_weights,
-        require_pretrained=args.require_pretrained, hub_timeout_s=args.hub_timeout, images=tuple(args.images or ()),
-        skip_bad_images=args.skip_bad_images, test_size=args.test_size, features=args.features, device=args.device,
-        runtime=args.runtime, dtype=args.dtype, channels_last=args.channels_last, fp32_math=args.fp32_math,
-        batch_size=args.batch_size, criteria=tuple(parse_criterion_flags(args.criterion).items()),
-        modes=_MODE_CHOICES[args.mode], out_dir=args.out_dir, seed=args.seed,
-    )
+    return LayersConfig(spec=spec_from_args(args), target=target_from_args(args), modes=_MODE_CHOICES[args.mode])
 
 
 def _cmd_layers(args: argparse.Namespace) -> int:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -12,19 +10,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import check_writable_dir
-from .config import RunConfig
-from ..criteria import criteria_for, effective_precision
-from ..devices import apply_numeric_settings, resolve_device
-from ..errors import RuntimeUnavailableError, UsageError
-from ..latency import make_batch, measure_latency
-from ..models import LoadedModel, load_model, load_target_model
-from ..parity import compare_outputs
-from ..preprocess import ImageBatch, ImageStream, data_config_for, discover_images, load_images, make_transform
+from ..errors import RuntimeUnavailableError
+from ..job.context import JobContext, open_job
+from ..job.spec import Target, with_overrides
+from ..latency import LatencyReport, make_batch, measure_latency
+from ..parity import ParityResult, compare_outputs
+from ..preprocess import ImageBatch, ImageStream, load_images
 from ..proofs import StructuralProof, baseline_outputs, check_not_fp32, nonfinite_weights, structural_proof
-from .report import write_artifacts
 from ..resources import check_batch_fits
 from ..runners import Runner, create_runner, infer_all
+from .config import RunConfig
+from .report import write_artifacts
 from .summary import build_summary
 
 _logger = logging.getLogger(__name__)
@@ -44,104 +40,115 @@ class RunResult:
         return self.summary["status"] == "passed"
 
 
-def validate(config: RunConfig) -> None:
-    for name in ("batch_size", "iters", "streams"):
-        if getattr(config, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} {getattr(config, name)}: must be at least 1")
-    if config.micro_batch is not None and config.micro_batch < 1:
-        raise UsageError(f"--micro-batch {config.micro_batch}: must be at least 1")
-    if config.warmup < 0:
-        raise UsageError(f"--warmup {config.warmup}: must be at least 0")
-    if not math.isfinite(config.hub_timeout_s) or config.hub_timeout_s <= 0:  # nan compares false with anything
-        raise UsageError(f"--hub-timeout {config.hub_timeout_s}: must be positive")
+@dataclass
+class _Outputs:
+    """What the runners produced: both sides' outputs, the same-precision baseline, the latency, the settings."""
+
+    reference: np.ndarray
+    target: np.ndarray
+    baseline: np.ndarray | None
+    latency: LatencyReport
+    runner_settings: dict[str, Any]
 
 
 def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
-    """Run the whole job and write the artifacts; ``overrides`` replace fields of ``config``."""
-    config = replace(config or RunConfig(), **overrides)
-    validate(config)
-    check_writable_dir(config.out_dir, "--out-dir")  # before minutes of compute, not after
-    started = time.time()
-    device = resolve_device(config.device)
-    numeric = apply_numeric_settings(device, config.fp32_math)
-    precision = effective_precision(config.dtype, config.fp32_math, device.type)
-    criteria = criteria_for(precision, dict(config.criteria))
-
-    image_paths = discover_images(list(config.images))  # a missing input fails before the weights are read
-    loaded = load_model(config.model, config.head, config.weights, config.require_pretrained,
-                        config.hub_timeout_s, config.seed)
-    target_model = load_target_model(config) if config.target_weights else loaded
-    data_config = data_config_for(loaded.model, config.test_size)
-    check_batch_fits(config.batch_size, data_config.values["input_size"])  # before any image is decoded
-    batch = ImageStream(image_paths, make_transform(data_config), config.skip_bad_images)
-    _logger.info("%d image file(s) at %s, %s on %s (%s, fp32 math %s)", len(image_paths),
-                 "x".join(map(str, data_config.values["input_size"])), loaded.name, device, config.dtype,
-                 config.fp32_math)
-
-    auto = None
-    if config.runtime == "auto":  # the fastest runtime passing parity at this dtype and batch size (bench pick)
-        from ..bench.pick import resolve_auto
-
-        auto = resolve_auto(config, loaded, make_batch(batch.head(config.batch_size), config.batch_size), device)
-        config = replace(config, runtime=auto.runtime, channels_last=auto.channels_last, streams=auto.streams,
-                         micro_batch=auto.micro_batch)
-    # Built first: an unsupported runtime/dtype/flag combination is an error before the reference is computed.
-    def make_target(dtype: str) -> Runner:
-        return create_runner(config.runtime, target_model.model, device, dtype, config.channels_last,
-                             streams=config.streams, micro_batch=config.micro_batch)
-
-    def infer(runner: Runner) -> np.ndarray:
-        return infer_all(runner, batch.batches(config.batch_size))
-
-    target_runner = make_target(config.dtype)
-    with create_runner("eager", loaded.model, torch.device("cpu"), "fp32") as reference_runner:
-        reference = infer(reference_runner)
-    baseline = baseline_outputs(loaded.model, config.dtype, infer)  # a correct implementation of the precision
-    timed_batch = make_batch(batch.head(config.batch_size), config.batch_size)  # real images, cycled if fewer
-    with target_runner:
-        target_runner.warm_up(timed_batch)  # export/compile: setup_s, not latency
-        target = infer(target_runner)
-        latency = measure_latency(target_runner, timed_batch, config.warmup, config.iters)
-        runner_settings = target_runner.describe() | ({"auto": auto.to_json()} if auto else {})
-
-    check_not_fp32(config.dtype, target, reference)  # even without the structural proof
-    names = [str(p) for p in batch.paths]
-    is_classifier = config.head == "classifier"
-    weights = {"reference": loaded.model} | ({"target": target_model.model} if target_model is not loaded else {})
-    parity = compare_outputs(reference, target, criteria, is_classifier, baseline=baseline, sample_names=names,
-                             nonfinite_weights=nonfinite_weights(weights))
-    proof = structural_proof(precision, config.structural_proof, lambda: make_target("fp32"), device,
-                             config.fp32_math, infer, reference, target, is_classifier, names)
-    summary = build_summary(config, loaded, data_config, batch, device, numeric, runner_settings, parity, latency,
-                            output_shape=list(target.shape), wall_s=time.time() - started)
-    _add_proofs(summary, proof, target_model if target_model is not loaded else None, Path(config.out_dir))
+    """Run the whole job and write the artifacts; ``overrides`` (flat flag names) replace fields of ``config``."""
+    config = with_overrides(config or RunConfig(), **overrides)
+    config.validate()  # before minutes of compute, not after
+    job = open_job(config.spec)
+    stream = _image_stream(job, config.target)
+    target, auto = _choose_target(job, config, stream)
+    outputs = _infer_and_time(job, config, target, stream, auto)
+    parity = _parity(job, target, stream, outputs)
+    proof = structural_proof(job.precision(target.dtype), config.structural_proof,
+                             lambda: _target_runner(job, target, "fp32"), job.device, job.spec.fp32_math,
+                             lambda runner: _infer(runner, stream, target), outputs.reference, outputs.target,
+                             parity.is_classifier, [str(p) for p in stream.paths])
+    summary = build_summary(job, stream, outputs.runner_settings, parity, outputs.latency,
+                            output_shape=list(outputs.target.shape))
+    _add_proofs(summary, proof, job, Path(job.spec.out_dir))
     if config.layers_on_fail and summary["status"] == "failed":
-        summary["layer_report"] = _localise(config, loaded, batch)
-    result = RunResult(summary, reference, target)
-    result.artifacts = write_artifacts(Path(config.out_dir), summary, reference if config.save_outputs else None,
-                                       target if config.save_outputs else None)
+        summary["layer_report"] = _localise(job, target, stream)
+    saved = (outputs.reference, outputs.target) if config.save_outputs else (None, None)
+    result = RunResult(summary, outputs.reference, outputs.target)
+    result.artifacts = write_artifacts(Path(job.spec.out_dir), summary, *saved)
     return result
 
 
-def _add_proofs(summary: dict[str, Any], proof: StructuralProof, target_model: LoadedModel | None,
-                out_dir: Path) -> None:
+def _image_stream(job: JobContext, target: Target) -> ImageStream:
+    """The run's images, decoded batch by batch; a batch that cannot fit is refused before any image is decoded."""
+    check_batch_fits(target.batch_size, job.input_size)
+    _logger.info("%d image file(s) at %s, %s on %s (%s, fp32 math %s)", len(job.image_paths),
+                 "x".join(map(str, job.input_size)), job.loaded.name, job.device, target.dtype, job.spec.fp32_math)
+    return job.image_stream()
+
+
+def _choose_target(job: JobContext, config: RunConfig, stream: ImageStream) -> tuple[Target, Any]:
+    """The target as asked, or for ``--runtime auto`` the fastest configuration passing parity (bench's pick)."""
+    target = config.target
+    if target.runtime != "auto":
+        return target, None
+    from ..bench.pick import resolve_auto
+
+    auto = resolve_auto(job, target, make_batch(stream.head(target.batch_size), target.batch_size),
+                        warmup=config.warmup, iters=config.iters)
+    return auto.applied_to(target), auto
+
+
+def _target_runner(job: JobContext, target: Target, dtype: str) -> Runner:
+    return create_runner(target.runtime, job.target_model.model, job.device, dtype, target.channels_last,
+                         **target.runner_options())
+
+
+def _infer(runner: Runner, stream: ImageStream, target: Target) -> np.ndarray:
+    return infer_all(runner, stream.batches(target.batch_size))
+
+
+def _infer_and_time(job: JobContext, config: RunConfig, target: Target, stream: ImageStream,
+                    auto: Any) -> _Outputs:
+    """Reference, same-precision baseline, target outputs and latency, each runner opened once."""
+    # Built first: an unsupported runtime/dtype/flag combination is an error before the reference is computed.
+    target_runner = _target_runner(job, target, target.dtype)
+    with create_runner("eager", job.loaded.model, torch.device("cpu"), "fp32") as reference_runner:
+        reference = _infer(reference_runner, stream, target)
+    # a correct implementation of the precision
+    baseline = baseline_outputs(job.loaded.model, target.dtype, lambda runner: _infer(runner, stream, target))
+    timed_batch = make_batch(stream.head(target.batch_size), target.batch_size)  # real images, cycled if fewer
+    with target_runner:
+        target_runner.warm_up(timed_batch)  # export/compile: setup_s, not latency
+        outputs = _infer(target_runner, stream, target)
+        latency = measure_latency(target_runner, timed_batch, config.warmup, config.iters)
+        runner_settings = target_runner.describe() | ({"auto": auto.to_json()} if auto else {})
+    check_not_fp32(target.dtype, outputs, reference)  # even without the structural proof
+    return _Outputs(reference, outputs, baseline, latency, runner_settings)
+
+
+def _parity(job: JobContext, target: Target, stream: ImageStream, outputs: _Outputs) -> ParityResult:
+    weights = {"reference": job.loaded.model} | ({"target": job.target_model.model} if job.separate_target else {})
+    return compare_outputs(outputs.reference, outputs.target, job.criteria_for(target.dtype),
+                           job.spec.head == "classifier", baseline=outputs.baseline,
+                           sample_names=[str(p) for p in stream.paths], nonfinite_weights=nonfinite_weights(weights))
+
+
+def _add_proofs(summary: dict[str, Any], proof: StructuralProof, job: JobContext, out_dir: Path) -> None:
     """The structural proof (its failure fails the run), the target-side checkpoint, and a power report if any."""
     summary["structural_proof"] = proof.to_json()
-    if target_model is not None:
-        summary["target_weights"] = asdict(target_model.weights) | {"flag": "--target-weights"}
+    if job.separate_target:
+        summary["target_weights"] = asdict(job.target_model.weights) | {"flag": "--target-weights"}
     if proof.failed:
         summary["status"] = "failed"
     if (out_dir / "power.md").is_file():  # written by `accelport power` into the same folder
         summary["power_report"] = "power.md"
 
 
-def _localise(config: RunConfig, loaded: LoadedModel, stream: ImageStream) -> str | None:
-    """Parity failed: run the layer comparison on the same model and images, for report.md to link."""
+def _localise(job: JobContext, target: Target, stream: ImageStream) -> str | None:
+    """Parity failed: run the layer comparison on the same job (model, images, target), for report.md to link."""
     from ..layers import LayersConfig, run_layers
 
     images = ImageBatch(load_images(stream.paths, stream.transform).tensor, stream.paths, stream.skipped)
     try:
-        run_layers(LayersConfig.from_run_config(config), loaded=loaded, images=images)
+        run_layers(LayersConfig(spec=job.spec, target=target), job=replace(job, images=images,
+                                                                          image_paths=list(stream.paths)))
     except RuntimeUnavailableError as exc:  # e.g. an ONNX Runtime target: say why, keep the run's own result
         _logger.warning("layer comparison not run: %s", exc)
         return None

@@ -5,60 +5,51 @@ from __future__ import annotations
 import argparse
 
 from .. import errors
-from ..arguments import add_model_arguments, add_target_weights_argument
-from ..devices import FP32_MATH_MODES
+from ..arguments import (add_criterion_argument, add_input_arguments, add_model_arguments, add_out_dir_argument,
+                         add_target_arguments, add_target_weights_argument, spec_from_args, target_from_args)
+from ..job.spec import RUNTIME_OPTIONS
 from .config import RunConfig
 
 EPILOG = "exit codes: 0 ran and passed, 1 ran and parity failed, 2 bad usage/input/environment, 3 internal error"
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of ``accelport run`` / ``python inference.py`` (other commands reuse the model and input ones)."""
+    """The flags of ``accelport run`` / ``python inference.py``: the shared groups plus the run's own."""
     defaults = RunConfig()
     model = parser.add_argument_group("model and weights")
     add_model_arguments(model)
     add_target_weights_argument(model)
 
-    data = parser.add_argument_group("inputs")
-    data.add_argument("--images", nargs="+", metavar="PATH",
-                      help="image files and/or folders (searched recursively); default: the bundled samples/")
-    data.add_argument("--skip-bad-images", action="store_true",
-                      help="warn about and skip unreadable images instead of failing")
-    data.add_argument("--test-size", action="store_true",
-                      help="use the pretrained config's test input size and crop (timm validate.py) instead of the "
-                           "train size (timm inference.py)")
+    add_input_arguments(parser.add_argument_group("inputs"),
+                        skip_bad_help="warn about and skip unreadable images instead of failing",
+                        test_size_help="use the pretrained config's test input size and crop (timm validate.py) "
+                                       "instead of the train size (timm inference.py)")
 
     target = parser.add_argument_group("target")
-    target.add_argument("--device", default=defaults.device,
-                        help="auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps; auto takes NPU, CUDA, XPU, MPS, then CPU "
-                             "(default: %(default)s)")
-    target.add_argument("--runtime", default=defaults.runtime,
-                        help="eager (PyTorch), compile (TorchInductor), onnxruntime, openvino, or auto (the fastest "
-                             "configuration that passes parity, from a bench sweep) (default: %(default)s)")
-    target.add_argument("--dtype", default=defaults.dtype, choices=("fp32", "fp16", "bf16"),
-                        help="target precision; the reference is always CPU fp32 (default: %(default)s)")
-    target.add_argument("--channels-last", action="store_true", help="run the target in channels-last memory format")
-    target.add_argument("--streams", type=int, default=defaults.streams, metavar="N",
+    add_target_arguments(
+        target, device_help="auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps; auto takes NPU, CUDA, XPU, MPS, then CPU "
+                            "(default: %(default)s)",
+        runtime_help="eager (PyTorch), compile (TorchInductor), onnxruntime, openvino, or auto (the fastest "
+                     "configuration that passes parity, from a bench sweep) (default: %(default)s)",
+        fp32_math_help="strict: IEEE fp32 (TF32 and HF32 off); fast: allow TF32 (CUDA) / HF32 (Ascend) "
+                       "(default: %(default)s)")
+    target.add_argument("--streams", type=int, default=RUNTIME_OPTIONS["streams"], metavar="N",
                         help="OpenVINO only: split each batch over N streams that run at the same time, sharing the "
                              "threads (faster at large batch on few cores); needs N <= threads (default: %(default)s)")
-    target.add_argument("--micro-batch", type=int, default=defaults.micro_batch, metavar="M",
+    target.add_argument("--micro-batch", type=int, default=RUNTIME_OPTIONS["micro_batch"], metavar="M",
                         help="OpenVINO only: run each batch as requests of at most M images, queued on the streams "
                              "(default: one request per stream)")
-    target.add_argument("--fp32-math", default=defaults.fp32_math, choices=FP32_MATH_MODES,
-                        help="strict: IEEE fp32 (TF32 and HF32 off); fast: allow TF32 (CUDA) / HF32 (Ascend) "
-                             "(default: %(default)s)")
 
     measure = parser.add_argument_group("measurement")
-    measure.add_argument("--batch-size", type=int, default=defaults.batch_size,
+    measure.add_argument("--batch-size", type=int, default=defaults.target.batch_size,
                          help="batch size for inference and latency (default: %(default)s)")
     measure.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed warm-up iterations (default: 10)")
     measure.add_argument("--iters", type=int, default=defaults.iters, help="timed iterations (default: %(default)s)")
-    measure.add_argument("--criterion", action="append", metavar="KEY=VALUE",
-                         help="override a parity criterion: min_cosine, max_rel_l2, elem_rtol, min_within_share, "
-                              "max_top1_mismatches (repeatable)")
+    add_criterion_argument(measure, "override a parity criterion: min_cosine, max_rel_l2, elem_rtol, "
+                                    "min_within_share, max_top1_mismatches (repeatable)")
 
     output = parser.add_argument_group("output")
-    output.add_argument("--out-dir", default=defaults.out_dir, help="where artifacts go (default: %(default)s)")
+    add_out_dir_argument(output, "where artifacts go (default: %(default)s)")
     output.add_argument("--save-outputs", action="store_true",
                         help="also save reference and target outputs as .npy")
     output.add_argument("--no-structural-proof", dest="structural_proof", action="store_false",
@@ -70,20 +61,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    from ..criteria import parse_criterion_flags
-
-    return RunConfig(
-        model=args.model, weights=args.weights, target_weights=args.target_weights,
-        require_pretrained=args.require_pretrained, structural_proof=args.structural_proof,
-        hub_timeout_s=args.hub_timeout, images=tuple(args.images or ()), skip_bad_images=args.skip_bad_images,
-        test_size=args.test_size, features=args.features, device=args.device, runtime=args.runtime,
-        dtype=args.dtype, channels_last=args.channels_last, streams=args.streams, micro_batch=args.micro_batch,
-        fp32_math=args.fp32_math,
-        batch_size=args.batch_size,
-        warmup=args.warmup, iters=args.iters, criteria=tuple(parse_criterion_flags(args.criterion).items()),
-        out_dir=args.out_dir, save_outputs=args.save_outputs, seed=args.seed,
-        layers_on_fail=args.layers_on_fail,
-    )
+    return RunConfig(spec=spec_from_args(args), target=target_from_args(args), warmup=args.warmup, iters=args.iters,
+                     save_outputs=args.save_outputs, layers_on_fail=args.layers_on_fail,
+                     structural_proof=args.structural_proof)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

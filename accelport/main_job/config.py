@@ -1,42 +1,35 @@
-"""The run's configuration: one frozen dataclass that the CLI builds and the API consumes."""
+"""The run's configuration: the shared job spec and target, plus the run's own measurement and output fields."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..models import DEFAULT_MODEL
+from ..errors import UsageError
+from ..job.spec import JobSpec, Target, with_overrides
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """Everything ``accelport run`` (and ``python inference.py``) does; every field is a CLI flag."""
 
-    model: str = DEFAULT_MODEL
-    weights: str | None = None
-    target_weights: str | None = None  # another checkpoint of the same architecture for the target side only
-    require_pretrained: bool = False
-    hub_timeout_s: float = 3.0
-    images: tuple[str, ...] = ()
-    skip_bad_images: bool = False
-    test_size: bool = False
-    features: bool = False
-    device: str = "auto"
-    runtime: str = "eager"
-    dtype: str = "fp32"
-    channels_last: bool = False
-    streams: int = 1  # OpenVINO: split each batch over this many parallel streams
-    micro_batch: int | None = None  # OpenVINO: requests of at most this many images (default: one per stream)
-    fp32_math: str = "strict"
-    batch_size: int = 1
+    spec: JobSpec = field(default_factory=JobSpec)
+    target: Target = field(default_factory=Target)  # runtime "auto": picked from a bench sweep (bench/pick.py)
     warmup: int = 10
     iters: int = 50
-    criteria: tuple[tuple[str, str], ...] = field(default_factory=tuple)
-    out_dir: str = "logs"
     save_outputs: bool = False
     layers_on_fail: bool = False
     structural_proof: bool = True  # half precision / fp32-fast: also run the target in strict fp32
-    seed: int = 0
 
-    @property
-    def head(self) -> str:
-        return "features" if self.features else "classifier"
+    @classmethod
+    def of(cls, **flat: Any) -> RunConfig:
+        """From the flat flag names of the public API: ``RunConfig.of(model=..., dtype=..., batch_size=8)``."""
+        return with_overrides(cls(), **flat)
+
+    def validate(self) -> None:
+        self.spec.validate()
+        self.target.validate()
+        if self.iters < 1:
+            raise UsageError(f"--iters {self.iters}: must be at least 1")
+        if self.warmup < 0:
+            raise UsageError(f"--warmup {self.warmup}: must be at least 0")

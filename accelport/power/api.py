@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..criteria import criteria_for, effective_precision
-from ..devices import apply_numeric_settings, resolve_device
+from ..criteria import criteria_for
+from ..job.context import open_job
+from ..job.spec import with_overrides
 from ..layers.capture import TargetCast
 from ..layers.compare import compare_layers
-from ..models import load_model
 from ..parity import compare_outputs
 from ..runners import infer_all
-from ..preprocess import data_config_for, discover_images, load_images, make_transform
 from ..proofs import baseline_outputs, nonfinite_weights, structural_proof
 from ..runners import DTYPES, Runner, create_runner
 from .config import PowerConfig, validate
@@ -50,40 +48,36 @@ def _names_fault(first: str | None, fault: Fault) -> bool:
 
 def run_power(config: PowerConfig | None = None, **overrides: Any) -> PowerResult:
     """Inject every standard fault into a copy of the weights, judge each as ``run`` would, and write the report."""
-    config = replace(config or PowerConfig(), **overrides)
+    config = with_overrides(config or PowerConfig(), **overrides)
     validate(config)
-    started = time.time()
-    device = resolve_device(config.device)
-    apply_numeric_settings(device, config.fp32_math)
-    precision = effective_precision(config.dtype, config.fp32_math, device.type)
-    criteria = criteria_for(precision, dict(config.criteria))
-    loaded = load_model(config.model, config.head, config.weights, config.require_pretrained,
-                        config.hub_timeout_s, config.seed)
-    batch = load_images(discover_images(list(config.images)), make_transform(data_config_for(loaded.model,
-                        config.test_size)), config.skip_bad_images)
+    job = open_job(config.spec)
+    batch = job.image_batch()
+    target = config.target
     names = [str(p) for p in batch.paths]
-    is_classifier = config.head == "classifier"
+    is_classifier = job.spec.head == "classifier"
+    precision, criteria = job.precision(target.dtype), job.criteria_for(target.dtype)
 
     def infer(runner: Runner) -> np.ndarray:
-        return infer_all(runner, batch.tensor.split(config.batch_size))
+        return infer_all(runner, batch.tensor.split(target.batch_size))
 
-    with create_runner("eager", loaded.model, torch.device("cpu"), "fp32") as reference_runner:
+    with create_runner("eager", job.loaded.model, torch.device("cpu"), "fp32") as reference_runner:
         reference = infer(reference_runner)  # once, for every fault
-    baseline = baseline_outputs(loaded.model, config.dtype, infer)
+    baseline = baseline_outputs(job.loaded.model, target.dtype, infer)
 
     rows, located = [], {}
-    for fault in standard_faults(loaded.model, config.sizes, config.seed):
-        faulty = fault.model(loaded.model)
+    for fault in standard_faults(job.loaded.model, config.sizes, job.spec.seed):
+        faulty = fault.model(job.loaded.model)
 
         def make(dtype: str, model: torch.nn.Module = faulty) -> Runner:
-            return create_runner(config.runtime, model, device, dtype, config.channels_last)
+            return create_runner(target.runtime, model, job.device, dtype, target.channels_last,
+                                 **target.runner_options())
 
-        with make(config.dtype) as runner:
-            target = infer(runner)
-        parity = compare_outputs(reference, target, criteria, is_classifier, baseline=baseline, sample_names=names,
+        with make(target.dtype) as runner:
+            outputs = infer(runner)
+        parity = compare_outputs(reference, outputs, criteria, is_classifier, baseline=baseline, sample_names=names,
                                  nonfinite_weights=nonfinite_weights({"target": faulty}))
-        proof = structural_proof(precision, True, lambda: make("fp32"), device, config.fp32_math, infer, reference,
-                                 target, is_classifier, names) if np.isfinite(target).all() else None
+        proof = structural_proof(precision, True, lambda: make("fp32"), job.device, job.spec.fp32_math, infer,
+                                 reference, outputs, is_classifier, names) if np.isfinite(outputs).all() else None
         failed = [c.name for c in parity.checks if not c.passed] + (["structural_proof"] if proof and proof.failed
                                                                      else [])
         row = {"kind": fault.kind, "size": fault.size, "parameter": fault.parameter, "module": fault.module,
@@ -91,23 +85,24 @@ def run_power(config: PowerConfig | None = None, **overrides: Any) -> PowerResul
                "worst_sample_rel_l2": parity.to_json()["worst_sample_rel_l2"]}
         if failed and config.locate and fault.kind not in located:
             located[fault.kind] = row
-            row["layers"] = _locate(loaded.model, faulty, batch.tensor[: config.batch_size], criteria, config, device,
-                                    fault)
+            row["layers"] = _locate(job.loaded.model, faulty, batch.tensor[: target.batch_size], criteria, config,
+                                    job.device, fault)
         rows.append(row)
         _logger.info("power: %s %s: %s", fault.kind, fault.size, "detected" if failed else "passed")
-    data = _document(config, loaded.name, precision, criteria.to_json(), rows, len(names), time.time() - started)
-    return PowerResult(data, write_power_artifacts(Path(config.out_dir), data))
+    data = _document(config, job.loaded.name, precision, criteria.to_json(), rows, len(names), job.wall_s())
+    return PowerResult(data, write_power_artifacts(Path(job.spec.out_dir), data))
 
 
 def _locate(reference: torch.nn.Module, faulty: torch.nn.Module, images: torch.Tensor, criteria: Any,
             config: PowerConfig, device: torch.device, fault: Fault) -> dict[str, Any]:
     """Which module the layer comparison names first, in the target's precision and else in strict fp32."""
     result: dict[str, Any] = {}
-    for dtype in dict.fromkeys((config.dtype, "fp32")):
+    dtype_asked, channels_last = config.target.dtype, config.target.channels_last
+    for dtype in dict.fromkeys((dtype_asked, "fp32")):
         target = copy.deepcopy(faulty).to(device, DTYPES[dtype]).eval()  # the fp32 pass needs unrounded weights
-        judge_by = criteria if dtype == config.dtype else criteria_for("fp32")
+        judge_by = criteria if dtype == dtype_asked else criteria_for("fp32")
         comparison = compare_layers(reference, target, [images], judge_by, ("chained", "isolated"),
-                                    TargetCast(device, DTYPES[dtype], config.channels_last))
+                                    TargetCast(device, DTYPES[dtype], channels_last))
         first = {mode: (found[1].key if (found := comparison.first_divergent(mode)) else None)
                  for mode in comparison.modes}
         result = {"dtype": dtype, "first_divergent": first,
@@ -126,7 +121,8 @@ def _document(config: PowerConfig, model: str, precision: str, criteria: dict[st
         entry["tried"].append(row["size"])
         if row["detected"] and not entry["detected"]:
             entry.update(detected=True, smallest_detected=row["size"], layers=row.get("layers"))
-    return {"schema_version": SCHEMA_VERSION, "model": model, "device": config.device, "runtime": config.runtime,
-            "dtype": config.dtype, "precision": precision, "criteria": criteria, "num_images": num_images,
+    return {"schema_version": SCHEMA_VERSION, "model": model, "device": config.spec.device,
+            "runtime": config.target.runtime, "dtype": config.target.dtype, "precision": precision,
+            "criteria": criteria, "num_images": num_images,
             "sizes": list(config.sizes), "wall_time_s": round(wall_s, 3), "summary": list(kinds.values()),
             "faults": rows}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from .. import errors
-from ..arguments import add_model_arguments
-from ..devices import FP32_MATH_MODES
+from ..arguments import (add_criterion_argument, add_input_arguments, add_model_arguments, add_out_dir_argument,
+                         add_target_arguments, spec_from_args, target_from_args)
 from .config import SIZES, PowerConfig
 
 EPILOG = ("exit codes: 0 every fault type detected at some size tried, 1 a fault type was never detected, 2 bad "
@@ -24,35 +24,23 @@ def add_power_arguments(parser: argparse.ArgumentParser) -> None:
     d = PowerConfig()
     add_model_arguments(parser.add_argument_group("model and weights"))
     data = parser.add_argument_group("inputs")
-    data.add_argument("--images", nargs="+", metavar="PATH", help="image files and/or folders; default: samples/")
-    data.add_argument("--skip-bad-images", action="store_true", help="warn about and skip unreadable images")
-    data.add_argument("--test-size", action="store_true", help="use the pretrained config's test input size and crop")
-    data.add_argument("--batch-size", type=int, default=d.batch_size, help="images per batch (default: %(default)s)")
-    target = parser.add_argument_group("target")
-    target.add_argument("--device", default=d.device, help="auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps (default: auto)")
-    target.add_argument("--runtime", default=d.runtime, help="eager, compile, onnxruntime, openvino (default: eager)")
-    target.add_argument("--dtype", default=d.dtype, choices=("fp32", "fp16", "bf16"), help="target precision")
-    target.add_argument("--channels-last", action="store_true", help="run the target in channels-last memory format")
-    target.add_argument("--fp32-math", default=d.fp32_math, choices=FP32_MATH_MODES, help="strict or fast fp32 math")
+    add_input_arguments(data, images_help="image files and/or folders; default: samples/")
+    data.add_argument("--batch-size", type=int, default=d.target.batch_size,
+                      help="images per batch (default: %(default)s)")
+    add_target_arguments(parser.add_argument_group("target"),
+                         runtime_help="eager, compile, onnxruntime, openvino (default: eager)")
     judge = parser.add_argument_group("faults")
     judge.add_argument("--sizes", type=_sizes, default=SIZES, metavar="S1,S2,...",
                        help="relative fault sizes to try (default: 1e-4,1e-3,1e-2,1e-1)")
     judge.add_argument("--no-locate", dest="locate", action="store_false",
                        help="skip the layer comparison on the smallest detected size of each fault type")
-    judge.add_argument("--criterion", action="append", metavar="KEY=VALUE", help="override a criterion, as for run")
-    parser.add_argument("--out-dir", default=d.out_dir, help="power.json, power.md, power.png go here")
+    add_criterion_argument(judge, "override a criterion, as for run")
+    add_out_dir_argument(parser, "power.json, power.md, power.png go here")
 
 
 def config_from_args(args: argparse.Namespace) -> PowerConfig:
-    from ..criteria import parse_criterion_flags
-
-    return PowerConfig(
-        model=args.model, weights=args.weights, require_pretrained=args.require_pretrained,
-        hub_timeout_s=args.hub_timeout, images=tuple(args.images or ()), skip_bad_images=args.skip_bad_images,
-        test_size=args.test_size, features=args.features, device=args.device, runtime=args.runtime, dtype=args.dtype,
-        channels_last=args.channels_last, fp32_math=args.fp32_math, batch_size=args.batch_size,
-        criteria=tuple(parse_criterion_flags(args.criterion).items()), sizes=args.sizes, locate=args.locate,
-        out_dir=args.out_dir, seed=args.seed)
+    return PowerConfig(spec=spec_from_args(args), target=target_from_args(args), sizes=args.sizes,
+                       locate=args.locate)
 
 
 def _cmd_power(args: argparse.Namespace) -> int:

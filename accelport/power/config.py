@@ -3,46 +3,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..atomic import check_writable_dir
 from ..errors import UsageError
-from ..models import DEFAULT_MODEL
+from ..job.spec import JobSpec, Target, with_overrides
 
 SIZES = (1e-4, 1e-3, 1e-2, 1e-1)  # relative noise / shift sizes tried, smallest first
 
 
 @dataclass(frozen=True)
 class PowerConfig:
-    """Every field is a flag of ``accelport power``; the shared ones mean what they mean for ``accelport run``."""
+    """Every field is a flag of ``accelport power``; the shared ones (spec, target) mean what they mean for
+    ``accelport run``."""
 
-    model: str = DEFAULT_MODEL
-    weights: str | None = None
-    require_pretrained: bool = False
-    hub_timeout_s: float = 3.0
-    images: tuple[str, ...] = ()
-    skip_bad_images: bool = False
-    test_size: bool = False
-    features: bool = False
-    device: str = "auto"
-    runtime: str = "eager"
-    dtype: str = "fp32"
-    channels_last: bool = False
-    fp32_math: str = "strict"
-    batch_size: int = 8
-    criteria: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    spec: JobSpec = field(default_factory=JobSpec)
+    target: Target = field(default_factory=lambda: Target(batch_size=8))
     sizes: tuple[float, ...] = SIZES
     locate: bool = True  # also run the layer comparison on the smallest detected size of each fault
-    out_dir: str = "logs"
-    seed: int = 0
 
-    @property
-    def head(self) -> str:
-        return "features" if self.features else "classifier"
+    @classmethod
+    def of(cls, **flat: Any) -> PowerConfig:
+        """From flat flag names: ``PowerConfig.of(model=..., device="cpu", dtype="bf16")``."""
+        return with_overrides(cls(), **flat)
 
 
 def validate(config: PowerConfig) -> None:
-    check_writable_dir(config.out_dir, "--out-dir")
-    if config.batch_size < 1:
-        raise UsageError(f"--batch-size {config.batch_size}: must be at least 1")
+    config.spec.validate()
+    config.target.validate()
     if not config.sizes or any(not 0 < s < 10 for s in config.sizes):
         raise UsageError(f"--sizes {','.join(map(str, config.sizes))}: each must be in (0, 10)")

@@ -6,6 +6,7 @@ import argparse
 
 from ..arguments import add_weight_lookup_arguments
 from ..bench.config import parse_list
+from ..runners import DTYPES
 from .config import DEFAULT_CPU_MEMORY_GB, ZOO_RUNTIMES, ZooConfig
 
 EPILOG = ("exit codes: 0 every cell passed or is explained as unsupported, 1 a cell failed parity, crashed or timed "
@@ -25,7 +26,7 @@ def add_zoo_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"comma-separated, from {', '.join(ZOO_RUNTIMES)} (default: %(default)s); speed-ups are "
                             "over the eager fp32 cell")
     sweep.add_argument("--dtypes", default=",".join(d.dtypes),
-                       help="comma-separated, from fp32, fp16, bf16 (default: %(default)s)")
+                       help=f"comma-separated, from {', '.join(DTYPES)} (default: %(default)s)")
     sweep.add_argument("--pick", action="store_true", help="print each model's fastest passing configuration")
 
     limits = parser.add_argument_group("limits of each cell (one child process per model x runtime x dtype)")

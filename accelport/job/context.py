@@ -1,0 +1,88 @@
+"""``open_job``: the set-up every command shares, done once, in the order that fails fastest.
+
+Device, numeric settings, the images found (a missing input fails before the weights are read), the reference
+model (and the target's, for --target-weights), data config and transform. Commands take what they need from the
+``JobContext``: criteria per dtype, the images as a stream (run) or one tensor (bench, layers, power).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..criteria import Criteria, criteria_for, effective_precision
+from ..devices import NumericSettings, apply_numeric_settings, resolve_device
+from ..models import LoadedModel, load_model, load_target_model
+from ..preprocess import DataConfig, ImageBatch, ImageStream, data_config_for, discover_images, load_images, \
+    make_transform
+from .spec import JobSpec
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class JobContext:
+    """A job opened: the resolved device and settings, the loaded model(s), preprocessing and image files."""
+
+    spec: JobSpec
+    device: torch.device
+    numeric: NumericSettings
+    loaded: LoadedModel
+    target_model: LoadedModel  # ``loaded`` itself unless --target-weights
+    data_config: DataConfig
+    transform: Any
+    image_paths: list[Path]
+    images: ImageBatch | None = None  # decoded once, on demand (``image_batch``), or handed in by the caller
+    started: float = field(default_factory=time.time)
+
+    @property
+    def separate_target(self) -> bool:
+        return self.target_model is not self.loaded
+
+    @property
+    def input_size(self) -> list[int]:
+        return list(self.data_config.values["input_size"])
+
+    def precision(self, dtype: str) -> str:
+        return effective_precision(dtype, self.spec.fp32_math, self.device.type)
+
+    def criteria_for(self, dtype: str) -> Criteria:
+        """The criteria a target in ``dtype`` is judged by on this device, with the spec's --criterion overrides."""
+        return criteria_for(self.precision(dtype), dict(self.spec.criteria))
+
+    def image_stream(self) -> ImageStream:
+        """The images decoded batch by batch (memory holds one batch, whatever the number of images)."""
+        return ImageStream(self.image_paths, self.transform, self.spec.skip_bad_images)
+
+    def image_batch(self) -> ImageBatch:
+        """Every image preprocessed into one tensor, decoded once per job."""
+        if self.images is None:
+            self.images = load_images(self.image_paths, self.transform, self.spec.skip_bad_images)
+        return self.images
+
+    def wall_s(self) -> float:
+        return time.time() - self.started
+
+
+def open_job(spec: JobSpec, *, loaded: LoadedModel | None = None, images: ImageBatch | None = None,
+             device: torch.device | None = None, with_images: bool = True) -> JobContext:
+    """Resolve, load and prepare what ``spec`` names; ``loaded``/``images``/``device`` are reused when given (a
+    failing run hands its own to the layer comparison; eval's device comes from torchrun). ``with_images=False``:
+    the command reads its own inputs (eval's dataset)."""
+    started = time.time()
+    device = device or resolve_device(spec.device)
+    numeric = apply_numeric_settings(device, spec.fp32_math)
+    image_paths = discover_images(list(spec.images)) if with_images and images is None else []  # before weights
+    loaded = loaded or load_model(spec.model, spec.head, spec.weights, spec.require_pretrained, spec.hub_timeout_s,
+                                  spec.seed)
+    target_model = load_target_model(spec) if spec.target_weights else loaded
+    data_config = data_config_for(loaded.model, spec.test_size)
+    job = JobContext(spec, device, numeric, loaded, target_model, data_config, make_transform(data_config),
+                     list(images.paths) if images is not None else image_paths, images, started)
+    _logger.debug("job opened: %s on %s (fp32 math %s)", loaded.name, device, spec.fp32_math)
+    return job

@@ -1,0 +1,110 @@
+"""What a job is about (``JobSpec``) and what it runs on (``Target``): two frozen values every command shares.
+
+Each command's config is ``spec`` (+ ``target`` for single-target commands) + its own fields; ``with_overrides``
+maps the flat keyword names of the public API (``accelport.run(model=..., dtype=..., batch_size=...)``) onto them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, TypeVar
+
+from ..errors import UsageError
+from ..models import DEFAULT_MODEL
+
+# Runtime-specific options a Target carries to its runner (OpenVINO's --streams/--micro-batch). The runner itself
+# checks them (runners/base.py): whether they apply to the runtime and their ranges.
+RUNTIME_OPTIONS: dict[str, Any] = {"streams": 1, "micro_batch": None}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """The model, weights and inputs of a job, where the target runs, how it is judged and where results go."""
+
+    model: str = DEFAULT_MODEL
+    weights: str | None = None
+    target_weights: str | None = None  # another checkpoint of the same architecture for the target side only
+    require_pretrained: bool = False
+    hub_timeout_s: float = 3.0
+    images: tuple[str, ...] = ()
+    skip_bad_images: bool = False
+    test_size: bool = False
+    features: bool = False
+    seed: int = 0
+    device: str = "auto"
+    fp32_math: str = "strict"
+    criteria: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    out_dir: str = "logs"
+
+    @property
+    def head(self) -> str:
+        return "features" if self.features else "classifier"
+
+    def validate(self) -> None:
+        """Every value checked once, before any model is built or any image decoded (exit 2 naming the flag)."""
+        from ..atomic import check_writable_dir
+        from ..criteria import criteria_for
+        from ..devices import FP32_MATH_MODES
+
+        if not math.isfinite(self.hub_timeout_s) or self.hub_timeout_s <= 0:  # nan compares false with anything
+            raise UsageError(f"--hub-timeout {self.hub_timeout_s}: must be positive")
+        if self.fp32_math not in FP32_MATH_MODES:
+            raise UsageError(f"--fp32-math {self.fp32_math!r}: choose one of {', '.join(FP32_MATH_MODES)}")
+        criteria_for("fp32", dict(self.criteria))  # unknown keys and out-of-range values, whatever the precision
+        check_writable_dir(self.out_dir, "--out-dir")  # before minutes of compute, not after
+
+
+@dataclass(frozen=True)
+class Target:
+    """How the target runs the model: runtime, precision, layout, batch size and the runtime's own options."""
+
+    runtime: str = "eager"
+    dtype: str = "fp32"
+    channels_last: bool = False
+    batch_size: int = 1
+    options: tuple[tuple[str, Any], ...] = ()  # (name, value) pairs for the runner; see RUNTIME_OPTIONS
+
+    def option(self, name: str) -> Any:
+        return dict(self.options).get(name, RUNTIME_OPTIONS[name])
+
+    def runner_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``create_runner``: the options set, which the runtime checks."""
+        return dict(self.options)
+
+    def with_options(self, **options: Any) -> Target:
+        """The same target with options changed; an option at its default is dropped (not sent to the runner)."""
+        merged = dict(self.options) | options
+        return replace(self, options=tuple((k, v) for k, v in merged.items() if v != RUNTIME_OPTIONS[k]))
+
+    def validate(self) -> None:
+        from ..runners import DTYPES
+
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size {self.batch_size}: must be at least 1")
+        if self.dtype not in DTYPES:
+            raise UsageError(f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
+
+
+_SPEC_FIELDS = frozenset(f.name for f in fields(JobSpec))
+_TARGET_FIELDS = frozenset(f.name for f in fields(Target)) - {"options"}
+ConfigT = TypeVar("ConfigT")
+
+
+def with_overrides(config: ConfigT, **overrides: Any) -> ConfigT:
+    """``config`` with flat keyword overrides put where they belong: the command's own field of that name, else
+    the spec's, else the target's (runtime options included); any other name is a TypeError, as for a dataclass."""
+    own = {f.name for f in fields(config)} - {"spec", "target"}  # type: ignore[arg-type]
+    changes = {k: overrides.pop(k) for k in list(overrides) if k in own or k in ("spec", "target")}
+    spec = {k: overrides.pop(k) for k in list(overrides) if k in _SPEC_FIELDS}
+    if spec:
+        changes["spec"] = replace(changes.get("spec", config.spec), **spec)  # type: ignore[attr-defined]
+    has_target = hasattr(config, "target")
+    target = {k: overrides.pop(k) for k in list(overrides) if has_target and k in _TARGET_FIELDS}
+    options = {k: overrides.pop(k) for k in list(overrides) if has_target and k in RUNTIME_OPTIONS}
+    if target or options:
+        changes["target"] = replace(changes.get("target", config.target), **target)  # type: ignore[attr-defined]
+        changes["target"] = changes["target"].with_options(**options)
+    if overrides:
+        raise TypeError(f"{type(config).__name__}: unknown field(s) {', '.join(sorted(overrides))}")
+    return replace(config, **changes)  # type: ignore[type-var]
