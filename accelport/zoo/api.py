@@ -19,6 +19,7 @@ from ..evaluation.distributed import DistContext, barrier, broadcast_from_main, 
 from .cell import EXPLAINED, Cell, run_cell
 from .config import DEFAULT_CPU_MEMORY_GB, ZooConfig, child_environment, resolve_models
 from .journal import JOURNAL_NAME, append_row, read_journal, start_journal
+from .plot import write_heatmap
 from .queue import CellQueue
 from .report import build_document, write_outputs
 
@@ -71,7 +72,7 @@ def run_zoo(config: ZooConfig | None = None, **overrides: Any) -> ZooResult:
         if ctx.is_main:
             by_key = {**done, **{f"{r['model']}|{r['runtime']}|{r['dtype']}": r for r in rows}}
             document = build_document(config, models, [by_key[c.key] for c in cells], str(device), ctx.world_size)
-            artifacts = write_outputs(document, Path(config.out_dir), config.plot)
+            artifacts = _write(document, Path(config.out_dir), config.plot)
             explained = all(row["status"] in EXPLAINED for row in document["rows"])
             result = ZooResult(document, EXIT_PASSED if explained else EXIT_PARITY_FAILED, artifacts)
         result.exit_code = broadcast_from_main(ctx, result.exit_code)
@@ -79,6 +80,13 @@ def run_zoo(config: ZooConfig | None = None, **overrides: Any) -> ZooResult:
         return result
     finally:
         shutdown(ctx)
+
+
+def _write(document: dict[str, Any], out_dir: Path, plot: bool) -> dict[str, Path]:
+    """zoo.json, zoo.csv, zoo.md and (matplotlib permitting) zoo.png, each written atomically."""
+    artifacts = write_outputs(document, out_dir)
+    png = write_heatmap(document, out_dir / "zoo.png") if plot else None
+    return artifacts | ({"heatmap": png} if png is not None else {})
 
 
 def _prepare_journal(ctx: DistContext, journal: Path, settings: dict[str, Any],

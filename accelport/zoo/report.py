@@ -132,15 +132,8 @@ def _cell(text: str | None) -> str:
     return (text or "").replace("|", "\\|").replace("\n", " ")
 
 
-def write_outputs(document: dict[str, Any], out_dir: Path, plot: bool = True) -> dict[str, Path]:
-    """zoo.json, zoo.csv, zoo.md and (matplotlib permitting) zoo.png, each written atomically."""
-    from .plot import write_heatmap
-
-    artifacts = {"json": write_json_atomic(out_dir / "zoo.json", document),
-                 "csv": write_text_atomic(out_dir / "zoo.csv", render_csv(document)),
-                 "markdown": write_text_atomic(out_dir / "zoo.md", render_markdown(document))}
-    if plot:
-        png = write_heatmap(document, out_dir / "zoo.png")
-        if png is not None:
-            artifacts["heatmap"] = png
-    return artifacts
+def write_outputs(document: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """zoo.json, zoo.csv and zoo.md, each written atomically (zoo.png: plot.write_heatmap, which uses this module)."""
+    return {"json": write_json_atomic(out_dir / "zoo.json", document),
+            "csv": write_text_atomic(out_dir / "zoo.csv", render_csv(document)),
+            "markdown": write_text_atomic(out_dir / "zoo.md", render_markdown(document))}
