@@ -7,6 +7,7 @@ import argparse
 import logging
 import math
 import sys
+from typing import Any
 
 from .devices import FP32_MATH_MODES
 from .job.spec import RUNTIME_OPTIONS, JobSpec, Target
@@ -72,20 +73,38 @@ def add_input_arguments(group: argparse._ActionsContainer, *, images: bool = Tru
 
 
 def add_device_arguments(group: argparse._ActionsContainer, *, device_help: str = DEVICE_HELP,
-                         fp32_math_help: str = "strict: IEEE fp32; fast: allow TF32 (CUDA) / HF32 (Ascend) "
-                                               "(default: %(default)s)") -> None:
-    """--device and --fp32-math: where the target runs and how strict its fp32 is (every command)."""
+                         fp32_math_help: str | None = "strict: IEEE fp32; fast: allow TF32 (CUDA) / HF32 (Ascend) "
+                                                      "(default: %(default)s)",
+                         runtime_help: str | None = None, runtime_options: bool = False) -> None:
+    """--device, [--runtime, --dtype, --channels-last, [--streams, --micro-batch]], [--fp32-math]: where and how the
+    target runs; the bracketed flags for commands with one target (``runtime_help`` given), None: no such flag."""
     group.add_argument("--device", default=JobSpec.device, help=device_help)
-    group.add_argument("--fp32-math", default=JobSpec.fp32_math, choices=FP32_MATH_MODES, help=fp32_math_help)
+    if runtime_help is not None:
+        group.add_argument("--runtime", default=Target.runtime, help=runtime_help)
+        group.add_argument("--dtype", default=Target.dtype, choices=tuple(DTYPES),
+                           help="target precision; the reference is always CPU fp32 (default: %(default)s)")
+        group.add_argument("--channels-last", action="store_true",
+                           help="run the target in channels-last memory format")
+    if runtime_options:
+        _add_runtime_options(group)
+    if fp32_math_help is not None:
+        group.add_argument("--fp32-math", default=JobSpec.fp32_math, choices=FP32_MATH_MODES, help=fp32_math_help)
 
 
-def add_target_arguments(group: argparse._ActionsContainer, *, runtime_help: str, **device_helps: str) -> None:
-    """--device, --runtime, --dtype, --channels-last, --fp32-math: one target (run, layers, eval, power)."""
-    add_device_arguments(group, **device_helps)
-    group.add_argument("--runtime", default=Target.runtime, help=runtime_help)
-    group.add_argument("--dtype", default=Target.dtype, choices=tuple(DTYPES),
-                       help="target precision; the reference is always CPU fp32 (default: %(default)s)")
-    group.add_argument("--channels-last", action="store_true", help="run the target in channels-last memory format")
+def _add_runtime_options(group: argparse._ActionsContainer) -> None:
+    """OpenVINO's --streams and --micro-batch (checked by the runner, which refuses them on other runtimes)."""
+    group.add_argument("--streams", type=int, default=RUNTIME_OPTIONS["streams"], metavar="N",
+                       help="OpenVINO only: split each batch over N streams that run at the same time, sharing the "
+                            "threads (faster at large batch on few cores); needs N <= threads (default: %(default)s)")
+    group.add_argument("--micro-batch", type=int, default=RUNTIME_OPTIONS["micro_batch"], metavar="M",
+                       help="OpenVINO only: run each batch as requests of at most M images, queued on the streams "
+                            "(default: one request per stream)")
+
+
+def add_target_arguments(group: argparse._ActionsContainer, *, runtime_help: str, **helps: Any) -> None:
+    """--device, --runtime, --dtype, --channels-last, [--streams, --micro-batch], --fp32-math: one target (run,
+    layers, eval, power)."""
+    add_device_arguments(group, runtime_help=runtime_help, **helps)
 
 
 def add_criterion_argument(group: argparse._ActionsContainer, help: str) -> None:  # noqa: A002

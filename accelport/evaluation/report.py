@@ -107,7 +107,14 @@ def render_markdown(doc: dict[str, Any], histogram: str | None) -> str:
     lines += [f"| {row['stage']} | {row['images_per_s']:.1f} | {row['seconds']:.2f} |" for row in tp["stages"]]
     lines += ["", f"The loop waited {tp['data_wait_share'] * 100:.1f} % of its time for the data loader "
                   f"(bottleneck: {tp['bottleneck']})."]
-    lines += ["", "## Worst images (lowest cosine)", "", "| image | label | cosine | rel L2 | reference top-1 | "
+    lines += _worst_lines(doc)
+    return "\n".join(lines) + "\n"
+
+
+def _worst_lines(doc: dict[str, Any]) -> list[str]:
+    """The worst images, the classes with the most top-1 disagreement, and the skipped files."""
+    skipped = doc["dataset"]["skipped"]
+    lines = ["", "## Worst images (lowest cosine)", "", "| image | label | cosine | rel L2 | reference top-1 | "
               "target top-1 |", "|---|---|---|---|---|---|"]
     lines += [f"| {w['path']} | {or_missing(w['label'], 'no label')} | {w['cosine']:.7f} | {w['rel_l2']:.2e} | "
               f"{w['reference_top1_name']} | "
@@ -121,9 +128,9 @@ def render_markdown(doc: dict[str, Any], histogram: str | None) -> str:
                   f"{c['target_correct']} |" for c in doc["classes_most_disagreement"]]
     else:
         lines.append("No class: the target's top-1 equals the reference's on every image.")
-    if data["skipped"]:
-        lines += ["", "## Skipped images", ""] + [f"- `{s['path']}`: {s['reason']}" for s in data["skipped"]]
-    return "\n".join(lines) + "\n"
+    if skipped:
+        lines += ["", "## Skipped images", ""] + [f"- `{s['path']}`: {s['reason']}" for s in skipped]
+    return lines
 
 
 def write_outputs(out_dir: Path, doc: dict[str, Any], cosines: list[float], rel_l2: list[float]) -> dict[str, Path]:

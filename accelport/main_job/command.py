@@ -7,7 +7,6 @@ import argparse
 from .. import errors
 from ..arguments import (add_criterion_argument, add_input_arguments, add_model_arguments, add_out_dir_argument,
                          add_target_arguments, add_target_weights_argument, spec_from_args, target_from_args)
-from ..job.spec import RUNTIME_OPTIONS
 from .config import RunConfig
 
 EPILOG = "exit codes: 0 ran and passed, 1 ran and parity failed, 2 bad usage/input/environment, 3 internal error"
@@ -32,13 +31,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         runtime_help="eager (PyTorch), compile (TorchInductor), onnxruntime, openvino, or auto (the fastest "
                      "configuration that passes parity, from a bench sweep) (default: %(default)s)",
         fp32_math_help="strict: IEEE fp32 (TF32 and HF32 off); fast: allow TF32 (CUDA) / HF32 (Ascend) "
-                       "(default: %(default)s)")
-    target.add_argument("--streams", type=int, default=RUNTIME_OPTIONS["streams"], metavar="N",
-                        help="OpenVINO only: split each batch over N streams that run at the same time, sharing the "
-                             "threads (faster at large batch on few cores); needs N <= threads (default: %(default)s)")
-    target.add_argument("--micro-batch", type=int, default=RUNTIME_OPTIONS["micro_batch"], metavar="M",
-                        help="OpenVINO only: run each batch as requests of at most M images, queued on the streams "
-                             "(default: one request per stream)")
+                       "(default: %(default)s)", runtime_options=True)
 
     measure = parser.add_argument_group("measurement")
     measure.add_argument("--batch-size", type=int, default=defaults.target.batch_size,

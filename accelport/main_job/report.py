@@ -125,13 +125,25 @@ def render_log(summary: dict[str, Any]) -> str:
 
 def render_report(summary: dict[str, Any]) -> str:
     """report.md: the adaptation report, generated from summary.json."""
+    lines = [*_setup_lines(summary), *_parity_lines(summary), *_sample_lines(summary["samples"]),
+             *_latency_section(summary["latency"])]
+    layers = summary.get("layer_report")
+    if layers:
+        lines += ["", "## Layer-by-layer comparison", f"See [{layers}]({layers})."]
+    if summary.get("power_report"):
+        lines += ["", "## Detection power", f"What this verdict detects: see [{summary['power_report']}]"
+                  f"({summary['power_report']})."]
+    return "\n".join(lines) + "\n"
+
+
+def _setup_lines(summary: dict[str, Any]) -> list[str]:
+    """The verdict, then what ran: model and preprocessing, weights, hardware and software."""
     env, target, weights, model = summary["environment"], summary["target"], summary["weights"], summary["model"]
-    overall, latency = summary["parity"]["overall"], summary["latency"]
     dc = model["data_config"]
     pretrained_note = "" if summary["pretrained_used"] else (
         "\n> **Warning: no pretrained weights were found; this run used a deterministic random init.** "
         "Parity and latency are still meaningful; class predictions are not.\n")
-    lines = [
+    return [
         f"# Adaptation report: {model['name']} on {target['device']}",
         "",
         f"**Verdict: {summary['status'].upper()}** (criteria `{summary['criteria']['precision']}`)",
@@ -160,6 +172,12 @@ def render_report(summary: dict[str, Any]) -> str:
         f"- python {env['python']}, torch {env['torch']}, torchvision {env['torchvision']}, timm {env['timm']}, "
         f"torch_npu {or_missing(env['torch_npu'], 'not installed')}, numpy {env['numpy']}",
         "",
+    ]
+
+
+def _parity_lines(summary: dict[str, Any]) -> list[str]:
+    overall = summary["parity"]["overall"]
+    return [
         "## Parity against the CPU fp32 reference",
         f"{summary['inputs']['num_images']} real image(s).",
         "",
@@ -174,18 +192,26 @@ def render_report(summary: dict[str, Any]) -> str:
         *(f"- {line}" for line in _proof_lines(summary)),
         "",
     ]
-    if summary["samples"] and "reference_top5" in summary["samples"][0]:
-        lines += ["| image | cosine | rel L2 | reference top-1 | target top-1 | top-1 | top-5 |",
-                  "|---|---|---|---|---|---|---|"]
-        for s in summary["samples"]:
-            lines.append(
-                f"| {Path(s['path']).name} | {s['metrics']['cosine_similarity']:.7f} "
-                f"| {s['metrics']['rel_l2_err']:.2e} "
-                f"| {s['reference_top5_labels'][0]} | {s['target_top5_labels'][0]} | "
-                f"{_agreement(s['top1_match'], s['top1_near_tie'])} | "
-                f"{_agreement(s['top5_match'], s['top5_near_tie'])} |")
-        lines.append("")
-    lines += [
+
+
+def _sample_lines(samples: list[dict[str, Any]]) -> list[str]:
+    """A classifier's per-image table (none for features)."""
+    if not samples or "reference_top5" not in samples[0]:
+        return []
+    lines = ["| image | cosine | rel L2 | reference top-1 | target top-1 | top-1 | top-5 |",
+             "|---|---|---|---|---|---|---|"]
+    for s in samples:
+        lines.append(
+            f"| {Path(s['path']).name} | {s['metrics']['cosine_similarity']:.7f} "
+            f"| {s['metrics']['rel_l2_err']:.2e} "
+            f"| {s['reference_top5_labels'][0]} | {s['target_top5_labels'][0]} | "
+            f"{_agreement(s['top1_match'], s['top1_near_tie'])} | "
+            f"{_agreement(s['top5_match'], s['top5_near_tie'])} |")
+    return [*lines, ""]
+
+
+def _latency_section(latency: dict[str, Any]) -> list[str]:
+    lines = [
         "## Latency",
         f"Batch {latency['compute']['batch_size']}, {latency['warmup']} warm-up and {latency['compute']['iters']} "
         "timed iterations, device synchronised after each.",
@@ -197,14 +223,7 @@ def render_report(summary: dict[str, Any]) -> str:
         s = latency[mode]
         lines.append(f"| {mode} | {s['mean_ms']:.3f} | {s['p50_ms']:.3f} | {s['p90_ms']:.3f} | {s['p99_ms']:.3f} | "
                      f"{s['min_ms']:.3f} | {s['std_ms']:.3f} | {s['images_per_s']:.1f} |")
-    lines += ["", _load_line(latency), *_reliability_section(latency.get("reliability") or {})]
-    layers = summary.get("layer_report")
-    if layers:
-        lines += ["", "## Layer-by-layer comparison", f"See [{layers}]({layers})."]
-    if summary.get("power_report"):
-        lines += ["", "## Detection power", f"What this verdict detects: see [{summary['power_report']}]"
-                  f"({summary['power_report']})."]
-    return "\n".join(lines) + "\n"
+    return [*lines, "", _load_line(latency), *_reliability_section(latency.get("reliability") or {})]
 
 
 def _code_or(value: Any, meaning: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import EXIT_PARITY_FAILED, EXIT_PASSED, UsageError
 from ..evaluation.distributed import DistContext, barrier, broadcast_from_main, init_distributed, shutdown
+from ..job.spec import with_overrides
 from .cell import EXPLAINED, Cell, run_cell
 from .config import DEFAULT_CPU_MEMORY_GB, ZooConfig, child_environment, resolve_models
 from .journal import JOURNAL_NAME, append_row, read_journal, start_journal
@@ -43,24 +44,25 @@ def plan_cells(models: list[str], config: ZooConfig) -> list[Cell]:
 
 def journal_settings(config: ZooConfig, device: str) -> dict[str, Any]:
     """What decides a row's result besides its cell: a journal written with other values cannot be resumed."""
-    return {"device": device, "features": config.features, "images": [str(Path(p).resolve()) for p in config.images],
+    spec = config.spec
+    return {"device": device, "features": spec.features, "images": [str(Path(p).resolve()) for p in spec.images],
             "batch_size": config.batch_size, "warmup": config.warmup, "iters": config.iters,
-            "timeout_s": config.timeout_s, "memory_gb": config.memory_gb, "seed": config.seed,
-            "require_pretrained": config.require_pretrained}
+            "timeout_s": config.timeout_s, "memory_gb": config.memory_gb, "seed": spec.seed,
+            "require_pretrained": spec.require_pretrained}
 
 
 def run_zoo(config: ZooConfig | None = None, **overrides: Any) -> ZooResult:
     """Run the sweep; under torchrun every rank calls this and gets the same exit code."""
-    config = replace(config or ZooConfig(), **overrides)
+    config = with_overrides(config or ZooConfig(), **overrides)
     config.validate()
     models = resolve_models(config)
     cells = plan_cells(models, config)
-    ctx, device = init_distributed(config.device, DIST_TIMEOUT_S)
+    ctx, device = init_distributed(config.spec.device, DIST_TIMEOUT_S)
     if config.memory_gb is None:
         config = replace(config, memory_gb=DEFAULT_CPU_MEMORY_GB if device.type == "cpu" else 0.0)
     try:
-        Path(config.out_dir).mkdir(parents=True, exist_ok=True)  # the journal is appended from the first cell on
-        journal = Path(config.out_dir) / JOURNAL_NAME
+        Path(config.spec.out_dir).mkdir(parents=True, exist_ok=True)  # the journal is appended from the first cell on
+        journal = Path(config.spec.out_dir) / JOURNAL_NAME
         settings = journal_settings(config, str(device))
         done = _prepare_journal(ctx, journal, settings, config.resume)
         pending = [cell for cell in cells if cell.key not in done]
@@ -72,7 +74,7 @@ def run_zoo(config: ZooConfig | None = None, **overrides: Any) -> ZooResult:
         if ctx.is_main:
             by_key = {**done, **{f"{r['model']}|{r['runtime']}|{r['dtype']}": r for r in rows}}
             document = build_document(config, models, [by_key[c.key] for c in cells], str(device), ctx.world_size)
-            artifacts = _write(document, Path(config.out_dir), config.plot)
+            artifacts = _write(document, Path(config.spec.out_dir), config.plot)
             explained = all(row["status"] in EXPLAINED for row in document["rows"])
             result = ZooResult(document, EXIT_PASSED if explained else EXIT_PARITY_FAILED, artifacts)
         result.exit_code = broadcast_from_main(ctx, result.exit_code)

@@ -56,13 +56,13 @@ def child_command(cell: Cell, config: ZooConfig, device: str, folder: Path) -> l
     """``accelport run`` for one cell, with the sweep's shared settings."""
     command = [sys.executable, "-m", "accelport", "run", "--model", cell.model, "--runtime", cell.runtime,
                "--dtype", cell.dtype, "--device", device, "--batch-size", str(config.batch_size),
-               "--warmup", str(config.warmup), "--iters", str(config.iters), "--seed", str(config.seed),
-               "--hub-timeout", str(config.hub_timeout_s), "--out-dir", str(folder), "-q"]
-    if config.images:
-        command += ["--images", *[str(Path(p).resolve()) for p in config.images]]
-    if config.features:
+               "--warmup", str(config.warmup), "--iters", str(config.iters), "--seed", str(config.spec.seed),
+               "--hub-timeout", str(config.spec.hub_timeout_s), "--out-dir", str(folder), "-q"]
+    if config.spec.images:
+        command += ["--images", *[str(Path(p).resolve()) for p in config.spec.images]]
+    if config.spec.features:
         command.append("--features")
-    if config.require_pretrained:
+    if config.spec.require_pretrained:
         command.append("--require-pretrained")
     return command
 
@@ -79,7 +79,7 @@ def _limit_child(memory_bytes: int | None) -> None:
 
 def run_cell(cell: Cell, config: ZooConfig, device: str, env: dict[str, str]) -> dict[str, Any]:
     """Run ``cell`` in a child process within the time and memory limits; always returns its row."""
-    folder = cell.folder(Path(config.out_dir))
+    folder = cell.folder(Path(config.spec.out_dir))
     shutil.rmtree(folder, ignore_errors=True)  # a cell cut off by a killed sweep starts clean
     folder.mkdir(parents=True)
     memory = int(config.memory_gb * 1024**3) if config.memory_gb else None

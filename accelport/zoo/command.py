@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..arguments import add_weight_lookup_arguments
+from ..arguments import add_device_arguments, add_out_dir_argument, add_weight_lookup_arguments, spec_from_args
 from ..bench.config import parse_list
 from ..runners import DTYPES
 from .config import DEFAULT_CPU_MEMORY_GB, ZOO_RUNTIMES, ZooConfig
@@ -42,15 +42,14 @@ def add_zoo_arguments(parser: argparse.ArgumentParser) -> None:
     add_weight_lookup_arguments(target)
     target.add_argument("--images", nargs="+", metavar="PATH",
                         help="images for the parity check (default: the bundled samples/)")
-    target.add_argument("--device", default=d.device,
-                        help="auto|cpu|cuda|npu|xpu; under torchrun each rank takes its local device (default: "
-                             "%(default)s)")
+    add_device_arguments(target, device_help="auto|cpu|cuda|npu|xpu; under torchrun each rank takes its local device "
+                                             "(default: %(default)s)", fp32_math_help=None)
     target.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
     target.add_argument("--warmup", type=int, default=d.warmup, help="untimed iterations (default: %(default)s)")
     target.add_argument("--iters", type=int, default=d.iters, help="timed iterations (default: %(default)s)")
 
     output = parser.add_argument_group("output")
-    output.add_argument("--out-dir", default=d.out_dir, help="where results go (default: %(default)s)")
+    add_out_dir_argument(output, "where results go (default: %(default)s)", default=d.spec.out_dir)
     output.add_argument("--resume", action="store_true",
                         help="keep the rows of the journal in --out-dir and run only the other cells")
     output.add_argument("--cache-dir", default=d.cache_dir,
@@ -61,12 +60,11 @@ def add_zoo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> ZooConfig:
     return ZooConfig(
-        models=tuple(args.models), models_file=args.models_file, runtimes=parse_list(args.runtimes, "--runtimes"),
-        dtypes=parse_list(args.dtypes, "--dtypes"), features=args.features, images=tuple(args.images or ()),
-        device=args.device, batch_size=args.batch_size, warmup=args.warmup, iters=args.iters,
-        timeout_s=args.timeout, memory_gb=args.memory_limit, hub_timeout_s=args.hub_timeout,
-        require_pretrained=args.require_pretrained, seed=args.seed, cache_dir=args.cache_dir, out_dir=args.out_dir,
-        resume=args.resume, progress=not args.no_progress, plot=not args.no_plot,
+        spec=spec_from_args(args), models=tuple(args.models), models_file=args.models_file,
+        runtimes=parse_list(args.runtimes, "--runtimes"), dtypes=parse_list(args.dtypes, "--dtypes"),
+        batch_size=args.batch_size, warmup=args.warmup, iters=args.iters, timeout_s=args.timeout,
+        memory_gb=args.memory_limit, cache_dir=args.cache_dir, resume=args.resume, progress=not args.no_progress,
+        plot=not args.no_plot,
     )
 
 

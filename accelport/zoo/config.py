@@ -7,10 +7,12 @@ before any model is loaded or any child is started, so bad input is one exit-2 l
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from ..atomic import check_writable_dir
+from typing import Any
+
 from ..errors import InputError, UsageError
+from ..job.spec import JobSpec, with_overrides
 
 ZOO_RUNTIMES = ("eager", "compile", "onnxruntime", "openvino")
 DEFAULT_CPU_MEMORY_GB = 16.0
@@ -19,15 +21,14 @@ PATTERN_CHARS = "*?["
 
 @dataclass(frozen=True)
 class ZooConfig:
-    """Every field is a flag of ``accelport zoo``."""
+    """Every field is a flag of ``accelport zoo``. The spec's model and weights are per cell (each cell looks its
+    weights up as ``run`` does); its inputs, device, weight lookup, seed and out dir are the sweep's."""
 
+    spec: JobSpec = field(default_factory=lambda: JobSpec(out_dir="logs/zoo"))
     models: tuple[str, ...] = ()  # names or timm.list_models patterns ("convnextv2_*", "*resnet*")
     models_file: str | None = None  # one name or pattern a line; '#' starts a comment
     runtimes: tuple[str, ...] = ZOO_RUNTIMES
     dtypes: tuple[str, ...] = ("fp32",)
-    features: bool = False
-    images: tuple[str, ...] = ()
-    device: str = "auto"
     batch_size: int = 1
     warmup: int = 3
     iters: int = 20
@@ -35,14 +36,15 @@ class ZooConfig:
     # Address-space limit of each child (RLIMIT_AS), GB; 0: none; None: DEFAULT_CPU_MEMORY_GB on the CPU and none
     # on an accelerator (CUDA and other drivers reserve far more virtual address space than they use).
     memory_gb: float | None = None
-    hub_timeout_s: float = 3.0
-    require_pretrained: bool = False
-    seed: int = 0
     cache_dir: str | None = None
-    out_dir: str = "logs/zoo"
     resume: bool = False
     progress: bool = True
     plot: bool = True
+
+    @classmethod
+    def of(cls, **flat: Any) -> ZooConfig:
+        """From flat flag names: ``ZooConfig.of(models=("resnet18",), device="cpu", out_dir="logs/z")``."""
+        return with_overrides(cls(), **flat)
 
     def validate(self) -> None:
         from ..runners import check_runtimes_and_dtypes
@@ -60,7 +62,7 @@ class ZooConfig:
             raise UsageError(f"--timeout {self.timeout_s}: must be positive")
         if self.memory_gb is not None and self.memory_gb < 0:
             raise UsageError(f"--memory-limit {self.memory_gb}: must be positive (GB), or 0 for none")
-        check_writable_dir(self.out_dir, "--out-dir")
+        self.spec.validate()
 
 
 def read_models_file(path: str) -> list[str]:
