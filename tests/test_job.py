@@ -1,0 +1,62 @@
+"""The shared job spec: flat API names land in the right place, each value is checked once, nothing leaks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from accelport.bench.api import intra_op_threads
+from accelport.bench.config import BenchConfig
+from accelport.errors import UsageError
+from accelport.evaluation import EvalConfig
+from accelport.job import JobSpec, Target, with_overrides
+from accelport.main_job.config import RunConfig
+
+
+def test_flat_names_go_to_the_spec_the_target_its_options_or_the_command():
+    config = RunConfig.of(model="resnet18", device="cpu", dtype="bf16", batch_size=4, streams=2, iters=7,
+                          criteria=(("min_cosine", "0.9"),))
+    assert (config.spec.model, config.spec.device, config.spec.criteria) == ("resnet18", "cpu",
+                                                                              (("min_cosine", "0.9"),))
+    assert (config.target.dtype, config.target.batch_size, config.target.option("streams")) == ("bf16", 4, 2)
+    assert config.iters == 7 and config.target.option("micro_batch") is None
+    # bench's own --streams (a list to sweep) and --channels-last mode win over the target's names
+    bench = BenchConfig.of(streams=(1, 4), channels_last="on", device="cpu")
+    assert bench.streams == (1, 4) and bench.channels_last == "on" and bench.spec.device == "cpu"
+
+
+@pytest.mark.parametrize("make", [lambda: RunConfig.of(not_a_field=1), lambda: BenchConfig.of(dtype="bf16"),
+                                  lambda: with_overrides(EvalConfig(data="."), modes=("chained",))])
+def test_a_name_no_part_of_the_config_has_is_a_type_error(make):
+    with pytest.raises(TypeError):
+        make()
+
+
+def test_an_option_at_its_default_is_not_sent_to_the_runner():
+    target = Target(runtime="openvino").with_options(streams=2, micro_batch=None)
+    assert target.runner_options() == {"streams": 2}
+    assert target.with_options(streams=1).runner_options() == {}
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    (JobSpec(hub_timeout_s=float("nan")), "--hub-timeout nan: must be positive"),
+    (JobSpec(fp32_math="loose"), "--fp32-math 'loose'"),
+    (JobSpec(criteria=(("min_cosine", "2"),)), "--criterion min_cosine=2: out of range"),
+])
+def test_the_spec_refuses_each_bad_value_with_its_flag(spec, message, tmp_path):
+    with pytest.raises(UsageError, match=message.replace("(", r"\(")):
+        JobSpec(**{**spec.__dict__, "out_dir": str(tmp_path)}).validate()
+
+
+@pytest.mark.parametrize(("target", "message"), [(Target(batch_size=0), "--batch-size 0: must be at least 1"),
+                                                 (Target(dtype="fp64"), "--dtype 'fp64'")])
+def test_the_target_refuses_each_bad_value_with_its_flag(target, message):
+    with pytest.raises(UsageError, match=message):
+        target.validate()
+
+
+def test_bench_threads_are_restored_after_the_sweep():
+    before = torch.get_num_threads()
+    with intra_op_threads(before + 1) as threads:
+        assert threads == torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
