@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from ..runners import Runner, create_runner, infer_all
 from .config import RunConfig
 from .report import write_artifacts
 from .summary import build_summary
+
+if TYPE_CHECKING:
+    from ..bench.pick import AutoChoice
 
 _logger = logging.getLogger(__name__)
 
@@ -83,7 +87,7 @@ def _image_stream(job: JobContext, target: Target) -> ImageStream:
     return job.image_stream()
 
 
-def _choose_target(job: JobContext, config: RunConfig, stream: ImageStream) -> tuple[Target, Any]:
+def _choose_target(job: JobContext, config: RunConfig, stream: ImageStream) -> tuple[Target, AutoChoice | None]:
     """The target as asked, or for ``--runtime auto`` the fastest configuration passing parity (bench's pick)."""
     target = config.target
     if target.runtime != "auto":
@@ -105,7 +109,7 @@ def _infer(runner: Runner, stream: ImageStream, target: Target) -> np.ndarray:
 
 
 def _infer_and_time(job: JobContext, config: RunConfig, target: Target, stream: ImageStream,
-                    auto: Any) -> _Outputs:
+                    auto: AutoChoice | None) -> _Outputs:
     """Reference, same-precision baseline, target outputs and latency, each runner opened once."""
     # Built first: an unsupported runtime/dtype/flag combination is an error before the reference is computed.
     target_runner = _target_runner(job, target, target.dtype)
@@ -146,9 +150,9 @@ def _localise(job: JobContext, target: Target, stream: ImageStream) -> str | Non
     from ..layers import LayersConfig, run_layers
 
     images = ImageBatch(load_images(stream.paths, stream.transform).tensor, stream.paths, stream.skipped)
+    layers_job = replace(job, images=images, image_paths=list(stream.paths), started=time.time())  # its own clock
     try:
-        run_layers(LayersConfig(spec=job.spec, target=target), job=replace(job, images=images,
-                                                                          image_paths=list(stream.paths)))
+        run_layers(LayersConfig(spec=job.spec, target=target), job=layers_job)
     except RuntimeUnavailableError as exc:  # e.g. an ONNX Runtime target: say why, keep the run's own result
         _logger.warning("layer comparison not run: %s", exc)
         return None
