@@ -94,17 +94,17 @@ ConfigT = TypeVar("ConfigT")
 def with_overrides(config: ConfigT, **overrides: Any) -> ConfigT:
     """``config`` with flat keyword overrides put where they belong: the command's own field of that name, else
     the spec's, else the target's (runtime options included); any other name is a TypeError, as for a dataclass."""
-    own = {f.name for f in fields(config)} - {"spec", "target"}  # type: ignore[arg-type]
-    changes = {k: overrides.pop(k) for k in list(overrides) if k in own or k in ("spec", "target")}
+    current: Any = config  # a command's config dataclass: ``spec``, maybe ``target``, and its own fields
+    own = {f.name for f in fields(current)} - {"spec", "target"}
+    changes: dict[str, Any] = {k: overrides.pop(k) for k in list(overrides) if k in own or k in ("spec", "target")}
     spec = {k: overrides.pop(k) for k in list(overrides) if k in _SPEC_FIELDS}
     if spec:
-        changes["spec"] = replace(changes.get("spec", config.spec), **spec)  # type: ignore[attr-defined]
-    has_target = hasattr(config, "target")
+        changes["spec"] = replace(changes.get("spec", current.spec), **spec)
+    has_target = hasattr(current, "target")
     target = {k: overrides.pop(k) for k in list(overrides) if has_target and k in _TARGET_FIELDS}
     options = {k: overrides.pop(k) for k in list(overrides) if has_target and k in RUNTIME_OPTIONS}
     if target or options:
-        changes["target"] = replace(changes.get("target", config.target), **target)  # type: ignore[attr-defined]
-        changes["target"] = changes["target"].with_options(**options)
+        changes["target"] = replace(changes.get("target", current.target), **target).with_options(**options)
     if overrides:
         raise TypeError(f"{type(config).__name__}: unknown field(s) {', '.join(sorted(overrides))}")
-    return replace(config, **changes)  # type: ignore[type-var]
+    return replace(current, **changes)
