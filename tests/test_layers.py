@@ -229,3 +229,50 @@ def test_layers_config_of_a_run_keeps_its_model_inputs_target_and_criteria():
             config.out_dir, config.head) == (run.weights, run.images, "cuda", "bf16", 8, run.criteria, "logs/run1",
                                              "features")
     assert config.target_weights == "t.safetensors" and config.modes == ("chained", "isolated")
+
+
+@pytest.fixture(scope="module")
+def class_swapped_file(tmp_path_factory, seeded_state, reference, two_images):
+    """The reference's top class of the first photo swapped with its bottom class in head.fc: every output value
+    stays where it was but two, so relative L2 and cosine move little while top-1 flips."""
+    config = timm.data.resolve_model_data_config(reference)
+    from accelport.preprocess import open_rgb
+
+    with torch.no_grad():
+        logits = reference(timm.data.create_transform(**config)(open_rgb(two_images[0]))[None])[0]
+    top, bottom = int(logits.argmax()), int(logits.argmin())
+    state = dict(seeded_state)
+    for key in ("head.fc.weight", "head.fc.bias"):
+        rows = list(range(state[key].shape[0]))
+        rows[top], rows[bottom] = bottom, top
+        state[key] = seeded_state[key][rows].contiguous()
+    path = tmp_path_factory.mktemp("swapped") / "class_swapped.safetensors"
+    save_file(state, str(path))
+    return path
+
+
+# Only the top-1 check can fail: a class swap's rel L2 (~0.3) and cosine (~0.96) pass these, every element share too.
+TOP1_ONLY = ["--criterion", "max_rel_l2=0.5", "--criterion", "min_cosine=0.5", "--criterion", "min_within_share=0"]
+
+
+@pytest.mark.parametrize("target", ["clean", "class swapped"])
+def test_layers_exits_1_exactly_when_run_fails_on_top1_alone(tmp_path, reference_file, class_swapped_file,
+                                                             two_images, target, capsys):
+    """run and layers on the same target and criteria: the same exit code, and layers says which output check
+    failed and where the error grows fastest when no module crosses a limit."""
+    target_file = reference_file if target == "clean" else class_swapped_file
+    common = ["--device", "cpu", "--weights", str(reference_file), "--target-weights", str(target_file),
+              "--images", two_images[0], *TOP1_ONLY]
+    run_rc = main(["run", *common, "--iters", "1", "--warmup", "0", "--out-dir", str(tmp_path / "run"), "-q"])
+    layers_rc = main(["layers", *common, "--mode", "chained", "--out-dir", str(tmp_path / "layers"), "-q"])
+    printed = capsys.readouterr().out
+    assert (run_rc, layers_rc) == ((0, 0) if target == "clean" else (1, 1))
+    if target == "clean":
+        return
+    checks = json.loads((tmp_path / "run" / "summary.json").read_text())["parity"]["checks"]
+    assert [c["name"] for c in checks if not c["passed"]] == ["real_top1_mismatches"]
+    data = json.loads((tmp_path / "layers" / "layers.json").read_text())
+    assert data["status"] == "output-failed" and data["first_divergent"] == {"chained": None}
+    assert data["output_verdict"]["failed_checks"][0].startswith("real_top1_mismatches 1 ")
+    assert data["output_verdict"]["fastest_growth"]["chained"]["module"] == "head.fc"
+    assert "fails run's check(s): real_top1_mismatches" in printed and "grows fastest at chained: head.fc" in printed

@@ -24,6 +24,7 @@ from .compare import LayerComparison, compare_layers
 from .config import LayersConfig, validate
 from .memory import MemoryMonitor
 from .render import write_layer_artifacts
+from .verdict import layers_status, layers_verdict, verdict_lines
 
 _logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class LayersResult:
 
     @property
     def diverged(self) -> bool:
-        return self.data["status"] == "diverged"
+        return self.data["status"] != "no-divergence"  # a module diverges, or run's checks fail the output
 
     def first_divergent(self, mode: str) -> str | None:
         """Name of the first divergent module in ``mode`` ("chained" or "isolated"), or None; in the strict fp32
@@ -95,10 +96,11 @@ def run_layers(config: LayersConfig | None = None, *, loaded: LoadedModel | None
             structural = compare_in("fp32", criteria_for("fp32"))[0]
         finally:
             apply_numeric_settings(device, config.fp32_math)
+    verdict = layers_verdict(config, loaded, target, images, comparison, structural, criteria)  # run's checks
 
     data = {
         "schema_version": SCHEMA_VERSION,
-        "status": "diverged" if comparison.diverged or (structural and structural.diverged) else "no-divergence",
+        "status": layers_status(comparison, structural, verdict),
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": round(time.time() - started, 3),
         "model": {"name": loaded.name, "head": loaded.head, "num_params": loaded.num_params,
@@ -111,6 +113,7 @@ def run_layers(config: LayersConfig | None = None, *, loaded: LoadedModel | None
         "inputs": {"num_images": count, "batch_size": size, "images": [str(p) for p in images.paths],
                    "skipped": [{"path": str(p), "reason": r} for p, r in images.skipped]},
         **comparison.to_json(),
+        "output_verdict": verdict.to_json(),
     }
     if structural is not None:  # the modules of the same target in strict fp32, judged by the fp32 criteria
         data["structural"] = {"dtype": "fp32", "criteria": "fp32", "diverged": structural.diverged,
@@ -146,7 +149,7 @@ def describe_first_divergent(result: LayersResult) -> list[str]:
                 "no divergent module" if first is None else
                 f"first divergent module: {first['module']} ({first['type']}, row {first['index']}): "
                 f"{first['reason']}"))
-    return lines
+    return lines + verdict_lines(result.data)
 
 
 __all__ = ["LayersResult", "describe_first_divergent", "load_target_model", "run_layers"]

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -74,6 +75,7 @@ class LayerComparison:
     criteria: Criteria
     num_images: int
     memory: MemoryReport
+    model_outputs: tuple[np.ndarray, np.ndarray] | None = None  # the (model) row, reference and target, all images
 
     def first_divergent(self, mode: str) -> tuple[int, LayerRow] | None:
         for index, row in enumerate(self.rows):
@@ -124,6 +126,15 @@ class _Collector:
         self.first_image = 0
         self._memory = memory
         self._elem_rtol = elem_rtol
+        self.outputs: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}  # mode -> the (model) row
+
+    def model_outputs(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The whole model's outputs, as ``run`` compares them: chained (the target's own forward) when it ran."""
+        for mode in ("chained", "isolated"):
+            if mode in self.outputs:
+                reference, target = self.outputs[mode]
+                return torch.cat(reference).numpy(), torch.cat(target).numpy()
+        return None
 
     def __call__(self, key: str, name: str, module: nn.Module, reference: Rows | None, target: Rows | None) -> None:
         row = self.rows.get(key)
@@ -140,6 +151,10 @@ class _Collector:
             stats.shape_mismatch = "the target's output holds no tensor with the batch as first dimension"
             return
         stats.update(reference.values, target.values, self.first_image)
+        if key == MODEL_ROW and reference.values.shape == target.values.shape:  # small: logits or pooled features
+            pair = self.outputs.setdefault(self.mode, ([], []))
+            pair[0].append(reference.values.clone())
+            pair[1].append(target.values.clone())
 
 
 def _target_modules(target: nn.Module, names: Iterable[str]) -> dict[str, nn.Module]:
@@ -191,4 +206,4 @@ def compare_layers(
         collector.first_image += batch.shape[0]
         _logger.info("layers: %d image(s) compared", collector.first_image)
     return LayerComparison(list(collector.rows.values()), tuple(modes), criteria, collector.first_image,
-                           memory.report())
+                           memory.report(), collector.model_outputs())
