@@ -277,3 +277,34 @@ def test_layers_exits_1_exactly_when_run_fails_on_top1_alone(tmp_path, reference
     assert data["output_verdict"]["fastest_growth"]["chained"]["module"] == "head.fc"
     assert "fails run's check(s): real_top1_mismatches" in printed and "grows fastest at chained: head.fc" in printed
     assert "fails: real_top1_mismatches" in (tmp_path / "layers" / "layers.md").read_text()
+
+
+def test_a_nan_in_an_unused_weight_fails_the_output_verdict_though_no_module_diverges():
+    """run scans the loaded weights for NaN/Inf; so does layers' verdict, even where no output carries it."""
+    from accelport.layers.verdict import judge_output, layers_status
+
+    torch.manual_seed(0)
+    reference = torch.nn.Sequential(torch.nn.Linear(8, 4)).eval()
+    target = copy.deepcopy(reference)
+    target.register_parameter("unused", torch.nn.Parameter(torch.tensor([1.0, float("nan")])))
+    comparison = compare_layers(reference, target, [torch.randn(2, 8)], criteria_for("fp32"))
+    verdict = judge_output(comparison, None, criteria_for("fp32"), is_classifier=True, names=["a", "b"],
+                           baseline=None, weights={"reference": reference, "target": target})
+    assert not comparison.diverged and layers_status(comparison, None, verdict) == "output-failed"
+    assert [check.name for _, check in verdict.failed_checks()] == ["nonfinite_weights"]
+    assert "target weights: unused (1)" in verdict.to_json()["failed_checks"][0]
+
+
+def test_the_same_precision_baseline_ratio_alone_fails_the_output_verdict(reference, small_photos):
+    """A bf16 target whose every module is within the bf16 criteria, judged against a baseline that is exact:
+    the baseline-ratio check of run fails it, so layers must too."""
+    from accelport.layers.verdict import judge_output, layers_status
+
+    target = copy.deepcopy(reference).to(torch.bfloat16)
+    comparison = compare_layers(reference, target, [small_photos], criteria_for("bf16"), modes=("chained",))
+    exact_baseline = comparison.model_outputs[0]  # as good as the fp32 reference: any bf16 error is > 2x its floor
+    verdict = judge_output(comparison, None, criteria_for("bf16"), is_classifier=True, names=["a", "b"],
+                           baseline=exact_baseline, weights={"reference": reference})
+    assert not comparison.diverged and layers_status(comparison, None, verdict) == "output-failed"
+    assert {check.name for _, check in verdict.failed_checks()} >= {"max_baseline_rel_l2_ratio"}
+    assert verdict.fastest_growth["chained"]["module"]  # where the error grows fastest is named

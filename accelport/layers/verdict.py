@@ -17,10 +17,13 @@ import numpy as np
 import torch
 
 from ..criteria import Check, Criteria, criteria_for
+from ..models import LoadedModel
 from ..parity import ParityResult, compare_outputs
+from ..preprocess import ImageBatch
 from ..proofs import baseline_outputs, nonfinite_weights
 from ..runners import Runner, infer_all
 from .compare import LayerComparison
+from .config import LayersConfig
 
 _logger = logging.getLogger(__name__)
 
@@ -84,8 +87,9 @@ def judge_output(comparison: LayerComparison, structural: LayerComparison | None
     return OutputVerdict(parity, proof, growth)
 
 
-def layers_verdict(config: Any, loaded: Any, target: Any, images: Any, comparison: LayerComparison,
-                   structural: LayerComparison | None, criteria: Criteria) -> OutputVerdict:
+def layers_verdict(config: LayersConfig, loaded: LoadedModel, target: LoadedModel, images: ImageBatch,
+                   comparison: LayerComparison, structural: LayerComparison | None,
+                   criteria: Criteria) -> OutputVerdict:
     """``judge_output`` for ``run_layers``: the baseline, weights and names as ``accelport run`` builds them."""
     batches = [images.tensor[i : i + config.batch_size] for i in range(0, images.tensor.shape[0], config.batch_size)]
 

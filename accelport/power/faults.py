@@ -23,11 +23,20 @@ class Fault:
     def module(self) -> str:
         return self.parameter.rsplit(".", 1)[0]
 
+    def named_by(self, first: str | None) -> bool:
+        """``first`` (a first divergent module) is the faulted module or one of its parents (its block)."""
+        return names_module(first, self.module)
+
     def model(self, reference: nn.Module) -> nn.Module:
         faulty = copy.deepcopy(reference)
         with torch.no_grad():
             self.apply(faulty.get_parameter(self.parameter))
         return faulty
+
+
+def names_module(first: str | None, module: str) -> bool:
+    """Whether a layer comparison that names ``first`` points at ``module``: the module itself or a parent of it."""
+    return first is not None and (first == module or module.startswith(first + "."))
 
 
 def _noise(size: float, seed: int) -> Callable[[torch.Tensor], None]:
