@@ -24,7 +24,7 @@ from .compare import LayerComparison, compare_layers
 from .config import LayersConfig, validate
 from .memory import MemoryMonitor
 from .render import write_layer_artifacts
-from .verdict import layers_status, layers_verdict, verdict_lines
+from .verdict import FAILING, layers_status, layers_verdict, verdict_lines
 
 _logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class LayersResult:
 
     @property
     def diverged(self) -> bool:
-        return self.data["status"] != "no-divergence"  # a module diverges, or run's checks fail the output
+        return self.data["status"] in FAILING  # run's checks fail the model's output (exit 1, as run)
 
     def first_divergent(self, mode: str) -> str | None:
         """Name of the first divergent module in ``mode`` ("chained" or "isolated"), or None; in the strict fp32
@@ -90,7 +90,7 @@ def run_layers(config: LayersConfig | None = None, *, loaded: LoadedModel | None
 
     comparison, runner_settings = compare_in(config.dtype, criteria)
     structural = None
-    if criteria.precision != "fp32" and not comparison.diverged:  # as run's structural proof: strict fp32
+    if criteria.precision != "fp32":  # as run's structural proof, always: the same target in strict fp32
         apply_numeric_settings(device, "strict")
         try:
             structural = compare_in("fp32", criteria_for("fp32"))[0]

@@ -54,6 +54,8 @@ def _first_line(mode: str, first: dict[str, Any] | None, total: int) -> str:
 
 _VERDICTS = {"diverged": "a divergent module was found",
              "output-failed": "no single module crosses a limit, but the model's output fails `accelport run`'s checks",
+             "passed-with-divergent-module": "a module crosses a limit, but the model's output passes every check "
+                                             "of `accelport run` (its error is absorbed downstream): a pass",
              "no-divergence": "no module diverges"}
 
 

@@ -3,8 +3,8 @@
 Module rows say *where*; whether the port fails is the run's verdict on the model's output (the ``(model)`` row):
 ``parity.compare_outputs`` with the same criteria, the same-precision baseline (half precision), the top-1 check and
 the weights scan, plus the structural proof's fp32 judgement of the same row in the strict fp32 pass. So ``layers``
-exits 1 whenever ``run`` on the same target would fail, also when no single module crosses a limit (then it names
-where the error grows fastest).
+exits 1 exactly when ``run`` on the same target would fail: also when no single module crosses a limit (then it
+names where the error grows fastest), and not when a module crosses a limit but the output passes.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from .config import LayersConfig
 
 _logger = logging.getLogger(__name__)
 
-STATUSES = ("diverged", "output-failed", "no-divergence")
+STATUSES = ("diverged", "output-failed", "passed-with-divergent-module", "no-divergence")
+FAILING = ("diverged", "output-failed")  # exit 1, as run's verdict
 
 
 @dataclass
@@ -103,16 +104,24 @@ def layers_verdict(config: LayersConfig, loaded: LoadedModel, target: LoadedMode
 
 
 def layers_status(comparison: LayerComparison, structural: LayerComparison | None, verdict: OutputVerdict) -> str:
-    """``diverged`` (a module crosses a limit), ``output-failed`` (none does, but run's output checks fail) or
-    ``no-divergence``; ``accelport layers`` exits 1 for the first two."""
-    if comparison.diverged or (structural is not None and structural.diverged):
-        return "diverged"
-    return "output-failed" if verdict.failed else "no-divergence"
+    """One of ``STATUSES``; ``accelport layers`` exits 1 for ``FAILING`` ones, exactly when ``run`` would fail.
+
+    A module may cross a limit while the model's output passes every check of ``run`` (a tiny fault whose error
+    the following layers absorb): the module is still named, but the verdict, as ``run``'s, is a pass. Only when the
+    model's output could not be captured do the module rows decide alone.
+    """
+    modules = comparison.diverged or (structural is not None and structural.diverged)
+    if verdict.failed or (verdict.parity is None and modules):
+        return "diverged" if modules else "output-failed"
+    return "passed-with-divergent-module" if modules else "no-divergence"
 
 
 def verdict_lines(data: dict[str, Any]) -> list[str]:
     """Console lines: which of run's output checks fail, and where the error grows fastest when no module diverges."""
     verdict = data.get("output_verdict")
+    if data["status"] == "passed-with-divergent-module":
+        return ["output    the model's output passes every check of run: the divergent module's error is absorbed "
+                "by the layers after it, so the verdict is a pass (exit 0), as run's"]
     if not verdict or verdict["passed"]:
         return []
     lines = ["output    the model's output fails run's check(s): " + "; ".join(verdict["failed_checks"])]
@@ -124,4 +133,4 @@ def verdict_lines(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-__all__ = ["STATUSES", "OutputVerdict", "judge_output", "layers_status", "layers_verdict", "verdict_lines"]
+__all__ = ["FAILING", "STATUSES", "OutputVerdict", "judge_output", "layers_status", "layers_verdict", "verdict_lines"]
