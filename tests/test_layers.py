@@ -275,7 +275,7 @@ def test_layers_exits_1_exactly_when_run_fails_on_top1_alone(tmp_path, reference
     assert data["status"] == "output-failed" and data["first_divergent"] == {"chained": None}
     assert data["output_verdict"]["failed_checks"][0].startswith("real_top1_mismatches 1 ")
     assert data["output_verdict"]["fastest_growth"]["chained"]["module"] == "head.fc"
-    assert "fails run's check(s): real_top1_mismatches" in printed and "grows fastest at chained: head.fc" in printed
+    assert "fails run's check(s): real_top1_mismatches" in printed and "grows fastest at head.fc" in printed
     assert "fails: real_top1_mismatches" in (tmp_path / "layers" / "layers.md").read_text()
 
 
