@@ -308,3 +308,18 @@ def test_the_same_precision_baseline_ratio_alone_fails_the_output_verdict(refere
     assert not comparison.diverged and layers_status(comparison, None, verdict) == "output-failed"
     assert {check.name for _, check in verdict.failed_checks()} >= {"max_baseline_rel_l2_ratio"}
     assert verdict.fastest_growth["chained"]["module"]  # where the error grows fastest is named
+
+
+def test_chained_mode_names_the_module_whose_own_weights_feed_its_activation_child():
+    """timm's BatchNormAct2d normalises with its own weight and bias, then calls its child `act`: a wrong bias shows
+    first in `act`'s output, but the module at fault is the BatchNormAct2d itself, in both modes."""
+    from timm.layers import BatchNormAct2d
+
+    torch.manual_seed(0)
+    reference = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), BatchNormAct2d(8)).eval()
+    target = copy.deepcopy(reference)
+    with torch.no_grad():
+        target[1].bias.add_(0.5)
+    comparison = compare_layers(reference, target, [torch.randn(2, 3, 8, 8)], criteria_for("fp32"))
+    assert {mode: comparison.first_divergent(mode)[1].key for mode in comparison.modes} == {"chained": "1",
+                                                                                            "isolated": "1"}

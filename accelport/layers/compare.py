@@ -46,6 +46,7 @@ class LayerRow:
     output_shape: list[int] | None = None
     stats: dict[str, ModuleStats] = field(default_factory=dict)
     note: str | None = None
+    owns_parameters: bool = True  # parameters of its own, not only its children's (BatchNormAct2d: yes; ReLU: no)
 
     def to_json(self, index: int, modes: tuple[str, ...], criteria: Criteria) -> dict[str, Any]:
         entry: dict[str, Any] = {"index": index, "module": self.key, "type": self.module_type, "depth": self.depth,
@@ -81,8 +82,20 @@ class LayerComparison:
         for index, row in enumerate(self.rows):
             stats = row.stats.get(mode)
             if stats is not None and stats.divergence(self.criteria) is not None:
-                return index, row
+                return self._owner(index, row) if mode == "chained" else (index, row)
         return None
+
+    def _owner(self, index: int, row: LayerRow) -> tuple[int, LayerRow]:
+        """Chained: a parameter-free leaf (an activation) that diverges first got the error from its parent's own
+        code, e.g. timm's BatchNormAct2d normalises with its own weight and bias, then calls its child ``act``: the
+        parent is named, the module whose weights are at fault, not the activation after them."""
+        if not row.is_leaf or row.owns_parameters or "." not in row.key:
+            return index, row
+        parent = row.key.split("#")[0].rsplit(".", 1)[0]
+        for later in range(index + 1, len(self.rows)):  # completion order: the parent comes after its children
+            if self.rows[later].key.split("#")[0] == parent:
+                return (later, self.rows[later]) if self.rows[later].owns_parameters else (index, row)
+        return index, row
 
     def fastest_growth(self, mode: str) -> dict[str, Any] | None:
         """Where the error grows most when no module crosses a limit: chained, the largest rise of the worst-image
@@ -140,7 +153,8 @@ class _Collector:
         row = self.rows.get(key)
         if row is None:
             is_leaf = name != MODEL_ROW and next(module.children(), None) is None
-            row = self.rows[key] = LayerRow(key, type(module).__name__, module_depth(name), is_leaf)
+            row = self.rows[key] = LayerRow(key, type(module).__name__, module_depth(name), is_leaf,
+                                            owns_parameters=next(module.parameters(recurse=False), None) is not None)
         if reference is None:
             row.note = "output holds no tensor with the batch as first dimension: not compared"
             return
