@@ -96,7 +96,8 @@ def run_layers(config: LayersConfig | None = None, *, loaded: LoadedModel | None
             structural = compare_in("fp32", criteria_for("fp32"))[0]
         finally:
             apply_numeric_settings(device, config.fp32_math)
-    verdict = layers_verdict(config, loaded, target, images, comparison, structural, criteria)  # run's checks
+    verdict = layers_verdict(loaded, target, images, comparison, structural, criteria, dtype=config.dtype,  # run's
+                             batch_size=size, is_classifier=config.head == "classifier")  # checks on the output
 
     data = {
         "schema_version": SCHEMA_VERSION,

@@ -23,7 +23,6 @@ from ..preprocess import ImageBatch
 from ..proofs import baseline_outputs, nonfinite_weights
 from ..runners import Runner, infer_all
 from .compare import LayerComparison
-from .config import LayersConfig
 
 _logger = logging.getLogger(__name__)
 
@@ -88,19 +87,19 @@ def judge_output(comparison: LayerComparison, structural: LayerComparison | None
     return OutputVerdict(parity, proof, growth)
 
 
-def layers_verdict(config: LayersConfig, loaded: LoadedModel, target: LoadedModel, images: ImageBatch,
-                   comparison: LayerComparison, structural: LayerComparison | None,
-                   criteria: Criteria) -> OutputVerdict:
+def layers_verdict(loaded: LoadedModel, target: LoadedModel, images: ImageBatch, comparison: LayerComparison,
+                   structural: LayerComparison | None, criteria: Criteria, *, dtype: str, batch_size: int,
+                   is_classifier: bool) -> OutputVerdict:
     """``judge_output`` for ``run_layers``: the baseline, weights and names as ``accelport run`` builds them."""
-    batches = [images.tensor[i : i + config.batch_size] for i in range(0, images.tensor.shape[0], config.batch_size)]
+    batches = [images.tensor[i : i + batch_size] for i in range(0, images.tensor.shape[0], batch_size)]
 
     def infer(runner: Runner) -> np.ndarray:
         return infer_all(runner, batches)
 
     weights = {"reference": loaded.model} | ({"target": target.model} if target is not loaded else {})
-    return judge_output(comparison, structural, criteria, is_classifier=config.head == "classifier",
-                        names=[str(p) for p in images.paths], baseline=baseline_outputs(loaded.model, config.dtype,
-                                                                                        infer), weights=weights)
+    return judge_output(comparison, structural, criteria, is_classifier=is_classifier,
+                        names=[str(p) for p in images.paths], baseline=baseline_outputs(loaded.model, dtype, infer),
+                        weights=weights)
 
 
 def layers_status(comparison: LayerComparison, structural: LayerComparison | None, verdict: OutputVerdict) -> str:
