@@ -23,6 +23,7 @@ from ..preprocess import ImageBatch
 from ..proofs import baseline_outputs, nonfinite_weights
 from ..runners import Runner, infer_all
 from .compare import LayerComparison
+from .stats import describe_check
 
 _logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class OutputVerdict:
 def _describe(where: str, check: Check) -> str:
     prefix = "strict fp32 pass: " if where == "structural" else ""
     detail = f" ({check.detail})" if check.detail else ""
-    return f"{prefix}{check.name} {check.value:.4g} (limit {check.op} {check.threshold:g}){detail}"
+    return f"{prefix}{describe_check(check)}{detail}"
 
 
 def judge_output(comparison: LayerComparison, structural: LayerComparison | None, criteria: Criteria, *,
