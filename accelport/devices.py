@@ -154,6 +154,9 @@ def apply_numeric_settings(device: torch.device, fp32_math: str) -> NumericSetti
     if fp32_math not in FP32_MATH_MODES:
         raise UsageError(f"--fp32-math {fp32_math!r}: choose one of {', '.join(FP32_MATH_MODES)}")
     fast = fp32_math == "fast"
+    if fast and device.type == "cpu":  # issue 11: say plainly that nothing fast happens here
+        _logger.warning("--fp32-math fast: no effect on a CPU target (torch's CPU kernels stay IEEE fp32); judged by "
+                        "the strict fp32 criteria")
     torch.backends.cuda.matmul.allow_tf32 = fast
     torch.backends.cudnn.allow_tf32 = fast
     # Deliberately not torch.set_float32_matmul_precision("high"): it also switches oneDNN's CPU matmuls

@@ -6,6 +6,10 @@ per configuration: status, failed checks, structural proof, worst baseline ratio
 (e.g. ONNX Runtime bf16, OpenVINO bf16 without AVX512-BF16) is listed as refused, not as a pass.
 
     python benchmarks/false_alarms.py --out docs/false_alarms.json [--archs resnet18,...] [--runtimes eager,...]
+
+A reduced sweep (e.g. torch.compile, ~20 s of compilation per configuration on a 2-core CPU) can be added to an
+existing result file: ``--heads logits --batch-sizes 1 --images a.jpg b.png --merge-into docs/false_alarms_cpu.json``
+replaces that file's rows of the swept runtimes and records the reduction under ``reduced_sweeps``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from accelport.errors import RuntimeUnavailableError  # noqa: E402
 ARCHS = ("convnextv2_atto", "resnet18", "vit_tiny_patch16_224", "mobilenetv3_small_050", "levit_128s")
 
 
-def _row(arch: str, runtime: str, dtype: str, batch: int, features: bool, weights: str | None, cache: str) -> dict:
+def _row(arch: str, runtime: str, dtype: str, batch: int, features: bool, weights: str | None, cache: str,
+         images: tuple[str, ...] = ()) -> dict:
     row = {"arch": arch, "runtime": runtime, "dtype": dtype, "batch_size": batch,
            "head": "features" if features else "logits"}
     try:
@@ -34,7 +39,8 @@ def _row(arch: str, runtime: str, dtype: str, batch: int, features: bool, weight
 
             os.environ["ACCELPORT_CACHE_DIR"] = cache
             result = accelport.run(model=arch, weights=weights, device="cpu", runtime=runtime, dtype=dtype,
-                                   batch_size=batch, features=features, iters=1, warmup=0, out_dir=out)
+                                   batch_size=batch, features=features, iters=1, warmup=0, out_dir=out,
+                                   images=images)
     except RuntimeUnavailableError as exc:
         return row | {"status": "refused", "reason": str(exc)[:160]}
     parity = result.summary["parity"]
@@ -46,6 +52,19 @@ def _row(arch: str, runtime: str, dtype: str, batch: int, features: bool, weight
                   "top1_near_ties": parity["top1_near_ties"]}
 
 
+def _merge(args: argparse.Namespace, rows: list[dict]) -> dict:
+    """The previous file's rows of the runtimes not swept now, plus these rows, plus what was reduced and why."""
+    previous = json.loads(Path(args.merge_into).read_text())
+    old_rows = previous["rows"] if isinstance(previous, dict) else previous
+    reduced = previous.get("reduced_sweeps", []) if isinstance(previous, dict) else []
+    swept = set(args.runtimes.split(","))
+    reduced = [r for r in reduced if not set(r["runtimes"]) & swept] + [{
+        "runtimes": sorted(swept), "archs": args.archs.split(","), "dtypes": args.dtypes.split(","),
+        "batch_sizes": [int(b) for b in args.batch_sizes.split(",")], "heads": args.heads.split(","),
+        "images": args.images or "bundled samples", "note": args.note}]
+    return {"rows": [r for r in old_rows if r["runtime"] not in swept] + rows, "reduced_sweeps": reduced}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -53,6 +72,10 @@ def main() -> None:
     parser.add_argument("--runtimes", default="eager,compile,onnxruntime,openvino")
     parser.add_argument("--dtypes", default="fp32,bf16,fp16")
     parser.add_argument("--batch-sizes", default="1,8")
+    parser.add_argument("--heads", default="logits,features")
+    parser.add_argument("--images", nargs="+", default=[], help="default: the bundled samples")
+    parser.add_argument("--merge-into", help="a previous result file: keep its rows of the other runtimes")
+    parser.add_argument("--note", default="", help="why the sweep was reduced (recorded with --merge-into)")
     args = parser.parse_args()
     from checkpoints import seeded_state_dict
     from safetensors.torch import save_file
@@ -65,12 +88,14 @@ def main() -> None:
             for runtime in args.runtimes.split(","):
                 for dtype in args.dtypes.split(","):
                     for batch in map(int, args.batch_sizes.split(",")):
-                        for features in (False, True):
+                        for features in (head == "features" for head in args.heads.split(",")):
                             weights = seeded if arch == "convnextv2_atto" else None
-                            row = _row(arch, runtime, dtype, batch, features, weights, str(Path(tmp) / "cache"))
+                            row = _row(arch, runtime, dtype, batch, features, weights, str(Path(tmp) / "cache"),
+                                       tuple(args.images))
                             print(json.dumps(row), file=sys.stderr, flush=True)
                             rows.append(row)
-    Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
+    document = _merge(args, rows) if args.merge_into else rows
+    Path(args.out).write_text(json.dumps(document, indent=1) + "\n")
     alarms = [r for r in rows if r["status"] == "failed"]
     print(f"{len(rows)} configurations, {sum(r['status'] == 'passed' for r in rows)} passed, "
           f"{sum(r['status'] == 'refused' for r in rows)} refused, {len(alarms)} false alarms")

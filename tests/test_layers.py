@@ -232,3 +232,97 @@ def test_layers_config_of_a_run_keeps_its_model_inputs_target_and_criteria():
             spec.criteria, spec.out_dir, spec.head) == ("w.safetensors", "t.safetensors", ("a.jpg",), "cuda", "bf16",
                                                          8, (("max_rel_l2", "0.2"),), "logs/run1", "features")
     assert target.option("streams") == 2 and config.modes == ("chained", "isolated")
+
+
+@pytest.fixture(scope="module")
+def class_swapped_file(tmp_path_factory, seeded_state, reference, two_images):
+    """The reference's top class of the first photo swapped with its bottom class in head.fc: every output value
+    stays where it was but two, so relative L2 and cosine move little while top-1 flips."""
+    config = timm.data.resolve_model_data_config(reference)
+    from accelport.preprocess import open_rgb
+
+    with torch.no_grad():
+        logits = reference(timm.data.create_transform(**config)(open_rgb(two_images[0]))[None])[0]
+    top, bottom = int(logits.argmax()), int(logits.argmin())
+    state = dict(seeded_state)
+    for key in ("head.fc.weight", "head.fc.bias"):
+        rows = list(range(state[key].shape[0]))
+        rows[top], rows[bottom] = bottom, top
+        state[key] = seeded_state[key][rows].contiguous()
+    path = tmp_path_factory.mktemp("swapped") / "class_swapped.safetensors"
+    save_file(state, str(path))
+    return path
+
+
+# Only the top-1 check can fail: a class swap's rel L2 (~0.3) and cosine (~0.96) pass these, every element share too.
+TOP1_ONLY = ["--criterion", "max_rel_l2=0.5", "--criterion", "min_cosine=0.5", "--criterion", "min_within_share=0"]
+
+
+@pytest.mark.parametrize("target", ["clean", "class swapped"])
+def test_layers_exits_1_exactly_when_run_fails_on_top1_alone(tmp_path, reference_file, class_swapped_file,
+                                                             two_images, target, capsys):
+    """run and layers on the same target and criteria: the same exit code, and layers says which output check
+    failed and where the error grows fastest when no module crosses a limit."""
+    target_file = reference_file if target == "clean" else class_swapped_file
+    common = ["--device", "cpu", "--weights", str(reference_file), "--target-weights", str(target_file),
+              "--images", two_images[0], *TOP1_ONLY]
+    run_rc = main(["run", *common, "--iters", "1", "--warmup", "0", "--out-dir", str(tmp_path / "run"), "-q"])
+    layers_rc = main(["layers", *common, "--mode", "chained", "--out-dir", str(tmp_path / "layers"), "-q"])
+    printed = capsys.readouterr().out
+    assert (run_rc, layers_rc) == ((0, 0) if target == "clean" else (1, 1))
+    if target == "clean":
+        return
+    checks = json.loads((tmp_path / "run" / "summary.json").read_text())["parity"]["checks"]
+    assert [c["name"] for c in checks if not c["passed"]] == ["real_top1_mismatches"]
+    data = json.loads((tmp_path / "layers" / "layers.json").read_text())
+    assert data["status"] == "output-failed" and data["first_divergent"] == {"chained": None}
+    assert data["output_verdict"]["failed_checks"][0].startswith("real_top1_mismatches 1 ")
+    assert data["output_verdict"]["fastest_growth"]["chained"]["module"] == "head.fc"
+    assert "fails run's check(s): real_top1_mismatches" in printed and "grows fastest at head.fc" in printed
+    assert "fails: real_top1_mismatches" in (tmp_path / "layers" / "layers.md").read_text()
+
+
+def test_a_nan_in_an_unused_weight_fails_the_output_verdict_though_no_module_diverges():
+    """run scans the loaded weights for NaN/Inf; so does layers' verdict, even where no output carries it."""
+    from accelport.layers.verdict import judge_output, layers_status
+
+    torch.manual_seed(0)
+    reference = torch.nn.Sequential(torch.nn.Linear(8, 4)).eval()
+    target = copy.deepcopy(reference)
+    target.register_parameter("unused", torch.nn.Parameter(torch.tensor([1.0, float("nan")])))
+    comparison = compare_layers(reference, target, [torch.randn(2, 8)], criteria_for("fp32"))
+    verdict = judge_output(comparison, None, criteria_for("fp32"), is_classifier=True, names=["a", "b"],
+                           baseline=None, weights={"reference": reference, "target": target})
+    assert not comparison.diverged and layers_status(comparison, None, verdict) == "output-failed"
+    assert [check.name for _, check in verdict.failed_checks()] == ["nonfinite_weights"]
+    assert "target weights: unused (1)" in verdict.to_json()["failed_checks"][0]
+
+
+def test_the_same_precision_baseline_ratio_alone_fails_the_output_verdict(reference, small_photos):
+    """A bf16 target whose every module is within the bf16 criteria, judged against a baseline that is exact:
+    the baseline-ratio check of run fails it, so layers must too."""
+    from accelport.layers.verdict import judge_output, layers_status
+
+    target = copy.deepcopy(reference).to(torch.bfloat16)
+    comparison = compare_layers(reference, target, [small_photos], criteria_for("bf16"), modes=("chained",))
+    exact_baseline = comparison.model_outputs[0]  # as good as the fp32 reference: any bf16 error is > 2x its floor
+    verdict = judge_output(comparison, None, criteria_for("bf16"), is_classifier=True, names=["a", "b"],
+                           baseline=exact_baseline, weights={"reference": reference})
+    assert not comparison.diverged and layers_status(comparison, None, verdict) == "output-failed"
+    assert {check.name for _, check in verdict.failed_checks()} >= {"max_baseline_rel_l2_ratio"}
+    assert verdict.fastest_growth["chained"]["module"]  # where the error grows fastest is named
+
+
+def test_chained_mode_names_the_module_whose_own_weights_feed_its_activation_child():
+    """timm's BatchNormAct2d normalises with its own weight and bias, then calls its child `act`: a wrong bias shows
+    first in `act`'s output, but the module at fault is the BatchNormAct2d itself, in both modes."""
+    from timm.layers import BatchNormAct2d
+
+    torch.manual_seed(0)
+    reference = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), BatchNormAct2d(8)).eval()
+    target = copy.deepcopy(reference)
+    with torch.no_grad():
+        target[1].bias.add_(0.5)
+    comparison = compare_layers(reference, target, [torch.randn(2, 3, 8, 8)], criteria_for("fp32"))
+    assert {mode: comparison.first_divergent(mode)[1].key for mode in comparison.modes} == {"chained": "1",
+                                                                                            "isolated": "1"}

@@ -42,5 +42,8 @@ def test_power_reports_smallest_detected_sizes_and_localisation(tmp_path, seeded
     assert summary["noise (middle)"]["smallest_detected"] == 1e-3  # fp32 sees 1e-3 in one tensor
     assert summary["channel swap (middle)"]["layers"]["names_module"]
     assert summary["non-finite value"]["detected"]
-    assert (tmp_path / "power.md").read_text().count("| noise (") >= 3
+    report = (tmp_path / "power.md").read_text()
+    assert report.count("| noise (") >= 3
+    swap = next(line for line in report.splitlines() if line.startswith("| channel swap"))
+    assert "chained: yes, isolated: yes" in swap  # per mode: both modes name the swapped module
     assert (tmp_path / "power.png").stat().st_size > 0

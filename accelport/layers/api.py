@@ -22,6 +22,7 @@ from .compare import LayerComparison, compare_layers
 from .config import LayersConfig, validate
 from .memory import MemoryMonitor
 from .render import write_layer_artifacts
+from .verdict import FAILING, OutputVerdict, layers_status, layers_verdict, verdict_lines
 
 _logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class LayersResult:
 
     @property
     def diverged(self) -> bool:
-        return self.data["status"] == "diverged"
+        return self.data["status"] in FAILING  # run's checks fail the model's output (exit 1, as run)
 
     def first_divergent(self, mode: str) -> str | None:
         """Name of the first divergent module in ``mode`` ("chained" or "isolated"), or None; in the strict fp32
@@ -66,13 +67,16 @@ def run_layers(config: LayersConfig | None = None, *, job: JobContext | None = N
     criteria = job.criteria_for(config.target.dtype)
     comparison, runner_settings = _compare_in(job, config, config.target.dtype, criteria, memory)
     structural = None
-    if criteria.precision != "fp32" and not comparison.diverged:  # as run's structural proof: strict fp32
+    if criteria.precision != "fp32":  # as run's structural proof, always: the same target in strict fp32
         apply_numeric_settings(job.device, "strict")
         try:
             structural = _compare_in(job, config, "fp32", criteria_for("fp32"), memory)[0]
         finally:
             apply_numeric_settings(job.device, job.spec.fp32_math)
-    data = _document(job, images, config.target.batch_size, comparison, structural, runner_settings)
+    verdict = layers_verdict(job.loaded, job.target_model, images, comparison, structural, criteria,  # run's checks
+                             dtype=config.target.dtype, batch_size=config.target.batch_size,  # on the output
+                             is_classifier=job.spec.head == "classifier")
+    data = _document(job, images, config.target.batch_size, comparison, structural, runner_settings, verdict)
     result = LayersResult(data, comparison)
     result.artifacts = write_layer_artifacts(Path(job.spec.out_dir), result.data)
     for mode in config.modes:
@@ -94,19 +98,21 @@ def _compare_in(job: JobContext, config: LayersConfig, dtype: str, judge_by: Cri
 
 
 def _document(job: JobContext, images: ImageBatch, batch_size: int, comparison: LayerComparison,
-              structural: LayerComparison | None, runner_settings: dict[str, Any]) -> dict[str, Any]:
+              structural: LayerComparison | None, runner_settings: dict[str, Any],
+              verdict: OutputVerdict) -> dict[str, Any]:
     """layers.json: the shared header, the inputs, the comparison and the strict fp32 pass if one ran."""
     target = target_record(job, runner_settings) | {"weights": weights_record(job.target_model.weights),
                                                     "weights_same_as_reference": not job.separate_target}
     header = DocumentHeader.of(SCHEMA_VERSION, job, model=model_record(job, num_classes=False), target=target,
                                reference=REFERENCE | {"weights": weights_record(job.loaded.weights)})
     data = {
-        "status": "diverged" if comparison.diverged or (structural and structural.diverged) else "no-divergence",
+        "status": layers_status(comparison, structural, verdict),
         **header.to_json(),
         "inputs": {"num_images": int(images.tensor.shape[0]), "batch_size": batch_size,
                    "images": [str(p) for p in images.paths],
                    "skipped": [{"path": str(p), "reason": r} for p, r in images.skipped]},
         **comparison.to_json(),
+        "output_verdict": verdict.to_json(),
     }
     if structural is not None:  # the modules of the same target in strict fp32, judged by the fp32 criteria
         data["structural"] = {"dtype": "fp32", "criteria": "fp32", "diverged": structural.diverged,
@@ -136,7 +142,7 @@ def describe_first_divergent(result: LayersResult) -> list[str]:
                 "no divergent module" if first is None else
                 f"first divergent module: {first['module']} ({first['type']}, row {first['index']}): "
                 f"{first['reason']}"))
-    return lines
+    return lines + verdict_lines(result.data)
 
 
 __all__ = ["LayersResult", "describe_first_divergent", "run_layers"]

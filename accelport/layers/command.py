@@ -9,7 +9,8 @@ from ..arguments import (add_criterion_argument, add_input_arguments, add_model_
                          add_target_arguments, add_target_weights_argument, spec_from_args, target_from_args)
 from .config import MODES, LayersConfig
 
-EPILOG = ("exit codes: 0 no module diverges, 1 a divergent module was found, 2 bad usage/input/environment, "
+EPILOG = ("exit codes: 0 the model's output passes run's checks, 1 it fails them (as run would), 2 bad "
+          "usage/input/environment, "
           "3 internal error. See docs/layers.md.")
 _MODE_CHOICES = {"both": MODES, "chained": ("chained",), "isolated": ("isolated",)}
 

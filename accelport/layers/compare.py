@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -45,6 +46,7 @@ class LayerRow:
     output_shape: list[int] | None = None
     stats: dict[str, ModuleStats] = field(default_factory=dict)
     note: str | None = None
+    owns_parameters: bool = True  # parameters of its own, not only its children's (BatchNormAct2d: yes; ReLU: no)
 
     def to_json(self, index: int, modes: tuple[str, ...], criteria: Criteria) -> dict[str, Any]:
         entry: dict[str, Any] = {"index": index, "module": self.key, "type": self.module_type, "depth": self.depth,
@@ -74,13 +76,26 @@ class LayerComparison:
     criteria: Criteria
     num_images: int
     memory: MemoryReport
+    model_outputs: tuple[np.ndarray, np.ndarray] | None = None  # the (model) row, reference and target, all images
 
     def first_divergent(self, mode: str) -> tuple[int, LayerRow] | None:
         for index, row in enumerate(self.rows):
             stats = row.stats.get(mode)
             if stats is not None and stats.divergence(self.criteria) is not None:
-                return index, row
+                return self._owner(index, row) if mode == "chained" else (index, row)
         return None
+
+    def _owner(self, index: int, row: LayerRow) -> tuple[int, LayerRow]:
+        """Chained: a parameter-free leaf (an activation) that diverges first got the error from its parent's own
+        code, e.g. timm's BatchNormAct2d normalises with its own weight and bias, then calls its child ``act``: the
+        parent is named, the module whose weights are at fault, not the activation after them."""
+        if not row.is_leaf or row.owns_parameters or "." not in row.key:
+            return index, row
+        parent = row.key.split("#")[0].rsplit(".", 1)[0]
+        for later in range(index + 1, len(self.rows)):  # completion order: the parent comes after its children
+            if self.rows[later].key.split("#")[0] == parent:
+                return (later, self.rows[later]) if self.rows[later].owns_parameters else (index, row)
+        return index, row
 
     def fastest_growth(self, mode: str) -> dict[str, Any] | None:
         """Where the error grows most when no module crosses a limit: chained, the largest rise of the worst-image
@@ -124,12 +139,22 @@ class _Collector:
         self.first_image = 0
         self._memory = memory
         self._elem_rtol = elem_rtol
+        self.outputs: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}  # mode -> the (model) row
+
+    def model_outputs(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The whole model's outputs, as ``run`` compares them: chained (the target's own forward) when it ran."""
+        for mode in ("chained", "isolated"):
+            if mode in self.outputs:
+                reference, target = self.outputs[mode]
+                return torch.cat(reference).numpy(), torch.cat(target).numpy()
+        return None
 
     def __call__(self, key: str, name: str, module: nn.Module, reference: Rows | None, target: Rows | None) -> None:
         row = self.rows.get(key)
         if row is None:
             is_leaf = name != MODEL_ROW and next(module.children(), None) is None
-            row = self.rows[key] = LayerRow(key, type(module).__name__, module_depth(name), is_leaf)
+            row = self.rows[key] = LayerRow(key, type(module).__name__, module_depth(name), is_leaf,
+                                            owns_parameters=next(module.parameters(recurse=False), None) is not None)
         if reference is None:
             row.note = "output holds no tensor with the batch as first dimension: not compared"
             return
@@ -140,6 +165,10 @@ class _Collector:
             stats.shape_mismatch = "the target's output holds no tensor with the batch as first dimension"
             return
         stats.update(reference.values, target.values, self.first_image)
+        if key == MODEL_ROW and reference.values.shape == target.values.shape:  # small: logits or pooled features
+            pair = self.outputs.setdefault(self.mode, ([], []))
+            pair[0].append(reference.values.clone())
+            pair[1].append(target.values.clone())
 
 
 def _target_modules(target: nn.Module, names: Iterable[str]) -> dict[str, nn.Module]:
@@ -191,4 +220,4 @@ def compare_layers(
         collector.first_image += batch.shape[0]
         _logger.info("layers: %d image(s) compared", collector.first_image)
     return LayerComparison(list(collector.rows.values()), tuple(modes), criteria, collector.first_image,
-                           memory.report())
+                           memory.report(), collector.model_outputs())

@@ -52,11 +52,31 @@ def _first_line(mode: str, first: dict[str, Any] | None, total: int) -> str:
     return f"| {mode} | `{first['module']}` | {first['type']} | {first['index']} of {total} | {first['reason']} |"
 
 
+_VERDICTS = {"diverged": "a divergent module was found",
+             "output-failed": "no single module crosses a limit, but the model's output fails `accelport run`'s checks",
+             "passed-with-divergent-module": "a module crosses a limit, but the model's output passes every check "
+                                             "of `accelport run` (its error is absorbed downstream): a pass",
+             "no-divergence": "no module diverges"}
+
+
+def _output_lines(verdict: dict[str, Any] | None) -> list[str]:
+    """The model's output judged as `accelport run` judges it: the checks that fail, where the error grows most."""
+    if not verdict or not verdict["judged"]:
+        return []
+    lines = ["## The model's output, judged as `accelport run` judges it", ""]
+    if verdict["passed"]:
+        return lines + ["Every check of `accelport run` passes on the model's output.", ""]
+    lines += [f"- fails: {check}" for check in verdict["failed_checks"]]
+    lines += [f"- the error grows fastest ({mode}) at `{g['module']}` ({g['type']}, row {g['index']}, worst-image "
+              f"rel L2 {g['worst_sample_rel_l2']:.3g})" for mode, g in (verdict["fastest_growth"] or {}).items() if g]
+    return lines + [""]
+
+
 def render_markdown(data: dict[str, Any]) -> str:
     """layers.md: the layer report that report.md links to."""
     target, reference, memory = data["target"], data["reference"], data["memory"]
     modules, modes, total = data["modules"], data["modes"], len(data["modules"])
-    verdict = "a divergent module was found" if data["status"] == "diverged" else "no module diverges"
+    verdict = _VERDICTS[data["status"]]
     lines = [
         f"# Layer-by-layer comparison: {data['model']['name']} on {target['device']}",
         "",
@@ -77,6 +97,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         "",
         f"Rule: {data['divergence_rule']}",
         "",
+        *_output_lines(data.get("output_verdict")),
         f"![relative L2 error and cosine by module]({FILES['plot']})",
         "",
         "## Memory",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..criteria import Criteria, Evidence, judge
+from ..criteria import Check, Criteria, Evidence, judge
 from ..metrics import _TINY, REL_FLOOR, TensorMetrics
 
 _WITHIN = (1e-3, 5e-3, 1e-2)  # the share_within_* fields of TensorMetrics
@@ -152,4 +152,10 @@ class ModuleStats:
             within_share=self.within_rtol / self.num_elements if self.num_elements and self.elem_rtol else 1.0,
             nonfinite_reference=self.nonfinite_reference, nonfinite_target=self.nonfinite_target)
         failed = [c for c in judge(criteria, evidence) if not c.passed]
-        return "; ".join(f"{c.name} {c.value:.4g} (limit {c.op} {c.threshold:g})" for c in failed) or None
+        return "; ".join(describe_check(c) for c in failed) or None
+
+
+def describe_check(check: Check) -> str:
+    """``name value (limit op threshold)``; a cosine with enough digits to differ from 1 (0.9999871, not 1)."""
+    value = f"{check.value:.7g}" if "cosine" in check.name else f"{check.value:.4g}"
+    return f"{check.name} {value} (limit {check.op} {check.threshold:g})"

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..layers.capture import MODEL_ROW
+
 
 @dataclass(frozen=True)
 class Fault:
@@ -21,13 +23,23 @@ class Fault:
 
     @property
     def module(self) -> str:
-        return self.parameter.rsplit(".", 1)[0]
+        """The module that owns the tensor; the model's own row for a root parameter (ViT's cls_token)."""
+        return self.parameter.rsplit(".", 1)[0] if "." in self.parameter else MODEL_ROW
+
+    def named_by(self, first: str | None) -> bool:
+        """``first`` (a first divergent module) is the faulted module or one of its parents (its block)."""
+        return names_module(first, self.module)
 
     def model(self, reference: nn.Module) -> nn.Module:
         faulty = copy.deepcopy(reference)
         with torch.no_grad():
             self.apply(faulty.get_parameter(self.parameter))
         return faulty
+
+
+def names_module(first: str | None, module: str) -> bool:
+    """Whether a layer comparison that names ``first`` points at ``module``: the module itself or a parent of it."""
+    return first is not None and (first == module or module.startswith(first + "."))
 
 
 def _noise(size: float, seed: int) -> Callable[[torch.Tensor], None]:
@@ -54,8 +66,13 @@ def _nan(p: torch.Tensor) -> None:
 
 
 def _sites(model: nn.Module) -> dict[str, str]:
-    """Early, middle and late weight tensors (conv/linear, 2-D or more), a norm weight and a bias near the middle."""
-    weights = [n for n, p in model.named_parameters() if p.dim() >= 2]
+    """Early, middle and late conv/linear weights, a norm weight and a bias near the middle.
+
+    Only weights of conv/linear modules: a root parameter such as ViT's cls_token or pos_embed is used by the
+    model's own forward code, not by a module, so no module row can isolate it (docs/verdict.md, section 6).
+    """
+    layers = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+    weights = [f"{n}.weight" for n, m in model.named_modules() if isinstance(m, layers)]  # layers, not cls_token
     norms = [n for n, m in model.named_modules() if "norm" in type(m).__name__.lower() or "bn" in n.split(".")[-1]
              if getattr(m, "weight", None) is not None]
     biases = [n for n, p in model.named_parameters() if n.endswith("bias") and p.dim() == 1 and p.numel() > 1]

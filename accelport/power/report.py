@@ -8,12 +8,20 @@ from typing import Any
 
 from ..atomic import write_json_atomic, write_text_atomic
 from ..plotting import pyplot_or_none, save_figure
+from .faults import names_module
 
 _logger = logging.getLogger(__name__)
 
 
 def _size(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
+
+
+def _named(module: str, first: dict[str, str | None]) -> str:
+    """Per mode: yes when the first divergent module is the faulted module or its block (``-``: not located)."""
+    if not first:
+        return "-"
+    return ", ".join(f"{mode}: {'yes' if names_module(name, module) else '**no**'}" for mode, name in first.items())
 
 
 def render_power(data: dict[str, Any]) -> str:
@@ -34,12 +42,14 @@ def render_power(data: dict[str, Any]) -> str:
     for entry in data["summary"]:
         layers = entry["layers"] or {}
         first = layers.get("first_divergent") or {}
-        named = "-" if not layers else ("yes" if layers["names_module"] else "**no**")
         smallest = _size(entry["smallest_detected"]) if entry["detected"] else "**not detected**"
         if entry["detected"] and entry["smallest_detected"] is None:
             smallest = "detected"
         where = ", ".join(f"{mode}: `{name}`" for mode, name in first.items()) or "-"
-        lines.append(f"| {entry['kind']} | `{entry['module']}` | {smallest} | {named} | {where} |")
+        if layers:
+            where += f" ({layers['dtype']} pass)"
+        lines.append(f"| {entry['kind']} | `{entry['module']}` | {smallest} | {_named(entry['module'], first)} | "
+                     f"{where} |")
     lines += ["", "![detection power](power.png)", "", "## Every fault", "",
               "| fault | size | detected | failed checks | worst-image rel L2 |", "|---|---|---|---|---|"]
     for row in data["faults"]:
