@@ -50,6 +50,7 @@ DEFAULT_CRITERIA: dict[str, Criteria] = {
     "fp32-fast": Criteria("fp32-fast", min_cosine=0.9999, max_rel_l2=2e-2, elem_rtol=5e-2, min_within_share=0.99),
     "fp16": Criteria("fp16", min_cosine=0.999, max_rel_l2=5e-2, elem_rtol=5e-2, min_within_share=0.90),
     "bf16": Criteria("bf16", min_cosine=0.995, max_rel_l2=1e-1, elem_rtol=1e-1, min_within_share=0.80),
+    "int8": Criteria("int8", min_cosine=0.99, max_rel_l2=0.15, elem_rtol=0.2, min_within_share=0.7),
 }
 _TUNABLE = {f.name: f.type for f in fields(Criteria) if f.name != "precision"}
 

@@ -24,7 +24,8 @@ from ..preprocess import ImageBatch, ImageStream, data_config_for, discover_imag
 from ..proofs import StructuralProof, baseline_outputs, check_not_fp32, nonfinite_weights, structural_proof
 from .report import write_artifacts
 from ..resources import check_batch_fits
-from ..runners import Runner, create_runner, infer_all
+from ..runners import QUANTIZED_DTYPES, Runner, create_runner, infer_all
+from ..runners.quantize import calibration_overlap
 from .summary import build_summary
 
 _logger = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ def validate(config: RunConfig) -> None:
             raise UsageError(f"--{name.replace('_', '-')} {getattr(config, name)}: must be at least 1")
     if config.micro_batch is not None and config.micro_batch < 1:
         raise UsageError(f"--micro-batch {config.micro_batch}: must be at least 1")
+    if config.calibration and config.dtype not in QUANTIZED_DTYPES:
+        raise UsageError(f"--calibration applies to a quantised --dtype ({', '.join(QUANTIZED_DTYPES)}) only")
     if config.warmup < 0:
         raise UsageError(f"--warmup {config.warmup}: must be at least 0")
     if not math.isfinite(config.hub_timeout_s) or config.hub_timeout_s <= 0:  # nan compares false with anything
@@ -68,6 +71,7 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     criteria = criteria_for(precision, dict(config.criteria))
 
     image_paths = discover_images(list(config.images))  # a missing input fails before the weights are read
+    overlap = calibration_overlap(config.calibration, image_paths) if config.dtype in QUANTIZED_DTYPES else None
     loaded = load_model(config.model, config.head, config.weights, config.require_pretrained,
                         config.hub_timeout_s, config.seed)
     target_model = load_target_model(config) if config.target_weights else loaded
@@ -88,7 +92,7 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     # Built first: an unsupported runtime/dtype/flag combination is an error before the reference is computed.
     def make_target(dtype: str) -> Runner:
         return create_runner(config.runtime, target_model.model, device, dtype, config.channels_last,
-                             streams=config.streams, micro_batch=config.micro_batch)
+                             streams=config.streams, micro_batch=config.micro_batch, calibration=config.calibration)
 
     def infer(runner: Runner) -> np.ndarray:
         return infer_all(runner, batch.batches(config.batch_size))
@@ -103,6 +107,8 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
         target = infer(target_runner)
         latency = measure_latency(target_runner, timed_batch, config.warmup, config.iters)
         runner_settings = target_runner.describe() | ({"auto": auto.to_json()} if auto else {})
+    if overlap is not None:
+        runner_settings["calibration_overlap"] = overlap
 
     check_not_fp32(config.dtype, target, reference)  # even without the structural proof
     names = [str(p) for p in batch.paths]

@@ -7,6 +7,7 @@ import argparse
 from .. import errors
 from ..arguments import add_model_arguments, add_target_weights_argument
 from ..devices import FP32_MATH_MODES
+from ..runners.base import INPUT_DTYPES
 from .config import RunConfig
 
 EPILOG = "exit codes: 0 ran and passed, 1 ran and parity failed, 2 bad usage/input/environment, 3 internal error"
@@ -22,6 +23,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("inputs")
     data.add_argument("--images", nargs="+", metavar="PATH",
                       help="image files and/or folders (searched recursively); default: the bundled samples/")
+    data.add_argument("--calibration", nargs="+", metavar="PATH",
+                      help="--dtype int8: images the engine's quantiser calibrates on (files/folders); keep them apart "
+                           "from --images (default: the bundled samples)")
     data.add_argument("--skip-bad-images", action="store_true",
                       help="warn about and skip unreadable images instead of failing")
     data.add_argument("--test-size", action="store_true",
@@ -35,8 +39,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--runtime", default=defaults.runtime,
                         help="eager (PyTorch), compile (TorchInductor), onnxruntime, openvino, or auto (the fastest "
                              "configuration that passes parity, from a bench sweep) (default: %(default)s)")
-    target.add_argument("--dtype", default=defaults.dtype, choices=("fp32", "fp16", "bf16"),
-                        help="target precision; the reference is always CPU fp32 (default: %(default)s)")
+    target.add_argument("--dtype", default=defaults.dtype, choices=tuple(INPUT_DTYPES),
+                        help="target precision; int8: post-training static quantisation by the engine's own tool "
+                             "(onnxruntime, openvino, compile); the reference is always CPU fp32 "
+                             "(default: %(default)s)")
     target.add_argument("--channels-last", action="store_true", help="run the target in channels-last memory format")
     target.add_argument("--streams", type=int, default=defaults.streams, metavar="N",
                         help="OpenVINO only: split each batch over N streams that run at the same time, sharing the "
@@ -75,7 +81,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig(
         model=args.model, weights=args.weights, target_weights=args.target_weights,
         require_pretrained=args.require_pretrained, structural_proof=args.structural_proof,
-        hub_timeout_s=args.hub_timeout, images=tuple(args.images or ()), skip_bad_images=args.skip_bad_images,
+        hub_timeout_s=args.hub_timeout, images=tuple(args.images or ()), calibration=tuple(args.calibration or ()),
+        skip_bad_images=args.skip_bad_images,
         test_size=args.test_size, features=args.features, device=args.device, runtime=args.runtime,
         dtype=args.dtype, channels_last=args.channels_last, streams=args.streams, micro_batch=args.micro_batch,
         fp32_math=args.fp32_math,

@@ -17,6 +17,7 @@ class RunConfig:
     require_pretrained: bool = False
     hub_timeout_s: float = 3.0
     images: tuple[str, ...] = ()
+    calibration: tuple[str, ...] = ()  # --dtype int8: calibration images (default: the bundled samples)
     skip_bad_images: bool = False
     test_size: bool = False
     features: bool = False
