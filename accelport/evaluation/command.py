@@ -9,6 +9,7 @@ import os
 from .. import errors
 from ..arguments import add_model_arguments
 from ..devices import FP32_MATH_MODES
+from ..runners.base import INPUT_DTYPES
 from ..formatting import comparison_text
 from .config import EvalConfig
 
@@ -43,7 +44,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps; under torchrun, a device without index "
                              "means the local rank's (default: %(default)s)")
     target.add_argument("--runtime", default=d.runtime, help="how the target runs the model (default: %(default)s)")
-    target.add_argument("--dtype", default=d.dtype, choices=("fp32", "fp16", "bf16"),
+    target.add_argument("--dtype", default=d.dtype, choices=tuple(INPUT_DTYPES),
                         help="target precision; the reference is always CPU fp32 (default: %(default)s)")
     target.add_argument("--channels-last", action="store_true", help="run the target in channels-last memory format")
     target.add_argument("--fp32-math", default=d.fp32_math, choices=FP32_MATH_MODES,

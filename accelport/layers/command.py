@@ -7,6 +7,7 @@ import argparse
 from .. import errors
 from ..arguments import add_model_arguments, add_target_weights_argument
 from ..devices import FP32_MATH_MODES
+from ..runners.base import INPUT_DTYPES
 from .config import MODES, LayersConfig
 
 EPILOG = ("exit codes: 0 no module diverges, 1 a divergent module was found, 2 bad usage/input/environment, "
@@ -35,7 +36,7 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--device", default=d.device, help="auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps (default: auto)")
     target.add_argument("--runtime", default=d.runtime,
                         help="how the target runs the model; only eager is supported by layers (default: %(default)s)")
-    target.add_argument("--dtype", default=d.dtype, choices=("fp32", "fp16", "bf16"),
+    target.add_argument("--dtype", default=d.dtype, choices=tuple(INPUT_DTYPES),
                         help="target precision; the reference is always CPU fp32 (default: %(default)s)")
     target.add_argument("--channels-last", action="store_true", help="run the target in channels-last memory format")
     target.add_argument("--fp32-math", default=d.fp32_math, choices=FP32_MATH_MODES,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ..atomic import check_writable_dir
 from ..errors import RuntimeUnavailableError, UsageError
 from ..models import DEFAULT_MODEL
+from ..runners.base import QUANTIZED_DTYPES
 
 if TYPE_CHECKING:
     from ..main_job.config import RunConfig
@@ -60,6 +61,13 @@ def validate(config: LayersConfig) -> None:
         raise UsageError(f"--hub-timeout {config.hub_timeout_s}: must be positive")
     if not config.modes or any(mode not in MODES for mode in config.modes):
         raise UsageError(f"--mode {','.join(config.modes) or '(none)'}: choose chained, isolated or both")
+    if config.dtype in QUANTIZED_DTYPES:
+        raise RuntimeUnavailableError(
+            f"--dtype {config.dtype}: `accelport layers` cannot compare a quantised target module by module: the "
+            "engine's quantiser fuses each quantize/dequantize pair into int8 kernels, so module outputs do not exist "
+            "in its graph. To localise, run `accelport layers --dtype fp32` on the same device (weight and layout "
+            "faults show there), or read the structural proof of `accelport run --dtype int8` (the same engine in "
+            "strict fp32); see docs/int8.md.")
     if config.runtime not in SUPPORTED_RUNTIMES:
         raise RuntimeUnavailableError(
             f"--runtime {config.runtime}: `accelport layers` supports PyTorch eager targets only (--runtime eager). "
