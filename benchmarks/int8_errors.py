@@ -53,26 +53,28 @@ def _row(arch: str, runtime: str, weights: str | None) -> dict:
                   "quantizer": summary["target"].get("quantizer")}
 
 
+def _rows(archs: list[str], runtimes: list[str], seeded: str) -> list[dict]:
+    rows = []
+    for arch, _, variant in (item.partition(":") for item in archs):
+        for runtime in runtimes:
+            rows.append(_row(arch, runtime, seeded if variant == "seeded" else None))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
-    parser.add_argument("--archs", default=",".join(ARCHS))
+    parser.add_argument("--archs", default=",".join(ARCHS), help="NAME or NAME:seeded (the seeded atto checkpoint)")
     parser.add_argument("--runtimes", default="onnxruntime,openvino,compile")
     args = parser.parse_args()
     from checkpoints import seeded_state_dict
     from safetensors.torch import save_file
 
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        seeded = str(Path(tmp) / "atto.safetensors")
-        save_file(seeded_state_dict(), seeded)
         os.environ.setdefault("ACCELPORT_CACHE_DIR", str(Path(tmp) / "cache"))
-        for item in args.archs.split(","):
-            arch, _, variant = item.partition(":")
-            for runtime in args.runtimes.split(","):
-                row = _row(arch, runtime, seeded if variant == "seeded" else None)
-                print(json.dumps(row), file=sys.stderr, flush=True)
-                rows.append(row)
+        save_file(seeded_state_dict(), str(Path(tmp) / "atto.safetensors"))
+        rows = _rows(args.archs.split(","), args.runtimes.split(","), str(Path(tmp) / "atto.safetensors"))
     Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
 
 

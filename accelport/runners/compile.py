@@ -27,7 +27,7 @@ import torch
 from ..errors import RuntimeUnavailableError
 from .base import INPUT_DTYPES, Runner
 from .cache import CacheEntry, cache_entry, default_cache_dir, library_versions, model_identity
-from .quantize import CalibrationSource, export_pt2e_int8, pt2e_cache_fields
+from .quantize import PT2E_QUANTIZER, CalibrationSource, export_pt2e_int8, pt2e_cache_fields
 from .routes import first_working_route
 
 _logger = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class CompiledRunner(Runner):
                 "torch_threads": torch.get_num_threads(), "static_shapes": [list(s) for s in self._compiled_by_shape],
                 "cache_dir": str(self.cache_dir or default_cache_dir()),
                 "recompiles": max(0, len(self._compiled_by_shape) - 1),
-                **(self._calibration.to_json() if self.dtype == "int8" else {})}
+                **({**self._calibration.to_json(), "quantizer": PT2E_QUANTIZER} if self.dtype == "int8" else {})}
 
     def _close_impl(self) -> None:
         self._compiled_by_shape.clear()

@@ -288,6 +288,9 @@ def export_pt2e_int8(module: torch.nn.Module, example: torch.Tensor, calibration
         return torch.export.export(converted, (example,))
 
 
+PT2E_QUANTIZER = "torchao.quantization.pt2e X86InductorQuantizer"
+
+
 def pt2e_cache_fields(calibration: Calibration) -> dict[str, Any]:
-    return {"quantizer": "torchao X86InductorQuantizer (PT2E)", "calibration_sha256": calibration.sha256,
+    return {"quantizer": PT2E_QUANTIZER, "calibration_sha256": calibration.sha256,
             **library_versions("torchao")}
