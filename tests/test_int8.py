@@ -98,3 +98,15 @@ def test_layers_refuses_int8_and_says_what_to_do(tmp_path, capsys):
     code = main(["layers", "--model", MODEL, "--device", "cpu", "--dtype", "int8", "--out-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and "module outputs do not exist" in err and "--dtype fp32" in err
+
+
+def test_calibration_that_overlaps_the_judged_images_is_counted_and_warned(two_images, caplog):
+    from pathlib import Path
+
+    from accelport.runners.quantize import calibration_overlap
+
+    judged = [Path(p) for p in two_images]
+    assert calibration_overlap([str(DEFAULT_SAMPLES_DIR / "horse.png")], judged) == 0 and not caplog.records
+    assert calibration_overlap([two_images[0], str(DEFAULT_SAMPLES_DIR / "horse.png")], judged) == 1
+    assert "share 1 image" in caplog.text
+    assert calibration_overlap([], judged) == 2  # the bundled samples serve both: counted, said at info level
