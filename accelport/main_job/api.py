@@ -53,6 +53,9 @@ def validate(config: RunConfig) -> None:
         raise UsageError(f"--micro-batch {config.micro_batch}: must be at least 1")
     if config.calibration and config.dtype not in QUANTIZED_DTYPES:
         raise UsageError(f"--calibration applies to a quantised --dtype ({', '.join(QUANTIZED_DTYPES)}) only")
+    if config.runtime == "auto" and config.dtype in QUANTIZED_DTYPES:
+        raise UsageError(f"--runtime auto --dtype {config.dtype}: the bench does not sweep {config.dtype} yet; name "
+                         "the runtime: onnxruntime, openvino or compile")
     if config.warmup < 0:
         raise UsageError(f"--warmup {config.warmup}: must be at least 0")
     if not math.isfinite(config.hub_timeout_s) or config.hub_timeout_s <= 0:  # nan compares false with anything
