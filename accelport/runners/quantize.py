@@ -1,10 +1,11 @@
 """Post-training static int8 quantisation, each engine through its own tool (never re-implemented here).
 
 - ONNX Runtime: ``onnxruntime.quantization.quantize_static`` on the cached fp32 ONNX export: QDQ format, int8
-  weights per output channel, int8 activations per tensor, MinMax calibration.
+  weights per output channel, int8 activations per tensor, MinMax calibration, Conv/MatMul/Gemm only.
 - OpenVINO: ``nncf.quantize`` on the fp32 OpenVINO model (either route's file), preset PERFORMANCE (symmetric
   int8), ``ModelType.TRANSFORMER`` for models with attention (NNCF's advice: keeps softmax/layer-norm inputs
-  unquantised).
+  unquantised, and applies its SmoothQuant).
+- Both: 7-bit weights on CPUs without VNNI (``reduce_range`` / ``overflow_fix``), where 8-bit ones saturate.
 - compile: the PT2E flow from torchao (``torch.export`` -> ``prepare_pt2e`` with ``X86InductorQuantizer`` ->
   calibration -> ``convert_pt2e``), then AOTInductor with freezing lowers the q/dq pairs to oneDNN int8 kernels.
   torch 2.14 no longer ships ``torch.ao.quantization.quantize_pt2e``; torchao is where it lives now.
