@@ -11,7 +11,7 @@ from typing import Any
 
 from .devices import FP32_MATH_MODES
 from .job.spec import RUNTIME_OPTIONS, JobSpec, Target
-from .runners import DTYPES
+from .runners import INPUT_DTYPES
 
 DEVICE_HELP = "auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps (default: %(default)s)"
 
@@ -81,8 +81,10 @@ def add_device_arguments(group: argparse._ActionsContainer, *, device_help: str 
     group.add_argument("--device", default=JobSpec.device, help=device_help)
     if runtime_help is not None:
         group.add_argument("--runtime", default=Target.runtime, help=runtime_help)
-        group.add_argument("--dtype", default=Target.dtype, choices=tuple(DTYPES),
-                           help="target precision; the reference is always CPU fp32 (default: %(default)s)")
+        group.add_argument("--dtype", default=Target.dtype, choices=tuple(INPUT_DTYPES),
+                           help="target precision; int8: post-training static quantisation by the engine's own tool "
+                                "(onnxruntime, openvino, compile); the reference is always CPU fp32 "
+                                "(default: %(default)s)")
         group.add_argument("--channels-last", action="store_true",
                            help="run the target in channels-last memory format")
     if runtime_options:
@@ -99,6 +101,9 @@ def _add_runtime_options(group: argparse._ActionsContainer) -> None:
     group.add_argument("--micro-batch", type=int, default=RUNTIME_OPTIONS["micro_batch"], metavar="M",
                        help="OpenVINO only: run each batch as requests of at most M images, queued on the streams "
                             "(default: one request per stream)")
+    group.add_argument("--calibration", nargs="+", metavar="PATH", default=RUNTIME_OPTIONS["calibration"],
+                       help="--dtype int8: images the engine's quantiser calibrates on (files/folders); keep them apart "
+                            "from --images (default: the bundled samples)")
 
 
 def add_target_arguments(group: argparse._ActionsContainer, *, runtime_help: str, **helps: Any) -> None:
@@ -136,6 +141,8 @@ def target_from_args(args: argparse.Namespace) -> Target:
     target = Target(runtime=args.runtime, dtype=args.dtype, channels_last=args.channels_last,
                     batch_size=args.batch_size)
     options = {name: getattr(args, name) for name in RUNTIME_OPTIONS if hasattr(args, name)}
+    if "calibration" in options:  # argparse's list, kept hashable in the frozen Target
+        options["calibration"] = tuple(options["calibration"] or ())
     return target.with_options(**options)
 
 

@@ -28,6 +28,7 @@ from .runners import Runner, create_runner
 _logger = logging.getLogger(__name__)
 
 HALF_DTYPES = ("bf16", "fp16")
+REDUCED_DTYPES = (*HALF_DTYPES, "int8")  # precisions whose outputs can never equal fp32 ones bit for bit
 
 
 def nonfinite_weights(models: dict[str, torch.nn.Module]) -> dict[str, int]:
@@ -45,8 +46,8 @@ def nonfinite_weights(models: dict[str, torch.nn.Module]) -> dict[str, int]:
 
 
 def check_not_fp32(precision: str, target: np.ndarray, fp32_outputs: np.ndarray) -> None:
-    """Half-precision outputs equal to fp32 ones, bit for bit, were not computed in half precision."""
-    if precision in HALF_DTYPES and np.array_equal(target, fp32_outputs):
+    """Half-precision or int8 outputs equal to fp32 ones, bit for bit, were not computed in that precision."""
+    if precision in REDUCED_DTYPES and np.array_equal(target, fp32_outputs):
         raise RuntimeUnavailableError(
             f"--dtype {precision}: the target's outputs are bit-identical to fp32 outputs: the engine fell back to "
             f"fp32 silently (e.g. no {precision} support on this device, or a stale fp32 engine from a cache); "

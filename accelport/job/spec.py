@@ -15,7 +15,7 @@ from ..models import DEFAULT_MODEL
 
 # Runtime-specific options a Target carries to its runner (OpenVINO's --streams/--micro-batch). The runner itself
 # checks them (runners/base.py): whether they apply to the runtime and their ranges.
-RUNTIME_OPTIONS: dict[str, Any] = {"streams": 1, "micro_batch": None}
+RUNTIME_OPTIONS: dict[str, Any] = {"streams": 1, "micro_batch": None, "calibration": ()}  # calibration: int8 only
 
 
 @dataclass(frozen=True)
@@ -78,12 +78,14 @@ class Target:
         return replace(self, options=tuple((k, v) for k, v in merged.items() if v != RUNTIME_OPTIONS[k]))
 
     def validate(self) -> None:
-        from ..runners import DTYPES
+        from ..runners import INPUT_DTYPES, QUANTIZED_DTYPES
 
         if self.batch_size < 1:
             raise UsageError(f"--batch-size {self.batch_size}: must be at least 1")
-        if self.dtype not in DTYPES:
-            raise UsageError(f"--dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
+        if self.dtype not in INPUT_DTYPES:
+            raise UsageError(f"--dtype {self.dtype!r}: choose one of {', '.join(INPUT_DTYPES)}")
+        if self.option("calibration") and self.dtype not in QUANTIZED_DTYPES:
+            raise UsageError(f"--calibration applies to a quantised --dtype ({', '.join(QUANTIZED_DTYPES)}) only")
 
 
 _SPEC_FIELDS = frozenset(f.name for f in fields(JobSpec))

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..errors import RuntimeUnavailableError, UsageError
 from ..job.spec import JobSpec, Target, with_overrides
+from ..runners.base import QUANTIZED_DTYPES
 
 MODES = ("chained", "isolated")
 SUPPORTED_RUNTIMES = ("eager",)
@@ -33,6 +34,13 @@ def validate(config: LayersConfig) -> None:
     config.target.validate()
     if not config.modes or any(mode not in MODES for mode in config.modes):
         raise UsageError(f"--mode {','.join(config.modes) or '(none)'}: choose chained, isolated or both")
+    if config.target.dtype in QUANTIZED_DTYPES:
+        raise RuntimeUnavailableError(
+            f"--dtype {config.target.dtype}: `accelport layers` cannot compare a quantised target module by module: "
+            "the engine's quantiser fuses each quantize/dequantize pair into int8 kernels, so module outputs do not "
+            "exist in its graph. To localise, run `accelport layers --dtype fp32` on the same device (weight and "
+            "layout faults show there), or read the structural proof of `accelport run --dtype int8` (the same "
+            "engine in strict fp32); see docs/int8.md.")
     if config.target.runtime not in SUPPORTED_RUNTIMES:
         raise RuntimeUnavailableError(
             f"--runtime {config.target.runtime}: `accelport layers` supports PyTorch eager targets only (--runtime "

@@ -19,7 +19,8 @@ from ..parity import ParityResult, compare_outputs
 from ..preprocess import ImageBatch, ImageStream, load_images
 from ..proofs import StructuralProof, baseline_outputs, check_not_fp32, nonfinite_weights, structural_proof
 from ..resources import check_batch_fits
-from ..runners import Runner, create_runner, infer_all
+from ..runners import QUANTIZED_DTYPES, Runner, create_runner, infer_all
+from ..runners.quantize import calibration_overlap
 from .config import RunConfig
 from .report import write_artifacts
 from .summary import build_summary
@@ -123,6 +124,8 @@ def _infer_and_time(job: JobContext, config: RunConfig, target: Target, stream: 
         outputs = _infer(target_runner, stream, target)
         latency = measure_latency(target_runner, timed_batch, config.warmup, config.iters)
         runner_settings = target_runner.describe() | ({"auto": auto.to_json()} if auto else {})
+    if target.dtype in QUANTIZED_DTYPES:  # a quantiser judged on its own calibration images flatters the verdict
+        runner_settings["calibration_overlap"] = calibration_overlap(target.option("calibration"), job.image_paths)
     check_not_fp32(target.dtype, outputs, reference)  # even without the structural proof
     return _Outputs(reference, outputs, baseline, latency, runner_settings)
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import RuntimeUnavailableError, UsageError
-from .base import DTYPES, Runner
+from .base import DTYPES, INPUT_DTYPES, QUANTIZED_DTYPES, Runner
 
 # name -> (module, class, the pip package whose absence makes it unavailable)
 _REGISTRY: dict[str, tuple[str, str, str | None]] = {
@@ -59,13 +59,19 @@ def create_runner(
 ) -> Runner:
     """Look up ``runtime`` and build its runner; a missing engine is a clear 'install X' error.
 
-    ``options`` go to the runner (``threads``, ``cache_dir``, ``streams``); an unsupported dtype/flag/device
-    combination is a RuntimeUnavailableError raised here, before any work.
+    ``options`` go to the runner (``threads``, ``cache_dir``, ``streams``; ``calibration`` for int8, dropped
+    otherwise); an unsupported dtype/flag/device combination is a RuntimeUnavailableError raised here, before any work.
     """
     if runtime not in _REGISTRY:
         raise UsageError(f"--runtime {runtime!r}: choose one of {', '.join(_REGISTRY)}")
-    if dtype not in DTYPES:
-        raise UsageError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    if dtype not in INPUT_DTYPES:
+        raise UsageError(f"--dtype {dtype!r}: choose one of {', '.join(INPUT_DTYPES)}")
+    if dtype in QUANTIZED_DTYPES:
+        from .quantize import check_quantizes
+
+        check_quantizes(runtime, dtype)
+    else:
+        options.pop("calibration", None)  # calibration images only matter to a quantiser
     return _runner_class(runtime)(model, device, dtype=dtype, channels_last=channels_last, **options)
 
 
@@ -74,5 +80,5 @@ def infer_all(runner: Runner, batches: Iterable[torch.Tensor]) -> np.ndarray:
     return torch.cat([runner.infer(batch) for batch in batches]).numpy()
 
 
-__all__ = ["DTYPES", "Runner", "check_runtimes_and_dtypes", "create_runner", "infer_all", "runner_supports_streams",
-           "runtime_names"]
+__all__ = ["DTYPES", "INPUT_DTYPES", "QUANTIZED_DTYPES", "Runner", "check_runtimes_and_dtypes", "create_runner",
+           "infer_all", "runner_supports_streams", "runtime_names"]

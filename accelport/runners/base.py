@@ -19,7 +19,11 @@ from ..errors import RuntimeUnavailableError
 
 _logger = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # torch compute dtypes
+# Precisions an engine's own quantiser produces (runners/quantize.py): not a torch dtype to cast the model to; the
+# value is the dtype of the input the quantised engine takes. INPUT_DTYPES: what each --dtype feeds the engine.
+QUANTIZED_DTYPES = {"int8": torch.float32}
+INPUT_DTYPES = {**DTYPES, **QUANTIZED_DTYPES}  # every --dtype choice, in this order
 
 
 def request_count(batch_size: int, streams: int, micro_batch: int | None) -> int:
@@ -40,8 +44,8 @@ class Runner(ABC):
     def __init__(self, model: torch.nn.Module, device: torch.device, dtype: str = "fp32", channels_last: bool = False,
                  *, threads: int | None = None, cache_dir: str | Path | None = None, streams: int = 1,
                  micro_batch: int | None = None):
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+        if dtype not in INPUT_DTYPES:
+            raise ValueError(f"dtype {dtype!r}: choose one of {', '.join(INPUT_DTYPES)}")
         if streams < 1:
             raise RuntimeUnavailableError(f"--streams {streams}: must be at least 1")
         if streams > 1 and not self.supports_streams:

@@ -25,8 +25,9 @@ from typing import Any
 import torch
 
 from ..errors import RuntimeUnavailableError
-from .base import DTYPES, Runner
+from .base import INPUT_DTYPES, Runner
 from .cache import CacheEntry, cache_entry, default_cache_dir, library_versions, model_identity
+from .quantize import PT2E_QUANTIZER, CalibrationSource, export_pt2e_int8, pt2e_cache_fields
 from .routes import first_working_route
 
 _logger = logging.getLogger(__name__)
@@ -38,8 +39,12 @@ CUDA_GRAPH_WARMUP_RUNS = 3  # cudagraph trees record on the second or third call
 class CompiledRunner(Runner):
     name = "compile"
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, calibration: tuple[str, ...] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self._calibration = CalibrationSource(calibration)  # --dtype int8: the PT2E quantizer's calibration images
+        if self.dtype == "int8" and self.device.type != "cpu":
+            raise RuntimeUnavailableError(f"--runtime compile --dtype int8 --device {self.device}: the PT2E int8 "
+                                          "flow here is the X86 Inductor quantizer (CPU); use --device cpu")
         if self.device.type != "cpu" and self.device.type not in _TORCH_COMPILE_MODE:
             raise RuntimeUnavailableError(f"--runtime compile --device {self.device}: Inductor supports cpu, "
                                           f"{', '.join(_TORCH_COMPILE_MODE)} here; use --runtime eager on this device")
@@ -58,7 +63,7 @@ class CompiledRunner(Runner):
             # count must be the runner's before compiling; process-wide, like torch's own setting.
             torch.set_num_threads(self.threads)
         module = copy.deepcopy(self.model).eval()
-        self._module = module.to(self.device, DTYPES[self.dtype], memory_format=self._memory_format)
+        self._module = module.to(self.device, INPUT_DTYPES[self.dtype], memory_format=self._memory_format)
         self._identity = model_identity(self.model)
         if self.device.type != "cpu":
             self._artifacts = self._cache_entry({"artifacts": "torch.compiler"}, ".bin")
@@ -81,7 +86,8 @@ class CompiledRunner(Runner):
         if self.device.type == "cpu":
             chosen = first_working_route(
                 [("aot-inductor", functools.partial(self._load_or_build_package, shape, device_input)),
-                 ("torch.compile", functools.partial(self._compile_in_process, shape, device_input))],
+                 ("torch.compile", functools.partial(self._compile_in_process, shape, device_input))]
+                [:1 if self.dtype == "int8" else None],  # int8 only through the quantised package
                 f"--runtime compile: {type(self.model).__name__} in {self.dtype}")
             self._mode = chosen.route if chosen.route != "torch.compile" else "torch.compile:freezing"
             return {**chosen.value, **chosen.to_json()}
@@ -109,13 +115,16 @@ class CompiledRunner(Runner):
         return {"mode": "torch.compile:freezing", "compile_s": round(time.perf_counter() - started, 4)}
 
     def _load_or_build_package(self, shape: tuple[int, ...], device_input: torch.Tensor) -> dict[str, Any]:
-        entry = self._cache_entry({"input_shape": list(shape)}, ".pt2")
+        calibration = self._calibration.load(self.model, shape[1:]) if self.dtype == "int8" else None
+        entry = self._cache_entry({"input_shape": list(shape), **(pt2e_cache_fields(calibration) if calibration
+                                                                  else {})}, ".pt2")
         details: dict[str, Any] = {"mode": self._mode, "package_cache_hit": entry.hit, "package": str(entry.path)}
         if not entry.hit:
             started = time.perf_counter()
-            example = torch.zeros(shape, dtype=DTYPES[self.dtype]).to(memory_format=self._memory_format)
+            example = torch.zeros(shape, dtype=INPUT_DTYPES[self.dtype]).to(memory_format=self._memory_format)
             with torch.no_grad():
-                exported = torch.export.export(self._module, (example,))
+                exported = (export_pt2e_int8(self._module, example, calibration, self._memory_format) if calibration
+                            else torch.export.export(self._module, (example,)))
             details["export_s"] = round(time.perf_counter() - started, 4)
             started = time.perf_counter()
             entry.produce(lambda path: torch._inductor.aoti_compile_and_package(
@@ -132,7 +141,7 @@ class CompiledRunner(Runner):
         return details
 
     def _to_device_impl(self, batch: torch.Tensor) -> torch.Tensor:
-        return batch.to(self.device, DTYPES[self.dtype], memory_format=self._memory_format)
+        return batch.to(self.device, INPUT_DTYPES[self.dtype], memory_format=self._memory_format)
 
     @torch.inference_mode()
     def _forward_impl(self, device_input: torch.Tensor) -> torch.Tensor:
@@ -146,7 +155,8 @@ class CompiledRunner(Runner):
         return {"compile_mode": self._mode, "freezing": self.device.type == "cpu",
                 "torch_threads": torch.get_num_threads(), "static_shapes": [list(s) for s in self._compiled_by_shape],
                 "cache_dir": str(self.cache_dir or default_cache_dir()),
-                "recompiles": max(0, len(self._compiled_by_shape) - 1)}
+                "recompiles": max(0, len(self._compiled_by_shape) - 1),
+                **({**self._calibration.to_json(), "quantizer": PT2E_QUANTIZER} if self.dtype == "int8" else {})}
 
     def _close_impl(self) -> None:
         self._compiled_by_shape.clear()

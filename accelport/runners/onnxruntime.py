@@ -21,19 +21,21 @@ import torch
 from ..errors import RuntimeUnavailableError
 from .base import Runner
 from .onnx_export import INPUT_NAME, cached_exporters_first, export_onnx
+from .quantize import CalibrationSource, quantize_onnx
 from .routes import first_working_route
 
 _logger = logging.getLogger(__name__)
 
 _PROVIDER_FOR_DEVICE = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "npu": "CANNExecutionProvider"}
-_NUMPY_DTYPE = {"fp32": np.float32, "fp16": np.float16}
+_NUMPY_DTYPE = {"fp32": np.float32, "fp16": np.float16, "int8": np.float32}  # int8: quantised inside the graph
 
 
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, calibration: tuple[str, ...] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self._calibration = CalibrationSource(calibration)  # --dtype int8: quantize_static's calibration images
         provider = _PROVIDER_FOR_DEVICE.get(self.device.type)
         available = ort.get_available_providers()
         if provider is None or provider not in available:
@@ -66,7 +68,7 @@ class OnnxRuntimeRunner(Runner):
         if chw not in self._sessions:
             chosen = first_working_route(
                 [(exporter, functools.partial(self._export_and_open, first_input, exporter))
-                 for exporter in cached_exporters_first(self.model, chw, self.dtype, self.cache_dir)],
+                 for exporter in cached_exporters_first(self.model, chw, self._export_dtype, self.cache_dir)],
                 f"--runtime onnxruntime: {type(self.model).__name__} in {self.dtype}")
             self._sessions[chw], exported = chosen.value
             self._export_info = {**exported.to_json(), **chosen.to_json()}
@@ -76,13 +78,20 @@ class OnnxRuntimeRunner(Runner):
     def _export_and_open(self, first_input: np.ndarray, exporter: str) -> tuple[ort.InferenceSession, Any]:
         """One exporter's file, opened and run once: a file ONNX Runtime cannot load or run counts as that
         exporter's failure."""
-        exported = export_onnx(self.model, tuple(first_input.shape[1:]), self.dtype, self.cache_dir, exporter)
+        chw = tuple(first_input.shape[1:])
+        exported = export_onnx(self.model, chw, self._export_dtype, self.cache_dir, exporter)
+        if self.dtype == "int8":  # the fp32 export, quantised by ONNX Runtime's own tool (cached)
+            exported = quantize_onnx(exported, self._calibration.load(self.model, chw), self.cache_dir)
         provider_options = [{"device_id": self.device.index or 0} if p != "CPUExecutionProvider" else {}
                             for p in self._providers]
         session = ort.InferenceSession(str(exported.path), self._options, providers=self._providers,
                                        provider_options=provider_options)
         session.run(None, {INPUT_NAME: first_input})
         return session, exported
+
+    @property
+    def _export_dtype(self) -> str:
+        return "fp32" if self.dtype == "int8" else self.dtype
 
     def _prepare_shape_impl(self, device_input: np.ndarray) -> dict[str, Any]:
         session, details = self._session_for(device_input)
@@ -106,7 +115,8 @@ class OnnxRuntimeRunner(Runner):
         return {"onnxruntime": ort.__version__, "providers_requested": self._providers,
                 "providers": session.get_providers() if session is not None else None,
                 "graph_optimization_level": "ORT_ENABLE_ALL", "intra_op_num_threads": self.threads,
-                "effective_precision": self.dtype, **self._export_info}
+                "effective_precision": self.dtype, **self._export_info,
+                **(self._calibration.to_json() if self.dtype == "int8" else {})}
 
     def _close_impl(self) -> None:
         self._sessions.clear()

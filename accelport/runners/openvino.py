@@ -30,13 +30,14 @@ from .base import Runner, request_count
 from .cache import default_cache_dir
 from .onnx_export import EXPORTERS, export_onnx, onnx_cache_entry
 from .openvino_convert import convert_pytorch, ir_cache_entry
+from .quantize import CalibrationSource, has_attention, openvino_int8_layers, quantize_openvino
 from .routes import first_working_route
 
 _logger = logging.getLogger(__name__)
 
-_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}  # int8: NNCF's graph; the rest stays f32
 _FROM_OV = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
-_CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}
+_CAPABILITY = {"bf16": "BF16", "fp16": "FP16", "int8": "INT8"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -69,8 +70,9 @@ class OpenVinoRunner(Runner):
     name = "openvino"
     supports_streams = True
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, calibration: tuple[str, ...] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self._calibration = CalibrationSource(calibration)  # --dtype int8: nncf.quantize's calibration images
         if self.device.type != "cpu":
             raise RuntimeUnavailableError(f"--runtime openvino --device {self.device}: accelport runs OpenVINO on the "
                                           "CPU only; use --device cpu")
@@ -128,6 +130,9 @@ class OpenVinoRunner(Runner):
         """One route: its model file, compiled for each part's shape and run once; on failure nothing is kept."""
         shape = tuple(device_input.shape)
         exported = source()
+        if self.dtype == "int8":  # the fp32 model, quantised by NNCF (cached)
+            exported = quantize_openvino(exported, self._calibration.load(self.model, shape[1:]),
+                                         has_attention(self.model), self.cache_dir)
         try:
             parts = []
             for start, stop in split_bounds(shape[0], request_count(shape[0], self.streams, self.micro_batch)):
@@ -150,12 +155,21 @@ class OpenVinoRunner(Runner):
         model.reshape(list(part_shape))
         compiled = self._core.compile_model(model, "CPU", self._config)
         effective = _FROM_OV.get(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(), "unknown")
+        if self.dtype == "int8":
+            effective = self._check_int8(compiled, effective)
         if effective != self.dtype:
             raise RuntimeUnavailableError(f"--runtime openvino --dtype {self.dtype}: OpenVINO compiled the model in "
                                           f"{effective} instead; refusing to report it as {self.dtype}")
         self._effective = effective
         self._compiled[part_shape[0]] = compiled
         return compiled
+
+    def _check_int8(self, compiled: Any, float_precision: str) -> str:
+        """int8 is what the compiled graph executes: its compute layers read back, with f32 for the rest."""
+        self._int8_layers = openvino_int8_layers(compiled)
+        if float_precision != "fp32" or not self._int8_layers["int8"]:
+            return f"{float_precision} (int8 layers: {self._int8_layers['int8']})"
+        return "int8"
 
     def _to_device_impl(self, batch: torch.Tensor) -> np.ndarray:
         return np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
@@ -186,7 +200,9 @@ class OpenVinoRunner(Runner):
         return {"openvino": ov.get_version(), "precision_hint": _HINT[self.dtype],
                 "effective_precision": self._effective, "static_shapes": [list(s) for s in self._parts],
                 "part_batch_sizes": sorted(self._compiled),
-                "compiled_blob_cache": str(getattr(self, "_blob_cache", "")) or None, **read_back, **self._export_info}
+                "compiled_blob_cache": str(getattr(self, "_blob_cache", "")) or None, **read_back, **self._export_info,
+                **({"compute_layers": getattr(self, "_int8_layers", None), **self._calibration.to_json()}
+                   if self.dtype == "int8" else {})}
 
     def _close_impl(self) -> None:
         self._parts.clear()

@@ -1,0 +1,297 @@
+"""Post-training static int8 quantisation, each engine through its own tool (never re-implemented here).
+
+- ONNX Runtime: ``onnxruntime.quantization.quantize_static`` on the cached fp32 ONNX export: QDQ format, int8
+  weights per output channel, int8 activations per tensor, MinMax calibration, Conv/MatMul/Gemm only.
+- OpenVINO: ``nncf.quantize`` on the fp32 OpenVINO model (either route's file), preset PERFORMANCE (symmetric
+  int8), ``ModelType.TRANSFORMER`` for models with attention (NNCF's advice: keeps softmax/layer-norm inputs
+  unquantised, and applies its SmoothQuant).
+- Both: 7-bit weights on CPUs without VNNI (``reduce_range`` / ``overflow_fix``), where 8-bit ones saturate.
+- compile: the PT2E flow from torchao (``torch.export`` -> ``prepare_pt2e`` with ``X86InductorQuantizer`` ->
+  calibration -> ``convert_pt2e``), then AOTInductor with freezing lowers the q/dq pairs to oneDNN int8 kernels.
+  torch 2.14 no longer ships ``torch.ao.quantization.quantize_pt2e``; torchao is where it lives now.
+
+Calibration: real images (``--calibration PATH``, default the bundled samples) through the model's own timm
+eval transform, at the input size of the run. Every quantised artifact is cached under the accelport cache,
+keyed by the fp32 model's key (weights digest included), the calibration set's digest and the engine's version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError, RuntimeUnavailableError
+from ..preprocess import DEFAULT_SAMPLES_DIR, data_config_for, discover_images, load_images, make_transform
+from .cache import cache_entry, library_versions
+from .onnx_export import INPUT_NAME
+
+_logger = logging.getLogger(__name__)
+
+INT8_RUNTIMES = ("compile", "onnxruntime", "openvino")  # the runtimes whose engine has an int8 quantiser
+BUNDLED = "bundled samples"
+
+
+def check_quantizes(runtime: str, dtype: str) -> None:
+    """Refuse a quantised precision on a runtime without a quantiser (eager PyTorch has no int8 kernels to run a
+    whole timm model; simulating int8 in fp32 would judge something no engine runs)."""
+    if runtime not in INT8_RUNTIMES:
+        raise RuntimeUnavailableError(f"--runtime {runtime} --dtype {dtype}: {runtime} has no {dtype} engine; "
+                                      f"{dtype} is quantised by each engine's own tool: use --runtime "
+                                      f"{', '.join(INT8_RUNTIMES)}")
+
+
+def cpu_has_vnni() -> bool:
+    """Whether the CPU has VNNI (AVX512-VNNI, AVX-VNNI or AMX): int8 dot products without int16 saturation."""
+    probe = getattr(torch.cpu, "_is_vnni_supported", None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The images an engine's quantiser observes: where they came from, preprocessed, and their digest."""
+
+    source: str  # the --calibration paths as given, or "bundled samples"
+    paths: tuple[str, ...]
+    images: torch.Tensor  # [N, C, H, W] fp32, the model's own eval transform
+    sha256: str  # of the preprocessed tensor: covers the files, their order and the transform
+
+    def arrays(self) -> list[np.ndarray]:
+        """One ``[1, C, H, W]`` float32 array per image: what ONNX Runtime and NNCF feed the model."""
+        return [image[None].numpy().astype(np.float32) for image in self.images]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"calibration_images": len(self.paths), "calibration_source": self.source,
+                "calibration_sha256": self.sha256}
+
+
+def discover_calibration(inputs: Sequence[str | Path]) -> list[Path]:
+    """The calibration image files (the bundled samples when none are given); errors name ``--calibration``."""
+    try:
+        return discover_images(list(inputs) or [DEFAULT_SAMPLES_DIR])
+    except InputError as exc:
+        raise InputError(str(exc).replace("--images", "--calibration")) from None
+
+
+def load_calibration(inputs: Sequence[str | Path], model: torch.nn.Module, chw: tuple[int, ...]) -> Calibration:
+    """The calibration set for inputs of shape ``[N, *chw]``: timm's train-size transform, else its test size."""
+    paths = discover_calibration(inputs)
+    for test_size in (False, True):
+        data_config = data_config_for(model, test_size)
+        if tuple(data_config.values["input_size"]) == tuple(chw):
+            break
+    else:
+        raise InputError(f"--calibration: the model's transform gives {data_config.values['input_size']}, the run "
+                         f"feeds {list(chw)}; calibrate at the run's input size")
+    try:
+        images = load_images(paths, make_transform(data_config)).tensor.float().contiguous()
+    except InputError as exc:
+        raise InputError(f"--calibration: {exc}") from None
+    digest = hashlib.sha256(images.numpy().tobytes()).hexdigest()
+    source = ", ".join(map(str, inputs)) if inputs else BUNDLED
+    _logger.info("int8 calibration: %d image(s) from %s", len(paths), source)
+    return Calibration(source, tuple(map(str, paths)), images, digest)
+
+
+def calibration_overlap(calibration: Sequence[str | Path], judged: Sequence[Path]) -> int:
+    """How many judged images are also calibration images; a warning when the user chose both sets.
+
+    A quantiser tuned on the very images that judge it flatters the verdict; with neither flag given the bundled
+    samples serve both, which is said at info level (there is nothing else to use).
+    """
+    calib = {p.resolve() for p in discover_calibration(calibration)}
+    shared = sum(Path(p).resolve() in calib for p in judged)
+    if shared and calibration:
+        _logger.warning("--calibration and --images share %d image(s): the int8 verdict is judged on images the "
+                        "quantiser was calibrated on; keep the two sets apart", shared)
+    elif shared:
+        _logger.info("int8: %d judged image(s) are also the calibration set (bundled samples); pass --calibration "
+                     "with other images to keep them apart", shared)
+    return shared
+
+
+class CalibrationSource:
+    """What a quantising runner was given (``--calibration`` paths, or nothing for the bundled samples), loaded
+    once per input size when the engine first needs it."""
+
+    def __init__(self, inputs: Sequence[str | Path] | None):
+        self.inputs = tuple(inputs or ())
+        self._loaded: dict[tuple[int, ...], Calibration] = {}
+
+    def load(self, model: torch.nn.Module, chw: tuple[int, ...]) -> Calibration:
+        if chw not in self._loaded:
+            self._loaded[chw] = load_calibration(self.inputs, model, chw)
+        return self._loaded[chw]
+
+    def to_json(self) -> dict[str, Any]:
+        loaded = next(iter(self._loaded.values()), None)
+        return loaded.to_json() if loaded else {"calibration_source": ", ".join(self.inputs) or BUNDLED}
+
+
+@dataclass(frozen=True)
+class QuantizedFile:
+    """A quantised model file in the cache."""
+
+    path: Path
+    cache_hit: bool
+    seconds: float
+    key: str
+    tool: str
+    settings: dict[str, Any]
+    source: dict[str, Any]  # the fp32 export it was quantised from (its own to_json)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.source, "int8_model": str(self.path), "int8_cache_hit": self.cache_hit,
+                "quantize_s": round(self.seconds, 4), "int8_cache_key": self.key, "quantizer": self.tool,
+                "quantizer_settings": self.settings}
+
+
+def _cached(kind: str, fields: dict[str, Any], suffix: str, tool: str, cache_dir: str | Path | None,
+            build: Any, source: Any) -> QuantizedFile:
+    started = time.perf_counter()
+    entry = cache_entry(cache_dir, kind, fields, suffix)
+    hit = entry.hit
+    if not hit:
+        try:
+            entry.produce(build)
+        except Exception as exc:  # the quantiser's own failure, whatever its type: this engine cannot do int8 here
+            raise RuntimeUnavailableError(f"{tool} could not quantise the model to int8: {exc}") from exc
+    seconds = time.perf_counter() - started
+    _logger.info("int8 (%s): %s in %.2f s: %s", tool, "cache hit" if hit else "quantised", seconds, entry.path)
+    settings = {k: v for k, v in fields.items() if not k.endswith(("_key", "sha256"))}
+    return QuantizedFile(entry.path, hit, seconds, entry.key, tool, settings, source.to_json())
+
+
+# Only the compute ops (what NNCF and the X86 Inductor quantizer quantise too): their int8 kernels are the speed-up;
+# quantising Add/Mul/Softmax/LayerNorm as well adds error for nothing (deit_tiny: worst rel L2 0.46 -> 0.06).
+ORT_OPS = ("Conv", "MatMul", "Gemm")
+ORT_SETTINGS = {"format": "QDQ", "per_channel": True, "activation_type": "QInt8", "weight_type": "QInt8",
+                "calibrate_method": "MinMax", "op_types_to_quantize": list(ORT_OPS)}
+
+
+def quantize_onnx(source: Any, calibration: Calibration, cache_dir: str | Path | None) -> QuantizedFile:
+    """ONNX Runtime's static quantisation of an fp32 ONNX export (QDQ, per-channel int8 weights).
+
+    ``reduce_range`` (7-bit weights) on CPUs without VNNI: there ORT's x86 int8 kernels multiply u8 x s8 pairs
+    into saturating int16 sums (``vpmaddubsw``), which full-range weights overflow; measured here (AVX2 EPYC,
+    convnextv2_atto) it is the difference between a worst-image rel L2 of 0.13 and 0.036 (docs/int8.md).
+    """
+    from onnxruntime import quantization as q
+
+    reduce_range = not cpu_has_vnni()
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self) -> None:
+            self._arrays = iter(calibration.arrays())
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            array = next(self._arrays, None)
+            return None if array is None else {INPUT_NAME: array}
+
+    def build(path: Path) -> None:
+        q.quantize_static(str(source.path), str(path), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=True,
+                          activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
+                          calibrate_method=q.CalibrationMethod.MinMax, reduce_range=reduce_range,
+                          op_types_to_quantize=list(ORT_OPS))
+
+    fields = {"fp32_onnx_key": source.key, "calibration_sha256": calibration.sha256, **ORT_SETTINGS,
+              "reduce_range": reduce_range, **library_versions("onnxruntime")}
+    return _cached("int8-onnx", fields, ".onnx", "onnxruntime.quantization.quantize_static", cache_dir, build,
+                   source)
+
+
+def has_attention(model: torch.nn.Module) -> bool:
+    """Whether the model has attention blocks (NNCF quantises those better as ``ModelType.TRANSFORMER``)."""
+    return any("attention" in type(module).__name__.lower() for module in model.modules())
+
+
+def quantize_openvino(source: Any, calibration: Calibration, transformer: bool,
+                      cache_dir: str | Path | None) -> QuantizedFile:
+    """NNCF's post-training quantisation of an fp32 OpenVINO model, saved as IR (``model.xml``) in the cache.
+
+    ``overflow_fix`` ENABLE (7-bit weights in every layer, not only the first) on CPUs without VNNI, for the same
+    int16 saturation as ONNX Runtime's ``reduce_range``: measured here (AVX2), convnextv2_atto 0.158 -> 0.060 and
+    mobilenetv3_small_050 0.30 -> 0.10 worst-image rel L2 (random init). Everything else is NNCF's default.
+    """
+    try:
+        import nncf
+    except ImportError as exc:
+        message = f"--runtime openvino --dtype int8 needs nncf (pip install nncf): {exc}"
+        raise RuntimeUnavailableError(message) from None
+    import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    overflow_fix = not cpu_has_vnni()
+
+    def build(folder: Path) -> None:
+        model = ov.Core().read_model(str(source.path))
+        dataset = nncf.Dataset(calibration.arrays())
+        advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE if overflow_fix
+                                                  else OverflowFix.FIRST_LAYER)
+        quantized = nncf.quantize(model, dataset, subset_size=len(calibration.paths),
+                                  preset=nncf.QuantizationPreset.PERFORMANCE, advanced_parameters=advanced,
+                                  model_type=nncf.ModelType.TRANSFORMER if transformer else None)
+        folder.mkdir()
+        ov.save_model(quantized, str(folder / "model.xml"), compress_to_fp16=False)
+
+    fields = {"fp32_model_key": source.key, "calibration_sha256": calibration.sha256, "preset": "PERFORMANCE",
+              "transformer": transformer, "overflow_fix": "ENABLE" if overflow_fix else "FIRST_LAYER",
+              **library_versions("nncf", "openvino")}
+    result = _cached("int8-openvino", fields, "", "nncf.quantize", cache_dir, build, source)
+    return replace(result, path=result.path / "model.xml")
+
+
+INT8_LAYER_TYPES = ("Convolution", "FullyConnected", "MatMul", "GroupConvolution", "Deconvolution")
+
+
+def openvino_int8_layers(compiled: Any) -> dict[str, int]:
+    """Read back from the compiled model how many compute layers run in int8 (u8/i8) and how many in float:
+    the proof that OpenVINO executes the quantised graph in int8, not that the file merely holds FakeQuantize."""
+    counts = {"int8": 0, "float": 0}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if info["layerType"].astype(str) in INT8_LAYER_TYPES:
+            counts["int8" if info["runtimePrecision"].astype(str) in ("u8", "i8") else "float"] += 1
+    return counts
+
+
+def export_pt2e_int8(module: torch.nn.Module, example: torch.Tensor, calibration: Calibration,
+                     memory_format: torch.memory_format = torch.contiguous_format) -> torch.export.ExportedProgram:
+    """The PT2E flow with the X86 Inductor quantizer (torchao), calibrated at the example's shape; returns the
+    quantised program, exported again for AOTInductor (whose freezing folds and packs the int8 weights)."""
+    try:
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq  # registers Inductor passes
+    except ImportError as exc:
+        raise RuntimeUnavailableError("--runtime compile --dtype int8: the PT2E quantisation flow left torch (2.14 "
+                                      "has no torch.ao.quantization.quantize_pt2e) and lives in torchao: pip install "
+                                      f"torchao ({exc})") from None
+    quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+    with torch.no_grad():
+        captured = torch.export.export(module, (example,)).module()
+        prepared = prepare_pt2e(captured, quantizer)
+        size = example.shape[0]
+        for start in range(0, len(calibration.images), size):  # batches of the compiled shape, images cycled
+            chunk = calibration.images[start:start + size]
+            prepared(chunk.repeat(-(-size // len(chunk)), 1, 1, 1)[:size].to(example.dtype).contiguous(
+                memory_format=memory_format))
+        converted = convert_pt2e(prepared)
+        return torch.export.export(converted, (example,))
+
+
+PT2E_QUANTIZER = "torchao.quantization.pt2e X86InductorQuantizer"
+
+
+def pt2e_cache_fields(calibration: Calibration) -> dict[str, Any]:
+    return {"quantizer": PT2E_QUANTIZER, "calibration_sha256": calibration.sha256,
+            **library_versions("torchao")}
