@@ -102,8 +102,8 @@ def _add_runtime_options(group: argparse._ActionsContainer) -> None:
                        help="OpenVINO only: run each batch as requests of at most M images, queued on the streams "
                             "(default: one request per stream)")
     group.add_argument("--calibration", nargs="+", metavar="PATH", default=RUNTIME_OPTIONS["calibration"],
-                       help="--dtype int8: images the engine's quantiser calibrates on (files/folders); keep them apart "
-                            "from --images (default: the bundled samples)")
+                       help="--dtype int8: images the engine's quantiser calibrates on (files/folders); keep them "
+                            "apart from --images (default: the bundled samples)")
 
 
 def add_target_arguments(group: argparse._ActionsContainer, *, runtime_help: str, **helps: Any) -> None:
