@@ -24,6 +24,7 @@ from ..runners import create_runner
 from ..runners.cache import library_versions, weights_digest
 from .config import BenchConfig
 from .journal import JOURNAL_NAME, JournalState, JournalWriter, read_journal
+from .peers import compare_with_peers
 from .pick import picks
 from .roofline import add_achieved_flops, model_flops
 from .sweep import SweepSettings, add_ratios, plan_configurations, reliability_summary, sweep
@@ -80,7 +81,7 @@ def run_sweep_document(loaded: LoadedModel, images: torch.Tensor, device: torch.
                 for d in (*config.dtypes, "fp32")}
     reference = reference_outputs(loaded.model, images)
     configurations = plan_configurations(config.runtimes, config.dtypes, config.channels_last, config.streams,
-                                         config.micro_batches)
+                                         config.micro_batches, peers=config.peers)
     settings = SweepSettings(config.warmup, config.iters, config.max_time_s, threads, config.cache_dir, config.progress,
                              config.rounds)
     records, rows = sweep(loaded.model, images, reference, device, configurations, config.batch_sizes, criteria,
@@ -104,12 +105,13 @@ def run_sweep_document(loaded: LoadedModel, images: torch.Tensor, device: torch.
                      "warmup": config.warmup, "iters": config.iters, "max_time_s": config.max_time_s,
                      "rounds": config.rounds,
                      "threads": threads, "fp32_math": config.fp32_math, "num_images": num_images,
-                     "cache_dir": config.cache_dir},
+                     "cache_dir": config.cache_dir, "peers": config.peers},
         "criteria": {d: c.to_json() for d, c in criteria.items()},
         "baseline": "eager fp32 (plain timm, contiguous) on the same device, same run",
         "configurations": records,
         "rows": rows,
         "pick": picks(rows, config.batch_sizes),
+        "peer_comparison": compare_with_peers(rows),
     }
 
 

@@ -50,6 +50,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     sweep.add_argument("--rounds", type=int, default=d.rounds,
                        help="time every point once per round, round after round (runners stay open), so a burst of "
                             "load from other processes spreads over all configurations (default: %(default)s)")
+    sweep.add_argument("--no-peers", action="store_true",
+                       help="skip the peer rows (torch.compile, ONNX Runtime and OpenVINO as a user would write them "
+                            "by hand, timed in the same rounds to compare the pick with)")
     sweep.add_argument("--pick", action="store_true",
                        help="print the fastest configuration passing parity per batch size, with its table")
 
@@ -91,6 +94,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         warmup=args.warmup, iters=args.iters, max_time_s=args.max_time, rounds=args.rounds, threads=args.threads,
         criteria=tuple(parse_criterion_flags(args.criterion).items()), cache_dir=args.cache_dir,
         out_dir=args.out_dir, progress=not args.no_progress, plot=not args.no_plot, resume=args.resume,
+        peers=not args.no_peers,
     )
 
 

@@ -45,6 +45,7 @@ class BenchConfig:
     progress: bool = True
     plot: bool = True
     resume: bool = False  # go on from <out_dir>/bench_journal.jsonl (same settings required)
+    peers: bool = True  # also time the hand-written recipes of bench/peers.py (peer rows, never picked)
 
     @property
     def head(self) -> str:
