@@ -32,11 +32,11 @@ import torch
 
 from ..errors import RuntimeUnavailableError
 from ..runners.base import DTYPES, Runner
+from ..runners.compile import raise_recompile_limit
 
 _logger = logging.getLogger(__name__)
 
 BASELINE_PEER = "timm eager"  # the eager fp32 baseline row is also the fp32 "plain timm" peer
-RECOMPILE_LIMIT = 64  # every compiled runner of one model shares Dynamo's per-code-object cache (default 8)
 
 
 class TorchRecipeRunner(Runner):
@@ -56,7 +56,7 @@ class TorchRecipeRunner(Runner):
         self._module = copy.deepcopy(self.model).eval().to(self.device, memory_format=memory_format)
         self._call: Callable[[torch.Tensor], Any] = self._module
         if self.compiled:
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+            raise_recompile_limit()
             self._call = torch.compile(self._module, dynamic=False, options=self.compile_options or None)
 
     def _context(self) -> contextlib.AbstractContextManager:

@@ -16,6 +16,7 @@ default mode. Other devices (e.g. Ascend NPU): not supported by Inductor here; a
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
@@ -33,6 +34,33 @@ _logger = logging.getLogger(__name__)
 
 _TORCH_COMPILE_MODE = {"cuda": "reduce-overhead", "xpu": "default"}
 CUDA_GRAPH_WARMUP_RUNS = 3  # cudagraph trees record on the second or third call of a shape
+RECOMPILE_LIMIT = 64  # compiled runners of one model class share Dynamo's per-code-object cache (default 8)
+
+# CPU, per dtype: the Inductor routes in order of preference, and whether bf16/fp16 run under autocast (weights
+# fp32, convolutions and matmuls in the dtype) instead of the model cast to the dtype. Chosen by measurement:
+# docs/benchmarks.md "The compile runner's path" (benchmarks/compile_paths.py).
+_CPU_ROUTES = {"fp32": ("aot-inductor", "torch.compile"), "bf16": ("aot-inductor", "torch.compile"),
+               "fp16": ("aot-inductor", "torch.compile")}
+_CPU_AUTOCAST = {"fp32": False, "bf16": False, "fp16": False}
+_ROUTE_NAMES = {"aot-inductor": "AOTInductor", "torch.compile": "torch.compile"}
+
+
+def raise_recompile_limit() -> None:
+    """Several compiled copies of one model in a process (a bench sweep: every dtype, layout and peer recipe)
+    each add a Dynamo cache entry for the same ``forward``; past the limit Dynamo silently runs eager."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+
+
+class _Autocast(torch.nn.Module):
+    """``module`` under ``torch.autocast``, as one module ``torch.export`` can capture (autocast is in the graph)."""
+
+    def __init__(self, module: torch.nn.Module, device_type: str, dtype: torch.dtype):
+        super().__init__()
+        self.module, self.device_type, self.dtype = module, device_type, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            return self.module(x)
 
 
 class CompiledRunner(Runner):
@@ -44,7 +72,10 @@ class CompiledRunner(Runner):
             raise RuntimeUnavailableError(f"--runtime compile --device {self.device}: Inductor supports cpu, "
                                           f"{', '.join(_TORCH_COMPILE_MODE)} here; use --runtime eager on this device")
         on_cpu = self.device.type == "cpu"
-        self._mode = "aot-inductor" if on_cpu else f"torch.compile:{_TORCH_COMPILE_MODE[self.device.type]}"
+        first_route = _CPU_ROUTES.get(self.dtype, ("aot-inductor",))[0]
+        self._mode = ((first_route if first_route == "aot-inductor" else "torch.compile:freezing") if on_cpu
+                      else f"torch.compile:{_TORCH_COMPILE_MODE[self.device.type]}")
+        self._autocast = on_cpu and _CPU_AUTOCAST.get(self.dtype, False)
         self._compiled_by_shape: dict[tuple[int, ...], Any] = {}
         self._identity: dict[str, Any] | None = None
 
@@ -52,23 +83,50 @@ class CompiledRunner(Runner):
     def _memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
+    @property
+    def _weights_dtype(self) -> torch.dtype:
+        """The dtype of the weights and of the input: fp32 under autocast, else the run's dtype."""
+        return torch.float32 if self._autocast else DTYPES[self.dtype]
+
+    def _autocast_context(self) -> contextlib.AbstractContextManager:
+        """Autocast around the call for the torch.compile route (an AOTInductor package has it in its graph)."""
+        if self._autocast and self._mode.startswith("torch.compile"):
+            return torch.autocast(self.device.type, DTYPES[self.dtype])
+        return contextlib.nullcontext()
+
+    @property
+    def compile_path(self) -> str:
+        """What the runner does, in words, for summary.json (e.g. "AOTInductor, freezing, channels-last,
+        autocast bf16")."""
+        route = self._mode.split(":")[0]
+        steps = [_ROUTE_NAMES.get(route, route)]
+        if self.device.type == "cpu":
+            steps.append("freezing")
+        else:
+            steps.append(f"mode={self._mode.split(':')[1]}" + (" (CUDA graphs)" if self.device.type == "cuda" else ""))
+        steps.append("channels-last" if self.channels_last else "contiguous")
+        if self.dtype != "fp32":
+            steps.append(f"autocast {self.dtype}" if self._autocast else f"model cast to {self.dtype}")
+        return ", ".join(steps)
+
     def _prepare_impl(self) -> None:
         if self.threads != torch.get_num_threads():
             # Inductor's CPU code is generated for torch's thread count (OpenMP team size baked in), so the
             # count must be the runner's before compiling; process-wide, like torch's own setting.
             torch.set_num_threads(self.threads)
         module = copy.deepcopy(self.model).eval()
-        self._module = module.to(self.device, DTYPES[self.dtype], memory_format=self._memory_format)
+        self._module = module.to(self.device, self._weights_dtype, memory_format=self._memory_format)
         self._identity = model_identity(self.model)
         if self.device.type != "cpu":
             self._artifacts = self._cache_entry({"artifacts": "torch.compiler"}, ".bin")
             if self._artifacts.hit:
                 torch.compiler.load_cache_artifacts(self._artifacts.path.read_bytes())
+            raise_recompile_limit()
             self._compiled = torch.compile(self._module, mode=_TORCH_COMPILE_MODE[self.device.type], dynamic=False)
 
     def _cache_entry(self, extra: dict[str, Any], suffix: str) -> CacheEntry:
         fields = {**(self._identity or {}), "runtime": self.name, "mode": self._mode, "dtype": self.dtype,
-                  "channels_last": self.channels_last, "device_type": self.device.type,
+                  "channels_last": self.channels_last, "device_type": self.device.type, "autocast": self._autocast,
                   "freezing": self.device.type == "cpu",
                   "allow_tf32": [torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32],
                   "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
@@ -79,10 +137,10 @@ class CompiledRunner(Runner):
     def _prepare_shape_impl(self, device_input: torch.Tensor) -> dict[str, Any]:
         shape = tuple(device_input.shape)
         if self.device.type == "cpu":
-            chosen = first_working_route(
-                [("aot-inductor", functools.partial(self._load_or_build_package, shape, device_input)),
-                 ("torch.compile", functools.partial(self._compile_in_process, shape, device_input))],
-                f"--runtime compile: {type(self.model).__name__} in {self.dtype}")
+            attempts = {"aot-inductor": functools.partial(self._load_or_build_package, shape, device_input),
+                        "torch.compile": functools.partial(self._compile_in_process, shape, device_input)}
+            chosen = first_working_route([(route, attempts[route]) for route in _CPU_ROUTES.get(self.dtype, attempts)],
+                                         f"--runtime compile: {type(self.model).__name__} in {self.dtype}")
             self._mode = chosen.route if chosen.route != "torch.compile" else "torch.compile:freezing"
             return {**chosen.value, **chosen.to_json()}
         started = time.perf_counter()
@@ -99,11 +157,13 @@ class CompiledRunner(Runner):
                 "artifacts_cache_hit": loaded_from_cache}
 
     def _compile_in_process(self, shape: tuple[int, ...], device_input: torch.Tensor) -> dict[str, Any]:
-        """The fallback when ``torch.export`` cannot take the model: ``torch.compile`` (Dynamo graph breaks are
-        allowed there) with the same freezing; not packaged, so each process compiles again."""
+        """``torch.compile`` with freezing (Dynamo graph breaks are allowed, so it also takes models
+        ``torch.export`` cannot); Inductor's own FX graph cache (``TORCHINDUCTOR_CACHE_DIR``) spares a later
+        process the code generation and C++ build, not the tracing and freezing passes."""
         started = time.perf_counter()
+        raise_recompile_limit()
         compiled = torch.compile(self._module, dynamic=False, options={"freezing": True})
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast_context():
             compiled(device_input)
         self._compiled_by_shape[shape] = compiled
         return {"mode": "torch.compile:freezing", "compile_s": round(time.perf_counter() - started, 4)}
@@ -113,9 +173,10 @@ class CompiledRunner(Runner):
         details: dict[str, Any] = {"mode": self._mode, "package_cache_hit": entry.hit, "package": str(entry.path)}
         if not entry.hit:
             started = time.perf_counter()
-            example = torch.zeros(shape, dtype=DTYPES[self.dtype]).to(memory_format=self._memory_format)
+            example = torch.zeros(shape, dtype=self._weights_dtype).to(memory_format=self._memory_format)
+            module = _Autocast(self._module, self.device.type, DTYPES[self.dtype]) if self._autocast else self._module
             with torch.no_grad():
-                exported = torch.export.export(self._module, (example,))
+                exported = torch.export.export(module, (example,))
             details["export_s"] = round(time.perf_counter() - started, 4)
             started = time.perf_counter()
             entry.produce(lambda path: torch._inductor.aoti_compile_and_package(
@@ -132,18 +193,20 @@ class CompiledRunner(Runner):
         return details
 
     def _to_device_impl(self, batch: torch.Tensor) -> torch.Tensor:
-        return batch.to(self.device, DTYPES[self.dtype], memory_format=self._memory_format)
+        return batch.to(self.device, self._weights_dtype, memory_format=self._memory_format)
 
     @torch.inference_mode()
     def _forward_impl(self, device_input: torch.Tensor) -> torch.Tensor:
-        return self._compiled_by_shape[tuple(device_input.shape)](device_input)
+        with self._autocast_context():
+            return self._compiled_by_shape[tuple(device_input.shape)](device_input)
 
     def _to_host_impl(self, device_output: Any) -> torch.Tensor:
         output = device_output[0] if isinstance(device_output, (list, tuple)) else device_output
         return output.detach().to("cpu", torch.float32)  # a copy: CUDA graphs reuse their output buffers
 
     def _describe_impl(self) -> dict[str, Any]:
-        return {"compile_mode": self._mode, "freezing": self.device.type == "cpu",
+        return {"compile_path": self.compile_path, "compile_mode": self._mode, "autocast": self._autocast,
+                "freezing": self.device.type == "cpu",
                 "torch_threads": torch.get_num_threads(), "static_shapes": [list(s) for s in self._compiled_by_shape],
                 "cache_dir": str(self.cache_dir or default_cache_dir()),
                 "recompiles": max(0, len(self._compiled_by_shape) - 1)}
