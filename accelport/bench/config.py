@@ -26,7 +26,7 @@ class BenchConfig:
     fp32_math: str = "strict"
     runtimes: tuple[str, ...] = ALL_RUNTIMES
     dtypes: tuple[str, ...] = ("fp32", "bf16")
-    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    batch_sizes: tuple[int, ...] = (1, 32)  # the targets' sizes; 8 only added time (docs/benchmarks.md)
     # auto: channels-last where it is the runtime's fast path (compile), contiguous for eager (the plain-timm
     # baseline) and not applicable to ONNX Runtime / OpenVINO (they choose their own layouts).
     channels_last: str = "auto"
@@ -37,7 +37,7 @@ class BenchConfig:
     warmup: int = 3
     iters: int = 20
     max_time_s: float = 10.0  # per batch size and configuration: fewer iterations (at least 3) when slow
-    rounds: int = 1  # timing rounds over all points (see SweepSettings.rounds)
+    rounds: int = 3  # timing rounds over all points, interleaved: peers and pick see the same load
     threads: int | None = None
     criteria: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     cache_dir: str | None = None
