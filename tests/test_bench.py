@@ -15,7 +15,7 @@ from accelport.cli import main
 from accelport.runners import _REGISTRY
 from accelport.runners.eager import EagerRunner
 
-FAST = ["--iters", "3", "--warmup", "1", "--max-time", "1", "--no-progress"]
+FAST = ["--iters", "3", "--warmup", "1", "--max-time", "1", "--no-progress", "--no-peers"]
 MODEL = ["--model", "test_convnext2", "--device", "cpu"]
 
 
@@ -49,8 +49,7 @@ def bench_dir(tmp_path_factory):
     _needs_engines()
     out = tmp_path_factory.mktemp("bench")
     rc = main(["bench", *MODEL, "--runtimes", "eager,onnxruntime,openvino", "--dtypes", "fp32,bf16",
-               "--batch-sizes", "1,2", "--out-dir", str(out), "--cache-dir", str(out / "cache"), "--pick", "--no-peers",
-               *FAST])
+               "--batch-sizes", "1,2", "--out-dir", str(out), "--cache-dir", str(out / "cache"), "--pick", *FAST])
     return rc, out
 
 
