@@ -136,3 +136,12 @@ def test_isa_is_named_from_cpuinfo_flags(line, name, bf16, int8):
     isa = parse_isa(line)
     assert (isa["name"], isa["bf16_arithmetic"], isa["int8_dot"]) == (name, bf16, int8)
     assert ("AMX-BF16" in isa["extensions"]) == (name == "AMX-BF16/INT8")
+
+
+def test_the_compile_runner_plan_follows_the_cpu():
+    from accelport.runners.compile import cpu_plan
+
+    avx2, amx = parse_isa(EPYC_AVX2), parse_isa(SAPPHIRE_RAPIDS)
+    assert cpu_plan("bf16", avx2) == (("aot-inductor", "torch.compile"), False)  # measured here: cast, AOTI
+    assert cpu_plan("bf16", amx) == (("torch.compile", "aot-inductor"), True)  # issue 13: autocast on AMX
+    assert cpu_plan("fp32", amx) == cpu_plan("fp32", avx2) and cpu_plan("fp32", amx)[1] is False

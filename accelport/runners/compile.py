@@ -1,17 +1,24 @@
-"""TorchInductor-compiled model: frozen weights on CPU, CUDA graphs on CUDA.
+"""TorchInductor-compiled model: frozen weights on CPU, CUDA graphs on CUDA; ``describe()["compile_path"]`` says which.
 
-CPU: ``torch.export`` + AOTInductor with ``freezing`` (weights folded as constants and pre-packed for oneDNN),
-one static graph per input shape, packaged as a ``.pt2`` file in the accelport cache. The generated code
-is specific to the thread count (OpenMP team size) and CPU ISA, so both are in the cache key. Why AOTInductor rather
-than ``torch.compile``: both generate the same Inductor C++ code, but with freezing on, ``torch.compile``
-bypasses Inductor's FX graph cache (counter ``fxgraph_cache_bypass``), so every process would pay the whole
-compilation again; a package keyed by model, weights digest, settings and library versions loads in
-about a second. It also runs through Inductor's C++ wrapper, without Python per-kernel overhead.
+CPU, two routes to the same Inductor C++ code, with ``freezing`` (weights folded as constants, convolution and
+linear weights pre-packed for oneDNN) and one static graph per input shape:
+- ``torch.export`` + AOTInductor: packaged as a ``.pt2`` file in the accelport cache (keyed by model, weights
+  digest, settings, thread count, CPU ISA and library versions: the generated code bakes in the OpenMP team
+  size and the ISA), loaded in about a second by a later process; runs through Inductor's C++ wrapper.
+- ``torch.compile(options={"freezing": True})``: Dynamo graph breaks allowed (models ``torch.export`` rejects);
+  its cache is Inductor's own FX graph cache (``TORCHINDUCTOR_CACHE_DIR``), which in torch 2.14 also serves
+  frozen graphs, so a later process skips code generation and the C++ build but still traces and freezes.
+Which route comes first, and whether bf16/fp16 run under ``torch.autocast`` or with the model cast, follows the
+CPU (``cpu_plan``): measured on AVX2 (no bf16 arithmetic), AOTInductor with the cast is fastest; on CPUs with
+bf16 arithmetic (AMX, AVX-512 BF16), ``torch.compile`` + autocast, the recipe issue 13 measured 1.48x faster there.
 
-CUDA: ``torch.compile(mode="reduce-overhead")`` (CUDA graphs: one launch per batch, the batch-1 win), warm-up
-runs per shape in setup; Inductor's own on-disk caches apply (no freezing there), and the compiler's cache
-artifacts are also saved in the accelport cache so a fresh machine can reuse them. XPU: ``torch.compile``
-default mode. Other devices (e.g. Ascend NPU): not supported by Inductor here; a clear error.
+CUDA: ``torch.compile(mode="reduce-overhead")`` (CUDA graphs: one launch per batch, the batch-1 win), the model
+cast to the dtype (GPUs have bf16/fp16 arithmetic), warm-up runs per shape in setup; the compiler's cache
+artifacts are saved in the accelport cache so a fresh machine can reuse them. Not exercised here (no GPU).
+XPU: ``torch.compile`` default mode. Other devices: not supported by Inductor here; a clear error. Ascend NPU
+(documented, unverified): torch_npu's ``torchair`` backend
+(``torch.compile(model, backend=torchair.get_npu_backend(compiler_config=config))``, its "reduce-overhead" mode
+for NPU graph capture) plays this role there; accelport does not run it yet.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any
 
 import torch
 
+from ..environment import cpu_isa
 from ..errors import RuntimeUnavailableError
 from .base import DTYPES, Runner
 from .cache import CacheEntry, cache_entry, default_cache_dir, library_versions, model_identity
@@ -36,13 +44,24 @@ _TORCH_COMPILE_MODE = {"cuda": "reduce-overhead", "xpu": "default"}
 CUDA_GRAPH_WARMUP_RUNS = 3  # cudagraph trees record on the second or third call of a shape
 RECOMPILE_LIMIT = 64  # compiled runners of one model class share Dynamo's per-code-object cache (default 8)
 
-# CPU, per dtype: the Inductor routes in order of preference, and whether bf16/fp16 run under autocast (weights
-# fp32, convolutions and matmuls in the dtype) instead of the model cast to the dtype. Chosen by measurement:
-# docs/benchmarks.md "The compile runner's path" (benchmarks/compile_paths.py).
-_CPU_ROUTES = {"fp32": ("aot-inductor", "torch.compile"), "bf16": ("aot-inductor", "torch.compile"),
-               "fp16": ("aot-inductor", "torch.compile")}
-_CPU_AUTOCAST = {"fp32": False, "bf16": False, "fp16": False}
+# CPU: the Inductor routes in order of preference, and whether bf16/fp16 run under autocast (weights fp32,
+# convolutions and matmuls in the dtype) or with the model cast to the dtype; chosen by measurement
+# (docs/benchmarks.md "The compile runner's path", benchmarks/compile_paths.py), per kind of CPU:
+# - without bf16/fp16 arithmetic (AVX2, AVX-512 without BF16): AOTInductor, model cast. Measured on an AVX2 EPYC:
+#   torch.compile is on par (0.93-1.08x), autocast 1.27-1.34x slower than the cast (its fp32 activations between
+#   emulated bf16 kernels add conversions), and the package loads from the cache in about a second;
+# - with it (AMX, AVX-512 BF16/FP16): torch.compile with freezing under autocast, the recipe issue 13 measured
+#   1.48x faster than AOTInductor with the model cast on an AMX Xeon (not re-measured here: no such CPU).
+_CPU_PLANS = {False: (("aot-inductor", "torch.compile"), False), True: (("torch.compile", "aot-inductor"), True)}
 _ROUTE_NAMES = {"aot-inductor": "AOTInductor", "torch.compile": "torch.compile"}
+
+
+def cpu_plan(dtype: str, isa: dict[str, Any] | None = None) -> tuple[tuple[str, ...], bool]:
+    """(routes in order, autocast) for ``dtype`` on this CPU (``isa``: ``environment.cpu_isa()``)."""
+    if dtype == "fp32":
+        return _CPU_PLANS[False][0], False
+    isa = isa if isa is not None else cpu_isa()
+    return _CPU_PLANS[bool(isa.get(f"{dtype}_arithmetic"))]
 
 
 def raise_recompile_limit() -> None:
@@ -72,10 +91,10 @@ class CompiledRunner(Runner):
             raise RuntimeUnavailableError(f"--runtime compile --device {self.device}: Inductor supports cpu, "
                                           f"{', '.join(_TORCH_COMPILE_MODE)} here; use --runtime eager on this device")
         on_cpu = self.device.type == "cpu"
-        first_route = _CPU_ROUTES.get(self.dtype, ("aot-inductor",))[0]
-        self._mode = ((first_route if first_route == "aot-inductor" else "torch.compile:freezing") if on_cpu
+        self._routes, autocast = cpu_plan(self.dtype) if on_cpu else ((), False)
+        self._autocast = on_cpu and autocast
+        self._mode = ((self._routes[0] if self._routes[0] == "aot-inductor" else "torch.compile:freezing") if on_cpu
                       else f"torch.compile:{_TORCH_COMPILE_MODE[self.device.type]}")
-        self._autocast = on_cpu and _CPU_AUTOCAST.get(self.dtype, False)
         self._compiled_by_shape: dict[tuple[int, ...], Any] = {}
         self._identity: dict[str, Any] | None = None
 
@@ -139,7 +158,7 @@ class CompiledRunner(Runner):
         if self.device.type == "cpu":
             attempts = {"aot-inductor": functools.partial(self._load_or_build_package, shape, device_input),
                         "torch.compile": functools.partial(self._compile_in_process, shape, device_input)}
-            chosen = first_working_route([(route, attempts[route]) for route in _CPU_ROUTES.get(self.dtype, attempts)],
+            chosen = first_working_route([(route, attempts[route]) for route in self._routes],
                                          f"--runtime compile: {type(self.model).__name__} in {self.dtype}")
             self._mode = chosen.route if chosen.route != "torch.compile" else "torch.compile:freezing"
             return {**chosen.value, **chosen.to_json()}
