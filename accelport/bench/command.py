@@ -9,8 +9,11 @@ from ..arguments import add_model_arguments
 from ..devices import FP32_MATH_MODES
 from .config import ALL_RUNTIMES, CHANNELS_LAST_MODES, BenchConfig, parse_list
 
-EPILOG = ("duration: the default sweep (24 measured points) took 5.5 minutes on 2 idle AMD EPYC cores with an empty "
-          "cache, 81 minutes on the same cores shared with four other jobs (README \"Beyond one run\"); "
+EPILOG = ("duration: the default sweep (batch 1 and 32, 3 rounds, peers included: 12 Inductor compilations, 5 bf16 "
+          "rows at batch 32 that run ~5 s per call where bf16 is emulated) is estimated at about 9 minutes on 2 "
+          "idle AMD EPYC (AVX2) cores with an empty cache, far less on a CPU with bf16 arithmetic; --no-peers "
+          "saves the 8 peer compilations, --dtypes fp32 the emulated bf16 rows; on cores shared with other jobs it "
+          "takes several times longer (docs/benchmarks.md); "
           "every finished point is journaled in --out-dir, so Ctrl-C or a time limit loses nothing and --resume "
           "goes on. Exit codes: 0 ran and at least one configuration passed parity at every batch size, 1 some "
           "batch size has none, 2 bad usage/input/environment, 3 internal error, 130 interrupted. Results: "
