@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("journal")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--from-round", type=int, default=1,
+                        help="use rounds from this one on: 2 keeps only the interleaved rounds (round 1 of each point "
+                             "is taken at its configuration's setup, minutes apart from the others')")
     args = parser.parse_args(argv)
 
     from accelport.atomic import write_json_atomic
@@ -43,12 +46,15 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             continue
         point = Point(dict(row))
-        for entry in state.rounds.get(key, []):
+        for entry in state.rounds.get(key, [])[args.from_round - 1:]:
             point.add_round(entry["samples"], entry["load"])
+        if not point.samples:
+            continue
         rows.append(point.finish(header["fingerprint"].get("threads") or 2))
     add_ratios(rows)
     settings = header["fingerprint"]
-    document = {"partial": True, "journal": str(path), "settings": {"rounds": settings.get("rounds")},
+    document = {"partial": True, "journal": str(path), "from_round": args.from_round,
+                "settings": {"rounds": settings.get("rounds")},
                 "environment": {k: settings.get(k) for k in ("cpu", "cpu_isa", "torch", "onnxruntime", "openvino")},
                 "rows": rows, "pick": picks(rows, settings["batch_sizes"]), "peer_comparison": compare_with_peers(rows)}
     write_json_atomic(Path(args.out), document)
