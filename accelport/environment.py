@@ -37,6 +37,45 @@ def describe_environment(device: torch.device) -> dict[str, Any]:
         "device_name": device_name(device),
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
+        "cpu_isa": cpu_isa(),
         "torch_threads": torch.get_num_threads(),
         "executable": sys.executable,
     }
+
+
+# /proc/cpuinfo flag -> the name people use for it, in the order the tiers build on each other.
+_ISA_FLAGS = {"avx2": "AVX2", "fma": "FMA", "avx_vnni": "AVX-VNNI", "avx512f": "AVX-512",
+              "avx512_vnni": "AVX-512 VNNI", "avx512_bf16": "AVX-512 BF16", "avx512_fp16": "AVX-512 FP16",
+              "amx_tile": "AMX", "amx_bf16": "AMX-BF16", "amx_int8": "AMX-INT8", "amx_fp16": "AMX-FP16"}
+
+
+def parse_isa(flags_line: str) -> dict[str, Any]:
+    """The vector/matrix ISA a ``/proc/cpuinfo`` ``flags`` line offers, and what it means for each precision.
+
+    ``bf16_arithmetic``: the CPU multiplies bf16 in hardware (AVX-512 BF16 or AMX-BF16); without it bf16 is
+    emulated through fp32 conversions and runs far slower than fp32. ``int8_dot``: a VNNI or AMX-INT8 dot
+    product, which int8 kernels need to beat fp32. ``name``: the widest tier, as used in reports.
+    """
+    flags = set(flags_line.replace("flags", "").replace(":", " ").split())
+    present = [name for flag, name in _ISA_FLAGS.items() if flag in flags]
+    tiers = [("AMX-BF16/INT8", {"amx_bf16", "amx_int8"}), ("AVX-512 BF16", {"avx512_bf16"}),
+             ("AVX-512 VNNI", {"avx512_vnni"}), ("AVX-512", {"avx512f"}), ("AVX2", {"avx2"})]
+    name = next((tier for tier, needed in tiers if needed <= flags), "below AVX2")
+    return {"name": name, "extensions": present,
+            "bf16_arithmetic": bool(flags & {"avx512_bf16", "amx_bf16"}),
+            "fp16_arithmetic": bool(flags & {"avx512_fp16", "amx_fp16"}),
+            "int8_dot": bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})}
+
+
+def cpu_isa() -> dict[str, Any]:
+    """``parse_isa`` of this machine's first ``flags`` line (Linux; elsewhere only torch's view), with torch's
+    own ``get_cpu_capability()`` (the kernels ATen dispatches to)."""
+    line = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            line = next((row for row in cpuinfo if row.startswith("flags")), "")
+    except OSError:
+        pass
+    isa = parse_isa(line) if line else {"name": "unknown", "extensions": [], "bf16_arithmetic": None,
+                                        "fp16_arithmetic": None, "int8_dot": None}
+    return {**isa, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}

@@ -26,8 +26,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# The issue's targets: (dtype, batch size, largest allowed p50 ratio to eager fp32), parity passing.
-TARGETS = (("fp32", 1, 0.30), ("fp32", 32, 0.40), ("bf16", 32, 0.20))
 
 
 def load_average() -> list[float] | None:
@@ -83,26 +81,35 @@ def floor_ratio(document: dict, peaks: dict, dtype: str, batch_size: int) -> dic
 
 
 def check_targets(document: dict, peaks: dict) -> list[dict]:
+    """Every target of issue 13 (accelport.bench.roofline.TARGETS) against this run: the measured ratio (to eager,
+    or paired to the best peer), met or not, and whether this machine can check and reach it."""
+    from accelport.bench.peers import comparison_for
     from accelport.bench.pick import fastest_passing
+    from accelport.bench.roofline import TARGETS, target_reach
 
+    isa = document.get("environment", {}).get("cpu_isa")
     verdicts = []
-    for dtype, batch_size, limit in TARGETS:
-        best = fastest_passing(document["rows"], batch_size, dtype)
-        ratio = best.get("ratio_vs_eager") if best else None
-        floor = floor_ratio(document, peaks, dtype, batch_size)
-        verdicts.append({"dtype": dtype, "batch_size": batch_size, "max_ratio": limit,
-                         "best": best["label"] if best else None, "ratio": ratio,
-                         "p50_ms": best["latency"]["p50_ms"] if best else None,
-                         "met": ratio is not None and ratio <= limit, "roofline": floor,
-                         "reachable_at_peak": None if floor is None else floor["floor_ratio"] <= limit,
-                         "reachable_at_fp32_peak": None if floor is None
-                         else floor.get("fp32_arithmetic_floor_ratio", floor["floor_ratio"]) <= limit})
+    for target in TARGETS:
+        dtype, batch_size, limit = target["dtype"], target["batch_size"], target["max_ratio"]
+        floor = floor_ratio(document, peaks, dtype, batch_size) if target["against"] == "eager" else None
+        verdict = {**target, "roofline": floor, "reach": target_reach(target, isa, floor and floor["floor_ratio"])}
+        if target["against"] == "peer":
+            entry = comparison_for(document, dtype, batch_size) or {}
+            ratio, best, p50 = entry.get("ratio_to_best_peer"), entry.get("pick"), entry.get("pick_p50_ms")
+            verdict["best_peer"] = entry.get("best_peer")
+        else:
+            row = fastest_passing(document["rows"], batch_size, dtype)
+            ratio, best, p50 = (row.get("ratio_vs_eager"), row["label"], row["latency"]["p50_ms"]) if row else (
+                None, None, None)
+        verdict.update(best=best, ratio=ratio, p50_ms=p50, met=ratio is not None and ratio <= limit,
+                       measured=ratio is not None)
+        verdicts.append(verdict)
     return verdicts
 
 
 def second_run_setup(args: argparse.Namespace, cache_dir: str, document: dict) -> dict:
     """In a fresh process: re-create each measured configuration from the now-filled cache; its setup seconds."""
-    configs = [c for c in document["configurations"] if c["status"] == "ok"]
+    configs = [c for c in document["configurations"] if c["status"] == "ok" and c.get("kind") != "peer"]
     command = [sys.executable, __file__, "--setup-only", "--cache-dir", cache_dir, "--model", args.model,
                "--device", document["device"], "--batch-sizes", args.batch_sizes,
                "--configs", json.dumps([[c["runtime"], c["dtype"], c["channels_last"], c.get("streams", 1),
@@ -139,26 +146,25 @@ def setup_only(args: argparse.Namespace) -> None:
 
 
 def render(report: dict) -> str:
-    from accelport.bench.report import reliability_lines
+    from accelport.bench.report import peer_lines, reliability_lines
 
     document, hw = report["bench"], report["hardware"]
-    lines = [f"Hardware: {hw['cpu']} ({hw['cpu_count']} logical cores, ISA {hw['cpu_capability']}), device "
+    isa = hw.get("isa", hw["cpu_capability"])
+    lines = [f"Hardware: {hw['cpu']} ({hw['cpu_count']} logical cores, ISA {isa}), device "
              f"`{hw['device']}` ({hw['device_name']}), {hw['threads']} threads; torch {hw['torch']}, onnxruntime "
              f"{hw['onnxruntime']}, openvino {hw['openvino']}. Load average before/after: "
              f"{report['load_average_before']} / {report['load_average_after']}.", "",
              *reliability_lines(document), "",
-             "| target | best configuration passing parity | p50 ms | ratio to eager fp32 | limit | met "
-             "| floor ratio at matmul peak |",
+             "| target (issue 13) | pick passing parity | p50 ms | ratio | limit | met | this machine |",
              "|---|---|---|---|---|---|---|"]
     for v in report["targets"]:
         ratio = f"{v['ratio']:.3f}" if v["ratio"] is not None else "–"
         p50 = f"{v['p50_ms']:.2f}" if v["p50_ms"] is not None else "–"
-        roof = v.get("roofline") or {}
-        floor = f"{roof['floor_ratio']:.3f}" if roof else "–"
-        if "fp32_arithmetic_floor_ratio" in roof:
-            floor += f" ({roof['fp32_arithmetic_floor_ratio']:.3f} in fp32 arithmetic)"
-        lines.append(f"| {v['dtype']} batch {v['batch_size']} | {v['best'] or 'none passes'} | {p50} | {ratio} | "
-                     f"≤ {v['max_ratio']} | {'yes' if v['met'] else '**no**'} | {floor} |")
+        against = f"÷ best peer ({v.get('best_peer') or 'none'})" if v["against"] == "peer" else "÷ eager fp32"
+        met = "yes" if v["met"] else "**no**" if v["measured"] else "not measured"
+        lines.append(f"| {v['dtype']} batch {v['batch_size']}, {against}, {v['isa']} CPUs | {v['best'] or '–'} | "
+                     f"{p50} | {ratio} | ≤ {v['max_ratio']:.2f} | {met} | {v['reach']} |")
+    lines += ["", "accelport vs what you would write by hand:", "", *peer_lines(document)]
     flops = report["bench"]["model"].get("flops_per_image")
     peaks = ", ".join(f"{d} {p['gflops_per_s']:.1f} GFLOP/s ({p['size']}²)" if "gflops_per_s" in p
                       else f"{d}: {p['error']}" for d, p in report["matmul_peaks"].items())
@@ -204,6 +210,7 @@ def measure(args: argparse.Namespace, cache_dir: str) -> dict:
     """The sweep, the matmul peaks, the target verdicts and the second run's setup, with ``cache_dir`` as cache."""
     from accelport.bench.config import BenchConfig, parse_list
     from accelport.bench.api import run_bench
+    from accelport.bench.report import isa_text
 
     before = wait_for_quiet(args.wait_quiet, args.quiet_load) if args.wait_quiet else load_average()
     config = BenchConfig.of(model=args.model, device=args.device, runtimes=parse_list(args.runtimes, "--runtimes"),
@@ -222,6 +229,7 @@ def measure(args: argparse.Namespace, cache_dir: str) -> dict:
         "schema_version": 1,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "hardware": {"cpu": env["cpu"], "cpu_count": env["cpu_count"], "cpu_capability": env["cpu_capability"],
+                     "isa": isa_text(env),
                      "device": document["device"], "device_name": env["device_name"], "threads": env["threads"],
                      "torch": env["torch"], "onnxruntime": env.get("onnxruntime"), "openvino": env.get("openvino"),
                      "platform": env["platform"]},
@@ -240,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--runtimes", default="eager,compile,onnxruntime,openvino")
     parser.add_argument("--dtypes", default="fp32,bf16")
-    parser.add_argument("--batch-sizes", default="1,8,32")
+    parser.add_argument("--batch-sizes", default="1,32")
     parser.add_argument("--streams", default="1,2", help="OpenVINO stream counts")
     parser.add_argument("--micro-batches", default="0,4", help="OpenVINO request sizes (0: one per stream)")
     parser.add_argument("--rounds", type=int, default=3)

@@ -15,7 +15,7 @@ from accelport.cli import main
 from accelport.runners import _REGISTRY
 from accelport.runners.eager import EagerRunner
 
-FAST = ["--iters", "3", "--warmup", "1", "--max-time", "1", "--no-progress"]
+FAST = ["--iters", "3", "--warmup", "1", "--max-time", "1", "--no-progress", "--no-peers"]
 MODEL = ["--model", "test_convnext2", "--device", "cpu"]
 
 
@@ -81,6 +81,9 @@ def test_bench_measures_every_configuration_at_every_batch_size_with_its_parity(
     assert points["onnxruntime bf16", 1]["status"] == "unsupported"
     assert "--dtype bf16" in points["onnxruntime bf16", 1]["reason"]
     assert points["eager bf16", 1]["parity"]["passed"]  # a correct bf16 run passes the bf16 defaults
+    # --no-peers: no hand-written recipe is timed, and bench.md says so instead of comparing
+    assert not [r for r in document["rows"] if r.get("kind") == "peer"] and document["peer_comparison"] == []
+    assert "No peer rows (`--no-peers`)" in (bench_dir[1] / "bench.md").read_text()
 
 
 def test_openvino_is_also_measured_with_the_batch_split_over_two_streams(bench_dir):

@@ -16,7 +16,7 @@ from accelport.cli import main
 PHOTO = str(Path(__file__).resolve().parent.parent / "samples" / "chelsea.jpg")
 SWEEP = ["bench", "--model", "test_convnext2", "--device", "cpu", "--runtimes", "eager", "--dtypes", "fp32",
          "--batch-sizes", "1,2", "--iters", "3", "--warmup", "1", "--max-time", "1", "--no-progress", "--no-plot",
-         "--images", PHOTO]
+         "--images", PHOTO, "--no-peers", "--rounds", "1"]
 
 
 def interrupt_after(monkeypatch, rounds: int) -> None:

@@ -96,6 +96,9 @@ def test_every_runtime_matches_the_cpu_reference_with_the_criteria_of_its_precis
     assert settings["dtype"] == dtype and settings["runtime"] == runtime
     if "effective_precision" in settings:  # read back from the engine, never assumed
         assert settings["effective_precision"] == dtype
+    if runtime == "compile":  # the Inductor path it took, in words (summary.json), naming the route it used
+        assert settings["compile_path"].startswith({"aot-inductor": "AOTInductor", "torch.compile:freezing":
+                                                    "torch.compile"}[settings["compile_mode"]])
 
 
 def test_a_bf16_run_is_not_judged_by_fp32_criteria(tiny_model, tiny_input, reference):

@@ -10,8 +10,11 @@ from ..arguments import (add_criterion_argument, add_device_arguments, add_input
 from ..runners import DTYPES
 from .config import ALL_RUNTIMES, CHANNELS_LAST_MODES, BenchConfig, parse_list
 
-EPILOG = ("duration: the default sweep (24 measured points) took 5.5 minutes on 2 idle AMD EPYC cores with an empty "
-          "cache, 81 minutes on the same cores shared with four other jobs (README \"Beyond one run\"); "
+EPILOG = ("duration: the default sweep (batch 1 and 32, 3 rounds, peers included: 12 Inductor compilations, 5 bf16 "
+          "rows at batch 32 that run ~5 s per call where bf16 is emulated) is estimated at about 9 minutes on 2 "
+          "idle AMD EPYC (AVX2) cores with an empty cache, far less on a CPU with bf16 arithmetic; --no-peers "
+          "saves the 8 peer compilations, --dtypes fp32 the emulated bf16 rows; on cores shared with other jobs it "
+          "takes several times longer (docs/benchmarks.md); "
           "every finished point is journaled in --out-dir, so Ctrl-C or a time limit loses nothing and --resume "
           "goes on. Exit codes: 0 ran and at least one configuration passed parity at every batch size, 1 some "
           "batch size has none, 2 bad usage/input/environment, 3 internal error, 130 interrupted. Results: "
@@ -51,6 +54,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     sweep.add_argument("--rounds", type=int, default=d.rounds,
                        help="time every point once per round, round after round (runners stay open), so a burst of "
                             "load from other processes spreads over all configurations (default: %(default)s)")
+    sweep.add_argument("--no-peers", action="store_true",
+                       help="skip the peer rows (torch.compile, ONNX Runtime and OpenVINO as a user would write them "
+                            "by hand, timed in the same rounds to compare the pick with)")
     sweep.add_argument("--pick", action="store_true",
                        help="print the fastest configuration passing parity per batch size, with its table")
 
@@ -82,6 +88,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         micro_batches=parse_list(args.micro_batches, "--micro-batches", int),
         warmup=args.warmup, iters=args.iters, max_time_s=args.max_time, rounds=args.rounds, threads=args.threads,
         cache_dir=args.cache_dir, progress=not args.no_progress, plot=not args.no_plot, resume=args.resume,
+        peers=not args.no_peers,
     )
 
 

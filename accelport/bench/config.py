@@ -19,7 +19,7 @@ class BenchConfig:
     spec: JobSpec = field(default_factory=JobSpec)
     runtimes: tuple[str, ...] = ALL_RUNTIMES
     dtypes: tuple[str, ...] = ("fp32", "bf16")
-    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    batch_sizes: tuple[int, ...] = (1, 32)  # the targets' sizes; 8 only added time (docs/benchmarks.md)
     # auto: channels-last where it is the runtime's fast path (compile), contiguous for eager (the plain-timm
     # baseline) and not applicable to ONNX Runtime / OpenVINO (they choose their own layouts).
     channels_last: str = "auto"
@@ -30,12 +30,13 @@ class BenchConfig:
     warmup: int = 3
     iters: int = 20
     max_time_s: float = 10.0  # per batch size and configuration: fewer iterations (at least 3) when slow
-    rounds: int = 1  # timing rounds over all points (see SweepSettings.rounds)
+    rounds: int = 3  # timing rounds over all points, interleaved: peers and pick see the same load
     threads: int | None = None
     cache_dir: str | None = None
     progress: bool = True
     plot: bool = True
     resume: bool = False  # go on from <out_dir>/bench_journal.jsonl (same settings required)
+    peers: bool = True  # also time the hand-written recipes of bench/peers.py (peer rows, never picked)
 
     @classmethod
     def of(cls, **flat: Any) -> BenchConfig:

@@ -16,6 +16,7 @@ from ..environment import describe_environment
 from ..job.header import DocumentHeader, utc_now
 from ..runners import create_runner
 from ..runners.cache import library_versions, weights_digest
+from .peers import compare_with_peers
 from .roofline import add_achieved_flops, model_flops
 from .sweep import SweepSettings, add_ratios, plan_configurations, reliability_summary, sweep
 
@@ -53,7 +54,7 @@ def sweep_document(job: JobContext, config: BenchConfig, images: torch.Tensor, t
     criteria = {d: job.criteria_for(d) for d in (*config.dtypes, "fp32")}
     reference = reference_outputs(job.loaded.model, images)
     configurations = plan_configurations(config.runtimes, config.dtypes, config.channels_last, config.streams,
-                                         config.micro_batches)
+                                         config.micro_batches, peers=config.peers)
     settings = SweepSettings(config.warmup, config.iters, config.max_time_s, threads, config.cache_dir, config.progress,
                              config.rounds)
     records, rows = sweep(job.loaded.model, images, reference, job.device, configurations, config.batch_sizes,
@@ -76,9 +77,10 @@ def sweep_document(job: JobContext, config: BenchConfig, images: torch.Tensor, t
                      "warmup": config.warmup, "iters": config.iters, "max_time_s": config.max_time_s,
                      "rounds": config.rounds,
                      "threads": threads, "fp32_math": job.spec.fp32_math, "num_images": int(images.shape[0]),
-                     "cache_dir": config.cache_dir},
+                     "cache_dir": config.cache_dir, "peers": config.peers},
         "criteria": {d: c.to_json() for d, c in criteria.items()},
         "baseline": "eager fp32 (plain timm, contiguous) on the same device, same run",
         "configurations": records,
         "rows": rows,
+        "peer_comparison": compare_with_peers(rows),
     }

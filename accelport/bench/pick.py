@@ -33,7 +33,8 @@ def _passes(row: dict[str, Any]) -> bool:
 
 
 def fastest_passing(rows: list[dict], batch_size: int, dtype: str | None = None) -> dict[str, Any] | None:
-    candidates = [r for r in rows if r["batch_size"] == batch_size and _passes(r) and dtype in (None, r["dtype"])]
+    candidates = [r for r in rows if r["batch_size"] == batch_size and _passes(r) and dtype in (None, r["dtype"])
+                  and r.get("kind") != "peer"]  # a hand-written peer recipe is measured, never picked
     return min(candidates, key=lambda r: r["latency"]["p50_ms"], default=None)
 
 
@@ -74,6 +75,8 @@ class AutoChoice:
     table: list[dict[str, Any]] = field(default_factory=list)
     streams: int = 1
     micro_batch: int | None = None
+    best_peer: str | None = None  # the fastest hand-written recipe of the bench (bench/peers.py)
+    ratio_to_best_peer: float | None = None  # paired: the pick's p50 over the best peer's (< 1: the pick is faster)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,14 +102,18 @@ def _matches(document: dict[str, Any], loaded: LoadedModel, device: torch.device
 
 
 def _choose(document: dict[str, Any], target: Target, source: str) -> AutoChoice | None:
+    from .peers import comparison_for, peer_summary
+
     best = fastest_passing(document["rows"], target.batch_size, target.dtype)
     if best is None:
         return None
+    peer = comparison_for(document, target.dtype, target.batch_size) or {}
     return AutoChoice(best["runtime"], best["channels_last"], target.dtype, target.batch_size, source,
                       f"fastest {target.dtype} configuration passing parity at batch {target.batch_size}: "
-                      f"{best['label']} ({best['latency']['p50_ms']:.3f} ms p50)",
+                      f"{best['label']} ({best['latency']['p50_ms']:.3f} ms p50){peer_summary(peer)}",
                       justification(document["rows"], target.batch_size), streams=best.get("streams", 1),
-                      micro_batch=best.get("micro_batch") or None)
+                      micro_batch=best.get("micro_batch") or None, best_peer=peer.get("best_peer"),
+                      ratio_to_best_peer=peer.get("ratio_to_best_peer"))
 
 
 def _cached_choice(job: JobContext, target: Target) -> AutoChoice | None:

@@ -38,7 +38,8 @@ def write_plot(document: dict[str, Any], path: Path) -> Path | None:
     for index, (label, rows) in enumerate(lines.items()):
         rows.sort(key=lambda r: r["batch_size"])
         failed = not all(r["parity"]["passed"] for r in rows)
-        style = {**series_style(index), "linestyle": "--" if failed else "-"}
+        peer = rows[0].get("kind") == "peer"  # hand-written recipes: dotted, so the pick stands out against them
+        style = {**series_style(index), "linestyle": "--" if failed else ":" if peer else "-"}
         name = label + (" (parity FAIL)" if failed else "")
         batch_sizes = [r["batch_size"] for r in rows]
         latency_ax.plot(batch_sizes, [r["latency"]["p50_ms"] for r in rows], label=name, **style)

@@ -28,19 +28,26 @@ if TYPE_CHECKING:
 
 _logger = logging.getLogger(__name__)
 
-MIN_ITERS = 3
+MIN_ITERS = 3  # timed iterations per point at least, over all its rounds
 
 
-def time_compute(runner: Runner, batch: torch.Tensor, warmup: int, iters: int, max_time_s: float) -> list[float]:
-    """Per-iteration compute latencies in ms (input on the device, synchronised); fewer when one is slow."""
+def time_compute(runner: Runner, batch: torch.Tensor, warmup: int, iters: int, max_time_s: float,
+                 min_iters: int = MIN_ITERS) -> list[float]:
+    """Per-iteration compute latencies in ms (input on the device, synchronised); fewer when one is slow.
+
+    Warm-up: the first call always, further ones only while they have used less than a quarter of
+    ``max_time_s``: a 5-second call (bf16 on a CPU without bf16 arithmetic) warms nothing a second time, and three
+    of them would cost more than the point's whole budget.
+    """
     device_input = runner.to_device(batch)
     runner.synchronize()
-    started = time.perf_counter()
-    for _ in range(warmup):
+    started, done = time.perf_counter(), 0
+    while done < warmup and (done == 0 or time.perf_counter() - started < max_time_s / 4):
         runner.forward(device_input)
         runner.synchronize()
-    per_iter = (time.perf_counter() - started) / warmup if warmup else 0.0
-    count = iters if per_iter <= 0 else max(MIN_ITERS, min(iters, int(max_time_s / per_iter)))
+        done += 1
+    per_iter = (time.perf_counter() - started) / done if done else 0.0
+    count = iters if per_iter <= 0 else max(min_iters, min(iters, int(max_time_s / per_iter)))
     return time_calls(lambda: runner.forward(device_input), runner, count)
 
 
@@ -87,7 +94,7 @@ class Point:
         rounds = max(1, settings.rounds)
         with LoadMonitor() as monitor:
             samples = time_compute(self.runner, self.batch, warmup, -(-settings.iters // rounds),
-                                   settings.max_time_s / rounds)
+                                   settings.max_time_s / rounds, -(-MIN_ITERS // rounds))
         load = monitor.window.to_json() if monitor.window else None
         self.add_round(samples, load)
         if journal is not None:

@@ -16,10 +16,21 @@ def _num(value: Any, fmt: str = ".3f") -> str:
     return "–" if value is None else format(value, fmt)
 
 
+def isa_text(env: dict[str, Any]) -> str:
+    """``AVX2 (torch kernels: AVX2; no bf16 arithmetic, no int8 dot product)`` from the environment record."""
+    isa = env.get("cpu_isa")
+    if not isa:
+        return str(env.get("cpu_capability"))
+    lacks = [what for key, what in (("bf16_arithmetic", "bf16 arithmetic"), ("int8_dot", "int8 dot product (VNNI)"))
+             if isa.get(key) is False]
+    return (f"{isa['name']} (torch kernels: {isa.get('torch_cpu_capability')}"
+            + (f"; no {', no '.join(lacks)}" if lacks else "") + ")")
+
+
 def hardware_line(document: dict[str, Any]) -> str:
     env = document["environment"]
     return (f"device `{document['device']}` ({env['device_name']}); host CPU {env['cpu']} ({env['cpu_count']} logical "
-            f"cores, ISA {env.get('cpu_capability')}), {env['threads']} intra-op threads for every runtime")
+            f"cores, ISA {isa_text(env)}), {env['threads']} intra-op threads for every runtime")
 
 
 def software_line(document: dict[str, Any]) -> str:
@@ -85,6 +96,26 @@ def pick_lines(document: dict[str, Any]) -> list[str]:
     return lines
 
 
+def peer_lines(document: dict[str, Any]) -> list[str]:
+    """Per (dtype, batch): the pick, the best hand-written peer, their paired ratio (bench/peers.py)."""
+    comparison = document.get("peer_comparison")
+    if not comparison:
+        return ["No peer rows (`--no-peers`)."] if "peer_comparison" in document else []
+    rounds = document["settings"].get("rounds", 1)
+    lines = [f"Ratio = median over the {rounds} timing round(s) of (pick's round p50 / best peer's round p50), "
+             "both passing parity; below 1 the pick is faster. Peers are timed in the same rounds, never picked.",
+             "", "| dtype | batch | pick | p50 ms | best peer | p50 ms | pick / best peer | per-round ratios |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in comparison:
+        verdict = "–" if c["ratio_to_best_peer"] is None else (
+            f"**{c['ratio_to_best_peer']:.3f}**" + ("" if c["at_least_as_fast"] else " (peer faster)"))
+        lines.append(f"| {c['dtype']} | {c['batch_size']} | {c['pick'] or 'none passes'} | "
+                     f"{_num(c['pick_p50_ms'], '.2f')} | {c['best_peer'] or 'none passes'} | "
+                     f"{_num(c['best_peer_p50_ms'], '.2f')} | {verdict} | "
+                     + ", ".join(f"{r:.3f}" for r in c["round_ratios"]) + " |")
+    return lines
+
+
 def render_markdown(document: dict[str, Any]) -> str:
     s = document["settings"]
     model = document["model"]
@@ -113,6 +144,10 @@ def render_markdown(document: dict[str, Any]) -> str:
         "",
         *pick_lines(document),
         "",
+        "## accelport vs what you would write by hand",
+        "",
+        *peer_lines(document),
+        "",
         "## All configurations",
         "",
         *table_lines(document["rows"]),
@@ -135,6 +170,12 @@ def render_pick(document: dict[str, Any]) -> str:
                              + ("" if entry.get("timing_reliable", True) else "  timing UNRELIABLE"))
             else:
                 lines.append(f"  {entry['label']:<28} {entry['status']}: {entry['reason']}")
+    comparison = [c for c in document.get("peer_comparison") or [] if c["ratio_to_best_peer"] is not None]
+    if comparison:
+        lines.append("against what you would write by hand (paired ratio pick / best peer, < 1: the pick is faster):")
+    for c in comparison:
+        lines.append(f"  {c['dtype']} batch {c['batch_size']}: {c['pick']} / {c['best_peer']} = "
+                     f"{c['ratio_to_best_peer']:.3f}")
     return "\n".join(lines)
 
 

@@ -81,3 +81,45 @@ def add_achieved_flops(rows: list[dict[str, Any]], flops_per_image: int | None) 
         if row["status"] == "ok":
             seconds = row["latency"]["p50_ms"] / 1000.0
             row["achieved_gflops_per_s"] = flops_per_image * row["batch_size"] / seconds / 1e9
+
+
+# The speed targets of issue 13, as same-run ratios: (dtype, batch, limit, what the ratio is against, the CPUs
+# it is set for). "eager": p50 over the eager fp32 baseline; "peer": paired ratio pick / best peer.
+TARGETS: tuple[dict[str, Any], ...] = (
+    *({"dtype": d, "batch_size": b, "max_ratio": 1.0, "against": "peer", "isa": "any"}
+      for d in ("fp32", "bf16") for b in (1, 32) if (d, b) not in (("fp32", 1), ("bf16", 32))),
+    {"dtype": "fp32", "batch_size": 1, "max_ratio": 1 / 1.15, "against": "peer", "isa": "any"},
+    {"dtype": "bf16", "batch_size": 32, "max_ratio": 1 / 1.15, "against": "peer", "isa": "any"},
+    {"dtype": "fp32", "batch_size": 1, "max_ratio": 0.30, "against": "eager", "isa": "avx512"},
+    {"dtype": "bf16", "batch_size": 32, "max_ratio": 0.17, "against": "eager", "isa": "avx512"},
+    {"dtype": "int8", "batch_size": 1, "max_ratio": 0.20, "against": "eager", "isa": "avx512"},
+    {"dtype": "int8", "batch_size": 32, "max_ratio": 0.10, "against": "eager", "isa": "avx512"},
+    {"dtype": "fp32", "batch_size": 32, "max_ratio": 0.35, "against": "eager", "isa": "avx2"},
+    {"dtype": "int8", "batch_size": 32, "max_ratio": 0.25, "against": "eager", "isa": "avx2"},
+)
+
+
+def isa_class(isa: dict[str, Any] | None) -> str:
+    """"avx512" (AVX-512 or AMX), "avx2", or "other": the class of CPU a target of issue 13 is set for."""
+    name = (isa or {}).get("name", "")
+    return "avx512" if name.startswith(("AVX-512", "AMX")) else "avx2" if name == "AVX2" else "other"
+
+
+def target_reach(target: dict[str, Any], isa: dict[str, Any] | None, floor_ratio: float | None) -> str:
+    """Whether this machine can check and reach ``target``, in words: set for another CPU class; a precision
+    without hardware arithmetic here; a roofline floor above the limit; or reachable (floor below it)."""
+    here = isa_class(isa)
+    if target["isa"] != "any" and target["isa"] != here:
+        return f"not checkable here: set for {target['isa'].upper()} CPUs, this one is {(isa or {}).get('name')}"
+    needs = {"bf16": "bf16_arithmetic", "int8": "int8_dot"}.get(target["dtype"])
+    missing = needs and (isa or {}).get(needs) is False
+    if target["against"] == "peer":
+        return ("reachable only by a better engine than the peers (same hardware for both)"
+                + ("; no bf16 arithmetic here: every bf16 row is emulated" if missing and needs == "bf16_arithmetic"
+                   else ""))
+    if missing:
+        return f"not reachable here: no {needs.replace('_', ' ')} on {(isa or {}).get('name')}"
+    if floor_ratio is None:
+        return "reachable: no roofline floor measured"
+    verdict = "reachable" if floor_ratio <= target["max_ratio"] else "not reachable"
+    return f"{verdict}: roofline floor {floor_ratio:.3f} vs limit {target['max_ratio']:.2f}"

@@ -23,6 +23,7 @@ from ..reliability import summarise
 from ..runners import Runner, create_runner
 from ..runners.base import request_count
 from .journal import JournalState, JournalWriter
+from .peers import BASELINE_PEER, RECIPES, create_peer_runner, peer_names
 from .points import Point, failed_row, first_round_safely, padded_indices
 
 __all__ = ["BASELINE", "Configuration", "SweepSettings", "add_ratios", "padded_indices", "plan_configurations",
@@ -40,16 +41,24 @@ class Configuration:
     channels_last: bool = False
     streams: int = 1
     micro_batch: int = 0  # 0: one request per stream
+    peer: str = ""  # a hand-written recipe of bench/peers.py (measured, never picked), else accelport's own
+
+    @property
+    def kind(self) -> str:
+        return "peer" if self.peer else "baseline" if self == BASELINE else "accelport"
 
     @property
     def label(self) -> str:
+        if self.peer:
+            return RECIPES[self.peer].label(self.dtype)
         return (f"{self.runtime} {self.dtype}" + (" channels-last" if self.channels_last else "")
                 + (f" {self.streams} streams" if self.streams > 1 else "")
                 + (f" micro-batch {self.micro_batch}" if self.micro_batch else ""))
 
     def to_json(self) -> dict[str, Any]:
         return {"label": self.label, "runtime": self.runtime, "dtype": self.dtype, "channels_last": self.channels_last,
-                "streams": self.streams, "micro_batch": self.micro_batch}
+                "streams": self.streams, "micro_batch": self.micro_batch, "kind": self.kind,
+                "peer": self.peer or (BASELINE_PEER if self.kind == "baseline" else None)}
 
     def splits(self, batch_size: int) -> bool:
         """Whether this configuration splits a batch of ``batch_size`` at all (else it repeats a simpler one)."""
@@ -60,9 +69,11 @@ BASELINE = Configuration("eager", "fp32", False)
 
 
 def plan_configurations(runtimes: tuple[str, ...], dtypes: tuple[str, ...], channels_last: str,
-                        streams: tuple[int, ...] = (1,), micro_batches: tuple[int, ...] = (0,)) -> list[Configuration]:
+                        streams: tuple[int, ...] = (1,), micro_batches: tuple[int, ...] = (0,),
+                        peers: bool = False) -> list[Configuration]:
     """The eager fp32 baseline first, then each runtime x dtype in the layout ``channels_last`` asks for, and for
-    the runtimes that split batches into requests on streams, once per stream count x request size."""
+    the runtimes that split batches into requests on streams, once per stream count x request size; with
+    ``peers``, then the hand-written recipes of bench/peers.py in each dtype."""
     from ..runners import runner_supports_streams
 
     planned = [BASELINE]
@@ -78,6 +89,9 @@ def plan_configurations(runtimes: tuple[str, ...], dtypes: tuple[str, ...], chan
             planned += [Configuration(runtime, dtype, layout, count, micro)
                         for layout in layouts for count in (streams if splits else (1,))
                         for micro in (micro_batches if splits else (0,))]
+    if peers:
+        planned += [Configuration(RECIPES[name].runtime, dtype, RECIPES[name].channels_last, peer=name)
+                    for name, dtype in peer_names(dtypes)]
     return list(dict.fromkeys(planned))
 
 
@@ -134,9 +148,13 @@ class _Sweep:
             return list(restored.values())
         settings = self.settings
         try:
-            runner = create_runner(config.runtime, self.model, self.device, config.dtype, config.channels_last,
-                                   threads=settings.threads, cache_dir=settings.cache_dir, streams=config.streams,
-                                   micro_batch=config.micro_batch or None)
+            if config.peer:
+                runner = create_peer_runner(config.peer, self.model, self.device, config.dtype,
+                                            threads=settings.threads, cache_dir=settings.cache_dir)
+            else:
+                runner = create_runner(config.runtime, self.model, self.device, config.dtype, config.channels_last,
+                                       threads=settings.threads, cache_dir=settings.cache_dir,
+                                       streams=config.streams, micro_batch=config.micro_batch or None)
             runner.prepare()
         except RuntimeUnavailableError as exc:
             _logger.info("%s: not available: %s", config.label, exc)
@@ -179,6 +197,13 @@ class _Sweep:
         self.progress.update(1)
         return point
 
+    def _round_warmup(self, point: Point) -> int:
+        """One untimed call after switching from the other engines, unless one call alone exceeds half the
+        round's time budget (then the switch is noise against the call, and the budget is spent twice)."""
+        if not point.round_p50_ms:
+            return self.settings.warmup
+        return 0 if point.round_p50_ms[-1] / 1000 > self.settings.max_time_s / self.rounds / 2 else 1
+
     def more_rounds(self, points: list[Point]) -> None:
         """Rounds 2..N, round after round over every point that still lacks them."""
         for round_index in range(1, self.rounds):
@@ -187,7 +212,7 @@ class _Sweep:
                     continue
                 self.progress.set_postfix_str(f"round {round_index + 1}: {point.row['label']} "
                                               f"batch {point.row['batch_size']}")
-                point.time_round(self.settings, 1 if point.round_p50_ms else self.settings.warmup, self.journal)
+                point.time_round(self.settings, self._round_warmup(point), self.journal)
                 self.progress.update(1)
 
 

@@ -1,21 +1,29 @@
-"""TorchInductor-compiled model: frozen weights on CPU, CUDA graphs on CUDA.
+"""TorchInductor-compiled model: frozen weights on CPU, CUDA graphs on CUDA; ``describe()["compile_path"]`` says which.
 
-CPU: ``torch.export`` + AOTInductor with ``freezing`` (weights folded as constants and pre-packed for oneDNN),
-one static graph per input shape, packaged as a ``.pt2`` file in the accelport cache. The generated code
-is specific to the thread count (OpenMP team size) and CPU ISA, so both are in the cache key. Why AOTInductor rather
-than ``torch.compile``: both generate the same Inductor C++ code, but with freezing on, ``torch.compile``
-bypasses Inductor's FX graph cache (counter ``fxgraph_cache_bypass``), so every process would pay the whole
-compilation again; a package keyed by model, weights digest, settings and library versions loads in
-about a second. It also runs through Inductor's C++ wrapper, without Python per-kernel overhead.
+CPU, two routes to the same Inductor C++ code, with ``freezing`` (weights folded as constants, convolution and
+linear weights pre-packed for oneDNN) and one static graph per input shape:
+- ``torch.export`` + AOTInductor: packaged as a ``.pt2`` file in the accelport cache (keyed by model, weights
+  digest, settings, thread count, CPU ISA and library versions: the generated code bakes in the OpenMP team
+  size and the ISA), loaded in about a second by a later process; runs through Inductor's C++ wrapper.
+- ``torch.compile(options={"freezing": True})``: Dynamo graph breaks allowed (models ``torch.export`` rejects);
+  its cache is Inductor's own FX graph cache (``TORCHINDUCTOR_CACHE_DIR``), which in torch 2.14 also serves
+  frozen graphs, so a later process skips code generation and the C++ build but still traces and freezes.
+Which route comes first, and whether bf16/fp16 run under ``torch.autocast`` or with the model cast, follows the
+CPU (``cpu_plan``): measured on AVX2 (no bf16 arithmetic), AOTInductor with the cast is fastest; on CPUs with
+bf16 arithmetic (AMX, AVX-512 BF16), ``torch.compile`` + autocast, the recipe issue 13 measured 1.48x faster there.
 
-CUDA: ``torch.compile(mode="reduce-overhead")`` (CUDA graphs: one launch per batch, the batch-1 win), warm-up
-runs per shape in setup; Inductor's own on-disk caches apply (no freezing there), and the compiler's cache
-artifacts are also saved in the accelport cache so a fresh machine can reuse them. XPU: ``torch.compile``
-default mode. Other devices (e.g. Ascend NPU): not supported by Inductor here; a clear error.
+CUDA: ``torch.compile(mode="reduce-overhead")`` (CUDA graphs: one launch per batch, the batch-1 win), the model
+cast to the dtype (GPUs have bf16/fp16 arithmetic), warm-up runs per shape in setup; the compiler's cache
+artifacts are saved in the accelport cache so a fresh machine can reuse them. Not exercised here (no GPU).
+XPU: ``torch.compile`` default mode. Other devices: not supported by Inductor here; a clear error. Ascend NPU
+(documented, unverified): torch_npu's ``torchair`` backend
+(``torch.compile(model, backend=torchair.get_npu_backend(compiler_config=config))``, its "reduce-overhead" mode
+for NPU graph capture) plays this role there; accelport does not run it yet.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
@@ -24,8 +32,9 @@ from typing import Any
 
 import torch
 
+from ..environment import cpu_isa
 from ..errors import RuntimeUnavailableError
-from .base import INPUT_DTYPES, Runner
+from .base import DTYPES, INPUT_DTYPES, Runner
 from .cache import CacheEntry, cache_entry, default_cache_dir, library_versions, model_identity
 from .quantize import PT2E_QUANTIZER, CalibrationSource, export_pt2e_int8, pt2e_cache_fields
 from .routes import first_working_route
@@ -34,6 +43,46 @@ _logger = logging.getLogger(__name__)
 
 _TORCH_COMPILE_MODE = {"cuda": "reduce-overhead", "xpu": "default"}
 CUDA_GRAPH_WARMUP_RUNS = 3  # cudagraph trees record on the second or third call of a shape
+RECOMPILE_LIMIT = 64  # compiled runners of one model class share Dynamo's per-code-object cache (default 8)
+
+# CPU: the Inductor routes in order of preference, and whether bf16/fp16 run under autocast (weights fp32,
+# convolutions and matmuls in the dtype) or with the model cast to the dtype; chosen by measurement
+# (docs/benchmarks.md "The compile runner's path", benchmarks/compile_paths.py), per kind of CPU:
+# - without bf16/fp16 arithmetic (AVX2, AVX-512 without BF16): AOTInductor, model cast. Measured on an AVX2 EPYC:
+#   torch.compile is on par (0.93-1.08x), autocast 1.27-1.34x slower than the cast (its fp32 activations between
+#   emulated bf16 kernels add conversions), and the package loads from the cache in about a second;
+# - with it (AMX, AVX-512 BF16/FP16): torch.compile with freezing under autocast, the recipe issue 13 measured
+#   1.48x faster than AOTInductor with the model cast on an AMX Xeon (not re-measured here: no such CPU).
+_CPU_PLANS = {False: (("aot-inductor", "torch.compile"), False), True: (("torch.compile", "aot-inductor"), True)}
+_ROUTE_NAMES = {"aot-inductor": "AOTInductor", "torch.compile": "torch.compile"}
+
+
+def cpu_plan(dtype: str, isa: dict[str, Any] | None = None) -> tuple[tuple[str, ...], bool]:
+    """(routes in order, autocast) for ``dtype`` on this CPU (``isa``: ``environment.cpu_isa()``)."""
+    if dtype == "int8":  # only the PT2E-quantised package: a float torch.compile would not be int8
+        return ("aot-inductor",), False
+    if dtype == "fp32":
+        return _CPU_PLANS[False][0], False
+    isa = isa if isa is not None else cpu_isa()
+    return _CPU_PLANS[bool(isa.get(f"{dtype}_arithmetic"))]
+
+
+def raise_recompile_limit() -> None:
+    """Several compiled copies of one model in a process (a bench sweep: every dtype, layout and peer recipe)
+    each add a Dynamo cache entry for the same ``forward``; past the limit Dynamo silently runs eager."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+
+
+class _Autocast(torch.nn.Module):
+    """``module`` under ``torch.autocast``, as one module ``torch.export`` can capture (autocast is in the graph)."""
+
+    def __init__(self, module: torch.nn.Module, device_type: str, dtype: torch.dtype):
+        super().__init__()
+        self.module, self.device_type, self.dtype = module, device_type, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            return self.module(x)
 
 
 class CompiledRunner(Runner):
@@ -49,7 +98,10 @@ class CompiledRunner(Runner):
             raise RuntimeUnavailableError(f"--runtime compile --device {self.device}: Inductor supports cpu, "
                                           f"{', '.join(_TORCH_COMPILE_MODE)} here; use --runtime eager on this device")
         on_cpu = self.device.type == "cpu"
-        self._mode = "aot-inductor" if on_cpu else f"torch.compile:{_TORCH_COMPILE_MODE[self.device.type]}"
+        self._routes, autocast = cpu_plan(self.dtype) if on_cpu else ((), False)
+        self._autocast = on_cpu and autocast
+        self._mode = ((self._routes[0] if self._routes[0] == "aot-inductor" else "torch.compile:freezing") if on_cpu
+                      else f"torch.compile:{_TORCH_COMPILE_MODE[self.device.type]}")
         self._compiled_by_shape: dict[tuple[int, ...], Any] = {}
         self._identity: dict[str, Any] | None = None
 
@@ -57,23 +109,50 @@ class CompiledRunner(Runner):
     def _memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
+    @property
+    def _weights_dtype(self) -> torch.dtype:
+        """The dtype of the weights and of the input: fp32 under autocast, else the run's dtype."""
+        return torch.float32 if self._autocast else INPUT_DTYPES[self.dtype]
+
+    def _autocast_context(self) -> contextlib.AbstractContextManager:
+        """Autocast around the call for the torch.compile route (an AOTInductor package has it in its graph)."""
+        if self._autocast and self._mode.startswith("torch.compile"):
+            return torch.autocast(self.device.type, DTYPES[self.dtype])
+        return contextlib.nullcontext()
+
+    @property
+    def compile_path(self) -> str:
+        """What the runner does, in words, for summary.json (e.g. "AOTInductor, freezing, channels-last,
+        autocast bf16")."""
+        route = self._mode.split(":")[0]
+        steps = [_ROUTE_NAMES.get(route, route)]
+        if self.device.type == "cpu":
+            steps.append("freezing")
+        else:
+            steps.append(f"mode={self._mode.split(':')[1]}" + (" (CUDA graphs)" if self.device.type == "cuda" else ""))
+        steps.append("channels-last" if self.channels_last else "contiguous")
+        if self.dtype != "fp32":
+            steps.append(f"autocast {self.dtype}" if self._autocast else f"model cast to {self.dtype}")
+        return ", ".join(steps)
+
     def _prepare_impl(self) -> None:
         if self.threads != torch.get_num_threads():
             # Inductor's CPU code is generated for torch's thread count (OpenMP team size baked in), so the
             # count must be the runner's before compiling; process-wide, like torch's own setting.
             torch.set_num_threads(self.threads)
         module = copy.deepcopy(self.model).eval()
-        self._module = module.to(self.device, INPUT_DTYPES[self.dtype], memory_format=self._memory_format)
+        self._module = module.to(self.device, self._weights_dtype, memory_format=self._memory_format)
         self._identity = model_identity(self.model)
         if self.device.type != "cpu":
             self._artifacts = self._cache_entry({"artifacts": "torch.compiler"}, ".bin")
             if self._artifacts.hit:
                 torch.compiler.load_cache_artifacts(self._artifacts.path.read_bytes())
+            raise_recompile_limit()
             self._compiled = torch.compile(self._module, mode=_TORCH_COMPILE_MODE[self.device.type], dynamic=False)
 
     def _cache_entry(self, extra: dict[str, Any], suffix: str) -> CacheEntry:
         fields = {**(self._identity or {}), "runtime": self.name, "mode": self._mode, "dtype": self.dtype,
-                  "channels_last": self.channels_last, "device_type": self.device.type,
+                  "channels_last": self.channels_last, "device_type": self.device.type, "autocast": self._autocast,
                   "freezing": self.device.type == "cpu",
                   "allow_tf32": [torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32],
                   "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
@@ -84,11 +163,10 @@ class CompiledRunner(Runner):
     def _prepare_shape_impl(self, device_input: torch.Tensor) -> dict[str, Any]:
         shape = tuple(device_input.shape)
         if self.device.type == "cpu":
-            chosen = first_working_route(
-                [("aot-inductor", functools.partial(self._load_or_build_package, shape, device_input)),
-                 ("torch.compile", functools.partial(self._compile_in_process, shape, device_input))]
-                [:1 if self.dtype == "int8" else None],  # int8 only through the quantised package
-                f"--runtime compile: {type(self.model).__name__} in {self.dtype}")
+            attempts = {"aot-inductor": functools.partial(self._load_or_build_package, shape, device_input),
+                        "torch.compile": functools.partial(self._compile_in_process, shape, device_input)}
+            chosen = first_working_route([(route, attempts[route]) for route in self._routes],
+                                         f"--runtime compile: {type(self.model).__name__} in {self.dtype}")
             self._mode = chosen.route if chosen.route != "torch.compile" else "torch.compile:freezing"
             return {**chosen.value, **chosen.to_json()}
         started = time.perf_counter()
@@ -105,11 +183,13 @@ class CompiledRunner(Runner):
                 "artifacts_cache_hit": loaded_from_cache}
 
     def _compile_in_process(self, shape: tuple[int, ...], device_input: torch.Tensor) -> dict[str, Any]:
-        """The fallback when ``torch.export`` cannot take the model: ``torch.compile`` (Dynamo graph breaks are
-        allowed there) with the same freezing; not packaged, so each process compiles again."""
+        """``torch.compile`` with freezing (Dynamo graph breaks are allowed, so it also takes models
+        ``torch.export`` cannot); Inductor's own FX graph cache (``TORCHINDUCTOR_CACHE_DIR``) spares a later
+        process the code generation and C++ build, not the tracing and freezing passes."""
         started = time.perf_counter()
+        raise_recompile_limit()
         compiled = torch.compile(self._module, dynamic=False, options={"freezing": True})
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast_context():
             compiled(device_input)
         self._compiled_by_shape[shape] = compiled
         return {"mode": "torch.compile:freezing", "compile_s": round(time.perf_counter() - started, 4)}
@@ -121,10 +201,11 @@ class CompiledRunner(Runner):
         details: dict[str, Any] = {"mode": self._mode, "package_cache_hit": entry.hit, "package": str(entry.path)}
         if not entry.hit:
             started = time.perf_counter()
-            example = torch.zeros(shape, dtype=INPUT_DTYPES[self.dtype]).to(memory_format=self._memory_format)
+            example = torch.zeros(shape, dtype=self._weights_dtype).to(memory_format=self._memory_format)
+            module = _Autocast(self._module, self.device.type, DTYPES[self.dtype]) if self._autocast else self._module
             with torch.no_grad():
                 exported = (export_pt2e_int8(self._module, example, calibration, self._memory_format) if calibration
-                            else torch.export.export(self._module, (example,)))
+                            else torch.export.export(module, (example,)))
             details["export_s"] = round(time.perf_counter() - started, 4)
             started = time.perf_counter()
             entry.produce(lambda path: torch._inductor.aoti_compile_and_package(
@@ -141,18 +222,20 @@ class CompiledRunner(Runner):
         return details
 
     def _to_device_impl(self, batch: torch.Tensor) -> torch.Tensor:
-        return batch.to(self.device, INPUT_DTYPES[self.dtype], memory_format=self._memory_format)
+        return batch.to(self.device, self._weights_dtype, memory_format=self._memory_format)
 
     @torch.inference_mode()
     def _forward_impl(self, device_input: torch.Tensor) -> torch.Tensor:
-        return self._compiled_by_shape[tuple(device_input.shape)](device_input)
+        with self._autocast_context():
+            return self._compiled_by_shape[tuple(device_input.shape)](device_input)
 
     def _to_host_impl(self, device_output: Any) -> torch.Tensor:
         output = device_output[0] if isinstance(device_output, (list, tuple)) else device_output
         return output.detach().to("cpu", torch.float32)  # a copy: CUDA graphs reuse their output buffers
 
     def _describe_impl(self) -> dict[str, Any]:
-        return {"compile_mode": self._mode, "freezing": self.device.type == "cpu",
+        return {"compile_path": self.compile_path, "compile_mode": self._mode, "autocast": self._autocast,
+                "freezing": self.device.type == "cpu",
                 "torch_threads": torch.get_num_threads(), "static_shapes": [list(s) for s in self._compiled_by_shape],
                 "cache_dir": str(self.cache_dir or default_cache_dir()),
                 "recompiles": max(0, len(self._compiled_by_shape) - 1),

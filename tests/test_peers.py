@@ -1,0 +1,147 @@
+"""Peer rows (what a user writes by hand), the pick against the best of them, the CPU ISA, the compile path."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+import torch
+
+from accelport.bench import peers
+from accelport.bench.peers import compare_with_peers, paired_ratio
+from accelport.cli import main
+from accelport.environment import parse_isa
+
+FAST = ["--iters", "3", "--warmup", "1", "--max-time", "1", "--no-progress", "--no-plot"]
+MODEL = ["--model", "test_convnext2", "--device", "cpu"]
+
+# Recorded /proc/cpuinfo flags lines (trimmed to the vector/matrix flags and a few others around them).
+EPYC_AVX2 = ("flags\t\t: fpu sse sse2 ssse3 fma cx16 sse4_1 sse4_2 avx f16c bmi1 avx2 smep bmi2 sha_ni "
+             "xsaveopt vaes vpclmulqdq rdpid fsrm")
+ICELAKE = "flags : sse4_2 avx f16c fma avx2 avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni avx512_vbmi2"
+SAPPHIRE_RAPIDS = ("flags : avx2 fma avx_vnni avx512f avx512bw avx512_vnni avx512_bf16 avx512_fp16 amx_bf16 "
+                   "amx_tile amx_int8")
+
+
+@pytest.fixture(scope="module")
+def peer_bench(tmp_path_factory):
+    """One small sweep with peers: eager and OpenVINO at fp32 batch 1, two rounds. The slower of the two
+    ``torch.compile`` peers (default options) is left out to keep this short: its recipe is the same runner
+    class as the freezing one, with other options."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    out = tmp_path_factory.mktemp("peers")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ACCELPORT_CACHE_DIR", str(out / "cache"))
+        patch.delitem(peers.RECIPES, "torch.compile default")
+        rc = main(["bench", *MODEL, "--runtimes", "eager,openvino", "--dtypes", "fp32", "--batch-sizes",
+                   "1", "--rounds", "2", "--streams", "1", "--micro-batches", "0", "--out-dir", str(out), "--pick",
+                   *FAST])
+    return rc, out, json.loads((out / "bench.json").read_text())
+
+
+def test_peer_rows_are_measured_parity_checked_and_never_picked(peer_bench):
+    rc, out, document = peer_bench
+    assert rc == 0
+    rows = {r["label"]: r for r in document["rows"]}
+    expected = {"peer: torch.compile freezing channels-last fp32", "peer: onnxruntime default fp32",
+                "peer: openvino default fp32"}
+    assert {label for label, r in rows.items() if r["kind"] == "peer"} == expected
+    for label in expected:
+        row = rows[label]
+        assert row["status"] == "ok" and row["parity"]["precision"] == "fp32" and row["parity"]["passed"]
+        assert len(row["round_p50_ms"]) == 2 and row["peer"] in label
+    assert rows["eager fp32"]["kind"] == "baseline" and rows["eager fp32"]["peer"] == "timm eager"
+    assert document["pick"][0]["fastest"] in {label for label, r in rows.items() if r["kind"] != "peer"}
+    records = {c["label"]: c for c in document["configurations"]}
+    assert records["peer: onnxruntime default fp32"]["session_options"] == "default"
+    assert records["peer: torch.compile freezing channels-last fp32"]["compile_options"] == {"freezing": True}
+
+
+def test_the_pick_is_compared_with_the_best_peer_round_by_round(peer_bench):
+    _, out, document = peer_bench
+    [entry] = document["peer_comparison"]
+    rows = {r["label"]: r for r in document["rows"]}
+    candidates = [r for r in rows.values() if r["kind"] in ("peer", "baseline") and r["parity"]["passed"]]
+    best = min(candidates, key=lambda r: r["latency"]["p50_ms"])
+    pick = rows[document["pick"][0]["fastest"]]
+    assert entry["best_peer"] == best["label"] and entry["pick"] == pick["label"]
+    per_round = [a / b for a, b in zip(pick["round_p50_ms"], best["round_p50_ms"])]
+    assert entry["ratio_to_best_peer"] == pytest.approx(statistics.median(per_round))
+    markdown = (out / "bench.md").read_text()
+    assert "## accelport vs what you would write by hand" in markdown and f"| {best['label']} |" in markdown
+
+
+def test_compile_path_says_what_the_compile_runner_does_before_and_after_compiling():
+    from accelport.runners.compile import CompiledRunner
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())
+    fp32 = CompiledRunner(model, torch.device("cpu"), "fp32", True).describe()
+    bf16 = CompiledRunner(model, torch.device("cpu"), "bf16", False).describe()
+    assert fp32["compile_path"].endswith("freezing, channels-last") and "bf16" not in fp32["compile_path"]
+    assert bf16["compile_path"].endswith(("autocast bf16", "model cast to bf16"))
+    assert "contiguous" in bf16["compile_path"]
+    assert ("autocast" in bf16["compile_path"]) is bf16["autocast"]
+
+
+def test_run_runtime_auto_reports_the_best_peer(peer_bench):
+    out = peer_bench[1]
+    rc = main(["run", *MODEL, "--runtime", "auto", "--out-dir", str(out), "--iters", "2", "--warmup", "0"])
+    auto = json.loads((out / "summary.json").read_text())["target"]["auto"]
+    entry = peer_bench[2]["peer_comparison"][0]
+    assert rc == 0 and auto["best_peer"] == entry["best_peer"]
+    assert auto["ratio_to_best_peer"] == pytest.approx(entry["ratio_to_best_peer"])
+    assert "best hand-written peer" in auto["reason"]
+
+
+def _row(label, kind, rounds, passed=True, dtype="bf16", batch=32):
+    return {"label": label, "kind": kind, "dtype": dtype, "batch_size": batch, "status": "ok",
+            "parity": {"passed": passed}, "latency": {"p50_ms": statistics.median(rounds)}, "round_p50_ms": rounds}
+
+
+def test_ratio_to_best_peer_is_the_median_of_per_round_ratios():
+    rows = [_row("openvino bf16", "accelport", [100.0, 120.0, 200.0]),
+            _row("compile bf16", "accelport", [150.0, 150.0, 150.0]),
+            _row("peer: torch.compile freezing", "peer", [200.0, 120.0, 100.0]),
+            _row("peer: wrong but fast", "peer", [10.0, 10.0, 10.0], passed=False),  # fails parity: not a peer
+            _row("peer: eager", "peer", [900.0, 900.0, 900.0]),
+            _row("eager fp32", "baseline", [50.0, 50.0, 50.0], dtype="fp32")]  # another dtype: not compared
+    [entry] = compare_with_peers(rows)
+    assert entry["pick"] == "openvino bf16" and entry["best_peer"] == "peer: torch.compile freezing"
+    assert entry["round_ratios"] == [0.5, 1.0, 2.0] and entry["ratio_to_best_peer"] == 1.0
+    assert entry["at_least_as_fast"] is True
+
+
+def test_the_baseline_counts_as_a_peer_and_a_faster_peer_is_said():
+    pick = _row("openvino fp32", "accelport", [30.0, 30.0], dtype="fp32", batch=1)
+    baseline = _row("eager fp32", "baseline", [40.0, 60.0], dtype="fp32", batch=1)
+    [entry] = compare_with_peers([pick, baseline, _row("peer: onnxruntime default fp32", "peer", [70.0, 70.0],
+                                                       dtype="fp32", batch=1)])
+    assert entry["best_peer"] == "eager fp32" and entry["ratio_to_best_peer"] == pytest.approx((0.75 + 0.5) / 2)
+    [entry] = compare_with_peers([pick, baseline, _row("peer: onnxruntime default fp32", "peer", [20.0, 25.0],
+                                                       dtype="fp32", batch=1)])
+    assert entry["pick"] == "openvino fp32" and entry["best_peer"] == "peer: onnxruntime default fp32"
+    assert entry["ratio_to_best_peer"] == pytest.approx((1.5 + 1.2) / 2) and entry["at_least_as_fast"] is False
+    assert paired_ratio({"latency": {"p50_ms": 3.0}}, {"latency": {"p50_ms": 4.0}}) == (0.75, [0.75])
+
+
+@pytest.mark.parametrize("line, name, bf16, int8", [
+    (EPYC_AVX2, "AVX2", False, False),
+    (ICELAKE, "AVX-512 VNNI", False, True),
+    (SAPPHIRE_RAPIDS, "AMX-BF16/INT8", True, True),
+    ("flags : sse sse2 avx", "below AVX2", False, False),
+])
+def test_isa_is_named_from_cpuinfo_flags(line, name, bf16, int8):
+    isa = parse_isa(line)
+    assert (isa["name"], isa["bf16_arithmetic"], isa["int8_dot"]) == (name, bf16, int8)
+    assert ("AMX-BF16" in isa["extensions"]) == (name == "AMX-BF16/INT8")
+
+
+def test_the_compile_runner_plan_follows_the_cpu():
+    from accelport.runners.compile import cpu_plan
+
+    avx2, amx = parse_isa(EPYC_AVX2), parse_isa(SAPPHIRE_RAPIDS)
+    assert cpu_plan("bf16", avx2) == (("aot-inductor", "torch.compile"), False)  # measured here: cast, AOTI
+    assert cpu_plan("bf16", amx) == (("torch.compile", "aot-inductor"), True)  # issue 13: autocast on AMX
+    assert cpu_plan("fp32", amx) == cpu_plan("fp32", avx2) and cpu_plan("fp32", amx)[1] is False
