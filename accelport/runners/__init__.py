@@ -48,7 +48,7 @@ def _runner_class(runtime: str) -> type[Runner]:
 def runner_supports_streams(runtime: str) -> bool:
     """Whether ``runtime`` can split a batch over parallel streams (False when its engine is not installed)."""
     try:
-        return _runner_class(runtime).supports_streams
+        return "streams" in _runner_class(runtime).options
     except RuntimeUnavailableError:
         return False
 
@@ -59,7 +59,8 @@ def create_runner(
 ) -> Runner:
     """Look up ``runtime`` and build its runner; a missing engine is a clear 'install X' error.
 
-    ``options`` go to the runner (``threads``, ``cache_dir``, ``streams``); an unsupported dtype/flag/device
+    ``options`` go to the runner (``threads``, ``cache_dir``, and the runtime-specific ones of ``base.OPTIONS``
+    such as ``streams``, refused by a runtime that does not take them); an unsupported dtype/flag/device
     combination is a RuntimeUnavailableError raised here, before any work.
     """
     if runtime not in _REGISTRY:
