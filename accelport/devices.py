@@ -128,7 +128,7 @@ def synchronize(device: torch.device) -> None:
     """Wait for all queued work on ``device``: the timer calls this on every backend, not only CUDA."""
     if device.type == "cpu":
         return
-    if torch.accelerator.is_available() and torch.accelerator.current_accelerator().type == device.type:
+    if torch.accelerator.is_available() and getattr(torch.accelerator.current_accelerator(), "type", None) == device.type:
         torch.accelerator.synchronize(device)
         return
     module = getattr(torch, device.type, None)

@@ -16,11 +16,13 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from .atomic import write_text_atomic
 
 _logger = logging.getLogger(__name__)
+
+_Writer = TypeVar("_Writer", bound="JournalWriter")
 
 
 def canonical(value: Any) -> Any:
@@ -120,7 +122,7 @@ class JournalWriter:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> JournalWriter:
+    def __enter__(self: _Writer) -> _Writer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -198,7 +198,7 @@ class Runner(ABC):
     def _describe_impl(self) -> dict[str, Any]:
         return {}
 
-    def _close_impl(self) -> None:
+    def _close_impl(self) -> None:  # noqa: B027 (an optional hook: a runner holding nothing keeps this one)
         pass
 
     def _record_setup(self, step: str, shape: list[int] | None, seconds: float, **details: Any) -> None:

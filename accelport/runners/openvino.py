@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -126,8 +127,9 @@ class OpenVinoRunner(Runner):
     def _routes(self, chw: tuple[int, ...]) -> list[tuple[str, Any]]:
         """ONNX (TorchScript exporter), OpenVINO's direct PyTorch conversion, ONNX (dynamo exporter); routes
         already in the cache first. Always exported in fp32: the precision hint sets the math."""
-        routes = [(f"onnx:{exporter}", functools.partial(export_onnx, self.model, chw, "fp32", self.cache_dir,
-                                                         exporter)) for exporter in EXPORTERS]
+        routes: list[tuple[str, Callable[[], Any]]] = [
+            (f"onnx:{exporter}", functools.partial(export_onnx, self.model, chw, "fp32", self.cache_dir, exporter))
+            for exporter in EXPORTERS]
         routes.insert(1, ("openvino:pytorch", functools.partial(convert_pytorch, self.model, chw, self.cache_dir)))
         cached = {f"onnx:{e}" for e in EXPORTERS if onnx_cache_entry(self.model, chw, "fp32", self.cache_dir, e).hit}
         if ir_cache_entry(self.model, chw, self.cache_dir).hit:
