@@ -32,10 +32,8 @@ def emulate_tf32(model: torch.nn.Module) -> torch.nn.Module:
 
 
 @pytest.fixture(scope="module")
-def setup(seeded_state, sample_paths):
-    model = timm.create_model("convnextv2_atto", pretrained=False)
-    model.load_state_dict(seeded_state)
-    model.eval()
+def setup(seeded_model, sample_paths):
+    model = seeded_model  # converted to other dtypes by the tests: this module's own copy
     images = load_images(sample_paths, make_transform(data_config_for(model))).tensor
     with torch.no_grad():
         reference = model(images).numpy()

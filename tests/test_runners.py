@@ -58,12 +58,9 @@ def reference(tiny_model, tiny_input):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def cache_dir(tmp_path_factory):
+def cache_dir(private_cache):
     """Passed explicitly to runners, and the default for any that is not: never the user's ~/.cache."""
-    path = tmp_path_factory.mktemp("accelport_cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ACCELPORT_CACHE_DIR", str(path))
-        yield path
+    return private_cache
 
 
 def _engine_installed(runtime: str) -> bool:

@@ -19,12 +19,8 @@ def _logits(model, seed=0):
 
 
 @pytest.fixture(scope="module")
-def expected_logits(seeded_state):
-    import timm
-
-    model = timm.create_model("convnextv2_atto", pretrained=False)
-    model.load_state_dict(seeded_state)
-    return _logits(model.eval())
+def expected_logits(seeded_model):
+    return _logits(seeded_model)
 
 
 @pytest.mark.parametrize("fmt, layout", [("safetensors", "timm"), ("pth", "timm"), ("bin", "timm"),

@@ -38,17 +38,13 @@ FIGURES = ("accuracy", "agreement", "distributions", "checks", "worst_images", "
 IMAGENET = types.SimpleNamespace(num_classes=1000)  # all that label parsing needs to know about the model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def weights(checkpoint_files) -> Path:
-    return checkpoint_files["safetensors"]
+def weights(seeded_weights) -> Path:
+    """The --weights of every evaluation here."""
+    return seeded_weights
 
 
 @pytest.fixture(scope="module")
