@@ -96,15 +96,14 @@ class JournalWriter:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | (os.O_TRUNC if fresh else 0)
         self._fd: int | None = os.open(path, flags, 0o644)
         size = os.fstat(self._fd).st_size
-        if size == 0:
-            if header is not None:
-                self.write([header])
-        elif _last_byte(path) != b"\n":
+        if size and _last_byte(path) != b"\n":
             if torn_tail == "drop":
-                data = path.read_bytes()
-                os.truncate(path, data.rfind(b"\n") + 1)
+                size = path.read_bytes().rfind(b"\n") + 1
+                os.truncate(path, size)
             else:
                 self._write_bytes(b"\n")  # so the line cut short cannot swallow the next row
+        if size == 0 and header is not None:  # new, emptied, or only a header cut short (dropped)
+            self.write([header])
 
     def write(self, rows: Iterable[dict[str, Any]]) -> None:
         """``rows`` in one write, fsynced before this returns."""

@@ -35,6 +35,13 @@ def test_a_line_cut_short_by_a_kill_is_closed_or_dropped_before_appending(tmp_pa
     assert path.read_text().splitlines() == expected
 
 
+def test_a_header_cut_short_and_dropped_is_written_again(tmp_path):
+    path = tmp_path / "j.jsonl"
+    path.write_text('{"h": ')
+    journal.JournalWriter(path, {"h": 1}, torn_tail="drop").close()
+    assert path.read_text() == '{"h": 1}\n'
+
+
 def test_fresh_starts_over_and_append_adds_to_an_existing_journal(tmp_path):
     path = tmp_path / "j.jsonl"
     path.write_text('{"old": 1}\n')
