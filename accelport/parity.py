@@ -13,8 +13,16 @@ from typing import Any
 import numpy as np
 
 from .criteria import BASELINE_RTOL, Check, Criteria, Evidence, judge, ratio, worst_index
-from .metrics import (TensorMetrics, TopKAgreement, compare_arrays, compare_per_sample, relative_errors, share_within,
-                      topk_agreement, topk_indices)
+from .metrics import (
+    TensorMetrics,
+    TopKAgreement,
+    compare_arrays,
+    compare_per_sample,
+    relative_errors,
+    share_within,
+    topk_agreement,
+    topk_indices,
+)
 
 
 @dataclass(frozen=True)

@@ -202,8 +202,8 @@ def rerender(path: Path) -> int:
 
 def measure(args: argparse.Namespace, cache_dir: str) -> dict:
     """The sweep, the matmul peaks, the target verdicts and the second run's setup, with ``cache_dir`` as cache."""
-    from accelport.bench.config import BenchConfig, parse_list
     from accelport.bench.api import run_bench
+    from accelport.bench.config import BenchConfig, parse_list
 
     before = wait_for_quiet(args.wait_quiet, args.quiet_load) if args.wait_quiet else load_average()
     config = BenchConfig(model=args.model, device=args.device, runtimes=parse_list(args.runtimes, "--runtimes"),

@@ -54,8 +54,9 @@ def main() -> None:
     parser.add_argument("--dtypes", default="fp32,bf16,fp16")
     parser.add_argument("--batch-sizes", default="1,8")
     args = parser.parse_args()
-    from checkpoints import seeded_state_dict
     from safetensors.torch import save_file
+
+    from checkpoints import seeded_state_dict
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

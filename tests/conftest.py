@@ -20,6 +20,7 @@ import timm
 import torch
 
 from accelport.preprocess import DEFAULT_SAMPLES_DIR
+
 from checkpoints import seeded_state_dict, write_all_formats
 
 SAMPLES = DEFAULT_SAMPLES_DIR  # accelport/samples, installed with the package

@@ -29,8 +29,17 @@ from accelport.evaluation.labels import resolve_labels
 from accelport.evaluation.records import ImageRecord
 from accelport.evaluation.reference_cache import ReferenceCache
 from accelport.weights import sha256_of
-from eval_helpers import (EXPECTED_TOP1_CORRECT, EXPECTED_TOP5_CORRECT, IMAGES, build_datasets, constructed_labels,
-                          free_port, reference_rankings, wnid)
+
+from eval_helpers import (
+    EXPECTED_TOP1_CORRECT,
+    EXPECTED_TOP5_CORRECT,
+    IMAGES,
+    build_datasets,
+    constructed_labels,
+    free_port,
+    reference_rankings,
+    wnid,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 COMMON = ["--device", "cpu", "--workers", "0", "--no-progress", "--batch-size", "2"]

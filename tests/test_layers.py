@@ -14,12 +14,12 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from accelport.cli import main
-from accelport.main_job.config import RunConfig
 from accelport.criteria import criteria_for
 from accelport.errors import RuntimeUnavailableError
 from accelport.layers import LayersConfig, compare_layers
 from accelport.layers.config import validate
 from accelport.layers.stats import ModuleStats
+from accelport.main_job.config import RunConfig
 from accelport.metrics import compare_arrays, compare_per_sample
 from accelport.weights import sha256_of
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-
 from accelport.cli import main
 from accelport.power.faults import standard_faults
 

@@ -9,8 +9,14 @@ import torch
 from PIL import Image
 
 from accelport.errors import InputError
-from accelport.preprocess import (ImageStream, data_config_for, discover_images, load_images, make_transform,
-                                  resized_pixels)
+from accelport.preprocess import (
+    ImageStream,
+    data_config_for,
+    discover_images,
+    load_images,
+    make_transform,
+    resized_pixels,
+)
 
 
 @pytest.fixture(scope="module")

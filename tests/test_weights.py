@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 from accelport.errors import WeightsError
 from accelport.models import load_model
 from accelport.weights import hub_reachable
+
 from checkpoints import HUB_ID, write_hf_cache
 
 

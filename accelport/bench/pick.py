@@ -100,8 +100,8 @@ def _choose(document: dict[str, Any], config: RunConfig, source: str) -> AutoCho
 def resolve_auto(config: RunConfig, loaded: LoadedModel, images: torch.Tensor, device: torch.device) -> AutoChoice:
     """The runtime and layout for ``--runtime auto``: cached bench.json when it fits, else a short sweep."""
     from ..runners.cache import weights_digest
-    from .config import BenchConfig
     from .api import run_sweep_document
+    from .config import BenchConfig
     from .report import render_markdown
 
     out_dir = Path(config.out_dir)

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from ..atomic import check_writable_dir
-from .config import RunConfig
 from ..criteria import criteria_for, effective_precision
 from ..devices import apply_numeric_settings, resolve_device
 from ..errors import RuntimeUnavailableError, UsageError
@@ -22,9 +21,10 @@ from ..models import LoadedModel, load_model, load_target_model
 from ..parity import compare_outputs
 from ..preprocess import ImageBatch, ImageStream, data_config_for, discover_images, load_images, make_transform
 from ..proofs import StructuralProof, baseline_outputs, check_not_fp32, nonfinite_weights, structural_proof
-from .report import write_artifacts
 from ..resources import check_batch_fits
 from ..runners import Runner, create_runner, infer_all
+from .config import RunConfig
+from .report import write_artifacts
 from .summary import build_summary
 
 _logger = logging.getLogger(__name__)

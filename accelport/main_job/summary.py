@@ -15,12 +15,12 @@ import torch
 from ..environment import describe_environment
 
 if TYPE_CHECKING:
-    from .config import RunConfig
     from ..devices import NumericSettings
     from ..latency import LatencyReport
     from ..models import LoadedModel
     from ..parity import ParityResult
     from ..preprocess import DataConfig, ImageBatch
+    from .config import RunConfig
 
 SCHEMA_VERSION = 2  # 2: honest NaN metrics, near-ties from the baseline, nonfinite checks (README)
 

@@ -24,10 +24,9 @@ from ..layers.capture import TargetCast
 from ..layers.compare import compare_layers
 from ..models import load_model
 from ..parity import compare_outputs
-from ..runners import infer_all
 from ..preprocess import data_config_for, discover_images, load_images, make_transform
 from ..proofs import baseline_outputs, nonfinite_weights, structural_proof
-from ..runners import DTYPES, Runner, create_runner
+from ..runners import DTYPES, Runner, create_runner, infer_all
 from .config import PowerConfig, validate
 from .faults import Fault, standard_faults
 from .report import write_power_artifacts

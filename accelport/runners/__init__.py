@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
-
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch

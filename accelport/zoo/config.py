@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
 from ..atomic import check_writable_dir
 from ..errors import InputError, UsageError
 
