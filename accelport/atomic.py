@@ -26,7 +26,7 @@ from .errors import OutputError
 
 _logger = logging.getLogger(__name__)
 
-Writer = Callable[[IO[bytes]], None]
+Writer = Callable[[IO[bytes]], object]  # what it returns (a byte count) is ignored
 STAGING_PREFIX = ".accelport-staging.pid"
 MANIFEST = "MANIFEST.json"
 _PROBE_BYTES = 64 * 1024  # a full file system refuses this much; an almost full one is caught at write time
@@ -49,7 +49,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+def write_atomic(path: str | Path, write: Writer) -> Path:
     """Write through ``write(fh)`` into a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

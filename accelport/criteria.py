@@ -135,7 +135,7 @@ class Evidence:
     worst_baseline_l2_ratio: float | None = None  # None: no same-precision baseline (fp32)
     worst_baseline_outside_ratio: float | None = None
     nonfinite_weights: int | None = None  # None: weights not inspected (e.g. layers per module)
-    where: dict[str, str] | None = None  # check name -> where it failed (tensor, image)
+    where: dict[str, str | None] | None = None  # check name -> where it failed (tensor, image)
 
 
 def judge(criteria: Criteria, evidence: Evidence) -> list[Check]:

@@ -128,7 +128,8 @@ def synchronize(device: torch.device) -> None:
     """Wait for all queued work on ``device``: the timer calls this on every backend, not only CUDA."""
     if device.type == "cpu":
         return
-    if torch.accelerator.is_available() and torch.accelerator.current_accelerator().type == device.type:
+    current = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+    if current is not None and current.type == device.type:
         torch.accelerator.synchronize(device)
         return
     module = getattr(torch, device.type, None)

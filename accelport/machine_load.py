@@ -118,7 +118,7 @@ def window_between(before: CpuReading, after: CpuReading) -> LoadWindow:
     own = (after.own_ticks - before.own_ticks) * _TICK_S / seconds
     busy = (after.busy_ticks - before.busy_ticks) * _TICK_S / seconds
     total = after.total_ticks - before.total_ticks
-    others = []
+    others: list[dict[str, Any]] = []
     for pid, (name, ticks) in after.processes.items():
         start = before.processes.get(pid, (name, ticks))[1]  # new since: its share is in the /proc/stat total
         cores = (ticks - start) * _TICK_S / seconds

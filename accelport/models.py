@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import timm
 import torch
@@ -64,7 +64,7 @@ def load_model(
     if not timm.is_model(name):
         raise UsageError(f"--model {model_name!r}: not a timm model name (see timm.list_models())")
     torch.manual_seed(seed)  # a deterministic random init when no weights are found
-    model = timm.create_model(name, pretrained=False)
+    model: Any = timm.create_model(name, pretrained=False)  # a timm model: pretrained_cfg, reset_classifier
     hub_id = model.pretrained_cfg.get("hf_hub_id")
     weights = resolve_and_load(model, weights_path, hub_id, hub_timeout_s, require_pretrained)
     if head == "features":

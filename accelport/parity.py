@@ -13,8 +13,16 @@ from typing import Any
 import numpy as np
 
 from .criteria import BASELINE_RTOL, Check, Criteria, Evidence, judge, ratio, worst_index
-from .metrics import (TensorMetrics, TopKAgreement, compare_arrays, compare_per_sample, relative_errors, share_within,
-                      topk_agreement, topk_indices)
+from .metrics import (
+    TensorMetrics,
+    TopKAgreement,
+    compare_arrays,
+    compare_per_sample,
+    relative_errors,
+    share_within,
+    topk_agreement,
+    topk_indices,
+)
 
 
 @dataclass(frozen=True)
@@ -71,8 +79,8 @@ class ParityResult:
             "overall": self.overall.to_json(),
             "worst_sample_cosine": cosines[worst_index(cosines, worst_is_low=True)],
             "worst_sample_rel_l2": rel_l2s[worst_index(rel_l2s, worst_is_low=False)],
-            "top1_agreement": None if not self.is_classifier else self._count("top1_match") / n,
-            "top5_agreement": None if not self.is_classifier else self._count("top5_match") / n,
+            "top1_agreement": None if not self.is_classifier else (self._count("top1_match") or 0) / n,
+            "top5_agreement": None if not self.is_classifier else (self._count("top5_match") or 0) / n,
             "top1_near_ties": self._count("top1_near_tie"),
             "top5_near_ties": self._count("top5_near_tie"),
             "real_top1_mismatches": None if not self.is_classifier else sum(

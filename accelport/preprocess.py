@@ -91,7 +91,7 @@ def resized_pixels(size: tuple[int, int], transform: Any) -> int:
     """
     width, height = size
     for step in getattr(transform, "transforms", [transform]):
-        target = getattr(step, "size", None)
+        target: Any = getattr(step, "size", None)
         if isinstance(step, ResizeKeepRatio):
             ratios = (height / target[0], width / target[1])
             ratio = max(ratios) * step.longest + min(ratios) * (1.0 - step.longest)
@@ -119,7 +119,7 @@ def _to_8bit(image: Image.Image, path: Path) -> Image.Image:
     if image.mode.startswith("I;16"):
         scale = 255.0 / 65535.0
     elif image.mode == "I":  # 16-bit PNGs open so in some Pillow versions; a wider range has no known scale
-        top = int(values.max(initial=0))
+        top: float = int(values.max(initial=0))
         if values.min(initial=0) < 0 or top > 65535:
             raise InputError(f"{path}: 32-bit integer image with values up to {top}; "
                              "convert it to 8 or 16 bits")

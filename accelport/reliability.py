@@ -44,7 +44,7 @@ def load_reasons(windows: Sequence[Mapping[str, Any] | None], threads: int,
                  thresholds: Thresholds = DEFAULT_THRESHOLDS) -> list[dict[str, str]]:
     """Reasons found in the load windows (``LoadWindow.to_json()``) of one timing; the worst window speaks."""
     measured = [w for w in windows if w]
-    reasons = []
+    reasons: list[dict[str, str]] = []
     if not measured:
         return reasons
     worst = max(measured, key=lambda w: w["foreign_busy_cores"])

@@ -156,7 +156,7 @@ def load_into(model: torch.nn.Module, path: str | Path, source: str) -> WeightsI
     model.load_state_dict(state, strict=True)
     file_format = "safetensors" if path.suffix == ".safetensors" else "torch"
     info = WeightsInfo(source, str(path.resolve()), sha256_of(path), file_format, layout)
-    _logger.info("Loaded weights from %s (%s, %s layout, sha256 %s)", path, source, layout, info.sha256[:12])
+    _logger.info("Loaded weights from %s (%s, %s layout, sha256 %s)", path, source, layout, (info.sha256 or "")[:12])
     return info
 
 

@@ -208,8 +208,8 @@ def rerender(path: Path) -> int:
 
 def measure(args: argparse.Namespace, cache_dir: str) -> dict:
     """The sweep, the matmul peaks, the target verdicts and the second run's setup, with ``cache_dir`` as cache."""
-    from accelport.bench.config import BenchConfig, parse_list
     from accelport.bench.api import run_bench
+    from accelport.bench.config import BenchConfig, parse_list
     from accelport.bench.report import isa_text
 
     before = wait_for_quiet(args.wait_quiet, args.quiet_load) if args.wait_quiet else load_average()

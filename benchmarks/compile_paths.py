@@ -135,7 +135,7 @@ def main() -> int:
                       flush=True)
             live = {k: v for k, v in entries.items() if "call" in v}
             for _ in range(args.rounds):
-                for path, entry in live.items():
+                for entry in live.values():
                     samples = []
                     with torch.inference_mode():
                         entry["call"](entry["x"])  # untimed: the switch from the previous path
@@ -146,11 +146,11 @@ def main() -> int:
                             samples.append((time.perf_counter() - t) * 1000)
                     entry["round_ms"].append(statistics.median(samples))
             base = live.get("aoti-cast")
-            for path, entry in entries.items():
+            for entry in entries.values():
                 entry.pop("call", None), entry.pop("x", None)
                 if base and entry.get("round_ms"):
-                    entry["ratio_to_aoti_cast"] = float(np.median([a / b for a, b in zip(entry["round_ms"],
-                                                                                        base["round_ms"])]))
+                    pairs = zip(entry["round_ms"], base["round_ms"], strict=True)
+                    entry["ratio_to_aoti_cast"] = float(np.median([a / b for a, b in pairs]))
             report["results"].append({"dtype": dtype, "batch_size": batch_size, "paths": entries})
             write_json_atomic(Path(args.out), report)
             print(json.dumps({"dtype": dtype, "batch": batch_size,

@@ -77,8 +77,9 @@ def main() -> None:
     parser.add_argument("--merge-into", help="a previous result file: keep its rows of the other runtimes")
     parser.add_argument("--note", default="", help="why the sweep was reduced (recorded with --merge-into)")
     args = parser.parse_args()
-    from checkpoints import seeded_state_dict
     from safetensors.torch import save_file
+
+    from checkpoints import seeded_state_dict
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -68,8 +68,9 @@ def main() -> None:
     parser.add_argument("--archs", default=",".join(ARCHS), help="NAME or NAME:seeded (the seeded atto checkpoint)")
     parser.add_argument("--runtimes", default="onnxruntime,openvino,compile")
     args = parser.parse_args()
-    from checkpoints import seeded_state_dict
     from safetensors.torch import save_file
+
+    from checkpoints import seeded_state_dict
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("ACCELPORT_CACHE_DIR", str(Path(tmp) / "cache"))

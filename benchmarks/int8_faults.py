@@ -39,8 +39,9 @@ def faults(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]
 
 
 def main() -> None:
-    from checkpoints import seeded_state_dict
     from safetensors.torch import save_file
+
+    from checkpoints import seeded_state_dict
 
     state = seeded_state_dict()
     images = (str(DEFAULT_SAMPLES_DIR / "chelsea.jpg"), str(DEFAULT_SAMPLES_DIR / "camera.png"))

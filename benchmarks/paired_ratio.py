@@ -54,11 +54,11 @@ def main() -> int:
 
     import torch
 
+    from accelport.arguments import configure_logging
     from accelport.atomic import write_json_atomic
     from accelport.bench.document import bench_environment, reference_outputs
     from accelport.bench.points import check_parity
     from accelport.bench.sweep import BASELINE, Configuration
-    from accelport.arguments import configure_logging
     from accelport.criteria import criteria_for
     from accelport.latency import make_batch
     from accelport.models import load_model

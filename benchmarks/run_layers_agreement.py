@@ -57,8 +57,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="1e-3,1e-1")
     parser.add_argument("--images", nargs="+", default=[])
     args = parser.parse_args()
-    from checkpoints import seeded_state_dict
     from safetensors.torch import save_file
+
+    from checkpoints import seeded_state_dict
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

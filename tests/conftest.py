@@ -1,3 +1,14 @@
+"""Fixtures shared by the test modules.
+
+The tests mirror the package: ``tests/test_<package>[_<module>][_<aspect>].py`` tests ``accelport/<package>/``
+(or the top-level module ``accelport/<package>.py``), ``<module>`` narrowing it to one file of the package and
+``<aspect>`` naming a cross-cutting concern of it. So ``test_main_job.py`` is ``accelport/main_job/``,
+``test_bench_journal.py`` is ``accelport/bench/journal.py``, ``test_runners_conformance.py`` is the runners'
+conformance matrix, ``test_cli_hostile_inputs.py`` the CLI's refusals, ``test_benchmark_scripts.py``
+``benchmarks/``. ``test_verdict.py`` tests the run's verdict (``parity.py``, ``proofs.py``) end to end.
+Helpers that are not tests: ``checkpoints.py``, ``eval_helpers.py``, ``simdevice_probe.py``.
+"""
+
 from __future__ import annotations
 
 import os
@@ -5,9 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import timm
 import torch
 
 from accelport.preprocess import DEFAULT_SAMPLES_DIR
+
 from checkpoints import seeded_state_dict, write_all_formats
 
 SAMPLES = DEFAULT_SAMPLES_DIR  # accelport/samples, installed with the package
@@ -50,6 +63,41 @@ def seeded_state():
 @pytest.fixture(scope="session")
 def checkpoint_files(tmp_path_factory, seeded_state):
     return write_all_formats(tmp_path_factory.mktemp("checkpoints"), seeded_state)
+
+
+@pytest.fixture(scope="session")
+def seeded_weights(checkpoint_files) -> Path:
+    """The seeded weights as a .safetensors file, what --weights takes."""
+    return checkpoint_files["safetensors"]
+
+
+@pytest.fixture(scope="module")
+def seeded_model(seeded_state) -> torch.nn.Module:
+    """convnextv2_atto with the seeded weights, in eval mode: one per module, as some modules convert it."""
+    model = timm.create_model("convnextv2_atto", pretrained=False)
+    model.load_state_dict(seeded_state)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``): hundreds of
+    small ops stall on OpenMP barriers on a shared 2-core machine (up to 10x slower, measured); no result here
+    depends on the thread count."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture(scope="module")
+def private_cache(tmp_path_factory) -> Path:
+    """Exports and compiled packages of a module go to a temporary cache, never the user's ~/.cache/accelport
+    (``ACCELPORT_CACHE_DIR``, the default of every runner not given a ``cache_dir``)."""
+    path = tmp_path_factory.mktemp("accelport_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ACCELPORT_CACHE_DIR", str(path))
+        yield path
 
 
 @pytest.fixture(scope="session")

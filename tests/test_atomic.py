@@ -12,9 +12,15 @@ from pathlib import Path
 import pytest
 
 from accelport import atomic
-
-from accelport.atomic import (STAGING_PREFIX, check_writable_dir, recover_interrupted, text_writer, write_atomic,
-                              write_json_atomic, write_set_atomic)
+from accelport.atomic import (
+    STAGING_PREFIX,
+    check_writable_dir,
+    recover_interrupted,
+    text_writer,
+    write_atomic,
+    write_json_atomic,
+    write_set_atomic,
+)
 from accelport.errors import OutputError
 
 

@@ -35,12 +35,7 @@ def _needs_engines() -> None:
     pytest.importorskip("openvino")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_cache(tmp_path_factory):
-    """Exports and compiled packages go to a temporary cache, never the user's ~/.cache/accelport."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ACCELPORT_CACHE_DIR", str(tmp_path_factory.mktemp("accelport_cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 @pytest.fixture(scope="module")

@@ -32,14 +32,20 @@ def emulate_tf32(model: torch.nn.Module) -> torch.nn.Module:
 
 
 @pytest.fixture(scope="module")
-def setup(seeded_state, sample_paths):
-    model = timm.create_model("convnextv2_atto", pretrained=False)
-    model.load_state_dict(seeded_state)
-    model.eval()
+def setup(seeded_model, sample_paths):
+    model = seeded_model  # converted to other dtypes by the tests: this module's own copy
     images = load_images(sample_paths, make_transform(data_config_for(model))).tensor
     with torch.no_grad():
         reference = model(images).numpy()
     return model, images, reference
+
+
+@pytest.fixture(scope="module")
+def clean_outputs(setup):
+    """The seeded model's outputs in bf16 and fp16 (the bf16 one is also the run's same-precision baseline),
+    computed once: emulated half math on a CPU without native support takes seconds per pass."""
+    model, images, _ = setup
+    return {dtype: _outputs(copy.deepcopy(model), images, dtype) for dtype in (torch.bfloat16, torch.float16)}
 
 
 def _outputs(model, images, dtype=torch.float32):
@@ -64,12 +70,12 @@ def test_tf32_fp32_passes_fast_criteria_but_not_strict(setup):
     assert not _verdict(reference, target, "fp32").passed
 
 
-def test_bf16_and_fp16_pass_their_own_criteria(setup):
-    model, images, reference = setup
+def test_bf16_and_fp16_pass_their_own_criteria(setup, clean_outputs):
+    _, _, reference = setup
     for dtype, precision in ((torch.bfloat16, "bf16"), (torch.float16, "fp16")):
-        result = _verdict(reference, _outputs(copy.deepcopy(model), images, dtype), precision)
+        result = _verdict(reference, clean_outputs[dtype], precision)
         assert result.passed, [c for c in result.checks if not c.passed]
-        assert not _verdict(reference, _outputs(copy.deepcopy(model), images, dtype), "fp32").passed
+        assert not _verdict(reference, clean_outputs[dtype], "fp32").passed
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp32-fast", "bf16"])
@@ -123,24 +129,24 @@ def test_criterion_overrides_and_their_errors():
         parse_criterion_flags(["min_cosine"])
 
 
-def test_rolled_outputs_are_real_top1_mismatches_in_every_precision(setup):
-    model, images, reference = setup
+def test_rolled_outputs_are_real_top1_mismatches_in_every_precision(setup, clean_outputs):
+    _, _, reference = setup
     rolled = np.roll(reference, 1, 0)
     assert (rolled.argmax(1) != reference.argmax(1)).all()
-    baseline = _outputs(copy.deepcopy(model), images, torch.bfloat16)
+    baseline = clean_outputs[torch.bfloat16]
     for precision, base in (("fp32", None), ("bf16", baseline)):  # bf16 as run judges it: with its baseline
         result = compare_outputs(reference, rolled, DEFAULT_CRITERIA[precision], True, baseline=base)
         check = next(c for c in result.checks if c.name == "real_top1_mismatches")
         assert check.value == len(reference) and not check.passed
 
 
-def test_rgb_bgr_swap_is_real_top1_mismatches_not_near_ties(setup):
+def test_rgb_bgr_swap_is_real_top1_mismatches_not_near_ties(setup, clean_outputs):
     model, images, reference = setup
     swapped = _outputs(model, images.flip(1))
     margins = reference.max(1) - reference[np.arange(len(reference)), swapped.argmax(1)]
     clear = int((margins > 0.05).sum())  # flips between classes the reference separates by 7x bf16's own error
     assert clear > 0
-    baseline = _outputs(copy.deepcopy(model), images, torch.bfloat16)
+    baseline = clean_outputs[torch.bfloat16]
     for precision, base in (("fp32", None), ("bf16", baseline)):
         result = compare_outputs(reference, swapped, DEFAULT_CRITERIA[precision], True, baseline=base)
         assert next(c for c in result.checks if c.name == "real_top1_mismatches").value >= clear
@@ -191,9 +197,9 @@ def test_nonfinite_values_fail_on_either_side_and_say_where(setup):
     assert list(failed) == ["nonfinite_weights"] and "head.fc.bias" in failed["nonfinite_weights"].detail
 
 
-def test_baseline_ratio_fails_a_fault_the_absolute_bf16_limits_pass(setup):
+def test_baseline_ratio_fails_a_fault_the_absolute_bf16_limits_pass(setup, clean_outputs):
     model, images, reference = setup
-    baseline = _outputs(copy.deepcopy(model), images, torch.bfloat16)
+    baseline = clean_outputs[torch.bfloat16]
     faulty = copy.deepcopy(model)
     faulty.stages[2].blocks[1].mlp.grn.weight.data *= 0.1
     target = _outputs(faulty, images, torch.bfloat16)

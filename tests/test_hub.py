@@ -14,6 +14,7 @@ import pytest
 from accelport.errors import WeightsError
 from accelport.hub import download_from_hub
 from accelport.models import load_model
+
 from checkpoints import HUB_ID, write_hf_cache
 
 SERVER_LIFETIME_S = 30.0  # the servers stop by themselves even if a test never tells them to

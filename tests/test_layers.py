@@ -19,31 +19,22 @@ from accelport.errors import RuntimeUnavailableError
 from accelport.layers import LayersConfig, compare_layers
 from accelport.layers.config import validate
 from accelport.layers.stats import ModuleStats
+from accelport.main_job.config import RunConfig
 from accelport.metrics import compare_arrays, compare_per_sample
 from accelport.weights import sha256_of
-from checkpoints import MODEL
 
 FC2 = "stages.2.blocks.1.mlp.fc2"
 GRN = "stages.1.blocks.0.mlp.grn"
 SMALL = 64  # px: ConvNeXt takes any multiple of 32; keeps the in-process comparisons well under a second
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Hundreds of small per-module ops: on a shared 2-core machine OpenMP barriers stall them (up to 10x slower,
-    measured); the results do not depend on the thread count."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # hundreds of small per-module ops
 
 
 @pytest.fixture(scope="module")
-def reference(seeded_state):
+def reference(seeded_model):
     """The CPU fp32 reference, with seeded weights whose GRN and biases are non-zero (so GRN does something)."""
-    model = timm.create_model(MODEL, pretrained=False)
-    model.load_state_dict(seeded_state)
-    return model.eval()
+    return seeded_model
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +46,6 @@ def small_photos(reference, two_images):
 
     batch = torch.stack([transform(open_rgb(p)) for p in two_images])
     return F.interpolate(batch, size=SMALL, mode="bilinear", antialias=True)
-
-
-@pytest.fixture(scope="module")
-def reference_file(tmp_path_factory, seeded_state):
-    path = tmp_path_factory.mktemp("layers") / "reference.safetensors"
-    save_file(seeded_state, str(path))
-    return path
 
 
 def compare(reference, target, images, precision="fp32", batch_size=1):
@@ -77,7 +61,7 @@ def divergent(data, mode):
     return [row["module"] for row in data["modules"] if row[mode] and row[mode]["divergent"]]
 
 
-def test_fc2_fault_is_named_first_divergent_module_by_the_cli(tmp_path, seeded_state, reference_file, two_images,
+def test_fc2_fault_is_named_first_divergent_module_by_the_cli(tmp_path, seeded_state, seeded_weights, two_images,
                                                                capsys):
     """End to end on a real photo at full size: exit 1, the perturbed fc2 named in both modes, files written."""
     faulty = dict(seeded_state)
@@ -85,7 +69,7 @@ def test_fc2_fault_is_named_first_divergent_module_by_the_cli(tmp_path, seeded_s
     faulty_file = tmp_path / "faulty.safetensors"
     save_file(faulty, str(faulty_file))
     out = tmp_path / "out"
-    rc = main(["layers", "--device", "cpu", "--weights", str(reference_file), "--target-weights", str(faulty_file),
+    rc = main(["layers", "--device", "cpu", "--weights", str(seeded_weights), "--target-weights", str(faulty_file),
                "--images", two_images[0], "--out-dir", str(out), "-q"])
     printed = capsys.readouterr().out
     assert rc == 1
@@ -106,7 +90,7 @@ def test_fc2_fault_is_named_first_divergent_module_by_the_cli(tmp_path, seeded_s
     assert names[-1] == "(model)" and data["modules"][-1]["output_shape"] == [1000]
     assert {"stem", "stages.2", "stages.2.blocks.1.conv_dw", "stages.2.blocks.1.mlp.grn", "head.fc"} <= set(names)
     assert data["target"]["weights"]["sha256"] == sha256_of(faulty_file)
-    assert data["reference"]["weights"]["sha256"] == sha256_of(reference_file)
+    assert data["reference"]["weights"]["sha256"] == sha256_of(seeded_weights)
     assert data["target"]["weights_same_as_reference"] is False
     memory = data["memory"]
     assert 0 < memory["held_activations_peak_bytes"] < memory["all_module_outputs_bytes"] / 4
@@ -198,12 +182,12 @@ def test_an_error_in_the_target_forward_surfaces_instead_of_hanging(reference, s
     assert not reference._forward_hooks and not target.get_submodule(GRN)._forward_hooks  # hooks removed
 
 
-def test_mismatching_target_checkpoint_is_exit_2_naming_the_file(tmp_path, seeded_state, reference_file, two_images,
+def test_mismatching_target_checkpoint_is_exit_2_naming_the_file(tmp_path, seeded_state, seeded_weights, two_images,
                                                                   capsys):
     wrong = {k: v for k, v in seeded_state.items() if not k.startswith("head.fc")}
     wrong_file = tmp_path / "other_model.safetensors"
     save_file(wrong, str(wrong_file))
-    common = ["layers", "--device", "cpu", "--weights", str(reference_file), "--images", two_images[0],
+    common = ["layers", "--device", "cpu", "--weights", str(seeded_weights), "--images", two_images[0],
               "--out-dir", str(tmp_path / "out")]
     assert main([*common, "--target-weights", str(wrong_file)]) == 2
     message = capsys.readouterr().err
@@ -221,7 +205,6 @@ def test_non_pytorch_runtimes_are_refused_with_the_reason(capsys):
 
 
 def test_layers_config_of_a_run_keeps_its_model_inputs_target_and_criteria():
-    from accelport.main_job.config import RunConfig
 
     run = RunConfig.of(weights="w.safetensors", target_weights="t.safetensors", images=("a.jpg",), device="cuda",
                        dtype="bf16", batch_size=8, criteria=(("max_rel_l2", "0.2"),), out_dir="logs/run1",

@@ -67,7 +67,7 @@ def test_the_pick_is_compared_with_the_best_peer_round_by_round(peer_bench):
     best = min(candidates, key=lambda r: r["latency"]["p50_ms"])
     pick = rows[document["pick"][0]["fastest"]]
     assert entry["best_peer"] == best["label"] and entry["pick"] == pick["label"]
-    per_round = [a / b for a, b in zip(pick["round_p50_ms"], best["round_p50_ms"])]
+    per_round = [a / b for a, b in zip(pick["round_p50_ms"], best["round_p50_ms"], strict=True)]
     assert entry["ratio_to_best_peer"] == pytest.approx(statistics.median(per_round))
     markdown = (out / "bench.md").read_text()
     assert "## accelport vs what you would write by hand" in markdown and f"| {best['label']} |" in markdown

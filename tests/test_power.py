@@ -4,18 +4,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from safetensors.torch import save_file
-
 from accelport.cli import main
 from accelport.power.faults import standard_faults
-
-
-@pytest.fixture(scope="module")
-def seeded_file(tmp_path_factory, seeded_state):
-    path = tmp_path_factory.mktemp("power") / "seeded.safetensors"
-    save_file(seeded_state, str(path))
-    return path
 
 
 def test_standard_faults_cover_every_kind_and_change_only_their_tensor(seeded_state):
@@ -33,8 +23,8 @@ def test_standard_faults_cover_every_kind_and_change_only_their_tensor(seeded_st
         assert changed == [fault.parameter], fault.kind
 
 
-def test_power_reports_smallest_detected_sizes_and_localisation(tmp_path, seeded_file, two_images, capsys):
-    code = main(["power", "--weights", str(seeded_file), "--device", "cpu", "--images", two_images[0],
+def test_power_reports_smallest_detected_sizes_and_localisation(tmp_path, seeded_weights, two_images, capsys):
+    code = main(["power", "--weights", str(seeded_weights), "--device", "cpu", "--images", two_images[0],
                  "--sizes", "1e-3,1e-1", "--out-dir", str(tmp_path)])
     data = json.loads((tmp_path / "power.json").read_text())
     summary = {e["kind"]: e for e in data["summary"]}

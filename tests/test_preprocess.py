@@ -9,8 +9,14 @@ import torch
 from PIL import Image
 
 from accelport.errors import InputError
-from accelport.preprocess import (ImageStream, data_config_for, discover_images, load_images, make_transform,
-                                  resized_pixels)
+from accelport.preprocess import (
+    ImageStream,
+    data_config_for,
+    discover_images,
+    load_images,
+    make_transform,
+    resized_pixels,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +34,7 @@ def test_matches_timm_own_transform_on_every_sample(model, sample_paths, test_si
         **timm.data.resolve_data_config(model=model, use_test_size=test_size), is_training=False)
     batch = load_images(sample_paths, make_transform(config))
     assert batch.tensor.shape == (len(sample_paths), 3, expected_size, expected_size)
-    for tensor, path in zip(batch.tensor, sample_paths):
+    for tensor, path in zip(batch.tensor, sample_paths, strict=True):
         assert torch.equal(tensor, timm_transform(Image.open(path).convert("RGB")))
 
 

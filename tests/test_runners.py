@@ -18,7 +18,7 @@ from accelport.errors import RuntimeUnavailableError
 from accelport.latency import measure_latency
 from accelport.parity import compare_outputs
 from accelport.preprocess import data_config_for, load_images, make_transform
-from accelport.runners import create_runner, runtime_names
+from accelport.runners import create_runner, runner_supports_streams, runtime_names
 from accelport.runners.onnx_export import export_onnx
 
 CPU = torch.device("cpu")
@@ -58,12 +58,9 @@ def reference(tiny_model, tiny_input):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def cache_dir(tmp_path_factory):
+def cache_dir(private_cache):
     """Passed explicitly to runners, and the default for any that is not: never the user's ~/.cache."""
-    path = tmp_path_factory.mktemp("accelport_cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ACCELPORT_CACHE_DIR", str(path))
-        yield path
+    return private_cache
 
 
 def _engine_installed(runtime: str) -> bool:
@@ -238,6 +235,15 @@ def test_streams_are_refused_where_they_cannot_work(runtime, streams, words, tin
     streams, micro_batch = streams if isinstance(streams, tuple) else (streams, None)
     with pytest.raises(RuntimeUnavailableError, match=words.replace("(", r"\(").replace(")", r"\)")):
         create_runner(runtime, tiny_model, CPU, threads=2, streams=streams, micro_batch=micro_batch)
+
+
+def test_runtime_options_belong_to_their_runtime(tiny_model):
+    """OpenVINO declares streams/micro-batch; the others accept only their neutral values; a typo is a TypeError."""
+    assert runner_supports_streams("openvino") and not runner_supports_streams("eager")
+    settings = create_runner("eager", tiny_model, CPU, streams=1, micro_batch=None).describe()
+    assert (settings["streams"], settings["micro_batch"]) == (1, None)  # in every runtime's record, as before
+    with pytest.raises(TypeError, match="unknown option.*stream"):
+        create_runner("eager", tiny_model, CPU, stream=2)
 
 
 def _signal_stack_is_mapped() -> bool:

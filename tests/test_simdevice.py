@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from accelport import devices
 from accelport.cli import main
 from accelport.errors import DeviceError
+
 from checkpoints import MODEL
 from eval_helpers import free_port
 

@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 from accelport.errors import WeightsError
 from accelport.models import load_model
 from accelport.weights import hub_reachable
+
 from checkpoints import HUB_ID, write_hf_cache
 
 
@@ -19,12 +20,8 @@ def _logits(model, seed=0):
 
 
 @pytest.fixture(scope="module")
-def expected_logits(seeded_state):
-    import timm
-
-    model = timm.create_model("convnextv2_atto", pretrained=False)
-    model.load_state_dict(seeded_state)
-    return _logits(model.eval())
+def expected_logits(seeded_model):
+    return _logits(seeded_model)
 
 
 @pytest.mark.parametrize("fmt, layout", [("safetensors", "timm"), ("pth", "timm"), ("bin", "timm"),

@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 
 from .. import errors
-from ..arguments import (add_criterion_argument, add_device_arguments, add_input_arguments, add_model_arguments,
-                         add_out_dir_argument, spec_from_args)
+from ..arguments import (
+    add_criterion_argument,
+    add_device_arguments,
+    add_input_arguments,
+    add_model_arguments,
+    add_out_dir_argument,
+    spec_from_args,
+)
 from ..runners import DTYPES
 from .config import ALL_RUNTIMES, CHANNELS_LAST_MODES, BenchConfig, parse_list
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from .. import journal
 from ..errors import UsageError
 
 _logger = logging.getLogger(__name__)
@@ -41,13 +41,9 @@ class JournalState:
         return len(self.rows)
 
 
-def _canonical(value: Any) -> Any:
-    return json.loads(json.dumps(value, sort_keys=True))
-
-
 def _differences(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
     return [f"{key} (journal: {json.dumps(found.get(key))}, now: {json.dumps(expected.get(key))})"
-            for key in sorted(set(expected) | set(found)) if expected.get(key) != found.get(key)]
+            for key in journal.differing_keys(expected, found)]
 
 
 def _bad(path: Path, where: str) -> UsageError:
@@ -76,58 +72,45 @@ def read_journal(path: Path, fingerprint: dict[str, Any]) -> JournalState:
         _logger.info("--resume: no %s yet: the sweep starts from the beginning", path)
         return state
     try:
-        lines = path.read_bytes().decode("utf-8").split("\n")
-        header = json.loads(lines[0])
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        lines = journal.read_lines(path)
+    except UnicodeDecodeError:
         raise _bad(path, "is not an accelport bench journal (unreadable first line)") from None
-    if not isinstance(header, dict) or header.get("format") != JOURNAL_FORMAT:
+    header = lines[0].value if lines and lines[0].number == 1 else None
+    if header is None:
+        raise _bad(path, "is not an accelport bench journal (unreadable first line)")
+    if header.get("format") != JOURNAL_FORMAT:
         raise _bad(path, "is not an accelport bench journal (no header)")
-    differs = _differences(_canonical(fingerprint), header.get("fingerprint") or {})
+    differs = _differences(journal.canonical(fingerprint), header.get("fingerprint") or {})
     if differs:
         raise UsageError(f"--resume: {path} was written by a different sweep; differs in: {'; '.join(differs)}. "
                          "Use the same flags, another --out-dir, or drop --resume to start over")
-    last = len(lines) - 1  # the text after the final newline: empty, or a line cut short
-    for number, line in enumerate(lines[1:], 2):
-        if not line.strip():
-            continue
+    for line in lines[1:]:
         try:
-            _apply(state, json.loads(line))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            if number - 1 == last:
-                _logger.warning("%s line %d: cut short by the interruption, measured again", path, number)
+            if line.value is None:
+                raise ValueError("not a JSON object")
+            _apply(state, line.value)
+        except (KeyError, TypeError, ValueError):
+            if line.torn:
+                _logger.warning("%s line %d: cut short by the interruption, measured again", path, line.number)
                 continue
-            raise _bad(path, f"line {number} is not a journal entry (the file is damaged)") from None
+            raise _bad(path, f"line {line.number} is not a journal entry (the file is damaged)") from None
     _logger.info("--resume: %d finished point(s) in %s", state.points, path)
     return state
 
 
-class JournalWriter:
+class JournalWriter(journal.JournalWriter):
     """Appends entries to the journal; ``fresh`` starts a new one (header first), else appends to it."""
 
     def __init__(self, path: Path, fingerprint: dict[str, Any], fresh: bool):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not fresh and path.exists():
-            data = path.read_bytes()
-            if data and not data.endswith(b"\n"):  # drop a last line cut short: a bad line later is damage
-                os.truncate(path, data.rfind(b"\n") + 1)
-        self.path = path
-        self._fh: IO[str] = open(path, "w" if fresh else "a", encoding="utf-8")  # noqa: SIM115 (close())
-        if fresh:
-            self._write({"format": JOURNAL_FORMAT, "fingerprint": _canonical(fingerprint)})
-
-    def _write(self, entry: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(entry, allow_nan=True) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        # a last line cut short is dropped on resume: a bad line found later is damage, not an interruption
+        super().__init__(path, {"format": JOURNAL_FORMAT, "fingerprint": journal.canonical(fingerprint)},
+                         fresh=fresh, torn_tail="drop")
 
     def point(self, row: dict[str, Any]) -> None:
-        self._write({"kind": "point", "label": row["label"], "batch_size": row["batch_size"], "row": row})
+        self.write([{"kind": "point", "label": row["label"], "batch_size": row["batch_size"], "row": row}])
 
     def round(self, key: Key, samples: list[float], load: dict[str, Any] | None) -> None:
-        self._write({"kind": "round", "label": key[0], "batch_size": key[1], "samples": samples, "load": load})
+        self.write([{"kind": "round", "label": key[0], "batch_size": key[1], "samples": samples, "load": load}])
 
     def configuration(self, record: dict[str, Any]) -> None:
-        self._write({"kind": "configuration", "label": record["label"], "record": record})
-
-    def close(self) -> None:
-        self._fh.close()
+        self.write([{"kind": "configuration", "label": record["label"], "record": record}])

@@ -13,25 +13,13 @@ engine allocates outside torch (ONNX Runtime's CUDA arena) is not in it, which t
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..process_memory import reset_peak_rss, status_kib
+
 _logger = logging.getLogger(__name__)
-
-_STATUS = Path("/proc/self/status")
-_CLEAR_REFS = Path("/proc/self/clear_refs")
-
-
-def _status_kb(field: str) -> int | None:
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def _device_module(device: torch.device) -> Any | None:
@@ -48,18 +36,14 @@ class PeakMemory:
         self._resettable = False
 
     def start(self) -> None:
-        self._rss_before_kb = _status_kb("VmRSS")
-        try:
-            _CLEAR_REFS.write_text("5")
-            self._resettable = True
-        except OSError:
-            self._resettable = False
+        self._rss_before_kb = status_kib("VmRSS")
+        self._resettable = reset_peak_rss()
         module = _device_module(self.device)
         if module is not None and self.device.type != "cpu":
             module.reset_peak_memory_stats(self.device)
 
     def stop(self) -> dict[str, Any]:
-        peak_kb = _status_kb("VmHWM")
+        peak_kb = status_kib("VmHWM")
         record: dict[str, Any] = {
             "kind": "process_peak_rss",
             "peak_mb": round(peak_kb / 1024, 1) if peak_kb is not None else None,

@@ -53,7 +53,7 @@ class TorchRecipeRunner(Runner):
 
     def _prepare_impl(self) -> None:
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        self._module = copy.deepcopy(self.model).eval().to(self.device, memory_format=memory_format)
+        self._module = copy.deepcopy(self.model).eval().to(self.device).to(memory_format=memory_format)
         self._call: Callable[[torch.Tensor], Any] = self._module
         if self.compiled:
             raise_recompile_limit()
@@ -112,7 +112,7 @@ def _openvino_default(*args: Any, **kwargs: Any) -> Runner:
         """``core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": ...})`` on the export as it is."""
 
         def _prepare_impl(self) -> None:
-            self._blob_cache = ""
+            self._blob_cache = ""  # type: ignore[assignment]  # no blob cache: describe() records None
             self._config = {"INFERENCE_PRECISION_HINT": _HINT[self.dtype]}
 
         def _compile(self, onnx_path: Any, part_shape: tuple[int, ...]) -> Any:
@@ -182,7 +182,7 @@ def _passing(row: dict[str, Any]) -> bool:
 def paired_ratio(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, list[float]]:
     """Median over rounds of a's round p50 / b's round p50 (rounds where both were timed); the p50 ratio when
     neither has rounds. Returns (median, per-round ratios)."""
-    rounds = [x / y for x, y in zip(a.get("round_p50_ms") or [], b.get("round_p50_ms") or []) if y > 0]
+    rounds = [x / y for x, y in zip(a.get("round_p50_ms") or [], b.get("round_p50_ms") or [], strict=False) if y > 0]
     if not rounds:
         rounds = [a["latency"]["p50_ms"] / b["latency"]["p50_ms"]]
     return float(statistics.median(rounds)), rounds

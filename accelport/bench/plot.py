@@ -19,7 +19,7 @@ def series_style(index: int) -> dict[str, Any]:
     """Colour and marker of the ``index``-th line: no two of the first 100 lines look alike."""
     from matplotlib import colormaps
 
-    palette = colormaps["tab20"].colors
+    palette = colormaps["tab20"].colors  # type: ignore[attr-defined]  # tab20 is a ListedColormap
     colour = palette[(2 * index) % 20 + (index // 10) % 2]  # dark shades 0, 2, .., 18, then light 1, .., 19
     return {"color": colour, "marker": _MARKERS[(index + index // 20) % len(_MARKERS)]}
 

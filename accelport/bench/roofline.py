@@ -118,7 +118,7 @@ def target_reach(target: dict[str, Any], isa: dict[str, Any] | None, floor_ratio
                 + ("; no bf16 arithmetic here: every bf16 row is emulated" if missing and needs == "bf16_arithmetic"
                    else ""))
     if missing:
-        return f"not reachable here: no {needs.replace('_', ' ')} on {(isa or {}).get('name')}"
+        return f"not reachable here: no {str(needs).replace('_', ' ')} on {(isa or {}).get('name')}"
     if floor_ratio is None:
         return "reachable: no roofline floor measured"
     verdict = "reachable" if floor_ratio <= target["max_ratio"] else "not reachable"

@@ -79,7 +79,7 @@ def disagreeing_classes(records: Sequence[ImageRecord], count: int, name: Callab
     groups: dict[int, list[ImageRecord]] = defaultdict(list)
     for r in records:
         groups[r.label if r.label is not None else r.reference_top5[0]].append(r)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for cls, members in groups.items():
         disagreements = sum(not r.top1_match for r in members)
         if disagreements:

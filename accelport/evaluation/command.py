@@ -7,8 +7,15 @@ import logging
 import os
 
 from .. import errors
-from ..arguments import (add_criterion_argument, add_input_arguments, add_model_arguments, add_out_dir_argument,
-                         add_target_arguments, spec_from_args, target_from_args)
+from ..arguments import (
+    add_criterion_argument,
+    add_input_arguments,
+    add_model_arguments,
+    add_out_dir_argument,
+    add_target_arguments,
+    spec_from_args,
+    target_from_args,
+)
 from ..formatting import comparison_text
 from .config import EvalConfig
 

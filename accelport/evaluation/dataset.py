@@ -113,7 +113,8 @@ class PaddedCollate:
 
     def __call__(self, samples: list[tuple[int, torch.Tensor | None, str | None, float]]) -> LoadedBatch:
         tensor = torch.zeros((self.batch_size, *self.input_size), dtype=torch.float32)
-        indices, failures = [], []
+        indices: list[int] = []
+        failures: list[Any] = []
         for index, image, error, _ in samples:
             if image is None:
                 failures.append((index, str(error)))

@@ -99,7 +99,7 @@ def folder_labels(relative_paths: Sequence[str], parser: LabelParser) -> tuple[l
     if any(c is None for c in classes):
         _logger.info("images directly inside --data: no class folders, evaluating without labels")
         return None
-    names = sorted(set(classes))  # type: ignore[arg-type]
+    names: list[str] = sorted(set(classes))  # type: ignore[arg-type]  # no None: checked above
     recognised = [n for n in names if parser.looks_like_label(n)]
     if not recognised:
         _logger.warning("class folders (%s ...) are neither ImageNet wnids nor class indices: evaluating without "

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..criteria import Criteria
 from ..errors import InputError
 from ..runners import Runner
 from .dataset import DatasetItem, LoadedBatch
 from .journal import JournalWriter
-from ..criteria import Criteria
 from .records import ImageRecord, records_from_outputs
 from .reference_cache import ReferenceCache
 

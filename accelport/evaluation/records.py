@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ..metrics import compare_per_sample, relative_errors, topk_agreement, topk_indices
 from ..criteria import Criteria
+from ..metrics import compare_per_sample, relative_errors, topk_agreement, topk_indices
 from ..parity import tie_tolerance
 
 

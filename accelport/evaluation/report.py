@@ -141,7 +141,8 @@ def write_outputs(out_dir: Path, doc: dict[str, Any], cosines: list[float], rel_
              f"{len(cosines)} images")
     histogram = write_histogram(out_dir / "eval_hist.png", cosines, rel_l2, title)  # None without matplotlib
     paths = {"json": write_json_atomic(out_dir / "eval.json", doc)} | ({"histogram": histogram} if histogram else {})
-    paths["markdown"] = write_text_atomic(out_dir / "eval.md", render_markdown(doc, histogram and histogram.name))
+    markdown = render_markdown(doc, histogram.name if histogram else None)
+    paths["markdown"] = write_text_atomic(out_dir / "eval.md", markdown)
     for path in paths.values():
         _logger.info("wrote %s", path)
     return paths

@@ -18,8 +18,15 @@ import torch
 from ..criteria import Criteria, criteria_for, effective_precision
 from ..devices import NumericSettings, apply_numeric_settings, resolve_device
 from ..models import LoadedModel, load_model, load_target_model
-from ..preprocess import DataConfig, ImageBatch, ImageStream, data_config_for, discover_images, load_images, \
-    make_transform
+from ..preprocess import (
+    DataConfig,
+    ImageBatch,
+    ImageStream,
+    data_config_for,
+    discover_images,
+    load_images,
+    make_transform,
+)
 from .spec import JobSpec
 
 _logger = logging.getLogger(__name__)

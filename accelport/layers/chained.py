@@ -38,7 +38,8 @@ def _bind_device(device: torch.device) -> None:
     if device.type == "cpu" or device.index is None:
         return
     try:
-        if torch.accelerator.is_available() and torch.accelerator.current_accelerator().type == device.type:
+        if (torch.accelerator.is_available()
+                and getattr(torch.accelerator.current_accelerator(), "type", None) == device.type):
             torch.accelerator.set_device_index(device.index)
     except Exception as exc:  # tensors carry their device anyway; this only avoids touching device 0
         _logger.debug("could not set the current %s device in the worker thread: %r", device.type, exc)

@@ -5,8 +5,16 @@ from __future__ import annotations
 import argparse
 
 from .. import errors
-from ..arguments import (add_criterion_argument, add_input_arguments, add_model_arguments, add_out_dir_argument,
-                         add_target_arguments, add_target_weights_argument, spec_from_args, target_from_args)
+from ..arguments import (
+    add_criterion_argument,
+    add_input_arguments,
+    add_model_arguments,
+    add_out_dir_argument,
+    add_target_arguments,
+    add_target_weights_argument,
+    spec_from_args,
+    target_from_args,
+)
 from .config import MODES, LayersConfig
 
 EPILOG = ("exit codes: 0 the model's output passes run's checks, 1 it fails them (as run would), 2 bad "

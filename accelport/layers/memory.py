@@ -7,35 +7,17 @@ covers this comparison only; elsewhere it falls back to ``ru_maxrss``, the peak 
 from __future__ import annotations
 
 import logging
-import re
 import resource
 import sys
 import threading
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..process_memory import reset_peak_rss, status_kib
+
 _logger = logging.getLogger(__name__)
-_STATUS = Path("/proc/self/status")
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        match = re.search(rf"^{field}:\s+(\d+)\s+kB", _STATUS.read_text(), re.MULTILINE)
-    except OSError:
-        return None
-    return int(match.group(1)) if match else None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the process's high-water mark (VmHWM) to its current RSS; False where the kernel does not allow it."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return _status_kib("VmHWM") is not None
 
 
 @dataclass(frozen=True)
@@ -66,8 +48,8 @@ class MemoryMonitor:
         self._hwm_reset = False
 
     def start(self) -> MemoryMonitor:
-        self._hwm_reset = _reset_peak_rss()
-        rss = _status_kib("VmRSS")
+        self._hwm_reset = reset_peak_rss()
+        rss = status_kib("VmRSS")
         self._rss_before = rss * 1024 if rss is not None else None
         if self._device.type != "cpu":
             try:
@@ -97,7 +79,7 @@ class MemoryMonitor:
 
     def report(self) -> MemoryReport:
         if self._hwm_reset:
-            peak, method = _status_kib("VmHWM"), "VmHWM reset at start"
+            peak, method = status_kib("VmHWM"), "VmHWM reset at start"
             peak = peak * 1024 if peak is not None else None
         else:
             usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -44,7 +44,7 @@ def _section_starts(modules: list[dict[str, Any]]) -> list[tuple[int, str]]:
 
 def render_png(data: dict[str, Any], path: str | Path) -> Path | None:
     """Draw the plot from the layers.json data; None (and a warning) when matplotlib is not installed."""
-    plt = pyplot_or_none(path)
+    plt = pyplot_or_none(Path(path))
     if plt is None:
         return None
     modules, criteria = data["modules"], data["criteria"]
@@ -84,4 +84,4 @@ def render_png(data: dict[str, Any], path: str | Path) -> Path | None:
     top.set_title(f"{data['model']['name']}: {target['device']} {target['runtime']} {target['dtype']} vs CPU fp32, "
                   f"{data['num_images']} image(s)")
     fig.tight_layout()
-    return save_figure(fig, path, dpi=110)
+    return save_figure(fig, Path(path), dpi=110)

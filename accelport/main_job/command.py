@@ -5,8 +5,16 @@ from __future__ import annotations
 import argparse
 
 from .. import errors
-from ..arguments import (add_criterion_argument, add_input_arguments, add_model_arguments, add_out_dir_argument,
-                         add_target_arguments, add_target_weights_argument, spec_from_args, target_from_args)
+from ..arguments import (
+    add_criterion_argument,
+    add_input_arguments,
+    add_model_arguments,
+    add_out_dir_argument,
+    add_target_arguments,
+    add_target_weights_argument,
+    spec_from_args,
+    target_from_args,
+)
 from .config import RunConfig
 
 EPILOG = "exit codes: 0 ran and passed, 1 ran and parity failed, 2 bad usage/input/environment, 3 internal error"

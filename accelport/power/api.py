@@ -23,9 +23,8 @@ from ..job.spec import with_overrides
 from ..layers.capture import TargetCast
 from ..layers.compare import compare_layers
 from ..parity import compare_outputs
-from ..runners import infer_all
 from ..proofs import baseline_outputs, nonfinite_weights, structural_proof
-from ..runners import DTYPES, Runner, create_runner
+from ..runners import DTYPES, Runner, create_runner, infer_all
 from .config import PowerConfig, validate
 from .faults import Fault, standard_faults
 from .report import write_power_artifacts

@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 
 from .. import errors
-from ..arguments import (add_criterion_argument, add_input_arguments, add_model_arguments, add_out_dir_argument,
-                         add_target_arguments, spec_from_args, target_from_args)
+from ..arguments import (
+    add_criterion_argument,
+    add_input_arguments,
+    add_model_arguments,
+    add_out_dir_argument,
+    add_target_arguments,
+    spec_from_args,
+    target_from_args,
+)
 from .config import SIZES, PowerConfig
 
 EPILOG = ("exit codes: 0 every fault type detected at some size tried, 1 a fault type was never detected, 2 bad "

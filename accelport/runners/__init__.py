@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
-
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,7 +47,7 @@ def _runner_class(runtime: str) -> type[Runner]:
 def runner_supports_streams(runtime: str) -> bool:
     """Whether ``runtime`` can split a batch over parallel streams (False when its engine is not installed)."""
     try:
-        return _runner_class(runtime).supports_streams
+        return "streams" in _runner_class(runtime).options
     except RuntimeUnavailableError:
         return False
 
@@ -59,8 +58,9 @@ def create_runner(
 ) -> Runner:
     """Look up ``runtime`` and build its runner; a missing engine is a clear 'install X' error.
 
-    ``options`` go to the runner (``threads``, ``cache_dir``, ``streams``; ``calibration`` for int8, dropped
-    otherwise); an unsupported dtype/flag/device combination is a RuntimeUnavailableError raised here, before any work.
+    ``options`` go to the runner (``threads``, ``cache_dir``, and the runtime-specific ones of ``base.OPTIONS``
+    such as ``streams``, refused by a runtime that does not take them; ``calibration`` for int8, dropped otherwise);
+    an unsupported dtype/flag/device combination is a RuntimeUnavailableError raised here, before any work.
     """
     if runtime not in _REGISTRY:
         raise UsageError(f"--runtime {runtime!r}: choose one of {', '.join(_REGISTRY)}")

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -28,47 +29,75 @@ INPUT_DTYPES = {**DTYPES, **QUANTIZED_DTYPES}  # every --dtype choice, in this o
 
 def request_count(batch_size: int, streams: int, micro_batch: int | None) -> int:
     """How many requests a batch is split into: one per stream, or ``micro_batch`` images each; never more
-    requests than images."""
+    requests than images. (Here, not in openvino.py, because bench plans its sweep with it without OpenVINO.)"""
     wanted = -(-batch_size // micro_batch) if micro_batch else streams
     return max(1, min(wanted, batch_size))
+
+
+@dataclass(frozen=True)
+class RunnerOption:
+    """A keyword option only some runtimes take: its flag, the value that means "not used", and what it does.
+
+    Callers pass every option they have (``streams=1`` to eager too); a runtime that does not take one accepts
+    only its ``default``, anything else is refused naming the flag and the runtimes that do (``owner``).
+    """
+
+    flag: str
+    default: Any
+    owner: str  # completes "only <owner> <does>"
+    does: str
+
+
+# Every runtime-specific option a caller may pass to any runner. Which runtime takes one, and what is a valid
+# value, is the runner class's business (its ``options`` and ``_check_options``); this only lets the others
+# refuse it by its flag.
+OPTIONS: dict[str, RunnerOption] = {
+    "streams": RunnerOption("--streams", 1, "OpenVINO", "splits a batch over parallel streams"),
+    "micro_batch": RunnerOption("--micro-batch", None, "OpenVINO", "splits a batch into requests"),
+}
 
 
 class Runner(ABC):
     """Runs a model on one device/runtime. Use as a context manager or call ``prepare()``/``close()``."""
 
     name = "base"
-    # Whether one batch can be split into several requests run on parallel execution streams (--streams,
-    # --micro-batch); engines with a native notion of streams (OpenVINO) set this.
-    supports_streams = False
+    # The names in OPTIONS this runtime takes; it checks their values in ``_check_options``.
+    options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, model: torch.nn.Module, device: torch.device, dtype: str = "fp32", channels_last: bool = False,
-                 *, threads: int | None = None, cache_dir: str | Path | None = None, streams: int = 1,
-                 micro_batch: int | None = None):
+                 *, threads: int | None = None, cache_dir: str | Path | None = None, **options: Any):
         if dtype not in INPUT_DTYPES:
             raise ValueError(f"dtype {dtype!r}: choose one of {', '.join(INPUT_DTYPES)}")
-        if streams < 1:
-            raise RuntimeUnavailableError(f"--streams {streams}: must be at least 1")
-        if streams > 1 and not self.supports_streams:
-            raise RuntimeUnavailableError(f"--streams {streams} does not apply to --runtime {self.name}: only "
-                                          "OpenVINO splits a batch over parallel streams; drop the flag")
-        if micro_batch is not None and micro_batch < 1:
-            raise RuntimeUnavailableError(f"--micro-batch {micro_batch}: must be at least 1")
-        if micro_batch and not self.supports_streams:
-            raise RuntimeUnavailableError(f"--micro-batch {micro_batch} does not apply to --runtime {self.name}: only "
-                                          "OpenVINO splits a batch into requests; drop the flag")
         self.model = model
         self.device = device
         self.dtype = dtype
         self.channels_last = channels_last
         # Intra-op threads: every runtime gets the same count (torch's by default) so comparisons are fair.
         self.threads = int(threads) if threads else torch.get_num_threads()
-        self.streams = int(streams)
-        self.micro_batch = int(micro_batch) if micro_batch else None
+        self.option_values = self._take_options(options)
         self.cache_dir = Path(cache_dir) if cache_dir else None
         # One-off costs (export, compile, session creation, first run of a shape), kept out of latency.
         self.setup_events: list[dict[str, Any]] = []
         self._ready_shapes: set[tuple[int, ...]] = set()
         self._prepared = False
+
+    def _take_options(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Every option of OPTIONS with its value (``given`` or the default), after this runtime checked them."""
+        unknown = sorted(set(given) - set(OPTIONS))
+        if unknown:
+            raise TypeError(f"{type(self).__name__}: unknown option(s) {', '.join(unknown)}")
+        for name, value in given.items():
+            option = OPTIONS[name]
+            if name not in self.options and value != option.default:
+                raise RuntimeUnavailableError(f"{option.flag} {value} does not apply to --runtime {self.name}: only "
+                                              f"{option.owner} {option.does}; drop the flag")
+        values = {name: given.get(name, option.default) for name, option in OPTIONS.items()}
+        return {**values, **self._check_options({name: values[name] for name in self.options})}
+
+    def _check_options(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The values of the options this runtime takes, checked (RuntimeUnavailableError naming the flag) and
+        normalised; a runtime that takes options keeps them here."""
+        return values
 
     # Public API ------------------------------------------------------------------------------------------
     def prepare(self) -> Runner:
@@ -133,8 +162,7 @@ class Runner(ABC):
     def describe(self) -> dict[str, Any]:
         """Settings that determine the numbers, for the summary (setup is one-off time, not latency)."""
         return {"runtime": self.name, "device": str(self.device), "dtype": self.dtype,
-                "channels_last": self.channels_last, "threads": self.threads, "streams": self.streams,
-                "micro_batch": self.micro_batch,
+                "channels_last": self.channels_last, "threads": self.threads, **self.option_values,
                 "setup_s": round(self.setup_time_s, 4), "setup_events": list(self.setup_events),
                 **self._describe_impl()}
 
@@ -174,7 +202,7 @@ class Runner(ABC):
     def _describe_impl(self) -> dict[str, Any]:
         return {}
 
-    def _close_impl(self) -> None:
+    def _close_impl(self) -> None:  # noqa: B027 (an optional hook: a runner holding nothing keeps this one)
         pass
 
     def _record_setup(self, step: str, shape: list[int] | None, seconds: float, **details: Any) -> None:

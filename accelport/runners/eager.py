@@ -18,7 +18,8 @@ class EagerRunner(Runner):
 
     def _prepare_impl(self) -> None:
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        self._module = copy.deepcopy(self.model).to(self.device, DTYPES[self.dtype], memory_format=memory_format)
+        self._module = copy.deepcopy(self.model).to(self.device, DTYPES[self.dtype],
+                                                    memory_format=memory_format)  # type: ignore[call-overload]
         self._module.eval()
         self._pin = self.device.type in PINNED_DEVICE_TYPES  # torch_npu and XPU pin like CUDA
 

@@ -79,7 +79,7 @@ class OnnxRuntimeRunner(Runner):
         """One exporter's file, opened and run once: a file ONNX Runtime cannot load or run counts as that
         exporter's failure."""
         chw = tuple(first_input.shape[1:])
-        exported = export_onnx(self.model, chw, self._export_dtype, self.cache_dir, exporter)
+        exported: Any = export_onnx(self.model, chw, self._export_dtype, self.cache_dir, exporter)
         if self.dtype == "int8":  # the fp32 export, quantised by ONNX Runtime's own tool (cached)
             exported = quantize_onnx(exported, self._calibration.load(self.model, chw), self.cache_dir)
         provider_options = [{"device_id": self.device.index or 0} if p != "CPUExecutionProvider" else {}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -68,7 +69,20 @@ def split_bounds(batch_size: int, parts: int) -> list[tuple[int, int]]:
 
 class OpenVinoRunner(Runner):
     name = "openvino"
-    supports_streams = True
+    options = frozenset({"streams", "micro_batch"})  # requests of a batch, queued on parallel execution streams
+
+    def _check_options(self, values: dict[str, Any]) -> dict[str, Any]:
+        streams, micro_batch = values["streams"], values["micro_batch"]
+        if streams < 1:
+            raise RuntimeUnavailableError(f"--streams {streams}: must be at least 1")
+        if micro_batch is not None and micro_batch < 1:
+            raise RuntimeUnavailableError(f"--micro-batch {micro_batch}: must be at least 1")
+        if streams > self.threads:
+            raise RuntimeUnavailableError(f"--streams {streams} with {self.threads} thread(s): each OpenVINO "
+                                          f"stream needs a thread of its own; use --streams {self.threads} or fewer")
+        self.streams = int(streams)
+        self.micro_batch = int(micro_batch) if micro_batch else None
+        return {"streams": self.streams, "micro_batch": self.micro_batch}
 
     def __init__(self, *args: Any, calibration: tuple[str, ...] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -88,9 +102,6 @@ class OpenVinoRunner(Runner):
                 f"--runtime openvino --dtype {self.dtype}: this CPU ({cpu}) "
                 f"has no {needed} support in OpenVINO (capabilities: {', '.join(capabilities)}); it would silently "
                 "run f32. Use --dtype fp32, or a CPU with AMX/AVX512-BF16 (bf16) or AMX-FP16 (fp16)")
-        if self.streams > self.threads:
-            raise RuntimeUnavailableError(f"--streams {self.streams} with {self.threads} thread(s): each OpenVINO "
-                                          f"stream needs a thread of its own; use --streams {self.threads} or fewer")
         self._compiled: dict[int, Any] = {}  # by the batch size of one part
         self._parts: dict[tuple[int, ...], list[tuple[Any, int, int]]] = {}  # input shape -> (request, start, stop)
         self._effective: str | None = None
@@ -118,8 +129,9 @@ class OpenVinoRunner(Runner):
     def _routes(self, chw: tuple[int, ...]) -> list[tuple[str, Any]]:
         """ONNX (TorchScript exporter), OpenVINO's direct PyTorch conversion, ONNX (dynamo exporter); routes
         already in the cache first. Always exported in fp32: the precision hint sets the math."""
-        routes = [(f"onnx:{exporter}", functools.partial(export_onnx, self.model, chw, "fp32", self.cache_dir,
-                                                         exporter)) for exporter in EXPORTERS]
+        routes: list[tuple[str, Callable[[], Any]]] = [
+            (f"onnx:{exporter}", functools.partial(export_onnx, self.model, chw, "fp32", self.cache_dir, exporter))
+            for exporter in EXPORTERS]
         routes.insert(1, ("openvino:pytorch", functools.partial(convert_pytorch, self.model, chw, self.cache_dir)))
         cached = {f"onnx:{e}" for e in EXPORTERS if onnx_cache_entry(self.model, chw, "fp32", self.cache_dir, e).hit}
         if ir_cache_entry(self.model, chw, self.cache_dir).hit:

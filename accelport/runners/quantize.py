@@ -135,7 +135,7 @@ class CalibrationSource:
 
     def to_json(self) -> dict[str, Any]:
         loaded = next(iter(self._loaded.values()), None)
-        return loaded.to_json() if loaded else {"calibration_source": ", ".join(self.inputs) or BUNDLED}
+        return loaded.to_json() if loaded else {"calibration_source": ", ".join(map(str, self.inputs)) or BUNDLED}
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ Settings (environment, read at activation): ``ACCELPORT_SIMULATED_DEVICE_COUNT``
 from __future__ import annotations
 
 from .backend import (
-    COUNT_ENV,
     COPY_ENV,
+    COUNT_ENV,
     KERNEL_ENV,
     activate,
     configure,

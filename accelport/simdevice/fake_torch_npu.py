@@ -59,11 +59,11 @@ class _Settings:
 def make_torch_npu(device_module: types.ModuleType) -> types.ModuleType:
     """The fake package, its ``npu`` attribute being ``device_module`` extended with Ascend's settings."""
     recorder = _Recorder()
-    module = types.ModuleType("torch_npu")
+    module: Any = types.ModuleType("torch_npu")  # attributes set below, as the real package has them
     module.__spec__ = importlib.machinery.ModuleSpec("torch_npu", loader=None)
     module.__version__ = VERSION
     module.recorded = recorder.records
-    npu = device_module
+    npu: Any = device_module
     npu.config = _Settings("npu.config", recorder, allow_internal_format=True)
     npu.conv = _Settings("npu.conv", recorder, allow_hf32=True)
     npu.matmul = _Settings("npu.matmul", recorder, allow_hf32=False)

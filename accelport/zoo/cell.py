@@ -11,6 +11,7 @@ timed out.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -108,10 +109,8 @@ def run_cell(cell: Cell, config: ZooConfig, device: str, env: dict[str, str]) ->
 
 
 def _kill_session(child: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # it ended already
         os.killpg(child.pid, signal.SIGKILL)  # the child and anything it started (Inductor's compile workers)
-    except ProcessLookupError:
-        pass
 
 
 def _tail(path: Path) -> list[str]:

@@ -4,11 +4,16 @@ Random init, one real image at a small input size where the architecture allows 
 and interpolation), fp32, judged by the fp32 criteria against the same model in eager PyTorch on the CPU.
 The cells marked ``zoo_full`` (compile everywhere, the large exports) run only with ``-m zoo_full`` or
 ``ACCELPORT_FULL_MATRIX=1``; the rest run on every commit.
+
+The runners run on ``ACCELPORT_TEST_DEVICE`` (``cpu`` by default; ``cuda``, ``npu``, ``xpu``... on a machine that
+has one), so the same cells check a GPU or NPU port; the reference stays eager fp32 on the CPU. Off the CPU, a cell
+whose runtime does not run on that device (OpenVINO is CPU-only) is skipped with the runner's own reason.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -18,11 +23,14 @@ from timm.data import create_transform, resolve_model_data_config
 
 import accelport
 from accelport.criteria import criteria_for
+from accelport.devices import resolve_device
+from accelport.errors import RuntimeUnavailableError
 from accelport.parity import compare_outputs
 from accelport.preprocess import open_rgb
 from accelport.runners import create_runner
 
 CPU = torch.device("cpu")
+DEVICE_ENV = "ACCELPORT_TEST_DEVICE"
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
 # family -> (smallest timm model of the family, create_model overrides for a small input, input side in px)
@@ -91,17 +99,30 @@ def built():
     return get
 
 
+@pytest.fixture(scope="module")
+def device() -> torch.device:
+    """The device under test: ``ACCELPORT_TEST_DEVICE`` (default cpu), which must be present on this machine."""
+    return resolve_device(os.environ.get(DEVICE_ENV, "cpu"))
+
+
 def _installed(runtime: str) -> bool:
     module = {"onnxruntime": "onnxruntime", "openvino": "openvino"}.get(runtime)
     return module is None or importlib.util.find_spec(module) is not None
 
 
 @pytest.mark.parametrize(("family", "runtime", "head"), CELLS)
-def test_the_smallest_model_of_every_family_matches_eager_on_every_runtime(family, runtime, head, built, cache_dir):
+def test_the_smallest_model_of_every_family_matches_eager_on_every_runtime(family, runtime, head, built, cache_dir,
+                                                                          device):
     if not _installed(runtime):
         pytest.skip(f"{runtime} is not installed")
     model, image, reference = built(family, head)
-    with create_runner(runtime, model, CPU, "fp32", cache_dir=cache_dir) as runner:
+    try:
+        runner = create_runner(runtime, model, device, "fp32", cache_dir=cache_dir)
+    except RuntimeUnavailableError as exc:
+        if device.type == "cpu":
+            raise
+        pytest.skip(f"{runtime} on {device}: {exc}")
+    with runner:
         output = runner.infer(image)
         settings = runner.describe()
     classifier = head == "classifier" and model.num_classes > 0  # EVA-02 tiny's pretrained config has no head

@@ -29,8 +29,17 @@ from accelport.evaluation.labels import resolve_labels
 from accelport.evaluation.records import ImageRecord
 from accelport.evaluation.reference_cache import ReferenceCache
 from accelport.weights import sha256_of
-from eval_helpers import (EXPECTED_TOP1_CORRECT, EXPECTED_TOP5_CORRECT, IMAGES, build_datasets, constructed_labels,
-                          free_port, reference_rankings, wnid)
+
+from eval_helpers import (
+    EXPECTED_TOP1_CORRECT,
+    EXPECTED_TOP5_CORRECT,
+    IMAGES,
+    build_datasets,
+    constructed_labels,
+    free_port,
+    reference_rankings,
+    wnid,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 COMMON = ["--device", "cpu", "--workers", "0", "--no-progress", "--batch-size", "2"]
@@ -38,17 +47,13 @@ FIGURES = ("accuracy", "agreement", "distributions", "checks", "worst_images", "
 IMAGENET = types.SimpleNamespace(num_classes=1000)  # all that label parsing needs to know about the model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def weights(checkpoint_files) -> Path:
-    return checkpoint_files["safetensors"]
+def weights(seeded_weights) -> Path:
+    """The --weights of every evaluation here."""
+    return seeded_weights
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 
 import pytest
 
@@ -74,7 +75,7 @@ def test_an_absurd_batch_size_is_refused_before_any_image_is_decoded(tmp_path, c
     monkeypatch.setattr(preprocess, "preprocess_file", lambda *a: pytest.fail("an image was decoded"))
     data = tmp_path / "data"
     data.mkdir()
-    (data / "a.jpg").write_bytes(open(two_images[0], "rb").read())
+    (data / "a.jpg").write_bytes(Path(two_images[0]).read_bytes())
     huge = "10000000"  # 6 TB of float32 inputs at 224 px
     assert_refused(["run", "--device", "cpu", "--batch-size", huge, "--out-dir", str(tmp_path / "o"), *FAST],
                    f"--batch-size {huge}: its inputs alone need about", capsys)
