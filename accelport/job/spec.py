@@ -12,10 +12,11 @@ from typing import Any, TypeVar
 
 from ..errors import UsageError
 from ..models import DEFAULT_MODEL
+from ..runners.base import OPTIONS
 
-# Runtime-specific options a Target carries to its runner (OpenVINO's --streams/--micro-batch). The runner itself
-# checks them (runners/base.py): whether they apply to the runtime and their ranges.
-RUNTIME_OPTIONS: dict[str, Any] = {"streams": 1, "micro_batch": None, "calibration": ()}  # calibration: int8 only
+# Runtime-specific options a Target carries to its runner with their "not used" values: OpenVINO's --streams and
+# --micro-batch (runners/base.OPTIONS: their ranges, and which runtime takes them) and the int8 --calibration images.
+RUNTIME_OPTIONS: dict[str, Any] = {name: option.default for name, option in OPTIONS.items()} | {"calibration": ()}
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,9 @@ class Target:
             raise UsageError(f"--batch-size {self.batch_size}: must be at least 1")
         if self.dtype not in INPUT_DTYPES:
             raise UsageError(f"--dtype {self.dtype!r}: choose one of {', '.join(INPUT_DTYPES)}")
+        for name, value in self.options:  # before any model is loaded; the runtime checks what applies to it
+            if name in OPTIONS:
+                OPTIONS[name].check(value)
         if self.option("calibration") and self.dtype not in QUANTIZED_DTYPES:
             raise UsageError(f"--calibration applies to a quantised --dtype ({', '.join(QUANTIZED_DTYPES)}) only")
 

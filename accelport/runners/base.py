@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..devices import synchronize
-from ..errors import RuntimeUnavailableError
+from ..errors import RuntimeUnavailableError, UsageError
 
 _logger = logging.getLogger(__name__)
 
@@ -46,14 +46,20 @@ class RunnerOption:
     default: Any
     owner: str  # completes "only <owner> <does>"
     does: str
+    minimum: int | None = None  # the smallest valid value (None: not a count)
+
+    def check(self, value: Any) -> None:
+        """The value itself, whatever the runtime: a count below its minimum is refused naming the flag."""
+        if self.minimum is not None and value is not None and value < self.minimum:
+            raise UsageError(f"{self.flag} {value}: must be at least {self.minimum}")
 
 
 # Every runtime-specific option a caller may pass to any runner. Which runtime takes one, and what is a valid
 # value, is the runner class's business (its ``options`` and ``_check_options``); this only lets the others
 # refuse it by its flag.
 OPTIONS: dict[str, RunnerOption] = {
-    "streams": RunnerOption("--streams", 1, "OpenVINO", "splits a batch over parallel streams"),
-    "micro_batch": RunnerOption("--micro-batch", None, "OpenVINO", "splits a batch into requests"),
+    "streams": RunnerOption("--streams", 1, "OpenVINO", "splits a batch over parallel streams", minimum=1),
+    "micro_batch": RunnerOption("--micro-batch", None, "OpenVINO", "splits a batch into requests", minimum=1),
 }
 
 
@@ -88,6 +94,7 @@ class Runner(ABC):
             raise TypeError(f"{type(self).__name__}: unknown option(s) {', '.join(unknown)}")
         for name, value in given.items():
             option = OPTIONS[name]
+            option.check(value)
             if name not in self.options and value != option.default:
                 raise RuntimeUnavailableError(f"{option.flag} {value} does not apply to --runtime {self.name}: only "
                                               f"{option.owner} {option.does}; drop the flag")

@@ -25,18 +25,12 @@ from typing import Any
 import torch
 
 from ..atomic import write_json_atomic
+from ..cache_home import default_cache_dir
 from ..environment import package_version
 
 _logger = logging.getLogger(__name__)
 
 KEY_CHARS = 24
-
-
-def default_cache_dir() -> Path:
-    if os.environ.get("ACCELPORT_CACHE_DIR"):
-        return Path(os.environ["ACCELPORT_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base).expanduser() / "accelport"
 
 
 def library_versions(*packages: str) -> dict[str, str | None]:

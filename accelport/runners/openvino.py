@@ -72,11 +72,7 @@ class OpenVinoRunner(Runner):
     options = frozenset({"streams", "micro_batch"})  # requests of a batch, queued on parallel execution streams
 
     def _check_options(self, values: dict[str, Any]) -> dict[str, Any]:
-        streams, micro_batch = values["streams"], values["micro_batch"]
-        if streams < 1:
-            raise RuntimeUnavailableError(f"--streams {streams}: must be at least 1")
-        if micro_batch is not None and micro_batch < 1:
-            raise RuntimeUnavailableError(f"--micro-batch {micro_batch}: must be at least 1")
+        streams, micro_batch = values["streams"], values["micro_batch"]  # >= 1 each (base.OPTIONS checked them)
         if streams > self.threads:
             raise RuntimeUnavailableError(f"--streams {streams} with {self.threads} thread(s): each OpenVINO "
                                           f"stream needs a thread of its own; use --streams {self.threads} or fewer")

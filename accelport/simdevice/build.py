@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
+from ..cache_home import default_cache_dir
 from ..errors import DeviceError
-from ..runners.cache import default_cache_dir
 
 _logger = logging.getLogger(__name__)
 
