@@ -242,12 +242,12 @@ TOP1_ONLY = ["--criterion", "max_rel_l2=0.5", "--criterion", "min_cosine=0.5", "
 
 
 @pytest.mark.parametrize("target", ["clean", "class swapped"])
-def test_layers_exits_1_exactly_when_run_fails_on_top1_alone(tmp_path, reference_file, class_swapped_file,
+def test_layers_exits_1_exactly_when_run_fails_on_top1_alone(tmp_path, seeded_weights, class_swapped_file,
                                                              two_images, target, capsys):
     """run and layers on the same target and criteria: the same exit code, and layers says which output check
     failed and where the error grows fastest when no module crosses a limit."""
-    target_file = reference_file if target == "clean" else class_swapped_file
-    common = ["--device", "cpu", "--weights", str(reference_file), "--target-weights", str(target_file),
+    target_file = seeded_weights if target == "clean" else class_swapped_file
+    common = ["--device", "cpu", "--weights", str(seeded_weights), "--target-weights", str(target_file),
               "--images", two_images[0], *TOP1_ONLY]
     run_rc = main(["run", *common, "--iters", "1", "--warmup", "0", "--out-dir", str(tmp_path / "run"), "-q"])
     layers_rc = main(["layers", *common, "--mode", "chained", "--out-dir", str(tmp_path / "layers"), "-q"])

@@ -6,16 +6,7 @@ import argparse
 import logging
 import os
 
-from .. import errors
-from ..arguments import (
-    add_criterion_argument,
-    add_input_arguments,
-    add_model_arguments,
-    add_out_dir_argument,
-    add_target_arguments,
-    spec_from_args,
-    target_from_args,
-)
+from .. import arguments, errors
 from ..formatting import comparison_text
 from .config import EvalConfig
 
@@ -35,7 +26,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                       help="auto: from class folders when there are any; none: agreement figures only; FILE: a "
                            "'file,label' CSV, 'file label' lines, or one label per line in sorted file order "
                            "(labels are wnids or 0-based class indices) (default: %(default)s)")
-    add_input_arguments(data, images=False,
+    arguments.add_input_arguments(data, images=False,
                         skip_bad_help="warn about and skip unreadable images (listed in eval.json) instead of failing",
                         test_size_help="use the pretrained config's test input size and crop instead of the train "
                                        "size")
@@ -43,17 +34,17 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                       help="DataLoader worker processes decoding images, per process (default: %(default)s)")
 
     model = parser.add_argument_group("model and weights")
-    add_model_arguments(model, features=False)
+    arguments.add_model_arguments(model, features=False)
 
     target = parser.add_argument_group("target")
-    add_target_arguments(target, device_help="auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps; under torchrun, a device "
-                                             "without index means the local rank's (default: %(default)s)",
+    arguments.add_target_arguments(target, device_help="auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps; under torchrun, a "
+                                   "device without index means the local rank's (default: %(default)s)",
                          runtime_help="how the target runs the model (default: %(default)s)")
     target.add_argument("--batch-size", type=int, default=d.target.batch_size,
                         help="images per batch; the last batch is zero-padded to it (default: %(default)s)")
 
     judge = parser.add_argument_group("criteria")
-    add_criterion_argument(judge, "override a per-image parity criterion: min_cosine, max_rel_l2, elem_rtol, "
+    arguments.add_criterion_argument(judge, "override a per-image parity criterion: min_cosine, max_rel_l2, elem_rtol, "
                                   "min_within_share (repeatable)")
     judge.add_argument("--max-disagreement", type=float, default=d.max_disagreement, metavar="SHARE",
                        help="largest share of images whose top-1 differs and is not a near-tie (default: %(default)s)")
@@ -62,7 +53,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                             "(labelled data only; default: %(default)s)")
 
     output = parser.add_argument_group("output, cache and resume")
-    add_out_dir_argument(output, "eval.json, eval.md, eval_hist.png and the resume journal go here (default: "
+    arguments.add_out_dir_argument(output, "eval.json, eval.md, eval_hist.png and the resume journal go here (default: "
                                  "%(default)s)")
     output.add_argument("--reference-cache", metavar="DIR",
                         help="cache the CPU fp32 reference outputs here and reuse them (keyed by model, weights, "
@@ -78,7 +69,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
     return EvalConfig(
-        data=args.data, spec=spec_from_args(args), target=target_from_args(args), labels=args.labels,
+        data=args.data, spec=arguments.spec_from_args(args), target=arguments.target_from_args(args),
+        labels=args.labels,
         workers=args.workers, max_disagreement=args.max_disagreement, max_accuracy_drop=args.max_accuracy_drop,
         reference_cache=args.reference_cache, resume=args.resume, progress=not args.no_progress, worst=args.worst,
         dist_timeout_s=args.dist_timeout,

@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import errors
-from ..arguments import (
-    add_criterion_argument,
-    add_input_arguments,
-    add_model_arguments,
-    add_out_dir_argument,
-    add_target_arguments,
-    add_target_weights_argument,
-    spec_from_args,
-    target_from_args,
-)
+from .. import arguments, errors
 from .config import MODES, LayersConfig
 
 EPILOG = ("exit codes: 0 the model's output passes run's checks, 1 it fails them (as run would), 2 bad "
@@ -27,17 +17,18 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared with ``accelport run`` keep its names and meaning; --target-weights and --mode are new."""
     d = LayersConfig()
     model = parser.add_argument_group("model and weights")
-    add_model_arguments(model, weights_help="checkpoint of the reference (and of the target unless --target-weights), "
-                        "as for accelport run; default: the HF cache, then the Hub if reachable")
-    add_target_weights_argument(model)
+    arguments.add_model_arguments(model, weights_help="checkpoint of the reference (and of the target unless "
+                                  "--target-weights), as for accelport run; default: the HF cache, then the Hub if "
+                                  "reachable")
+    arguments.add_target_weights_argument(model)
 
     data = parser.add_argument_group("inputs")
-    add_input_arguments(data)
+    arguments.add_input_arguments(data)
     data.add_argument("--batch-size", type=int, default=d.target.batch_size,
                       help="images per batch; metrics are accumulated over batches, so the result does not depend "
                            "on it, only the memory does (default: %(default)s)")
 
-    add_target_arguments(parser.add_argument_group("target"),
+    arguments.add_target_arguments(parser.add_argument_group("target"),
                          runtime_help="how the target runs the model; only eager is supported by layers (default: "
                                       "%(default)s)")
 
@@ -45,13 +36,15 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
     judge.add_argument("--mode", default="both", choices=tuple(_MODE_CHOICES),
                        help="chained: each side runs its own forward (error accumulates); isolated: each target "
                             "module gets the reference's input (its own error); both (default)")
-    add_criterion_argument(judge, "override a threshold of the target precision's criteria; layers uses max_rel_l2 "
-                                  "and min_cosine (repeatable)")
-    add_out_dir_argument(parser, "layers.json, layers.csv, layers.md and layers.png go here (default: %(default)s)")
+    arguments.add_criterion_argument(judge, "override a threshold of the target precision's criteria; layers uses "
+                                     "max_rel_l2 and min_cosine (repeatable)")
+    arguments.add_out_dir_argument(parser, "layers.json, layers.csv, layers.md and layers.png go here (default: "
+                                   "%(default)s)")
 
 
 def config_from_args(args: argparse.Namespace) -> LayersConfig:
-    return LayersConfig(spec=spec_from_args(args), target=target_from_args(args), modes=_MODE_CHOICES[args.mode])
+    return LayersConfig(spec=arguments.spec_from_args(args), target=arguments.target_from_args(args),
+                        modes=_MODE_CHOICES[args.mode])
 
 
 def _cmd_layers(args: argparse.Namespace) -> int:

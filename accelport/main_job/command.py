@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import errors
-from ..arguments import (
-    add_criterion_argument,
-    add_input_arguments,
-    add_model_arguments,
-    add_out_dir_argument,
-    add_target_arguments,
-    add_target_weights_argument,
-    spec_from_args,
-    target_from_args,
-)
+from .. import arguments, errors
 from .config import RunConfig
 
 EPILOG = "exit codes: 0 ran and passed, 1 ran and parity failed, 2 bad usage/input/environment, 3 internal error"
@@ -24,16 +14,16 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``accelport run`` / ``python inference.py``: the shared groups plus the run's own."""
     defaults = RunConfig()
     model = parser.add_argument_group("model and weights")
-    add_model_arguments(model)
-    add_target_weights_argument(model)
+    arguments.add_model_arguments(model)
+    arguments.add_target_weights_argument(model)
 
-    add_input_arguments(parser.add_argument_group("inputs"),
+    arguments.add_input_arguments(parser.add_argument_group("inputs"),
                         skip_bad_help="warn about and skip unreadable images instead of failing",
                         test_size_help="use the pretrained config's test input size and crop (timm validate.py) "
                                        "instead of the train size (timm inference.py)")
 
     target = parser.add_argument_group("target")
-    add_target_arguments(
+    arguments.add_target_arguments(
         target, device_help="auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps; auto takes NPU, CUDA, XPU, MPS, then CPU "
                             "(default: %(default)s)",
         runtime_help="eager (PyTorch), compile (TorchInductor), onnxruntime, openvino, or auto (the fastest "
@@ -46,11 +36,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                          help="batch size for inference and latency (default: %(default)s)")
     measure.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed warm-up iterations (default: 10)")
     measure.add_argument("--iters", type=int, default=defaults.iters, help="timed iterations (default: %(default)s)")
-    add_criterion_argument(measure, "override a parity criterion: min_cosine, max_rel_l2, elem_rtol, "
+    arguments.add_criterion_argument(measure, "override a parity criterion: min_cosine, max_rel_l2, elem_rtol, "
                                     "min_within_share, max_top1_mismatches (repeatable)")
 
     output = parser.add_argument_group("output")
-    add_out_dir_argument(output, "where artifacts go (default: %(default)s)")
+    arguments.add_out_dir_argument(output, "where artifacts go (default: %(default)s)")
     output.add_argument("--save-outputs", action="store_true",
                         help="also save reference and target outputs as .npy")
     output.add_argument("--no-structural-proof", dest="structural_proof", action="store_false",
@@ -62,7 +52,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    return RunConfig(spec=spec_from_args(args), target=target_from_args(args), warmup=args.warmup, iters=args.iters,
+    return RunConfig(spec=arguments.spec_from_args(args), target=arguments.target_from_args(args), warmup=args.warmup,
+                     iters=args.iters,
                      save_outputs=args.save_outputs, layers_on_fail=args.layers_on_fail,
                      structural_proof=args.structural_proof)
 

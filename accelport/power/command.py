@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import errors
-from ..arguments import (
-    add_criterion_argument,
-    add_input_arguments,
-    add_model_arguments,
-    add_out_dir_argument,
-    add_target_arguments,
-    spec_from_args,
-    target_from_args,
-)
+from .. import arguments, errors
 from .config import SIZES, PowerConfig
 
 EPILOG = ("exit codes: 0 every fault type detected at some size tried, 1 a fault type was never detected, 2 bad "
@@ -29,24 +20,24 @@ def _sizes(text: str) -> tuple[float, ...]:
 
 def add_power_arguments(parser: argparse.ArgumentParser) -> None:
     d = PowerConfig()
-    add_model_arguments(parser.add_argument_group("model and weights"))
+    arguments.add_model_arguments(parser.add_argument_group("model and weights"))
     data = parser.add_argument_group("inputs")
-    add_input_arguments(data, images_help="image files and/or folders; default: samples/")
+    arguments.add_input_arguments(data, images_help="image files and/or folders; default: samples/")
     data.add_argument("--batch-size", type=int, default=d.target.batch_size,
                       help="images per batch (default: %(default)s)")
-    add_target_arguments(parser.add_argument_group("target"),
+    arguments.add_target_arguments(parser.add_argument_group("target"),
                          runtime_help="eager, compile, onnxruntime, openvino (default: eager)")
     judge = parser.add_argument_group("faults")
     judge.add_argument("--sizes", type=_sizes, default=SIZES, metavar="S1,S2,...",
                        help="relative fault sizes to try (default: 1e-4,1e-3,1e-2,1e-1)")
     judge.add_argument("--no-locate", dest="locate", action="store_false",
                        help="skip the layer comparison on the smallest detected size of each fault type")
-    add_criterion_argument(judge, "override a criterion, as for run")
-    add_out_dir_argument(parser, "power.json, power.md, power.png go here")
+    arguments.add_criterion_argument(judge, "override a criterion, as for run")
+    arguments.add_out_dir_argument(parser, "power.json, power.md, power.png go here")
 
 
 def config_from_args(args: argparse.Namespace) -> PowerConfig:
-    return PowerConfig(spec=spec_from_args(args), target=target_from_args(args), sizes=args.sizes,
+    return PowerConfig(spec=arguments.spec_from_args(args), target=arguments.target_from_args(args), sizes=args.sizes,
                        locate=args.locate)
 
 

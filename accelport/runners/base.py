@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..devices import synchronize
-from ..errors import RuntimeUnavailableError, UsageError
+from ..errors import RuntimeUnavailableError
 
 _logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class RunnerOption:
     def check(self, value: Any) -> None:
         """The value itself, whatever the runtime: a count below its minimum is refused naming the flag."""
         if self.minimum is not None and value is not None and value < self.minimum:
-            raise UsageError(f"{self.flag} {value}: must be at least {self.minimum}")
+            raise RuntimeUnavailableError(f"{self.flag} {value}: must be at least {self.minimum}")
 
 
 # Every runtime-specific option a caller may pass to any runner. Which runtime takes one, and what is a valid

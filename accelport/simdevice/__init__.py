@@ -12,16 +12,7 @@ Settings (environment, read at activation): ``ACCELPORT_SIMULATED_DEVICE_COUNT``
 
 from __future__ import annotations
 
-from .backend import (
-    COPY_ENV,
-    COUNT_ENV,
-    KERNEL_ENV,
-    activate,
-    configure,
-    is_active,
-    kernel_launches,
-    pending_us,
-)
+from .backend import COPY_ENV, COUNT_ENV, KERNEL_ENV, activate, configure, is_active, kernel_launches, pending_us
 
 __all__ = ["COUNT_ENV", "COPY_ENV", "KERNEL_ENV", "activate", "configure", "is_active", "kernel_launches",
            "pending_us"]
