@@ -92,6 +92,7 @@ class Point:
     def time_round(self, settings: Any, warmup: int, journal: JournalWriter | None) -> None:
         """One timing round, watched by a LoadMonitor, appended to the journal as soon as it is taken."""
         rounds = max(1, settings.rounds)
+        assert self.runner is not None and self.batch is not None, "time_round on a point restored without a runner"
         with LoadMonitor() as monitor:
             samples = time_compute(self.runner, self.batch, warmup, -(-settings.iters // rounds),
                                    settings.max_time_s / rounds, -(-MIN_ITERS // rounds))

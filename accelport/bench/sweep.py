@@ -145,7 +145,7 @@ class _Sweep:
         if all(self._complete(p) for p in restored.values()) and config.label in self.resumed.records:
             record.update(self.resumed.records[config.label])
             self.progress.update(len(batch_sizes) * self.rounds)
-            return list(restored.values())
+            return [point for point in restored.values() if point is not None]  # all complete
         settings = self.settings
         try:
             if config.peer:
@@ -164,7 +164,7 @@ class _Sweep:
             for row in rows:
                 self._journal("point", row)
             self.progress.update(len(batch_sizes) * self.rounds)
-            return rows
+            return list[Point | dict[str, Any]](rows)
         runners.append((runner, record))
         self._journal("configuration", {**record, **runner.describe()})
         return [self._point(runner, config, b, restored[b], len(runners) - 1) for b in batch_sizes]

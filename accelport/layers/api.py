@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..criteria import Criteria, criteria_for
 from ..devices import apply_numeric_settings
 from ..job.context import JobContext, open_job
@@ -93,7 +95,8 @@ def _compare_in(job: JobContext, config: LayersConfig, dtype: str, judge_by: Cri
     with create_runner(target.runtime, job.target_model.model, job.device, dtype, target.channels_last) as runner:
         cast = TargetCast(job.device, DTYPES[dtype], target.channels_last)
         batches = (images[i : i + size] for i in range(0, images.shape[0], size))
-        return (compare_layers(job.loaded.model, runner.module, batches, judge_by, config.modes, cast,
+        module: torch.nn.Module = runner.module  # type: ignore[attr-defined]  # eager only (config.validate)
+        return (compare_layers(job.loaded.model, module, batches, judge_by, config.modes, cast,
                                runner.to_device, job.device, memory), runner.describe())
 
 

@@ -100,7 +100,8 @@ class LayerComparison:
     def fastest_growth(self, mode: str) -> dict[str, Any] | None:
         """Where the error grows most when no module crosses a limit: chained, the largest rise of the worst-image
         rel L2 over every earlier row's; isolated, the largest own error."""
-        best, running = None, 0.0
+        best: dict[str, Any] | None = None
+        running = 0.0
         for index, row in enumerate(self.rows):
             stats = row.stats.get(mode)
             if stats is None or stats.shape_mismatch or math.isnan(stats.worst_rel_l2):
@@ -203,7 +204,7 @@ def compare_layers(
         raise ValueError("compare_layers: the target must be a separate module object (hooks are per module)")
     cast = cast or TargetCast.of(target)
     target_input = target_input or cast
-    device = device or getattr(cast, "device", torch.device("cpu"))
+    device = device or getattr(cast, "device", None) or torch.device("cpu")
     watched = watched_modules(reference)
     target_watched = _target_modules(target, watched)
     memory = memory or MemoryMonitor(device).start()

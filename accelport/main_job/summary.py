@@ -82,8 +82,8 @@ def _samples(batch: ImageBatch | ImageStream, parity: ParityResult, num_classes:
             entry.update(
                 reference_top5=sample.reference_top5,
                 target_top5=sample.target_top5,
-                reference_top5_labels=[labels(i) for i in sample.reference_top5],
-                target_top5_labels=[labels(i) for i in sample.target_top5],
+                reference_top5_labels=[labels(i) for i in sample.reference_top5 or ()],
+                target_top5_labels=[labels(i) for i in sample.target_top5 or ()],
                 top1_match=sample.top1_match,
                 top5_match=sample.top5_match,
                 top1_near_tie=sample.top1_near_tie,

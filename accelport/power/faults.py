@@ -19,7 +19,7 @@ class Fault:
     kind: str  # e.g. "noise (middle)", "channel swap"
     size: float | None  # relative size; None for faults that have none (a swap, a NaN)
     parameter: str
-    apply: Callable[[torch.Tensor], None]
+    apply: Callable[[torch.Tensor], object]
 
     @property
     def module(self) -> str:
@@ -42,18 +42,18 @@ def names_module(first: str | None, module: str) -> bool:
     return first is not None and (first == module or module.startswith(first + "."))
 
 
-def _noise(size: float, seed: int) -> Callable[[torch.Tensor], None]:
+def _noise(size: float, seed: int) -> Callable[[torch.Tensor], object]:
     def apply(p: torch.Tensor) -> None:
         noise = torch.randn(p.shape, generator=torch.Generator().manual_seed(seed), dtype=p.dtype)
         p.add_(size * p.abs().mean() * noise)
     return apply
 
 
-def _scale(factor: float) -> Callable[[torch.Tensor], None]:
+def _scale(factor: float) -> Callable[[torch.Tensor], object]:
     return lambda p: p.mul_(factor)
 
 
-def _shift(size: float) -> Callable[[torch.Tensor], None]:
+def _shift(size: float) -> Callable[[torch.Tensor], object]:
     return lambda p: p.add_(size * max(float(p.abs().mean()), 1e-3))
 
 

@@ -78,7 +78,7 @@ class CacheEntry:
     def hit(self) -> bool:
         return self.path.exists()
 
-    def produce(self, build: Callable[[Path], None]) -> Path:
+    def produce(self, build: Callable[[Path], object]) -> Path:
         """Build the artifact into a private temporary path with ``build(tmp_path)``, then move it into place."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))

@@ -141,7 +141,7 @@ class CompiledRunner(Runner):
             # count must be the runner's before compiling; process-wide, like torch's own setting.
             torch.set_num_threads(self.threads)
         module = copy.deepcopy(self.model).eval()
-        self._module = module.to(self.device, self._weights_dtype, memory_format=self._memory_format)
+        self._module = module.to(self.device, self._weights_dtype).to(memory_format=self._memory_format)
         self._identity = model_identity(self.model)
         if self.device.type != "cpu":
             self._artifacts = self._cache_entry({"artifacts": "torch.compiler"}, ".bin")

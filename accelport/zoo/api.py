@@ -12,7 +12,7 @@ import logging
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..errors import EXIT_PARITY_FAILED, EXIT_PASSED, UsageError
 from ..evaluation.distributed import DistContext, barrier, broadcast_from_main, init_distributed, shutdown
@@ -106,10 +106,10 @@ def _prepare_journal(ctx: DistContext, journal: Path, settings: dict[str, Any],
             outcome = ("error", str(exc))
     else:
         outcome = ("rows", {})
-    outcome = broadcast_from_main(ctx, outcome)
-    if outcome[0] == "error":
-        raise UsageError(outcome[1])
-    return outcome[1]
+    kind, value = broadcast_from_main(ctx, outcome)
+    if kind == "error":
+        raise UsageError(value)
+    return cast("dict[str, dict[str, Any]]", value)
 
 
 def _run_pending(ctx: DistContext, pending: list[Cell], config: ZooConfig, device: str,
