@@ -108,3 +108,26 @@ def test_openvino_blobs_are_cached_per_precision_and_plan(tmp_path):
     runner.dtype, runner.streams = "fp16", 2  # what a second run in the same cache folder would ask for
     runner._prepare_impl()
     assert runner._config["CACHE_DIR"] != first and "f16" in runner._config["CACHE_DIR"]
+
+
+@pytest.mark.parametrize("order", [("fp32", "fp16"), ("fp16", "fp32")])
+def test_openvino_fp16_and_fp32_in_one_cache_folder_each_compute_in_their_precision(tmp_path, weights_files,
+                                                                                    two_images, order, monkeypatch):
+    """Issue 11: fp16 after fp32 in one cache folder must not reuse the fp32 blob, and fp32 after fp16 must pass.
+
+    Runs only where OpenVINO offers fp16 on this CPU (AMX-FP16 / AVX512-FP16); elsewhere it says why it skipped.
+    """
+    pytest.importorskip("openvino")
+    from accelport.runners.openvino import shared_core
+
+    capabilities = shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if "FP16" not in capabilities:
+        pytest.skip(f"OpenVINO has no fp16 on this CPU (capabilities: {', '.join(capabilities)})")
+    monkeypatch.setenv("ACCELPORT_CACHE_DIR", str(tmp_path / "one_cache"))  # exports and blobs of both runs
+    outputs = {}
+    for dtype in order:
+        result = _run(tmp_path, weights_files, "clean", dtype, two_images[:1], runtime="openvino")
+        if dtype == "fp32":  # fp32 after fp16 must not run the fp16 blob
+            assert result.passed, result.summary["parity"]
+        outputs[dtype] = result.target
+    assert not (outputs["fp16"] == outputs["fp32"]).all()  # a reused fp32 blob would be bit-identical
