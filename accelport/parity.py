@@ -24,7 +24,6 @@ from .metrics import (
     topk_indices,
 )
 
-
 BASELINE_DESCRIPTIONS = {
     "half": "CPU eager model in the target's dtype, against the same fp32 reference",
     "fp32-fast": "CPU eager fp32 model with TF32 emulation (conv/linear weights and inputs rounded to a 10-bit "
