@@ -24,6 +24,12 @@ from .metrics import (
     topk_indices,
 )
 
+BASELINE_DESCRIPTIONS = {
+    "half": "CPU eager model in the target's dtype, against the same fp32 reference",
+    "fp32-fast": "CPU eager fp32 model with TF32 emulation (conv/linear weights and inputs rounded to a 10-bit "
+                 "mantissa), against the same fp32 reference",
+}
+
 
 @dataclass(frozen=True)
 class SampleParity:
@@ -90,7 +96,7 @@ class ParityResult:
         }
         if self.baseline is not None:
             data["baseline"] = {
-                "description": "CPU eager model in the target's dtype, against the same fp32 reference",
+                "description": BASELINE_DESCRIPTIONS.get(self.criteria.precision, BASELINE_DESCRIPTIONS["half"]),
                 "overall": self.baseline.to_json(),
                 "outside_rtol": BASELINE_RTOL,
                 "per_image": [{"target_rel_l2": s.metrics.rel_l2_err, "baseline_rel_l2": s.baseline_rel_l2,
@@ -136,7 +142,7 @@ def compare_outputs(reference: np.ndarray, target: np.ndarray, criteria: Criteri
                     nonfinite_weights: dict[str, int] | None = None) -> ParityResult:
     """Metrics overall and per sample, top-k agreement with near-ties, and the verdict under ``criteria``.
 
-    ``baseline``: the outputs of a correct implementation of the target's precision (half precision), which
+    ``baseline``: the outputs of a correct implementation of the target's precision (half precision, fp32-fast), which
     adds the baseline-ratio checks and sets the near-tie allowance. ``nonfinite_weights``: tensor name -> count
     of NaN/Inf found in the loaded weights (an empty dict when they were inspected and are clean).
     """

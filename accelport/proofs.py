@@ -4,8 +4,9 @@
   judged by the fp32 criteria. Weight, layout and conversion bugs do not depend on precision, and fp32 sees them
   down to 1e-4 relative; half precision's own noise hides them.
 - The **same-precision baseline**: the reference model (correct by definition) run by CPU eager in the target's
-  dtype. Its error against the fp32 reference is what a correct implementation of that precision gets wrong; the
-  target is judged relative to it (``criteria.judge``) and the near-tie allowance comes from it.
+  dtype, or for fp32-fast in fp32 with TF32 emulation (``emulation.emulate_tf32``). Its error against the fp32
+  reference is what a correct implementation of that precision gets wrong; the target is judged relative to it
+  (``criteria.judge``) and the near-tie allowance comes from it.
 - The **weights scan**: NaN/Inf in any loaded tensor, named.
 """
 
@@ -21,6 +22,7 @@ import torch
 
 from .criteria import criteria_for
 from .devices import apply_numeric_settings
+from .emulation import emulate_tf32
 from .errors import RuntimeUnavailableError
 from .parity import ParityResult, compare_outputs
 from .runners import Runner, create_runner
@@ -54,11 +56,21 @@ def check_not_fp32(precision: str, target: np.ndarray, fp32_outputs: np.ndarray)
             "refusing to report it as " + precision)
 
 
-def baseline_outputs(model: torch.nn.Module, dtype: str, infer: Callable[[Runner], np.ndarray]) -> np.ndarray | None:
-    """The CPU eager model in ``dtype`` (half precision only): a correct implementation of that precision."""
-    if dtype not in HALF_DTYPES:
+def baseline_outputs(model: torch.nn.Module, precision: str,
+                     infer: Callable[[Runner], np.ndarray]) -> np.ndarray | None:
+    """A correct implementation of the *effective* precision (``criteria.effective_precision``), or None.
+
+    Half precision: the CPU eager model in that dtype. fp32-fast (TF32/HF32 on an accelerator): the CPU eager fp32
+    model with TF32-rounded conv/linear operands. Strict fp32 and int8 have none (fp32 is judged strictly; int8 by
+    its criteria and the structural proof); fast math on a CPU target is strict fp32, hence none too.
+    """
+    if precision in HALF_DTYPES:
+        baseline_model, dtype = model, precision
+    elif precision == "fp32-fast":
+        baseline_model, dtype = emulate_tf32(model), "fp32"
+    else:
         return None
-    with create_runner("eager", model, torch.device("cpu"), dtype) as runner:
+    with create_runner("eager", baseline_model, torch.device("cpu"), dtype) as runner:
         return infer(runner)
 
 

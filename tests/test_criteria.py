@@ -10,25 +10,10 @@ import timm
 import torch
 
 from accelport.criteria import DEFAULT_CRITERIA, criteria_for, effective_precision, parse_criterion_flags
+from accelport.emulation import emulate_tf32
 from accelport.errors import UsageError
 from accelport.parity import compare_outputs
 from accelport.preprocess import data_config_for, load_images, make_transform
-
-
-def round_to_tf32(t: torch.Tensor) -> torch.Tensor:
-    """Round-to-nearest to TF32's 10-bit mantissa, as tensor cores do to conv/matmul inputs."""
-    bits = t.contiguous().view(torch.int32)
-    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
-
-
-def emulate_tf32(model: torch.nn.Module) -> torch.nn.Module:
-    """A CPU stand-in for an accelerator's TF32/HF32 'fp32': every conv/linear sees TF32-rounded operands."""
-    model = copy.deepcopy(model)
-    for module in model.modules():
-        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
-            module.weight.data = round_to_tf32(module.weight.data)
-            module.register_forward_pre_hook(lambda mod, args: (round_to_tf32(args[0]), *args[1:]))
-    return model
 
 
 @pytest.fixture(scope="module")

@@ -81,3 +81,14 @@ def test_ascend_settings_are_applied_and_read_back(monkeypatch):
     assert strict.effective["npu_allow_internal_format"] is False
     fast = apply_numeric_settings(npu_device, "fast")
     assert fast.effective["npu_conv_allow_hf32"] is True and fast.effective["npu_matmul_allow_hf32"] is True
+
+
+def test_fast_fp32_math_on_a_cpu_target_is_strict_fp32_without_a_baseline(tmp_path, two_images):
+    """torch's CPU kernels ignore TF32 switches: no TF32-emulated baseline, no ratio rule, the strict criteria."""
+    torch.manual_seed(7)
+    result = accelport.run(model="test_vit", device="cpu", fp32_math="fast", images=tuple(two_images[:1]),
+                           out_dir=str(tmp_path), iters=1, warmup=0)
+    parity = result.summary["parity"]
+    assert result.passed and result.summary["target"]["precision"] == "fp32" and "baseline" not in parity
+    assert parity["criteria"]["precision"] == "fp32"
+    assert not any("baseline" in check["name"] for check in parity["checks"])

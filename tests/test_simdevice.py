@@ -80,10 +80,19 @@ def test_fp32_fast_turns_hf32_on_and_is_judged_as_fp32_fast(simulated_device_env
     proc = accelport(simulated_device_env, tmp_path, "run", "--device", "npu", "--fp32-math", "fast",
                      "--model", "vit_tiny_patch16_224", *QUICK, "--out-dir", "out")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    target = json.loads((tmp_path / "out" / "summary.json").read_text())["target"]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    target, parity = summary["target"], summary["parity"]
     assert (target["device"], target["precision"], target["fp32_math"]) == ("npu:0", "fp32-fast", "fast")
     assert target["numeric_settings"].items() >= {"npu_conv_allow_hf32": True, "npu_matmul_allow_hf32": True,
                                                    "npu_allow_internal_format": False}.items()
+    # the TF32-emulated baseline, judged by ratio as half precision (the simulated NPU computes IEEE fp32)
+    assert "TF32 emulation" in parity["baseline"]["description"]
+    (row,) = parity["baseline"]["per_image"]
+    assert 1e-5 < row["baseline_rel_l2"] < 1e-2 and row["target_rel_l2"] < row["baseline_rel_l2"] / 10
+    checks = {c["name"]: c for c in parity["checks"]}
+    assert checks["max_baseline_rel_l2_ratio"]["value"] == row["rel_l2_ratio"] < 1
+    assert checks["max_baseline_rel_l2_ratio"]["threshold"] == parity["criteria"]["max_baseline_ratio"]
+    assert summary["status"] == "passed" and summary["structural_proof"]["status"] == "passed"
 
 
 @pytest.mark.parametrize(("variable", "value"), [("ACCELPORT_SIMULATED_DEVICE_COUNT", "0"),

@@ -99,7 +99,8 @@ def layers_verdict(loaded: LoadedModel, target: LoadedModel, images: ImageBatch,
 
     weights = {"reference": loaded.model} | ({"target": target.model} if target is not loaded else {})
     return judge_output(comparison, structural, criteria, is_classifier=is_classifier,
-                        names=[str(p) for p in images.paths], baseline=baseline_outputs(loaded.model, dtype, infer),
+                        names=[str(p) for p in images.paths],
+                        baseline=baseline_outputs(loaded.model, criteria.precision, infer),  # effective precision
                         weights=weights)
 
 

@@ -117,7 +117,7 @@ def _infer_and_time(job: JobContext, config: RunConfig, target: Target, stream: 
     with create_runner("eager", job.loaded.model, torch.device("cpu"), "fp32") as reference_runner:
         reference = _infer(reference_runner, stream, target)
     # a correct implementation of the precision
-    baseline = baseline_outputs(job.loaded.model, target.dtype, lambda runner: _infer(runner, stream, target))
+    baseline = baseline_outputs(job.loaded.model, job.precision(target.dtype), lambda r: _infer(r, stream, target))
     timed_batch = make_batch(stream.head(target.batch_size), target.batch_size)  # real images, cycled if fewer
     with target_runner:
         target_runner.warm_up(timed_batch)  # export/compile: setup_s, not latency

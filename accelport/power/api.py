@@ -61,7 +61,7 @@ def run_power(config: PowerConfig | None = None, **overrides: Any) -> PowerResul
 
     with create_runner("eager", job.loaded.model, torch.device("cpu"), "fp32") as reference_runner:
         reference = infer(reference_runner)  # once, for every fault
-    baseline = baseline_outputs(job.loaded.model, target.dtype, infer)
+    baseline = baseline_outputs(job.loaded.model, precision, infer)
 
     rows, located = [], {}
     for fault in standard_faults(job.loaded.model, config.sizes, job.spec.seed):
