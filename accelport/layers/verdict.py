@@ -72,7 +72,8 @@ def _describe(where: str, check: Check) -> str:
 def judge_output(comparison: LayerComparison, structural: LayerComparison | None, criteria: Criteria, *,
                  is_classifier: bool, names: list[str], baseline: np.ndarray | None,
                  weights: dict[str, torch.nn.Module]) -> OutputVerdict:
-    """The run's checks on the captured model outputs (``baseline``: the CPU eager model in the target's dtype)."""
+    """The run's checks on the captured model outputs (``baseline``: a correct implementation of the target's
+    precision, proofs.baseline_outputs)."""
     if comparison.model_outputs is None:
         _logger.warning("layers: the model's output was not captured; only module rows are judged")
         return OutputVerdict(None)
@@ -89,7 +90,7 @@ def judge_output(comparison: LayerComparison, structural: LayerComparison | None
 
 
 def layers_verdict(loaded: LoadedModel, target: LoadedModel, images: ImageBatch, comparison: LayerComparison,
-                   structural: LayerComparison | None, criteria: Criteria, *, dtype: str, batch_size: int,
+                   structural: LayerComparison | None, criteria: Criteria, *, batch_size: int,
                    is_classifier: bool) -> OutputVerdict:
     """``judge_output`` for ``run_layers``: the baseline, weights and names as ``accelport run`` builds them."""
     batches = [images.tensor[i : i + batch_size] for i in range(0, images.tensor.shape[0], batch_size)]
