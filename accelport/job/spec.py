@@ -15,8 +15,8 @@ from ..models import DEFAULT_MODEL
 from ..runners.base import OPTIONS
 
 # Runtime-specific options a Target carries to its runner with their "not used" values: OpenVINO's --streams and
-# --micro-batch (runners/base.OPTIONS: their ranges, and which runtime takes them) and the int8 --calibration images.
-RUNTIME_OPTIONS: dict[str, Any] = {name: option.default for name, option in OPTIONS.items()} | {"calibration": ()}
+# --micro-batch, the int8 --calibration images (runners/base.OPTIONS: their ranges, and which runtime takes them).
+RUNTIME_OPTIONS: dict[str, Any] = {name: option.default for name, option in OPTIONS.items()}
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,7 @@ class Target:
         if self.dtype not in INPUT_DTYPES:
             raise UsageError(f"--dtype {self.dtype!r}: choose one of {', '.join(INPUT_DTYPES)}")
         for name, value in self.options:  # before any model is loaded; the runtime checks what applies to it
-            if name in OPTIONS:
-                OPTIONS[name].check(value)
+            OPTIONS[name].check(value)
         if self.option("calibration") and self.dtype not in QUANTIZED_DTYPES:
             raise UsageError(f"--calibration applies to a quantised --dtype ({', '.join(QUANTIZED_DTYPES)}) only")
 

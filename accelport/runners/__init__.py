@@ -59,8 +59,8 @@ def create_runner(
     """Look up ``runtime`` and build its runner; a missing engine is a clear 'install X' error.
 
     ``options`` go to the runner (``threads``, ``cache_dir``, and the runtime-specific ones of ``base.OPTIONS``
-    such as ``streams``, refused by a runtime that does not take them; ``calibration`` for int8, dropped otherwise);
-    an unsupported dtype/flag/device combination is a RuntimeUnavailableError raised here, before any work.
+    such as ``streams`` or ``calibration``, refused by a runtime that does not take them); an unsupported
+    dtype/flag/device combination is a RuntimeUnavailableError raised here, before any work.
     """
     if runtime not in _REGISTRY:
         raise UsageError(f"--runtime {runtime!r}: choose one of {', '.join(_REGISTRY)}")
@@ -70,8 +70,6 @@ def create_runner(
         from .quantize import check_quantizes
 
         check_quantizes(runtime, dtype)
-    else:
-        options.pop("calibration", None)  # calibration images only matter to a quantiser
     return _runner_class(runtime)(model, device, dtype=dtype, channels_last=channels_last, **options)
 
 

@@ -60,6 +60,8 @@ class RunnerOption:
 OPTIONS: dict[str, RunnerOption] = {
     "streams": RunnerOption("--streams", 1, "OpenVINO", "splits a batch over parallel streams", minimum=1),
     "micro_batch": RunnerOption("--micro-batch", None, "OpenVINO", "splits a batch into requests", minimum=1),
+    "calibration": RunnerOption("--calibration", (), "the int8 runtimes (onnxruntime, openvino, compile)",
+                                "calibrate a quantiser"),
 }
 
 

@@ -87,10 +87,11 @@ class _Autocast(torch.nn.Module):
 
 class CompiledRunner(Runner):
     name = "compile"
+    options = frozenset({"calibration"})  # --dtype int8: the PT2E quantizer's calibration images
 
-    def __init__(self, *args: Any, calibration: tuple[str, ...] | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self._calibration = CalibrationSource(calibration)  # --dtype int8: the PT2E quantizer's calibration images
+        self._calibration = CalibrationSource(self.option_values["calibration"])
         if self.dtype == "int8" and self.device.type != "cpu":
             raise RuntimeUnavailableError(f"--runtime compile --dtype int8 --device {self.device}: the PT2E int8 "
                                           "flow here is the X86 Inductor quantizer (CPU); use --device cpu")

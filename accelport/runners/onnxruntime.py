@@ -32,10 +32,11 @@ _NUMPY_DTYPE = {"fp32": np.float32, "fp16": np.float16, "int8": np.float32}  # i
 
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
+    options = frozenset({"calibration"})  # --dtype int8: quantize_static's calibration images
 
-    def __init__(self, *args: Any, calibration: tuple[str, ...] | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self._calibration = CalibrationSource(calibration)  # --dtype int8: quantize_static's calibration images
+        self._calibration = CalibrationSource(self.option_values["calibration"])
         provider = _PROVIDER_FOR_DEVICE.get(self.device.type)
         available = ort.get_available_providers()
         if provider is None or provider not in available:

@@ -69,7 +69,8 @@ def split_bounds(batch_size: int, parts: int) -> list[tuple[int, int]]:
 
 class OpenVinoRunner(Runner):
     name = "openvino"
-    options = frozenset({"streams", "micro_batch"})  # requests of a batch, queued on parallel execution streams
+    # requests of a batch, queued on parallel execution streams; --dtype int8: nncf.quantize's calibration images
+    options = frozenset({"streams", "micro_batch", "calibration"})
 
     def _check_options(self, values: dict[str, Any]) -> dict[str, Any]:
         streams, micro_batch = values["streams"], values["micro_batch"]  # >= 1 each (base.OPTIONS checked them)
@@ -80,9 +81,9 @@ class OpenVinoRunner(Runner):
         self.micro_batch = int(micro_batch) if micro_batch else None
         return {"streams": self.streams, "micro_batch": self.micro_batch}
 
-    def __init__(self, *args: Any, calibration: tuple[str, ...] | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self._calibration = CalibrationSource(calibration)  # --dtype int8: nncf.quantize's calibration images
+        self._calibration = CalibrationSource(self.option_values["calibration"])
         if self.device.type != "cpu":
             raise RuntimeUnavailableError(f"--runtime openvino --device {self.device}: accelport runs OpenVINO on the "
                                           "CPU only; use --device cpu")
