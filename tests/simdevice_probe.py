@@ -129,12 +129,25 @@ def ascend_settings(device: torch.device) -> dict:
             "fast_calls": torch_npu.recorded[mark:], "version": torch_npu.__version__}
 
 
+def autocast_region(device: torch.device) -> dict:
+    """A model that opens an autocast region on its input's device (timm's EfficientViT disables autocast there)."""
+    torch.manual_seed(0)
+    model = timm.create_model("efficientvit_b0", num_classes=10).eval()
+    image = torch.randn(1, 3, 64, 64)
+    try:
+        on_device = model.to(device)(image.to(device)).cpu()
+    except (AssertionError, RuntimeError) as exc:  # torch asserts when the backend lacks get_amp_supported_dtype
+        return {"error": str(exc)[:300]}
+    return {"error": None, "max_abs_diff": float((on_device - model.cpu()(image)).abs().max())}
+
+
 def main() -> None:
     result = {"selection": selection()}
     device = resolve_device("npu")
     with torch.inference_mode():
         result |= {"latency": latency(device), "copies": copies(device), "memory": memory_and_views(device),
-                   "half_precision": half_precision(device)}
+                   "half_precision": half_precision(device),
+                   "autocast": autocast_region(device)}
     result["ascend"] = ascend_settings(device)
     print(json.dumps(result))
 

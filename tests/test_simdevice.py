@@ -167,6 +167,12 @@ def test_device_memory_is_its_own_and_views_alias_it(probe):
     assert memory["model_cpu_input_error"]  # a forgotten .to(device) fails loudly
 
 
+def test_a_model_that_opens_an_autocast_region_runs_on_the_device(probe):
+    autocast = probe["autocast"]
+    assert autocast["error"] is None
+    assert autocast["max_abs_diff"] < 1e-4  # same CPU kernels behind the device: only op-order noise
+
+
 def test_ascend_settings_are_set_then_read_back_exactly(probe):
     ascend = probe["ascend"]
     assert ascend["strict"].items() >= ASCEND_STRICT.items()

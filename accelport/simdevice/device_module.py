@@ -43,6 +43,9 @@ def make_device_module(name: str, device_count: Callable[[], int]) -> types.Modu
         memory_allocated=lambda device=None: torch.accelerator.memory_allocated(_index(device)),
         max_memory_allocated=lambda device=None: torch.accelerator.max_memory_allocated(_index(device)),
         reset_peak_memory_stats=lambda device=None: torch.accelerator.reset_peak_memory_stats(_index(device)),
+        # torch.autocast asks a PrivateUse1 backend for this even with enabled=False (timm's EfficientViT does
+        # that); torch_npu answers fp16 and bf16.
+        get_amp_supported_dtype=lambda: [torch.float16, torch.bfloat16],
         manual_seed=lambda seed: None,  # kernels run on the CPU: the CPU generator is the one that counts
         manual_seed_all=lambda seed: None,
     )
