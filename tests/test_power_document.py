@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 
 from accelport.criteria import criteria_for
+from accelport.power import api as power_api
 from accelport.power import run_power
 from accelport.power.document import FaultLocation, FaultRow, PowerDocument
+from accelport.power.faults import standard_faults
 
 POWER_ORDER = ["schema_version", "model", "device", "runtime", "dtype", "precision", "criteria", "num_images",
                "sizes", "wall_time_s", "summary", "faults"]
@@ -43,12 +45,18 @@ def test_summary_takes_the_smallest_detected_size_and_its_location():
     assert "| noise (early) | 0.1 | yes | max_sample_rel_l2 | 0.03 |" in markdown
 
 
-def test_power_files_are_the_typed_documents_renderings(tmp_path, seeded_weights, two_images):
+def test_power_files_are_the_typed_documents_renderings(tmp_path, seeded_weights, two_images, monkeypatch):
+    def two_kinds(model, sizes, seed):  # a noise fault and a NaN (a NaN rel L2 in the JSON), not all seven kinds
+        return [f for f in standard_faults(model, sizes, seed) if f.kind in ("noise (middle)", "non-finite value")]
+
+    monkeypatch.setattr(power_api, "standard_faults", two_kinds)
     result = run_power(weights=str(seeded_weights), device="cpu", images=tuple(two_images[:1]), sizes=(1e-1,),
                        locate=False, batch_size=1, out_dir=str(tmp_path))
-    written = json.loads((tmp_path / "power.json").read_text())
-    assert written == result.document.to_json() == result.data
+    text = (tmp_path / "power.json").read_text()
+    assert text == json.dumps(result.document.to_json(), indent=2) + "\n"  # the file is the typed document's JSON
+    written = json.loads(text)
     assert list(written) == POWER_ORDER
+    assert [entry["kind"] for entry in written["summary"]] == ["noise (middle)", "non-finite value"]
+    assert all(entry["detected"] for entry in written["summary"]) and result.document.passed
     assert (tmp_path / "power.md").read_text() == result.document.to_markdown()
-    assert result.document.passed == all(entry["detected"] for entry in written["summary"])
     assert [row.kind for row in result.document.faults] == [row["kind"] for row in written["faults"]]
