@@ -76,6 +76,11 @@ class ParityResult:
     def top5_match(self) -> bool | None:
         return None if not self.is_classifier else all(s.top5_match for s in self.samples)
 
+    @property
+    def baseline_description(self) -> str:
+        """Which correct implementation of the precision the baseline is (half precision or TF32 emulation)."""
+        return BASELINE_DESCRIPTIONS.get(self.criteria.precision, BASELINE_DESCRIPTIONS["half"])
+
     def to_json(self) -> dict[str, Any]:
         n = len(self.samples)
         cosines = [s.metrics.cosine_similarity for s in self.samples]
@@ -96,7 +101,7 @@ class ParityResult:
         }
         if self.baseline is not None:
             data["baseline"] = {
-                "description": BASELINE_DESCRIPTIONS.get(self.criteria.precision, BASELINE_DESCRIPTIONS["half"]),
+                "description": self.baseline_description,
                 "overall": self.baseline.to_json(),
                 "outside_rtol": BASELINE_RTOL,
                 "per_image": [{"target_rel_l2": s.metrics.rel_l2_err, "baseline_rel_l2": s.baseline_rel_l2,

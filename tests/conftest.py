@@ -132,3 +132,22 @@ def simulated_device_env():
                             "build_and_load()"], env=env, capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr[-3000:]
     return dict(env, ACCELPORT_SIMULATED_DEVICE="npu")
+
+
+NOISY_FC2 = "stages.2.blocks.1.mlp.fc2.weight"
+
+
+@pytest.fixture(scope="session")
+def noisy_fc2_weights(tmp_path_factory, seeded_state) -> Path:
+    """The seeded weights with 10 % noise in ``stages.2.blocks.1.mlp.fc2.weight``: a port that fails fp32 parity
+    and whose first divergent module is that fc2 (for --target-weights)."""
+    from safetensors.torch import save_file
+
+    state = dict(seeded_state)
+    weight = state[NOISY_FC2]
+    noise = torch.randn(weight.shape, generator=torch.Generator().manual_seed(0))
+    state[NOISY_FC2] = weight + 1e-1 * weight.abs().mean() * noise
+    path = tmp_path_factory.mktemp("noisy_fc2") / "noisy.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path
+

@@ -17,14 +17,14 @@ from ..devices import apply_numeric_settings
 from ..job.context import JobContext, open_job
 from ..job.header import REFERENCE, DocumentHeader, model_record, target_record, weights_record
 from ..job.spec import with_overrides
-from ..preprocess import ImageBatch
 from ..runners import DTYPES, create_runner
 from .capture import TargetCast
 from .compare import LayerComparison, compare_layers
 from .config import LayersConfig, validate
+from .document import LayersDocument, LayersInputs
 from .memory import MemoryMonitor
-from .render import write_layer_artifacts
-from .verdict import FAILING, OutputVerdict, layers_status, layers_verdict, verdict_lines
+from .render import first_divergence, write_layer_artifacts
+from .verdict import OutputVerdict, layers_verdict, verdict_lines
 
 _logger = logging.getLogger(__name__)
 
@@ -33,22 +33,29 @@ SCHEMA_VERSION = 1
 
 @dataclass
 class LayersResult:
-    """What a layer comparison produced: the layers.json data, the comparison object and the files written."""
+    """What a layer comparison produced: the typed layers document and the files written."""
 
-    data: dict[str, Any]
-    comparison: LayerComparison
+    document: LayersDocument
     artifacts: dict[str, Path] = field(default_factory=dict)
 
     @property
+    def data(self) -> dict[str, Any]:
+        """The document as written to layers.json."""
+        return self.document.to_json()
+
+    @property
+    def comparison(self) -> LayerComparison:
+        return self.document.comparison
+
+    @property
     def diverged(self) -> bool:
-        return self.data["status"] in FAILING  # run's checks fail the model's output (exit 1, as run)
+        return self.document.diverged  # run's checks fail the model's output (exit 1, as run)
 
     def first_divergent(self, mode: str) -> str | None:
         """Name of the first divergent module in ``mode`` ("chained" or "isolated"), or None; in the strict fp32
         pass of a half-precision target when its own precision shows none."""
-        first = self.data["first_divergent"].get(mode) or (self.data.get("structural") or {}).get(
-            "first_divergent", {}).get(mode)
-        return first["module"] if first else None
+        found = self.document.first_divergent(mode)
+        return found.row.key if found else None
 
 
 def run_layers(config: LayersConfig | None = None, *, job: JobContext | None = None,
@@ -77,9 +84,8 @@ def run_layers(config: LayersConfig | None = None, *, job: JobContext | None = N
             apply_numeric_settings(job.device, job.spec.fp32_math)
     verdict = layers_verdict(job.loaded, job.target_model, images, comparison, structural, criteria,  # run's checks
                              batch_size=config.target.batch_size, is_classifier=job.spec.head == "classifier")
-    data = _document(job, images, config.target.batch_size, comparison, structural, runner_settings, verdict)
-    result = LayersResult(data, comparison)
-    result.artifacts = write_layer_artifacts(Path(job.spec.out_dir), result.data)
+    document = _document(job, config.target.batch_size, comparison, structural, runner_settings, verdict)
+    result = LayersResult(document, write_layer_artifacts(Path(job.spec.out_dir), document))
     for mode in config.modes:
         _logger.info("layers: first divergent module (%s): %s", mode, result.first_divergent(mode) or "none")
     if structural is not None:
@@ -99,52 +105,42 @@ def _compare_in(job: JobContext, config: LayersConfig, dtype: str, judge_by: Cri
                                runner.to_device, job.device, memory), runner.describe())
 
 
-def _document(job: JobContext, images: ImageBatch, batch_size: int, comparison: LayerComparison,
-              structural: LayerComparison | None, runner_settings: dict[str, Any],
-              verdict: OutputVerdict) -> dict[str, Any]:
+def _document(job: JobContext, batch_size: int, comparison: LayerComparison, structural: LayerComparison | None,
+              runner_settings: dict[str, Any], verdict: OutputVerdict) -> LayersDocument:
     """layers.json: the shared header, the inputs, the comparison and the strict fp32 pass if one ran."""
+    images = job.image_batch()
     target = target_record(job, runner_settings) | {"weights": weights_record(job.target_model.weights),
                                                     "weights_same_as_reference": not job.separate_target}
     header = DocumentHeader.of(SCHEMA_VERSION, job, model=model_record(job, num_classes=False), target=target,
                                reference=REFERENCE | {"weights": weights_record(job.loaded.weights)})
-    data = {
-        "status": layers_status(comparison, structural, verdict),
-        **header.to_json(),
-        "inputs": {"num_images": int(images.tensor.shape[0]), "batch_size": batch_size,
-                   "images": [str(p) for p in images.paths],
-                   "skipped": [{"path": str(p), "reason": r} for p, r in images.skipped]},
-        **comparison.to_json(),
-        "output_verdict": verdict.to_json(),
-    }
-    if structural is not None:  # the modules of the same target in strict fp32, judged by the fp32 criteria
-        data["structural"] = {"dtype": "fp32", "criteria": "fp32", "diverged": structural.diverged,
-                              "first_divergent": structural.to_json()["first_divergent"]}
-    return data
+    inputs = LayersInputs(int(images.tensor.shape[0]), batch_size, tuple(str(p) for p in images.paths),
+                          tuple((str(p), r) for p, r in images.skipped))
+    return LayersDocument(header, inputs, comparison, verdict, structural)
 
 
 def describe_first_divergent(result: LayersResult) -> list[str]:
     """Console lines: the first divergent module per mode, and why."""
-    lines = []
-    total = len(result.data["modules"])
-    for mode in result.data["modes"]:
-        first = result.data["first_divergent"][mode]
+    document, lines = result.document, []
+    comparison, total = document.comparison, len(document.comparison.rows)
+    for mode in comparison.modes:
+        first = first_divergence(comparison, mode)
         if first is None:
-            growth = result.data.get("fastest_growth", {}).get(mode)
+            growth = comparison.fastest_growth(mode)
             where = "" if growth is None else (
                 f"; no single module crosses a limit, the error grows fastest at {growth['module']} "
                 f"({growth['type']}, row {growth['index']}: worst-image rel L2 {growth['worst_sample_rel_l2']:.3g})")
             lines.append(f"{mode:<9} no divergent module ({total} modules within the criteria){where}")
         else:
-            lines.append(f"{mode:<9} first divergent module: {first['module']} ({first['type']}, row "
-                         f"{first['index']} of {total}): {first['reason']}")
-    structural = result.data.get("structural")
-    if structural:
-        for mode, first in structural["first_divergent"].items():
+            lines.append(f"{mode:<9} first divergent module: {first.row.key} ({first.row.module_type}, row "
+                         f"{first.index} of {total}): {first.reason}")
+    if document.structural is not None:
+        for mode in document.structural.modes:
+            found = first_divergence(document.structural, mode)
             lines.append(f"{mode:<9} strict fp32 pass of the same target (fp32 criteria): " + (
-                "no divergent module" if first is None else
-                f"first divergent module: {first['module']} ({first['type']}, row {first['index']}): "
-                f"{first['reason']}"))
-    return lines + verdict_lines(result.data)
+                "no divergent module" if found is None else
+                f"first divergent module: {found.row.key} ({found.row.module_type}, row {found.index}): "
+                f"{found.reason}"))
+    return lines + verdict_lines(document.to_json())
 
 
 __all__ = ["LayersResult", "describe_first_divergent", "run_layers"]

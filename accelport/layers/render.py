@@ -1,17 +1,26 @@
-"""layers.csv and layers.md, rendered from the layers.json data (never from a second copy), and writing them all."""
+"""layers.csv and layers.md, rendered from the typed layers document (never from a second copy), and writing the
+set: layers.json, layers.csv, layers.md, layers.png."""
 
 from __future__ import annotations
 
 import csv
 import io
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..atomic import write_json_atomic, write_text_atomic
 from ..formatting import NO_WEIGHTS_FILE, or_missing
 from ..metrics import TensorMetrics
+from .compare import DIVERGENCE_RULE
 from .plot import render_png
+
+if TYPE_CHECKING:
+    from .compare import LayerComparison, LayerRow
+    from .document import LayersDocument
+    from .memory import MemoryReport
+    from .verdict import OutputVerdict
 
 _logger = logging.getLogger(__name__)
 
@@ -25,31 +34,58 @@ def _mib(value: int | None) -> str:
     return "n/a" if value is None else f"{value / 2**20:.1f} MiB"
 
 
-def render_csv(data: dict[str, Any]) -> str:
+@dataclass(frozen=True)
+class Divergence:
+    """The first divergent module of one mode: its row, and why it diverges."""
+
+    index: int
+    row: LayerRow
+    reason: str | None
+
+
+def first_divergence(comparison: LayerComparison, mode: str) -> Divergence | None:
+    """``comparison.first_divergent`` with the reason of the row it names (as layers.json's ``first_divergent``)."""
+    found = comparison.first_divergent(mode)
+    if found is None:
+        return None
+    stats = found[1].stats.get(mode)
+    return Divergence(found[0], found[1], stats.divergence(comparison.criteria) if stats is not None else None)
+
+
+def _first_rows(doc: LayersDocument) -> dict[str, int | None]:
+    """Per mode, the row index of the first divergent module (None: none)."""
+    return {mode: (found.index if (found := first_divergence(doc.comparison, mode)) else None)
+            for mode in doc.comparison.modes}
+
+
+def render_csv(doc: LayersDocument) -> str:
     """One row per module call; for each mode its verdict, worst-image values and the core metrics."""
-    first = {mode: (f["index"] if f else None) for mode, f in data["first_divergent"].items()}
+    comparison = doc.comparison
+    modes, first = comparison.modes, _first_rows(doc)
     header = ["index", "module", "type", "depth", "leaf", "output_shape"]
-    for mode in data["modes"]:
+    for mode in modes:
         header += [f"{mode}_{name}" for name in (*_ROW_FIELDS, *_METRIC_FIELDS)]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
-    for row in data["modules"]:
-        line = [row["index"], row["module"], row["type"], row["depth"], row["leaf"],
-                "x".join(map(str, row["output_shape"] or []))]
-        for mode in data["modes"]:
+    for index, layer in enumerate(comparison.rows):
+        row = layer.to_json(index, modes, comparison.criteria)  # the module's layers.json record
+        line = [index, layer.key, layer.module_type, layer.depth, layer.is_leaf,
+                "x".join(map(str, layer.output_shape or []))]
+        for mode in modes:
             entry = row[mode] or {}
-            values = {**entry, "first_divergent": first[mode] == row["index"]} if entry else {}
+            values = {**entry, "first_divergent": first[mode] == index} if entry else {}
             line += [values.get(name, "") for name in _ROW_FIELDS]
             line += [(entry.get("metrics") or {}).get(name, "") for name in _METRIC_FIELDS]
         writer.writerow(line)
     return out.getvalue()
 
 
-def _first_line(mode: str, first: dict[str, Any] | None, total: int) -> str:
+def _first_line(mode: str, first: Divergence | None, total: int) -> str:
     if first is None:
         return f"| {mode} | none | | | all {total} modules within the criteria |"
-    return f"| {mode} | `{first['module']}` | {first['type']} | {first['index']} of {total} | {first['reason']} |"
+    return (f"| {mode} | `{first.row.key}` | {first.row.module_type} | {first.index} of {total} | "
+            f"{first.reason} |")
 
 
 _VERDICTS = {"diverged": "a divergent module was found",
@@ -59,29 +95,65 @@ _VERDICTS = {"diverged": "a divergent module was found",
              "no-divergence": "no module diverges"}
 
 
-def _output_lines(verdict: dict[str, Any] | None) -> list[str]:
+def _output_lines(verdict: OutputVerdict) -> list[str]:
     """The model's output judged as `accelport run` judges it: the checks that fail, where the error grows most."""
-    if not verdict or not verdict["judged"]:
+    if verdict.parity is None:  # the model's output was not captured: not judged
         return []
     lines = ["## The model's output, judged as `accelport run` judges it", ""]
-    if verdict["passed"]:
+    if not verdict.failed:
         return lines + ["Every check of `accelport run` passes on the model's output.", ""]
-    lines += [f"- fails: {check}" for check in verdict["failed_checks"]]
+    lines += [f"- fails: {check}" for check in verdict.failed_check_lines()]
     lines += [f"- the error grows fastest ({mode}) at `{g['module']}` ({g['type']}, row {g['index']}, worst-image "
-              f"rel L2 {g['worst_sample_rel_l2']:.3g})" for mode, g in (verdict["fastest_growth"] or {}).items() if g]
+              f"rel L2 {g['worst_sample_rel_l2']:.3g})" for mode, g in (verdict.fastest_growth or {}).items() if g]
     return lines + [""]
 
 
-def render_markdown(data: dict[str, Any]) -> str:
-    """layers.md: the layer report that report.md links to."""
-    target, reference, memory = data["target"], data["reference"], data["memory"]
-    modules, modes, total = data["modules"], data["modes"], len(data["modules"])
-    verdict = _VERDICTS[data["status"]]
-    lines = [
-        f"# Layer-by-layer comparison: {data['model']['name']} on {target['device']}",
+def _memory_lines(memory: MemoryReport) -> list[str]:
+    return [
+        "## Memory",
         "",
-        f"**{verdict.capitalize()}** (criteria `{data['criteria']['precision']}`, {data['num_images']} image(s), "
-        f"batch size {data['inputs']['batch_size']}).",
+        f"- activations held by the comparison at once: {_mib(memory.held_activations_peak_bytes)} (every module "
+        f"output of one side for one batch would be {_mib(memory.all_module_outputs_bytes)})",
+        f"- process peak RSS: {_mib(memory.process_rss_peak_bytes)} ({memory.process_rss_peak_method}; "
+        f"{_mib(memory.process_rss_before_bytes)} before the comparison)",
+        f"- device peak allocated: {_mib(memory.device_peak_allocated_bytes)}",
+        "",
+    ]
+
+
+def _module_lines(doc: LayersDocument) -> list[str]:
+    """The module table, in execution order: worst-image rel L2 and cosine per mode, and which rows diverge."""
+    comparison = doc.comparison
+    modes, first = comparison.modes, _first_rows(doc)
+    lines = ["## Modules (execution order)", "",
+             "| # | module | type | " + " | ".join(f"{m} rel L2 | {m} cosine" for m in modes) + " | verdict |",
+             "|---|---|---|" + "---|---|" * len(modes) + "---|"]
+    for index, row in enumerate(comparison.rows):
+        cells, marks = [], []
+        for mode in modes:
+            stats = row.stats.get(mode)
+            if stats is None:
+                cells += ["", ""]
+                continue
+            cells += [f"{stats.worst_rel_l2:.2e}", f"{stats.worst_cosine:.7f}"]
+            if first[mode] == index:
+                marks.append(f"**first divergent ({mode})**")
+            elif stats.divergence(comparison.criteria) is not None:
+                marks.append(f"diverges ({mode})")
+        lines.append(f"| {index} | `{row.key}` | {row.module_type} | " + " | ".join(cells)
+                     + f" | {', '.join(marks)} |")
+    return lines
+
+
+def render_markdown(doc: LayersDocument) -> str:
+    """layers.md: the layer report that report.md links to."""
+    target, reference, model = doc.header.target or {}, doc.header.reference or {}, doc.header.model
+    comparison, total = doc.comparison, len(doc.comparison.rows)
+    lines = [
+        f"# Layer-by-layer comparison: {model['name']} on {target['device']}",
+        "",
+        f"**{_VERDICTS[doc.status].capitalize()}** (criteria `{comparison.criteria.precision}`, "
+        f"{comparison.num_images} image(s), batch size {doc.inputs.batch_size}).",
         "",
         f"- reference: CPU eager fp32, weights `{reference['weights']['source']}` "
         f"{or_missing(reference['weights']['path'], NO_WEIGHTS_FILE)}",
@@ -93,50 +165,26 @@ def render_markdown(data: dict[str, Any]) -> str:
         "",
         "| mode | module | type | row | why |",
         "|---|---|---|---|---|",
-        *(_first_line(mode, data["first_divergent"][mode], total) for mode in modes),
+        *(_first_line(mode, first_divergence(comparison, mode), total) for mode in comparison.modes),
         "",
-        f"Rule: {data['divergence_rule']}",
+        f"Rule: {DIVERGENCE_RULE}",
         "",
-        *_output_lines(data.get("output_verdict")),
+        *_output_lines(doc.verdict),
         f"![relative L2 error and cosine by module]({FILES['plot']})",
         "",
-        "## Memory",
-        "",
-        f"- activations held by the comparison at once: {_mib(memory['held_activations_peak_bytes'])} (every module "
-        f"output of one side for one batch would be {_mib(memory['all_module_outputs_bytes'])})",
-        f"- process peak RSS: {_mib(memory['process_rss_peak_bytes'])} ({memory['process_rss_peak_method']}; "
-        f"{_mib(memory['process_rss_before_bytes'])} before the comparison)",
-        f"- device peak allocated: {_mib(memory['device_peak_allocated_bytes'])}",
-        "",
-        "## Modules (execution order)",
-        "",
-        "| # | module | type | " + " | ".join(f"{m} rel L2 | {m} cosine" for m in modes) + " | verdict |",
-        "|---|---|---|" + "---|---|" * len(modes) + "---|",
+        *_memory_lines(comparison.memory),
+        *_module_lines(doc),
     ]
-    first = {mode: (f["index"] if f else None) for mode, f in data["first_divergent"].items()}
-    for row in modules:
-        cells, marks = [], []
-        for mode in modes:
-            entry = row[mode]
-            if entry is None:
-                cells += ["", ""]
-                continue
-            cells += [f"{entry['worst_sample_rel_l2']:.2e}", f"{entry['worst_sample_cosine']:.7f}"]
-            if first[mode] == row["index"]:
-                marks.append(f"**first divergent ({mode})**")
-            elif entry["divergent"]:
-                marks.append(f"diverges ({mode})")
-        lines.append(f"| {row['index']} | `{row['module']}` | {row['type']} | " + " | ".join(cells)
-                     + f" | {', '.join(marks)} |")
     return "\n".join(lines) + "\n"
 
 
-def write_layer_artifacts(out_dir: Path, data: dict[str, Any]) -> dict[str, Path]:
+def write_layer_artifacts(out_dir: Path, doc: LayersDocument) -> dict[str, Path]:
     """layers.json, layers.csv, layers.md and layers.png, each written atomically (the PNG needs matplotlib)."""
+    data: dict[str, Any] = doc.to_json()
     artifacts = {
         "json": write_json_atomic(out_dir / FILES["json"], data),
-        "csv": write_text_atomic(out_dir / FILES["csv"], render_csv(data)),
-        "markdown": write_text_atomic(out_dir / FILES["markdown"], render_markdown(data)),
+        "csv": write_text_atomic(out_dir / FILES["csv"], doc.to_csv()),
+        "markdown": write_text_atomic(out_dir / FILES["markdown"], doc.to_markdown()),
     }
     plot = render_png(data, out_dir / FILES["plot"])
     if plot is not None:

@@ -49,6 +49,10 @@ class OutputVerdict:
     def failed(self) -> bool:
         return bool(self.failed_checks())
 
+    def failed_check_lines(self) -> list[str]:
+        """Each failing check in words, the strict fp32 pass's marked as such."""
+        return [_describe(where, c) for where, c in self.failed_checks()]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "rule": "the (model) row judged as `accelport run` judges its output (criteria.judge via "
@@ -56,7 +60,7 @@ class OutputVerdict:
                     "weights, real top-1 mismatches, same-precision baseline ratio), and in half precision the "
                     "strict fp32 pass's (model) row by the fp32 criteria (run's structural proof)",
             "judged": self.parity is not None, "passed": not self.failed,
-            "failed_checks": [_describe(where, c) for where, c in self.failed_checks()],
+            "failed_checks": self.failed_check_lines(),
             "fastest_growth": self.fastest_growth,
             "checks": [vars(c) for c in self.parity.checks] if self.parity else None,
             "structural_checks": [vars(c) for c in self.structural.checks] if self.structural else None,

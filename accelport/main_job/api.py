@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,13 +17,13 @@ from ..job.spec import Target, with_overrides
 from ..latency import LatencyReport, make_batch, measure_latency
 from ..parity import ParityResult, compare_outputs
 from ..preprocess import ImageBatch, ImageStream, load_images
-from ..proofs import StructuralProof, baseline_outputs, check_not_fp32, nonfinite_weights, structural_proof
+from ..proofs import baseline_outputs, check_not_fp32, nonfinite_weights, structural_proof
 from ..resources import check_batch_fits
 from ..runners import QUANTIZED_DTYPES, Runner, create_runner, infer_all
 from ..runners.quantize import calibration_overlap
 from .config import RunConfig
 from .report import write_artifacts
-from .summary import build_summary
+from .summary import RunSummary, build_summary
 
 if TYPE_CHECKING:
     from ..bench.pick import AutoChoice
@@ -33,16 +33,21 @@ _logger = logging.getLogger(__name__)
 
 @dataclass
 class RunResult:
-    """What a run produced: the summary (as written to summary.json), the outputs, and the artifact paths."""
+    """What a run produced: the typed summary document, the outputs, and the artifact paths."""
 
-    summary: dict[str, Any]
+    document: RunSummary
     reference: np.ndarray
     target: np.ndarray
     artifacts: dict[str, Path] = field(default_factory=dict)
 
     @property
+    def summary(self) -> dict[str, Any]:
+        """The summary as written to summary.json."""
+        return self.document.to_json()
+
+    @property
     def passed(self) -> bool:
-        return self.summary["status"] == "passed"
+        return self.document.passed
 
 
 @dataclass
@@ -69,14 +74,14 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
                              lambda: _target_runner(job, target, "fp32"), job.device, job.spec.fp32_math,
                              lambda runner: _infer(runner, stream, target), outputs.reference, outputs.target,
                              parity.is_classifier, [str(p) for p in stream.paths])
-    summary = build_summary(job, stream, outputs.runner_settings, parity, outputs.latency,
-                            output_shape=list(outputs.target.shape))
-    _add_proofs(summary, proof, job, Path(job.spec.out_dir))
-    if config.layers_on_fail and summary["status"] == "failed":
-        summary["layer_report"] = _localise(job, target, stream)
+    power = "power.md" if (Path(job.spec.out_dir) / "power.md").is_file() else None  # `accelport power` wrote it
+    document = build_summary(job, stream, outputs.runner_settings, parity, outputs.latency,
+                             output_shape=list(outputs.target.shape), proof=proof, power_report=power)
+    if config.layers_on_fail and not document.passed:
+        document = replace(document, layer_report=_localise(job, target, stream), layers_requested=True)
     saved = (outputs.reference, outputs.target) if config.save_outputs else (None, None)
-    result = RunResult(summary, outputs.reference, outputs.target)
-    result.artifacts = write_artifacts(Path(job.spec.out_dir), summary, *saved)
+    result = RunResult(document, outputs.reference, outputs.target)
+    result.artifacts = write_artifacts(Path(job.spec.out_dir), document, *saved)
     return result
 
 
@@ -135,17 +140,6 @@ def _parity(job: JobContext, target: Target, stream: ImageStream, outputs: _Outp
     return compare_outputs(outputs.reference, outputs.target, job.criteria_for(target.dtype),
                            job.spec.head == "classifier", baseline=outputs.baseline,
                            sample_names=[str(p) for p in stream.paths], nonfinite_weights=nonfinite_weights(weights))
-
-
-def _add_proofs(summary: dict[str, Any], proof: StructuralProof, job: JobContext, out_dir: Path) -> None:
-    """The structural proof (its failure fails the run), the target-side checkpoint, and a power report if any."""
-    summary["structural_proof"] = proof.to_json()
-    if job.separate_target:
-        summary["target_weights"] = asdict(job.target_model.weights) | {"flag": "--target-weights"}
-    if proof.failed:
-        summary["status"] = "failed"
-    if (out_dir / "power.md").is_file():  # written by `accelport power` into the same folder
-        summary["power_report"] = "power.md"
 
 
 def _localise(job: JobContext, target: Target, stream: ImageStream) -> str | None:

@@ -60,10 +60,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .api import run
-    from .report import render_log
 
     result = run(config_from_args(args))
-    print(render_log(result.summary))  # ends with the latency and, when disturbed, why it cannot be believed
+    print(result.document.to_log())  # ends with the latency and, when disturbed, why it cannot be believed
     print("artifacts: " + ", ".join(str(p) for p in result.artifacts.values()))
     return errors.EXIT_PASSED if result.passed else errors.EXIT_PARITY_FAILED
 

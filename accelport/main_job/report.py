@@ -1,16 +1,22 @@
-"""Human-readable artifacts, all rendered from the summary dict (never from a second copy of the data)."""
+"""Human-readable artifacts, all rendered from the typed summary (``RunSummary``, never a second copy of the data),
+and the atomic write of the set."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..atomic import json_writer, npy_writer, text_writer, write_set_atomic
+from ..criteria import BASELINE_RTOL, Check
 from ..errors import OutputError
 from ..formatting import NO_WEIGHTS_FILE, comparison_text, format_comparison, or_missing
+
+if TYPE_CHECKING:
+    from ..latency import LatencyReport
+    from .summary import RunSample, RunSummary
 
 _logger = logging.getLogger(__name__)
 
@@ -38,23 +44,23 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _check_row(check: dict[str, Any]) -> str:
-    value, threshold = format_comparison(check["value"], check["op"], check["threshold"])
-    return f"| {check['name']} | {value} | {check['op']} {threshold} | {'pass' if check['passed'] else '**FAIL**'} |"
+def _check_row(check: Check) -> str:
+    value, threshold = format_comparison(check.value, check.op, check.threshold)
+    return f"| {check.name} | {value} | {check.op} {threshold} | {'pass' if check.passed else '**FAIL**'} |"
 
 
-def _verdict_lines(summary: dict[str, Any]) -> list[str]:
-    return [f"{'PASS' if c['passed'] else 'FAIL'}  {c['name']}: {comparison_text(c['value'], c['op'], c['threshold'])}"
-            + ("" if c["passed"] or not c.get("detail") else f" ({c['detail']})")
-            for c in summary["parity"]["checks"]]
+def _verdict_lines(summary: RunSummary) -> list[str]:
+    return [f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {comparison_text(c.value, c.op, c.threshold)}"
+            + ("" if c.passed or not c.detail else f" ({c.detail})")
+            for c in summary.parity.checks]
 
 
-def latency_lines(latency: dict[str, Any]) -> list[str]:
+def latency_lines(latency: LatencyReport) -> list[str]:
     """The latency line, and when the timing cannot be believed, why and what to do."""
-    compute = latency["compute"]
-    lines = [f"latency (batch {compute['batch_size']}): mean {compute['mean_ms']:.3f} ms, "
-             f"p50 {compute['p50_ms']:.3f} ms, p99 {compute['p99_ms']:.3f} ms, {compute['images_per_s']:.1f} images/s"]
-    reliability = latency.get("reliability") or {}
+    compute = latency.compute
+    lines = [f"latency (batch {compute.batch_size}): mean {compute.mean_ms:.3f} ms, "
+             f"p50 {compute.p50_ms:.3f} ms, p99 {compute.p99_ms:.3f} ms, {compute.images_per_s:.1f} images/s"]
+    reliability = latency.reliability or {}
     if reliability.get("reliable") is False:
         lines.append("timing UNRELIABLE (reliable: false):")
         lines += [f"  - {reason['message']}" for reason in reliability["reasons"]]
@@ -62,8 +68,8 @@ def latency_lines(latency: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _load_line(latency: dict[str, Any]) -> str:
-    windows = [w for w in (latency.get("load") or {}).values() if w]
+def _load_line(latency: LatencyReport) -> str:
+    windows = [w for w in (latency.load or {}).values() if w]
     if not windows:
         return "Machine load: not measured (no /proc on this system)."
     worst = max(windows, key=lambda w: w["foreign_busy_cores"])
@@ -72,95 +78,101 @@ def _load_line(latency: dict[str, Any]) -> str:
             f"load average {worst['loadavg_before'][0]:.2f} before and {worst['loadavg_after'][0]:.2f} after.")
 
 
-def _proof_lines(summary: dict[str, Any]) -> list[str]:
+def _proof_lines(summary: RunSummary) -> list[str]:
     """The structural proof (target in strict fp32) and the same-precision baseline, for the log and report.md."""
     lines = []
-    proof = summary.get("structural_proof")
-    if proof:
-        lines.append(f"structural proof (same target, strict fp32, fp32 criteria): {proof['status'].upper()}: "
-                     f"{proof['reason']}")
-        for c in (proof.get("parity") or {}).get("checks", []):
-            if not c["passed"]:
-                lines.append(f"  FAIL  {c['name']}: {_fmt(c['value'])} {c['op']} {_fmt(c['threshold'])}"
-                             + (f" ({c['detail']})" if c.get("detail") else ""))
-    baseline = summary["parity"].get("baseline")
-    if baseline:
-        worst = max(baseline["per_image"], key=lambda row: row["rel_l2_ratio"])
-        lines.append(f"same-precision baseline ({baseline['description']}): worst image rel L2 target "
-                     f"{_fmt(worst['target_rel_l2'])} vs baseline {_fmt(worst['baseline_rel_l2'])}, ratio "
-                     f"{_fmt(worst['rel_l2_ratio'])}; elements outside {baseline['outside_rtol']:g}: target "
-                     f"{_fmt(worst['target_outside'])} vs baseline {_fmt(worst['baseline_outside'])}")
+    proof = summary.structural_proof
+    if proof is not None:
+        lines.append(f"structural proof (same target, strict fp32, fp32 criteria): {proof.status.upper()}: "
+                     f"{proof.reason}")
+        for c in proof.parity.checks if proof.parity else []:
+            if not c.passed:
+                lines.append(f"  FAIL  {c.name}: {_fmt(c.value)} {c.op} {_fmt(c.threshold)}"
+                             + (f" ({c.detail})" if c.detail else ""))
+    parity = summary.parity
+    if parity.baseline is not None:
+        worst = max(parity.samples, key=lambda s: s.baseline_l2_ratio or 0.0)  # a float with a baseline
+        lines.append(f"same-precision baseline ({parity.baseline_description}): worst image rel L2 target "
+                     f"{_fmt(worst.metrics.rel_l2_err)} vs baseline {_fmt(worst.baseline_rel_l2)}, ratio "
+                     f"{_fmt(worst.baseline_l2_ratio)}; elements outside {BASELINE_RTOL:g}: target "
+                     f"{_fmt(worst.outside_share)} vs baseline {_fmt(worst.baseline_outside_share)}")
     return lines
 
 
-def render_log(summary: dict[str, Any]) -> str:
+def _agreement_word(match: bool | None, near_tie: bool | None, mismatch: str) -> str:
+    return "match" if match else ("near-tie" if near_tie else mismatch)
+
+
+def render_log(summary: RunSummary) -> str:
     """accuracy_compare.log: the comparison as a porting engineer reads it in a terminal."""
-    target, weights, overall = summary["target"], summary["weights"], summary["parity"]["overall"]
+    header, weights, overall = summary.header, summary.weights, summary.parity.overall
+    target, model = header.target or {}, header.model
     lines = [
-        f"accelport accuracy comparison ({summary['created_utc']})",
-        f"model      {summary['model']['name']} ({summary['model']['head']}, output {summary['output_shape']})",
-        f"weights    {weights['source']}: {weights['path'] or 'RANDOM INIT (no pretrained weights found)'}",
+        f"accelport accuracy comparison ({header.created_utc})",
+        f"model      {model['name']} ({model['head']}, output {summary.output_shape})",
+        f"weights    {weights.source}: {weights.path or 'RANDOM INIT (no pretrained weights found)'}",
         "reference  cpu eager fp32",
-        f"target     {target['device']} ({summary['environment']['device_name']}) {target['runtime']} "
-        f"{target['dtype']}, fp32 math {target['fp32_math']}, criteria {summary['criteria']['precision']}",
+        f"target     {target['device']} ({header.environment['device_name']}) {target['runtime']} "
+        f"{target['dtype']}, fp32 math {target['fp32_math']}, criteria {summary.criteria.precision}",
         "",
         "overall metrics:",
-        *(f"  {label:<28} {_fmt(overall[key])}" for key, label in _METRIC_ROWS),
+        *(f"  {label:<28} {_fmt(getattr(overall, key))}" for key, label in _METRIC_ROWS),
         "",
         "per image:",
     ]
-    for sample in summary["samples"]:
-        m = sample["metrics"]
-        line = f"  {sample['path']}: cos {m['cosine_similarity']:.7f}  rel_l2 {m['rel_l2_err']:.3e}  " \
-               f"max_abs {m['max_abs_diff']:.3e}"
-        if "reference_top5" in sample:
-            top1 = "match" if sample["top1_match"] else ("near-tie" if sample["top1_near_tie"] else "MISMATCH")
-            top5 = "match" if sample["top5_match"] else ("near-tie" if sample["top5_near_tie"] else "MISMATCH")
-            line += f"  top1 {top1} ({sample['reference_top5_labels'][0]})  top5 {top5}"
+    for sample in summary.samples:
+        m, s = sample.parity.metrics, sample.parity
+        line = f"  {sample.path}: cos {m.cosine_similarity:.7f}  rel_l2 {m.rel_l2_err:.3e}  " \
+               f"max_abs {m.max_abs_diff:.3e}"
+        if sample.reference_labels is not None:
+            top1 = _agreement_word(s.top1_match, s.top1_near_tie, "MISMATCH")
+            top5 = _agreement_word(s.top5_match, s.top5_near_tie, "MISMATCH")
+            line += f"  top1 {top1} ({sample.reference_labels[0]})  top5 {top5}"
         lines.append(line)
     lines += ["", "verdict checks:", *(f"  {v}" for v in _verdict_lines(summary)), "", *_proof_lines(summary), "",
-              f"status: {summary['status'].upper()}", "", *latency_lines(summary["latency"]), ""]
+              f"status: {summary.status.upper()}", "", *latency_lines(summary.latency), ""]
     return "\n".join(lines)
 
 
-def render_report(summary: dict[str, Any]) -> str:
-    """report.md: the adaptation report, generated from summary.json."""
-    lines = [*_setup_lines(summary), *_parity_lines(summary), *_sample_lines(summary["samples"]),
-             *_latency_section(summary["latency"])]
-    layers = summary.get("layer_report")
+def render_report(summary: RunSummary) -> str:
+    """report.md: the adaptation report, generated from the same document as summary.json."""
+    lines = [*_setup_lines(summary), *_parity_lines(summary), *_sample_lines(summary.samples),
+             *_latency_section(summary.latency)]
+    layers = summary.layer_report
     if layers:
         lines += ["", "## Layer-by-layer comparison", f"See [{layers}]({layers})."]
-    if summary.get("power_report"):
-        lines += ["", "## Detection power", f"What this verdict detects: see [{summary['power_report']}]"
-                  f"({summary['power_report']})."]
+    if summary.power_report:
+        lines += ["", "## Detection power", f"What this verdict detects: see [{summary.power_report}]"
+                  f"({summary.power_report})."]
     return "\n".join(lines) + "\n"
 
 
-def _setup_lines(summary: dict[str, Any]) -> list[str]:
+def _setup_lines(summary: RunSummary) -> list[str]:
     """The verdict, then what ran: model and preprocessing, weights, hardware and software."""
-    env, target, weights, model = summary["environment"], summary["target"], summary["weights"], summary["model"]
+    env, target, weights, model = (summary.header.environment, summary.header.target or {}, summary.weights,
+                                   summary.header.model)
     dc = model["data_config"]
-    pretrained_note = "" if summary["pretrained_used"] else (
+    pretrained_note = "" if weights.pretrained_used else (
         "\n> **Warning: no pretrained weights were found; this run used a deterministic random init.** "
         "Parity and latency are still meaningful; class predictions are not.\n")
     return [
         f"# Adaptation report: {model['name']} on {target['device']}",
         "",
-        f"**Verdict: {summary['status'].upper()}** (criteria `{summary['criteria']['precision']}`)",
+        f"**Verdict: {summary.status.upper()}** (criteria `{summary.criteria.precision}`)",
         pretrained_note,
         "## Model",
         f"- timm model `{model['name']}`, head `{model['head']}`, {model['num_params']:,} parameters, "
-        f"output shape {summary['output_shape']}",
+        f"output shape {summary.output_shape}",
         f"- preprocessing ({dc['size_mode']} size): input {dc['input_size']}, {dc['interpolation']}, "
         f"crop_pct {dc['crop_pct']} ({dc['crop_mode']}), mean {dc['mean']}, std {dc['std']}",
         "",
         "## Weights",
-        f"- source: `{weights['source']}`; path: {_code_or(weights['path'], NO_WEIGHTS_FILE)}",
-        f"- sha256: {_code_or(weights['sha256'], NO_WEIGHTS_FILE)}; format: "
-        f"{or_missing(weights['file_format'], NO_WEIGHTS_FILE)}; key layout: "
-        f"{or_missing(weights['key_layout'], NO_WEIGHTS_FILE)}",
-        *([f"- target side only (--target-weights): `{summary['target_weights']['path']}`, sha256 "
-           f"`{summary['target_weights']['sha256']}`"] if summary.get("target_weights") else []),
+        f"- source: `{weights.source}`; path: {_code_or(weights.path, NO_WEIGHTS_FILE)}",
+        f"- sha256: {_code_or(weights.sha256, NO_WEIGHTS_FILE)}; format: "
+        f"{or_missing(weights.file_format, NO_WEIGHTS_FILE)}; key layout: "
+        f"{or_missing(weights.key_layout, NO_WEIGHTS_FILE)}",
+        *([f"- target side only (--target-weights): `{summary.target_weights.path}`, sha256 "
+           f"`{summary.target_weights.sha256}`"] if summary.target_weights else []),
         "",
         "## Hardware and software",
         f"- target: `{target['device']}` ({env['device_name']}), runtime `{target['runtime']}`, dtype "
@@ -175,55 +187,56 @@ def _setup_lines(summary: dict[str, Any]) -> list[str]:
     ]
 
 
-def _parity_lines(summary: dict[str, Any]) -> list[str]:
-    overall = summary["parity"]["overall"]
+def _parity_lines(summary: RunSummary) -> list[str]:
+    overall = summary.parity.overall
     return [
         "## Parity against the CPU fp32 reference",
-        f"{summary['inputs']['num_images']} real image(s).",
+        f"{summary.inputs.num_images} real image(s).",
         "",
         "| metric | value |",
         "|---|---|",
-        *(f"| {label} | {_fmt(overall[key])} |" for key, label in _METRIC_ROWS),
+        *(f"| {label} | {_fmt(getattr(overall, key))} |" for key, label in _METRIC_ROWS),
         "",
         "| check | measured | criterion | result |",
         "|---|---|---|---|",
-        *(_check_row(c) for c in summary["parity"]["checks"]),
+        *(_check_row(c) for c in summary.parity.checks),
         "",
         *(f"- {line}" for line in _proof_lines(summary)),
         "",
     ]
 
 
-def _sample_lines(samples: list[dict[str, Any]]) -> list[str]:
+def _sample_lines(samples: tuple[RunSample, ...]) -> list[str]:
     """A classifier's per-image table (none for features)."""
-    if not samples or "reference_top5" not in samples[0]:
+    if not samples or not samples[0].is_classifier:
         return []
     lines = ["| image | cosine | rel L2 | reference top-1 | target top-1 | top-1 | top-5 |",
              "|---|---|---|---|---|---|---|"]
-    for s in samples:
+    for sample in samples:
+        s, m = sample.parity, sample.parity.metrics
         lines.append(
-            f"| {Path(s['path']).name} | {s['metrics']['cosine_similarity']:.7f} "
-            f"| {s['metrics']['rel_l2_err']:.2e} "
-            f"| {s['reference_top5_labels'][0]} | {s['target_top5_labels'][0]} | "
-            f"{_agreement(s['top1_match'], s['top1_near_tie'])} | "
-            f"{_agreement(s['top5_match'], s['top5_near_tie'])} |")
+            f"| {Path(sample.path).name} | {m.cosine_similarity:.7f} "
+            f"| {m.rel_l2_err:.2e} "
+            f"| {(sample.reference_labels or ('',))[0]} | {(sample.target_labels or ('',))[0]} | "
+            f"{_agreement_word(s.top1_match, s.top1_near_tie, '**mismatch**')} | "
+            f"{_agreement_word(s.top5_match, s.top5_near_tie, '**mismatch**')} |")
     return [*lines, ""]
 
 
-def _latency_section(latency: dict[str, Any]) -> list[str]:
+def _latency_section(latency: LatencyReport) -> list[str]:
     lines = [
         "## Latency",
-        f"Batch {latency['compute']['batch_size']}, {latency['warmup']} warm-up and {latency['compute']['iters']} "
+        f"Batch {latency.compute.batch_size}, {latency.warmup} warm-up and {latency.compute.iters} "
         "timed iterations, device synchronised after each.",
         "",
         "| mode | mean ms | p50 ms | p90 ms | p99 ms | min ms | std ms | images/s (p50) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for mode in ("compute", "with_copies"):
-        s = latency[mode]
-        lines.append(f"| {mode} | {s['mean_ms']:.3f} | {s['p50_ms']:.3f} | {s['p90_ms']:.3f} | {s['p99_ms']:.3f} | "
-                     f"{s['min_ms']:.3f} | {s['std_ms']:.3f} | {s['images_per_s']:.1f} |")
-    return [*lines, "", _load_line(latency), *_reliability_section(latency.get("reliability") or {})]
+        s = getattr(latency, mode)
+        lines.append(f"| {mode} | {s.mean_ms:.3f} | {s.p50_ms:.3f} | {s.p90_ms:.3f} | {s.p99_ms:.3f} | "
+                     f"{s.min_ms:.3f} | {s.std_ms:.3f} | {s.images_per_s:.1f} |")
+    return [*lines, "", _load_line(latency), *_reliability_section(latency.reliability or {})]
 
 
 def _code_or(value: Any, meaning: str) -> str:
@@ -238,17 +251,13 @@ def _reliability_section(reliability: dict[str, Any]) -> list[str]:
             f"> - what to do: {reliability['advice']}"]
 
 
-def _agreement(match: bool, near_tie: bool) -> str:
-    return "match" if match else ("near-tie" if near_tie else "**mismatch**")
-
-
-def write_artifacts(out_dir: Path, summary: dict[str, Any], reference: np.ndarray | None = None,
+def write_artifacts(out_dir: Path, summary: RunSummary, reference: np.ndarray | None = None,
                     target: np.ndarray | None = None) -> dict[str, Path]:
     """summary.json, accuracy_compare.log, report.md (and the outputs as .npy), written as one atomic set."""
     files = {
-        "summary": ("summary.json", json_writer(summary)),
-        "log": ("accuracy_compare.log", text_writer(render_log(summary))),
-        "report": ("report.md", text_writer(render_report(summary))),
+        "summary": ("summary.json", json_writer(summary.to_json())),
+        "log": ("accuracy_compare.log", text_writer(summary.to_log())),
+        "report": ("report.md", text_writer(summary.to_markdown())),
     }
     if reference is not None and target is not None:
         files["reference_outputs"] = ("reference_outputs.npy", npy_writer(reference))

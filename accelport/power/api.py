@@ -26,23 +26,24 @@ from ..parity import compare_outputs
 from ..proofs import baseline_outputs, nonfinite_weights, structural_proof
 from ..runners import DTYPES, Runner, create_runner, infer_all
 from .config import PowerConfig, validate
+from .document import FaultLocation, FaultRow, PowerDocument
 from .faults import Fault, standard_faults
 from .report import write_power_artifacts
 
 _logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-
 
 @dataclass
 class PowerResult:
-    data: dict[str, Any]
+    """The typed power document and the files written."""
+
+    document: PowerDocument
     artifacts: dict[str, Path] = field(default_factory=dict)
 
-
-def _names_fault(first: str | None, fault: Fault) -> bool:
-    """The first divergent module is the faulted module or one of its parents (its block)."""
-    return first is not None and (first == fault.module or fault.module.startswith(first + "."))
+    @property
+    def data(self) -> dict[str, Any]:
+        """The document as written to power.json."""
+        return self.document.to_json()
 
 
 def run_power(config: PowerConfig | None = None, **overrides: Any) -> PowerResult:
@@ -63,7 +64,8 @@ def run_power(config: PowerConfig | None = None, **overrides: Any) -> PowerResul
         reference = infer(reference_runner)  # once, for every fault
     baseline = baseline_outputs(job.loaded.model, precision, infer)
 
-    rows, located = [], {}
+    rows: list[FaultRow] = []
+    located: set[str] = set()
     for fault in standard_faults(job.loaded.model, config.sizes, job.spec.seed):
         faulty = fault.model(job.loaded.model)
 
@@ -79,23 +81,23 @@ def run_power(config: PowerConfig | None = None, **overrides: Any) -> PowerResul
                                  reference, outputs, is_classifier, names) if np.isfinite(outputs).all() else None
         failed = [c.name for c in parity.checks if not c.passed] + (["structural_proof"] if proof and proof.failed
                                                                      else [])
-        row = {"kind": fault.kind, "size": fault.size, "parameter": fault.parameter, "module": fault.module,
-               "detected": bool(failed), "failed_checks": failed,
-               "worst_sample_rel_l2": parity.to_json()["worst_sample_rel_l2"]}
+        location = None
         if failed and config.locate and fault.kind not in located:
-            located[fault.kind] = row
-            row["layers"] = _locate(job.loaded.model, faulty, batch.tensor[: target.batch_size], criteria, config,
-                                    job.device, fault)
-        rows.append(row)
+            located.add(fault.kind)
+            location = _locate(job.loaded.model, faulty, batch.tensor[: target.batch_size], criteria, config,
+                               job.device, fault)
+        rows.append(FaultRow(fault.kind, fault.size, fault.parameter, fault.module, tuple(failed),
+                             parity.to_json()["worst_sample_rel_l2"], location))
         _logger.info("power: %s %s: %s", fault.kind, fault.size, "detected" if failed else "passed")
-    data = _document(config, job.loaded.name, precision, criteria.to_json(), rows, len(names), job.wall_s())
-    return PowerResult(data, write_power_artifacts(Path(job.spec.out_dir), data))
+    document = PowerDocument(job.loaded.name, config.spec.device, target.runtime, target.dtype, precision, criteria,
+                             len(names), tuple(config.sizes), round(job.wall_s(), 3), tuple(rows))
+    return PowerResult(document, write_power_artifacts(Path(job.spec.out_dir), document))
 
 
 def _locate(reference: torch.nn.Module, faulty: torch.nn.Module, images: torch.Tensor, criteria: Any,
-            config: PowerConfig, device: torch.device, fault: Fault) -> dict[str, Any]:
+            config: PowerConfig, device: torch.device, fault: Fault) -> FaultLocation:
     """Which module the layer comparison names first, in the target's precision and else in strict fp32."""
-    result: dict[str, Any] = {}
+    result = FaultLocation(config.target.dtype, {}, False)
     dtype_asked, channels_last = config.target.dtype, config.target.channels_last
     for dtype in dict.fromkeys((dtype_asked, "fp32")):
         target = copy.deepcopy(faulty).to(device, DTYPES[dtype]).eval()  # the fp32 pass needs unrounded weights
@@ -104,24 +106,7 @@ def _locate(reference: torch.nn.Module, faulty: torch.nn.Module, images: torch.T
                                     TargetCast(device, DTYPES[dtype], channels_last))
         first = {mode: (found[1].key if (found := comparison.first_divergent(mode)) else None)
                  for mode in comparison.modes}
-        result = {"dtype": dtype, "first_divergent": first,
-                  "names_module": any(_names_fault(name, fault) for name in first.values())}
-        if result["names_module"]:
+        result = FaultLocation(dtype, first, any(fault.named_by(name) for name in first.values()))
+        if result.names_module:
             break
     return result
-
-
-def _document(config: PowerConfig, model: str, precision: str, criteria: dict[str, Any], rows: list[dict[str, Any]],
-              num_images: int, wall_s: float) -> dict[str, Any]:
-    kinds: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        entry = kinds.setdefault(row["kind"], {"kind": row["kind"], "module": row["module"], "tried": [],
-                                               "smallest_detected": None, "detected": False, "layers": None})
-        entry["tried"].append(row["size"])
-        if row["detected"] and not entry["detected"]:
-            entry.update(detected=True, smallest_detected=row["size"], layers=row.get("layers"))
-    return {"schema_version": SCHEMA_VERSION, "model": model, "device": config.spec.device,
-            "runtime": config.target.runtime, "dtype": config.target.dtype, "precision": precision,
-            "criteria": criteria, "num_images": num_images,
-            "sizes": list(config.sizes), "wall_time_s": round(wall_s, 3), "summary": list(kinds.values()),
-            "faults": rows}

@@ -1,0 +1,71 @@
+"""layers.json as a typed document: the shared header, the inputs, the comparison (and its strict fp32 pass) and
+the model output's verdict; ``to_json`` writes layers.json's fields in order, ``to_markdown``/``to_csv`` render it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import render
+from .render import Divergence, first_divergence
+from .verdict import FAILING, OutputVerdict, layers_status
+
+if TYPE_CHECKING:
+    from ..job.header import DocumentHeader
+    from .compare import LayerComparison
+
+
+@dataclass(frozen=True)
+class LayersInputs:
+    """The images compared (in order), the batch size, and the files skipped with the reason."""
+
+    num_images: int
+    batch_size: int
+    images: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"num_images": self.num_images, "batch_size": self.batch_size, "images": list(self.images),
+                "skipped": [{"path": p, "reason": r} for p, r in self.skipped]}
+
+
+@dataclass(frozen=True)
+class LayersDocument:
+    """The layer comparison's result; ``status`` is one of ``verdict.STATUSES`` (exit 1 for ``FAILING``)."""
+
+    header: DocumentHeader
+    inputs: LayersInputs
+    comparison: LayerComparison
+    verdict: OutputVerdict
+    structural: LayerComparison | None = None  # the same target in strict fp32 (half precision, fp32-fast)
+
+    @property
+    def status(self) -> str:
+        return layers_status(self.comparison, self.structural, self.verdict)
+
+    @property
+    def diverged(self) -> bool:
+        return self.status in FAILING
+
+    def first_divergent(self, mode: str) -> Divergence | None:
+        """In ``mode``, the target's own first divergent module, else the strict fp32 pass's."""
+        found = first_divergence(self.comparison, mode)
+        if found is None and self.structural is not None:
+            found = first_divergence(self.structural, mode)
+        return found
+
+    def to_json(self) -> dict[str, Any]:
+        data = {"status": self.status, **self.header.to_json(), "inputs": self.inputs.to_json(),
+                **self.comparison.to_json(), "output_verdict": self.verdict.to_json()}
+        if self.structural is not None:  # the modules of the same target in strict fp32, judged by fp32 criteria
+            data["structural"] = {"dtype": "fp32", "criteria": "fp32", "diverged": self.structural.diverged,
+                                  "first_divergent": self.structural.to_json()["first_divergent"]}
+        return data
+
+    def to_markdown(self) -> str:
+        """layers.md, the layer report that report.md links to."""
+        return render.render_markdown(self)
+
+    def to_csv(self) -> str:
+        """layers.csv: one row per module call."""
+        return render.render_csv(self)
