@@ -29,10 +29,10 @@ class EvalDataset:
     """The folder, how many images it lists and how many were evaluated, its labels, the files skipped and why."""
 
     root: str
-    num_images: int
-    num_evaluated: int
-    labels: dict[str, Any]
-    skipped: list[dict[str, str]]
+    num_images: int  # listed
+    num_evaluated: int  # read and compared (the listed ones less the skipped)
+    labels: dict[str, Any]  # where the labels came from (labels.py)
+    skipped: list[dict[str, str]]  # {"path", "reason"}, with --skip-bad-images
 
     @classmethod
     def of(cls, listing: DatasetListing, num_evaluated: int, skipped: list[dict[str, str]]) -> EvalDataset:
