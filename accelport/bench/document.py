@@ -9,7 +9,7 @@ thread count (the job and the caller did), so running it changes nothing process
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -65,16 +65,17 @@ class BenchSettings:
         return cls(**{"rounds": None} | data)
 
     def to_json(self) -> dict[str, Any]:
-        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        return {k: v for k, v in data.items() if v is not None or k in ("cache_dir",)}
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: v for k, v in data.items() if v is not None or k not in ("rounds", "peers")}
 
 
 @dataclass(frozen=True)
 class BenchDocument:
     """bench.json: the shared header, the sweep's settings and criteria, its rows, the peer comparison, the pick.
 
-    Sections that are None are absent from the JSON: documents written by older versions lack them, and a
-    document is re-read exactly as written (``from_json(d).to_json() == d``, key order included).
+    Sections that are None are absent from the JSON (documents written by older versions lack them). A document
+    written by this version is re-read exactly, key order included (``from_json(d).to_json() == d``); an older one
+    with the same keys and values.
     """
 
     header: DocumentHeader
