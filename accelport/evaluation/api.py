@@ -176,18 +176,13 @@ def _evaluate_share(config: EvalConfig, job: JobContext, ctx: dist_utils.DistCon
 
 def _write(config: EvalConfig, job: JobContext, ctx: dist_utils.DistContext, gathered: Any,
            listing: DatasetListing, resumed: int, runner_settings: dict[str, Any], criteria: Criteria) -> EvalResult:
-    """Rank 0: merge the shards into dataset order, build the document and write the artifacts."""
+    """Rank 0: the shards merged into dataset order, the typed document built from them, written."""
     shards: list[ShardResult] = [g[0] for g in gathered]
-    position = {it.key: it.position for it in listing.items}
-    records = sorted((r for s in shards for r in s.records), key=lambda r: position[r.key])
-    skipped = sorted((x for s in shards for x in s.skipped), key=lambda x: position[x["path"]])
-    if not records:
-        raise InputError(f"--data {listing.root}: no readable images left after skipping "
-                         f"{len(skipped)} bad file(s)")
-    figures = summarise(records, criteria, config.max_disagreement, config.max_accuracy_drop, config.worst,
-                        class_namer(job.loaded.model))
+    records, skipped = _merged(shards, listing)
     header = DocumentHeader.of(SCHEMA_VERSION, job, model=model_record(job), reference=REFERENCE,
                                target=target_record(job, runner_settings, criteria.precision))
+    figures = summarise(records, criteria, config.max_disagreement, config.max_accuracy_drop, config.worst,
+                        class_namer(job.loaded.model))
     limits = {"max_disagreement": config.max_disagreement, "max_accuracy_drop": config.max_accuracy_drop}
     doc = EvalDocument.of(header, job.loaded.weights, EvalDataset.of(listing, len(records), skipped),
                           _run_record(config, ctx, shards, [g[1] for g in gathered if g[1]], resumed),
@@ -196,6 +191,17 @@ def _write(config: EvalConfig, job: JobContext, ctx: dist_utils.DistContext, gat
                           figures)
     artifacts = write_outputs(Path(job.spec.out_dir), doc, [r.cosine for r in records], [r.rel_l2 for r in records])
     return EvalResult(passed=doc.passed, document=doc, artifacts=artifacts)
+
+
+def _merged(shards: list[ShardResult], listing: DatasetListing) -> tuple[list[ImageRecord], list[dict[str, str]]]:
+    """Every rank's records and skipped files in dataset order; InputError when no image could be read."""
+    position = {it.key: it.position for it in listing.items}
+    records = sorted((r for s in shards for r in s.records), key=lambda r: position[r.key])
+    skipped = sorted((x for s in shards for x in s.skipped), key=lambda x: position[x["path"]])
+    if not records:
+        raise InputError(f"--data {listing.root}: no readable images left after skipping "
+                         f"{len(skipped)} bad file(s)")
+    return records, skipped
 
 
 def _run_record(config: EvalConfig, ctx: dist_utils.DistContext, shards: list[ShardResult],
