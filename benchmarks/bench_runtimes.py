@@ -146,15 +146,17 @@ def setup_only(args: argparse.Namespace) -> None:
 
 
 def render(report: dict) -> str:
+    """bench_runtimes.md from a report (a fresh one or a saved bench_runtimes.json); the sweep read as typed rows."""
+    from accelport.bench.document import BenchDocument
     from accelport.bench.report import peer_lines, reliability_lines
 
-    document, hw = report["bench"], report["hardware"]
+    document, hw = BenchDocument.from_json(report["bench"]), report["hardware"]
     isa = hw.get("isa", hw["cpu_capability"])
     lines = [f"Hardware: {hw['cpu']} ({hw['cpu_count']} logical cores, ISA {isa}), device "
              f"`{hw['device']}` ({hw['device_name']}), {hw['threads']} threads; torch {hw['torch']}, onnxruntime "
              f"{hw['onnxruntime']}, openvino {hw['openvino']}. Load average before/after: "
              f"{report['load_average_before']} / {report['load_average_after']}.", "",
-             *reliability_lines(document), "",
+             *reliability_lines(document.timing_reliability, document.rows), "",
              "| target (issue 13) | pick passing parity | p50 ms | ratio | limit | met | this machine |",
              "|---|---|---|---|---|---|---|"]
     for v in report["targets"]:
@@ -164,8 +166,9 @@ def render(report: dict) -> str:
         met = "yes" if v["met"] else "**no**" if v["measured"] else "not measured"
         lines.append(f"| {v['dtype']} batch {v['batch_size']}, {against}, {v['isa']} CPUs | {v['best'] or '–'} | "
                      f"{p50} | {ratio} | ≤ {v['max_ratio']:.2f} | {met} | {v['reach']} |")
-    lines += ["", "accelport vs what you would write by hand:", "", *peer_lines(document)]
-    flops = report["bench"]["model"].get("flops_per_image")
+    lines += ["", "accelport vs what you would write by hand:", "",
+              *peer_lines(document.peer_comparison, document.rounds)]
+    flops = document.model.get("flops_per_image")
     peaks = ", ".join(f"{d} {p['gflops_per_s']:.1f} GFLOP/s ({p['size']}²)" if "gflops_per_s" in p
                       else f"{d}: {p['error']}" for d, p in report["matmul_peaks"].items())
     lines += ["", f"Model FLOPs per image: {flops / 1e9:.3f} G (torch FlopCounterMode). Best square matmul "
@@ -174,20 +177,20 @@ def render(report: dict) -> str:
     lines += ["",
               "| configuration | batch | p50 ms | × eager | images/s | per-round p50 ms | setup s (cold) | parity |",
               "|---|---|---|---|---|---|---|---|"]
-    for row in sorted(document["rows"], key=lambda r: (r["batch_size"], r["label"])):
-        if row["status"] != "ok":
-            lines.append(f"| {row['label']} | {row['batch_size']} | {row['status']} | | | | | {row['reason'][:90]} |")
+    for row in sorted(document.rows, key=lambda r: (r.batch_size, r.label)):
+        if not row.measured:
+            lines.append(f"| {row.label} | {row.batch_size} | {row.status} | | | | | {(row.reason or '')[:90]} |")
             continue
-        rounds = ", ".join(f"{x:.1f}" for x in row.get("round_p50_ms", []))
-        parity = "pass" if row["parity"]["passed"] else "FAIL"
-        lines.append(f"| {row['label']} | {row['batch_size']} | {row['latency']['p50_ms']:.2f} | "
-                     f"{row['ratio_vs_eager']:.3f} | {row['images_per_s']:.1f} | {rounds} | {row['setup_s']:.2f} | "
-                     f"{parity} ({row['parity']['precision']}, cos {row['parity']['worst_sample_cosine']:.6f}) |")
+        rounds = ", ".join(f"{x:.1f}" for x in row.round_p50_ms)
+        parity = "pass" if row.passed else "FAIL"
+        lines.append(f"| {row.label} | {row.batch_size} | {row.p50_ms:.2f} | {row.ratio_vs_eager:.3f} | "
+                     f"{row.images_per_s:.1f} | {rounds} | {row.setup_s:.2f} | "
+                     f"{parity} ({row.parity['precision']}, cos {row.parity['worst_sample_cosine']:.6f}) |")
     setup = report["second_run_setup"]
     if "error" not in setup:
         lines += ["", "| configuration | setup s, first run (empty cache) | setup s, second run (fresh process) |",
                   "|---|---|---|"]
-        cold = {c["label"]: c.get("setup_s") for c in document["configurations"]}
+        cold = {c["label"]: c.get("setup_s") for c in document.configurations}
         for label, entry in setup.items():
             lines.append(f"| {label} | {cold.get(label, 0):.2f} | {entry['setup_s']:.2f} |")
     return "\n".join(lines) + "\n"
@@ -223,7 +226,7 @@ def measure(args: argparse.Namespace, cache_dir: str) -> dict:
     result = run_bench(config)
     peaks = measure_peaks(args.device, config.dtypes)
     after = load_average()
-    document = result.document
+    document = result.document.to_json()  # the report keeps the sweep as saved JSON; render() reads it back typed
     env = document["environment"]
     return {
         "schema_version": 1,

@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from accelport.bench.pick import picks
     from accelport.bench.points import Point
     from accelport.bench.report import peer_lines
+    from accelport.bench.rows import PeerComparison
     from accelport.bench.sweep import add_ratios
 
     path = Path(args.journal)
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
                 "environment": {k: settings.get(k) for k in ("cpu", "cpu_isa", "torch", "onnxruntime", "openvino")},
                 "rows": rows, "pick": picks(rows, settings["batch_sizes"]), "peer_comparison": compare_with_peers(rows)}
     write_json_atomic(Path(args.out), document)
-    print("\n".join(peer_lines(document)))
+    comparison = [PeerComparison.from_json(c) for c in document["peer_comparison"]]
+    print("\n".join(peer_lines(comparison, settings.get("rounds") or 1)))
     for row in sorted(rows, key=lambda r: (r["batch_size"], r["dtype"], r.get("latency", {}).get("p50_ms", 1e12))):
         if row["status"] == "ok":
             print(f"{row['label']:<52} b{row['batch_size']:<3} p50 {row['latency']['p50_ms']:10.1f} ms  "

@@ -18,7 +18,7 @@ from ..job.context import JobContext, open_job
 from ..job.spec import with_overrides
 from ..runners.cache import weights_digest
 from .config import BenchConfig
-from .document import bench_environment, sweep_document
+from .document import BenchDocument, bench_environment, sweep_document
 from .journal import JOURNAL_NAME, JournalWriter, read_journal
 from .pick import add_picks
 
@@ -31,7 +31,7 @@ _NOT_IN_FINGERPRINT = ("out_dir", "images", "target_weights", "skip_bad_images",
 
 @dataclass
 class BenchResult:
-    document: dict[str, Any]
+    document: BenchDocument
     artifacts: dict[str, Path] = field(default_factory=dict)
 
 
@@ -62,12 +62,11 @@ def run_bench(config: BenchConfig | None = None, **overrides: Any) -> BenchResul
     config = with_overrides(config or BenchConfig(), **overrides)
     config.validate()
     job = open_job(config.spec)
-    document = _journaled_sweep(job, config)
-    add_picks(document, config.batch_sizes)
+    document = add_picks(_journaled_sweep(job, config), config.batch_sizes)
     return BenchResult(document, write_bench_artifacts(Path(config.spec.out_dir), document, plot=config.plot))
 
 
-def _journaled_sweep(job: JobContext, config: BenchConfig) -> dict[str, Any]:
+def _journaled_sweep(job: JobContext, config: BenchConfig) -> BenchDocument:
     """The sweep with every finished point journaled: an interrupted sweep goes on with --resume."""
     images = job.image_batch()
     path = Path(config.spec.out_dir) / JOURNAL_NAME

@@ -108,10 +108,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.pick:
         print(render_pick(document))
     else:
-        print("\n".join(table_lines(document["rows"])))
-    print("\n".join(line.removeprefix("> ") for line in reliability_lines(document)))
+        print("\n".join(table_lines(document.rows)))
+    print("\n".join(line.removeprefix("> ") for line in reliability_lines(document.timing_reliability, document.rows)))
     print("artifacts: " + ", ".join(str(p) for p in result.artifacts.values()))
-    every_size_has_one = all(pick["fastest"] is not None for pick in document["pick"])
+    every_size_has_one = all(pick.fastest is not None for pick in document.pick or ())
     return errors.EXIT_PASSED if every_size_has_one else errors.EXIT_PARITY_FAILED
 
 

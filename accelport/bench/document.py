@@ -1,12 +1,15 @@
-"""The sweep on an opened job, as bench.json's document (without its ``pick``, which bench/pick.py adds).
+"""bench.json as a typed document (``BenchDocument``), and the sweep on an opened job that produces it (without
+its ``pick``, which bench/pick.py adds).
 
-Shared by ``accelport bench`` and ``run --runtime auto``; it applies no numeric settings and sets no thread count
-(the job and the caller did), so running it changes nothing process-wide.
+The sweep is shared by ``accelport bench`` and ``run --runtime auto``; it applies no numeric settings and sets no
+thread count (the job and the caller did), so running it changes nothing process-wide. bench.md, bench.png and the
+``--pick`` text are rendered from the document's attributes (report.py, plot.py), never from a second copy.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,6 +21,7 @@ from ..runners import create_runner
 from ..runners.cache import library_versions, weights_digest
 from .peers import compare_with_peers
 from .roofline import add_achieved_flops, model_flops
+from .rows import BatchPick, BenchRow, PeerComparison
 from .sweep import SweepSettings, add_ratios, plan_configurations, reliability_summary, sweep
 
 if TYPE_CHECKING:
@@ -27,6 +31,114 @@ if TYPE_CHECKING:
     from .journal import JournalState, JournalWriter
 
 SCHEMA_VERSION = 1
+BASELINE_TEXT = "eager fp32 (plain timm, contiguous) on the same device, same run"
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """The sweep's settings as bench.json records them (``settings``)."""
+
+    runtimes: list[str]
+    dtypes: list[str]
+    batch_sizes: list[int]
+    channels_last: str
+    streams: list[int]
+    micro_batches: list[int]
+    warmup: int
+    iters: int
+    max_time_s: float
+    rounds: int | None  # None: absent (documents written before timing rounds)
+    threads: int
+    fp32_math: str
+    num_images: int
+    cache_dir: str | None
+    peers: bool | None = None  # None: absent (documents written before peer rows)
+
+    @classmethod
+    def of(cls, config: BenchConfig, threads: int, fp32_math: str, num_images: int) -> BenchSettings:
+        return cls(list(config.runtimes), list(config.dtypes), list(config.batch_sizes), config.channels_last,
+                   list(config.streams), list(config.micro_batches), config.warmup, config.iters, config.max_time_s,
+                   config.rounds, threads, fp32_math, num_images, config.cache_dir, config.peers)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BenchSettings:
+        return cls(**{"rounds": None} | data)
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: v for k, v in data.items() if v is not None or k not in ("rounds", "peers")}
+
+
+@dataclass(frozen=True)
+class BenchDocument:
+    """bench.json: the shared header, the sweep's settings and criteria, its rows, the peer comparison, the pick.
+
+    Sections that are None are absent from the JSON (documents written by older versions lack them). A document
+    written by this version is re-read exactly, key order included (``from_json(d).to_json() == d``); an older one
+    with the same keys and values.
+    """
+
+    header: DocumentHeader
+    device: str
+    numeric_settings: dict[str, Any]
+    settings: BenchSettings
+    criteria: dict[str, dict[str, Any]]
+    baseline: str
+    configurations: list[dict[str, Any]]  # the runners' own settings (describe()): open-ended per runtime
+    rows: tuple[BenchRow, ...]
+    resumed_points: int | None = None
+    timing_reliability: dict[str, Any] | None = None
+    peer_comparison: tuple[PeerComparison, ...] | None = None  # () with --no-peers, None: absent
+    pick: tuple[BatchPick, ...] | None = None  # added by bench/pick.py
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return self.header.model
+
+    @property
+    def environment(self) -> dict[str, Any]:
+        return self.header.environment
+
+    @property
+    def rounds(self) -> int:
+        return self.settings.rounds or 1
+
+    def rows_json(self) -> list[dict[str, Any]]:
+        return [row.to_json() for row in self.rows]
+
+    def with_picks(self, picks: list[dict[str, Any]]) -> BenchDocument:
+        return replace(self, pick=tuple(BatchPick.from_json(p) for p in picks))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BenchDocument:
+        comparison, pick = data.get("peer_comparison"), data.get("pick")
+        return cls(
+            DocumentHeader.from_json(data), data["device"], data["numeric_settings"],
+            BenchSettings.from_json(data["settings"]), data["criteria"], data["baseline"], data["configurations"],
+            tuple(BenchRow.from_json(r) for r in data["rows"]), data.get("resumed_points"),
+            data.get("timing_reliability"),
+            None if comparison is None else tuple(PeerComparison.from_json(c) for c in comparison),
+            None if pick is None else tuple(BatchPick.from_json(p) for p in pick))
+
+    def to_json(self) -> dict[str, Any]:
+        data = self.header.to_json()
+        if self.resumed_points is not None:
+            data["resumed_points"] = self.resumed_points
+        if self.timing_reliability is not None:
+            data["timing_reliability"] = self.timing_reliability
+        data |= {"device": self.device, "numeric_settings": self.numeric_settings, "settings": self.settings.to_json(),
+                 "criteria": self.criteria, "baseline": self.baseline, "configurations": self.configurations,
+                 "rows": self.rows_json()}
+        if self.peer_comparison is not None:
+            data["peer_comparison"] = [c.to_json() for c in self.peer_comparison]
+        if self.pick is not None:
+            data["pick"] = [p.to_json() for p in self.pick]
+        return data
+
+    def to_markdown(self) -> str:
+        from .report import render_markdown
+
+        return render_markdown(self)
 
 
 def reference_outputs(model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
@@ -48,7 +160,7 @@ def bench_model_record(loaded: LoadedModel, input_size: list[int], flops_per_ima
 
 
 def sweep_document(job: JobContext, config: BenchConfig, images: torch.Tensor, threads: int,
-                   journal: JournalWriter | None = None, resumed: JournalState | None = None) -> dict[str, Any]:
+                   journal: JournalWriter | None = None, resumed: JournalState | None = None) -> BenchDocument:
     """Every configuration of ``config`` on the job's model and these preprocessed images, judged and timed."""
     started = time.time()
     criteria = {d: job.criteria_for(d) for d in (*config.dtypes, "fp32")}
@@ -64,23 +176,12 @@ def sweep_document(job: JobContext, config: BenchConfig, images: torch.Tensor, t
     add_achieved_flops(rows, flops_per_image)
     header = DocumentHeader(SCHEMA_VERSION, utc_now(), round(time.time() - started, 3),
                             bench_model_record(job.loaded, job.input_size, flops_per_image),
-                            bench_environment(job.device, threads)).to_json()
-    return {
-        **header,
-        "resumed_points": resumed.points if resumed else 0,
-        "timing_reliability": reliability_summary(rows),
-        "device": str(job.device),
-        "numeric_settings": job.numeric.effective,
-        "settings": {"runtimes": list(config.runtimes), "dtypes": list(config.dtypes),
-                     "batch_sizes": list(config.batch_sizes), "channels_last": config.channels_last,
-                     "streams": list(config.streams), "micro_batches": list(config.micro_batches),
-                     "warmup": config.warmup, "iters": config.iters, "max_time_s": config.max_time_s,
-                     "rounds": config.rounds,
-                     "threads": threads, "fp32_math": job.spec.fp32_math, "num_images": int(images.shape[0]),
-                     "cache_dir": config.cache_dir, "peers": config.peers},
-        "criteria": {d: c.to_json() for d, c in criteria.items()},
-        "baseline": "eager fp32 (plain timm, contiguous) on the same device, same run",
-        "configurations": records,
-        "rows": rows,
-        "peer_comparison": compare_with_peers(rows),
-    }
+                            bench_environment(job.device, threads))
+    return BenchDocument(
+        header=header, resumed_points=resumed.points if resumed else 0,
+        timing_reliability=reliability_summary(rows), device=str(job.device),
+        numeric_settings=job.numeric.effective,
+        settings=BenchSettings.of(config, threads, job.spec.fp32_math, int(images.shape[0])),
+        criteria={d: c.to_json() for d, c in criteria.items()}, baseline=BASELINE_TEXT, configurations=records,
+        rows=tuple(BenchRow.from_json(row) for row in rows),
+        peer_comparison=tuple(PeerComparison.from_json(c) for c in compare_with_peers(rows)))

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ..job.context import JobContext
     from ..job.spec import Target
     from ..models import LoadedModel
+    from .document import BenchDocument
 
 _logger = logging.getLogger(__name__)
 
@@ -87,18 +88,16 @@ class AutoChoice:
             streams=self.streams, micro_batch=self.micro_batch)
 
 
-def add_picks(document: dict[str, Any], batch_sizes: tuple[int, ...] | list[int]) -> dict[str, Any]:
+def add_picks(document: BenchDocument, batch_sizes: tuple[int, ...] | list[int]) -> BenchDocument:
     """A sweep document (bench/document.py) completed with its ``pick``."""
-    document["pick"] = picks(document["rows"], batch_sizes)
-    return document
+    return document.with_picks(picks(document.rows_json(), batch_sizes))
 
 
-def _matches(document: dict[str, Any], loaded: LoadedModel, device: torch.device, digest: str) -> bool:
-    model = document.get("model", {})
-    return (document.get("schema_version") == 1 and model.get("name") == loaded.name
+def _matches(document: BenchDocument, loaded: LoadedModel, device: torch.device, digest: str) -> bool:
+    model = document.model
+    return (document.header.schema_version == 1 and model.get("name") == loaded.name
             and model.get("head") == loaded.head and model.get("state_digest") == digest
-            and document.get("device") == str(device)
-            and document.get("environment", {}).get("torch") == torch.__version__)
+            and document.device == str(device) and document.environment.get("torch") == torch.__version__)
 
 
 def _choose(document: dict[str, Any], target: Target, source: str) -> AutoChoice | None:
@@ -119,15 +118,17 @@ def _choose(document: dict[str, Any], target: Target, source: str) -> AutoChoice
 def _cached_choice(job: JobContext, target: Target) -> AutoChoice | None:
     """From ``bench.json`` or an earlier ``auto_bench.json`` in the out dir, when measured on the same job."""
     from ..runners.cache import weights_digest
+    from .document import BenchDocument
 
     out_dir = Path(job.spec.out_dir)
     digest = weights_digest(job.loaded.model)
     for path in (out_dir / "bench.json", out_dir / AUTO_BENCH_NAME):
         try:
-            document = json.loads(path.read_text())
-        except (OSError, ValueError):
+            data = json.loads(path.read_text())
+            document = BenchDocument.from_json(data)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none, unreadable, or not a bench document
             continue
-        if _matches(document, job.loaded, job.device, digest) and (choice := _choose(document, target, str(path))):
+        if _matches(document, job.loaded, job.device, digest) and (choice := _choose(data, target, str(path))):
             _logger.info("--runtime auto: %s (from %s)", choice.reason, path)
             return choice
     return None
@@ -138,7 +139,6 @@ def resolve_auto(job: JobContext, target: Target, images: torch.Tensor, *, warmu
     same job (its spec, device and numeric settings as they are) at the target's dtype and batch size."""
     from .config import BenchConfig
     from .document import sweep_document
-    from .report import render_markdown
 
     cached = _cached_choice(job, target)
     if cached is not None:
@@ -148,14 +148,15 @@ def resolve_auto(job: JobContext, target: Target, images: torch.Tensor, *, warmu
     _logger.info("--runtime auto: no matching bench.json in %s; sweeping %s at batch %d, %s", job.spec.out_dir,
                  ", ".join(bench.runtimes), target.batch_size, target.dtype)
     document = add_picks(sweep_document(job, bench, images, torch.get_num_threads()), bench.batch_sizes)
-    path = write_json_atomic(Path(job.spec.out_dir) / AUTO_BENCH_NAME, document)
-    write_text_atomic(path.with_suffix(".md"), render_markdown(document))
-    choice = _choose(document, target, str(path))
+    data = document.to_json()
+    path = write_json_atomic(Path(job.spec.out_dir) / AUTO_BENCH_NAME, data)
+    write_text_atomic(path.with_suffix(".md"), document.to_markdown())
+    choice = _choose(data, target, str(path))
     if choice is None:
         _logger.warning("--runtime auto: no %s configuration passed parity at batch %d; using eager", target.dtype,
                         target.batch_size)
         choice = AutoChoice("eager", False, target.dtype, target.batch_size, str(path),
-                            "no configuration passed parity; eager used", justification(document["rows"],
-                                                                                        target.batch_size))
+                            "no configuration passed parity; eager used",
+                            justification(data["rows"], target.batch_size))
     _logger.info("--runtime auto: %s", choice.reason)
     return choice

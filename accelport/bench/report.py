@@ -1,13 +1,18 @@
-"""bench.md and the ``--pick`` text, rendered from the bench.json document (never from a second copy)."""
+"""bench.md and the ``--pick`` text, rendered from the typed bench document (never from a second copy)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..atomic import write_json_atomic, write_text_atomic
 from ..formatting import or_missing
+
+if TYPE_CHECKING:
+    from .document import BenchDocument
+    from .rows import BatchPick, BenchRow, PeerComparison
 
 _logger = logging.getLogger(__name__)
 
@@ -27,29 +32,27 @@ def isa_text(env: dict[str, Any]) -> str:
             + (f"; no {', no '.join(lacks)}" if lacks else "") + ")")
 
 
-def hardware_line(document: dict[str, Any]) -> str:
-    env = document["environment"]
-    return (f"device `{document['device']}` ({env['device_name']}); host CPU {env['cpu']} ({env['cpu_count']} logical "
+def hardware_line(document: BenchDocument) -> str:
+    env = document.environment
+    return (f"device `{document.device}` ({env['device_name']}); host CPU {env['cpu']} ({env['cpu_count']} logical "
             f"cores, ISA {isa_text(env)}), {env['threads']} intra-op threads for every runtime")
 
 
-def software_line(document: dict[str, Any]) -> str:
-    env = document["environment"]
+def software_line(env: dict[str, Any]) -> str:
     engines = ", ".join(f"{name} {or_missing(env.get(name), 'not installed')}" for name in ("onnxruntime", "openvino",
                                                                                           "onnx"))
     return f"python {env['python']}, torch {env['torch']}, timm {env['timm']}, {engines}"
 
 
-def _timing(row: dict[str, Any]) -> str:
-    reliability = row.get("reliability") or {}
-    if reliability.get("reliable", True):
+def _timing(row: BenchRow) -> str:
+    if row.timing_reliable:
         return "ok"
-    return "**unreliable** (" + ", ".join(dict.fromkeys(r["code"] for r in reliability["reasons"])) + ")"
+    reasons = (row.reliability or {})["reasons"]
+    return "**unreliable** (" + ", ".join(dict.fromkeys(r["code"] for r in reasons)) + ")"
 
 
-def reliability_lines(document: dict[str, Any]) -> list[str]:
+def reliability_lines(summary: dict[str, Any] | None, rows: Sequence[BenchRow]) -> list[str]:
     """Whether the sweep's timings can be believed, which points cannot, why, and what to do."""
-    summary = document.get("timing_reliability")
     if not summary:
         return []
     if summary["reliable"]:
@@ -59,129 +62,126 @@ def reliability_lines(document: dict[str, Any]) -> list[str]:
     if summary["unreliable_baselines"]:
         lines.append("> The eager fp32 baseline itself is unreliable at batch "
                      f"{', '.join(map(str, summary['unreliable_baselines']))}, so every × eager ratio there is too.")
-    for row in document["rows"]:
-        for reason in (row.get("reliability") or {}).get("reasons", []):
-            lines.append(f"> - {row['label']} batch {row['batch_size']}: {reason['message']}")
+    for row in rows:
+        for reason in (row.reliability or {}).get("reasons", []):
+            lines.append(f"> - {row.label} batch {row.batch_size}: {reason['message']}")
     lines.append(f"> - what to do: {summary['advice']}")
     return lines
 
 
-def table_lines(rows: list[dict[str, Any]]) -> list[str]:
+def table_lines(rows: Sequence[BenchRow]) -> list[str]:
     lines = ["| configuration | batch | p50 ms | p90 ms | p99 ms | images/s | × eager p50 | setup s | peak RSS MB "
              "| parity | timing |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for row in sorted(rows, key=lambda r: (r["batch_size"], r.get("latency", {}).get("p50_ms", float("inf")))):
-        if row["status"] != "ok":
-            lines.append(f"| {row['label']} | {row['batch_size']} | {row['status']}: {row.get('reason', '')} "
-                         "| | | | | | | | |")
+    for row in sorted(rows, key=lambda r: (r.batch_size, r.p50_ms if r.measured else float("inf"))):
+        if not row.measured:
+            lines.append(f"| {row.label} | {row.batch_size} | {row.status}: {row.reason or ''} | | | | | | | | |")
             continue
-        lat, parity, mem = row["latency"], row["parity"], row["memory"]
-        verdict = (f"pass ({parity['precision']}, cos {parity['worst_sample_cosine']:.6f})" if parity["passed"]
+        lat, parity = row.latency, row.parity
+        verdict = (f"pass ({parity['precision']}, cos {parity['worst_sample_cosine']:.6f})" if row.passed
                    else f"**FAIL** ({parity['precision']}: {', '.join(parity['failed_checks'])})")
-        lines.append(f"| {row['label']} | {row['batch_size']} | {lat['p50_ms']:.2f} | {lat['p90_ms']:.2f} | "
-                     f"{lat['p99_ms']:.2f} | {row['images_per_s']:.1f} | {_num(row.get('ratio_vs_eager'), '.2f')} | "
-                     f"{row['setup_s']:.1f} | {_num(mem.get('peak_mb'), '.0f')} | {verdict} | {_timing(row)} |")
+        lines.append(f"| {row.label} | {row.batch_size} | {lat['p50_ms']:.2f} | {lat['p90_ms']:.2f} | "
+                     f"{lat['p99_ms']:.2f} | {row.images_per_s:.1f} | {_num(row.ratio_vs_eager, '.2f')} | "
+                     f"{row.setup_s:.1f} | {_num(row.memory.get('peak_mb'), '.0f')} | {verdict} | {_timing(row)} |")
     return lines
 
 
-def pick_lines(document: dict[str, Any]) -> list[str]:
+def pick_lines(picks: Sequence[BatchPick]) -> list[str]:
     lines = []
-    for pick in document["pick"]:
-        if pick["fastest"] is None:
-            lines.append(f"- batch {pick['batch_size']}: **no configuration passed parity**")
+    for pick in picks:
+        if pick.fastest is None:
+            lines.append(f"- batch {pick.batch_size}: **no configuration passed parity**")
             continue
-        per_dtype = ", ".join(f"{d}: {label or 'none passes'}" for d, label in pick["fastest_by_dtype"].items())
-        lines.append(f"- batch {pick['batch_size']}: **{pick['fastest']}**, {pick['fastest_p50_ms']:.2f} ms p50 "
-                     f"({_num(pick['fastest_ratio_vs_eager'], '.2f')}× the eager fp32 latency); fastest per dtype: "
+        per_dtype = ", ".join(f"{d}: {label or 'none passes'}" for d, label in pick.fastest_by_dtype.items())
+        lines.append(f"- batch {pick.batch_size}: **{pick.fastest}**, {pick.fastest_p50_ms:.2f} ms p50 "
+                     f"({_num(pick.fastest_ratio_vs_eager, '.2f')}× the eager fp32 latency); fastest per dtype: "
                      f"{per_dtype}")
     return lines
 
 
-def peer_lines(document: dict[str, Any]) -> list[str]:
-    """Per (dtype, batch): the pick, the best hand-written peer, their paired ratio (bench/peers.py)."""
-    comparison = document.get("peer_comparison")
+def peer_lines(comparison: Sequence[PeerComparison] | None, rounds: int) -> list[str]:
+    """Per (dtype, batch): the pick, the best hand-written peer, their paired ratio (bench/peers.py); nothing when
+    the document has no comparison (written before peer rows), a line saying so when it is empty (``--no-peers``)."""
+    if comparison is None:
+        return []
     if not comparison:
-        return ["No peer rows (`--no-peers`)."] if "peer_comparison" in document else []
-    rounds = document["settings"].get("rounds", 1)
+        return ["No peer rows (`--no-peers`)."]
     lines = [f"Ratio = median over the {rounds} timing round(s) of (pick's round p50 / best peer's round p50), "
              "both passing parity; below 1 the pick is faster. Peers are timed in the same rounds, never picked.",
              "", "| dtype | batch | pick | p50 ms | best peer | p50 ms | pick / best peer | per-round ratios |",
              "|---|---|---|---|---|---|---|---|"]
     for c in comparison:
-        verdict = "–" if c["ratio_to_best_peer"] is None else (
-            f"**{c['ratio_to_best_peer']:.3f}**" + ("" if c["at_least_as_fast"] else " (peer faster)"))
-        lines.append(f"| {c['dtype']} | {c['batch_size']} | {c['pick'] or 'none passes'} | "
-                     f"{_num(c['pick_p50_ms'], '.2f')} | {c['best_peer'] or 'none passes'} | "
-                     f"{_num(c['best_peer_p50_ms'], '.2f')} | {verdict} | "
-                     + ", ".join(f"{r:.3f}" for r in c["round_ratios"]) + " |")
+        verdict = "–" if c.ratio_to_best_peer is None else (
+            f"**{c.ratio_to_best_peer:.3f}**" + ("" if c.at_least_as_fast else " (peer faster)"))
+        lines.append(f"| {c.dtype} | {c.batch_size} | {c.pick or 'none passes'} | {_num(c.pick_p50_ms, '.2f')} | "
+                     f"{c.best_peer or 'none passes'} | {_num(c.best_peer_p50_ms, '.2f')} | {verdict} | "
+                     + ", ".join(f"{r:.3f}" for r in c.round_ratios) + " |")
     return lines
 
 
-def render_markdown(document: dict[str, Any]) -> str:
-    s = document["settings"]
-    model = document["model"]
+def render_markdown(document: BenchDocument) -> str:
+    s, model = document.settings, document.model
     weights_note = "" if model["pretrained_used"] else " (**random init**: no pretrained weights found)"
     lines = [
         f"# accelport bench: {model['name']}",
         "",
         f"- {hardware_line(document)}",
-        f"- {software_line(document)}",
+        f"- {software_line(document.environment)}",
         f"- model `{model['name']}` ({model['head']}, input {model['input_size']}), weights "
         f"`{model['weights_source']}`{weights_note}",
         f"- latency: compute only (input already on the device, device synchronised each iteration), "
-        f"{s['warmup']} warm-up + up to {s['iters']} timed iterations (at most ~{s['max_time_s']:g} s each point, "
-        f"at least 3 per round) in {s.get('rounds', 1)} round(s) over all points; setup (export/compile/first run "
+        f"{s.warmup} warm-up + up to {s.iters} timed iterations (at most ~{s.max_time_s:g} s each point, "
+        f"at least 3 per round) in {document.rounds} round(s) over all points; setup (export/compile/first run "
         "of the batch size) is timed apart",
-        f"- parity: {s['num_images']} real images (cycled to fill a batch) against CPU eager fp32, criteria of each "
+        f"- parity: {s.num_images} real images (cycled to fill a batch) against CPU eager fp32, criteria of each "
         "precision; × eager = p50 / the same run's eager fp32 p50 at the same batch size (lower is faster)",
         "- peak RSS: the whole process's peak during that point (reset before each one), so it includes Python, "
         "torch and the reference",
         "",
         "## Timing reliability",
         "",
-        *reliability_lines(document),
+        *reliability_lines(document.timing_reliability, document.rows),
         "",
         "## Pick: fastest configuration passing parity",
         "",
-        *pick_lines(document),
+        *pick_lines(document.pick or ()),
         "",
         "## accelport vs what you would write by hand",
         "",
-        *peer_lines(document),
+        *peer_lines(document.peer_comparison, document.rounds),
         "",
         "## All configurations",
         "",
-        *table_lines(document["rows"]),
+        *table_lines(document.rows),
         "",
     ]
     return "\n".join(lines)
 
 
-def render_pick(document: dict[str, Any]) -> str:
+def render_pick(document: BenchDocument) -> str:
     """What ``bench --pick`` prints: per batch size, the choice and the table that justifies it."""
     lines = []
-    for pick in document["pick"]:
-        lines.append(f"batch {pick['batch_size']}: " + (f"{pick['fastest']} ({pick['fastest_p50_ms']:.2f} ms p50, "
-                                                         f"{_num(pick['fastest_ratio_vs_eager'], '.2f')}x eager)"
-                                                         if pick["fastest"] else "no configuration passed parity"))
-        for entry in pick["table"]:
-            if entry["status"] == "ok":
-                lines.append(f"  {entry['label']:<28} {entry['p50_ms']:10.2f} ms  {entry['images_per_s']:9.1f} img/s  "
-                             f"{_num(entry['ratio_vs_eager'], '.2f'):>5}x  parity {entry['parity']}"
-                             + ("" if entry.get("timing_reliable", True) else "  timing UNRELIABLE"))
+    for pick in document.pick or ():
+        lines.append(f"batch {pick.batch_size}: " + (f"{pick.fastest} ({pick.fastest_p50_ms:.2f} ms p50, "
+                                                     f"{_num(pick.fastest_ratio_vs_eager, '.2f')}x eager)"
+                                                     if pick.fastest else "no configuration passed parity"))
+        for entry in pick.table:
+            if entry.status == "ok":
+                lines.append(f"  {entry.label:<28} {entry.p50_ms:10.2f} ms  {entry.images_per_s:9.1f} img/s  "
+                             f"{_num(entry.ratio_vs_eager, '.2f'):>5}x  parity {entry.parity}"
+                             + ("" if entry.timing_reliable is not False else "  timing UNRELIABLE"))
             else:
-                lines.append(f"  {entry['label']:<28} {entry['status']}: {entry['reason']}")
-    comparison = [c for c in document.get("peer_comparison") or [] if c["ratio_to_best_peer"] is not None]
+                lines.append(f"  {entry.label:<28} {entry.status}: {entry.reason}")
+    comparison = [c for c in document.peer_comparison or () if c.ratio_to_best_peer is not None]
     if comparison:
         lines.append("against what you would write by hand (paired ratio pick / best peer, < 1: the pick is faster):")
     for c in comparison:
-        lines.append(f"  {c['dtype']} batch {c['batch_size']}: {c['pick']} / {c['best_peer']} = "
-                     f"{c['ratio_to_best_peer']:.3f}")
+        lines.append(f"  {c.dtype} batch {c.batch_size}: {c.pick} / {c.best_peer} = {c.ratio_to_best_peer:.3f}")
     return "\n".join(lines)
 
 
-def write_bench_artifacts(out_dir: Path, document: dict[str, Any], plot: bool = True) -> dict[str, Path]:
-    artifacts = {"json": write_json_atomic(out_dir / "bench.json", document),
-                 "markdown": write_text_atomic(out_dir / "bench.md", render_markdown(document))}
+def write_bench_artifacts(out_dir: Path, document: BenchDocument, plot: bool = True) -> dict[str, Path]:
+    artifacts = {"json": write_json_atomic(out_dir / "bench.json", document.to_json()),
+                 "markdown": write_text_atomic(out_dir / "bench.md", document.to_markdown())}
     if plot:
         from .plot import write_plot
 

@@ -21,18 +21,20 @@ from ..criteria import Criteria
 from ..devices import PINNED_DEVICE_TYPES
 from ..errors import InputError, UsageError
 from ..job.context import JobContext, open_job
+from ..job.header import REFERENCE, DocumentHeader, model_record, target_record
 from ..resources import check_batch_fits
 from ..runners import create_runner
 from . import distributed as dist_utils
 from .aggregate import summarise
 from .config import EvalConfig
 from .dataset import DatasetListing, list_dataset, make_loader
+from .document import SCHEMA_VERSION, EvalDataset, EvalDocument, EvalRun
 from .journal import JournalWriter, clear_journals, journal_path, read_journals
 from .labels import class_namer
 from .loop import ShardEvaluator, ShardResult, StageTimes
 from .records import ImageRecord
 from .reference_cache import ReferenceCache
-from .report import build_document, write_outputs
+from .report import write_outputs
 
 _logger = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ class EvalResult:
     """What rank 0 wrote (the other ranks get ``document=None``) and the verdict every rank returns."""
 
     passed: bool
-    document: dict[str, Any] | None = None
+    document: EvalDocument | None = None
     artifacts: dict[str, Path] = field(default_factory=dict)
 
 
@@ -174,26 +176,39 @@ def _evaluate_share(config: EvalConfig, job: JobContext, ctx: dist_utils.DistCon
 
 def _write(config: EvalConfig, job: JobContext, ctx: dist_utils.DistContext, gathered: Any,
            listing: DatasetListing, resumed: int, runner_settings: dict[str, Any], criteria: Criteria) -> EvalResult:
-    """Rank 0: merge the shards into dataset order, compute the figures and write the artifacts."""
+    """Rank 0: the shards merged into dataset order, the typed document built from them, written."""
     shards: list[ShardResult] = [g[0] for g in gathered]
+    records, skipped = _merged(shards, listing)
+    header = DocumentHeader.of(SCHEMA_VERSION, job, model=model_record(job), reference=REFERENCE,
+                               target=target_record(job, runner_settings, criteria.precision))
+    figures = summarise(records, criteria, config.max_disagreement, config.max_accuracy_drop, config.worst,
+                        class_namer(job.loaded.model))
+    limits = {"max_disagreement": config.max_disagreement, "max_accuracy_drop": config.max_accuracy_drop}
+    doc = EvalDocument.of(header, job.loaded.weights, EvalDataset.of(listing, len(records), skipped),
+                          _run_record(config, ctx, shards, [g[1] for g in gathered if g[1]], resumed),
+                          criteria.to_json() | limits,
+                          StageTimes.merged([s.times for s in shards]).to_json(config.workers, ctx.world_size),
+                          figures)
+    artifacts = write_outputs(Path(job.spec.out_dir), doc, [r.cosine for r in records], [r.rel_l2 for r in records])
+    return EvalResult(passed=doc.passed, document=doc, artifacts=artifacts)
+
+
+def _merged(shards: list[ShardResult], listing: DatasetListing) -> tuple[list[ImageRecord], list[dict[str, str]]]:
+    """Every rank's records and skipped files in dataset order; InputError when no image could be read."""
     position = {it.key: it.position for it in listing.items}
     records = sorted((r for s in shards for r in s.records), key=lambda r: position[r.key])
     skipped = sorted((x for s in shards for x in s.skipped), key=lambda x: position[x["path"]])
     if not records:
         raise InputError(f"--data {listing.root}: no readable images left after skipping "
                          f"{len(skipped)} bad file(s)")
-    figures = summarise(records, criteria, config.max_disagreement, config.max_accuracy_drop, config.worst,
-                        class_namer(job.loaded.model))
-    caches = [g[1] for g in gathered if g[1]]
-    run_info = {
-        **ctx.to_json(), "batch_size": config.target.batch_size, "workers": config.workers,
-        "resumed_images": resumed, "evaluated_now": sum(len(s.records) for s in shards) - resumed,
-        "reference_cache": None if not caches else {"dir": caches[0]["dir"], "hits": sum(c["hits"] for c in caches),
-                                                    "misses": sum(c["misses"] for c in caches)},
-    }
-    throughput = StageTimes.merged([s.times for s in shards]).to_json(config.workers, ctx.world_size)
-    doc = build_document(figures=figures, config=config, job=job, listing=listing, runner_settings=runner_settings,
-                         criteria=criteria, skipped=skipped, run_info=run_info, throughput=throughput)
-    artifacts = write_outputs(Path(job.spec.out_dir), doc, [r.cosine for r in records],
-                              [r.rel_l2 for r in records])
-    return EvalResult(passed=figures["passed"], document=doc, artifacts=artifacts)
+    return records, skipped
+
+
+def _run_record(config: EvalConfig, ctx: dist_utils.DistContext, shards: list[ShardResult],
+                caches: list[dict[str, Any]], resumed: int) -> EvalRun:
+    """How the evaluation ran; the reference cache's hits and misses summed over the ranks."""
+    return EvalRun(**ctx.to_json(), batch_size=config.target.batch_size, workers=config.workers,
+                   resumed_images=resumed, evaluated_now=sum(len(s.records) for s in shards) - resumed,
+                   reference_cache=None if not caches else {"dir": caches[0]["dir"],
+                                                            "hits": sum(c["hits"] for c in caches),
+                                                            "misses": sum(c["misses"] for c in caches)})

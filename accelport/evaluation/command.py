@@ -90,24 +90,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     doc = result.document
     if doc is None:  # not rank 0
         return errors.EXIT_PASSED if result.passed else errors.EXIT_PARITY_FAILED
-    agreement, accuracy = doc["agreement"], doc["accuracy"]
-    print(f"eval {doc['status'].upper()}: {doc['dataset']['num_evaluated']} images "
-          f"({len(doc['dataset']['skipped'])} skipped), target {doc['target']['device']} {doc['target']['dtype']}")
+    agreement, accuracy, throughput = doc.agreement, doc.accuracy, doc.throughput
+    print(f"eval {doc.status.upper()}: {doc.dataset.num_evaluated} images "
+          f"({len(doc.dataset.skipped)} skipped), target {doc.target['device']} {doc.target['dtype']}")
     if accuracy:
         for k in ("top1", "top5"):
             print(f"  {k} accuracy: reference {_pct(accuracy['reference'][k])}, target {_pct(accuracy['target'][k])} "
                   f"({100 * accuracy['difference'][k]:+.2f} pts)")
     print(f"  agreement: top-1 {_pct(agreement['top1'])}, top-5 {_pct(agreement['top5'])} "
           f"({agreement['real_top1_mismatches']} real top-1 mismatches)")
-    print(f"  worst cosine {doc['distributions']['cosine']['min']:.7f}, "
-          f"median rel L2 {doc['distributions']['rel_l2']['p50']:.2e}")
-    for stage in doc["throughput"]["stages"]:
+    print(f"  worst cosine {doc.distributions['cosine']['min']:.7f}, "
+          f"median rel L2 {doc.distributions['rel_l2']['p50']:.2e}")
+    for stage in throughput.stages:
         print(f"  {stage['stage']:<48} {stage['images_per_s']:9.1f} images/s")
-    print(f"  bottleneck: {doc['throughput']['bottleneck']} (waited for data "
-          f"{100 * doc['throughput']['data_wait_share']:.1f} % of the time)")
-    for check in doc["checks"]:
-        if not check["passed"]:
-            print(f"  FAIL {check['name']}: {comparison_text(check['value'], check['op'], check['threshold'])}")
+    print(f"  bottleneck: {throughput.bottleneck} (waited for data {100 * throughput.data_wait_share:.1f} % of the "
+          "time)")
+    for check in doc.checks:
+        if not check.passed:
+            print(f"  FAIL {check.name}: {comparison_text(check.value, check.op, check.threshold)}")
     print("artifacts: " + ", ".join(str(p) for p in result.artifacts.values()))
     return errors.EXIT_PASSED if result.passed else errors.EXIT_PARITY_FAILED
 

@@ -62,6 +62,12 @@ class DocumentHeader:
         return cls(schema_version, utc_now(), round(job.wall_s(), 3), model,
                    environment if environment is not None else describe_environment(job.device), target, reference)
 
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> DocumentHeader:
+        """The header of a saved document (its other keys are ignored): the inverse of ``to_json``."""
+        return cls(document["schema_version"], document["created_utc"], document["wall_time_s"], document["model"],
+                   document["environment"], document.get("target"), document.get("reference"))
+
     def to_json(self) -> dict[str, Any]:
         head = {"schema_version": self.schema_version, "created_utc": self.created_utc,
                 "wall_time_s": self.wall_time_s, "model": self.model}

@@ -19,10 +19,11 @@ from ..evaluation.distributed import DistContext, barrier, broadcast_from_main, 
 from ..job.spec import with_overrides
 from .cell import EXPLAINED, Cell, run_cell
 from .config import DEFAULT_CPU_MEMORY_GB, ZooConfig, child_environment, resolve_models
+from .document import ZooDocument, ZooRow
 from .journal import JOURNAL_NAME, append_row, read_journal, start_journal
 from .plot import write_heatmap
 from .queue import CellQueue
-from .report import build_document, write_outputs
+from .report import write_outputs
 
 _logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ DIST_TIMEOUT_S = 7 * 24 * 3600.0  # rank 0 waits for the slowest rank's last cel
 class ZooResult:
     """The merged document (rank 0; None elsewhere), the files written, and the sweep's exit code."""
 
-    document: dict[str, Any] | None
+    document: ZooDocument | None
     exit_code: int
     artifacts: dict[str, Path] = field(default_factory=dict)
 
@@ -72,10 +73,10 @@ def run_zoo(config: ZooConfig | None = None, **overrides: Any) -> ZooResult:
         rows = _run_pending(ctx, pending, config, str(device), journal)
         result = ZooResult(None, EXIT_PASSED)
         if ctx.is_main:
-            by_key = {**done, **{f"{r['model']}|{r['runtime']}|{r['dtype']}": r for r in rows}}
-            document = build_document(config, models, [by_key[c.key] for c in cells], str(device), ctx.world_size)
+            by_key = {row.key: row for row in map(ZooRow.from_json, [*done.values(), *rows])}  # journal, then new
+            document = ZooDocument.build(config, models, [by_key[c.key] for c in cells], str(device), ctx.world_size)
             artifacts = _write(document, Path(config.spec.out_dir), config.plot)
-            explained = all(row["status"] in EXPLAINED for row in document["rows"])
+            explained = all(row.status in EXPLAINED for row in document.rows)
             result = ZooResult(document, EXIT_PASSED if explained else EXIT_PARITY_FAILED, artifacts)
         result.exit_code = broadcast_from_main(ctx, result.exit_code)
         barrier(ctx)
@@ -84,7 +85,7 @@ def run_zoo(config: ZooConfig | None = None, **overrides: Any) -> ZooResult:
         shutdown(ctx)
 
 
-def _write(document: dict[str, Any], out_dir: Path, plot: bool) -> dict[str, Path]:
+def _write(document: ZooDocument, out_dir: Path, plot: bool) -> dict[str, Path]:
     """zoo.json, zoo.csv, zoo.md and (matplotlib permitting) zoo.png, each written atomically."""
     artifacts = write_outputs(document, out_dir)
     png = write_heatmap(document, out_dir / "zoo.png") if plot else None

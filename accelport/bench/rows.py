@@ -1,0 +1,159 @@
+"""bench.json's rows, picks and peer comparisons as typed records that read and write their exact JSON.
+
+The sweep (sweep.py, points.py) builds rows as JSON dicts point by point and journals them as such; the document
+(document.py) turns them into these records once the sweep is done, and the renderers read only the records.
+A key a newer sweep adds to a row and this module does not know is kept in ``extra`` (written last), so nothing is
+ever dropped on a round trip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+_CONFIG_KEYS = ("label", "runtime", "dtype", "channels_last", "streams", "micro_batch")
+_OK_KEYS = ("setup_s", "parity", "memory", "latency", "images_per_s", "round_p50_ms")
+# Present only on some rows (older documents, no baseline at that batch size, FLOPs not countable); None: absent.
+_OPTIONAL_KEYS = ("load", "reliability", "ratio_vs_eager", "speedup_vs_eager", "achieved_gflops_per_s")
+_KNOWN = {*_CONFIG_KEYS, "kind", "peer", "batch_size", "status", "reason", *_OK_KEYS, *_OPTIONAL_KEYS}
+
+
+def _present(pairs: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    return {key: value for key, value in pairs if value is not None}
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One point of the sweep: a configuration at a batch size, measured (``status == "ok"``) or not, and why."""
+
+    label: str
+    runtime: str
+    dtype: str
+    channels_last: bool
+    streams: int
+    micro_batch: int
+    batch_size: int
+    status: str
+    kind: str | None = None  # None only in documents written before peer rows (then ``peer`` is absent too)
+    peer: str | None = None
+    reason: str | None = None  # why a point was not measured (status unsupported, skipped, error)
+    setup_s: float | None = None
+    parity: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+    latency: dict[str, Any] = field(default_factory=dict)
+    images_per_s: float | None = None
+    round_p50_ms: list[float] = field(default_factory=list)
+    load: list[Any] | None = None
+    reliability: dict[str, Any] | None = None
+    ratio_vs_eager: float | None = None
+    speedup_vs_eager: float | None = None
+    achieved_gflops_per_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def measured(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def passed(self) -> bool:
+        """Measured and within its precision's parity criteria."""
+        return self.measured and bool(self.parity["passed"])
+
+    @property
+    def p50_ms(self) -> float:
+        return float(self.latency["p50_ms"])
+
+    @property
+    def timing_reliable(self) -> bool:
+        return (self.reliability or {}).get("reliable", True)
+
+    @property
+    def is_peer(self) -> bool:
+        return self.kind == "peer"
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BenchRow:
+        known = {key: data[key] for key in _KNOWN if key in data}
+        return cls(**known, extra={k: v for k, v in data.items() if k not in _KNOWN})
+
+    def to_json(self) -> dict[str, Any]:
+        head: dict[str, Any] = {key: getattr(self, key) for key in _CONFIG_KEYS}
+        if self.kind is not None:
+            head |= {"kind": self.kind, "peer": self.peer}
+        head |= {"batch_size": self.batch_size, "status": self.status}
+        if not self.measured:
+            return head | {"reason": self.reason} | self.extra
+        body = {key: getattr(self, key) for key in _OK_KEYS}
+        return head | body | _present(tuple((key, getattr(self, key)) for key in _OPTIONAL_KEYS)) | self.extra
+
+
+@dataclass(frozen=True)
+class PickEntry:
+    """A line of the table that justifies a pick: a measured configuration (by p50) or one that could not run."""
+
+    label: str
+    status: str
+    p50_ms: float | None = None
+    images_per_s: float | None = None
+    ratio_vs_eager: float | None = None
+    parity: str | None = None  # "pass" or "FAIL"
+    timing_reliable: bool | None = None  # None: absent (documents written before timing verdicts): reliable
+    reason: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PickEntry:
+        return cls(**data)
+
+    def to_json(self) -> dict[str, Any]:
+        if self.status != "ok":
+            return {"label": self.label, "status": self.status, "reason": self.reason}
+        data = {"label": self.label, "p50_ms": self.p50_ms, "images_per_s": self.images_per_s,
+                "ratio_vs_eager": self.ratio_vs_eager, "parity": self.parity, "status": self.status}
+        return data if self.timing_reliable is None else data | {"timing_reliable": self.timing_reliable}
+
+
+@dataclass(frozen=True)
+class BatchPick:
+    """The fastest configuration passing parity at one batch size (None: none passed), overall and per dtype."""
+
+    batch_size: int
+    fastest: str | None
+    fastest_p50_ms: float | None
+    fastest_ratio_vs_eager: float | None
+    fastest_by_dtype: dict[str, str | None]
+    table: tuple[PickEntry, ...]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BatchPick:
+        return cls(data["batch_size"], data["fastest"], data["fastest_p50_ms"], data["fastest_ratio_vs_eager"],
+                   dict(data["fastest_by_dtype"]), tuple(PickEntry.from_json(e) for e in data["table"]))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size, "fastest": self.fastest, "fastest_p50_ms": self.fastest_p50_ms,
+                "fastest_ratio_vs_eager": self.fastest_ratio_vs_eager, "fastest_by_dtype": dict(self.fastest_by_dtype),
+                "table": [entry.to_json() for entry in self.table]}
+
+
+@dataclass(frozen=True)
+class PeerComparison:
+    """Per (dtype, batch): the pick against the best hand-written peer (bench/peers.py), paired over rounds."""
+
+    dtype: str
+    batch_size: int
+    pick: str | None
+    pick_p50_ms: float | None
+    best_peer: str | None
+    best_peer_p50_ms: float | None
+    ratio_to_best_peer: float | None
+    round_ratios: list[float]
+    at_least_as_fast: bool | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PeerComparison:
+        return cls(**data)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dtype": self.dtype, "batch_size": self.batch_size, "pick": self.pick,
+                "pick_p50_ms": self.pick_p50_ms, "best_peer": self.best_peer,
+                "best_peer_p50_ms": self.best_peer_p50_ms, "ratio_to_best_peer": self.ratio_to_best_peer,
+                "round_ratios": list(self.round_ratios), "at_least_as_fast": self.at_least_as_fast}

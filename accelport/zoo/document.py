@@ -1,0 +1,206 @@
+"""zoo.json as a typed document: one row per cell (model x runtime x dtype), in plan order, and the pick.
+
+Rows are in plan order (models as given, then runtimes, then dtypes), whoever ran them, so a sweep split over
+torchrun ranks or resumed after a kill produces the same rows as one uninterrupted process. The speed-up of a
+cell is the eager fp32 cell's mean latency over its own (same model, same sweep); the pick is each model's
+fastest passing cell. zoo.csv, zoo.md and zoo.png are rendered from this object (report.py, plot.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any
+
+from .cell import STATUSES
+
+if TYPE_CHECKING:
+    from .config import ZooConfig
+
+SCHEMA_VERSION = 1
+_CELL_KEYS = ("model", "runtime", "dtype", "status", "reason", "exit_code")
+
+
+@dataclass(frozen=True)
+class CellMeasurement:
+    """What a cell's child wrote in its summary.json (cell.summary_fields); absent when it wrote none."""
+
+    output_shape: list[int] | None
+    cosine: float | None
+    max_abs_diff: float | None
+    worst_rel_l2: float | None
+    top1_match: bool | None
+    weights: str | None
+    input_size: list[int] | None
+    export_route: str | None
+    latency_ms: float | None
+    p50_ms: float | None
+    setup_s: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_MEASUREMENT_KEYS = tuple(f.name for f in fields(CellMeasurement))
+_KNOWN = {*_CELL_KEYS, *_MEASUREMENT_KEYS, "wall_s", "speedup_vs_eager"}
+
+
+@dataclass(frozen=True)
+class ZooRow:
+    """One cell's verdict (``status``, and ``reason`` when it did not pass), its figures, its speed-up."""
+
+    model: str
+    runtime: str
+    dtype: str
+    status: str
+    reason: str | None
+    exit_code: int | None
+    wall_s: float
+    measured: CellMeasurement | None = None
+    speedup_vs_eager: float | None = None  # absent from journal rows; the document sets it on every row
+    extra: dict[str, Any] = field(default_factory=dict)  # keys a newer cell writes that this version does not know
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}|{self.runtime}|{self.dtype}"
+
+    @property
+    def column(self) -> str:
+        return f"{self.runtime}/{self.dtype}"
+
+    @property
+    def latency_ms(self) -> float | None:
+        return self.measured.latency_ms if self.measured else None
+
+    @property
+    def export_route(self) -> str | None:
+        return self.measured.export_route if self.measured else None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ZooRow:
+        """A row of zoo.json or of the journal (``--resume``)."""
+        has_summary = any(key in data for key in _MEASUREMENT_KEYS)
+        measured = CellMeasurement(**{k: data.get(k) for k in _MEASUREMENT_KEYS}) if has_summary else None
+        return cls(data["model"], data["runtime"], data["dtype"], data["status"], data.get("reason"),
+                   data.get("exit_code"), data["wall_s"], measured, data.get("speedup_vs_eager"),
+                   {k: v for k, v in data.items() if k not in _KNOWN})
+
+    def to_json(self) -> dict[str, Any]:
+        data = {key: getattr(self, key) for key in _CELL_KEYS}
+        return (data | (self.measured.to_json() if self.measured else {})
+                | {"wall_s": self.wall_s, "speedup_vs_eager": self.speedup_vs_eager} | self.extra)
+
+
+@dataclass(frozen=True)
+class ZooPick:
+    """A model's fastest passing cell (``fastest`` None when none passed)."""
+
+    model: str
+    fastest: ZooRow | None
+
+    @classmethod
+    def of(cls, model: str, rows: tuple[ZooRow, ...]) -> ZooPick:
+        passing = [r for r in rows if r.model == model and r.status == "passed" and r.latency_ms]
+        return cls(model, min(passing, key=lambda r: r.latency_ms or 0.0, default=None))
+
+    def to_json(self) -> dict[str, Any]:
+        best = self.fastest
+        return {"model": self.model, "fastest": None if best is None else {
+            "runtime": best.runtime, "dtype": best.dtype, "latency_ms": best.latency_ms,
+            "speedup_vs_eager": best.speedup_vs_eager, "export_route": best.export_route}}
+
+
+@dataclass(frozen=True)
+class ZooSettings:
+    runtimes: list[str]
+    dtypes: list[str]
+    head: str
+    batch_size: int
+    images: list[str] | str  # "samples/": the bundled samples
+    warmup: int
+    iters: int
+    timeout_s: float
+    memory_gb: float | None
+
+    @classmethod
+    def of(cls, config: ZooConfig) -> ZooSettings:
+        return cls(list(config.runtimes), list(config.dtypes), config.spec.head, config.batch_size,
+                   list(config.spec.images) or "samples/", config.warmup, config.iters, config.timeout_s,
+                   config.memory_gb)
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def with_speedups(rows: list[ZooRow]) -> tuple[ZooRow, ...]:
+    """``speedup_vs_eager`` on every row that has a latency, when the model's eager fp32 cell has one too."""
+    eager = {r.model: r.latency_ms for r in rows if r.runtime == "eager" and r.dtype == "fp32"}
+
+    def speedup(row: ZooRow) -> float | None:
+        base, own = eager.get(row.model), row.latency_ms
+        return round(base / own, 3) if base and own else None
+
+    return tuple(replace(row, speedup_vs_eager=speedup(row)) for row in rows)
+
+
+@dataclass(frozen=True)
+class ZooDocument:
+    """zoo.json. Its columns, counts, pass rate and pick are derived from the rows when the document is built."""
+
+    created_utc: str
+    device: str
+    world_size: int
+    settings: ZooSettings
+    versions: dict[str, str | None]
+    models: list[str]
+    rows: tuple[ZooRow, ...]
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def build(cls, config: ZooConfig, models: list[str], rows: list[ZooRow], device: str,
+              world_size: int) -> ZooDocument:
+        from ..environment import package_version
+
+        return cls(dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), device, world_size,
+                   ZooSettings.of(config),
+                   {p: package_version(p) for p in ("torch", "timm", "onnxruntime", "openvino", "accelport")},
+                   list(models), with_speedups(rows))
+
+    @property
+    def columns(self) -> list[str]:
+        return list(dict.fromkeys(row.column for row in self.rows))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {status: sum(r.status == status for r in self.rows) for status in STATUSES}
+
+    @property
+    def pass_rate(self) -> float | None:
+        return round(self.counts["passed"] / len(self.rows), 4) if self.rows else None
+
+    @property
+    def pick(self) -> list[ZooPick]:
+        return [ZooPick.of(model, self.rows) for model in self.models]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ZooDocument:
+        return cls(data["created_utc"], data["device"], data["world_size"], ZooSettings(**data["settings"]),
+                   data["versions"], data["models"], tuple(ZooRow.from_json(r) for r in data["rows"]),
+                   data["schema_version"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema_version": self.schema_version, "kind": "accelport-zoo", "created_utc": self.created_utc,
+                "device": self.device, "world_size": self.world_size, "settings": self.settings.to_json(),
+                "versions": self.versions, "models": self.models, "columns": self.columns, "counts": self.counts,
+                "pass_rate": self.pass_rate, "rows": [row.to_json() for row in self.rows],
+                "pick": [p.to_json() for p in self.pick]}
+
+    def to_csv(self) -> str:
+        from .report import render_csv
+
+        return render_csv(self)
+
+    def to_markdown(self, with_pick: bool = True) -> str:
+        from .report import render_markdown
+
+        return render_markdown(self, with_pick)
