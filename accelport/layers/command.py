@@ -51,19 +51,19 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     from .api import describe_first_divergent, run_layers
 
     result = run_layers(config_from_args(args))
-    data, memory = result.data, result.data["memory"]
-    print(f"accelport layers: {data['model']['name']}, target {data['target']['device']} {data['target']['runtime']} "
-          f"{data['target']['dtype']} vs CPU fp32, {data['num_images']} image(s), criteria "
-          f"{data['criteria']['precision']} (max_rel_l2 {data['criteria']['max_rel_l2']:g}, "
-          f"min_cosine {data['criteria']['min_cosine']:g})")
+    document = result.document
+    target, comparison = document.header.target or {}, document.comparison
+    criteria, memory = comparison.criteria, comparison.memory
+    print(f"accelport layers: {document.header.model['name']}, target {target['device']} {target['runtime']} "
+          f"{target['dtype']} vs CPU fp32, {comparison.num_images} image(s), criteria "
+          f"{criteria.precision} (max_rel_l2 {criteria.max_rel_l2:g}, min_cosine {criteria.min_cosine:g})")
     for line in describe_first_divergent(result):
         print(line)
-    peak = memory["process_rss_peak_bytes"]
-    print(f"memory: activations held at once {memory['held_activations_peak_bytes'] / 2**20:.1f} MiB (all module "
-          f"outputs of one side for one batch: {memory['all_module_outputs_bytes'] / 2**20:.1f} MiB); process peak "
+    peak, device_peak = memory.process_rss_peak_bytes, memory.device_peak_allocated_bytes
+    print(f"memory: activations held at once {memory.held_activations_peak_bytes / 2**20:.1f} MiB (all module "
+          f"outputs of one side for one batch: {memory.all_module_outputs_bytes / 2**20:.1f} MiB); process peak "
           f"RSS {'n/a' if peak is None else f'{peak / 2**20:.0f} MiB'}"
-          + ("" if memory["device_peak_allocated_bytes"] is None
-             else f"; device peak {memory['device_peak_allocated_bytes'] / 2**20:.0f} MiB"))
+          + ("" if device_peak is None else f"; device peak {device_peak / 2**20:.0f} MiB"))
     print("files: " + ", ".join(str(p) for p in result.artifacts.values()))
     return errors.EXIT_PARITY_FAILED if result.diverged else errors.EXIT_PASSED
 

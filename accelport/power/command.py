@@ -45,17 +45,17 @@ def _cmd_power(args: argparse.Namespace) -> int:
     from .api import run_power
 
     result = run_power(config_from_args(args))
-    data = result.data
-    print(f"accelport power: {data['model']}, {data['device']} {data['runtime']} {data['dtype']} "
-          f"(criteria {data['precision']}), {len(data['faults'])} faulty copies")
-    for entry in data["summary"]:
-        layers = entry["layers"] or {}
-        smallest = "not detected" if not entry["detected"] else (
-            "detected" if entry["smallest_detected"] is None else f"detected from {entry['smallest_detected']:g}")
-        named = "" if not layers else (", layers names it" if layers["names_module"] else ", layers does NOT name it")
-        print(f"  {entry['kind']:<24} {smallest}{named}")
+    document = result.document
+    print(f"accelport power: {document.model}, {document.device} {document.runtime} {document.dtype} "
+          f"(criteria {document.precision}), {len(document.faults)} faulty copies")
+    for entry in document.summary:
+        smallest = "not detected" if not entry.detected else (
+            "detected" if entry.smallest_detected is None else f"detected from {entry.smallest_detected:g}")
+        named = "" if entry.layers is None else (
+            ", layers names it" if entry.layers.names_module else ", layers does NOT name it")
+        print(f"  {entry.kind:<24} {smallest}{named}")
     print("files: " + ", ".join(str(p) for p in result.artifacts.values()))
-    return errors.EXIT_PASSED if all(e["detected"] for e in data["summary"]) else errors.EXIT_PARITY_FAILED
+    return errors.EXIT_PASSED if document.passed else errors.EXIT_PARITY_FAILED
 
 
 def register(commands: argparse._SubParsersAction) -> None:
