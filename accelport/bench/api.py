@@ -8,13 +8,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..job.context import JobContext, open_job
+from ..job.result import CommandResult
 from ..job.spec import with_overrides
 from ..runners.cache import weights_digest
 from .config import BenchConfig
@@ -29,10 +30,8 @@ _NOT_IN_FINGERPRINT = ("out_dir", "images", "target_weights", "skip_bad_images",
                        "resume")
 
 
-@dataclass
-class BenchResult:
-    document: BenchDocument
-    artifacts: dict[str, Path] = field(default_factory=dict)
+class BenchResult(CommandResult[BenchDocument]):
+    """The typed sweep document (``data``: bench.json) and the files written."""
 
 
 def journal_fingerprint(config: BenchConfig, job: JobContext, images: list[str]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ Also the seam for ``accelport run --layers-on-fail``: the run passes its opened 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from ..criteria import Criteria, criteria_for
 from ..devices import apply_numeric_settings
 from ..job.context import JobContext, open_job
 from ..job.header import REFERENCE, DocumentHeader, model_record, target_record, weights_record
+from ..job.result import CommandResult
 from ..job.spec import with_overrides
 from ..runners import DTYPES, create_runner
 from .capture import TargetCast
@@ -32,16 +33,8 @@ SCHEMA_VERSION = 1
 
 
 @dataclass
-class LayersResult:
-    """What a layer comparison produced: the typed layers document and the files written."""
-
-    document: LayersDocument
-    artifacts: dict[str, Path] = field(default_factory=dict)
-
-    @property
-    def data(self) -> dict[str, Any]:
-        """The document as written to layers.json."""
-        return self.document.to_json()
+class LayersResult(CommandResult[LayersDocument]):
+    """What a layer comparison produced: the typed layers document (``data``: layers.json) and the files written."""
 
     @property
     def comparison(self) -> LayerComparison:

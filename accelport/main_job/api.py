@@ -13,6 +13,7 @@ import torch
 
 from ..errors import RuntimeUnavailableError
 from ..job.context import JobContext, open_job
+from ..job.result import CommandResult
 from ..job.spec import Target, with_overrides
 from ..latency import LatencyReport, make_batch, measure_latency
 from ..parity import ParityResult, compare_outputs
@@ -32,18 +33,16 @@ _logger = logging.getLogger(__name__)
 
 
 @dataclass
-class RunResult:
-    """What a run produced: the typed summary document, the outputs, and the artifact paths."""
+class RunResult(CommandResult[RunSummary]):
+    """What a run produced: the typed summary document, both sides' outputs, and the artifact paths."""
 
-    document: RunSummary
-    reference: np.ndarray
-    target: np.ndarray
-    artifacts: dict[str, Path] = field(default_factory=dict)
+    reference: np.ndarray = field(kw_only=True)
+    target: np.ndarray = field(kw_only=True)
 
     @property
     def summary(self) -> dict[str, Any]:
         """The summary as written to summary.json."""
-        return self.document.to_json()
+        return self.data
 
     @property
     def passed(self) -> bool:
@@ -80,7 +79,7 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     if config.layers_on_fail and not document.passed:
         document = replace(document, layer_report=_localise(job, target, stream), layers_requested=True)
     saved = (outputs.reference, outputs.target) if config.save_outputs else (None, None)
-    result = RunResult(document, outputs.reference, outputs.target)
+    result = RunResult(document, reference=outputs.reference, target=outputs.target)
     result.artifacts = write_artifacts(Path(job.spec.out_dir), document, *saved)
     return result
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import torch
 
 from ..criteria import criteria_for
 from ..job.context import open_job
+from ..job.result import CommandResult
 from ..job.spec import with_overrides
 from ..layers.capture import TargetCast
 from ..layers.compare import compare_layers
@@ -33,17 +33,8 @@ from .report import write_power_artifacts
 _logger = logging.getLogger(__name__)
 
 
-@dataclass
-class PowerResult:
-    """The typed power document and the files written."""
-
-    document: PowerDocument
-    artifacts: dict[str, Path] = field(default_factory=dict)
-
-    @property
-    def data(self) -> dict[str, Any]:
-        """The document as written to power.json."""
-        return self.document.to_json()
+class PowerResult(CommandResult[PowerDocument]):
+    """The typed power document (``data``: power.json) and the files written."""
 
 
 def run_power(config: PowerConfig | None = None, **overrides: Any) -> PowerResult:
