@@ -113,3 +113,13 @@ def with_overrides(config: ConfigT, **overrides: Any) -> ConfigT:
     if overrides:
         raise TypeError(f"{type(config).__name__}: unknown field(s) {', '.join(sorted(overrides))}")
     return replace(current, **changes)
+
+
+class FromFlatNames:
+    """Gives a command's config ``Config.of(**flat)``: its defaults with the public API's flat flag names applied
+    (``RunConfig.of(model=..., dtype="bf16", batch_size=8)``), each put where it belongs by ``with_overrides``."""
+
+    @classmethod
+    def of(cls: type[ConfigT], **flat: Any) -> ConfigT:
+        return with_overrides(cls(), **flat)
+

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..errors import RuntimeUnavailableError, UsageError
-from ..job.spec import JobSpec, Target, with_overrides
+from ..job.spec import FromFlatNames, JobSpec, Target
 from ..runners.base import QUANTIZED_DTYPES
 
 MODES = ("chained", "isolated")
@@ -14,18 +13,13 @@ SUPPORTED_RUNTIMES = ("eager",)
 
 
 @dataclass(frozen=True)
-class LayersConfig:
+class LayersConfig(FromFlatNames):
     """Every field is a flag of ``accelport layers``; the shared ones (spec, target) mean what they mean for
     ``accelport run``, whose --layers-on-fail passes its own."""
 
     spec: JobSpec = field(default_factory=JobSpec)
     target: Target = field(default_factory=Target)
     modes: tuple[str, ...] = MODES
-
-    @classmethod
-    def of(cls, **flat: Any) -> LayersConfig:
-        """From flat flag names: ``LayersConfig.of(device="cpu", dtype="bf16", modes=("chained",))``."""
-        return with_overrides(cls(), **flat)
 
 
 def validate(config: LayersConfig) -> None:

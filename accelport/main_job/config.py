@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..errors import UsageError
-from ..job.spec import JobSpec, Target, with_overrides
+from ..job.spec import FromFlatNames, JobSpec, Target
 from ..runners import QUANTIZED_DTYPES
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(FromFlatNames):
     """Everything ``accelport run`` (and ``python inference.py``) does; every field is a CLI flag."""
 
     spec: JobSpec = field(default_factory=JobSpec)
@@ -21,11 +20,6 @@ class RunConfig:
     save_outputs: bool = False
     layers_on_fail: bool = False
     structural_proof: bool = True  # half precision / fp32-fast: also run the target in strict fp32
-
-    @classmethod
-    def of(cls, **flat: Any) -> RunConfig:
-        """From the flat flag names of the public API: ``RunConfig.of(model=..., dtype=..., batch_size=8)``."""
-        return with_overrides(cls(), **flat)
 
     def validate(self) -> None:
         self.spec.validate()

@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..errors import InputError, UsageError
-from ..job.spec import JobSpec, with_overrides
+from ..job.spec import FromFlatNames, JobSpec
 
 ZOO_RUNTIMES = ("eager", "compile", "onnxruntime", "openvino")
 DEFAULT_CPU_MEMORY_GB = 16.0
@@ -20,7 +19,7 @@ PATTERN_CHARS = "*?["
 
 
 @dataclass(frozen=True)
-class ZooConfig:
+class ZooConfig(FromFlatNames):
     """Every field is a flag of ``accelport zoo``. The spec's model and weights are per cell (each cell looks its
     weights up as ``run`` does); its inputs, device, weight lookup, seed and out dir are the sweep's."""
 
@@ -40,11 +39,6 @@ class ZooConfig:
     resume: bool = False
     progress: bool = True
     plot: bool = True
-
-    @classmethod
-    def of(cls, **flat: Any) -> ZooConfig:
-        """From flat flag names: ``ZooConfig.of(models=("resnet18",), device="cpu", out_dir="logs/z")``."""
-        return with_overrides(cls(), **flat)
 
     def validate(self) -> None:
         from ..runners import check_runtimes_and_dtypes
