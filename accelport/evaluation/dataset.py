@@ -30,17 +30,9 @@ _logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class DatasetItem:
-    """One image: its place in the sorted listing, its path relative to ``--data`` (its identity) and label."""
-
-    position: int
-    key: str
-    path: Path
-    label: int | None
-
-
-@dataclass(frozen=True)
 class DatasetListing:
+    """What ``--data`` holds: every image in sorted order (``items``) and where their labels come from."""
+
     root: Path
     items: list[DatasetItem]
     labels: LabelSource
@@ -48,6 +40,16 @@ class DatasetListing:
     @property
     def labelled(self) -> bool:
         return self.labels.kind != "none"
+
+
+@dataclass(frozen=True)
+class DatasetItem:
+    """One image: its place in the sorted listing, its path relative to ``--data`` (its identity) and label."""
+
+    position: int
+    key: str
+    path: Path
+    label: int | None
 
 
 def list_dataset(root: str | Path, labels_spec: str, model: torch.nn.Module, num_classes: int) -> DatasetListing:
