@@ -17,6 +17,7 @@ import torch
 from ..job.context import JobContext, open_job
 from ..job.spec import with_overrides
 from ..runners.cache import weights_digest
+from ..runners.quantize import calibration_overlap
 from .config import BenchConfig
 from .document import bench_environment, sweep_document
 from .journal import JOURNAL_NAME, JournalWriter, read_journal
@@ -76,7 +77,10 @@ def _journaled_sweep(job: JobContext, config: BenchConfig) -> dict[str, Any]:
     journal = JournalWriter(path, fingerprint, fresh=not config.resume)
     try:
         with intra_op_threads(config.threads) as threads:
-            return sweep_document(job, config, images.tensor, threads, journal, resumed)
+            document = sweep_document(job, config, images.tensor, threads, journal, resumed)
+        if document["settings"]["calibration"] is not None:  # int8: judged on its own calibration images?
+            document["settings"]["calibration_overlap"] = calibration_overlap(config.calibration, images.paths)
+        return document
     except KeyboardInterrupt:
         _logger.warning("interrupted: every finished point is kept in %s; run the same command with --resume to go "
                         "on from them", path)

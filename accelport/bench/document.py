@@ -56,7 +56,7 @@ def sweep_document(job: JobContext, config: BenchConfig, images: torch.Tensor, t
     configurations = plan_configurations(config.runtimes, config.dtypes, config.channels_last, config.streams,
                                          config.micro_batches, peers=config.peers)
     settings = SweepSettings(config.warmup, config.iters, config.max_time_s, threads, config.cache_dir, config.progress,
-                             config.rounds)
+                             config.rounds, config.calibration, job.spec.fp32_math)
     records, rows = sweep(job.loaded.model, images, reference, job.device, configurations, config.batch_sizes,
                           criteria, job.spec.head == "classifier", settings, journal, resumed)
     add_ratios(rows)
@@ -77,7 +77,8 @@ def sweep_document(job: JobContext, config: BenchConfig, images: torch.Tensor, t
                      "warmup": config.warmup, "iters": config.iters, "max_time_s": config.max_time_s,
                      "rounds": config.rounds,
                      "threads": threads, "fp32_math": job.spec.fp32_math, "num_images": int(images.shape[0]),
-                     "cache_dir": config.cache_dir, "peers": config.peers},
+                     "cache_dir": config.cache_dir, "peers": config.peers,
+                     "calibration": list(config.calibration) or "bundled samples" if "int8" in config.dtypes else None},
         "criteria": {d: c.to_json() for d, c in criteria.items()},
         "baseline": "eager fp32 (plain timm, contiguous) on the same device, same run",
         "configurations": records,
