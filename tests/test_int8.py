@@ -110,3 +110,93 @@ def test_calibration_that_overlaps_the_judged_images_is_counted_and_warned(two_i
     assert calibration_overlap([two_images[0], str(DEFAULT_SAMPLES_DIR / "horse.png")], judged) == 1
     assert "share 1 image" in caplog.text
     assert calibration_overlap([], judged) == 2  # the bundled samples serve both: counted, said at info level
+
+
+# bench --dtypes int8 ---------------------------------------------------------------------------------------------
+CALIBRATION = (str(DEFAULT_SAMPLES_DIR / "astronaut.jpg"), str(DEFAULT_SAMPLES_DIR / "coffee.jpg"))
+FAST_BENCH = ["--iters", "1", "--warmup", "0", "--max-time", "1", "--rounds", "1", "--no-progress", "--no-plot"]
+
+
+@pytest.fixture(scope="module")
+def int8_bench(tmp_path_factory, weights_files, two_images):
+    """One sweep: eager and ONNX Runtime in int8 only (the eager fp32 baseline comes with it), batch 1."""
+    if not _installed(*ENGINES["onnxruntime"]):
+        pytest.skip("needs onnxruntime, onnx")
+    out = tmp_path_factory.mktemp("int8_bench")
+    code = main(["bench", "--model", MODEL, "--weights", str(weights_files["clean"]), "--device", "cpu",
+                 "--runtimes", "eager,onnxruntime", "--dtypes", "int8", "--batch-sizes", "1", "--images",
+                 *two_images, "--calibration", *CALIBRATION, "--out-dir", str(out), *FAST_BENCH])
+    return code, out, json.loads((out / "bench.json").read_text())
+
+
+def test_bench_int8_point_is_quantised_calibrated_and_proved(int8_bench):
+    code, _, document = int8_bench
+    rows = {r["label"]: r for r in document["rows"]}
+    row = rows["onnxruntime int8"]
+    assert code == 0 and row["status"] == "ok" and row["kind"] == "accelport"
+    assert row["parity"]["precision"] == "int8" and row["parity"]["passed"]
+    assert row["parity"]["worst_sample_rel_l2"] > 1e-3  # quantised, not the fp32 export
+    proof = row["parity"]["structural_proof"]  # the same engine in strict fp32, fp32 criteria
+    assert proof["status"] == "passed" and proof["criteria"] == "fp32" and proof["worst_sample_rel_l2"] < 1e-4
+    assert row["calibration"]["calibration_images"] == 2 and row["calibration"]["calibration_source"] == ", ".join(
+        CALIBRATION) and row["calibration"]["quantizer"].startswith("onnxruntime.")
+    assert document["settings"]["calibration"] == list(CALIBRATION) and document["settings"]["calibration_overlap"] == 0
+    assert document["criteria"]["int8"]["precision"] == "int8"
+    assert rows["eager int8"]["status"] == "unsupported" and "onnxruntime" in rows["eager int8"]["reason"]
+    assert rows["eager fp32"]["kind"] == "baseline" and row["ratio_vs_eager"] > 0  # the int8 targets' ratio
+    assert document["pick"][0]["fastest_by_dtype"]["int8"] == "onnxruntime int8"
+    assert not [r for r in document["rows"] if r.get("kind") == "peer"]  # int8 has no peer (bench/peers.py)
+
+
+def test_run_runtime_auto_int8_takes_the_int8_pick_of_the_bench(int8_bench, weights_files, two_images):
+    _, out, _ = int8_bench
+    result = accelport.run(model=MODEL, weights=str(weights_files["clean"]), device="cpu", runtime="auto",
+                           dtype="int8", images=tuple(two_images[:1]), calibration=CALIBRATION, iters=1, warmup=0,
+                           out_dir=str(out))
+    auto = result.summary["target"]["auto"]
+    assert result.summary["target"]["runtime"] == "onnxruntime" and auto["source"].endswith("bench.json")
+    assert result.passed and result.summary["structural_proof"]["status"] == "passed"
+
+
+def test_a_weight_fault_fails_the_int8_bench_point_through_the_structural_proof(weights_files, two_images):
+    """The port (noisy weights) against the reference of the clean ones: the int8 point fails, and the
+    structural proof is what says why (int8's own noise may hide a 1 % weight fault)."""
+    if not _installed(*ENGINES["onnxruntime"]):
+        pytest.skip("needs onnxruntime, onnx")
+    from safetensors.torch import load_file
+
+    from accelport.bench.document import reference_outputs
+    from accelport.bench.sweep import Configuration, SweepSettings, sweep
+    from accelport.criteria import criteria_for
+    from accelport.preprocess import data_config_for, load_images, make_transform
+
+    models = {}
+    for name in ("clean", "noisy"):
+        models[name] = timm.create_model(MODEL, pretrained=False).eval()
+        models[name].load_state_dict(load_file(str(weights_files[name])))
+    images = load_images(two_images[:1], make_transform(data_config_for(models["clean"], False))).tensor
+    reference = reference_outputs(models["clean"], images)
+    _, rows = sweep(models["noisy"], images, reference, torch.device("cpu"), [Configuration("onnxruntime", "int8")],
+                    (1,), {"int8": criteria_for("int8")}, True,
+                    SweepSettings(warmup=0, iters=1, max_time_s=1, progress=False, calibration=CALIBRATION[:1]))
+    parity = rows[0]["parity"]
+    assert rows[0]["status"] == "ok" and not parity["passed"] and "structural_proof" in parity["failed_checks"]
+    assert parity["structural_proof"]["status"] == "failed" and not parity["structural_proof"]["passed"]
+
+
+@pytest.mark.parametrize("flags, culprit", [
+    (["--dtypes", "fp32", "--calibration", str(DEFAULT_SAMPLES_DIR)], "--calibration"),
+    (["--dtypes", "int8", "--calibration", "/no/such/folder"], "--calibration /no/such/folder"),
+    (["--dtypes", "int4"], "--dtypes 'int4'"),
+])
+def test_bench_int8_usage_errors_name_the_flag(tmp_path, capsys, flags, culprit):
+    code = main(["bench", "--model", MODEL, "--device", "cpu", "--out-dir", str(tmp_path), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and culprit in err and "Traceback" not in err and not (tmp_path / "bench.json").exists()
+
+
+def test_int8_has_no_peer_rows_but_float_dtypes_keep_theirs():
+    from accelport.bench.peers import peer_names
+
+    assert peer_names(("int8",)) == []
+    assert {dtype for _, dtype in peer_names(("fp32", "int8"))} == {"fp32"}

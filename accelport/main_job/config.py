@@ -7,7 +7,6 @@ from typing import Any
 
 from ..errors import UsageError
 from ..job.spec import JobSpec, Target, with_overrides
-from ..runners import QUANTIZED_DTYPES
 
 
 @dataclass(frozen=True)
@@ -34,6 +33,3 @@ class RunConfig:
             raise UsageError(f"--iters {self.iters}: must be at least 1")
         if self.warmup < 0:
             raise UsageError(f"--warmup {self.warmup}: must be at least 0")
-        if self.target.runtime == "auto" and self.target.dtype in QUANTIZED_DTYPES:
-            raise UsageError(f"--runtime auto --dtype {self.target.dtype}: the bench does not sweep "
-                             f"{self.target.dtype} yet; name the runtime: onnxruntime, openvino or compile")
