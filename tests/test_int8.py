@@ -200,3 +200,51 @@ def test_int8_has_no_peer_rows_but_float_dtypes_keep_theirs():
 
     assert peer_names(("int8",)) == []
     assert {dtype for _, dtype in peer_names(("fp32", "int8"))} == {"fp32"}
+
+
+def test_power_int8_is_refused_saying_why_and_what_to_run(tmp_path, capsys):
+    code = main(["power", "--model", MODEL, "--device", "cpu", "--runtime", "onnxruntime", "--dtype", "int8",
+                 "--out-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--dtype int8" in err and "--dtype fp32" in err
+    assert "structural proof" in err and not list(tmp_path.iterdir())
+
+
+# eval --dtype int8 ------------------------------------------------------------------------------------------------
+def test_eval_int8_reports_accuracy_and_agreement_with_the_fp32_reference(tmp_path, weights_files):
+    """Two images in ImageNet class folders, labelled from plain timm's own fp32 ranking: one with its top-1 class
+    (right), one with its least likely class (wrong), so the reference's accuracy is 1/2 by construction."""
+    if not _installed(*ENGINES["onnxruntime"]):
+        pytest.skip("needs onnxruntime, onnx")
+    import shutil
+
+    from safetensors.torch import load_file
+    from timm.data import ImageNetInfo
+
+    from accelport.preprocess import data_config_for, load_images, make_transform
+
+    model = timm.create_model(MODEL, pretrained=False).eval()
+    model.load_state_dict(load_file(str(weights_files["clean"])))
+    names = ("horse.png", "rocket.jpg")
+    images = load_images([DEFAULT_SAMPLES_DIR / n for n in names], make_transform(data_config_for(model, False)))
+    with torch.no_grad():
+        ranking = torch.argsort(model(images.tensor), dim=1, descending=True)
+    wnids = ImageNetInfo("imagenet-1k").label_names()
+    for name, label in zip(names, (int(ranking[0, 0]), int(ranking[1, -1])), strict=True):
+        (tmp_path / "data" / wnids[label]).mkdir(parents=True)
+        shutil.copy(DEFAULT_SAMPLES_DIR / name, tmp_path / "data" / wnids[label] / name)
+    code = main(["-q", "eval", "--data", str(tmp_path / "data"), "--model", MODEL, "--weights",
+                 str(weights_files["clean"]), "--device", "cpu", "--runtime", "onnxruntime", "--dtype", "int8",
+                 "--calibration", *CALIBRATION, "--workers", "0", "--batch-size", "2", "--no-progress", "--out-dir",
+                 str(tmp_path / "out")])
+    doc = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert code in (0, 1) and doc["status"] == ("passed" if code == 0 else "failed")
+    assert doc["target"]["dtype"] == "int8" and doc["criteria"]["precision"] == "int8"
+    assert doc["target"]["effective_precision"] == "int8" and doc["target"]["calibration_images"] == 2
+    accuracy, agreement = doc["accuracy"], doc["agreement"]
+    assert accuracy["num_images"] == 2 and accuracy["reference"]["top1_correct"] == 1  # CPU fp32, by construction
+    assert accuracy["target"]["top1_correct"] in (0, 1, 2) and "top5" in accuracy["target"]
+    assert agreement["top1"] == 1 - agreement["top1_mismatches"] / 2 and "real_top1_mismatches" in agreement
+    assert doc["distributions"]["rel_l2"]["max"] > 1e-3  # int8 outputs, not the fp32 export's
+    markdown = (tmp_path / "out" / "eval.md").read_text()
+    assert "int8" in markdown and "## Accuracy" in markdown
