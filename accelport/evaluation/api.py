@@ -29,7 +29,7 @@ from .config import EvalConfig
 from .dataset import DatasetListing, list_dataset, make_loader
 from .journal import JournalWriter, clear_journals, journal_path, read_journals
 from .labels import class_namer
-from .loop import ShardEvaluator, ShardResult, StageTimes
+from .loop import ShardEvaluator, ShardResult, StageTimes, add_structural_proof, fp32_twin
 from .records import ImageRecord
 from .reference_cache import ReferenceCache
 from .report import build_document, write_outputs
@@ -51,6 +51,7 @@ def _fingerprint(config: EvalConfig, job: JobContext, listing: DatasetListing, c
     loaded, target = job.loaded, config.target
     return {
         "model": loaded.name, "head": loaded.head, "weights": _weights_identity(loaded, job.spec.seed),
+        "target_weights": job.target_model.weights.sha256 if job.separate_target else None,
         "data_config": job.data_config.to_json(), "data": str(listing.root.resolve()),
         "labels": listing.labels.to_json(), "device_type": job.device.type, "runtime": target.runtime,
         "dtype": target.dtype, "channels_last": target.channels_last, "fp32_math": job.spec.fp32_math,
@@ -159,17 +160,18 @@ def _evaluate_share(config: EvalConfig, job: JobContext, ctx: dist_utils.DistCon
                          job.device.type in PINNED_DEVICE_TYPES)
     progress = _progress_bar(ctx, len(items), config.progress)
     with create_runner("eager", job.loaded.model, torch.device("cpu"), "fp32") as reference_runner, \
-            create_runner(target.runtime, job.loaded.model, job.device, target.dtype, target.channels_last,
+            create_runner(target.runtime, job.target_model.model, job.device, target.dtype, target.channels_last,
                           **target.runner_options()) as target_runner, \
             JournalWriter(journal_path(Path(job.spec.out_dir), ctx.rank), fingerprint) as journal:
         evaluator = ShardEvaluator(items, reference_runner, target_runner, job.loaded.num_classes, criteria,
-                                   cache, journal, job.spec.skip_bad_images)
+                                   cache, journal, job.spec.skip_bad_images, proof=fp32_twin(target_runner))
         try:
             shard = evaluator.run(loader, progress, on_batch)
         finally:
             if progress is not None:
                 progress.close()
-        return shard, target_runner.describe(), cache
+        weights = {"target_weights": job.target_model.weights.sha256} if job.separate_target else {}
+        return shard, target_runner.describe() | weights, cache
 
 
 def _write(config: EvalConfig, job: JobContext, ctx: dist_utils.DistContext, gathered: Any,
@@ -184,6 +186,7 @@ def _write(config: EvalConfig, job: JobContext, ctx: dist_utils.DistContext, gat
                          f"{len(skipped)} bad file(s)")
     figures = summarise(records, criteria, config.max_disagreement, config.max_accuracy_drop, config.worst,
                         class_namer(job.loaded.model))
+    add_structural_proof(figures, runner_settings, shards)  # int8: the target engine in strict fp32
     caches = [g[1] for g in gathered if g[1]]
     run_info = {
         **ctx.to_json(), "batch_size": config.target.batch_size, "workers": config.workers,

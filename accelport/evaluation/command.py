@@ -35,6 +35,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
     model = parser.add_argument_group("model and weights")
     arguments.add_model_arguments(model, features=False)
+    arguments.add_target_weights_argument(model)
 
     target = parser.add_argument_group("target")
     arguments.add_target_arguments(target, device_help="auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps; under torchrun, a "
