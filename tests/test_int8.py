@@ -305,3 +305,19 @@ def test_compile_int8_without_torchao_is_unavailable_saying_what_to_install(monk
     monkeypatch.setitem(sys.modules, "torchao.quantization.pt2e.quantize_pt2e", None)  # import fails
     with pytest.raises(RuntimeUnavailableError, match="pip install torchao"):
         export_pt2e_int8(torch.nn.Linear(2, 2), torch.zeros(1, 2), None)  # type: ignore[arg-type]
+
+
+def test_int8_targets_of_issue_13_are_judged_from_the_sweeps_int8_rows():
+    """No int8 roofline floor exists to measure (torch's CPU int8 matmul is a reference kernel), and a CPU without
+    VNNI is slower at int8, not without it: the AVX2 int8 target stays checkable there."""
+    from accelport.bench.roofline import TARGETS, matmul_peak, target_reach
+
+    avx2 = {"name": "AVX2", "int8_dot": False, "bf16_arithmetic": False}
+    int8_avx2 = next(t for t in TARGETS if t["dtype"] == "int8" and t["isa"] == "avx2")
+    reach = target_reach(int8_avx2, avx2, None)
+    assert reach.startswith("unknown: no int8 roofline floor") and "no VNNI here" in reach
+    int8_avx512 = next(t for t in TARGETS if t["dtype"] == "int8" and t["isa"] == "avx512")
+    assert target_reach(int8_avx512, avx2, None).startswith("not checkable here")
+    assert "VNNI" not in target_reach(int8_avx512, {"name": "AMX", "int8_dot": True}, None)
+    with pytest.raises(ValueError, match="no int8 matmul peak"):
+        matmul_peak(torch.device("cpu"), "int8")
