@@ -39,8 +39,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                             f"{'/'.join(QUANTIZED_DTYPES)}: post-training static quantisation by each engine's own "
                             "tool (onnxruntime, openvino, compile; eager is recorded as unsupported), judged by the "
                             "int8 criteria plus the structural proof (the same engine in strict fp32); no peer rows. "
-                            "Not in the default: it adds a quantisation and an fp32 proof run per point (about 2 "
-                            "minutes on 2 AVX2 cores, more with compile) and the default bench must stay under 10")
+                            "Not in the default: per runtime and batch size it adds a quantisation (PT2E: an "
+                            "Inductor compilation, ~1 min on 2 AVX2 cores), an fp32 proof run and a timed point, "
+                            "estimated at 3-5 more minutes, and the default bench must stay under 10")
     sweep.add_argument("--batch-sizes", default=",".join(map(str, d.batch_sizes)),
                        help="comma-separated (default: %(default)s)")
     sweep.add_argument("--channels-last", default=d.channels_last, choices=CHANNELS_LAST_MODES,
