@@ -70,9 +70,12 @@ def padded_outputs(runner: Runner, images: torch.Tensor, batch_size: int) -> np.
 
 
 def check_parity(runner: Runner, images: torch.Tensor, reference: np.ndarray, batch_size: int, criteria: Criteria,
-                 is_classifier: bool, proof: Proof | None = None) -> dict[str, Any]:
-    """The point's parity with its precision's criteria; with ``proof`` (int8), also the structural proof, whose
-    failure fails the point (as it fails ``run``): int8's own error hides a weight fault that fp32 sees."""
+                 is_classifier: bool) -> dict[str, Any]:
+    return _parity(runner, images, reference, batch_size, criteria, is_classifier)[0]
+
+
+def _parity(runner: Runner, images: torch.Tensor, reference: np.ndarray, batch_size: int, criteria: Criteria,
+            is_classifier: bool) -> tuple[dict[str, Any], np.ndarray]:
     index = padded_indices(images.shape[0], batch_size)
     outputs = padded_outputs(runner, images, batch_size)
     result = compare_outputs(reference[index], outputs, criteria, is_classifier)
@@ -81,11 +84,15 @@ def check_parity(runner: Runner, images: torch.Tensor, reference: np.ndarray, ba
               "worst_sample_cosine": parity["worst_sample_cosine"],
               "worst_sample_rel_l2": parity["worst_sample_rel_l2"], "top1_agreement": parity["top1_agreement"],
               "failed_checks": [c["name"] for c in parity["checks"] if not c["passed"]], "checks": parity["checks"]}
-    if proof is not None:
-        record["structural_proof"] = proof(reference[index], outputs)
-        if record["structural_proof"]["status"] == "failed":
-            record.update(passed=False, failed_checks=[*record["failed_checks"], "structural_proof"])
-    return record
+    return record, outputs
+
+
+def add_proof(parity: dict[str, Any], proof: dict[str, Any]) -> None:
+    """The structural proof into a point's parity; its failure fails the point (as it fails ``run``): int8's own
+    error hides a weight fault that fp32 sees."""
+    parity["structural_proof"] = proof
+    if proof["status"] == "failed":
+        parity.update(passed=False, failed_checks=[*parity["failed_checks"], "structural_proof"])
 
 
 @dataclass
@@ -140,12 +147,14 @@ def first_round(runner: Runner, config: Any, batch_size: int, images: torch.Tens
     batch = make_batch(images, batch_size)
     runner.warm_up(batch)
     shape_setup_s = runner.setup_time_s - setup_before
-    parity = check_parity(runner, images, reference, batch_size, criteria, is_classifier, proof)
+    parity, outputs = _parity(runner, images, reference, batch_size, criteria, is_classifier)
     row = {**config.to_json(), "batch_size": batch_size, "status": "ok", "setup_s": round(shape_setup_s, 4),
            "parity": parity, **calibration_record(runner)}
     point = Point(row, runner, batch)
     point.time_round(settings, settings.warmup, journal=None)
     row["memory"] = memory.stop()
+    if proof is not None:  # after the point's memory and timing: its fp32 runner is not the point's
+        add_proof(parity, proof(reference[padded_indices(images.shape[0], batch_size)], outputs))
     if journal is not None:  # the row first: a point cut off before its round is measured again on --resume
         journal.point(row)
         journal.round(point.key, point.samples, point.loads[-1])
