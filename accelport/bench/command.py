@@ -6,6 +6,7 @@ import argparse
 
 from .. import errors
 from ..arguments import (
+    add_calibration_argument,
     add_criterion_argument,
     add_device_arguments,
     add_input_arguments,
@@ -69,10 +70,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     sweep.add_argument("--no-peers", action="store_true",
                        help="skip the peer rows (torch.compile, ONNX Runtime and OpenVINO as a user would write them "
                             "by hand, timed in the same rounds to compare the pick with)")
-    sweep.add_argument("--calibration", nargs="+", metavar="PATH", default=list(d.calibration),
-                       help="int8 in --dtypes: images the quantisers calibrate on (files/folders; default: the "
-                            "bundled samples, which are also the default parity images: keep the two apart with "
-                            "--images or --calibration)")
+    add_calibration_argument(sweep, "int8 in --dtypes: images the quantisers calibrate on (files/folders; default: "
+                                    "the bundled samples, which are also the default parity images: keep the two "
+                                    "apart with --images or --calibration)")
     sweep.add_argument("--pick", action="store_true",
                        help="print the fastest configuration passing parity per batch size, with its table")
 
