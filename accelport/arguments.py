@@ -101,9 +101,13 @@ def _add_runtime_options(group: argparse._ActionsContainer) -> None:
     group.add_argument("--micro-batch", type=int, default=RUNTIME_OPTIONS["micro_batch"], metavar="M",
                        help="OpenVINO only: run each batch as requests of at most M images, queued on the streams "
                             "(default: one request per stream)")
-    group.add_argument("--calibration", nargs="+", metavar="PATH", default=RUNTIME_OPTIONS["calibration"],
-                       help="--dtype int8: images the engine's quantiser calibrates on (files/folders); keep them "
-                            "apart from --images (default: the bundled samples)")
+    add_calibration_argument(group, "--dtype int8: images the engine's quantiser calibrates on (files/folders); keep "
+                                    "them apart from --images (default: the bundled samples)")
+
+
+def add_calibration_argument(group: argparse._ActionsContainer, help: str) -> None:  # noqa: A002
+    """--calibration PATH...: the int8 quantisers' images (run, eval, layers, power; bench for int8 in --dtypes)."""
+    group.add_argument("--calibration", nargs="+", metavar="PATH", default=RUNTIME_OPTIONS["calibration"], help=help)
 
 
 def add_target_arguments(group: argparse._ActionsContainer, *, runtime_help: str, **helps: Any) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from ..job.context import JobContext, open_job
 from ..job.result import CommandResult
 from ..job.spec import with_overrides
 from ..runners.cache import weights_digest
+from ..runners.quantize import calibration_overlap
 from .config import BenchConfig
 from .document import BenchDocument, bench_environment, sweep_document
 from .journal import JOURNAL_NAME, JournalWriter, read_journal
@@ -74,7 +75,11 @@ def _journaled_sweep(job: JobContext, config: BenchConfig) -> BenchDocument:
     journal = JournalWriter(path, fingerprint, fresh=not config.resume)
     try:
         with intra_op_threads(config.threads) as threads:
-            return sweep_document(job, config, images.tensor, threads, journal, resumed)
+            document = sweep_document(job, config, images.tensor, threads, journal, resumed)
+        if "int8" in config.dtypes:  # judged on its own calibration images?
+            overlap = calibration_overlap(config.calibration, images.paths)
+            document = replace(document, settings=replace(document.settings, calibration_overlap=overlap))
+        return document
     except KeyboardInterrupt:
         _logger.warning("interrupted: every finished point is kept in %s; run the same command with --resume to go "
                         "on from them", path)

@@ -6,6 +6,7 @@ import argparse
 
 from .. import errors
 from ..arguments import (
+    add_calibration_argument,
     add_criterion_argument,
     add_device_arguments,
     add_input_arguments,
@@ -13,7 +14,7 @@ from ..arguments import (
     add_out_dir_argument,
     spec_from_args,
 )
-from ..runners import DTYPES
+from ..runners import INPUT_DTYPES, QUANTIZED_DTYPES
 from .config import ALL_RUNTIMES, CHANNELS_LAST_MODES, BenchConfig, parse_list
 
 EPILOG = ("duration: the default sweep (batch 1 and 32, 3 rounds, peers included: 12 Inductor compilations, 5 bf16 "
@@ -35,7 +36,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"comma-separated, from {', '.join(ALL_RUNTIMES)} (default: %(default)s); the eager fp32 "
                             "baseline is always measured too")
     sweep.add_argument("--dtypes", default=",".join(d.dtypes),
-                       help=f"comma-separated, from {', '.join(DTYPES)} (default: %(default)s)")
+                       help=f"comma-separated, from {', '.join(INPUT_DTYPES)} (default: %(default)s). "
+                            f"{'/'.join(QUANTIZED_DTYPES)}: post-training static quantisation by each engine's own "
+                            "tool (onnxruntime, openvino, compile; eager is recorded as unsupported), judged by the "
+                            "int8 criteria plus the structural proof (the same engine in strict fp32); no peer rows. "
+                            "Not in the default: per runtime and batch size it adds a quantisation (PT2E: an "
+                            "Inductor compilation, ~1 min on 2 AVX2 cores), an fp32 proof run and a timed point, "
+                            "estimated at 3-5 more minutes, and the default bench must stay under 10")
     sweep.add_argument("--batch-sizes", default=",".join(map(str, d.batch_sizes)),
                        help="comma-separated (default: %(default)s)")
     sweep.add_argument("--channels-last", default=d.channels_last, choices=CHANNELS_LAST_MODES,
@@ -63,6 +70,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     sweep.add_argument("--no-peers", action="store_true",
                        help="skip the peer rows (torch.compile, ONNX Runtime and OpenVINO as a user would write them "
                             "by hand, timed in the same rounds to compare the pick with)")
+    add_calibration_argument(sweep, "int8 in --dtypes: images the quantisers calibrate on (files/folders; default: "
+                                    "the bundled samples, which are also the default parity images: keep the two "
+                                    "apart with --images or --calibration)")
     sweep.add_argument("--pick", action="store_true",
                        help="print the fastest configuration passing parity per batch size, with its table")
 
@@ -94,7 +104,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         micro_batches=parse_list(args.micro_batches, "--micro-batches", int),
         warmup=args.warmup, iters=args.iters, max_time_s=args.max_time, rounds=args.rounds, threads=args.threads,
         cache_dir=args.cache_dir, progress=not args.no_progress, plot=not args.no_plot, resume=args.resume,
-        peers=not args.no_peers,
+        peers=not args.no_peers, calibration=tuple(args.calibration or ()),
     )
 
 

@@ -18,6 +18,8 @@ class BenchConfig:
 
     spec: JobSpec = field(default_factory=JobSpec)
     runtimes: tuple[str, ...] = ALL_RUNTIMES
+    # int8 is not a default: each quantising runtime adds a quantisation and its structural proof (an fp32 run of
+    # the same engine) per point, and the default sweep must stay under 10 minutes on 2 cores (command.py's EPILOG).
     dtypes: tuple[str, ...] = ("fp32", "bf16")
     batch_sizes: tuple[int, ...] = (1, 32)  # the targets' sizes; 8 only added time (docs/benchmarks.md)
     # auto: channels-last where it is the runtime's fast path (compile), contiguous for eager (the plain-timm
@@ -37,6 +39,7 @@ class BenchConfig:
     plot: bool = True
     resume: bool = False  # go on from <out_dir>/bench_journal.jsonl (same settings required)
     peers: bool = True  # also time the hand-written recipes of bench/peers.py (peer rows, never picked)
+    calibration: tuple[str, ...] = ()  # int8: the quantisers' calibration images (files/folders); () = bundled samples
 
     @classmethod
     def of(cls, **flat: Any) -> BenchConfig:
@@ -44,10 +47,18 @@ class BenchConfig:
         return with_overrides(cls(), **flat)
 
     def validate(self) -> None:
-        from ..runners import check_runtimes_and_dtypes
+        from ..runners import QUANTIZED_DTYPES, check_runtimes_and_dtypes
 
         self.spec.validate()
-        check_runtimes_and_dtypes(self.runtimes, self.dtypes)
+        check_runtimes_and_dtypes(self.runtimes, tuple(d for d in self.dtypes if d not in QUANTIZED_DTYPES))
+        quantized = [d for d in self.dtypes if d in QUANTIZED_DTYPES]
+        if self.calibration and not quantized:
+            raise UsageError(f"--calibration applies to a quantised dtype in --dtypes ({', '.join(QUANTIZED_DTYPES)}) "
+                             "only")
+        if quantized:  # a missing or empty calibration folder is exit 2 before the model is built
+            from ..runners.quantize import discover_calibration
+
+            discover_calibration(self.calibration)
         if not self.runtimes or not self.dtypes or not self.batch_sizes:
             raise UsageError("--runtimes, --dtypes and --batch-sizes each need at least one value")
         if any(b < 1 for b in self.batch_sizes):

@@ -9,7 +9,7 @@ thread count (the job and the caller did), so running it changes nothing process
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,6 +34,9 @@ SCHEMA_VERSION = 1
 BASELINE_TEXT = "eager fp32 (plain timm, contiguous) on the same device, same run"
 
 
+_ABSENT: Any = object()  # a key older documents do not have (None is a value of its own there)
+
+
 @dataclass(frozen=True)
 class BenchSettings:
     """The sweep's settings as bench.json records them (``settings``)."""
@@ -53,19 +56,23 @@ class BenchSettings:
     num_images: int
     cache_dir: str | None
     peers: bool | None = None  # None: absent (documents written before peer rows)
+    # int8 calibration images ("bundled samples" by default; None without int8); _ABSENT in documents before int8
+    calibration: list[str] | str | None = field(default=_ABSENT)
+    calibration_overlap: int = field(default=_ABSENT)  # int8 only: calibration images that are also judged
 
     @classmethod
     def of(cls, config: BenchConfig, threads: int, fp32_math: str, num_images: int) -> BenchSettings:
+        calibration = (list(config.calibration) or "bundled samples") if "int8" in config.dtypes else None
         return cls(list(config.runtimes), list(config.dtypes), list(config.batch_sizes), config.channels_last,
                    list(config.streams), list(config.micro_batches), config.warmup, config.iters, config.max_time_s,
-                   config.rounds, threads, fp32_math, num_images, config.cache_dir, config.peers)
+                   config.rounds, threads, fp32_math, num_images, config.cache_dir, config.peers, calibration)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BenchSettings:
         return cls(**{"rounds": None} | data)
 
     def to_json(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not _ABSENT}
         return {k: v for k, v in data.items() if v is not None or k not in ("rounds", "peers")}
 
 
@@ -168,7 +175,7 @@ def sweep_document(job: JobContext, config: BenchConfig, images: torch.Tensor, t
     configurations = plan_configurations(config.runtimes, config.dtypes, config.channels_last, config.streams,
                                          config.micro_batches, peers=config.peers)
     settings = SweepSettings(config.warmup, config.iters, config.max_time_s, threads, config.cache_dir, config.progress,
-                             config.rounds)
+                             config.rounds, config.calibration, job.spec.fp32_math)
     records, rows = sweep(job.loaded.model, images, reference, job.device, configurations, config.batch_sizes,
                           criteria, job.spec.head == "classifier", settings, journal, resumed)
     add_ratios(rows)

@@ -144,7 +144,8 @@ def resolve_auto(job: JobContext, target: Target, images: torch.Tensor, *, warmu
     if cached is not None:
         return cached
     bench = BenchConfig(spec=job.spec, dtypes=(target.dtype,), batch_sizes=(target.batch_size,),
-                        warmup=min(warmup, 3), iters=min(iters, 20), progress=False)
+                        warmup=min(warmup, 3), iters=min(iters, 20), progress=False,
+                        calibration=target.option("calibration"))
     _logger.info("--runtime auto: no matching bench.json in %s; sweeping %s at batch %d, %s", job.spec.out_dir,
                  ", ".join(bench.runtimes), target.batch_size, target.dtype)
     document = add_picks(sweep_document(job, bench, images, torch.get_num_threads()), bench.batch_sizes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from ..latency import LatencyStats, make_batch, time_calls
 from ..machine_load import LoadMonitor
 from ..parity import compare_outputs
 from ..reliability import assess
-from ..runners import Runner
+from ..runners import QUANTIZED_DTYPES, Runner
 from .memory import PeakMemory
 
 if TYPE_CHECKING:
@@ -57,16 +58,41 @@ def padded_indices(num_images: int, batch_size: int) -> np.ndarray:
     return np.arange(total) % num_images
 
 
+# (reference, target outputs) of the padded images -> the structural proof's record (bench/sweep.py's _proof)
+Proof = Callable[[np.ndarray, np.ndarray], dict[str, Any]]
+
+
+def padded_outputs(runner: Runner, images: torch.Tensor, batch_size: int) -> np.ndarray:
+    """The runner's outputs for ``padded_indices``' images, in whole batches of ``batch_size``."""
+    index = padded_indices(images.shape[0], batch_size)
+    return torch.cat([runner.infer(images[index[i : i + batch_size]])
+                      for i in range(0, len(index), batch_size)]).numpy()
+
+
 def check_parity(runner: Runner, images: torch.Tensor, reference: np.ndarray, batch_size: int, criteria: Criteria,
                  is_classifier: bool) -> dict[str, Any]:
+    return _parity(runner, images, reference, batch_size, criteria, is_classifier)[0]
+
+
+def _parity(runner: Runner, images: torch.Tensor, reference: np.ndarray, batch_size: int, criteria: Criteria,
+            is_classifier: bool) -> tuple[dict[str, Any], np.ndarray]:
     index = padded_indices(images.shape[0], batch_size)
-    chunks = [runner.infer(images[index[i : i + batch_size]]) for i in range(0, len(index), batch_size)]
-    result = compare_outputs(reference[index], torch.cat(chunks).numpy(), criteria, is_classifier)
+    outputs = padded_outputs(runner, images, batch_size)
+    result = compare_outputs(reference[index], outputs, criteria, is_classifier)
     parity = result.to_json()
-    return {"precision": criteria.precision, "passed": result.passed, "samples": len(index),
-            "worst_sample_cosine": parity["worst_sample_cosine"], "worst_sample_rel_l2": parity["worst_sample_rel_l2"],
-            "top1_agreement": parity["top1_agreement"],
-            "failed_checks": [c["name"] for c in parity["checks"] if not c["passed"]], "checks": parity["checks"]}
+    record = {"precision": criteria.precision, "passed": result.passed, "samples": len(index),
+              "worst_sample_cosine": parity["worst_sample_cosine"],
+              "worst_sample_rel_l2": parity["worst_sample_rel_l2"], "top1_agreement": parity["top1_agreement"],
+              "failed_checks": [c["name"] for c in parity["checks"] if not c["passed"]], "checks": parity["checks"]}
+    return record, outputs
+
+
+def add_proof(parity: dict[str, Any], proof: dict[str, Any]) -> None:
+    """The structural proof into a point's parity; its failure fails the point (as it fails ``run``): int8's own
+    error hides a weight fault that fp32 sees."""
+    parity["structural_proof"] = proof
+    if proof["status"] == "failed":
+        parity.update(passed=False, failed_checks=[*parity["failed_checks"], "structural_proof"])
 
 
 @dataclass
@@ -111,34 +137,48 @@ class Point:
 
 
 def first_round(runner: Runner, config: Any, batch_size: int, images: torch.Tensor, reference: np.ndarray,
-                criteria: Criteria, is_classifier: bool, settings: Any, journal: JournalWriter | None) -> Point:
-    """Setup for this batch size (timed apart), parity, the first timing round, and the point's peak memory."""
+                criteria: Criteria, is_classifier: bool, settings: Any, journal: JournalWriter | None, *,
+                proof: Proof | None = None) -> Point:
+    """Setup for this batch size (timed apart), parity (and the structural proof for int8), the first timing
+    round, and the point's peak memory."""
     memory = PeakMemory(runner.device)
     memory.start()
     setup_before = runner.setup_time_s
     batch = make_batch(images, batch_size)
     runner.warm_up(batch)
     shape_setup_s = runner.setup_time_s - setup_before
-    parity = check_parity(runner, images, reference, batch_size, criteria, is_classifier)
+    parity, outputs = _parity(runner, images, reference, batch_size, criteria, is_classifier)
     row = {**config.to_json(), "batch_size": batch_size, "status": "ok", "setup_s": round(shape_setup_s, 4),
-           "parity": parity}
+           "parity": parity, **calibration_record(runner)}
     point = Point(row, runner, batch)
     point.time_round(settings, settings.warmup, journal=None)
     row["memory"] = memory.stop()
+    if proof is not None:  # after the point's memory and timing: its fp32 runner is not the point's
+        add_proof(parity, proof(reference[padded_indices(images.shape[0], batch_size)], outputs))
     if journal is not None:  # the row first: a point cut off before its round is measured again on --resume
         journal.point(row)
         journal.round(point.key, point.samples, point.loads[-1])
     return point
 
 
+def calibration_record(runner: Runner) -> dict[str, Any]:
+    """A quantised point's calibration (images, source, digest) and quantiser, from its runner; {} for a float one."""
+    if runner.dtype not in QUANTIZED_DTYPES:
+        return {}
+    described = runner.describe()
+    return {"calibration": {key: described[key] for key in ("calibration_images", "calibration_source",
+                                                              "calibration_sha256", "quantizer") if key in described}}
+
+
 def failed_row(config: Any, batch_size: int, status: str, reason: str) -> dict[str, Any]:
     return {**config.to_json(), "batch_size": batch_size, "status": status, "reason": reason}
 
 
-def first_round_safely(runner: Runner, config: Any, batch_size: int, *args: Any) -> Point | dict[str, Any]:
+def first_round_safely(runner: Runner, config: Any, batch_size: int, *args: Any,
+                       proof: Proof | None = None) -> Point | dict[str, Any]:
     """One point; an engine that cannot run it becomes a row that says why, and the sweep goes on."""
     try:
-        return first_round(runner, config, batch_size, *args)
+        return first_round(runner, config, batch_size, *args, proof=proof)
     except RuntimeUnavailableError as exc:
         return failed_row(config, batch_size, "unsupported", str(exc))
     except Exception as exc:  # a crash of one engine must not lose the rest of the table

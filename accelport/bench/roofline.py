@@ -42,6 +42,9 @@ def matmul_peak(device: torch.device, dtype: str = "fp32", max_size: int = 2048,
     A size is skipped once one multiply would take longer than ``max_seconds_each`` at the best rate so far
     (bf16 on a CPU without bf16 instructions runs at ~1 GFLOP/s), so this stays a few seconds everywhere.
     """
+    if dtype not in DTYPES:  # torch._int_mm on a CPU is a reference kernel (0.5 GOP/s where fp32 ran at 5-18 here)
+        raise ValueError(f"no {dtype} matmul peak: torch has no CPU {dtype} matrix multiply on the int8 dot-product "
+                         "kernels that the engines' quantised graphs use")
     best_rate, best_size, size = 0.0, 0, 256
     while size <= max_size:
         if best_rate and 2.0 * size**3 / best_rate > max_seconds_each:
@@ -116,6 +119,11 @@ def target_reach(target: dict[str, Any], isa: dict[str, Any] | None, floor_ratio
     if target["against"] == "peer":
         return ("reachable only by a better engine than the peers (same hardware for both)"
                 + ("; no bf16 arithmetic here: every bf16 row is emulated" if missing and needs == "bf16_arithmetic"
+                   else ""))
+    if target["dtype"] == "int8":  # without VNNI int8 is slower, not absent: vpmaddubsw + vpmaddwd, 7-bit weights
+        return ("unknown: no int8 roofline floor (torch has no CPU int8 matmul on the int8 dot-product kernels "
+                "to measure a peak with); the int8 rows of the sweep decide"
+                + ("; no VNNI here: each int8 dot product takes two instructions and 7-bit weights" if missing
                    else ""))
     if missing:
         return f"not reachable here: no {str(needs).replace('_', ' ')} on {(isa or {}).get('name')}"

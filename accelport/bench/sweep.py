@@ -19,12 +19,13 @@ from ..criteria import Criteria
 from ..errors import RuntimeUnavailableError
 from ..latency import make_batch
 from ..progress import progress_bar
+from ..proofs import structural_proof
 from ..reliability import summarise
-from ..runners import Runner, create_runner
+from ..runners import QUANTIZED_DTYPES, Runner, create_runner
 from ..runners.base import request_count
 from .journal import JournalState, JournalWriter
 from .peers import BASELINE_PEER, RECIPES, create_peer_runner, peer_names
-from .points import Point, failed_row, first_round_safely, padded_indices
+from .points import Point, Proof, failed_row, first_round_safely, padded_indices, padded_outputs
 
 __all__ = ["BASELINE", "Configuration", "SweepSettings", "add_ratios", "padded_indices", "plan_configurations",
            "reliability_summary", "sweep"]
@@ -106,6 +107,8 @@ class SweepSettings:
     # Timing rounds: with more than one, every point is timed once per round, round after round, so a burst of
     # load from another process spreads over all configurations instead of skewing one (same-run ratios).
     rounds: int = 1
+    calibration: tuple[str, ...] = ()  # int8 points: the quantisers' calibration images (() = bundled samples)
+    fp32_math: str = "strict"  # the job's, restored after an int8 point's structural proof (run in strict fp32)
 
 
 class _Sweep:
@@ -152,9 +155,7 @@ class _Sweep:
                 runner = create_peer_runner(config.peer, self.model, self.device, config.dtype,
                                             threads=settings.threads, cache_dir=settings.cache_dir)
             else:
-                runner = create_runner(config.runtime, self.model, self.device, config.dtype, config.channels_last,
-                                       threads=settings.threads, cache_dir=settings.cache_dir,
-                                       streams=config.streams, micro_batch=config.micro_batch or None)
+                runner = self._runner(config, config.dtype)
             runner.prepare()
         except RuntimeUnavailableError as exc:
             _logger.info("%s: not available: %s", config.label, exc)
@@ -168,6 +169,34 @@ class _Sweep:
         runners.append((runner, record))
         self._journal("configuration", {**record, **runner.describe()})
         return [self._point(runner, config, b, restored[b], len(runners) - 1) for b in batch_sizes]
+
+    def _runner(self, config: Configuration, dtype: str) -> Runner:
+        """accelport's own runner for ``config`` in ``dtype`` (int8: calibrated on ``settings.calibration``)."""
+        settings = self.settings
+        calibration = {"calibration": settings.calibration} if dtype in QUANTIZED_DTYPES else {}
+        return create_runner(config.runtime, self.model, self.device, dtype, config.channels_last,
+                             threads=settings.threads, cache_dir=settings.cache_dir, streams=config.streams,
+                             micro_batch=config.micro_batch or None, **calibration)
+
+    def _proof(self, config: Configuration, batch_size: int) -> Proof | None:
+        """For a quantised point, the structural proof as ``run`` makes it: the same engine, layout and requests
+        in strict fp32, judged by the fp32 criteria (and int8 outputs bit-identical to it refused)."""
+        if config.dtype not in QUANTIZED_DTYPES:
+            return None
+
+        def prove(reference: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
+            proof = structural_proof(config.dtype, True, lambda: self._runner(config, "fp32"), self.device,
+                                     self.settings.fp32_math,
+                                     lambda runner: padded_outputs(runner, self.images, batch_size), reference,
+                                     outputs, self.is_classifier, [f"image {i}" for i in range(len(reference))])
+            record = proof.to_json()
+            parity = record.pop("parity", None)
+            if parity is not None:  # the summary of it, as a row's own parity
+                record.update(passed=parity["passed"], worst_sample_cosine=parity["worst_sample_cosine"],
+                              worst_sample_rel_l2=parity["worst_sample_rel_l2"],
+                              failed_checks=[c["name"] for c in parity["checks"] if not c["passed"]])
+            return record
+        return prove
 
     def _point(self, runner: Runner, config: Configuration, batch_size: int, restored: Point | dict | None,
                others_open: int) -> Point | dict[str, Any]:
@@ -189,7 +218,7 @@ class _Sweep:
             return row
         point = first_round_safely(runner, config, batch_size, self.images, self.reference,
                                    self.criteria_by_dtype[config.dtype], self.is_classifier, self.settings,
-                                   self.journal)
+                                   self.journal, proof=self._proof(config, batch_size))
         if isinstance(point, Point):  # with rounds > 1, earlier runners are still open (and in RSS)
             point.row["memory"]["other_runners_open"] = others_open
         else:

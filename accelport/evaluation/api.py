@@ -31,7 +31,7 @@ from .dataset import DatasetListing, list_dataset, make_loader
 from .document import SCHEMA_VERSION, EvalDataset, EvalDocument, EvalRun
 from .journal import JournalWriter, clear_journals, journal_path, read_journals
 from .labels import class_namer
-from .loop import ShardEvaluator, ShardResult, StageTimes
+from .loop import ShardEvaluator, ShardResult, StageTimes, add_structural_proof, fp32_twin
 from .records import ImageRecord
 from .reference_cache import ReferenceCache
 from .report import write_outputs
@@ -53,10 +53,11 @@ def _fingerprint(config: EvalConfig, job: JobContext, listing: DatasetListing, c
     loaded, target = job.loaded, config.target
     return {
         "model": loaded.name, "head": loaded.head, "weights": _weights_identity(loaded, job.spec.seed),
+        "target_weights": job.target_model.weights.sha256 if job.separate_target else None,
         "data_config": job.data_config.to_json(), "data": str(listing.root.resolve()),
         "labels": listing.labels.to_json(), "device_type": job.device.type, "runtime": target.runtime,
         "dtype": target.dtype, "channels_last": target.channels_last, "fp32_math": job.spec.fp32_math,
-        "batch_size": target.batch_size,
+        "batch_size": target.batch_size, "options": json.loads(json.dumps(dict(target.options))),  # e.g. calibration
         "elem_rtol": criteria.elem_rtol, "tie_rel_l2": criteria.max_rel_l2,  # they decide the records' flags
     }
 
@@ -161,17 +162,18 @@ def _evaluate_share(config: EvalConfig, job: JobContext, ctx: dist_utils.DistCon
                          job.device.type in PINNED_DEVICE_TYPES)
     progress = _progress_bar(ctx, len(items), config.progress)
     with create_runner("eager", job.loaded.model, torch.device("cpu"), "fp32") as reference_runner, \
-            create_runner(target.runtime, job.loaded.model, job.device, target.dtype, target.channels_last,
+            create_runner(target.runtime, job.target_model.model, job.device, target.dtype, target.channels_last,
                           **target.runner_options()) as target_runner, \
             JournalWriter(journal_path(Path(job.spec.out_dir), ctx.rank), fingerprint) as journal:
         evaluator = ShardEvaluator(items, reference_runner, target_runner, job.loaded.num_classes, criteria,
-                                   cache, journal, job.spec.skip_bad_images)
+                                   cache, journal, job.spec.skip_bad_images, proof=fp32_twin(target_runner))
         try:
             shard = evaluator.run(loader, progress, on_batch)
         finally:
             if progress is not None:
                 progress.close()
-        return shard, target_runner.describe(), cache
+        weights = {"target_weights": job.target_model.weights.sha256} if job.separate_target else {}
+        return shard, target_runner.describe() | weights, cache
 
 
 def _write(config: EvalConfig, job: JobContext, ctx: dist_utils.DistContext, gathered: Any,
@@ -179,10 +181,11 @@ def _write(config: EvalConfig, job: JobContext, ctx: dist_utils.DistContext, gat
     """Rank 0: the shards merged into dataset order, the typed document built from them, written."""
     shards: list[ShardResult] = [g[0] for g in gathered]
     records, skipped = _merged(shards, listing)
-    header = DocumentHeader.of(SCHEMA_VERSION, job, model=model_record(job), reference=REFERENCE,
-                               target=target_record(job, runner_settings, criteria.precision))
     figures = summarise(records, criteria, config.max_disagreement, config.max_accuracy_drop, config.worst,
                         class_namer(job.loaded.model))
+    add_structural_proof(figures, runner_settings, shards)  # int8: the target engine in strict fp32
+    header = DocumentHeader.of(SCHEMA_VERSION, job, model=model_record(job), reference=REFERENCE,
+                               target=target_record(job, runner_settings, criteria.precision))
     limits = {"max_disagreement": config.max_disagreement, "max_accuracy_drop": config.max_accuracy_drop}
     doc = EvalDocument.of(header, job.loaded.weights, EvalDataset.of(listing, len(records), skipped),
                           _run_record(config, ctx, shards, [g[1] for g in gathered if g[1]], resumed),

@@ -35,11 +35,12 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
     model = parser.add_argument_group("model and weights")
     arguments.add_model_arguments(model, features=False)
+    arguments.add_target_weights_argument(model)
 
     target = parser.add_argument_group("target")
     arguments.add_target_arguments(target, device_help="auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps; under torchrun, a "
                                    "device without index means the local rank's (default: %(default)s)",
-                         runtime_help="how the target runs the model (default: %(default)s)")
+                         runtime_help="how the target runs the model (default: %(default)s)", runtime_options=True)
     target.add_argument("--batch-size", type=int, default=d.target.batch_size,
                         help="images per batch; the last batch is zero-padded to it (default: %(default)s)")
 

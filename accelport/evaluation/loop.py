@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..criteria import Criteria
+from ..criteria import Criteria, check, criteria_for
 from ..errors import InputError
-from ..runners import Runner
+from ..proofs import check_not_fp32
+from ..runners import QUANTIZED_DTYPES, Runner, create_runner
+from .aggregate import verdict
 from .dataset import DatasetItem, LoadedBatch
 from .journal import JournalWriter
 from .records import ImageRecord, records_from_outputs
@@ -83,16 +85,57 @@ class ShardResult:
     records: list[ImageRecord] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     times: StageTimes = field(default_factory=StageTimes)
+    proof_records: list[ImageRecord] = field(default_factory=list)  # the target engine in strict fp32 (int8)
+
+
+# Images per process the structural proof runs on: a weight, export or layout fault shows on any image (run proves
+# on its 6), and a second pass over a whole dataset would double the target's cost for nothing more.
+PROOF_IMAGES = 32
+
+
+def fp32_twin(target: Runner) -> Runner | None:
+    """For a quantised target, the same engine, device, layout and requests in fp32 (the structural proof's
+    runner, as ``run`` builds it); None for a float target."""
+    if target.dtype not in QUANTIZED_DTYPES:
+        return None
+    options = {name: target.option_values[name] for name in ("streams", "micro_batch")}
+    return create_runner(target.name, target.model, target.device, "fp32", target.channels_last,
+                         threads=target.threads, cache_dir=target.cache_dir, **options)
+
+
+def add_structural_proof(figures: dict[str, Any], runner_settings: dict[str, Any], shards: list[ShardResult]) -> None:
+    """A quantised target's structural proof (the same engine in strict fp32 on the first images of each process,
+    judged by the fp32 criteria) into the target's settings and the checks; its failure fails the evaluation,
+    as it fails ``run``: int8's own error hides weight and export faults that fp32 sees."""
+    if runner_settings.get("dtype") not in QUANTIZED_DTYPES:
+        return
+    records = [r for shard in shards for r in shard.proof_records]
+    if not records:  # every image came from the resume journal
+        runner_settings["structural_proof"] = {"status": "skipped", "reason": "no image evaluated in this run "
+                                               "(all from the resume journal)"}
+        return
+    checks = verdict(records, criteria_for("fp32"), 0.0, 1.0, None)
+    passed = all(c.passed for c in checks)
+    runner_settings["structural_proof"] = {
+        "status": "passed" if passed else "failed", "criteria": "fp32", "images": len(records),
+        "reason": f"the same target in strict IEEE fp32 on the first {PROOF_IMAGES} images of each process, judged "
+                  "by the fp32 criteria", "failed_checks": [c.name for c in checks if not c.passed],
+        "worst_sample_cosine": min(r.cosine for r in records), "worst_sample_rel_l2": max(r.rel_l2 for r in records)}
+    figures["checks"].append(vars(check("structural_proof", float(passed), ">=", 1.0,
+                                        ", ".join(runner_settings["structural_proof"]["failed_checks"]) or None)))
+    figures["passed"] = figures["passed"] and passed
 
 
 class ShardEvaluator:
     """Runs the reference (or reads it from the cache) and the target on every batch of one shard."""
 
     def __init__(self, items: list[DatasetItem], reference: Runner, target: Runner, num_outputs: int,
-                 criteria: Criteria, cache: ReferenceCache | None, journal: JournalWriter, skip_bad_images: bool):
+                 criteria: Criteria, cache: ReferenceCache | None, journal: JournalWriter, skip_bad_images: bool,
+                 proof: Runner | None = None):
         self.items = items
         self.reference = reference
         self.target = target
+        self.proof = proof  # the target in strict fp32 (``fp32_twin``), run on the first PROOF_IMAGES images
         self.num_outputs = num_outputs
         self.criteria = criteria
         self.cache = cache
@@ -100,6 +143,12 @@ class ShardEvaluator:
         self.skip_bad_images = skip_bad_images
 
     def run(self, loader: Any, progress: Any = None, on_batch: Callable[[int], None] | None = None) -> ShardResult:
+        if self.proof is None:
+            return self._run(loader, progress, on_batch)
+        with self.proof:
+            return self._run(loader, progress, on_batch)
+
+    def _run(self, loader: Any, progress: Any, on_batch: Callable[[int], None] | None) -> ShardResult:
         result = ShardResult()
         times = result.times
         started = time.perf_counter()
@@ -116,7 +165,7 @@ class ShardEvaluator:
                 _logger.warning("Skipping %s", reason)
                 result.skipped.append({"path": self.items[index].key, "reason": reason})
             if batch.size:
-                records = self._evaluate(batch, times)
+                records = self._evaluate(batch, times, result)
                 self.journal.append(records, [ReferenceCache.image_key(self.items[i].path) for i in batch.indices])
                 result.records.extend(records)
                 times.images += batch.size
@@ -127,7 +176,7 @@ class ShardEvaluator:
         times.loop_s = time.perf_counter() - started
         return result
 
-    def _evaluate(self, batch: LoadedBatch, times: StageTimes) -> list[ImageRecord]:
+    def _evaluate(self, batch: LoadedBatch, times: StageTimes, result: ShardResult) -> list[ImageRecord]:
         items = [self.items[i] for i in batch.indices]
         reference = self._reference(batch, items, times)
         started = time.perf_counter()
@@ -135,9 +184,13 @@ class ShardEvaluator:
         self.target.synchronize()
         times.target_s += time.perf_counter() - started
         started = time.perf_counter()
-        records = records_from_outputs([it.key for it in items], [it.label for it in items], reference,
-                                       target[: batch.size].numpy(), self.criteria)
+        keys, labels = [it.key for it in items], [it.label for it in items]
+        records = records_from_outputs(keys, labels, reference, target[: batch.size].numpy(), self.criteria)
         times.compare_s += time.perf_counter() - started
+        if self.proof is not None and len(result.proof_records) < PROOF_IMAGES:
+            fp32 = self.proof.infer(batch.tensor)[: batch.size].numpy()
+            check_not_fp32(self.target.dtype, target[: batch.size].numpy(), fp32)  # a silent fp32 fallback
+            result.proof_records += records_from_outputs(keys, labels, reference, fp32, criteria_for("fp32"))
         return records
 
     def _reference(self, batch: LoadedBatch, items: list[DatasetItem], times: StageTimes) -> np.ndarray:

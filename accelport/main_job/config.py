@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 from ..errors import UsageError
 from ..job.spec import FromFlatNames, JobSpec, Target
-from ..runners import QUANTIZED_DTYPES
 
 
 @dataclass(frozen=True)
@@ -28,6 +27,3 @@ class RunConfig(FromFlatNames):
             raise UsageError(f"--iters {self.iters}: must be at least 1")
         if self.warmup < 0:
             raise UsageError(f"--warmup {self.warmup}: must be at least 0")
-        if self.target.runtime == "auto" and self.target.dtype in QUANTIZED_DTYPES:
-            raise UsageError(f"--runtime auto --dtype {self.target.dtype}: the bench does not sweep "
-                             f"{self.target.dtype} yet; name the runtime: onnxruntime, openvino or compile")

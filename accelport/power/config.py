@@ -28,7 +28,14 @@ class PowerConfig:
 
 
 def validate(config: PowerConfig) -> None:
+    from ..runners import QUANTIZED_DTYPES
+
     config.spec.validate()
     config.target.validate()
+    if config.target.dtype in QUANTIZED_DTYPES:  # the NaN fault: no quantiser calibrates a model with NaN weights
+        raise UsageError(f"--dtype {config.target.dtype}: power cannot quantise its faulty copies (the engines' "
+                         f"quantisers refuse the NaN fault); an {config.target.dtype} run is also judged by its "
+                         "structural proof (the same engine in strict fp32), so run power with --dtype fp32 on the "
+                         "same --runtime: every fault it detects fails an int8 run too")
     if not config.sizes or any(not 0 < s < 10 for s in config.sizes):
         raise UsageError(f"--sizes {','.join(map(str, config.sizes))}: each must be in (0, 10)")
