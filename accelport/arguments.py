@@ -7,6 +7,9 @@ import argparse
 import logging
 import math
 import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .devices import FP32_MATH_MODES
@@ -14,6 +17,29 @@ from .job.spec import RUNTIME_OPTIONS, JobSpec, Target
 from .runners import INPUT_DTYPES
 
 DEVICE_HELP = "auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps (default: %(default)s)"
+
+
+@dataclass(frozen=True)
+class Command:
+    """A sub-command as the CLI registers it: its name and help texts, the flags it adds and the handler that
+    runs it (parsed flags in, exit code out). Each ``<command>/command.py`` declares one ``COMMAND``."""
+
+    name: str
+    help: str
+    description: str
+    epilog: str  # the exit codes, and what else a user should know before running it
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int]
+
+    def register(self, commands: argparse._SubParsersAction) -> None:
+        parser = commands.add_parser(self.name, help=self.help, description=self.description, epilog=self.epilog)
+        self.add_arguments(parser)
+        parser.set_defaults(handler=self.handler)
+
+
+def artifacts_line(artifacts: Mapping[str, Path]) -> str:
+    """The closing line of every command: the files it wrote."""
+    return "artifacts: " + ", ".join(str(p) for p in artifacts.values())
 
 
 def positive_seconds(text: str) -> float:

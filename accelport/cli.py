@@ -17,8 +17,8 @@ from .arguments import configure_logging
 
 _logger = logging.getLogger("accelport")
 
-# The sub-commands, one package each with the same shape (config, api, report, command); each module's
-# register(commands) adds its parser.
+# The sub-commands, one package each with the same shape (config, api, report, command); each command module
+# declares its COMMAND (arguments.Command), which adds its parser.
 _COMMAND_MODULES = ("accelport.main_job.command", "accelport.bench.command", "accelport.layers.command",
                     "accelport.evaluation.command",
                     "accelport.zoo.command", "accelport.power.command")
@@ -31,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "real weights, prove parity with the CPU, and time it.", epilog=EPILOG)
     _add_logging_flags(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in _COMMAND_MODULES:  # each adds its own sub-command: register(commands)
-        importlib.import_module(module_name).register(commands)
+    for module_name in _COMMAND_MODULES:
+        importlib.import_module(module_name).COMMAND.register(commands)
     for sub_parser in commands.choices.values():  # -v/-q work before or after the sub-command
         _add_logging_flags(sub_parser, default=argparse.SUPPRESS)
     return parser

@@ -6,12 +6,14 @@ import argparse
 
 from .. import errors
 from ..arguments import (
+    Command,
     add_calibration_argument,
     add_criterion_argument,
     add_device_arguments,
     add_input_arguments,
     add_model_arguments,
     add_out_dir_argument,
+    artifacts_line,
     spec_from_args,
 )
 from ..runners import INPUT_DTYPES, QUANTIZED_DTYPES
@@ -120,17 +122,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     else:
         print("\n".join(table_lines(document.rows)))
     print("\n".join(line.removeprefix("> ") for line in reliability_lines(document.timing_reliability, document.rows)))
-    print("artifacts: " + ", ".join(str(p) for p in result.artifacts.values()))
+    print(artifacts_line(result.artifacts))
     every_size_has_one = all(pick.fastest is not None for pick in document.pick or ())
     return errors.EXIT_PASSED if every_size_has_one else errors.EXIT_PARITY_FAILED
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("bench",
-                                 help="compare runtimes x dtypes x batch sizes, parity-checked; pick the fastest",
-                                 description="Every way to run the model (eager, torch.compile, ONNX Runtime, "
-                                             "OpenVINO) in every precision and batch size, side by side with the "
-                                             "eager fp32 baseline of the same run, each checked against the CPU fp32 "
-                                             "reference.", epilog=EPILOG)
-    add_bench_arguments(parser)
-    parser.set_defaults(handler=_cmd_bench)
+COMMAND = Command(
+    "bench", epilog=EPILOG, add_arguments=add_bench_arguments, handler=_cmd_bench,
+    help="compare runtimes x dtypes x batch sizes, parity-checked; pick the fastest",
+    description="Every way to run the model (eager, torch.compile, ONNX Runtime, "
+                "OpenVINO) in every precision and batch size, side by side with the "
+                "eager fp32 baseline of the same run, each checked against the CPU fp32 "
+                "reference.")

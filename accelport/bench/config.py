@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..errors import UsageError
-from ..job.spec import JobSpec, with_overrides
+from ..job.spec import FromFlatNames, JobSpec
 
 ALL_RUNTIMES = ("eager", "compile", "onnxruntime", "openvino")
 CHANNELS_LAST_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
-class BenchConfig:
+class BenchConfig(FromFlatNames):
     """The shared job spec plus what the sweep covers and how long it measures each point."""
 
     spec: JobSpec = field(default_factory=JobSpec)
@@ -40,11 +39,6 @@ class BenchConfig:
     resume: bool = False  # go on from <out_dir>/bench_journal.jsonl (same settings required)
     peers: bool = True  # also time the hand-written recipes of bench/peers.py (peer rows, never picked)
     calibration: tuple[str, ...] = ()  # int8: the quantisers' calibration images (files/folders); () = bundled samples
-
-    @classmethod
-    def of(cls, **flat: Any) -> BenchConfig:
-        """From flat flag names: ``BenchConfig.of(model=..., device="cpu", runtimes=("eager",))``."""
-        return with_overrides(cls(), **flat)
 
     def validate(self) -> None:
         from ..runners import QUANTIZED_DTYPES, check_runtimes_and_dtypes

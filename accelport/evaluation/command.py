@@ -109,14 +109,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     for check in doc.checks:
         if not check.passed:
             print(f"  FAIL {check.name}: {comparison_text(check.value, check.op, check.threshold)}")
-    print("artifacts: " + ", ".join(str(p) for p in result.artifacts.values()))
+    print(arguments.artifacts_line(result.artifacts))
     return errors.EXIT_PASSED if result.passed else errors.EXIT_PARITY_FAILED
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("eval", help="accuracy and agreement over a dataset (torchrun for many devices)",
-                                 description="Top-1/top-5 accuracy and agreement of a target against the CPU fp32 "
-                                             "reference over a whole image folder, streamed, resumable, and spread "
-                                             "over processes when launched by torchrun.", epilog=EPILOG)
-    add_eval_arguments(parser)
-    parser.set_defaults(handler=_cmd_eval)
+COMMAND = arguments.Command(
+    "eval", epilog=EPILOG, add_arguments=add_eval_arguments, handler=_cmd_eval,
+    help="accuracy and agreement over a dataset (torchrun for many devices)",
+    description="Top-1/top-5 accuracy and agreement of a target against the CPU fp32 "
+                "reference over a whole image folder, streamed, resumable, and spread "
+                "over processes when launched by torchrun.")

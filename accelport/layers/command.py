@@ -64,15 +64,12 @@ def _cmd_layers(args: argparse.Namespace) -> int:
           f"outputs of one side for one batch: {memory.all_module_outputs_bytes / 2**20:.1f} MiB); process peak "
           f"RSS {'n/a' if peak is None else f'{peak / 2**20:.0f} MiB'}"
           + ("" if device_peak is None else f"; device peak {device_peak / 2**20:.0f} MiB"))
-    print("files: " + ", ".join(str(p) for p in result.artifacts.values()))
+    print(arguments.artifacts_line(result.artifacts))
     return errors.EXIT_PARITY_FAILED if result.diverged else errors.EXIT_PASSED
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "layers", help="which module diverges: layer-by-layer comparison, chained and isolated",
-        description="Compare every module of the target with the CPU fp32 reference, in chained and isolated mode, "
-                    "and name the first divergent module (layers.json, layers.csv, layers.md, layers.png).",
-        epilog=EPILOG)
-    add_layers_arguments(parser)
-    parser.set_defaults(handler=_cmd_layers)
+COMMAND = arguments.Command(
+    "layers", epilog=EPILOG, add_arguments=add_layers_arguments, handler=_cmd_layers,
+    help="which module diverges: layer-by-layer comparison, chained and isolated",
+    description="Compare every module of the target with the CPU fp32 reference, in chained and isolated mode, "
+                "and name the first divergent module (layers.json, layers.csv, layers.md, layers.png).")

@@ -63,13 +63,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     result = run(config_from_args(args))
     print(result.document.to_log())  # ends with the latency and, when disturbed, why it cannot be believed
-    print("artifacts: " + ", ".join(str(p) for p in result.artifacts.values()))
+    print(arguments.artifacts_line(result.artifacts))
     return errors.EXIT_PASSED if result.passed else errors.EXIT_PARITY_FAILED
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("run", help="parity + latency report for one target (same as inference.py)",
-                                 description="Parity and latency of one target against the CPU fp32 reference.",
-                                 epilog=EPILOG)
-    add_run_arguments(parser)
-    parser.set_defaults(handler=_cmd_run)
+COMMAND = arguments.Command(
+    "run", epilog=EPILOG, add_arguments=add_run_arguments, handler=_cmd_run,
+    help="parity + latency report for one target (same as inference.py)",
+    description="Parity and latency of one target against the CPU fp32 reference.")

@@ -54,16 +54,13 @@ def _cmd_power(args: argparse.Namespace) -> int:
         named = "" if entry.layers is None else (
             ", layers names it" if entry.layers.names_module else ", layers does NOT name it")
         print(f"  {entry.kind:<24} {smallest}{named}")
-    print("files: " + ", ".join(str(p) for p in result.artifacts.values()))
+    print(arguments.artifacts_line(result.artifacts))
     return errors.EXIT_PASSED if document.passed else errors.EXIT_PARITY_FAILED
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "power", help="detection power: which injected weight faults the verdict catches, and from which size",
-        description="Inject standard faults (noise in an early, middle and late tensor, channel swap, norm scale, bias "
-                    "shift, a NaN) into copies of the weights, judge each as `accelport run --target-weights` would, "
-                    "and report the smallest detected size per fault type and whether `layers` names the module.",
-        epilog=EPILOG)
-    add_power_arguments(parser)
-    parser.set_defaults(handler=_cmd_power)
+COMMAND = arguments.Command(
+    "power", epilog=EPILOG, add_arguments=add_power_arguments, handler=_cmd_power,
+    help="detection power: which injected weight faults the verdict catches, and from which size",
+    description="Inject standard faults (noise in an early, middle and late tensor, channel swap, norm scale, bias "
+                "shift, a NaN) into copies of the weights, judge each as `accelport run --target-weights` would, "
+                "and report the smallest detected size per fault type and whether `layers` names the module.")

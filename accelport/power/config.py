@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..errors import UsageError
-from ..job.spec import JobSpec, Target, with_overrides
+from ..job.spec import FromFlatNames, JobSpec, Target
 
 SIZES = (1e-4, 1e-3, 1e-2, 1e-1)  # relative noise / shift sizes tried, smallest first
 
 
 @dataclass(frozen=True)
-class PowerConfig:
+class PowerConfig(FromFlatNames):
     """Every field is a flag of ``accelport power``; the shared ones (spec, target) mean what they mean for
     ``accelport run``."""
 
@@ -20,11 +19,6 @@ class PowerConfig:
     target: Target = field(default_factory=lambda: Target(batch_size=8))
     sizes: tuple[float, ...] = SIZES
     locate: bool = True  # also run the layer comparison on the smallest detected size of each fault
-
-    @classmethod
-    def of(cls, **flat: Any) -> PowerConfig:
-        """From flat flag names: ``PowerConfig.of(model=..., device="cpu", dtype="bf16")``."""
-        return with_overrides(cls(), **flat)
 
 
 def validate(config: PowerConfig) -> None:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ..arguments import add_device_arguments, add_out_dir_argument, add_weight_lookup_arguments, spec_from_args
+from ..arguments import (
+    Command,
+    add_device_arguments,
+    add_out_dir_argument,
+    add_weight_lookup_arguments,
+    artifacts_line,
+    spec_from_args,
+)
 from ..bench.config import parse_list
 from ..runners import DTYPES
 from .config import DEFAULT_CPU_MEMORY_GB, ZOO_RUNTIMES, ZooConfig
@@ -75,15 +82,13 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     result = run_zoo(config_from_args(args))
     if result.document is not None:  # rank 0
         print(render_markdown(result.document, with_pick=args.pick))
-        print("artifacts: " + ", ".join(str(p) for p in result.artifacts.values()))
+        print(artifacts_line(result.artifacts))
     return result.exit_code
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("zoo", help="many timm models x runtimes x dtypes, each in its own process, with a "
-                                 "verdict per cell", description="Sweep timm models (names, a file, or patterns) "
-                                 "over runtimes and dtypes: each cell is a full accelport run (parity against the CPU "
-                                 "fp32 reference, latency) in a child process with a time and memory limit; "
-                                 "resumable; torchrun spreads the models over the devices.", epilog=EPILOG)
-    add_zoo_arguments(parser)
-    parser.set_defaults(handler=_cmd_zoo)
+COMMAND = Command(
+    "zoo", epilog=EPILOG, add_arguments=add_zoo_arguments, handler=_cmd_zoo,
+    help="many timm models x runtimes x dtypes, each in its own process, with a verdict per cell",
+    description="Sweep timm models (names, a file, or patterns) over runtimes and dtypes: each cell is a full "
+                "accelport run (parity against the CPU fp32 reference, latency) in a child process with a time and "
+                "memory limit; resumable; torchrun spreads the models over the devices.")
