@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .devices import FP32_MATH_MODES
+from .errors import EXIT_PARITY_FAILED, EXIT_PASSED
 from .job.spec import RUNTIME_OPTIONS, JobSpec, Target
 from .runners import INPUT_DTYPES
 
@@ -40,6 +41,12 @@ class Command:
 def artifacts_line(artifacts: Mapping[str, Path]) -> str:
     """The closing line of every command: the files it wrote."""
     return "artifacts: " + ", ".join(str(p) for p in artifacts.values())
+
+
+def finish(artifacts: Mapping[str, Path], passed: bool) -> int:
+    """Print the artifacts line and give the exit code of a command that ran: 0 passed, 1 its verdict failed."""
+    print(artifacts_line(artifacts))
+    return EXIT_PASSED if passed else EXIT_PARITY_FAILED
 
 
 def positive_seconds(text: str) -> float:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from .. import errors
 from ..arguments import (
     Command,
     add_calibration_argument,
@@ -13,12 +12,17 @@ from ..arguments import (
     add_input_arguments,
     add_model_arguments,
     add_out_dir_argument,
-    artifacts_line,
+    finish,
     spec_from_args,
 )
 from ..runners import INPUT_DTYPES, QUANTIZED_DTYPES
 from .config import ALL_RUNTIMES, CHANNELS_LAST_MODES, BenchConfig, parse_list
 
+HELP = "compare runtimes x dtypes x batch sizes, parity-checked; pick the fastest"
+DESCRIPTION = ("Every way to run the model (eager, torch.compile, ONNX Runtime, "
+               "OpenVINO) in every precision and batch size, side by side with the "
+               "eager fp32 baseline of the same run, each checked against the CPU fp32 "
+               "reference.")
 EPILOG = ("duration: the default sweep (batch 1 and 32, 3 rounds, peers included: 12 Inductor compilations, 5 bf16 "
           "rows at batch 32 that run ~5 s per call where bf16 is emulated) is estimated at about 9 minutes on 2 "
           "idle AMD EPYC (AVX2) cores with an empty cache, far less on a CPU with bf16 arithmetic; --no-peers "
@@ -122,15 +126,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     else:
         print("\n".join(table_lines(document.rows)))
     print("\n".join(line.removeprefix("> ") for line in reliability_lines(document.timing_reliability, document.rows)))
-    print(artifacts_line(result.artifacts))
     every_size_has_one = all(pick.fastest is not None for pick in document.pick or ())
-    return errors.EXIT_PASSED if every_size_has_one else errors.EXIT_PARITY_FAILED
+    return finish(result.artifacts, passed=every_size_has_one)
 
 
-COMMAND = Command(
-    "bench", epilog=EPILOG, add_arguments=add_bench_arguments, handler=_cmd_bench,
-    help="compare runtimes x dtypes x batch sizes, parity-checked; pick the fastest",
-    description="Every way to run the model (eager, torch.compile, ONNX Runtime, "
-                "OpenVINO) in every precision and batch size, side by side with the "
-                "eager fp32 baseline of the same run, each checked against the CPU fp32 "
-                "reference.")
+COMMAND = Command("bench", HELP, DESCRIPTION, EPILOG, add_bench_arguments, _cmd_bench)

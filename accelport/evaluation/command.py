@@ -10,6 +10,10 @@ from .. import arguments, errors
 from ..formatting import comparison_text
 from .config import EvalConfig
 
+HELP = "accuracy and agreement over a dataset (torchrun for many devices)"
+DESCRIPTION = ("Top-1/top-5 accuracy and agreement of a target against the CPU fp32 "
+               "reference over a whole image folder, streamed, resumable, and spread "
+               "over processes when launched by torchrun.")
 EPILOG = ("exit codes: 0 ran and passed, 1 ran and a criterion failed, 2 bad usage/input/environment, "
           "3 internal error. "
           "Many devices: torchrun --nproc-per-node N -m accelport eval ... (see docs/eval.md)")
@@ -109,13 +113,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     for check in doc.checks:
         if not check.passed:
             print(f"  FAIL {check.name}: {comparison_text(check.value, check.op, check.threshold)}")
-    print(arguments.artifacts_line(result.artifacts))
-    return errors.EXIT_PASSED if result.passed else errors.EXIT_PARITY_FAILED
+    return arguments.finish(result.artifacts, passed=result.passed)
 
 
-COMMAND = arguments.Command(
-    "eval", epilog=EPILOG, add_arguments=add_eval_arguments, handler=_cmd_eval,
-    help="accuracy and agreement over a dataset (torchrun for many devices)",
-    description="Top-1/top-5 accuracy and agreement of a target against the CPU fp32 "
-                "reference over a whole image folder, streamed, resumable, and spread "
-                "over processes when launched by torchrun.")
+COMMAND = arguments.Command("eval", HELP, DESCRIPTION, EPILOG, add_eval_arguments, _cmd_eval)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from .. import arguments, errors
+from .. import arguments
 from .config import MODES, LayersConfig
 
+HELP = "which module diverges: layer-by-layer comparison, chained and isolated"
+DESCRIPTION = ("Compare every module of the target with the CPU fp32 reference, in chained and isolated mode, "
+               "and name the first divergent module (layers.json, layers.csv, layers.md, layers.png).")
 EPILOG = ("exit codes: 0 the model's output passes run's checks, 1 it fails them (as run would), 2 bad "
           "usage/input/environment, "
           "3 internal error. See docs/layers.md.")
@@ -64,12 +67,7 @@ def _cmd_layers(args: argparse.Namespace) -> int:
           f"outputs of one side for one batch: {memory.all_module_outputs_bytes / 2**20:.1f} MiB); process peak "
           f"RSS {'n/a' if peak is None else f'{peak / 2**20:.0f} MiB'}"
           + ("" if device_peak is None else f"; device peak {device_peak / 2**20:.0f} MiB"))
-    print(arguments.artifacts_line(result.artifacts))
-    return errors.EXIT_PARITY_FAILED if result.diverged else errors.EXIT_PASSED
+    return arguments.finish(result.artifacts, passed=not result.diverged)
 
 
-COMMAND = arguments.Command(
-    "layers", epilog=EPILOG, add_arguments=add_layers_arguments, handler=_cmd_layers,
-    help="which module diverges: layer-by-layer comparison, chained and isolated",
-    description="Compare every module of the target with the CPU fp32 reference, in chained and isolated mode, "
-                "and name the first divergent module (layers.json, layers.csv, layers.md, layers.png).")
+COMMAND = arguments.Command("layers", HELP, DESCRIPTION, EPILOG, add_layers_arguments, _cmd_layers)

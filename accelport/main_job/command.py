@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from .. import arguments, errors
+from .. import arguments
 from .config import RunConfig
 
+HELP = "parity + latency report for one target (same as inference.py)"
+DESCRIPTION = "Parity and latency of one target against the CPU fp32 reference."
 EPILOG = "exit codes: 0 ran and passed, 1 ran and parity failed, 2 bad usage/input/environment, 3 internal error"
 
 
@@ -63,11 +65,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     result = run(config_from_args(args))
     print(result.document.to_log())  # ends with the latency and, when disturbed, why it cannot be believed
-    print(arguments.artifacts_line(result.artifacts))
-    return errors.EXIT_PASSED if result.passed else errors.EXIT_PARITY_FAILED
+    return arguments.finish(result.artifacts, passed=result.passed)
 
 
-COMMAND = arguments.Command(
-    "run", epilog=EPILOG, add_arguments=add_run_arguments, handler=_cmd_run,
-    help="parity + latency report for one target (same as inference.py)",
-    description="Parity and latency of one target against the CPU fp32 reference.")
+COMMAND = arguments.Command("run", HELP, DESCRIPTION, EPILOG, add_run_arguments, _cmd_run)

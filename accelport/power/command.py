@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from .. import arguments, errors
+from .. import arguments
 from .config import SIZES, PowerConfig
 
+HELP = "detection power: which injected weight faults the verdict catches, and from which size"
+DESCRIPTION = ("Inject standard faults (noise in an early, middle and late tensor, channel swap, norm scale, bias "
+               "shift, a NaN) into copies of the weights, judge each as `accelport run --target-weights` would, "
+               "and report the smallest detected size per fault type and whether `layers` names the module.")
 EPILOG = ("exit codes: 0 every fault type detected at some size tried, 1 a fault type was never detected, 2 bad "
           "usage/input/environment, 3 internal error. See docs/verdict.md.")
 
@@ -54,13 +58,7 @@ def _cmd_power(args: argparse.Namespace) -> int:
         named = "" if entry.layers is None else (
             ", layers names it" if entry.layers.names_module else ", layers does NOT name it")
         print(f"  {entry.kind:<24} {smallest}{named}")
-    print(arguments.artifacts_line(result.artifacts))
-    return errors.EXIT_PASSED if document.passed else errors.EXIT_PARITY_FAILED
+    return arguments.finish(result.artifacts, passed=document.passed)
 
 
-COMMAND = arguments.Command(
-    "power", epilog=EPILOG, add_arguments=add_power_arguments, handler=_cmd_power,
-    help="detection power: which injected weight faults the verdict catches, and from which size",
-    description="Inject standard faults (noise in an early, middle and late tensor, channel swap, norm scale, bias "
-                "shift, a NaN) into copies of the weights, judge each as `accelport run --target-weights` would, "
-                "and report the smallest detected size per fault type and whether `layers` names the module.")
+COMMAND = arguments.Command("power", HELP, DESCRIPTION, EPILOG, add_power_arguments, _cmd_power)

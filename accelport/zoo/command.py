@@ -16,6 +16,10 @@ from ..bench.config import parse_list
 from ..runners import DTYPES
 from .config import DEFAULT_CPU_MEMORY_GB, ZOO_RUNTIMES, ZooConfig
 
+HELP = "many timm models x runtimes x dtypes, each in its own process, with a verdict per cell"
+DESCRIPTION = ("Sweep timm models (names, a file, or patterns) over runtimes and dtypes: each cell is a full "
+               "accelport run (parity against the CPU fp32 reference, latency) in a child process with a time and "
+               "memory limit; resumable; torchrun spreads the models over the devices.")
 EPILOG = ("exit codes: 0 every cell passed or is explained as unsupported, 1 a cell failed parity, crashed or timed "
           "out, 2 bad usage/input/environment (nothing run), 3 internal error. Results: zoo.json, zoo.csv, zoo.md, "
           "zoo.png and zoo.journal.jsonl in --out-dir; each cell's own run artifacts under cells/. "
@@ -86,9 +90,4 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-COMMAND = Command(
-    "zoo", epilog=EPILOG, add_arguments=add_zoo_arguments, handler=_cmd_zoo,
-    help="many timm models x runtimes x dtypes, each in its own process, with a verdict per cell",
-    description="Sweep timm models (names, a file, or patterns) over runtimes and dtypes: each cell is a full "
-                "accelport run (parity against the CPU fp32 reference, latency) in a child process with a time and "
-                "memory limit; resumable; torchrun spreads the models over the devices.")
+COMMAND = Command("zoo", HELP, DESCRIPTION, EPILOG, add_zoo_arguments, _cmd_zoo)
