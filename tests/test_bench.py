@@ -227,3 +227,36 @@ def test_run_records_the_openvino_split_it_used(tmp_path):
     assert (target["streams"], target["micro_batch"], target["num_streams"]) == (2, 1, 2)
     assert target["part_batch_sizes"] == [1]  # every request holds one image
     assert "streams 2, micro-batch 1" in (tmp_path / "report.md").read_text()
+
+
+class _CountingRunner:
+    """Counts forward calls; each takes no time, so how many a round makes depends only on the round's sizing."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def to_device(self, batch):
+        return batch
+
+    def synchronize(self) -> None:
+        pass
+
+    def forward(self, batch):
+        self.calls += 1
+        return batch
+
+
+@pytest.mark.parametrize("known_call_ms, calls", [(5000.0, 1), (20.0, 7)])
+def test_a_later_round_without_warm_up_keeps_to_its_time_budget(known_call_ms, calls):
+    """A later round of a slow point skips warm-up; the call time its first round measured sizes it (before: the
+    full iteration count, 7 calls of 5 s where the budget allows 3.3 s)."""
+    from types import SimpleNamespace
+
+    from accelport.bench.points import Point
+
+    settings = SimpleNamespace(rounds=3, iters=20, max_time_s=10.0)
+    runner = _CountingRunner()
+    point = Point({"label": "slow", "batch_size": 32}, runner, torch.zeros(1), round_p50_ms=[known_call_ms])
+    point.time_round(settings, warmup=0, journal=None)
+    assert runner.calls == calls  # ceil(20/3) = 7 iterations per round at most; 3.3 s / 5 s -> the minimum, 1
+    assert len(point.round_p50_ms) == 2

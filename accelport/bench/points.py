@@ -33,12 +33,13 @@ MIN_ITERS = 3  # timed iterations per point at least, over all its rounds
 
 
 def time_compute(runner: Runner, batch: torch.Tensor, warmup: int, iters: int, max_time_s: float,
-                 min_iters: int = MIN_ITERS) -> list[float]:
+                 min_iters: int = MIN_ITERS, known_call_s: float | None = None) -> list[float]:
     """Per-iteration compute latencies in ms (input on the device, synchronised); fewer when one is slow.
 
     Warm-up: the first call always, further ones only while they have used less than a quarter of
     ``max_time_s``: a 5-second call (bf16 on a CPU without bf16 arithmetic) warms nothing a second time, and three
-    of them would cost more than the point's whole budget.
+    of them would cost more than the point's whole budget. Without warm-up (a later round of a slow point), the
+    call time an earlier round measured (``known_call_s``) sizes the round instead, so it keeps to its budget.
     """
     device_input = runner.to_device(batch)
     runner.synchronize()
@@ -47,7 +48,7 @@ def time_compute(runner: Runner, batch: torch.Tensor, warmup: int, iters: int, m
         runner.forward(device_input)
         runner.synchronize()
         done += 1
-    per_iter = (time.perf_counter() - started) / done if done else 0.0
+    per_iter = (time.perf_counter() - started) / done if done else (known_call_s or 0.0)
     count = iters if per_iter <= 0 else max(min_iters, min(iters, int(max_time_s / per_iter)))
     return time_calls(lambda: runner.forward(device_input), runner, count)
 
@@ -120,8 +121,9 @@ class Point:
         rounds = max(1, settings.rounds)
         assert self.runner is not None and self.batch is not None, "time_round on a point restored without a runner"
         with LoadMonitor() as monitor:
+            known_call_s = self.round_p50_ms[-1] / 1000 if self.round_p50_ms else None
             samples = time_compute(self.runner, self.batch, warmup, -(-settings.iters // rounds),
-                                   settings.max_time_s / rounds, -(-MIN_ITERS // rounds))
+                                   settings.max_time_s / rounds, -(-MIN_ITERS // rounds), known_call_s)
         load = monitor.window.to_json() if monitor.window else None
         self.add_round(samples, load)
         if journal is not None:
