@@ -51,7 +51,7 @@ def weights_files(tmp_path_factory):
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino",
                                      pytest.param("compile", marks=pytest.mark.zoo_full)])  # compile: ~60 s of Inductor
 def test_int8_runs_through_the_engines_quantiser_and_records_its_calibration(tmp_path, runtime, weights_files,
-                                                                              two_images):
+                                                                              two_images, capfd):
     if not _installed(*ENGINES[runtime]):
         pytest.skip(f"needs {', '.join(ENGINES[runtime])}")
     calibration = [str(DEFAULT_SAMPLES_DIR / "astronaut.jpg"), str(DEFAULT_SAMPLES_DIR / "coffee.jpg")]
@@ -72,6 +72,7 @@ def test_int8_runs_through_the_engines_quantiser_and_records_its_calibration(tmp
     assert summary["parity"]["worst_sample_rel_l2"] > 1e-3  # quantised: not fp32 in disguise
     if runtime == "openvino":  # read back from the compiled graph: its convolutions execute in int8
         assert target["compute_layers"]["int8"] > 0
+    assert "Statistics collection" not in capfd.readouterr().out  # NNCF's progress bars stay off stdout
 
 
 def test_a_weight_fault_that_fails_fp32_fails_the_int8_run(tmp_path, weights_files, two_images):

