@@ -256,6 +256,7 @@ def test_eval_int8_reports_accuracy_and_agreement_with_the_fp32_reference(tmp_pa
     target = doc["target"]
     assert target["dtype"] == "int8" and doc["criteria"]["precision"] == "int8"
     assert target["effective_precision"] == "int8" and target["calibration_images"] == 2
+    assert target["calibration_overlap"] == 0  # calibrated on other images than the dataset's
     accuracy, agreement = doc["accuracy"], doc["agreement"]
     assert accuracy["num_images"] == 2 and accuracy["reference"]["top1_correct"] == 1  # CPU fp32, by construction
     assert accuracy["target"]["top1_correct"] in (0, 1, 2) and "top5" in accuracy["target"]
@@ -269,10 +270,14 @@ def test_eval_int8_reports_accuracy_and_agreement_with_the_fp32_reference(tmp_pa
 
 
 def test_a_weight_fault_fails_eval_int8_through_the_structural_proof(tmp_path, eval_data, weights_files, capsys):
-    code, doc = _eval_int8(eval_data, tmp_path, weights_files, "--target-weights", str(weights_files["noisy"]))
+    judged_too = next(eval_data.rglob("horse.png"))  # calibrating on a dataset image is said, and recorded
+    code, doc = _eval_int8(eval_data, tmp_path, weights_files, "--target-weights", str(weights_files["noisy"]),
+                           "--calibration", str(judged_too))
     proof = doc["target"]["structural_proof"]
     assert code == 1 and doc["status"] == "failed" and proof["status"] == "failed" and proof["failed_checks"]
-    assert doc["target"]["target_weights"] and "FAIL structural_proof" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert doc["target"]["target_weights"] and "FAIL structural_proof" in captured.out
+    assert doc["target"]["calibration_overlap"] == 1 and "--calibration and --data share 1 image" in captured.err
 
 
 # compile (PT2E) without compiling ------------------------------------------------------------------------------

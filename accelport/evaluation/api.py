@@ -23,7 +23,8 @@ from ..errors import InputError, UsageError
 from ..job.context import JobContext, open_job
 from ..job.header import REFERENCE, DocumentHeader, model_record, target_record
 from ..resources import check_batch_fits
-from ..runners import create_runner
+from ..runners import QUANTIZED_DTYPES, create_runner
+from ..runners.quantize import calibration_overlap
 from . import distributed as dist_utils
 from .aggregate import summarise
 from .config import EvalConfig
@@ -139,7 +140,12 @@ def _evaluate(config: EvalConfig, ctx: dist_utils.DistContext, device: torch.dev
     _check_same_job(ctx, fingerprint, listing)
     done_keys, done_records = _done_before(config, ctx, out_dir, fingerprint, listing)
     items = dist_utils.shard([it for it in listing.items if it.key not in done_keys], ctx)
+    overlap = None  # int8 judged on its own calibration images? said before the work, by the main process
+    if config.target.dtype in QUANTIZED_DTYPES and ctx.is_main:
+        overlap = calibration_overlap(config.target.option("calibration"), [it.path for it in listing.items], "--data")
     shard, runner_settings, cache = _evaluate_share(config, job, ctx, items, criteria, fingerprint, on_batch)
+    if overlap is not None:
+        runner_settings["calibration_overlap"] = overlap
     shard.records.extend(done_records)
     gathered = dist_utils.gather_to_main(ctx, (shard, cache.to_json() if cache else None))
     result = EvalResult(passed=False)

@@ -105,7 +105,8 @@ def load_calibration(inputs: Sequence[str | Path], model: torch.nn.Module, chw: 
     return Calibration(source, tuple(map(str, paths)), images, digest)
 
 
-def calibration_overlap(calibration: Sequence[str | Path], judged: Sequence[Path]) -> int:
+def calibration_overlap(calibration: Sequence[str | Path], judged: Sequence[Path],
+                        judged_flag: str = "--images") -> int:
     """How many judged images are also calibration images; a warning when the user chose both sets.
 
     A quantiser tuned on the very images that judge it flatters the verdict; with neither flag given the bundled
@@ -114,8 +115,8 @@ def calibration_overlap(calibration: Sequence[str | Path], judged: Sequence[Path
     calib = {p.resolve() for p in discover_calibration(calibration)}
     shared = sum(Path(p).resolve() in calib for p in judged)
     if shared and calibration:
-        _logger.warning("--calibration and --images share %d image(s): the int8 verdict is judged on images the "
-                        "quantiser was calibrated on; keep the two sets apart", shared)
+        _logger.warning("--calibration and %s share %d image(s): the int8 verdict is judged on images the "
+                        "quantiser was calibrated on; keep the two sets apart", judged_flag, shared)
     elif shared:
         _logger.info("int8: %d judged image(s) are also the calibration set (bundled samples); pass --calibration "
                      "with other images to keep them apart", shared)
