@@ -260,3 +260,16 @@ def test_a_later_round_without_warm_up_keeps_to_its_time_budget(known_call_ms, c
     point.time_round(settings, warmup=0, journal=None)
     assert runner.calls == calls  # ceil(20/3) = 7 iterations per round at most; 3.3 s / 5 s -> the minimum, 1
     assert len(point.round_p50_ms) == 2
+
+
+def test_target_weights_bench_the_port_against_the_reference(tmp_path, seeded_weights, noisy_fc2_weights):
+    """A converted checkpoint with a fault: every row runs the port and fails parity against the reference (eager
+    included), so no configuration is picked (exit 1); the port's weights are recorded."""
+    rc = main(["bench", "--model", "convnextv2_atto", "--device", "cpu", "--weights", str(seeded_weights),
+               "--target-weights", str(noisy_fc2_weights), "--runtimes", "eager", "--dtypes", "fp32",
+               "--batch-sizes", "1", "--rounds", "1", "--out-dir", str(tmp_path), "--no-plot", *FAST])
+    document = json.loads((tmp_path / "bench.json").read_text())
+    assert rc == 1 and document["pick"][0]["fastest"] is None
+    assert document["rows"] and not any(row["parity"]["passed"] for row in document["rows"])
+    port = document["model"]["target_weights"]
+    assert port["path"] == str(noisy_fc2_weights) and port["sha256"] != document["model"]["weights_sha256"]

@@ -27,8 +27,7 @@ from .pick import add_picks
 _logger = logging.getLogger(__name__)
 
 # Spec fields bench has no flag for (always their defaults) or that do not change a figure (where results go).
-_NOT_IN_FINGERPRINT = ("out_dir", "images", "target_weights", "skip_bad_images", "cache_dir", "progress", "plot",
-                       "resume")
+_NOT_IN_FINGERPRINT = ("out_dir", "images", "skip_bad_images", "cache_dir", "progress", "plot", "resume")
 
 
 class BenchResult(CommandResult[BenchDocument]):
@@ -39,7 +38,9 @@ def journal_fingerprint(config: BenchConfig, job: JobContext, images: list[str])
     """Everything that changes a figure of the sweep: a journal is resumed only under the same fingerprint."""
     flat = asdict(config.spec) | {k: v for k, v in asdict(config).items() if k != "spec"}
     settings = {k: v for k, v in flat.items() if k not in _NOT_IN_FINGERPRINT}
-    return {**settings, "images": images, "state_digest": weights_digest(job.loaded.model), "device": str(job.device),
+    target = {"target_state_digest": weights_digest(job.target_model.model)} if job.separate_target else {}
+    return {**settings, "images": images, "state_digest": weights_digest(job.loaded.model), **target,
+            "device": str(job.device),
             **{k: v for k, v in bench_environment(job.device, 0).items() if k not in ("threads", "torch_threads")}}
 
 

@@ -12,6 +12,7 @@ from ..arguments import (
     add_input_arguments,
     add_model_arguments,
     add_out_dir_argument,
+    add_target_weights_argument,
     finish,
     spec_from_args,
 )
@@ -75,6 +76,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
     model = parser.add_argument_group("model, inputs and target")
     add_model_arguments(model)
+    add_target_weights_argument(model)
     add_input_arguments(model, images_help="images for the parity check (default: the bundled samples/)",
                         skip_bad_help=None, test_size_help="use the pretrained config's test input size")
     add_device_arguments(model, fp32_math_help="strict: IEEE fp32; fast: allow TF32/HF32 (default: %(default)s)")

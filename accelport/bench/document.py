@@ -176,13 +176,18 @@ def sweep_document(job: JobContext, config: BenchConfig, images: torch.Tensor, t
                                          config.micro_batches, peers=config.peers)
     settings = SweepSettings(config.warmup, config.iters, config.max_time_s, threads, config.cache_dir, config.progress,
                              config.rounds, config.calibration, job.spec.fp32_math)
-    records, rows = sweep(job.loaded.model, images, reference, job.device, configurations, config.batch_sizes,
+    # every row runs the port under test (--target-weights, else the reference's weights), judged against the
+    # reference: a broken conversion fails each runtime's parity, eager's too
+    records, rows = sweep(job.target_model.model, images, reference, job.device, configurations, config.batch_sizes,
                           criteria, job.spec.head == "classifier", settings, journal, resumed)
     add_ratios(rows)
     flops_per_image = model_flops(job.loaded.model, [1, *job.input_size])
     add_achieved_flops(rows, flops_per_image)
-    header = DocumentHeader(SCHEMA_VERSION, utc_now(), round(time.time() - started, 3),
-                            bench_model_record(job.loaded, job.input_size, flops_per_image),
+    model = bench_model_record(job.loaded, job.input_size, flops_per_image)
+    if job.separate_target:
+        model["target_weights"] = {"path": job.target_model.weights.path, "sha256": job.target_model.weights.sha256,
+                                   "state_digest": weights_digest(job.target_model.model)}
+    header = DocumentHeader(SCHEMA_VERSION, utc_now(), round(time.time() - started, 3), model,
                             bench_environment(job.device, threads))
     return BenchDocument(
         header=header, resumed_points=resumed.points if resumed else 0,
