@@ -74,11 +74,12 @@ def _journaled_sweep(job: JobContext, config: BenchConfig) -> BenchDocument:
     fingerprint = journal_fingerprint(config, job, [str(p) for p in images.paths])
     resumed = read_journal(path, fingerprint) if config.resume else None
     journal = JournalWriter(path, fingerprint, fresh=not config.resume)
+    # int8 judged on its own calibration images? said before the sweep, not after it
+    overlap = calibration_overlap(config.calibration, images.paths) if "int8" in config.dtypes else None
     try:
         with intra_op_threads(config.threads) as threads:
             document = sweep_document(job, config, images.tensor, threads, journal, resumed)
-        if "int8" in config.dtypes:  # judged on its own calibration images?
-            overlap = calibration_overlap(config.calibration, images.paths)
+        if overlap is not None:
             document = replace(document, settings=replace(document.settings, calibration_overlap=overlap))
         return document
     except KeyboardInterrupt:
