@@ -17,7 +17,7 @@ import pytest
 
 from accelport.cli import main
 from accelport.machine_load import CpuReading, LoadMonitor, _process_ticks, probe, read_cpu, window_between
-from accelport.reliability import LOAD_CODES, assess
+from accelport.reliability import DEFAULT_THRESHOLDS, assess
 
 MODEL = ["--model", "test_convnext2", "--device", "cpu"]
 
@@ -165,7 +165,11 @@ def test_a_timing_on_an_idle_machine_raises_no_load_alarm(tmp_path, two_images):
     if window["foreign_busy_cores"] > 0.1 and window["busiest_others"]:
         pytest.skip(f"another process became busy during the timing: {window['busiest_others']}")
     assert window["cpu_count"] >= 1 and window["own_busy_cores"] > 0.3  # the timing's work is its own
-    assert not [code for code in codes(reliability) if code in LOAD_CODES], reliability
+    assert "other_processes" not in codes(reliability), reliability
+    # The hypervisor may take time from a cloud VM at any moment (seen: 6.1 % on a CI runner); when it does, the
+    # alarm is right. So cpu_steal must be raised exactly when a recorded window shows steal above the limit.
+    steal = max(w["steal_share"] for w in latency["load"].values() if w)
+    assert ("cpu_steal" in codes(reliability)) == (steal > DEFAULT_THRESHOLDS.max_steal_share), (steal, reliability)
     assert reliability["reliable"] == (not reliability["reasons"]) == (reliability["advice"] is None)
     report = (tmp_path / "report.md").read_text()
     assert ("Timing reliable: yes" in report) == reliability["reliable"]
