@@ -18,7 +18,6 @@ from typing import Any
 
 ADVICE = ("rerun on an idle machine (stop the processes named above, or wait for them); with `accelport bench`, "
           "`--rounds 3` or more spreads bursts of load over every configuration and `--iters` more samples per point")
-LOAD_CODES = ("other_processes", "cpu_steal")
 MIN_SAMPLES_FOR_DISPERSION = 5  # with 3 samples, one slow iteration is no evidence of interference
 
 
