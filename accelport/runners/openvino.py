@@ -31,7 +31,7 @@ from .base import Runner, request_count
 from .cache import default_cache_dir
 from .onnx_export import EXPORTERS, export_onnx, onnx_cache_entry
 from .openvino_convert import convert_pytorch, ir_cache_entry
-from .quantize import CalibrationSource, has_attention, openvino_int8_layers, quantize_openvino
+from .quantize import CalibrationSource, openvino_int8_layers, quantize_openvino, transformer_style
 from .routes import first_working_route
 
 _logger = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class OpenVinoRunner(Runner):
         exported = source()
         if self.dtype == "int8":  # the fp32 model, quantised by NNCF (cached)
             exported = quantize_openvino(exported, self._calibration.load(self.model, shape[1:]),
-                                         has_attention(self.model), self.cache_dir)
+                                         transformer_style(self.model), self.cache_dir)
         try:
             parts = []
             for start, stop in split_bounds(shape[0], request_count(shape[0], self.streams, self.micro_batch)):
