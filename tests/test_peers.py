@@ -22,6 +22,8 @@ EPYC_AVX2 = ("flags\t\t: fpu sse sse2 ssse3 fma cx16 sse4_1 sse4_2 avx f16c bmi1
 ICELAKE = "flags : sse4_2 avx f16c fma avx2 avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni avx512_vbmi2"
 SAPPHIRE_RAPIDS = ("flags : avx2 fma avx_vnni avx512f avx512bw avx512_vnni avx512_bf16 avx512_fp16 amx_bf16 "
                    "amx_tile amx_int8")
+EPYC_ZEN4 = ("flags\t\t: fpu sse sse2 fma avx2 avx512f avx512dq avx512ifma avx512cd avx512bw avx512vl avx512_bf16 "
+             "avx512vbmi avx512_vbmi2 gfni vaes avx512_vnni avx512_bitalg avx512_vpopcntdq rdpid fsrm")
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +131,7 @@ def test_the_baseline_counts_as_a_peer_and_a_faster_peer_is_said():
 @pytest.mark.parametrize("line, name, bf16, int8", [
     (EPYC_AVX2, "AVX2", False, False),
     (ICELAKE, "AVX-512 VNNI", False, True),
+    (EPYC_ZEN4, "AVX-512 BF16", True, True),
     (SAPPHIRE_RAPIDS, "AMX-BF16/INT8", True, True),
     ("flags : sse sse2 avx", "below AVX2", False, False),
 ])
@@ -141,7 +144,8 @@ def test_isa_is_named_from_cpuinfo_flags(line, name, bf16, int8):
 def test_the_compile_runner_plan_follows_the_cpu():
     from accelport.runners.compile import cpu_plan
 
-    avx2, amx = parse_isa(EPYC_AVX2), parse_isa(SAPPHIRE_RAPIDS)
-    assert cpu_plan("bf16", avx2) == (("aot-inductor", "torch.compile"), False)  # measured here: cast, AOTI
+    avx2, amx, zen4 = parse_isa(EPYC_AVX2), parse_isa(SAPPHIRE_RAPIDS), parse_isa(EPYC_ZEN4)
+    assert cpu_plan("bf16", avx2) == (("aot-inductor", "torch.compile"), False)  # measured: cast, AOTI
+    assert cpu_plan("bf16", zen4) == cpu_plan("bf16", avx2)  # bf16 arithmetic without AMX: measured, cast wins
     assert cpu_plan("bf16", amx) == (("torch.compile", "aot-inductor"), True)  # issue 13: autocast on AMX
     assert cpu_plan("fp32", amx) == cpu_plan("fp32", avx2) and cpu_plan("fp32", amx)[1] is False

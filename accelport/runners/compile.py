@@ -9,8 +9,8 @@ linear weights pre-packed for oneDNN) and one static graph per input shape:
   its cache is Inductor's own FX graph cache (``TORCHINDUCTOR_CACHE_DIR``), which in torch 2.14 also serves
   frozen graphs, so a later process skips code generation and the C++ build but still traces and freezes.
 Which route comes first, and whether bf16/fp16 run under ``torch.autocast`` or with the model cast, follows the
-CPU (``cpu_plan``): measured on AVX2 (no bf16 arithmetic), AOTInductor with the cast is fastest; on CPUs with
-bf16 arithmetic (AMX, AVX-512 BF16), ``torch.compile`` + autocast, the recipe issue 13 measured 1.48x faster there.
+CPU (``cpu_plan``): measured on AVX2 (bf16 emulated) and on AVX-512 BF16 (Zen 4), AOTInductor with the cast is
+fastest; on AMX CPUs, ``torch.compile`` + autocast, the recipe issue 13 measured 1.48x faster there.
 
 CUDA: ``torch.compile(mode="reduce-overhead")`` (CUDA graphs: one launch per batch, the batch-1 win), the model
 cast to the dtype (GPUs have bf16/fp16 arithmetic), warm-up runs per shape in setup; the compiler's cache
@@ -48,10 +48,11 @@ RECOMPILE_LIMIT = 64  # compiled runners of one model class share Dynamo's per-c
 # CPU: the Inductor routes in order of preference, and whether bf16/fp16 run under autocast (weights fp32,
 # convolutions and matmuls in the dtype) or with the model cast to the dtype; chosen by measurement
 # (docs/benchmarks.md "The compile runner's path", benchmarks/compile_paths.py), per kind of CPU:
-# - without bf16/fp16 arithmetic (AVX2, AVX-512 without BF16): AOTInductor, model cast. Measured on an AVX2 EPYC:
-#   torch.compile is on par (0.93-1.08x), autocast 1.27-1.34x slower than the cast (its fp32 activations between
-#   emulated bf16 kernels add conversions), and the package loads from the cache in about a second;
-# - with it (AMX, AVX-512 BF16/FP16): torch.compile with freezing under autocast, the recipe issue 13 measured
+# - without AMX for the dtype: AOTInductor, model cast. Measured on an AVX2 EPYC (bf16 emulated): torch.compile on
+#   par (0.93-1.08x), autocast 1.27-1.34x slower; on an AVX-512 BF16 EPYC (Zen 4, bf16 dot products in the vector
+#   unit): autocast 1.28-1.40x slower at batch 1 and 1.03-1.05x at batch 32, torch.compile with the cast 1.07-1.14x
+#   slower. The package also loads from the cache in about a second;
+# - with AMX (bf16/fp16 matrix tiles): torch.compile with freezing under autocast, the recipe issue 13 measured
 #   1.48x faster than AOTInductor with the model cast on an AMX Xeon (not re-measured here: no such CPU).
 _CPU_PLANS = {False: (("aot-inductor", "torch.compile"), False), True: (("torch.compile", "aot-inductor"), True)}
 _ROUTE_NAMES = {"aot-inductor": "AOTInductor", "torch.compile": "torch.compile"}
@@ -64,7 +65,7 @@ def cpu_plan(dtype: str, isa: dict[str, Any] | None = None) -> tuple[tuple[str, 
     if dtype == "fp32":
         return _CPU_PLANS[False][0], False
     isa = isa if isa is not None else cpu_isa()
-    return _CPU_PLANS[bool(isa.get(f"{dtype}_arithmetic"))]
+    return _CPU_PLANS[f"AMX-{dtype.upper()}" in isa.get("extensions", ())]
 
 
 def raise_recompile_limit() -> None:
