@@ -219,10 +219,10 @@ def transformer_style(model: torch.nn.Module) -> bool:
     LayerNorm-normalised ones (ConvNeXt, MLP-Mixer), whose element-wise chains around the norms NNCF's transformer
     patterns leave in float instead of quantising each of them.
 
-    Measured with OpenVINO 2026.4 / NNCF 3.4 on an AVX-512 VNNI EPYC, paired, random init, SmoothQuant off
-    (docs/int8.md): convnextv2_atto 1.40x faster at batch 32 and min cosine to fp32 0.9947 -> 0.9990; convnext_atto
-    1.21x faster, 0.9928 -> 0.9972. resnet18 (BatchNorm) was 1.10x slower with it, so BatchNorm CNNs keep NNCF's
-    default.
+    Measured by benchmarks/int8_nncf_settings.py (OpenVINO 2026.4, NNCF 3.4, AVX-512 VNNI EPYC, random init,
+    SmoothQuant off, calibrated on 2 samples, min cosine to fp32 over all 6, paired speed at batch 8):
+    convnextv2_atto 1.32x faster, 0.9951 -> 0.9997; convnext_atto 1.23x faster, 0.9915 -> 0.9989; resnet18
+    (BatchNorm) 1.11x slower for the same cosine, so BatchNorm CNNs keep NNCF's default.
     """
     return any(isinstance(module, torch.nn.LayerNorm) or "attention" in type(module).__name__.lower()
                for module in model.modules())
