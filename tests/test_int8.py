@@ -97,6 +97,21 @@ def test_nncf_model_type_follows_the_blocks_norm_and_attention(name, expected):
     assert transformer_style(timm.create_model(name, pretrained=False)) is expected
 
 
+def test_smooth_quant_is_used_from_its_calibration_size_and_recorded(tmp_path, weights_files, two_images, monkeypatch):
+    """The SmoothQuant branch (NNCF's own default, for 300+ calibration images) builds and is recorded; the
+    threshold is lowered here so that two images reach it."""
+    if not _installed(*ENGINES["openvino"]):
+        pytest.skip("needs openvino, onnx, nncf")
+    from accelport.runners import quantize
+
+    monkeypatch.setattr(quantize, "SMOOTH_QUANT_MIN_IMAGES", 2)
+    calibration = [str(DEFAULT_SAMPLES_DIR / "astronaut.jpg"), str(DEFAULT_SAMPLES_DIR / "coffee.jpg")]
+    accelport.run(model=MODEL, weights=str(weights_files["clean"]), device="cpu", runtime="openvino", dtype="int8",
+                  images=tuple(two_images), calibration=tuple(calibration), iters=1, warmup=0, out_dir=str(tmp_path))
+    settings = json.loads((tmp_path / "summary.json").read_text())["target"]["quantizer_settings"]
+    assert settings["smooth_quant"] is True and settings["model_type"] == "TRANSFORMER"
+
+
 def test_eager_int8_is_refused_naming_the_runtimes_that_quantise(tmp_path, capsys):
     code = main(["run", "--model", MODEL, "--device", "cpu", "--runtime", "eager", "--dtype", "int8",
                  "--out-dir", str(tmp_path)])
