@@ -47,3 +47,10 @@ def comparison_text(value: float, op: str, threshold: float) -> str:
     """``"0.999994 >= 0.99999"``: a check as one truthful expression."""
     left, right = format_comparison(value, op, threshold)
     return f"{left} {op} {right}"
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """The first line of ``text``, at most ``limit`` characters: an engine's error can be a page long (a dispatcher
+    dump), and a table cell or a console line must stay one line; the whole text stays in the JSON."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return first if len(first) <= limit else first[: limit - 1] + "…"

@@ -138,7 +138,17 @@ def autocast_region(device: torch.device) -> dict:
         on_device = model.to(device)(image.to(device)).cpu()
     except (AssertionError, RuntimeError) as exc:  # torch asserts when the backend lacks get_amp_supported_dtype
         return {"error": str(exc)[:300]}
-    return {"error": None, "max_abs_diff": float((on_device - model.cpu()(image)).abs().max())}
+    result = {"error": None, "max_abs_diff": float((on_device - model.cpu()(image)).abs().max())}
+    # torch.autocast on the device itself, as a user's half-precision recipe (bench's autocast peers) opens it
+    x = torch.randn(2, 8, device=device)
+    linear, norm = torch.nn.Linear(8, 8).to(device), torch.nn.LayerNorm(8).to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        lowered = linear(x)
+        normalised = norm(lowered)
+        added = x + 1
+    result["autocast_dtypes"] = {"linear": str(lowered.dtype), "layer_norm": str(normalised.dtype),
+                                 "add": str(added.dtype), "device": str(lowered.device)}
+    return result
 
 
 def main() -> None:

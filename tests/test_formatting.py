@@ -10,7 +10,7 @@ import pytest
 
 from accelport.bench.plot import series_style
 from accelport.cli import main
-from accelport.formatting import comparison_text, format_comparison
+from accelport.formatting import comparison_text, format_comparison, one_line
 from accelport.progress import LoggedProgress, progress_bar
 
 MODEL = ["--model", "test_convnext2", "--device", "cpu"]
@@ -67,3 +67,11 @@ def test_random_init_reports_say_what_missing_values_mean(tmp_path, two_images, 
         assert not BARE_NONE.search(text), f"{name}: {BARE_NONE.search(text).group(0)!r} in {text[:2000]}"
     assert "path: none (random init)" in texts["report.md"] and "sha256: none (random init)" in texts["report.md"]
     assert "\r" not in capfd.readouterr().err  # eval's progress, with stderr not a terminal
+
+
+def test_an_engine_error_of_many_lines_is_one_line_in_a_table_cell():
+    dump = "NotImplementedError: Could not run 'aten::conv2d' with arguments from the 'Autocastnpu' backend.\n" + \
+        "CPU: registered at x.cpp\n" * 50
+    assert one_line(dump) == "NotImplementedError: Could not run 'aten::conv2d' with arguments from the 'Autocastnpu' backend."
+    assert len(one_line("x" * 1000)) == 300 and one_line("x" * 1000).endswith("…")
+    assert one_line("") == ""

@@ -149,3 +149,15 @@ def test_the_compile_runner_plan_follows_the_cpu():
     assert cpu_plan("bf16", zen4) == cpu_plan("bf16", avx2)  # bf16 arithmetic without AMX: measured, cast wins
     assert cpu_plan("bf16", amx) == (("torch.compile", "aot-inductor"), True)  # issue 13: autocast on AMX
     assert cpu_plan("fp32", amx) == cpu_plan("fp32", avx2) and cpu_plan("fp32", amx)[1] is False
+
+
+def test_compiled_peers_are_unsupported_where_inductor_has_no_backend():
+    """An NPU (here the meta device stands in) gets an 'unsupported' row saying why, not a lowering error."""
+    from accelport.errors import RuntimeUnavailableError
+
+    model = torch.nn.Linear(2, 2)
+    for name in ("torch.compile default", "torch.compile freezing channels-last"):
+        with pytest.raises(RuntimeUnavailableError, match="Inductor supports cpu"):
+            peers.create_peer_runner(name, model, torch.device("meta"), "fp32", threads=None, cache_dir=None)
+    eager = peers.create_peer_runner("timm eager", model, torch.device("meta"), "bf16", threads=None, cache_dir=None)
+    assert eager.autocast  # the eager recipe needs no Inductor: built on any device

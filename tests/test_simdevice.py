@@ -171,6 +171,9 @@ def test_a_model_that_opens_an_autocast_region_runs_on_the_device(probe):
     autocast = probe["autocast"]
     assert autocast["error"] is None
     assert autocast["max_abs_diff"] < 1e-4  # same CPU kernels behind the device: only op-order noise
+    # torch.autocast("npu") casts as on torch_npu/CUDA: matmuls to bf16, normalisations in fp32, the rest untouched
+    assert autocast["autocast_dtypes"] == {"linear": "torch.bfloat16", "layer_norm": "torch.float32",
+                                           "add": "torch.float32", "device": "npu:0"}
 
 
 def test_ascend_settings_are_set_then_read_back_exactly(probe):

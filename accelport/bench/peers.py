@@ -32,7 +32,7 @@ import torch
 
 from ..errors import RuntimeUnavailableError
 from ..runners.base import DTYPES, QUANTIZED_DTYPES, Runner
-from ..runners.compile import raise_recompile_limit
+from ..runners.compile import check_inductor_device, raise_recompile_limit
 
 _logger = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ class TorchRecipeRunner(Runner):
                  **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.compiled, self.compile_options = compiled, dict(compile_options or {})
+        if compiled:
+            check_inductor_device(self.device, "torch.compile")
         self.autocast = self.dtype != "fp32"
 
     def _prepare_impl(self) -> None:

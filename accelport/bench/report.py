@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..atomic import write_json_atomic, write_text_atomic
-from ..formatting import or_missing
+from ..formatting import one_line, or_missing
 
 if TYPE_CHECKING:
     from .document import BenchDocument
@@ -74,7 +74,7 @@ def table_lines(rows: Sequence[BenchRow]) -> list[str]:
              "| parity | timing |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in sorted(rows, key=lambda r: (r.batch_size, r.p50_ms if r.measured else float("inf"))):
         if not row.measured:
-            lines.append(f"| {row.label} | {row.batch_size} | {row.status}: {row.reason or ''} | | | | | | | | |")
+            lines.append(f"| {row.label} | {row.batch_size} | {row.status}: {one_line(row.reason or '')} | | | | | | | | |")
             continue
         lat, parity = row.latency, row.parity
         verdict = (f"pass ({parity['precision']}, cos {parity['worst_sample_cosine']:.6f})" if row.passed
@@ -170,7 +170,7 @@ def render_pick(document: BenchDocument) -> str:
                              f"{_num(entry.ratio_vs_eager, '.2f'):>5}x  parity {entry.parity}"
                              + ("" if entry.timing_reliable is not False else "  timing UNRELIABLE"))
             else:
-                lines.append(f"  {entry.label:<28} {entry.status}: {entry.reason}")
+                lines.append(f"  {entry.label:<28} {entry.status}: {one_line(entry.reason or '')}")
     comparison = [c for c in document.peer_comparison or () if c.ratio_to_best_peer is not None]
     if comparison:
         lines.append("against what you would write by hand (paired ratio pick / best peer, < 1: the pick is faster):")

@@ -42,6 +42,14 @@ from .routes import first_working_route
 _logger = logging.getLogger(__name__)
 
 _TORCH_COMPILE_MODE = {"cuda": "reduce-overhead", "xpu": "default"}
+
+
+def check_inductor_device(device: torch.device, who: str) -> None:
+    """Inductor generates code for the CPU and the devices above only (an Ascend NPU needs torch_npu's own
+    backend, torchair): elsewhere ``who`` is refused as unsupported up front, not after a lowering error."""
+    if device.type != "cpu" and device.type not in _TORCH_COMPILE_MODE:
+        raise RuntimeUnavailableError(f"{who} --device {device}: Inductor supports cpu, "
+                                      f"{', '.join(_TORCH_COMPILE_MODE)} here; use --runtime eager on this device")
 CUDA_GRAPH_WARMUP_RUNS = 3  # cudagraph trees record on the second or third call of a shape
 RECOMPILE_LIMIT = 64  # compiled runners of one model class share Dynamo's per-code-object cache (default 8)
 
@@ -96,9 +104,7 @@ class CompiledRunner(Runner):
         if self.dtype == "int8" and self.device.type != "cpu":
             raise RuntimeUnavailableError(f"--runtime compile --dtype int8 --device {self.device}: the PT2E int8 "
                                           "flow here is the X86 Inductor quantizer (CPU); use --device cpu")
-        if self.device.type != "cpu" and self.device.type not in _TORCH_COMPILE_MODE:
-            raise RuntimeUnavailableError(f"--runtime compile --device {self.device}: Inductor supports cpu, "
-                                          f"{', '.join(_TORCH_COMPILE_MODE)} here; use --runtime eager on this device")
+        check_inductor_device(self.device, "--runtime compile")
         on_cpu = self.device.type == "cpu"
         self._routes, autocast = cpu_plan(self.dtype) if on_cpu else ((), False)
         self._autocast = on_cpu and autocast
