@@ -74,7 +74,8 @@ def table_lines(rows: Sequence[BenchRow]) -> list[str]:
              "| parity | timing |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in sorted(rows, key=lambda r: (r.batch_size, r.p50_ms if r.measured else float("inf"))):
         if not row.measured:
-            lines.append(f"| {row.label} | {row.batch_size} | {row.status}: {one_line(row.reason or '')} | | | | | | | | |")
+            reason = one_line(row.reason or "")
+            lines.append(f"| {row.label} | {row.batch_size} | {row.status}: {reason} | | | | | | | | |")
             continue
         lat, parity = row.latency, row.parity
         verdict = (f"pass ({parity['precision']}, cos {parity['worst_sample_cosine']:.6f})" if row.passed
