@@ -120,6 +120,9 @@ def add_device_arguments(group: argparse._ActionsContainer, *, device_help: str 
                                 "(default: %(default)s)")
         group.add_argument("--channels-last", action="store_true",
                            help="run the target in channels-last memory format")
+        group.add_argument("--threads", type=int, default=Target.threads, metavar="N",
+                           help="intra-op threads of the target's engine (default: torch's count, usually the "
+                                "physical cores; --runtime auto: the count the bench measured fastest)")
     if runtime_options:
         _add_runtime_options(group)
     if fp32_math_help is not None:
@@ -176,7 +179,7 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
 def target_from_args(args: argparse.Namespace) -> Target:
     """The Target of a single-target command; runtime options (--streams, --micro-batch) when the command has them."""
     target = Target(runtime=args.runtime, dtype=args.dtype, channels_last=args.channels_last,
-                    batch_size=args.batch_size)
+                    batch_size=args.batch_size, threads=getattr(args, "threads", None))
     options = {name: getattr(args, name) for name in RUNTIME_OPTIONS if hasattr(args, name)}
     if "calibration" in options:  # argparse's list, kept hashable in the frozen Target
         options["calibration"] = tuple(options["calibration"] or ())

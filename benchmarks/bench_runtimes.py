@@ -221,7 +221,7 @@ def measure(args: argparse.Namespace, cache_dir: str) -> dict:
                             batch_sizes=parse_list(args.batch_sizes, "--batch-sizes", int),
                             streams=parse_list(args.streams, "--streams", int),
                             micro_batches=parse_list(args.micro_batches, "--micro-batches", int), rounds=args.rounds,
-                            iters=args.iters, max_time_s=args.max_time, threads=args.threads, cache_dir=cache_dir,
+                            iters=args.iters, max_time_s=args.max_time, threads=args.threads or (), cache_dir=cache_dir,
                             out_dir=args.out_dir)
     result = run_bench(config)
     peaks = measure_peaks(args.device, config.dtypes)

@@ -23,7 +23,8 @@ TOP_KEYS = ["schema_version", "created_utc", "wall_time_s", "model", "environmen
             "rows", "peer_comparison", "pick"]
 SETTINGS_KEYS = ["runtimes", "dtypes", "batch_sizes", "channels_last", "streams", "micro_batches", "warmup", "iters",
                  "max_time_s", "rounds", "threads", "fp32_math", "num_images", "cache_dir", "peers",
-                 "calibration"]  # added with int8 in bench (null without int8); calibration_overlap only with int8
+                 "calibration",  # added with int8 in bench (null without int8); calibration_overlap only with int8
+                 "swept_threads"]  # added with the thread sweep: the counts besides "threads" ([] when none)
 ROW_KEYS = ["label", "runtime", "dtype", "channels_last", "streams", "micro_batch", "kind", "peer", "batch_size",
             "status", "setup_s", "parity", "memory", "latency", "images_per_s", "round_p50_ms", "load", "reliability",
             "ratio_vs_eager", "speedup_vs_eager", "achieved_gflops_per_s"]

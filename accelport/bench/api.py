@@ -46,7 +46,8 @@ def journal_fingerprint(config: BenchConfig, job: JobContext, images: list[str])
 
 @contextlib.contextmanager
 def intra_op_threads(threads: int | None) -> Iterator[int]:
-    """--threads for the sweep (eager/compile use torch's pool; ORT/OpenVINO get the same count), restored after."""
+    """The rows' common count for the sweep (eager/compile use torch's pool; ORT/OpenVINO get the same count),
+    restored after."""
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -77,7 +78,7 @@ def _journaled_sweep(job: JobContext, config: BenchConfig) -> BenchDocument:
     # int8 judged on its own calibration images? said before the sweep, not after it
     overlap = calibration_overlap(config.calibration, images.paths) if "int8" in config.dtypes else None
     try:
-        with intra_op_threads(config.threads) as threads:
+        with intra_op_threads(config.thread_counts()[0]) as threads:
             document = sweep_document(job, config, images.tensor, threads, journal, resumed)
         if overlap is not None:
             document = replace(document, settings=replace(document.settings, calibration_overlap=overlap))

@@ -97,8 +97,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_timing_arguments(group: argparse._ArgumentGroup, d: BenchConfig) -> None:
     """How long each point is measured: threads, warm-up, iterations, the time budget, the interleaved rounds."""
-    group.add_argument("--threads", type=int, default=d.threads,
-                       help="intra-op threads for every runtime (default: torch's count, usually the physical cores)")
+    group.add_argument("--threads", default="auto",
+                       help="intra-op thread counts, comma-separated: the first for every row, the others swept for "
+                            "accelport's single-stream configurations (the pick and `run --runtime auto` take the "
+                            "fastest); auto: torch's count (the physical cores), plus every logical CPU where cores "
+                            "have two hardware threads, plus half the cores on 8 or more (default: %(default)s)")
     group.add_argument("--warmup", type=int, default=d.warmup,
                        help="untimed iterations per point (default: %(default)s)")
     group.add_argument("--iters", type=int, default=d.iters, help="timed iterations per point (default: %(default)s)")
@@ -117,7 +120,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         batch_sizes=parse_list(args.batch_sizes, "--batch-sizes", int), channels_last=args.channels_last,
         streams=parse_list(args.streams, "--streams", int),
         micro_batches=parse_list(args.micro_batches, "--micro-batches", int),
-        warmup=args.warmup, iters=args.iters, max_time_s=args.max_time, rounds=args.rounds, threads=args.threads,
+        warmup=args.warmup, iters=args.iters, max_time_s=args.max_time, rounds=args.rounds,
+        threads=() if args.threads.strip() == "auto" else parse_list(args.threads, "--threads", int),
         cache_dir=args.cache_dir, progress=not args.no_progress, plot=not args.no_plot, resume=args.resume,
         peers=not args.no_peers, calibration=tuple(args.calibration or ()),
     )

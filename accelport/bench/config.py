@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import UsageError
 from ..job.spec import FromFlatNames, JobSpec
@@ -32,13 +34,19 @@ class BenchConfig(FromFlatNames):
     iters: int = 20
     max_time_s: float = 10.0  # per batch size and configuration: fewer iterations (at least 3) when slow
     rounds: int = 3  # timing rounds over all points, interleaved: peers and pick see the same load
-    threads: int | None = None
+    # Intra-op thread counts: the first is every row's (baseline and peers included), the others are swept for
+    # accelport's single-stream configurations; () = auto (thread_candidates: what this machine suggests).
+    threads: tuple[int, ...] = ()
     cache_dir: str | None = None
     progress: bool = True
     plot: bool = True
     resume: bool = False  # go on from <out_dir>/bench_journal.jsonl (same settings required)
     peers: bool = True  # also time the hand-written recipes of bench/peers.py (peer rows, never picked)
     calibration: tuple[str, ...] = ()  # int8: the quantisers' calibration images (files/folders); () = bundled samples
+
+    def __post_init__(self) -> None:
+        if isinstance(self.threads, int):  # the API's threads=4, as --threads 4
+            object.__setattr__(self, "threads", (self.threads,))
 
     def validate(self) -> None:
         from ..runners import QUANTIZED_DTYPES, check_runtimes_and_dtypes
@@ -66,8 +74,49 @@ class BenchConfig(FromFlatNames):
             raise UsageError(f"--channels-last {self.channels_last!r}: choose one of {', '.join(CHANNELS_LAST_MODES)}")
         if self.iters < 1 or self.warmup < 0 or self.max_time_s <= 0 or self.rounds < 1:
             raise UsageError("--iters and --rounds must be >= 1, --warmup >= 0 and --max-time > 0")
-        if self.threads is not None and self.threads < 1:
-            raise UsageError(f"--threads {self.threads}: must be at least 1")
+        if any(t < 1 for t in self.threads):
+            raise UsageError(f"--threads {','.join(map(str, self.threads))}: each must be at least 1")
+
+    def thread_counts(self) -> tuple[int, ...]:
+        """The counts to measure, the rows' common count first: --threads as given, else thread_candidates()."""
+        return self.threads or thread_candidates()
+
+
+def physical_cores(cpuinfo: str | None = None, allowed: set[int] | None = None) -> int | None:
+    """Distinct (package, core) pairs among the logical CPUs this process may run on (None: not Linux)."""
+    try:
+        text = cpuinfo if cpuinfo is not None else Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    allowed = allowed if allowed is not None else set(os.sched_getaffinity(0))
+    cores = set()
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(":", 1) for line in block.splitlines() if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        if "processor" in fields and int(fields["processor"]) in allowed:
+            cores.add((fields.get("physical id", "0"), fields.get("core id", fields["processor"])))
+    return len(cores) or None
+
+
+def thread_candidates(default: int | None = None, logical: int | None = None, physical: int | None = None,
+                      user_set: bool | None = None) -> tuple[int, ...]:
+    """--threads auto, following the machine: torch's count (the physical cores) first; where the cores run two
+    hardware threads each, also every logical CPU (SMT pays on some models, not on others); on 8 cores or more
+    also half of them (fewer threads synchronise less, which can win at batch 1). A count the user fixed with
+    OMP_NUM_THREADS is kept alone. Each extra count adds a row per runtime and dtype, so a 2-core VM sweeps one."""
+    import torch
+
+    default = default or torch.get_num_threads()
+    logical = logical or len(os.sched_getaffinity(0))
+    physical = physical if physical is not None else (physical_cores() or logical)
+    user_set = "OMP_NUM_THREADS" in os.environ if user_set is None else user_set
+    candidates = [default]
+    if not user_set:
+        if logical > physical:
+            candidates.append(logical)
+        if default >= 8:
+            candidates.append(default // 2)
+    return tuple(dict.fromkeys(candidates))
 
 
 def parse_list(text: str, flag: str, convert=str) -> tuple:

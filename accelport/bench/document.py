@@ -59,13 +59,17 @@ class BenchSettings:
     # int8 calibration images ("bundled samples" by default; None without int8); _ABSENT in documents before int8
     calibration: list[str] | str | None = field(default=_ABSENT)
     calibration_overlap: int = field(default=_ABSENT)  # int8 only: calibration images that are also judged
+    # thread counts measured besides ``threads`` (accelport's single-stream rows); _ABSENT in earlier documents
+    swept_threads: list[int] = field(default=_ABSENT)
 
     @classmethod
-    def of(cls, config: BenchConfig, threads: int, fp32_math: str, num_images: int) -> BenchSettings:
+    def of(cls, config: BenchConfig, threads: int, fp32_math: str, num_images: int,
+           swept_threads: tuple[int, ...] = ()) -> BenchSettings:
         calibration = (list(config.calibration) or "bundled samples") if "int8" in config.dtypes else None
         return cls(list(config.runtimes), list(config.dtypes), list(config.batch_sizes), config.channels_last,
                    list(config.streams), list(config.micro_batches), config.warmup, config.iters, config.max_time_s,
-                   config.rounds, threads, fp32_math, num_images, config.cache_dir, config.peers, calibration)
+                   config.rounds, threads, fp32_math, num_images, config.cache_dir, config.peers, calibration,
+                   swept_threads=list(swept_threads))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BenchSettings:
@@ -172,8 +176,9 @@ def sweep_document(job: JobContext, config: BenchConfig, images: torch.Tensor, t
     started = time.time()
     criteria = {d: job.criteria_for(d) for d in (*config.dtypes, "fp32")}
     reference = reference_outputs(job.loaded.model, images)
+    swept_threads = tuple(t for t in config.thread_counts() if t != threads)
     configurations = plan_configurations(config.runtimes, config.dtypes, config.channels_last, config.streams,
-                                         config.micro_batches, peers=config.peers)
+                                         config.micro_batches, peers=config.peers, threads=swept_threads)
     settings = SweepSettings(config.warmup, config.iters, config.max_time_s, threads, config.cache_dir, config.progress,
                              config.rounds, config.calibration, job.spec.fp32_math)
     # every row runs the port under test (--target-weights, else the reference's weights), judged against the
@@ -193,7 +198,7 @@ def sweep_document(job: JobContext, config: BenchConfig, images: torch.Tensor, t
         header=header, resumed_points=resumed.points if resumed else 0,
         timing_reliability=reliability_summary(rows), device=str(job.device),
         numeric_settings=job.numeric.effective,
-        settings=BenchSettings.of(config, threads, job.spec.fp32_math, int(images.shape[0])),
+        settings=BenchSettings.of(config, threads, job.spec.fp32_math, int(images.shape[0]), swept_threads),
         criteria={d: c.to_json() for d, c in criteria.items()}, baseline=BASELINE_TEXT, configurations=records,
         rows=tuple(BenchRow.from_json(row) for row in rows),
         peer_comparison=tuple(PeerComparison.from_json(c) for c in compare_with_peers(rows)))

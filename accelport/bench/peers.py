@@ -44,6 +44,7 @@ class TorchRecipeRunner(Runner):
     ``torch.autocast`` around the call (weights stay fp32, convolutions and matmuls run in the dtype)."""
 
     name = "torch"
+    uses_torch_threads = True
 
     def __init__(self, *args: Any, compile_options: dict[str, Any] | None = None, compiled: bool = True,
                  **kwargs: Any):

@@ -76,6 +76,7 @@ class AutoChoice:
     table: list[dict[str, Any]] = field(default_factory=list)
     streams: int = 1
     micro_batch: int | None = None
+    threads: int | None = None  # the intra-op threads it was measured with (None: documents without the count)
     best_peer: str | None = None  # the fastest hand-written recipe of the bench (bench/peers.py)
     ratio_to_best_peer: float | None = None  # paired: the pick's p50 over the best peer's (< 1: the pick is faster)
 
@@ -83,9 +84,11 @@ class AutoChoice:
         return asdict(self)
 
     def applied_to(self, target: Target) -> Target:
-        """``target`` (runtime "auto") with the chosen runtime, layout and OpenVINO options."""
-        return replace(target, runtime=self.runtime, channels_last=self.channels_last).with_options(
-            streams=self.streams, micro_batch=self.micro_batch)
+        """``target`` (runtime "auto") with the chosen runtime, layout, OpenVINO options and thread count (a
+        --threads the user gave wins)."""
+        return replace(target, runtime=self.runtime, channels_last=self.channels_last,
+                       threads=target.threads or self.threads).with_options(streams=self.streams,
+                                                                           micro_batch=self.micro_batch)
 
 
 def add_picks(document: BenchDocument, batch_sizes: tuple[int, ...] | list[int]) -> BenchDocument:
@@ -111,7 +114,9 @@ def _choose(document: dict[str, Any], target: Target, source: str) -> AutoChoice
                       f"fastest {target.dtype} configuration passing parity at batch {target.batch_size}: "
                       f"{best['label']} ({best['latency']['p50_ms']:.3f} ms p50){peer_summary(peer)}",
                       justification(document["rows"], target.batch_size), streams=best.get("streams", 1),
-                      micro_batch=best.get("micro_batch") or None, best_peer=peer.get("best_peer"),
+                      micro_batch=best.get("micro_batch") or None,
+                      threads=best.get("threads") or document.get("settings", {}).get("threads"),
+                      best_peer=peer.get("best_peer"),
                       ratio_to_best_peer=peer.get("ratio_to_best_peer"))
 
 
@@ -145,10 +150,14 @@ def resolve_auto(job: JobContext, target: Target, images: torch.Tensor, *, warmu
         return cached
     bench = BenchConfig(spec=job.spec, dtypes=(target.dtype,), batch_sizes=(target.batch_size,),
                         warmup=min(warmup, 3), iters=min(iters, 20), progress=False,
-                        calibration=target.option("calibration"))
+                        calibration=target.option("calibration"),
+                        threads=(target.threads,) if target.threads else ())
     _logger.info("--runtime auto: no matching bench.json in %s; sweeping %s at batch %d, %s", job.spec.out_dir,
                  ", ".join(bench.runtimes), target.batch_size, target.dtype)
-    document = add_picks(sweep_document(job, bench, images, torch.get_num_threads()), bench.batch_sizes)
+    from .api import intra_op_threads
+
+    with intra_op_threads(bench.thread_counts()[0]) as threads:
+        document = add_picks(sweep_document(job, bench, images, threads), bench.batch_sizes)
     data = document.to_json()
     path = write_json_atomic(Path(job.spec.out_dir) / AUTO_BENCH_NAME, data)
     write_text_atomic(path.with_suffix(".md"), document.to_markdown())

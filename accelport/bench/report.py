@@ -35,7 +35,9 @@ def isa_text(env: dict[str, Any]) -> str:
 def hardware_line(document: BenchDocument) -> str:
     env = document.environment
     return (f"device `{document.device}` ({env['device_name']}); host CPU {env['cpu']} ({env['cpu_count']} logical "
-            f"cores, ISA {isa_text(env)}), {env['threads']} intra-op threads for every runtime")
+            f"cores, ISA {isa_text(env)}), {env['threads']} intra-op threads for every runtime"
+            + (f" (also swept for accelport's single-stream rows: {', '.join(map(str, swept))}, labelled)"
+               if (swept := document.settings.swept_threads) and isinstance(swept, list) else ""))
 
 
 def software_line(env: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ _CONFIG_KEYS = ("label", "runtime", "dtype", "channels_last", "streams", "micro_
 _OK_KEYS = ("setup_s", "parity", "memory", "latency", "images_per_s", "round_p50_ms")
 # Present only on some rows (older documents, no baseline at that batch size, FLOPs not countable); None: absent.
 _OPTIONAL_KEYS = ("load", "reliability", "ratio_vs_eager", "speedup_vs_eager", "achieved_gflops_per_s")
-_KNOWN = {*_CONFIG_KEYS, "kind", "peer", "batch_size", "status", "reason", *_OK_KEYS, *_OPTIONAL_KEYS}
+_KNOWN = {*_CONFIG_KEYS, "kind", "peer", "threads", "batch_size", "status", "reason", *_OK_KEYS, *_OPTIONAL_KEYS}
 
 
 def _present(pairs: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
@@ -36,6 +36,7 @@ class BenchRow:
     status: str
     kind: str | None = None  # None only in documents written before peer rows (then ``peer`` is absent too)
     peer: str | None = None
+    threads: int | None = None  # a swept thread count; None: the sweep's common count (settings.threads)
     reason: str | None = None  # why a point was not measured (status unsupported, skipped, error)
     setup_s: float | None = None
     parity: dict[str, Any] = field(default_factory=dict)
@@ -80,6 +81,8 @@ class BenchRow:
         head: dict[str, Any] = {key: getattr(self, key) for key in _CONFIG_KEYS}
         if self.kind is not None:
             head |= {"kind": self.kind, "peer": self.peer}
+        if self.threads is not None:
+            head |= {"threads": self.threads}
         head |= {"batch_size": self.batch_size, "status": self.status}
         if not self.measured:
             return head | {"reason": self.reason} | self.extra

@@ -9,7 +9,7 @@ The plain-timm eager fp32 baseline on the same device is always measured first, 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,7 @@ class Configuration:
     streams: int = 1
     micro_batch: int = 0  # 0: one request per stream
     peer: str = ""  # a hand-written recipe of bench/peers.py (measured, never picked), else accelport's own
+    threads: int = 0  # intra-op threads; 0: the sweep's common count (SweepSettings.threads)
 
     @property
     def kind(self) -> str:
@@ -54,12 +55,14 @@ class Configuration:
             return RECIPES[self.peer].label(self.dtype)
         return (f"{self.runtime} {self.dtype}" + (" channels-last" if self.channels_last else "")
                 + (f" {self.streams} streams" if self.streams > 1 else "")
-                + (f" micro-batch {self.micro_batch}" if self.micro_batch else ""))
+                + (f" micro-batch {self.micro_batch}" if self.micro_batch else "")
+                + (f" {self.threads} thread{'s' if self.threads > 1 else ''}" if self.threads else ""))
 
     def to_json(self) -> dict[str, Any]:
         return {"label": self.label, "runtime": self.runtime, "dtype": self.dtype, "channels_last": self.channels_last,
                 "streams": self.streams, "micro_batch": self.micro_batch, "kind": self.kind,
-                "peer": self.peer or (BASELINE_PEER if self.kind == "baseline" else None)}
+                "peer": self.peer or (BASELINE_PEER if self.kind == "baseline" else None),
+                **({"threads": self.threads} if self.threads else {})}
 
     def splits(self, batch_size: int) -> bool:
         """Whether this configuration splits a batch of ``batch_size`` at all (else it repeats a simpler one)."""
@@ -71,10 +74,12 @@ BASELINE = Configuration("eager", "fp32", False)
 
 def plan_configurations(runtimes: tuple[str, ...], dtypes: tuple[str, ...], channels_last: str,
                         streams: tuple[int, ...] = (1,), micro_batches: tuple[int, ...] = (0,),
-                        peers: bool = False) -> list[Configuration]:
+                        peers: bool = False, threads: tuple[int, ...] = ()) -> list[Configuration]:
     """The eager fp32 baseline first, then each runtime x dtype in the layout ``channels_last`` asks for, and for
-    the runtimes that split batches into requests on streams, once per stream count x request size; with
-    ``peers``, then the hand-written recipes of bench/peers.py in each dtype."""
+    the runtimes that split batches into requests on streams, once per stream count x request size; each
+    single-stream configuration also once per thread count of ``threads`` (counts besides the sweep's common one;
+    streams already divide the threads among them); with ``peers``, then the hand-written recipes of
+    bench/peers.py in each dtype, at the common count as a user gets it."""
     from ..runners import runner_supports_streams
 
     planned = [BASELINE]
@@ -87,9 +92,11 @@ def plan_configurations(runtimes: tuple[str, ...], dtypes: tuple[str, ...], chan
             else:  # auto: the runtime's fast path; eager stays plain timm
                 layouts = [runtime == "compile"]
             splits = runner_supports_streams(runtime)
-            planned += [Configuration(runtime, dtype, layout, count, micro)
-                        for layout in layouts for count in (streams if splits else (1,))
-                        for micro in (micro_batches if splits else (0,))]
+            own = [Configuration(runtime, dtype, layout, count, micro)
+                   for layout in layouts for count in (streams if splits else (1,))
+                   for micro in (micro_batches if splits else (0,))]
+            planned += own + [replace(c, threads=n) for c in own if c.streams == 1 and not c.micro_batch
+                              for n in threads]
     if peers:
         planned += [Configuration(RECIPES[name].runtime, dtype, RECIPES[name].channels_last, peer=name)
                     for name, dtype in peer_names(dtypes)]
@@ -175,8 +182,8 @@ class _Sweep:
         settings = self.settings
         calibration = {"calibration": settings.calibration} if dtype in QUANTIZED_DTYPES else {}
         return create_runner(config.runtime, self.model, self.device, dtype, config.channels_last,
-                             threads=settings.threads, cache_dir=settings.cache_dir, streams=config.streams,
-                             micro_batch=config.micro_batch or None, **calibration)
+                             threads=config.threads or settings.threads, cache_dir=settings.cache_dir,
+                             streams=config.streams, micro_batch=config.micro_batch or None, **calibration)
 
     def _proof(self, config: Configuration, batch_size: int) -> Proof | None:
         """For a quantised point, the structural proof as ``run`` makes it: the same engine, layout and requests
@@ -274,7 +281,7 @@ def sweep(model: torch.nn.Module, images: torch.Tensor, reference: np.ndarray, d
             _close(*runners.pop(), journal)
         progress.close()
     threads = settings.threads or torch.get_num_threads()
-    rows = [p.finish(threads) if isinstance(p, Point) else p for p in results]
+    rows = [p.finish(p.row.get("threads") or threads) if isinstance(p, Point) else p for p in results]
     for row in rows:
         if row["status"] == "ok":
             _logger.info("%s batch %d: p50 %.3f ms, %.1f images/s, parity %s%s", row["label"], row["batch_size"],

@@ -65,13 +65,14 @@ class Target:
     channels_last: bool = False
     batch_size: int = 1
     options: tuple[tuple[str, Any], ...] = ()  # (name, value) pairs for the runner; see RUNTIME_OPTIONS
+    threads: int | None = None  # intra-op threads of the target's engine (None: torch's count, the physical cores)
 
     def option(self, name: str) -> Any:
         return dict(self.options).get(name, RUNTIME_OPTIONS[name])
 
     def runner_options(self) -> dict[str, Any]:
-        """Keyword arguments of ``create_runner``: the options set, which the runtime checks."""
-        return dict(self.options)
+        """Keyword arguments of ``create_runner``: the options set, which the runtime checks, and the threads."""
+        return dict(self.options) | ({"threads": self.threads} if self.threads else {})
 
     def with_options(self, **options: Any) -> Target:
         """The same target with options changed; an option at its default is dropped (not sent to the runner)."""
@@ -83,6 +84,8 @@ class Target:
 
         if self.batch_size < 1:
             raise UsageError(f"--batch-size {self.batch_size}: must be at least 1")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"--threads {self.threads}: must be at least 1")
         if self.dtype not in INPUT_DTYPES:
             raise UsageError(f"--dtype {self.dtype!r}: choose one of {', '.join(INPUT_DTYPES)}")
         for name, value in self.options:  # before any model is loaded; the runtime checks what applies to it

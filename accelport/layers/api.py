@@ -90,7 +90,8 @@ def _compare_in(job: JobContext, config: LayersConfig, dtype: str, judge_by: Cri
                 memory: MemoryMonitor) -> tuple[LayerComparison, dict[str, Any]]:
     """The target in ``dtype`` against the reference, module by module, batch by batch."""
     target, images, size = config.target, job.image_batch().tensor, config.target.batch_size
-    with create_runner(target.runtime, job.target_model.model, job.device, dtype, target.channels_last) as runner:
+    with create_runner(target.runtime, job.target_model.model, job.device, dtype, target.channels_last,
+                       threads=target.threads) as runner:
         cast = TargetCast(job.device, DTYPES[dtype], target.channels_last)
         batches = (images[i : i + size] for i in range(0, images.shape[0], size))
         module: torch.nn.Module = runner.module  # type: ignore[attr-defined]  # eager only (config.validate)

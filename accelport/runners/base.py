@@ -6,9 +6,11 @@ every backend the same way (in particular, ``synchronize()`` is honest on every 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -71,6 +73,9 @@ class Runner(ABC):
     name = "base"
     # The names in OPTIONS this runtime takes; it checks their values in ``_check_options``.
     options: ClassVar[frozenset[str]] = frozenset()
+    # Whether it computes on torch's intra-op pool, which is process-wide: then ``threads`` is set around each of
+    # its calls (and restored), so runners with different counts can take turns in one sweep.
+    uses_torch_threads: ClassVar[bool] = False
 
     def __init__(self, model: torch.nn.Module, device: torch.device, dtype: str = "fp32", channels_last: bool = False,
                  *, threads: int | None = None, cache_dir: str | Path | None = None, **options: Any):
@@ -109,10 +114,24 @@ class Runner(ABC):
         return values
 
     # Public API ------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _torch_threads(self) -> Iterator[None]:
+        """torch's pool at this runner's count for the duration of one call (a no-op at the same count)."""
+        before = torch.get_num_threads()
+        if not self.uses_torch_threads or before == self.threads:
+            yield
+            return
+        torch.set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
     def prepare(self) -> Runner:
         if not self._prepared:
             started = time.perf_counter()
-            self._prepare_impl()
+            with self._torch_threads():  # Inductor generates its code for the count in force
+                self._prepare_impl()
             self._record_setup("prepare", None, time.perf_counter() - started)
             self._prepared = True
         return self
@@ -150,12 +169,13 @@ class Runner(ABC):
         """
         self._check_prepared()
         shape = tuple(getattr(device_input, "shape", ()))
-        if shape not in self._ready_shapes:
-            started = time.perf_counter()
-            details = self._prepare_shape_impl(device_input) or {}  # waits for its own device work
-            self._record_setup("shape", list(shape), time.perf_counter() - started, **details)
-            self._ready_shapes.add(shape)
-        return self._forward_impl(device_input)
+        with self._torch_threads():
+            if shape not in self._ready_shapes:
+                started = time.perf_counter()
+                details = self._prepare_shape_impl(device_input) or {}  # waits for its own device work
+                self._record_setup("shape", list(shape), time.perf_counter() - started, **details)
+                self._ready_shapes.add(shape)
+            return self._forward_impl(device_input)
 
     def synchronize(self) -> None:
         synchronize(self.device)
@@ -173,7 +193,11 @@ class Runner(ABC):
         return {"runtime": self.name, "device": str(self.device), "dtype": self.dtype,
                 "channels_last": self.channels_last, "threads": self.threads, **self.option_values,
                 "setup_s": round(self.setup_time_s, 4), "setup_events": list(self.setup_events),
-                **self._describe_impl()}
+                **self._describe_hook()}
+
+    def _describe_hook(self) -> dict[str, Any]:
+        with self._torch_threads():  # torch_threads as the runner's calls see it
+            return self._describe_impl()
 
     def close(self) -> None:
         if self._prepared:

@@ -96,6 +96,7 @@ class _Autocast(torch.nn.Module):
 
 class CompiledRunner(Runner):
     name = "compile"
+    uses_torch_threads = True  # Inductor bakes the count into its OpenMP code (prepare runs at it)
     options = frozenset({"calibration"})  # --dtype int8: the PT2E quantizer's calibration images
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -144,10 +145,6 @@ class CompiledRunner(Runner):
         return ", ".join(steps)
 
     def _prepare_impl(self) -> None:
-        if self.threads != torch.get_num_threads():
-            # Inductor's CPU code is generated for torch's thread count (OpenMP team size baked in), so the
-            # count must be the runner's before compiling; process-wide, like torch's own setting.
-            torch.set_num_threads(self.threads)
         module = copy.deepcopy(self.model).eval()
         self._module = module.to(self.device, self._weights_dtype).to(memory_format=self._memory_format)
         self._identity = model_identity(self.model)

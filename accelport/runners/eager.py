@@ -15,6 +15,7 @@ class EagerRunner(Runner):
     """The model as timm builds it, moved to the device and dtype (a private copy: the caller's stays on CPU)."""
 
     name = "eager"
+    uses_torch_threads = True
 
     def _prepare_impl(self) -> None:
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
