@@ -4,13 +4,16 @@ No engine can run a batch faster than its FLOPs divided by the peak FLOP/s of th
 target with that floor tells a target that needs a better engine from one that needs other hardware. FLOPs
 are counted by torch's own ``FlopCounterMode`` (convolutions and matrix multiplies, which dominate a ConvNeXt;
 element-wise work is not counted, so the floor is a lower bound). The peak is measured, not taken from a data
-sheet: the best of several large square matmuls in the given dtype, with the threads torch uses.
+sheet: the best of several large square matmuls in the given dtype, with the threads torch uses. For int8 the
+multiply is ONNX Runtime's ``MatMulInteger`` (its MLAS u8s8 GEMM, on AMX, AVX-512 VNNI, AVX-VNNI or AVX2 as the
+CPU has them): torch's own CPU int8 matmul is a reference kernel, far below what the quantised engines run.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -42,19 +45,58 @@ def matmul_peak(device: torch.device, dtype: str = "fp32", max_size: int = 2048,
     A size is skipped once one multiply would take longer than ``max_seconds_each`` at the best rate so far
     (bf16 on a CPU without bf16 instructions runs at ~1 GFLOP/s), so this stays a few seconds everywhere.
     """
-    if dtype not in DTYPES:  # torch._int_mm on a CPU is a reference kernel (0.5 GOP/s where fp32 ran at 5-18 here)
-        raise ValueError(f"no {dtype} matmul peak: torch has no CPU {dtype} matrix multiply on the int8 dot-product "
-                         "kernels that the engines' quantised graphs use")
+    if dtype == "int8":
+        timer = _int8_timer(device)
+    elif dtype in DTYPES:
+        def timer(size: int, repeats: int) -> float:
+            return _best_seconds(device, dtype, size, repeats)
+    else:
+        raise ValueError(f"no {dtype} matmul peak: choose one of {', '.join((*DTYPES, 'int8'))}")
     best_rate, best_size, size = 0.0, 0, 256
     while size <= max_size:
         if best_rate and 2.0 * size**3 / best_rate > max_seconds_each:
             break
-        rate = 2.0 * size**3 / _best_seconds(device, dtype, size, repeats if best_rate else 2)
+        rate = 2.0 * size**3 / timer(size, repeats if best_rate else 2)
         if rate > best_rate:
             best_rate, best_size = rate, size
         size *= 2
     return {"device": str(device), "dtype": dtype, "size": best_size, "threads": torch.get_num_threads(),
-            "gflops_per_s": best_rate / 1e9}
+            "gflops_per_s": best_rate / 1e9, **({"kernel": "onnxruntime MatMulInteger (u8 x s8 -> s32)"}
+                                                if dtype == "int8" else {})}
+
+
+def _int8_timer(device: torch.device) -> Callable[[int, int], float]:
+    """Best seconds of an n x n x n u8 x s8 GEMM through ONNX Runtime's ``MatMulInteger`` on the CPU."""
+    if device.type != "cpu":
+        raise ValueError(f"no int8 matmul peak on {device}: measured on the CPU only (the int8 runtimes run there)")
+    try:
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError as exc:
+        raise ValueError(f"no int8 matmul peak: {exc} (pip install onnxruntime onnx)") from None
+    import numpy as np
+
+    def best_seconds(size: int, repeats: int) -> float:
+        rng = np.random.default_rng(0)
+        weights = numpy_helper.from_array(rng.integers(-128, 128, (size, size), dtype=np.int8), "b")
+        graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "int8_gemm",
+                                  [helper.make_tensor_value_info("a", TensorProto.UINT8, [size, size])],
+                                  [helper.make_tensor_value_info("y", TensorProto.INT32, [size, size])], [weights])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        onnx.checker.check_model(model)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        feed = {"a": rng.integers(0, 256, (size, size), dtype=np.uint8)}
+        session.run(None, feed)
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            session.run(None, feed)
+            best = min(best, time.perf_counter() - started)
+        return best
+    return best_seconds
 
 
 def _best_seconds(device: torch.device, dtype: str, size: int, repeats: int) -> float:
@@ -120,14 +162,15 @@ def target_reach(target: dict[str, Any], isa: dict[str, Any] | None, floor_ratio
         return ("reachable only by a better engine than the peers (same hardware for both)"
                 + ("; no bf16 arithmetic here: every bf16 row is emulated" if missing and needs == "bf16_arithmetic"
                    else ""))
-    if target["dtype"] == "int8":  # without VNNI int8 is slower, not absent: vpmaddubsw + vpmaddwd, 7-bit weights
-        return ("unknown: no int8 roofline floor (torch has no CPU int8 matmul on the int8 dot-product kernels "
-                "to measure a peak with); the int8 rows of the sweep decide"
+    if target["dtype"] == "int8" and floor_ratio is None:  # without VNNI int8 is slower, not absent
+        return ("unknown: no int8 roofline floor measured (needs onnxruntime); the int8 rows of the sweep decide"
                 + ("; no VNNI here: each int8 dot product takes two instructions and 7-bit weights" if missing
                    else ""))
-    if missing:
+    if missing and target["dtype"] != "int8":
         return f"not reachable here: no {str(needs).replace('_', ' ')} on {(isa or {}).get('name')}"
     if floor_ratio is None:
         return "reachable: no roofline floor measured"
     verdict = "reachable" if floor_ratio <= target["max_ratio"] else "not reachable"
-    return f"{verdict}: roofline floor {floor_ratio:.3f} vs limit {target['max_ratio']:.2f}"
+    return (f"{verdict}: roofline floor {floor_ratio:.3f} vs limit {target['max_ratio']:.2f}"
+            + (" (int8 GEMM peak measured without VNNI: two instructions per dot product)"
+               if missing and target["dtype"] == "int8" else ""))
