@@ -95,8 +95,10 @@ def _compare_in(job: JobContext, config: LayersConfig, dtype: str, judge_by: Cri
         cast = TargetCast(job.device, DTYPES[dtype], target.channels_last)
         batches = (images[i : i + size] for i in range(0, images.shape[0], size))
         module: torch.nn.Module = runner.module  # type: ignore[attr-defined]  # eager only (config.validate)
-        return (compare_layers(job.loaded.model, module, batches, judge_by, config.modes, cast,
-                               runner.to_device, job.device, memory), runner.describe())
+        with runner.torch_threads():  # --threads, as the runner's own calls would run
+            comparison = compare_layers(job.loaded.model, module, batches, judge_by, config.modes, cast,
+                                        runner.to_device, job.device, memory)
+        return comparison, runner.describe()
 
 
 def _document(job: JobContext, batch_size: int, comparison: LayerComparison, structural: LayerComparison | None,

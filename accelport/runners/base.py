@@ -115,8 +115,9 @@ class Runner(ABC):
 
     # Public API ------------------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _torch_threads(self) -> Iterator[None]:
-        """torch's pool at this runner's count for the duration of one call (a no-op at the same count)."""
+    def torch_threads(self) -> Iterator[None]:
+        """torch's pool at this runner's count for the duration of one call (a no-op at the same count); callers
+        that run the prepared module themselves (``layers``' hooks) wrap their calls in it too."""
         before = torch.get_num_threads()
         if not self.uses_torch_threads or before == self.threads:
             yield
@@ -130,7 +131,7 @@ class Runner(ABC):
     def prepare(self) -> Runner:
         if not self._prepared:
             started = time.perf_counter()
-            with self._torch_threads():  # Inductor generates its code for the count in force
+            with self.torch_threads():  # Inductor generates its code for the count in force
                 self._prepare_impl()
             self._record_setup("prepare", None, time.perf_counter() - started)
             self._prepared = True
@@ -169,7 +170,7 @@ class Runner(ABC):
         """
         self._check_prepared()
         shape = tuple(getattr(device_input, "shape", ()))
-        with self._torch_threads():
+        with self.torch_threads():
             if shape not in self._ready_shapes:
                 started = time.perf_counter()
                 details = self._prepare_shape_impl(device_input) or {}  # waits for its own device work
@@ -196,7 +197,7 @@ class Runner(ABC):
                 **self._describe_hook()}
 
     def _describe_hook(self) -> dict[str, Any]:
-        with self._torch_threads():  # torch_threads as the runner's calls see it
+        with self.torch_threads():  # torch_threads as the runner's calls see it
             return self._describe_impl()
 
     def close(self) -> None:
