@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from accelport.bench.api import intra_op_threads
 from accelport.bench.config import BenchConfig
+from accelport.bench.threads import intra_op_threads
 from accelport.errors import UsageError
 from accelport.evaluation import EvalConfig
 from accelport.job import JobSpec, Target, with_overrides

@@ -282,3 +282,22 @@ def test_openvino_runners_dropped_in_any_order_leave_a_valid_signal_stack(tiny_m
     del second
     gc.collect()
     assert _signal_stack_is_mapped()
+
+
+def test_a_runner_computes_on_its_own_thread_count_and_restores_torchs():
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append(torch.get_num_threads())
+            return x * 2
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with create_runner("eager", Probe(), torch.device("cpu"), threads=2) as runner:
+            runner.infer(torch.ones(1, 3, 4, 4))
+            assert runner.describe()["torch_threads"] == 2
+        assert seen == [2] and torch.get_num_threads() == 1  # restored after the call
+    finally:
+        torch.set_num_threads(before)

@@ -5,14 +5,10 @@ bench.json is the one result object (``schema_version``); bench.md and bench.png
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from ..job.context import JobContext, open_job
 from ..job.result import CommandResult
@@ -23,6 +19,7 @@ from .config import BenchConfig
 from .document import BenchDocument, bench_environment, sweep_document
 from .journal import JOURNAL_NAME, JournalWriter, read_journal
 from .pick import add_picks
+from .threads import intra_op_threads
 
 _logger = logging.getLogger(__name__)
 
@@ -42,19 +39,6 @@ def journal_fingerprint(config: BenchConfig, job: JobContext, images: list[str])
     return {**settings, "images": images, "state_digest": weights_digest(job.loaded.model), **target,
             "device": str(job.device),
             **{k: v for k, v in bench_environment(job.device, 0).items() if k not in ("threads", "torch_threads")}}
-
-
-@contextlib.contextmanager
-def intra_op_threads(threads: int | None) -> Iterator[int]:
-    """The rows' common count for the sweep (eager/compile use torch's pool; ORT/OpenVINO get the same count),
-    restored after."""
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
 
 
 def run_bench(config: BenchConfig | None = None, **overrides: Any) -> BenchResult:

@@ -154,7 +154,7 @@ def resolve_auto(job: JobContext, target: Target, images: torch.Tensor, *, warmu
                         threads=(target.threads,) if target.threads else ())
     _logger.info("--runtime auto: no matching bench.json in %s; sweeping %s at batch %d, %s", job.spec.out_dir,
                  ", ".join(bench.runtimes), target.batch_size, target.dtype)
-    from .api import intra_op_threads
+    from .threads import intra_op_threads
 
     with intra_op_threads(bench.thread_counts()[0]) as threads:
         document = add_picks(sweep_document(job, bench, images, threads), bench.batch_sizes)
