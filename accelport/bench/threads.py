@@ -23,13 +23,19 @@ def intra_op_threads(threads: int | None) -> Iterator[int]:
         torch.set_num_threads(before)
 
 
+def usable_cpus() -> set[int]:
+    """The logical CPUs this process may run on (its affinity; every CPU where the OS has no affinity call)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return set(affinity(0)) if affinity else set(range(os.cpu_count() or 1))
+
+
 def physical_cores(cpuinfo: str | None = None, allowed: set[int] | None = None) -> int | None:
     """Distinct (package, core) pairs among the logical CPUs this process may run on (None: not Linux)."""
     try:
         text = cpuinfo if cpuinfo is not None else Path("/proc/cpuinfo").read_text()
     except OSError:
         return None
-    allowed = allowed if allowed is not None else set(os.sched_getaffinity(0))
+    allowed = allowed if allowed is not None else usable_cpus()
     cores = set()
     for block in text.strip().split("\n\n"):
         fields = dict(line.split(":", 1) for line in block.splitlines() if ":" in line)
@@ -46,7 +52,7 @@ def thread_candidates(default: int | None = None, logical: int | None = None, ph
     also half of them (fewer threads synchronise less, which can win at batch 1). A count the user fixed with
     OMP_NUM_THREADS is kept alone. Each extra count adds a row per runtime and dtype, so a 2-core VM sweeps one."""
     default = default or torch.get_num_threads()
-    logical = logical or len(os.sched_getaffinity(0))
+    logical = logical or len(usable_cpus())
     physical = physical if physical is not None else (physical_cores() or logical)
     user_set = "OMP_NUM_THREADS" in os.environ if user_set is None else user_set
     candidates = [default]
