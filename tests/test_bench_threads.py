@@ -70,3 +70,9 @@ def test_bench_sweeps_thread_counts_and_run_auto_takes_the_picks(tmp_path):
     target = json.loads((tmp_path / "summary.json").read_text())["target"]
     assert rc == 0 and target["threads"] == expected.get("threads", 2)
     assert target["intra_op_num_threads"] == target["threads"] or target["runtime"] == "eager"
+
+
+@pytest.mark.parametrize("value", ["", "auto,2", "x", " , "])
+def test_threads_that_are_neither_auto_nor_counts_are_user_errors(tmp_path, capsys, value):
+    assert main(["bench", f"--threads={value}", "--out-dir", str(tmp_path)]) == 2
+    assert "--threads" in capsys.readouterr().err and not (tmp_path / "bench.json").exists()

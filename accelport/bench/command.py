@@ -16,6 +16,7 @@ from ..arguments import (
     finish,
     spec_from_args,
 )
+from ..errors import UsageError
 from ..runners import INPUT_DTYPES, QUANTIZED_DTYPES
 from .config import ALL_RUNTIMES, CHANNELS_LAST_MODES, BenchConfig, parse_list
 
@@ -113,6 +114,19 @@ def _add_timing_arguments(group: argparse._ArgumentGroup, d: BenchConfig) -> Non
                             "load from other processes spreads over all configurations (default: %(default)s)")
 
 
+def _thread_counts(text: str) -> tuple[int, ...]:
+    """--threads: "auto" is () (thread_candidates decides), else the counts; nothing at all is an error."""
+    if text.strip() == "auto":
+        return ()
+    try:
+        counts = parse_list(text, "--threads", int)
+    except UsageError:
+        counts = ()
+    if not counts:
+        raise UsageError(f"--threads {text!r}: expected auto or comma-separated thread counts such as 4,8")
+    return counts
+
+
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     return BenchConfig(
         spec=spec_from_args(args),
@@ -121,7 +135,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         streams=parse_list(args.streams, "--streams", int),
         micro_batches=parse_list(args.micro_batches, "--micro-batches", int),
         warmup=args.warmup, iters=args.iters, max_time_s=args.max_time, rounds=args.rounds,
-        threads=() if args.threads.strip() == "auto" else parse_list(args.threads, "--threads", int),
+        threads=_thread_counts(args.threads),
         cache_dir=args.cache_dir, progress=not args.no_progress, plot=not args.no_plot, resume=args.resume,
         peers=not args.no_peers, calibration=tuple(args.calibration or ()),
     )
