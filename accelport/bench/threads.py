@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
+from ..runners.base import torch_thread_count
 
-@contextlib.contextmanager
-def intra_op_threads(threads: int | None) -> Iterator[int]:
-    """The rows' common count for the sweep (eager/compile use torch's pool; ORT/OpenVINO get the same count),
-    restored after."""
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
+# The rows' common count for the sweep (eager/compile use torch's pool; ORT/OpenVINO get the same count), restored
+# after: the runners' own mechanism, under the name the sweep uses.
+intra_op_threads = torch_thread_count
 
 
 def usable_cpus() -> set[int]:
@@ -38,8 +29,8 @@ def physical_cores(cpuinfo: str | None = None, allowed: set[int] | None = None) 
     allowed = allowed if allowed is not None else usable_cpus()
     cores = set()
     for block in text.strip().split("\n\n"):
-        fields = dict(line.split(":", 1) for line in block.splitlines() if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        fields = {key.strip(): value.strip() for key, value in
+                  (line.split(":", 1) for line in block.splitlines() if ":" in line)}
         if "processor" in fields and int(fields["processor"]) in allowed:
             cores.add((fields.get("physical id", "0"), fields.get("core id", fields["processor"])))
     return len(cores) or None

@@ -36,6 +36,21 @@ def request_count(batch_size: int, streams: int, micro_batch: int | None) -> int
     return max(1, min(wanted, batch_size))
 
 
+@contextlib.contextmanager
+def torch_thread_count(threads: int | None) -> Iterator[int]:
+    """torch's intra-op pool (process-wide) at ``threads`` for the duration, restored after; ``None`` or the count
+    already in force changes nothing. Yields the count in force."""
+    before = torch.get_num_threads()
+    if not threads or threads == before:
+        yield before
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)
+
+
 @dataclass(frozen=True)
 class RunnerOption:
     """A keyword option only some runtimes take: its flag, the value that means "not used", and what it does.
@@ -114,19 +129,10 @@ class Runner(ABC):
         return values
 
     # Public API ------------------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def torch_threads(self) -> Iterator[None]:
+    def torch_threads(self) -> contextlib.AbstractContextManager[int]:
         """torch's pool at this runner's count for the duration of one call (a no-op at the same count); callers
         that run the prepared module themselves (``layers``' hooks) wrap their calls in it too."""
-        before = torch.get_num_threads()
-        if not self.uses_torch_threads or before == self.threads:
-            yield
-            return
-        torch.set_num_threads(self.threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
+        return torch_thread_count(self.threads if self.uses_torch_threads else None)
 
     def prepare(self) -> Runner:
         if not self._prepared:
@@ -191,14 +197,12 @@ class Runner(ABC):
 
     def describe(self) -> dict[str, Any]:
         """Settings that determine the numbers, for the summary (setup is one-off time, not latency)."""
+        with self.torch_threads():  # torch_threads as the runner's calls see it
+            details = self._describe_impl()
         return {"runtime": self.name, "device": str(self.device), "dtype": self.dtype,
                 "channels_last": self.channels_last, "threads": self.threads, **self.option_values,
                 "setup_s": round(self.setup_time_s, 4), "setup_events": list(self.setup_events),
-                **self._describe_hook()}
-
-    def _describe_hook(self) -> dict[str, Any]:
-        with self.torch_threads():  # torch_threads as the runner's calls see it
-            return self._describe_impl()
+                **details}
 
     def close(self) -> None:
         if self._prepared:

@@ -42,16 +42,17 @@ from .routes import first_working_route
 _logger = logging.getLogger(__name__)
 
 _TORCH_COMPILE_MODE = {"cuda": "reduce-overhead", "xpu": "default"}
+CUDA_GRAPH_WARMUP_RUNS = 3  # cudagraph trees record on the second or third call of a shape
+RECOMPILE_LIMIT = 64  # compiled runners of one model class share Dynamo's per-code-object cache (default 8)
 
 
 def check_inductor_device(device: torch.device, who: str) -> None:
-    """Inductor generates code for the CPU and the devices above only (an Ascend NPU needs torch_npu's own
-    backend, torchair): elsewhere ``who`` is refused as unsupported up front, not after a lowering error."""
+    """Inductor generates code for the CPU and the devices of ``_TORCH_COMPILE_MODE`` only (an Ascend NPU needs
+    torch_npu's own backend, torchair): elsewhere ``who`` is refused as unsupported up front, not after a lowering
+    error."""
     if device.type != "cpu" and device.type not in _TORCH_COMPILE_MODE:
         raise RuntimeUnavailableError(f"{who} --device {device}: Inductor supports cpu, "
                                       f"{', '.join(_TORCH_COMPILE_MODE)} here; use --runtime eager on this device")
-CUDA_GRAPH_WARMUP_RUNS = 3  # cudagraph trees record on the second or third call of a shape
-RECOMPILE_LIMIT = 64  # compiled runners of one model class share Dynamo's per-code-object cache (default 8)
 
 # CPU: the Inductor routes in order of preference, and whether bf16/fp16 run under autocast (weights fp32,
 # convolutions and matmuls in the dtype) or with the model cast to the dtype; chosen by measurement
