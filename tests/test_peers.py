@@ -82,9 +82,8 @@ def test_compile_path_says_what_the_compile_runner_does_before_and_after_compili
     fp32 = CompiledRunner(model, torch.device("cpu"), "fp32", True).describe()
     bf16 = CompiledRunner(model, torch.device("cpu"), "bf16", False).describe()
     assert fp32["compile_path"].endswith("freezing, channels-last") and "bf16" not in fp32["compile_path"]
-    assert bf16["compile_path"].endswith(("autocast bf16", "model cast to bf16"))
-    assert "contiguous" in bf16["compile_path"]
-    assert ("autocast" in bf16["compile_path"]) is bf16["autocast"]
+    # the cast, not autocast, on every CPU kind measured (AVX2, AVX-512 BF16, AMX): docs/benchmarks.md
+    assert bf16["compile_path"] == "AOTInductor, freezing, contiguous, model cast to bf16"
 
 
 def test_run_runtime_auto_reports_the_best_peer(peer_bench):
@@ -139,16 +138,6 @@ def test_isa_is_named_from_cpuinfo_flags(line, name, bf16, int8):
     isa = parse_isa(line)
     assert (isa["name"], isa["bf16_arithmetic"], isa["int8_dot"]) == (name, bf16, int8)
     assert ("AMX-BF16" in isa["extensions"]) == (name == "AMX-BF16/INT8")
-
-
-def test_the_compile_runner_plan_follows_the_cpu():
-    from accelport.runners.compile import cpu_plan
-
-    avx2, amx, zen4 = parse_isa(EPYC_AVX2), parse_isa(SAPPHIRE_RAPIDS), parse_isa(EPYC_ZEN4)
-    assert cpu_plan("bf16", avx2) == (("aot-inductor", "torch.compile"), False)  # measured: cast, AOTI
-    assert cpu_plan("bf16", zen4) == cpu_plan("bf16", avx2)  # bf16 arithmetic without AMX: measured, cast wins
-    assert cpu_plan("bf16", amx) == (("torch.compile", "aot-inductor"), True)  # issue 13: autocast on AMX
-    assert cpu_plan("fp32", amx) == cpu_plan("fp32", avx2) and cpu_plan("fp32", amx)[1] is False
 
 
 def test_compiled_peers_are_unsupported_where_inductor_has_no_backend():

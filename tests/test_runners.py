@@ -70,7 +70,7 @@ def _engine_installed(runtime: str) -> bool:
 
 # Compiling costs ~15-25 s per configuration on 2 cores (more with a cold cache); compile fp32 also fills the cache
 # the cache test reuses. compile bf16 is in the opt-in full matrix (-m zoo_full): the suite's 5-minute budget, and
-# its route choice (cast or autocast by CPU) is tested without compiling (test_peers: cpu_plan).
+# what it does in bf16 (AOTInductor, model cast) is checked without compiling (test_peers: compile_path).
 _COMPILE_MARKS = {"fp32": [pytest.mark.slow], "bf16": [pytest.mark.slow, pytest.mark.zoo_full]}
 CONFORMANCE = [pytest.param(r, d, marks=_COMPILE_MARKS[d] if r == "compile" else [])
                for r in ("eager", "compile", "onnxruntime", "openvino") for d in ("fp32", "bf16")]

@@ -8,9 +8,8 @@ linear weights pre-packed for oneDNN) and one static graph per input shape:
 - ``torch.compile(options={"freezing": True})``: Dynamo graph breaks allowed (models ``torch.export`` rejects);
   its cache is Inductor's own FX graph cache (``TORCHINDUCTOR_CACHE_DIR``), which in torch 2.14 also serves
   frozen graphs, so a later process skips code generation and the C++ build but still traces and freezes.
-Which route comes first, and whether bf16/fp16 run under ``torch.autocast`` or with the model cast, follows the
-CPU (``cpu_plan``): measured on AVX2 (bf16 emulated) and on AVX-512 BF16 (Zen 4), AOTInductor with the cast is
-fastest; on AMX CPUs, ``torch.compile`` + autocast, the recipe issue 13 measured 1.48x faster there.
+AOTInductor comes first (``cpu_plan``), and bf16/fp16 run with the model cast to the dtype, not under
+``torch.autocast``: measured fastest on AVX2 (bf16 emulated), AVX-512 BF16 (Zen 4) and AMX (Xeon) CPUs alike.
 
 CUDA: ``torch.compile(mode="reduce-overhead")`` (CUDA graphs: one launch per batch, the batch-1 win), the model
 cast to the dtype (GPUs have bf16/fp16 arithmetic), warm-up runs per shape in setup; the compiler's cache
@@ -23,7 +22,6 @@ for NPU graph capture) plays this role there; accelport does not run it yet.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import logging
@@ -32,9 +30,8 @@ from typing import Any
 
 import torch
 
-from ..environment import cpu_isa
 from ..errors import RuntimeUnavailableError
-from .base import DTYPES, INPUT_DTYPES, Runner
+from .base import INPUT_DTYPES, Runner
 from .cache import CacheEntry, cache_entry, default_cache_dir, library_versions, model_identity
 from .quantize import PT2E_QUANTIZER, CalibrationSource, export_pt2e_int8, pt2e_cache_fields
 from .routes import first_working_route
@@ -54,45 +51,30 @@ def check_inductor_device(device: torch.device, who: str) -> None:
         raise RuntimeUnavailableError(f"{who} --device {device}: Inductor supports cpu, "
                                       f"{', '.join(_TORCH_COMPILE_MODE)} here; use --runtime eager on this device")
 
-# CPU: the Inductor routes in order of preference, and whether bf16/fp16 run under autocast (weights fp32,
-# convolutions and matmuls in the dtype) or with the model cast to the dtype; chosen by measurement
-# (docs/benchmarks.md "The compile runner's path", benchmarks/compile_paths.py), per kind of CPU:
-# - without AMX for the dtype: AOTInductor, model cast. Measured on an AVX2 EPYC (bf16 emulated): torch.compile on
-#   par (0.93-1.08x), autocast 1.27-1.34x slower; on an AVX-512 BF16 EPYC (Zen 4, bf16 dot products in the vector
-#   unit): autocast 1.28-1.40x slower at batch 1 and 1.03-1.05x at batch 32, torch.compile with the cast 1.07-1.14x
-#   slower. The package also loads from the cache in about a second;
-# - with AMX (bf16/fp16 matrix tiles): torch.compile with freezing under autocast, the recipe issue 13 measured
-#   1.48x faster than AOTInductor with the model cast on an AMX Xeon (not re-measured here: no such CPU).
-_CPU_PLANS = {False: (("aot-inductor", "torch.compile"), False), True: (("torch.compile", "aot-inductor"), True)}
+# CPU: the Inductor routes in order of preference, bf16/fp16 with the model cast to the dtype (not autocast: weights
+# fp32, convolutions and matmuls in the dtype, fp32 element-wise kernels between them); chosen by measurement
+# (docs/benchmarks.md "The compile runner's path", benchmarks/compile_paths.py, paired rounds) on three kinds of CPU:
+# - AVX2 EPYC (bf16 emulated): torch.compile on par with AOTInductor (0.93-1.08x), autocast 1.27-1.34x slower;
+# - AVX-512 BF16 EPYC (Zen 4): autocast 1.28-1.40x slower at batch 1, 1.03-1.05x at batch 32; torch.compile with
+#   the cast 1.07-1.14x slower;
+# - AMX Xeon (bf16 tiles): autocast 1.51x (AOTInductor) and 1.68x (torch.compile, the recipe issue 13 timed) slower
+#   at batch 1, 0.96-0.98x at batch 32 (within the rounds' spread); torch.compile with the cast 1.17x slower at
+#   batch 1. The package also loads from the cache in about a second.
+_CPU_ROUTES = ("aot-inductor", "torch.compile")
 _ROUTE_NAMES = {"aot-inductor": "AOTInductor", "torch.compile": "torch.compile"}
 
 
-def cpu_plan(dtype: str, isa: dict[str, Any] | None = None) -> tuple[tuple[str, ...], bool]:
-    """(routes in order, autocast) for ``dtype`` on this CPU (``isa``: ``environment.cpu_isa()``)."""
+def cpu_plan(dtype: str) -> tuple[str, ...]:
+    """The Inductor routes for ``dtype`` on a CPU, in order of preference."""
     if dtype == "int8":  # only the PT2E-quantised package: a float torch.compile would not be int8
-        return ("aot-inductor",), False
-    if dtype == "fp32":
-        return _CPU_PLANS[False][0], False
-    isa = isa if isa is not None else cpu_isa()
-    return _CPU_PLANS[f"AMX-{dtype.upper()}" in isa.get("extensions", ())]
+        return ("aot-inductor",)
+    return _CPU_ROUTES
 
 
 def raise_recompile_limit() -> None:
     """Several compiled copies of one model in a process (a bench sweep: every dtype, layout and peer recipe)
     each add a Dynamo cache entry for the same ``forward``; past the limit Dynamo silently runs eager."""
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-
-
-class _Autocast(torch.nn.Module):
-    """``module`` under ``torch.autocast``, as one module ``torch.export`` can capture (autocast is in the graph)."""
-
-    def __init__(self, module: torch.nn.Module, device_type: str, dtype: torch.dtype):
-        super().__init__()
-        self.module, self.device_type, self.dtype = module, device_type, dtype
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device_type, dtype=self.dtype):
-            return self.module(x)
 
 
 class CompiledRunner(Runner):
@@ -108,8 +90,7 @@ class CompiledRunner(Runner):
                                           "flow here is the X86 Inductor quantizer (CPU); use --device cpu")
         check_inductor_device(self.device, "--runtime compile")
         on_cpu = self.device.type == "cpu"
-        self._routes, autocast = cpu_plan(self.dtype) if on_cpu else ((), False)
-        self._autocast = on_cpu and autocast
+        self._routes = cpu_plan(self.dtype) if on_cpu else ()
         self._mode = ((self._routes[0] if self._routes[0] == "aot-inductor" else "torch.compile:freezing") if on_cpu
                       else f"torch.compile:{_TORCH_COMPILE_MODE[self.device.type]}")
         self._compiled_by_shape: dict[tuple[int, ...], Any] = {}
@@ -121,19 +102,13 @@ class CompiledRunner(Runner):
 
     @property
     def _weights_dtype(self) -> torch.dtype:
-        """The dtype of the weights and of the input: fp32 under autocast, else the run's dtype."""
-        return torch.float32 if self._autocast else INPUT_DTYPES[self.dtype]
-
-    def _autocast_context(self) -> contextlib.AbstractContextManager:
-        """Autocast around the call for the torch.compile route (an AOTInductor package has it in its graph)."""
-        if self._autocast and self._mode.startswith("torch.compile"):
-            return torch.autocast(self.device.type, DTYPES[self.dtype])
-        return contextlib.nullcontext()
+        """The dtype of the weights and of the input: the run's (the model is cast)."""
+        return INPUT_DTYPES[self.dtype]
 
     @property
     def compile_path(self) -> str:
         """What the runner does, in words, for summary.json (e.g. "AOTInductor, freezing, channels-last,
-        autocast bf16")."""
+        model cast to bf16")."""
         route = self._mode.split(":")[0]
         steps = [_ROUTE_NAMES.get(route, route)]
         if self.device.type == "cpu":
@@ -142,7 +117,7 @@ class CompiledRunner(Runner):
             steps.append(f"mode={self._mode.split(':')[1]}" + (" (CUDA graphs)" if self.device.type == "cuda" else ""))
         steps.append("channels-last" if self.channels_last else "contiguous")
         if self.dtype != "fp32":
-            steps.append(f"autocast {self.dtype}" if self._autocast else f"model cast to {self.dtype}")
+            steps.append(f"model cast to {self.dtype}")
         return ", ".join(steps)
 
     def _prepare_impl(self) -> None:
@@ -158,7 +133,7 @@ class CompiledRunner(Runner):
 
     def _cache_entry(self, extra: dict[str, Any], suffix: str) -> CacheEntry:
         fields = {**(self._identity or {}), "runtime": self.name, "mode": self._mode, "dtype": self.dtype,
-                  "channels_last": self.channels_last, "device_type": self.device.type, "autocast": self._autocast,
+                  "channels_last": self.channels_last, "device_type": self.device.type,
                   "freezing": self.device.type == "cpu",
                   "allow_tf32": [torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32],
                   "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
@@ -195,7 +170,7 @@ class CompiledRunner(Runner):
         started = time.perf_counter()
         raise_recompile_limit()
         compiled = torch.compile(self._module, dynamic=False, options={"freezing": True})
-        with torch.inference_mode(), self._autocast_context():
+        with torch.inference_mode():
             compiled(device_input)
         self._compiled_by_shape[shape] = compiled
         return {"mode": "torch.compile:freezing", "compile_s": round(time.perf_counter() - started, 4)}
@@ -208,10 +183,9 @@ class CompiledRunner(Runner):
         if not entry.hit:
             started = time.perf_counter()
             example = torch.zeros(shape, dtype=self._weights_dtype).to(memory_format=self._memory_format)
-            module = _Autocast(self._module, self.device.type, DTYPES[self.dtype]) if self._autocast else self._module
             with torch.no_grad():
                 exported = (export_pt2e_int8(self._module, example, calibration, self._memory_format) if calibration
-                            else torch.export.export(module, (example,)))
+                            else torch.export.export(self._module, (example,)))
             details["export_s"] = round(time.perf_counter() - started, 4)
             started = time.perf_counter()
             entry.produce(lambda path: torch._inductor.aoti_compile_and_package(
@@ -232,15 +206,14 @@ class CompiledRunner(Runner):
 
     @torch.inference_mode()
     def _forward_impl(self, device_input: torch.Tensor) -> torch.Tensor:
-        with self._autocast_context():
-            return self._compiled_by_shape[tuple(device_input.shape)](device_input)
+        return self._compiled_by_shape[tuple(device_input.shape)](device_input)
 
     def _to_host_impl(self, device_output: Any) -> torch.Tensor:
         output = device_output[0] if isinstance(device_output, (list, tuple)) else device_output
         return output.detach().to("cpu", torch.float32)  # a copy: CUDA graphs reuse their output buffers
 
     def _describe_impl(self) -> dict[str, Any]:
-        return {"compile_path": self.compile_path, "compile_mode": self._mode, "autocast": self._autocast,
+        return {"compile_path": self.compile_path, "compile_mode": self._mode,
                 "freezing": self.device.type == "cpu",
                 "torch_threads": torch.get_num_threads(), "static_shapes": [list(s) for s in self._compiled_by_shape],
                 "cache_dir": str(self.cache_dir or default_cache_dir()),
