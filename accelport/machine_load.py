@@ -16,9 +16,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageError
+
 # A window shorter than this is stretched by an idle probe after the timing: /proc/stat counts in clock ticks
-# (10 ms per CPU), so a few milliseconds say nothing about the other processes.
+# (10 ms per CPU), so a few milliseconds say nothing about the other processes. ``ACCELPORT_LOAD_WINDOW_S``
+# changes it (the test suite shortens it: hundreds of millisecond timings, each padded to 0.25 s, cost ~30 s there).
 MIN_WINDOW_S = 0.25
+WINDOW_ENV = "ACCELPORT_LOAD_WINDOW_S"
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
 _PROC = Path("/proc")
 
@@ -133,6 +137,21 @@ def window_between(before: CpuReading, after: CpuReading) -> LoadWindow:
         busiest_others=others[:3])
 
 
+def min_window_from_env() -> float:
+    """``MIN_WINDOW_S``, or the seconds ``ACCELPORT_LOAD_WINDOW_S`` gives (0 turns the padding off)."""
+    value = os.environ.get(WINDOW_ENV)
+    if value is None:
+        return MIN_WINDOW_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0.0 <= seconds <= 60.0:
+        raise UsageError(f"{WINDOW_ENV}={value!r}: give the load window in seconds, from 0 to 60 "
+                         f"(default {MIN_WINDOW_S})")
+    return seconds
+
+
 class LoadMonitor:
     """``with LoadMonitor() as load: <timed code>``; then ``load.window`` (None without ``/proc``).
 
@@ -140,8 +159,8 @@ class LoadMonitor:
     so that the other processes' load is measured over enough clock ticks to mean something.
     """
 
-    def __init__(self, min_window_s: float = MIN_WINDOW_S):
-        self.min_window_s = min_window_s
+    def __init__(self, min_window_s: float | None = None):
+        self.min_window_s = min_window_from_env() if min_window_s is None else min_window_s
         self.window: LoadWindow | None = None
         self._before: CpuReading | None = None
 

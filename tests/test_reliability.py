@@ -16,7 +16,17 @@ import time
 import pytest
 
 from accelport.cli import main
-from accelport.machine_load import CpuReading, LoadMonitor, _process_ticks, probe, read_cpu, window_between
+from accelport.errors import UsageError
+from accelport.machine_load import (
+    MIN_WINDOW_S,
+    WINDOW_ENV,
+    CpuReading,
+    LoadMonitor,
+    _process_ticks,
+    probe,
+    read_cpu,
+    window_between,
+)
 from accelport.reliability import DEFAULT_THRESHOLDS, assess
 
 MODEL = ["--model", "test_convnext2", "--device", "cpu"]
@@ -38,6 +48,22 @@ def stats(p50: float, std: float = 0.5, p90: float | None = None, p99: float | N
 
 def codes(verdict):
     return [r["code"] for r in verdict["reasons"]]
+
+
+@pytest.fixture(autouse=True)
+def default_load_window(monkeypatch):
+    """The load window a user gets (conftest shortens it for the rest of the suite)."""
+    monkeypatch.delenv(WINDOW_ENV, raising=False)
+
+
+def test_the_load_window_is_the_default_or_what_the_variable_says(monkeypatch):
+    assert LoadMonitor().min_window_s == MIN_WINDOW_S == 0.25
+    monkeypatch.setenv(WINDOW_ENV, "0.05")
+    assert LoadMonitor().min_window_s == 0.05 and LoadMonitor(min_window_s=0.2).min_window_s == 0.2
+    for bad in ("abc", "-1", "nan", "1e9"):
+        monkeypatch.setenv(WINDOW_ENV, bad)
+        with pytest.raises(UsageError, match=f"{WINDOW_ENV}={bad!r}"):
+            LoadMonitor()
 
 
 def test_a_quiet_machine_and_consistent_samples_are_reliable():
