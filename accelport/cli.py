@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from . import errors
 from .arguments import configure_logging
+from .machine_load import min_window_from_env
 
 _logger = logging.getLogger("accelport")
 
@@ -51,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return errors.EXIT_USER_ERROR
     configure_logging(args.verbose, args.quiet)
     try:
+        min_window_from_env()  # a bad ACCELPORT_LOAD_WINDOW_S is refused before any work, not at the first timing
         return args.handler(args)
     except errors.AccelportError as exc:
         print(f"accelport: error: {exc}", file=sys.stderr)

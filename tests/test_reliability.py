@@ -66,6 +66,12 @@ def test_the_load_window_is_the_default_or_what_the_variable_says(monkeypatch):
             LoadMonitor()
 
 
+def test_a_bad_load_window_is_exit_2_before_any_work(monkeypatch, capsys):
+    monkeypatch.setenv(WINDOW_ENV, "soon")
+    assert main(["run", "--model", "no_such_model_xyz", "--device", "cpu"]) == 2  # refused before the model
+    assert f"{WINDOW_ENV}='soon'" in capsys.readouterr().err
+
+
 def test_a_quiet_machine_and_consistent_samples_are_reliable():
     verdict = assess({"compute": stats(36.0), "with_copies": stats(36.4)}, [IDLE_WINDOW, IDLE_WINDOW], threads=2)
     assert verdict == {"reliable": True, "reasons": [], "advice": None}
