@@ -20,7 +20,7 @@ from .errors import UsageError
 
 # A window shorter than this is stretched by an idle probe after the timing: /proc/stat counts in clock ticks
 # (10 ms per CPU), so a few milliseconds say nothing about the other processes. ``ACCELPORT_LOAD_WINDOW_S``
-# changes it (the test suite shortens it: hundreds of millisecond timings, each padded to 0.25 s, cost ~30 s there).
+# changes it (the test suite shortens it: its hundreds of millisecond timings, each padded to 0.25 s, slept 43 s).
 MIN_WINDOW_S = 0.25
 WINDOW_ENV = "ACCELPORT_LOAD_WINDOW_S"
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01

@@ -91,19 +91,13 @@ class CompiledRunner(Runner):
         check_inductor_device(self.device, "--runtime compile")
         on_cpu = self.device.type == "cpu"
         self._routes = cpu_plan(self.dtype) if on_cpu else ()
-        self._mode = ((self._routes[0] if self._routes[0] == "aot-inductor" else "torch.compile:freezing") if on_cpu
-                      else f"torch.compile:{_TORCH_COMPILE_MODE[self.device.type]}")
+        self._mode = self._routes[0] if on_cpu else f"torch.compile:{_TORCH_COMPILE_MODE[self.device.type]}"
         self._compiled_by_shape: dict[tuple[int, ...], Any] = {}
         self._identity: dict[str, Any] | None = None
 
     @property
     def _memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
-
-    @property
-    def _weights_dtype(self) -> torch.dtype:
-        """The dtype of the weights and of the input: the run's (the model is cast)."""
-        return INPUT_DTYPES[self.dtype]
 
     @property
     def compile_path(self) -> str:
@@ -122,7 +116,7 @@ class CompiledRunner(Runner):
 
     def _prepare_impl(self) -> None:
         module = copy.deepcopy(self.model).eval()
-        self._module = module.to(self.device, self._weights_dtype).to(memory_format=self._memory_format)
+        self._module = module.to(self.device, INPUT_DTYPES[self.dtype]).to(memory_format=self._memory_format)
         self._identity = model_identity(self.model)
         if self.device.type != "cpu":
             self._artifacts = self._cache_entry({"artifacts": "torch.compiler"}, ".bin")
@@ -182,7 +176,7 @@ class CompiledRunner(Runner):
         details: dict[str, Any] = {"mode": self._mode, "package_cache_hit": entry.hit, "package": str(entry.path)}
         if not entry.hit:
             started = time.perf_counter()
-            example = torch.zeros(shape, dtype=self._weights_dtype).to(memory_format=self._memory_format)
+            example = torch.zeros(shape, dtype=INPUT_DTYPES[self.dtype]).to(memory_format=self._memory_format)
             with torch.no_grad():
                 exported = (export_pt2e_int8(self._module, example, calibration, self._memory_format) if calibration
                             else torch.export.export(self._module, (example,)))
@@ -202,7 +196,7 @@ class CompiledRunner(Runner):
         return details
 
     def _to_device_impl(self, batch: torch.Tensor) -> torch.Tensor:
-        return batch.to(self.device, self._weights_dtype, memory_format=self._memory_format)
+        return batch.to(self.device, INPUT_DTYPES[self.dtype], memory_format=self._memory_format)
 
     @torch.inference_mode()
     def _forward_impl(self, device_input: torch.Tensor) -> torch.Tensor:
