@@ -9,6 +9,12 @@ Paths (each on a private copy of the model, batch by batch, static shapes):
   tc-freeze-cpp    tc-freeze[-auto] with Inductor's C++ wrapper (cpp_wrapper=True)
   tc-freeze-nchw   tc-freeze[-auto] without channels-last
   tc-default       torch.compile defaults (no freezing, contiguous)
+  tc-options       tc-freeze with freezing passed only as torch.compile(options={"freezing": True}), which Dynamo never
+                   sees: parameters stay graph inputs and nothing is folded or packed (accelport before this fix)
+  eager-fp32       timm eager fp32, contiguous: the baseline of issue 13's targets (ratio_to_eager_fp32)
+
+Freezing is real only when Inductor's ``freezing`` is set while Dynamo traces (the first call) and gradients are off
+while AOTInductor compiles; ``frozen`` below does both.
 
 For each (dtype, batch), every path is timed once per round, rounds interleaved; the result per path is the
 median over rounds of (path's round median / aoti-cast's round median), with parity (cosine, max abs error)
@@ -32,7 +38,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 PATHS = ("aoti-cast", "aoti-autocast", "tc-freeze", "tc-freeze-auto", "tc-freeze-cpp", "tc-freeze-nchw",
-         "tc-default")
+         "tc-default", "tc-options", "eager-fp32")
+
+
+def frozen(enabled: bool = True):
+    """Inductor freezing for the calls inside (tracing and compiling), gradients off."""
+    import torch
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.no_grad())
+    if enabled:
+        stack.enter_context(torch._inductor.config.patch(freezing=True))
+    return stack
 
 
 def build(path: str, model, dtype: str, example):
@@ -42,6 +59,8 @@ def build(path: str, model, dtype: str, example):
     from accelport.runners.base import DTYPES
 
     low = DTYPES[dtype]
+    if path == "eager-fp32":
+        return (lambda x: model(x)), (lambda batch: batch)
     autocast = dtype != "fp32" and ("auto" in path or path in ("tc-freeze-cpp", "tc-freeze-nchw"))
     channels_last = path not in ("tc-default", "tc-freeze-nchw")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -66,16 +85,19 @@ def build(path: str, model, dtype: str, example):
 
         with torch.no_grad():
             exported = torch.export.export(Wrapped(module).eval(), (prepare(example),))
-        package = torch._inductor.aoti_compile_and_package(exported, inductor_configs={"freezing": True})
+        with frozen():
+            package = torch._inductor.aoti_compile_and_package(exported)
         compiled = torch._inductor.aoti_load_package(package)
         return (lambda x: compiled(x)), prepare
-    options = {} if path == "tc-default" else {"freezing": True}
+    options = {"freezing": True} if path == "tc-options" else {}
     if path == "tc-freeze-cpp":
         options["cpp_wrapper"] = True
     compiled = torch.compile(module, dynamic=False, options=options)
+    traced = []
 
     def call(x):
-        with ctx():
+        with ctx(), frozen(path not in ("tc-default", "tc-options") and not traced):
+            traced.append(True)
             return compiled(x)
     return call, prepare
 
@@ -145,16 +167,18 @@ def main() -> int:
                             entry["call"](entry["x"])
                             samples.append((time.perf_counter() - t) * 1000)
                     entry["round_ms"].append(statistics.median(samples))
-            base = live.get("aoti-cast")
             for entry in entries.values():
                 entry.pop("call", None), entry.pop("x", None)
-                if base and entry.get("round_ms"):
-                    pairs = zip(entry["round_ms"], base["round_ms"], strict=True)
-                    entry["ratio_to_aoti_cast"] = float(np.median([a / b for a, b in pairs]))
+                for base_name in ("aoti-cast", "eager-fp32"):
+                    base = live.get(base_name)
+                    if base and entry.get("round_ms"):
+                        pairs = zip(entry["round_ms"], base["round_ms"], strict=True)
+                        entry[f"ratio_to_{base_name.replace('-', '_')}"] = float(np.median([a / b for a, b in pairs]))
             report["results"].append({"dtype": dtype, "batch_size": batch_size, "paths": entries})
             write_json_atomic(Path(args.out), report)
             print(json.dumps({"dtype": dtype, "batch": batch_size,
                               **{p: (round(e.get("ratio_to_aoti_cast", float("nan")), 3),
+                                     round(e.get("ratio_to_eager_fp32", float("nan")), 3),
                                      [round(x, 1) for x in e.get("round_ms", [])]) for p, e in entries.items()}}),
                   flush=True)
     return 0

@@ -301,3 +301,22 @@ def test_a_runner_computes_on_its_own_thread_count_and_restores_torchs():
         assert seen == [2] and torch.get_num_threads() == 1  # restored after the call
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("route", ["aot-inductor", "torch.compile"])
+def test_compile_freezing_folds_and_packs_the_weights_on_either_route(route, tiny_model, tiny_input, reference,
+                                                                      tmp_path, monkeypatch):
+    """Freezing that Dynamo never saw packed nothing for months (options={"freezing": True} only reaches Inductor;
+    AOTInductor compiled with gradients on): the packed-op count is the proof it happened."""
+    if route == "torch.compile":  # the fallback route, taken when torch.export refuses the model
+        monkeypatch.setattr(torch.export, "export", lambda *_a, **_k: (_ for _ in ()).throw(
+            torch._dynamo.exc.Unsupported("refused for this test")))
+    with torch._inductor.config.patch(fx_graph_cache=False), \
+            create_runner("compile", tiny_model, CPU, "fp32", True, cache_dir=tmp_path) as runner:
+        output = runner.infer(tiny_input).numpy()
+        [event] = [e for e in runner.setup_events if e["step"] == "shape"]
+    assert event["export_route"] == route
+    convolutions_and_linears = sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in tiny_model.modules())
+    # every convolution and linear of test_convnext2 packed for oneDNN (the stem's and the head's included)
+    assert event["packed_weight_ops"] == convolutions_and_linears
+    assert compare_outputs(reference, output, criteria_for("fp32"), True).passed

@@ -6,8 +6,9 @@ times, in the same process and rounds as its own configurations, what a user wou
 - ``timm eager``: the model as timm builds it (fp32: the sweep's eager fp32 baseline row; bf16/fp16: under
   ``torch.autocast``, the documented way to run a model in half precision);
 - ``torch.compile default``: ``torch.compile(model)`` (autocast for bf16/fp16);
-- ``torch.compile freezing channels-last``: Inductor freezing (``options={"freezing": True}``) on a
-  channels-last model and input (autocast for bf16/fp16): the recipe the Intel/PyTorch CPU guides give;
+- ``torch.compile freezing channels-last``: Inductor freezing (``torch._inductor.config.freezing = True`` while
+  it traces and compiles, as the Intel/PyTorch CPU guides set it) on a channels-last model and input (autocast
+  for bf16/fp16);
 - ``onnxruntime default``: ``InferenceSession`` with default ``SessionOptions`` on the same ONNX export;
 - ``openvino default``: ``core.compile_model`` with no hint beyond the precision, on the same ONNX export as
   it comes (dynamic batch axis).
@@ -32,7 +33,7 @@ import torch
 
 from ..errors import RuntimeUnavailableError
 from ..runners.base import DTYPES, QUANTIZED_DTYPES, Runner
-from ..runners.compile import check_inductor_device, raise_recompile_limit
+from ..runners.compile import check_inductor_device, inductor_counts, raise_recompile_limit
 
 _logger = logging.getLogger(__name__)
 
@@ -40,16 +41,17 @@ BASELINE_PEER = "timm eager"  # the eager fp32 baseline row is also the fp32 "pl
 
 
 class TorchRecipeRunner(Runner):
-    """PyTorch as a user writes it: eager or ``torch.compile(options)``, optional channels-last, and for bf16/fp16
-    ``torch.autocast`` around the call (weights stay fp32, convolutions and matmuls run in the dtype)."""
+    """PyTorch as a user writes it: eager or ``torch.compile`` (with ``inductor_config`` set while each shape is
+    traced and compiled), optional channels-last, and for bf16/fp16 ``torch.autocast`` around the call (weights
+    stay fp32, convolutions and matmuls run in the dtype)."""
 
     name = "torch"
     uses_torch_threads = True
 
-    def __init__(self, *args: Any, compile_options: dict[str, Any] | None = None, compiled: bool = True,
+    def __init__(self, *args: Any, inductor_config: dict[str, Any] | None = None, compiled: bool = True,
                  **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.compiled, self.compile_options = compiled, dict(compile_options or {})
+        self.compiled, self.inductor_config = compiled, dict(inductor_config or {})
         if compiled:
             check_inductor_device(self.device, "torch.compile")
         self.autocast = self.dtype != "fp32"
@@ -60,7 +62,7 @@ class TorchRecipeRunner(Runner):
         self._call: Callable[[torch.Tensor], Any] = self._module
         if self.compiled:
             raise_recompile_limit()
-            self._call = torch.compile(self._module, dynamic=False, options=self.compile_options or None)
+            self._call = torch.compile(self._module, dynamic=False)
 
     def _context(self) -> contextlib.AbstractContextManager:
         if not self.autocast:
@@ -77,12 +79,18 @@ class TorchRecipeRunner(Runner):
             return self._call(device_input)
 
     def _prepare_shape_impl(self, device_input: torch.Tensor) -> dict[str, Any]:
-        self._forward_impl(device_input)  # compiles for this shape (Dynamo, then Inductor)
+        packed_before, hits_before = inductor_counts()
+        with torch._inductor.config.patch(self.inductor_config):
+            self._forward_impl(device_input)  # compiles for this shape (Dynamo, then Inductor)
         self.synchronize()
-        return {"compiled": self.compiled}
+        packed, hits = inductor_counts()
+        if not self.compiled:
+            return {"compiled": False}
+        return {"compiled": True, "fx_graph_cache_hit": hits > hits_before,
+                "packed_weight_ops": None if hits > hits_before else packed - packed_before}
 
     def _describe_impl(self) -> dict[str, Any]:
-        return {"torch_compile": self.compiled, "compile_options": self.compile_options, "autocast": self.autocast,
+        return {"torch_compile": self.compiled, "inductor_config": self.inductor_config, "autocast": self.autocast,
                 "torch_threads": torch.get_num_threads()}
 
     def _close_impl(self) -> None:
@@ -130,9 +138,9 @@ def _openvino_default(*args: Any, **kwargs: Any) -> Runner:
     return OpenVinoDefault(*args, **kwargs)
 
 
-def _torch_recipe(compiled: bool, options: dict[str, Any] | None = None) -> Callable[..., Runner]:
+def _torch_recipe(compiled: bool, inductor_config: dict[str, Any] | None = None) -> Callable[..., Runner]:
     def build(*args: Any, **kwargs: Any) -> Runner:
-        return TorchRecipeRunner(*args, compiled=compiled, compile_options=options, **kwargs)
+        return TorchRecipeRunner(*args, compiled=compiled, inductor_config=inductor_config, **kwargs)
     return build
 
 

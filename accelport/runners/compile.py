@@ -1,11 +1,15 @@
 """TorchInductor-compiled model: frozen weights on CPU, CUDA graphs on CUDA; ``describe()["compile_path"]`` says which.
 
-CPU, two routes to the same Inductor C++ code, with ``freezing`` (weights folded as constants, convolution and
-linear weights pre-packed for oneDNN) and one static graph per input shape:
+CPU, two routes to the same Inductor C++ code, with ``freezing`` (weights folded as constants, batch norms folded
+into convolutions, convolution and linear weights pre-packed for oneDNN with their activations and residual adds
+fused) and one static graph per input shape. Freezing happens only if Inductor's ``freezing`` is on while Dynamo
+traces and gradients are off while Inductor compiles (``frozen_inductor``); ``torch.compile(options={"freezing":
+True})`` alone reaches Inductor but not Dynamo, which then lifts every parameter to a graph input, and nothing is
+folded or packed (accelport did that until measured: docs/benchmarks.md "Freezing that froze nothing"):
 - ``torch.export`` + AOTInductor: packaged as a ``.pt2`` file in the accelport cache (keyed by model, weights
   digest, settings, thread count, CPU ISA and library versions: the generated code bakes in the OpenMP team
   size and the ISA), loaded in about a second by a later process; runs through Inductor's C++ wrapper.
-- ``torch.compile(options={"freezing": True})``: Dynamo graph breaks allowed (models ``torch.export`` rejects);
+- ``torch.compile`` with freezing: Dynamo graph breaks allowed (models ``torch.export`` rejects);
   its cache is Inductor's own FX graph cache (``TORCHINDUCTOR_CACHE_DIR``), which in torch 2.14 also serves
   frozen graphs, so a later process skips code generation and the C++ build but still traces and freezes.
 AOTInductor comes first (``cpu_plan``), and bf16/fp16 run with the model cast to the dtype, not under
@@ -22,6 +26,7 @@ for NPU graph capture) plays this role there; accelport does not run it yet.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
@@ -62,6 +67,32 @@ def check_inductor_device(device: torch.device, who: str) -> None:
 #   batch 1. The package also loads from the cache in about a second.
 _CPU_ROUTES = ("aot-inductor", "torch.compile")
 _ROUTE_NAMES = {"aot-inductor": "AOTInductor", "torch.compile": "torch.compile"}
+
+
+def frozen_inductor() -> contextlib.ExitStack:
+    """Real Inductor freezing for the tracing and compiling done inside: the ``freezing`` flag for Dynamo (which
+    otherwise lifts parameters to graph inputs that Inductor cannot fold) and no gradients (Inductor freezes only
+    then). Enter it around a compiled module's first call per shape, or around AOTInductor's compile."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.no_grad())
+    stack.enter_context(torch._inductor.config.patch(freezing=True))
+    return stack
+
+
+# Inductor's pattern counters for a convolution or linear whose weights freezing packed for oneDNN (fp32/bf16/fp16)
+# or lowered to oneDNN's int8 qconv/qlinear (PT2E); each such op counts once.
+_PACKED_WEIGHT_COUNTERS = ("mkldnn_conv_weight_pack_matcher_count", "mkldnn_linear_weight_pack_matcher_count",
+                           "qconv_unary_lower_count", "qconv2d_binary_lower_count", "qlinear_unary_lower_count",
+                           "qlinear_binary_lower_count")
+
+
+def inductor_counts() -> tuple[int, int]:
+    """(convolutions and linears packed or int8-lowered by Inductor's freezing, FX graph cache hits), in this
+    process so far. A compile that packs nothing did not freeze; a cache hit skips the passes that count."""
+    from torch._dynamo.utils import counters
+
+    inductor = counters["inductor"]
+    return sum(inductor[name] for name in _PACKED_WEIGHT_COUNTERS), inductor["fxgraph_cache_hit"]
 
 
 def cpu_plan(dtype: str) -> tuple[str, ...]:
@@ -128,7 +159,7 @@ class CompiledRunner(Runner):
     def _cache_entry(self, extra: dict[str, Any], suffix: str) -> CacheEntry:
         fields = {**(self._identity or {}), "runtime": self.name, "mode": self._mode, "dtype": self.dtype,
                   "channels_last": self.channels_last, "device_type": self.device.type,
-                  "freezing": self.device.type == "cpu",
+                  "freezing": "traced and compiled frozen" if self.device.type == "cpu" else False,
                   "allow_tf32": [torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32],
                   "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
                   **extra,
@@ -161,13 +192,16 @@ class CompiledRunner(Runner):
         """``torch.compile`` with freezing (Dynamo graph breaks are allowed, so it also takes models
         ``torch.export`` cannot); Inductor's own FX graph cache (``TORCHINDUCTOR_CACHE_DIR``) spares a later
         process the code generation and C++ build, not the tracing and freezing passes."""
-        started = time.perf_counter()
+        started, (packed_before, hits_before) = time.perf_counter(), inductor_counts()
         raise_recompile_limit()
-        compiled = torch.compile(self._module, dynamic=False, options={"freezing": True})
-        with torch.inference_mode():
+        compiled = torch.compile(self._module, dynamic=False)
+        with frozen_inductor():
             compiled(device_input)
         self._compiled_by_shape[shape] = compiled
-        return {"mode": "torch.compile:freezing", "compile_s": round(time.perf_counter() - started, 4)}
+        packed, hits = inductor_counts()
+        return {"mode": "torch.compile:freezing", "compile_s": round(time.perf_counter() - started, 4),
+                "fx_graph_cache_hit": hits > hits_before,
+                "packed_weight_ops": None if hits > hits_before else packed - packed_before}
 
     def _load_or_build_package(self, shape: tuple[int, ...], device_input: torch.Tensor) -> dict[str, Any]:
         calibration = self._calibration.load(self.model, shape[1:]) if self.dtype == "int8" else None
@@ -181,10 +215,11 @@ class CompiledRunner(Runner):
                 exported = (export_pt2e_int8(self._module, example, calibration, self._memory_format) if calibration
                             else torch.export.export(self._module, (example,)))
             details["export_s"] = round(time.perf_counter() - started, 4)
-            started = time.perf_counter()
-            entry.produce(lambda path: torch._inductor.aoti_compile_and_package(
-                exported, package_path=str(path), inductor_configs={"freezing": True}))
+            started, (packed_before, _) = time.perf_counter(), inductor_counts()
+            with frozen_inductor():
+                entry.produce(lambda path: torch._inductor.aoti_compile_and_package(exported, package_path=str(path)))
             details["compile_s"] = round(time.perf_counter() - started, 4)
+            details["packed_weight_ops"] = inductor_counts()[0] - packed_before
         started = time.perf_counter()
         loaded = torch._inductor.aoti_load_package(str(entry.path))
         with torch.inference_mode():
