@@ -60,9 +60,9 @@ def test_peer_rows_are_measured_parity_checked_and_never_picked(peer_bench):
     assert records["peer: onnxruntime default fp32"]["session_options"] == "default"
     freezing = records["peer: torch.compile freezing channels-last fp32"]
     assert freezing["inductor_config"] == {"freezing": True}
-    # the recipe really froze (Inductor packed the convolutions and linears), unless its graph came from the cache
+    # the recipe really froze: Inductor packed test_convnext2's convolutions and linears for oneDNN
     [shape] = [e for e in freezing["setup_events"] if e["step"] == "shape"]
-    assert shape["fx_graph_cache_hit"] or shape["packed_weight_ops"] > 0
+    assert shape["packed_weight_ops"] > 0
 
 
 def test_the_pick_is_compared_with_the_best_peer_round_by_round(peer_bench):

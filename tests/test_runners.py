@@ -311,8 +311,7 @@ def test_compile_freezing_folds_and_packs_the_weights_on_either_route(route, tin
     if route == "torch.compile":  # the fallback route, taken when torch.export refuses the model
         monkeypatch.setattr(torch.export, "export", lambda *_a, **_k: (_ for _ in ()).throw(
             torch._dynamo.exc.Unsupported("refused for this test")))
-    with torch._inductor.config.patch(fx_graph_cache=False), \
-            create_runner("compile", tiny_model, CPU, "fp32", True, cache_dir=tmp_path) as runner:
+    with create_runner("compile", tiny_model, CPU, "fp32", True, cache_dir=tmp_path) as runner:
         output = runner.infer(tiny_input).numpy()
         [event] = [e for e in runner.setup_events if e["step"] == "shape"]
     assert event["export_route"] == route

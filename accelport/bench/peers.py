@@ -33,7 +33,7 @@ import torch
 
 from ..errors import RuntimeUnavailableError
 from ..runners.base import DTYPES, QUANTIZED_DTYPES, Runner
-from ..runners.compile import check_inductor_device, inductor_counts, raise_recompile_limit
+from ..runners.compile import check_inductor_device, packed_weight_ops, raise_recompile_limit
 
 _logger = logging.getLogger(__name__)
 
@@ -79,15 +79,11 @@ class TorchRecipeRunner(Runner):
             return self._call(device_input)
 
     def _prepare_shape_impl(self, device_input: torch.Tensor) -> dict[str, Any]:
-        packed_before, hits_before = inductor_counts()
+        packed_before = packed_weight_ops()
         with torch._inductor.config.patch(self.inductor_config):
             self._forward_impl(device_input)  # compiles for this shape (Dynamo, then Inductor)
         self.synchronize()
-        packed, hits = inductor_counts()
-        if not self.compiled:
-            return {"compiled": False}
-        return {"compiled": True, "fx_graph_cache_hit": hits > hits_before,
-                "packed_weight_ops": None if hits > hits_before else packed - packed_before}
+        return {"compiled": self.compiled, "packed_weight_ops": packed_weight_ops() - packed_before}
 
     def _describe_impl(self) -> dict[str, Any]:
         return {"torch_compile": self.compiled, "inductor_config": self.inductor_config, "autocast": self.autocast,

@@ -10,10 +10,11 @@ folded or packed (accelport did that until measured: docs/benchmarks.md "Freezin
   digest, settings, thread count, CPU ISA and library versions: the generated code bakes in the OpenMP team
   size and the ISA), loaded in about a second by a later process; runs through Inductor's C++ wrapper.
 - ``torch.compile`` with freezing: Dynamo graph breaks allowed (models ``torch.export`` rejects);
-  its cache is Inductor's own FX graph cache (``TORCHINDUCTOR_CACHE_DIR``), which in torch 2.14 also serves
-  frozen graphs, so a later process skips code generation and the C++ build but still traces and freezes.
+  no accelport cache: Inductor's FX graph cache (``TORCHINDUCTOR_CACHE_DIR``) bypasses a frozen graph (its packed
+  oneDNN weights do not pickle), so a later process traces, freezes and generates code again, and only the C++
+  build comes from Inductor's code cache (convnextv2_atto: 9 s instead of 24 s).
 AOTInductor comes first (``cpu_plan``), and bf16/fp16 run with the model cast to the dtype, not under
-``torch.autocast``: measured fastest on AVX2 (bf16 emulated), AVX-512 BF16 (Zen 4) and AMX (Xeon) CPUs alike.
+``torch.autocast`` (comment on ``_CPU_ROUTES``).
 
 CUDA: ``torch.compile(mode="reduce-overhead")`` (CUDA graphs: one launch per batch, the batch-1 win), the model
 cast to the dtype (GPUs have bf16/fp16 arithmetic), warm-up runs per shape in setup; the compiler's cache
@@ -35,6 +36,7 @@ from typing import Any
 
 import torch
 
+from ..environment import cpu_isa
 from ..errors import RuntimeUnavailableError
 from .base import INPUT_DTYPES, Runner
 from .cache import CacheEntry, cache_entry, default_cache_dir, library_versions, model_identity
@@ -58,13 +60,13 @@ def check_inductor_device(device: torch.device, who: str) -> None:
 
 # CPU: the Inductor routes in order of preference, bf16/fp16 with the model cast to the dtype (not autocast: weights
 # fp32, convolutions and matmuls in the dtype, fp32 element-wise kernels between them); chosen by measurement
-# (docs/benchmarks.md "The compile runner's path", benchmarks/compile_paths.py, paired rounds) on three kinds of CPU:
-# - AVX2 EPYC (bf16 emulated): torch.compile on par with AOTInductor (0.93-1.08x), autocast 1.27-1.34x slower;
-# - AVX-512 BF16 EPYC (Zen 4): autocast 1.28-1.40x slower at batch 1, 1.03-1.05x at batch 32; torch.compile with
-#   the cast 1.07-1.14x slower;
-# - AMX Xeon (bf16 tiles): autocast 1.51x (AOTInductor) and 1.68x (torch.compile, the recipe issue 13 timed) slower
-#   at batch 1, 0.96-0.98x at batch 32 (within the rounds' spread); torch.compile with the cast 1.17x slower at
-#   batch 1. The package also loads from the cache in about a second.
+# (docs/benchmarks.md "The compile runner's path", benchmarks/compile_paths.py, paired rounds):
+# - AMX Xeon, frozen for real: autocast on par with the cast (0.996-1.004 over 9 rounds at bf16 batch 1 and 32;
+#   0.92-0.93 over 5 rounds in the host's slow mode), with the same outputs (Inductor computes bf16 element-wise
+#   work in fp32 either way); torch.compile 1.09-1.16x slower than AOTInductor except bf16 batch 32 (0.94).
+# - Before the freezing fix (nothing frozen), autocast was 1.27-1.68x slower at batch 1 on AVX2, AVX-512 BF16 and
+#   AMX CPUs; those CPUs without AMX are not re-measured frozen.
+# The package also loads from the cache in about a second.
 _CPU_ROUTES = ("aot-inductor", "torch.compile")
 _ROUTE_NAMES = {"aot-inductor": "AOTInductor", "torch.compile": "torch.compile"}
 
@@ -80,19 +82,20 @@ def frozen_inductor() -> contextlib.ExitStack:
 
 
 # Inductor's pattern counters for a convolution or linear whose weights freezing packed for oneDNN (fp32/bf16/fp16)
-# or lowered to oneDNN's int8 qconv/qlinear (PT2E); each such op counts once.
+# or lowered to oneDNN's int8 qconv/qlinear (PT2E); each such op counts once. The freezing passes run before
+# Inductor's FX graph cache lookup, so they count on every compile (a frozen graph holding packed oneDNN weights is
+# not cached anyway: "mkldnn tensors unpickleable").
 _PACKED_WEIGHT_COUNTERS = ("mkldnn_conv_weight_pack_matcher_count", "mkldnn_linear_weight_pack_matcher_count",
                            "qconv_unary_lower_count", "qconv2d_binary_lower_count", "qlinear_unary_lower_count",
                            "qlinear_binary_lower_count")
 
 
-def inductor_counts() -> tuple[int, int]:
-    """(convolutions and linears packed or int8-lowered by Inductor's freezing, FX graph cache hits), in this
-    process so far. A compile that packs nothing did not freeze; a cache hit skips the passes that count."""
+def packed_weight_ops() -> int:
+    """Convolutions and linears packed (or int8-lowered) by Inductor's freezing in this process so far. The
+    difference over a compile is the proof that it froze: 0 for a model with convolutions means it did not."""
     from torch._dynamo.utils import counters
 
-    inductor = counters["inductor"]
-    return sum(inductor[name] for name in _PACKED_WEIGHT_COUNTERS), inductor["fxgraph_cache_hit"]
+    return sum(counters["inductor"][name] for name in _PACKED_WEIGHT_COUNTERS)
 
 
 def cpu_plan(dtype: str) -> tuple[str, ...]:
@@ -161,7 +164,9 @@ class CompiledRunner(Runner):
                   "channels_last": self.channels_last, "device_type": self.device.type,
                   "freezing": "traced and compiled frozen" if self.device.type == "cpu" else False,
                   "allow_tf32": [torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32],
-                  "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+                  # oneDNN packs frozen weights in a layout of the ISA it found (AMX tiles or not): both in the key
+                  "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_isa": cpu_isa()["name"],
+                  "threads": torch.get_num_threads(),
                   **extra,
                   **library_versions("torch", "timm")}
         return cache_entry(self.cache_dir, "inductor", fields, suffix)
@@ -192,16 +197,14 @@ class CompiledRunner(Runner):
         """``torch.compile`` with freezing (Dynamo graph breaks are allowed, so it also takes models
         ``torch.export`` cannot); Inductor's own FX graph cache (``TORCHINDUCTOR_CACHE_DIR``) spares a later
         process the code generation and C++ build, not the tracing and freezing passes."""
-        started, (packed_before, hits_before) = time.perf_counter(), inductor_counts()
+        started, packed_before = time.perf_counter(), packed_weight_ops()
         raise_recompile_limit()
         compiled = torch.compile(self._module, dynamic=False)
         with frozen_inductor():
             compiled(device_input)
         self._compiled_by_shape[shape] = compiled
-        packed, hits = inductor_counts()
         return {"mode": "torch.compile:freezing", "compile_s": round(time.perf_counter() - started, 4),
-                "fx_graph_cache_hit": hits > hits_before,
-                "packed_weight_ops": None if hits > hits_before else packed - packed_before}
+                "packed_weight_ops": packed_weight_ops() - packed_before}
 
     def _load_or_build_package(self, shape: tuple[int, ...], device_input: torch.Tensor) -> dict[str, Any]:
         calibration = self._calibration.load(self.model, shape[1:]) if self.dtype == "int8" else None
@@ -215,11 +218,11 @@ class CompiledRunner(Runner):
                 exported = (export_pt2e_int8(self._module, example, calibration, self._memory_format) if calibration
                             else torch.export.export(self._module, (example,)))
             details["export_s"] = round(time.perf_counter() - started, 4)
-            started, (packed_before, _) = time.perf_counter(), inductor_counts()
+            started, packed_before = time.perf_counter(), packed_weight_ops()
             with frozen_inductor():
                 entry.produce(lambda path: torch._inductor.aoti_compile_and_package(exported, package_path=str(path)))
             details["compile_s"] = round(time.perf_counter() - started, 4)
-            details["packed_weight_ops"] = inductor_counts()[0] - packed_before
+            details["packed_weight_ops"] = packed_weight_ops() - packed_before
         started = time.perf_counter()
         loaded = torch._inductor.aoti_load_package(str(entry.path))
         with torch.inference_mode():
