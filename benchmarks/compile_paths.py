@@ -4,6 +4,7 @@
 Paths (each on a private copy of the model, batch by batch, static shapes):
   aoti-cast        torch.export + AOTInductor, freezing, channels-last, model cast to the dtype (accelport <= d643e93)
   aoti-autocast    the same, exported under torch.autocast (weights fp32, convolutions/matmuls in the dtype)
+  aoti-autotune    aoti-cast with max-autotune (Inductor's C++ GEMM templates against ATen/oneDNN, per shape)
   tc-freeze        torch.compile, freezing, channels-last, model cast to the dtype
   tc-freeze-auto   torch.compile, freezing, channels-last, autocast (the issue's "by hand" recipe); bf16/fp16 only
   tc-freeze-cpp    tc-freeze[-auto] with Inductor's C++ wrapper (cpp_wrapper=True)
@@ -37,8 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PATHS = ("aoti-cast", "aoti-autocast", "tc-freeze", "tc-freeze-auto", "tc-freeze-cpp", "tc-freeze-nchw",
-         "tc-default", "tc-options", "eager-fp32")
+PATHS = ("aoti-cast", "aoti-autocast", "aoti-autotune", "tc-freeze", "tc-freeze-auto", "tc-freeze-cpp",
+         "tc-freeze-nchw", "tc-default", "tc-options", "eager-fp32")
 
 
 def frozen(enabled: bool = True):
@@ -85,8 +86,9 @@ def build(path: str, model, dtype: str, example):
 
         with torch.no_grad():
             exported = torch.export.export(Wrapped(module).eval(), (prepare(example),))
+        autotune = {"max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"} if path == "aoti-autotune" else {}
         with frozen():
-            package = torch._inductor.aoti_compile_and_package(exported)
+            package = torch._inductor.aoti_compile_and_package(exported, inductor_configs=autotune)
         compiled = torch._inductor.aoti_load_package(package)
         return (lambda x: compiled(x)), prepare
     options = {"freezing": True} if path == "tc-options" else {}

@@ -32,6 +32,7 @@ import copy
 import functools
 import logging
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -78,6 +79,11 @@ def frozen_inductor() -> contextlib.ExitStack:
     stack = contextlib.ExitStack()
     stack.enter_context(torch.no_grad())
     stack.enter_context(torch._inductor.config.patch(freezing=True))
+    stack.enter_context(warnings.catch_warnings())
+    # torch 2.14's int8 lowering copies each weight zero point with torch.tensor(tensor): a warning per layer, about
+    # torch's own code, which the user can do nothing about
+    warnings.filterwarnings("ignore", message="To copy construct from a tensor", category=UserWarning,
+                            module=r"torch\._inductor\.mkldnn_lowerings")
     return stack
 
 
@@ -144,7 +150,9 @@ class CompiledRunner(Runner):
         else:
             steps.append(f"mode={self._mode.split(':')[1]}" + (" (CUDA graphs)" if self.device.type == "cuda" else ""))
         steps.append("channels-last" if self.channels_last else "contiguous")
-        if self.dtype != "fp32":
+        if self.dtype == "int8":
+            steps.append("PT2E int8 (oneDNN qconv/qlinear)")
+        elif self.dtype != "fp32":
             steps.append(f"model cast to {self.dtype}")
         return ", ".join(steps)
 
