@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 import accelport
 from accelport.cli import main
 from accelport.preprocess import DEFAULT_SAMPLES_DIR
+from accelport.runners.compile import int8_float_remainder
 
 MODEL = "test_convnext2"
 FAULTY = "stem.0.weight"  # on the main path (random init scales the blocks down to ~1e-6)
@@ -66,6 +67,8 @@ def test_int8_runs_through_the_engines_quantiser_and_records_its_calibration(tmp
     if runtime == "compile":  # the PT2E package, built (not from the cache) for this checkpoint and calibration
         assert [e["package_cache_hit"] for e in target["setup_events"] if e["step"] == "shape"] == [False]
         assert target["compile_mode"] == "aot-inductor" and target["freezing"] is True
+        assert target["int8_float_remainder"] == int8_float_remainder()  # bf16 on AMX, else fp32
+        assert target["compile_path"].endswith(f"float remainder in {int8_float_remainder()}")
     else:
         assert target["int8_cache_hit"] is False and target["effective_precision"] == "int8"
     assert summary["structural_proof"]["status"] == "passed"  # the same engine in strict fp32
@@ -307,9 +310,11 @@ def test_a_weight_fault_fails_eval_int8_through_the_structural_proof(tmp_path, e
 
 
 # compile (PT2E) without compiling ------------------------------------------------------------------------------
-def test_pt2e_quantises_conv_and_linear_with_the_x86_inductor_quantizer():
+@pytest.mark.parametrize("float_remainder", [torch.float32, torch.bfloat16])
+def test_pt2e_quantises_conv_and_linear_with_the_x86_inductor_quantizer(float_remainder):
     """The quantisation step of ``--runtime compile --dtype int8`` without Inductor (the end-to-end run is in the
-    zoo_full matrix): q/dq pairs around the convolutions and linears, calibrated, close to fp32 but not fp32."""
+    zoo_full matrix): q/dq pairs around the convolutions and linears, calibrated, close to fp32 but not fp32; with
+    a bf16 float remainder (AMX CPUs), the same program under autocast."""
     if not _installed("torchao"):
         pytest.skip("needs torchao (the PT2E flow left torch 2.14)")
     from accelport.runners.quantize import Calibration, export_pt2e_int8
@@ -318,13 +323,18 @@ def test_pt2e_quantises_conv_and_linear_with_the_x86_inductor_quantizer():
     module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3),
                                  torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10)).eval()
     images = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-    program = export_pt2e_int8(module, torch.zeros(2, 3, 16, 16), Calibration("test", ("a", "b", "c"), images, "x"))
-    ops = [str(node.target) for node in program.graph.nodes if node.op == "call_function"]
+    program = export_pt2e_int8(module, torch.zeros(2, 3, 16, 16), Calibration("test", ("a", "b", "c"), images, "x"),
+                               float_remainder=float_remainder)
+    top = [str(node.target) for node in program.graph.nodes if node.op == "call_function"]
+    assert ("wrap_with_autocast" in top) is (float_remainder == torch.bfloat16)
+    ops = [str(node.target) for graph in program.graph_module.modules() if isinstance(graph, torch.fx.GraphModule)
+           for node in graph.graph.nodes if node.op == "call_function"]  # inside the autocast region too
     assert sum("dequantize_per_channel" in op for op in ops) == 3  # the weights of the 2 convolutions and the linear
     assert any("quantize_per_tensor" in op for op in ops)  # activations, with the ranges calibration observed
     with torch.no_grad():
         expected, got = module(images[:2]), program.module()(images[:2])
-    error = float((got - expected).norm() / expected.norm())
+    assert got.dtype == float_remainder  # the linear's output: float work in the remainder's dtype
+    error = float((got.float() - expected).norm() / expected.norm())
     assert 0 < error < 0.15  # int8 arithmetic, within the int8 criteria's max_rel_l2
 
 

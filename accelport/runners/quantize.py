@@ -297,10 +297,26 @@ def openvino_int8_layers(compiled: Any) -> dict[str, int]:
     return counts
 
 
+class UnderAutocast(torch.nn.Module):
+    """``module`` under ``torch.autocast``: one module ``torch.export`` captures whole, autocast in its graph."""
+
+    def __init__(self, module: torch.nn.Module, device_type: str, dtype: torch.dtype):
+        super().__init__()
+        self.module, self.device_type, self.dtype = module, device_type, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            return self.module(x)
+
+
 def export_pt2e_int8(module: torch.nn.Module, example: torch.Tensor, calibration: Calibration,
-                     memory_format: torch.memory_format = torch.contiguous_format) -> torch.export.ExportedProgram:
+                     memory_format: torch.memory_format = torch.contiguous_format,
+                     float_remainder: torch.dtype = torch.float32) -> torch.export.ExportedProgram:
     """The PT2E flow with the X86 Inductor quantizer (torchao), calibrated at the example's shape; returns the
-    quantised program, exported again for AOTInductor (whose freezing folds and packs the int8 weights)."""
+    quantised program, exported again for AOTInductor (whose freezing folds and packs the int8 weights).
+
+    ``float_remainder``: the dtype of what stays float between the int8 convolutions and linears (norms,
+    activations); bf16 runs the program under CPU autocast (Intel's "int8-mixed-bf16")."""
     try:
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq  # registers Inductor passes
@@ -318,6 +334,8 @@ def export_pt2e_int8(module: torch.nn.Module, example: torch.Tensor, calibration
             prepared(chunk.repeat(-(-size // len(chunk)), 1, 1, 1)[:size].to(example.dtype).contiguous(
                 memory_format=memory_format))
         converted = convert_pt2e(prepared)
+        if float_remainder != torch.float32:
+            converted = UnderAutocast(converted, "cpu", float_remainder)
         return torch.export.export(converted, (example,))
 
 
