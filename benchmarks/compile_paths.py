@@ -15,7 +15,7 @@ Paths (each on a private copy of the model, batch by batch, static shapes):
   eager-fp32       timm eager fp32, contiguous: the baseline of issue 13's targets (ratio_to_eager_fp32)
 
 Freezing is real only when Inductor's ``freezing`` is set while Dynamo traces (the first call) and gradients are off
-while AOTInductor compiles; ``frozen`` below does both.
+while AOTInductor compiles; accelport's ``frozen_inductor`` does both.
 
 For each (dtype, batch), every path is timed once per round, rounds interleaved; the result per path is the
 median over rounds of (path's round median / aoti-cast's round median), with parity (cosine, max abs error)
@@ -42,22 +42,13 @@ PATHS = ("aoti-cast", "aoti-autocast", "aoti-autotune", "tc-freeze", "tc-freeze-
          "tc-freeze-nchw", "tc-default", "tc-options", "eager-fp32")
 
 
-def frozen(enabled: bool = True):
-    """Inductor freezing for the calls inside (tracing and compiling), gradients off."""
-    import torch
-
-    stack = contextlib.ExitStack()
-    stack.enter_context(torch.no_grad())
-    if enabled:
-        stack.enter_context(torch._inductor.config.patch(freezing=True))
-    return stack
-
 
 def build(path: str, model, dtype: str, example):
     """A callable taking the fp32 host batch (prepared once by ``prepare``) for one path; and that preparer."""
     import torch
 
     from accelport.runners.base import DTYPES
+    from accelport.runners.compile import frozen_inductor
 
     low = DTYPES[dtype]
     if path == "eager-fp32":
@@ -87,7 +78,7 @@ def build(path: str, model, dtype: str, example):
         with torch.no_grad():
             exported = torch.export.export(Wrapped(module).eval(), (prepare(example),))
         autotune = {"max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"} if path == "aoti-autotune" else {}
-        with frozen():
+        with frozen_inductor():
             package = torch._inductor.aoti_compile_and_package(exported, inductor_configs=autotune)
         compiled = torch._inductor.aoti_load_package(package)
         return (lambda x: compiled(x)), prepare
@@ -98,7 +89,8 @@ def build(path: str, model, dtype: str, example):
     traced = []
 
     def call(x):
-        with ctx(), frozen(path not in ("tc-default", "tc-options") and not traced):
+        first_frozen_call = path not in ("tc-default", "tc-options") and not traced
+        with ctx(), (frozen_inductor() if first_frozen_call else torch.no_grad()):
             traced.append(True)
             return compiled(x)
     return call, prepare

@@ -228,7 +228,7 @@ class CompiledRunner(Runner):
     def _load_or_build_package(self, shape: tuple[int, ...], device_input: torch.Tensor) -> dict[str, Any]:
         calibration = self._calibration.load(self.model, shape[1:]) if self.dtype == "int8" else None
         entry = self._cache_entry({"input_shape": list(shape), **({**pt2e_cache_fields(calibration),
-                                                                    "int8_remainder": self._int8_remainder}
+                                                                    "int8_float_remainder": self._int8_remainder}
                                                                    if calibration else {})}, ".pt2")
         details: dict[str, Any] = {"mode": self._mode, "package_cache_hit": entry.hit, "package": str(entry.path)}
         if not entry.hit:
