@@ -99,6 +99,14 @@ def test_every_runtime_matches_the_cpu_reference_with_the_criteria_of_its_precis
     if runtime == "compile":  # the Inductor path it took, in words (summary.json), naming the route it used
         assert settings["compile_path"].startswith({"aot-inductor": "AOTInductor", "torch.compile:freezing":
                                                     "torch.compile"}[settings["compile_mode"]])
+    if (runtime, dtype) == ("compile", "fp32"):  # the module's first compile (its own cache): really frozen
+        [shape] = [e for e in settings["setup_events"] if e["step"] == "shape"]
+        assert shape["package_cache_hit"] is False and shape["packed_weight_ops"] == _convolutions_and_linears(
+            tiny_model)
+
+
+def _convolutions_and_linears(model: torch.nn.Module) -> int:
+    return sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in model.modules())
 
 
 def test_a_bf16_run_is_not_judged_by_fp32_criteria(tiny_model, tiny_input, reference):
@@ -303,19 +311,16 @@ def test_a_runner_computes_on_its_own_thread_count_and_restores_torchs():
         torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("route", ["aot-inductor", "torch.compile"])
-def test_compile_freezing_folds_and_packs_the_weights_on_either_route(route, tiny_model, tiny_input, reference,
-                                                                      tmp_path, monkeypatch):
+def test_the_torch_compile_route_freezes_too(tiny_model, tiny_input, reference, tmp_path, monkeypatch):
     """Freezing that Dynamo never saw packed nothing for months (options={"freezing": True} only reaches Inductor;
-    AOTInductor compiled with gradients on): the packed-op count is the proof it happened."""
-    if route == "torch.compile":  # the fallback route, taken when torch.export refuses the model
-        monkeypatch.setattr(torch.export, "export", lambda *_a, **_k: (_ for _ in ()).throw(
-            torch._dynamo.exc.Unsupported("refused for this test")))
+    AOTInductor compiled with gradients on): the packed-op count is the proof it happened. The AOTInductor route
+    is checked by the conformance test above; this is the fallback route, taken when torch.export refuses."""
+    monkeypatch.setattr(torch.export, "export", lambda *_a, **_k: (_ for _ in ()).throw(
+        torch._dynamo.exc.Unsupported("refused for this test")))
     with create_runner("compile", tiny_model, CPU, "fp32", True, cache_dir=tmp_path) as runner:
         output = runner.infer(tiny_input).numpy()
         [event] = [e for e in runner.setup_events if e["step"] == "shape"]
-    assert event["export_route"] == route
-    convolutions_and_linears = sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in tiny_model.modules())
+    assert event["export_route"] == "torch.compile"
     # every convolution and linear of test_convnext2 packed for oneDNN (the stem's and the head's included)
-    assert event["packed_weight_ops"] == convolutions_and_linears
+    assert event["packed_weight_ops"] == _convolutions_and_linears(tiny_model)
     assert compare_outputs(reference, output, criteria_for("fp32"), True).passed
