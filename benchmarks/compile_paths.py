@@ -49,6 +49,7 @@ def build(path: str, model, dtype: str, example):
 
     from accelport.runners.base import DTYPES
     from accelport.runners.compile import frozen_inductor
+    from accelport.runners.quantize import UnderAutocast
 
     low = DTYPES[dtype]
     if path == "eager-fp32":
@@ -66,17 +67,9 @@ def build(path: str, model, dtype: str, example):
 
     ctx = (lambda: torch.autocast("cpu", dtype=low)) if autocast else contextlib.nullcontext
     if path.startswith("aoti"):
-        class Wrapped(torch.nn.Module):
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, x):
-                with ctx():
-                    return self.inner(x)
-
+        program = UnderAutocast(module, "cpu", low) if autocast else module
         with torch.no_grad():
-            exported = torch.export.export(Wrapped(module).eval(), (prepare(example),))
+            exported = torch.export.export(program.eval(), (prepare(example),))
         autotune = {"max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"} if path == "aoti-autotune" else {}
         with frozen_inductor():
             package = torch._inductor.aoti_compile_and_package(exported, inductor_configs=autotune)
