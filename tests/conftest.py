@@ -126,26 +126,6 @@ def rng_array(*shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape)
 
 
-@pytest.fixture(scope="session")
-def simulated_device_env():
-    """Environment for a subprocess on the simulated NPU (docs/simulated_device.md), its library built once here.
-
-    The backend is loaded only in subprocesses: a registered PrivateUse1 device cannot be unregistered, and the
-    other tests expect a process without accelerator. The build is cached under the accelport cache directory.
-    """
-    import os
-    import subprocess
-    import sys
-
-    repo = Path(__file__).resolve().parent.parent
-    env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="1")
-    env.pop("ACCELPORT_SIMULATED_DEVICE", None)
-    build = subprocess.run([sys.executable, "-c", "from accelport.simdevice.build import build_and_load; "
-                            "build_and_load()"], env=env, capture_output=True, text=True, timeout=600)
-    assert build.returncode == 0, build.stderr[-3000:]
-    return dict(env, ACCELPORT_SIMULATED_DEVICE="npu")
-
-
 NOISY_FC2 = "stages.2.blocks.1.mlp.fc2.weight"
 
 

@@ -143,12 +143,25 @@ def autocast_region(device: torch.device) -> dict:
     # torch.autocast on the device itself, as a user's half-precision recipe (bench's autocast peers) opens it
     x = torch.randn(2, 8, device=device)
     linear, norm = torch.nn.Linear(8, 8).to(device), torch.nn.LayerNorm(8).to(device)
+    conv = torch.nn.Conv2d(3, 4, 3).to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16):
         lowered = linear(x)
         normalised = norm(lowered)
         added = x + 1
+        convolved = conv(torch.randn(1, 3, 8, 8, device=device))
+        softmax = torch.softmax(lowered, dim=-1)
+        softmax_as_asked = torch.softmax(lowered, dim=-1, dtype=torch.bfloat16)
+        in_double = linear.double()(x.double())
+    with torch.autocast(device.type, dtype=torch.float16):
+        in_fp16 = torch.nn.Linear(8, 8).to(device)(x)
     result["autocast_dtypes"] = {"linear": str(lowered.dtype), "layer_norm": str(normalised.dtype),
-                                 "add": str(added.dtype), "device": str(lowered.device)}
+                                 "add": str(added.dtype), "conv2d": str(convolved.dtype),
+                                 "softmax": str(softmax.dtype), "softmax_dtype_given": str(softmax_as_asked.dtype),
+                                 "linear_fp64": str(in_double.dtype), "linear_under_fp16": str(in_fp16.dtype),
+                                 "device": str(lowered.device)}
+    expected = torch.nn.functional.linear(x.cpu().bfloat16(), linear.float().weight.cpu().bfloat16(),
+                                          linear.bias.cpu().bfloat16())
+    result["autocast_linear_equals_cpu_bf16"] = bool(torch.equal(lowered.cpu(), expected))
     return result
 
 

@@ -8,6 +8,7 @@ latencies come from the device time injected per kernel and per MiB copied, neve
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,11 +38,29 @@ def accelport(env: dict, tmp_path: Path, *args: str, timeout: int = 300, **extra
 
 
 @pytest.fixture(scope="module")
-def probe(simulated_device_env):
-    proc = subprocess.run([sys.executable, str(REPO / "tests" / "simdevice_probe.py")], env=simulated_device_env,
-                          capture_output=True, text=True, timeout=300)
+def simulated_device(private_cache) -> tuple[dict, dict]:
+    """The environment for a subprocess on the simulated NPU (docs/simulated_device.md), and the in-process
+    measurements of tests/simdevice_probe.py: its run builds the library into the accelport cache (once; later
+    processes only load it), so no separate build process is spent.
+
+    The backend is loaded only in subprocesses: a registered PrivateUse1 device cannot be unregistered, and the
+    other tests expect a process without accelerator.
+    """
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", ACCELPORT_SIMULATED_DEVICE="npu")
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "simdevice_probe.py")], env=env,
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout)
+    return env, json.loads(proc.stdout)
+
+
+@pytest.fixture
+def simulated_device_env(simulated_device) -> dict:
+    return simulated_device[0]
+
+
+@pytest.fixture
+def probe(simulated_device) -> dict:
+    return simulated_device[1]
 
 
 def test_without_the_variable_nothing_is_simulated_or_built(monkeypatch):
@@ -172,8 +191,13 @@ def test_a_model_that_opens_an_autocast_region_runs_on_the_device(probe):
     assert autocast["error"] is None
     assert autocast["max_abs_diff"] < 1e-4  # same CPU kernels behind the device: only op-order noise
     # torch.autocast("npu") casts as on torch_npu/CUDA: matmuls to bf16, normalisations in fp32, the rest untouched
+    # (softmax computes fp32 unless given a dtype, fp64 is never lowered, the region's dtype is the one asked for)
     assert autocast["autocast_dtypes"] == {"linear": "torch.bfloat16", "layer_norm": "torch.float32",
-                                           "add": "torch.float32", "device": "npu:0"}
+                                           "add": "torch.float32", "conv2d": "torch.bfloat16",
+                                           "softmax": "torch.float32", "softmax_dtype_given": "torch.bfloat16",
+                                           "linear_fp64": "torch.float64", "linear_under_fp16": "torch.float16",
+                                           "device": "npu:0"}
+    assert autocast["autocast_linear_equals_cpu_bf16"]  # the inputs cast to bf16, then the same CPU kernel
 
 
 def test_ascend_settings_are_set_then_read_back_exactly(probe):

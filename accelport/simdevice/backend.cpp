@@ -9,7 +9,6 @@
 // Controls are custom ops under torch.ops.accelport_sim (no pybind: the build stays small and fast).
 
 #include <ATen/EmptyTensor.h>
-#include <ATen/autocast_mode.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/detail/PrivateUse1HooksInterface.h>
 #include <ATen/native/CPUFallback.h>
@@ -26,6 +25,7 @@
 #include <ATen/ops/view_native.h>
 #include <c10/core/CachingDeviceAllocator.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
 #include <array>
@@ -36,6 +36,11 @@
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
+
+// Defined in libtorch_cpu (declared in ATen/autocast_mode.h, a header too heavy for this build).
+namespace at::autocast {
+TORCH_API at::ScalarType get_autocast_dtype(at::DeviceType device_type);
+}  // namespace at::autocast
 
 namespace {
 
@@ -450,24 +455,56 @@ TORCH_LIBRARY_IMPL(_, PrivateUse1, m) {
 
 // Autocast on the device (torch.autocast("npu", dtype=...)), as torch_npu and CUDA have it: matmuls and
 // convolutions in the lower precision, normalisations and softmax in fp32; every other op falls through.
+// The same policies as torch's own wrappers (ATen/autocast_mode.h), written as boxed kernels: one function per
+// policy instead of a template per op, and without that header, which alone took 9 s of the build.
+namespace {
+
+enum class CastPolicy { kLowerPrecision, kFp32, kFp32SetOptDtype };
+
+bool autocast_eligible(const c10::IValue& value) {
+  if (!value.isTensor()) return false;
+  const at::Tensor& t = value.toTensor();
+  return t.defined() && t.is_privateuseone() && t.is_floating_point() && t.scalar_type() != at::kDouble;
+}
+
+template <CastPolicy policy>
+void autocast_kernel(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastPrivateUse1);
+  const auto& arguments = op.schema().arguments();
+  size_t first = stack->size() - arguments.size();
+  if (policy == CastPolicy::kFp32SetOptDtype) {
+    // softmax: an explicit dtype is kept; otherwise an eligible input computes and returns fp32
+    for (size_t i = 0; i < arguments.size(); ++i) {
+      if (arguments[i].name() == "dtype" && (*stack)[first + i].isNone() && autocast_eligible((*stack)[first])) {
+        (*stack)[first + i] = c10::IValue(static_cast<int64_t>(at::kFloat));
+      }
+    }
+  } else {
+    at::ScalarType to = policy == CastPolicy::kFp32 ? at::kFloat : at::autocast::get_autocast_dtype(at::kPrivateUse1);
+    for (size_t i = first; i < stack->size(); ++i) {
+      if (autocast_eligible((*stack)[i]) && (*stack)[i].toTensor().scalar_type() != to) {
+        (*stack)[i] = (*stack)[i].toTensor().to(to);
+      }
+    }
+  }
+  op.callBoxed(stack);
+}
+
+}  // namespace
+
 TORCH_LIBRARY_IMPL(aten, AutocastPrivateUse1, m) {
-  KERNEL_PRIVATEUSEONE(conv1d, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(conv2d, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(conv3d, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(conv_transpose1d, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(conv_transpose2d, input, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(conv_transpose3d, input, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(linear, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(matmul, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(mm, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(bmm, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(addmm, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(baddbmm, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(scaled_dot_product_attention, lower_precision_fp)
-  KERNEL_PRIVATEUSEONE(layer_norm, fp32)
-  KERNEL_PRIVATEUSEONE(group_norm, fp32)
-  KERNEL_PRIVATEUSEONE(softmax, int, fp32_set_opt_dtype)
-  KERNEL_PRIVATEUSEONE(log_softmax, int, fp32_set_opt_dtype)
+  auto lower = [] { return torch::CppFunction::makeFromBoxedFunction<&autocast_kernel<CastPolicy::kLowerPrecision>>(); };
+  auto fp32 = [] { return torch::CppFunction::makeFromBoxedFunction<&autocast_kernel<CastPolicy::kFp32>>(); };
+  for (const char* name : {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d.input",
+                           "conv_transpose3d.input", "linear", "matmul", "mm", "bmm", "addmm", "baddbmm",
+                           "scaled_dot_product_attention"}) {
+    m.impl(name, lower());
+  }
+  m.impl("layer_norm", fp32());
+  m.impl("group_norm", fp32());
+  for (const char* name : {"softmax.int", "log_softmax.int"}) {
+    m.impl(name, torch::CppFunction::makeFromBoxedFunction<&autocast_kernel<CastPolicy::kFp32SetOptDtype>>());
+  }
 }
 
 TORCH_LIBRARY_IMPL(_, AutocastPrivateUse1, m) {
