@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import platform
+import re
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +25,32 @@ def package_version(package: str) -> str | None:
         return None
 
 
+@functools.cache
+def accelport_version() -> str | None:
+    """accelport's version: the installed package's, or, run from a checkout as the README does (not installed),
+    pyproject's version with the git commit (``0.1.0+git.59280a4``, ``.dirty`` with uncommitted changes), so a
+    report still says which code made it."""
+    installed = package_version("accelport")
+    if installed is not None:
+        return installed
+    root = Path(__file__).resolve().parent.parent
+    try:
+        declared = re.search(r'^version\s*=\s*"([^"]+)"', (root / "pyproject.toml").read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    if declared is None:
+        return None
+    try:
+        git = ["git", "-C", str(root)]
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                                check=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return declared.group(1)
+    return f"{declared.group(1)}+git.{commit}" + (".dirty" if dirty else "")
+
+
 def describe_environment(device: torch.device) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
@@ -32,7 +62,7 @@ def describe_environment(device: torch.device) -> dict[str, Any]:
         "numpy": package_version("numpy"),
         "safetensors": package_version("safetensors"),
         "huggingface_hub": package_version("huggingface_hub"),
-        "accelport": package_version("accelport"),
+        "accelport": accelport_version(),
         "device": str(device),
         "device_name": device_name(device),
         "cpu": cpu_name(),
