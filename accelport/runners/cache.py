@@ -4,13 +4,17 @@ An entry's key is the SHA-256 of everything that determines its bytes: the model
 of its actual weights (so a random init, a features head or another checkpoint never collide), the runtime
 settings (dtype, layout, input shape...) and the versions of the libraries that produced it. A change in any
 of them is a different entry: nothing is ever invalidated in place. Entries are written atomically, each with
-a ``.key.json`` beside it that lists the fields, so ``ls`` on the cache explains itself.
+a ``.key.json`` beside it that lists the fields, so ``ls`` on the cache explains itself, and the SHA-256 of the
+artifact's bytes: an entry whose bytes no longer match (a disk error, a hand edit, a copy cut short) is set
+aside with a warning and built again, instead of failing its route on every later run and leaving a slower
+route to stand in for it.
 
 Location: ``--cache-dir``, else ``$ACCELPORT_CACHE_DIR``, else ``$XDG_CACHE_HOME/accelport`` (``~/.cache``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -65,31 +69,82 @@ def model_identity(model: torch.nn.Module) -> dict[str, Any]:
     }
 
 
+def content_digest(path: Path) -> str:
+    """SHA-256 of an artifact's bytes; for a folder (an OpenVINO IR), of each file's relative name and bytes."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if file != path:
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
 @dataclass
 class CacheEntry:
-    """One artifact: where it lives, what keys it, and whether it was there already."""
+    """One artifact: where it lives, what keys it, and whether it was there already, intact."""
 
     kind: str
     path: Path
     key: str
     fields: dict[str, Any] = field(default_factory=dict)
+    _intact: bool | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def key_file(self) -> Path:
+        return self.path.with_name(self.path.name + ".key.json")
 
     @property
     def hit(self) -> bool:
-        return self.path.exists()
+        """The artifact is there and its bytes are those recorded when it was written (checked once per entry
+        object). A damaged one, or one without a recorded digest (written by an accelport before digests), is
+        moved out of the way with a warning and counts as a miss, so the caller builds it again."""
+        if self._intact is None:
+            self._intact = self._verify()
+        return self._intact
+
+    def _verify(self) -> bool:
+        if not self.path.exists():
+            return False
+        try:
+            recorded = json.loads(self.key_file.read_text()).get("content_sha256")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        if recorded is not None and recorded == content_digest(self.path):
+            return True
+        _logger.warning("cache: %s %s %s; building it again", self.kind, self.path,
+                        "has no recorded digest" if recorded is None else "does not match the digest recorded "
+                        "when it was written (damaged)")
+        self._set_aside()
+        return False
+
+    def _set_aside(self) -> None:
+        """Move the entry out of its place (atomic, so a reader never sees half of it), then delete it."""
+        trash = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.damaged.", dir=self.path.parent))
+        with contextlib.suppress(OSError):  # another process moved or replaced it first
+            os.replace(self.path, trash / self.path.name)
+        shutil.rmtree(trash, ignore_errors=True)
+        self.key_file.unlink(missing_ok=True)
 
     def produce(self, build: Callable[[Path], object]) -> Path:
-        """Build the artifact into a private temporary path with ``build(tmp_path)``, then move it into place."""
+        """Build the artifact into a private temporary path with ``build(tmp_path)``, record its digest, then
+        move it into place."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
         try:
             tmp_path = tmp_dir / self.path.name
             build(tmp_path)
+            record = {"kind": self.kind, "key": self.key, "fields": self.fields,
+                      "content_sha256": content_digest(tmp_path)}
+            if self.path.is_dir():  # a damaged folder left behind: os.replace cannot overwrite a non-empty one
+                self._set_aside()
+            write_json_atomic(self.key_file, record)
             os.replace(tmp_path, self.path)
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
-        write_json_atomic(self.path.with_name(self.path.name + ".key.json"), {"kind": self.kind, "key": self.key,
-                                                                            "fields": self.fields})
+        self._intact = True
         _logger.info("cached %s %s", self.kind, self.path)
         return self.path
 
