@@ -16,3 +16,28 @@ def default_cache_dir() -> Path:
         return Path(os.environ["ACCELPORT_CACHE_DIR"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base).expanduser() / "accelport"
+
+
+def cache_dir_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be accelport's cache folder (a file, or under a file or an unwritable folder), else
+    None; nothing is created. Checked before any work, so a bad setting is not found after a model has loaded."""
+    if path.exists():
+        return None if path.is_dir() else "is not a folder"
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"cannot be created: {ancestor} is not a folder"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"cannot be created: {ancestor} is not writable"
+    return None
+
+
+def cache_dir_source(flag_value: str | None) -> tuple[Path, str]:
+    """The cache folder in use and what set it (the flag, a variable or the default), for error messages."""
+    if flag_value:
+        return Path(flag_value).expanduser(), "--cache-dir"
+    for variable in ("ACCELPORT_CACHE_DIR", "XDG_CACHE_HOME"):
+        if os.environ.get(variable):
+            return default_cache_dir(), variable
+    return default_cache_dir(), "the default cache folder"

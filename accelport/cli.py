@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from . import errors
 from .arguments import configure_logging
+from .cache_home import cache_dir_problem, cache_dir_source
 from .machine_load import min_window_from_env
 
 _logger = logging.getLogger("accelport")
@@ -53,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.verbose, args.quiet)
     try:
         min_window_from_env()  # a bad ACCELPORT_LOAD_WINDOW_S is refused before any work, not at the first timing
+        check_cache_dir(getattr(args, "cache_dir", None))
         return args.handler(args)
     except errors.AccelportError as exc:
         print(f"accelport: error: {exc}", file=sys.stderr)
@@ -63,6 +65,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:
         _logger.exception("internal error (please report it with the command line used)")
         return errors.EXIT_INTERNAL_ERROR
+
+
+def check_cache_dir(flag_value: str | None) -> None:
+    """A cache folder that cannot be one is a usage error naming what set it, before any model is loaded."""
+    path, source = cache_dir_source(flag_value)
+    problem = cache_dir_problem(path)
+    if problem:
+        raise errors.UsageError(f"{source}: {path} {problem} (accelport keeps its exports and compiled "
+                                "packages there)")
 
 
 def entry_point() -> None:

@@ -101,3 +101,23 @@ def test_a_disk_that_fills_up_during_the_run_leaves_no_partial_artifact_set(tmp_
                    f"--out-dir {out}: cannot write the artifacts (No space left on device); nothing was written",
                    capsys)
     assert list(out.iterdir()) == []  # no summary.json without its report, no staging folder
+
+
+@pytest.mark.parametrize(("setting", "where"), [("ACCELPORT_CACHE_DIR", "{file}"),
+                                                ("ACCELPORT_CACHE_DIR", "{file}/sub/dir"),
+                                                ("XDG_CACHE_HOME", "{file}"),
+                                                ("--cache-dir", "{file}")])
+def test_a_cache_folder_that_cannot_be_one_is_refused_before_the_weights(setting, where, tmp_path, capsys,
+                                                                         monkeypatch, no_weights_loaded):
+    """Without the check, the first export failed after the model had loaded, in words about export routes."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    path = where.format(file=blocker)
+    monkeypatch.delenv("ACCELPORT_CACHE_DIR", raising=False)
+    if setting == "--cache-dir":
+        argv = ["bench", "--cache-dir", path, "--runtimes", "onnxruntime", "--out-dir", str(tmp_path / "out")]
+    else:
+        monkeypatch.setenv(setting, path)
+        argv = ["run", "--runtime", "onnxruntime", "--out-dir", str(tmp_path / "out"), *FAST]
+    err = assert_refused(argv, setting, capsys)
+    assert str(blocker) in err and not (tmp_path / "out").exists()
