@@ -97,6 +97,11 @@ class CacheEntry:
         return self.path.with_name(self.path.name + ".key.json")
 
     @property
+    def present(self) -> bool:
+        """The artifact is there, unchecked: enough to order routes, whose own ``hit`` then checks it once."""
+        return self.path.exists()
+
+    @property
     def hit(self) -> bool:
         """The artifact is there and its bytes are those recorded when it was written (checked once per entry
         object). A damaged one, or one without a recorded digest (written by an accelport before digests), is

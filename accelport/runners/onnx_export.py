@@ -74,7 +74,7 @@ def cached_exporters_first(model: torch.nn.Module, chw: tuple[int, ...], dtype: 
                            cache_dir: str | Path | None = None) -> list[str]:
     """``EXPORTERS`` with those already in the cache first: a model that needed the second exporter once does
     not pay for the first one's failure again."""
-    return sorted(EXPORTERS, key=lambda name: not onnx_cache_entry(model, chw, dtype, cache_dir, name).hit)
+    return sorted(EXPORTERS, key=lambda name: not onnx_cache_entry(model, chw, dtype, cache_dir, name).present)
 
 
 def export_onnx(model: torch.nn.Module, chw: tuple[int, ...], dtype: str = "fp32",

@@ -130,8 +130,9 @@ class OpenVinoRunner(Runner):
             (f"onnx:{exporter}", functools.partial(export_onnx, self.model, chw, "fp32", self.cache_dir, exporter))
             for exporter in EXPORTERS]
         routes.insert(1, ("openvino:pytorch", functools.partial(convert_pytorch, self.model, chw, self.cache_dir)))
-        cached = {f"onnx:{e}" for e in EXPORTERS if onnx_cache_entry(self.model, chw, "fp32", self.cache_dir, e).hit}
-        if ir_cache_entry(self.model, chw, self.cache_dir).hit:
+        cached = {f"onnx:{e}" for e in EXPORTERS
+                  if onnx_cache_entry(self.model, chw, "fp32", self.cache_dir, e).present}
+        if ir_cache_entry(self.model, chw, self.cache_dir).present:
             cached.add("openvino:pytorch")
         return sorted(routes, key=lambda route: route[0] not in cached)
 
