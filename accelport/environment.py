@@ -25,6 +25,25 @@ def package_version(package: str) -> str | None:
         return None
 
 
+def usable_cpus() -> set[int]:
+    """The logical CPUs this process may run on (its affinity; every CPU where the OS has no affinity call)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return set(affinity(0)) if affinity else set(range(os.cpu_count() or 1))
+
+
+def check_thread_count(flag: str, threads: int) -> None:
+    """A thread count from ``flag``: at least 1, at most the CPUs this process may use (more threads than CPUs
+    only wait on each other: 999 threads on 2 CPUs ran for minutes before timing one image)."""
+    from .errors import UsageError
+
+    if threads < 1:
+        raise UsageError(f"{flag} {threads}: must be at least 1")
+    cpus = len(usable_cpus())
+    if threads > cpus:
+        raise UsageError(f"{flag} {threads}: this process may run on {cpus} CPU(s) (its affinity); more threads "
+                         "than CPUs only contend for them")
+
+
 @functools.cache
 def accelport_version() -> str | None:
     """accelport's version: the installed package's, or, run from a checkout as the README does (not installed),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,31 @@ def test_a_cache_folder_that_cannot_be_one_is_refused_before_the_weights(setting
         argv = ["run", "--runtime", "onnxruntime", "--out-dir", str(tmp_path / "out"), *FAST]
     err = assert_refused(argv, setting, capsys)
     assert str(blocker) in err and not (tmp_path / "out").exists()
+
+
+def _over_the_cpus() -> str:
+    return str(len(os.sched_getaffinity(0)) + 1)
+
+
+@pytest.mark.parametrize(("argv", "culprit", "words"), [
+    # more threads than CPUs: 999 on 2 CPUs ran for minutes before timing one image
+    (["run", "--threads", "{over}"], "--threads {over}", "CPU"),
+    (["eval", "--data", "samples", "--threads", "{over}"], "--threads {over}", "CPU"),
+    (["bench", "--threads", "1,{over}"], "--threads {over}", "CPU"),
+    # nan and inf used to pass the "> 0" checks: a bench with 0 measured points (exit 1), a zoo without a limit,
+    # and --memory-limit nan was a traceback (exit 3)
+    (["bench", "--max-time", "nan"], "--max-time", "finite"),
+    (["bench", "--max-time", "inf"], "--max-time", "finite"),
+    (["zoo", "--models", "test_resnet", "--timeout", "nan"], "--timeout nan", "finite"),
+    (["zoo", "--models", "test_resnet", "--timeout", "inf"], "--timeout inf", "finite"),
+    (["zoo", "--models", "test_resnet", "--memory-limit", "nan"], "--memory-limit nan", "finite"),
+    (["zoo", "--models", "test_resnet", "--memory-limit", "inf"], "--memory-limit inf", "finite"),
+    # the choices listed are the ones bench takes, int8 included
+    (["bench", "--dtypes", "int4"], "int4", "fp32, fp16, bf16, int8"),
+])
+def test_thread_counts_past_the_cpus_and_non_finite_limits_are_refused(argv, culprit, words, tmp_path, capsys,
+                                                                       no_weights_loaded):
+    over = _over_the_cpus()
+    argv = [a.format(over=over) for a in argv] + ["--out-dir", str(tmp_path / "out")]
+    err = assert_refused(argv, culprit.format(over=over), capsys)
+    assert words in err and not (tmp_path / "out").exists()

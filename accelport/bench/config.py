@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
+from ..environment import check_thread_count
 from ..errors import UsageError
 from ..job.spec import FromFlatNames, JobSpec
 
@@ -47,10 +49,10 @@ class BenchConfig(FromFlatNames):
             object.__setattr__(self, "threads", (self.threads,))
 
     def validate(self) -> None:
-        from ..runners import QUANTIZED_DTYPES, check_runtimes_and_dtypes
+        from ..runners import INPUT_DTYPES, QUANTIZED_DTYPES, check_runtimes_and_dtypes
 
         self.spec.validate()
-        check_runtimes_and_dtypes(self.runtimes, tuple(d for d in self.dtypes if d not in QUANTIZED_DTYPES))
+        check_runtimes_and_dtypes(self.runtimes, self.dtypes, allowed=INPUT_DTYPES)
         quantized = [d for d in self.dtypes if d in QUANTIZED_DTYPES]
         if self.calibration and not quantized:
             raise UsageError(f"--calibration applies to a quantised dtype in --dtypes ({', '.join(QUANTIZED_DTYPES)}) "
@@ -70,10 +72,10 @@ class BenchConfig(FromFlatNames):
                              "request per stream) or a positive request size")
         if self.channels_last not in CHANNELS_LAST_MODES:
             raise UsageError(f"--channels-last {self.channels_last!r}: choose one of {', '.join(CHANNELS_LAST_MODES)}")
-        if self.iters < 1 or self.warmup < 0 or self.max_time_s <= 0 or self.rounds < 1:
-            raise UsageError("--iters and --rounds must be >= 1, --warmup >= 0 and --max-time > 0")
-        if any(t < 1 for t in self.threads):
-            raise UsageError(f"--threads {','.join(map(str, self.threads))}: each must be at least 1")
+        if self.iters < 1 or self.warmup < 0 or not 0 < self.max_time_s < math.inf or self.rounds < 1:
+            raise UsageError("--iters and --rounds must be >= 1, --warmup >= 0 and --max-time a finite number > 0")
+        for threads in self.threads:
+            check_thread_count("--threads", threads)
 
     def thread_counts(self) -> tuple[int, ...]:
         """The counts to measure, the rows' common count first: --threads as given, else thread_candidates()."""

@@ -7,17 +7,12 @@ from pathlib import Path
 
 import torch
 
+from ..environment import usable_cpus
 from ..runners.base import torch_thread_count
 
 # The rows' common count for the sweep (eager/compile use torch's pool; ORT/OpenVINO get the same count), restored
 # after: the runners' own mechanism, under the name the sweep uses.
 intra_op_threads = torch_thread_count
-
-
-def usable_cpus() -> set[int]:
-    """The logical CPUs this process may run on (its affinity; every CPU where the OS has no affinity call)."""
-    affinity = getattr(os, "sched_getaffinity", None)
-    return set(affinity(0)) if affinity else set(range(os.cpu_count() or 1))
 
 
 def physical_cores(cpuinfo: str | None = None, allowed: set[int] | None = None) -> int | None:

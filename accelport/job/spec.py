@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
+from ..environment import check_thread_count
 from ..errors import UsageError
 from ..models import DEFAULT_MODEL
 from ..runners.base import OPTIONS
@@ -84,8 +85,8 @@ class Target:
 
         if self.batch_size < 1:
             raise UsageError(f"--batch-size {self.batch_size}: must be at least 1")
-        if self.threads is not None and self.threads < 1:
-            raise UsageError(f"--threads {self.threads}: must be at least 1")
+        if self.threads is not None:
+            check_thread_count("--threads", self.threads)
         if self.dtype not in INPUT_DTYPES:
             raise UsageError(f"--dtype {self.dtype!r}: choose one of {', '.join(INPUT_DTYPES)}")
         for name, value in self.options:  # before any model is loaded; the runtime checks what applies to it

@@ -25,14 +25,17 @@ def runtime_names() -> list[str]:
     return list(_REGISTRY)
 
 
-def check_runtimes_and_dtypes(runtimes: tuple[str, ...], dtypes: tuple[str, ...]) -> None:
-    """A sweep's --runtimes and --dtypes, checked before any work: the first unknown one is a UsageError."""
+def check_runtimes_and_dtypes(runtimes: tuple[str, ...], dtypes: tuple[str, ...],
+                              allowed: Iterable[str] = DTYPES) -> None:
+    """A sweep's --runtimes and --dtypes (``allowed``: the float dtypes, or those and int8 where the command
+    quantises), checked before any work: the first unknown one is a UsageError that lists the choices."""
     for runtime in runtimes:
         if runtime not in _REGISTRY:
             raise UsageError(f"--runtimes {runtime!r}: choose from {', '.join(_REGISTRY)}")
+    allowed = tuple(allowed)
     for dtype in dtypes:
-        if dtype not in DTYPES:
-            raise UsageError(f"--dtypes {dtype!r}: choose from {', '.join(DTYPES)}")
+        if dtype not in allowed:
+            raise UsageError(f"--dtypes {dtype!r}: choose from {', '.join(allowed)}")
 
 
 def _runner_class(runtime: str) -> type[Runner]:

@@ -6,6 +6,7 @@ before any model is loaded or any child is started, so bad input is one exit-2 l
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,10 +53,10 @@ class ZooConfig(FromFlatNames):
                                  ("--warmup", self.warmup, 0)):
             if value < low:
                 raise UsageError(f"{name} {value}: must be at least {low}")
-        if self.timeout_s <= 0:
-            raise UsageError(f"--timeout {self.timeout_s}: must be positive")
-        if self.memory_gb is not None and self.memory_gb < 0:
-            raise UsageError(f"--memory-limit {self.memory_gb}: must be positive (GB), or 0 for none")
+        if not 0 < self.timeout_s < math.inf:  # nan compares false with anything
+            raise UsageError(f"--timeout {self.timeout_s}: must be a finite number of seconds > 0")
+        if self.memory_gb is not None and not 0 <= self.memory_gb < math.inf:
+            raise UsageError(f"--memory-limit {self.memory_gb}: must be a finite number of GB > 0, or 0 for none")
         self.spec.validate()
 
 
