@@ -277,3 +277,18 @@ def test_target_weights_bench_the_port_against_the_reference(tmp_path, seeded_we
     assert document["rows"] and not any(row["parity"]["passed"] for row in document["rows"])
     port = document["model"]["target_weights"]
     assert port["path"] == str(noisy_fc2_weights) and port["sha256"] != document["model"]["weights_sha256"]
+
+
+@pytest.mark.parametrize("change", [None, "cpu", "cpu_count", "cpu_isa"])
+def test_auto_uses_a_bench_json_only_from_this_machine(change, bench_dir):
+    """A bench.json copied from another machine (its thread count and winner belong there) is not a pick here."""
+    from accelport.bench.pick import same_machine
+
+    environment = json.loads((bench_dir[1] / "bench.json").read_text())["environment"]
+    if change == "cpu":
+        environment["cpu"] = "Some Other CPU @ 3.0GHz"
+    elif change == "cpu_count":
+        environment["cpu_count"] += 14
+    elif change == "cpu_isa":
+        environment["cpu_isa"] = {**environment["cpu_isa"], "name": "SOME-OTHER-ISA"}
+    assert same_machine(environment, torch.device("cpu")) is (change is None)

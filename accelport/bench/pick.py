@@ -96,11 +96,26 @@ def add_picks(document: BenchDocument, batch_sizes: tuple[int, ...] | list[int])
     return document.with_picks(picks(document.rows_json(), batch_sizes))
 
 
+# What names the machine in a bench document's environment: a pick measured on another CPU (a bench.json copied
+# from a bigger box, with its thread count and ISA-specific winner) does not apply here.
+MACHINE_KEYS = ("cpu", "cpu_count", "device_name")
+
+
+def same_machine(environment: dict[str, Any], device: torch.device) -> bool:
+    """The document's environment was measured on this machine: same CPU model, CPU count, ISA and device."""
+    from ..environment import cpu_isa, describe_environment
+
+    here = describe_environment(device)
+    return (all(environment.get(key) == here.get(key) for key in MACHINE_KEYS)
+            and (environment.get("cpu_isa") or {}).get("name") == cpu_isa()["name"])
+
+
 def _matches(document: BenchDocument, loaded: LoadedModel, device: torch.device, digest: str) -> bool:
     model = document.model
     return (document.header.schema_version == 1 and model.get("name") == loaded.name
             and model.get("head") == loaded.head and model.get("state_digest") == digest
-            and document.device == str(device) and document.environment.get("torch") == torch.__version__)
+            and document.device == str(device) and document.environment.get("torch") == torch.__version__
+            and same_machine(document.environment, device))
 
 
 def _choose(document: dict[str, Any], target: Target, source: str) -> AutoChoice | None:
