@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .devices import cpu_name, device_name
+from .errors import UsageError
 
 
 def package_version(package: str) -> str | None:
@@ -33,9 +34,7 @@ def usable_cpus() -> set[int]:
 
 def check_thread_count(flag: str, threads: int) -> None:
     """A thread count from ``flag``: at least 1, at most the CPUs this process may use (more threads than CPUs
-    only wait on each other: 999 threads on 2 CPUs ran for minutes before timing one image)."""
-    from .errors import UsageError
-
+    only wait on each other: 999 threads on 2 CPUs ran for minutes)."""
     if threads < 1:
         raise UsageError(f"{flag} {threads}: must be at least 1")
     cpus = len(usable_cpus())

@@ -96,18 +96,19 @@ def add_picks(document: BenchDocument, batch_sizes: tuple[int, ...] | list[int])
     return document.with_picks(picks(document.rows_json(), batch_sizes))
 
 
-# What names the machine in a bench document's environment: a pick measured on another CPU (a bench.json copied
-# from a bigger box, with its thread count and ISA-specific winner) does not apply here.
-MACHINE_KEYS = ("cpu", "cpu_count", "device_name")
+def machine_identity(environment: dict[str, Any]) -> tuple[Any, ...]:
+    """What names the machine in an environment block: CPU model, CPU count, ISA and device. A pick measured on
+    another CPU (a bench.json copied from a bigger box, with its thread count and ISA-specific winner) does not
+    apply here."""
+    return (environment.get("cpu"), environment.get("cpu_count"), (environment.get("cpu_isa") or {}).get("name"),
+            environment.get("device_name"))
 
 
 def same_machine(environment: dict[str, Any], device: torch.device) -> bool:
-    """The document's environment was measured on this machine: same CPU model, CPU count, ISA and device."""
-    from ..environment import cpu_isa, describe_environment
+    """The document's environment was measured on this machine."""
+    from ..environment import describe_environment
 
-    here = describe_environment(device)
-    return (all(environment.get(key) == here.get(key) for key in MACHINE_KEYS)
-            and (environment.get("cpu_isa") or {}).get("name") == cpu_isa()["name"])
+    return machine_identity(environment) == machine_identity(describe_environment(device))
 
 
 def _matches(document: BenchDocument, loaded: LoadedModel, device: torch.device, digest: str) -> bool:

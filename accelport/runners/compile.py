@@ -214,8 +214,8 @@ class CompiledRunner(Runner):
 
     def _compile_in_process(self, shape: tuple[int, ...], device_input: torch.Tensor) -> dict[str, Any]:
         """``torch.compile`` with freezing (Dynamo graph breaks are allowed, so it also takes models
-        ``torch.export`` cannot); Inductor's own FX graph cache (``TORCHINDUCTOR_CACHE_DIR``) spares a later
-        process the code generation and C++ build, not the tracing and freezing passes."""
+        ``torch.export`` cannot); a later process traces, freezes and generates code again (Inductor's FX graph
+        cache bypasses frozen graphs), and only the C++ build comes from Inductor's code cache."""
         started, packed_before = time.perf_counter(), packed_weight_ops()
         raise_recompile_limit()
         compiled = torch.compile(self._module, dynamic=False)
