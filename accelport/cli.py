@@ -16,6 +16,7 @@ from . import errors
 from .arguments import configure_logging
 from .cache_home import cache_dir_problem, cache_dir_source
 from .machine_load import min_window_from_env
+from .preprocess import quiet_pillow_size_warning
 
 _logger = logging.getLogger("accelport")
 
@@ -52,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return errors.EXIT_USER_ERROR
     configure_logging(args.verbose, args.quiet)
+    quiet_pillow_size_warning()
     try:
         min_window_from_env()  # a bad ACCELPORT_LOAD_WINDOW_S is refused before any work, not at the first timing
         check_cache_dir(getattr(args, "cache_dir", None))

@@ -113,6 +113,23 @@ def _check_size(image: Image.Image, transform: Any, path: Path) -> None:
                          f"(limit {MAX_RESIZED_PIXELS / 1e6:.0f}); a decompression bomb or an extreme aspect ratio")
 
 
+def _note_large(image: Image.Image, path: Path) -> None:
+    """Say, in the log and naming the file, what Pillow's own ``DecompressionBombWarning`` says without a name
+    (the command line silences that warning: see ``quiet_pillow_size_warning``)."""
+    width, height = image.size
+    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+        _logger.warning("%s: %dx%d pixels, more than Pillow's %d-pixel guard; decoding it takes ~%.0f MB",
+                        path, width, height, Image.MAX_IMAGE_PIXELS, width * height * 3 / 1e6)
+
+
+def quiet_pillow_size_warning() -> None:
+    """Silence Pillow's nameless ``DecompressionBombWarning`` for this process (the command line's choice: the
+    log line of ``open_rgb`` names the file instead). Process-wide, because decoding runs in threads."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 def _to_8bit(image: Image.Image, path: Path) -> Image.Image:
     """16-bit and 32-bit grey images scaled to 8 bits (Pillow's convert clips them: all white or all black)."""
     values = np.asarray(image)
@@ -143,6 +160,7 @@ def open_rgb(path: Path, transform: Any = None) -> Image.Image:
         with Image.open(path) as img:
             if transform is not None:
                 _check_size(img, transform, path)
+            _note_large(img, path)
             img.load()
             if img.mode in HIGH_DEPTH_MODES:
                 img = _to_8bit(img, path)

@@ -279,6 +279,23 @@ def test_target_weights_bench_the_port_against_the_reference(tmp_path, seeded_we
     assert port["path"] == str(noisy_fc2_weights) and port["sha256"] != document["model"]["weights_sha256"]
 
 
+def test_auto_never_hands_on_more_threads_than_this_process_may_use(bench_dir, monkeypatch):
+    """The same machine under taskset: the pick's measured thread count is cut to the CPUs allowed now."""
+    import accelport.environment
+    from accelport.bench.pick import _choose
+    from accelport.job import Target
+
+    document = json.loads((bench_dir[1] / "bench.json").read_text())
+    target = Target(runtime="auto", dtype="fp32", batch_size=1)
+    for row in document["rows"]:
+        row["threads"] = 64
+    monkeypatch.setattr(accelport.environment, "usable_cpus", lambda: {0, 1, 2})
+    assert _choose(document, target, "bench.json").threads == 3
+    for row in document["rows"]:
+        row["threads"] = 2
+    assert _choose(document, target, "bench.json").threads == 2
+
+
 @pytest.mark.parametrize("change", [None, "cpu", "cpu_count", "cpu_isa"])
 def test_auto_uses_a_bench_json_only_from_this_machine(change, bench_dir):
     """A bench.json copied from another machine (its thread count and winner belong there) is not a pick here."""

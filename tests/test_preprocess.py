@@ -119,6 +119,29 @@ def test_eval_loader_workers_refuse_the_same_bomb_with_a_reason_not_a_crash(mode
     assert tensor is None and "would be resized" in error
 
 
+def test_an_image_over_pillows_guard_is_logged_by_name_and_the_cli_silences_pillows_nameless_warning(
+        tmp_path, monkeypatch, caplog):
+    import warnings
+
+    from accelport.preprocess import open_rgb, quiet_pillow_size_warning
+
+    large = tmp_path / "large.png"
+    Image.new("RGB", (120, 100)).save(large)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # 12,000 pixels: over the guard, under twice it
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        open_rgb(large)
+    assert any(issubclass(w.category, Image.DecompressionBombWarning) for w in seen)  # the library leaves it be
+    assert "large.png: 120x100 pixels, more than Pillow's 10000-pixel guard" in caplog.text
+    caplog.clear()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_pillow_size_warning()
+        assert open_rgb(large).size == (120, 100)
+    assert not seen
+    assert caplog.text.count("pixels, more than Pillow's") == 1
+
+
 def _grey_as_8bit(model, level: int):
     """What a correct conversion must give: the same picture built directly as an 8-bit grey image."""
     return make_transform(data_config_for(model))(Image.new("RGB", (64, 48), (level, level, level)))

@@ -131,9 +131,22 @@ def _choose(document: dict[str, Any], target: Target, source: str) -> AutoChoice
                       f"{best['label']} ({best['latency']['p50_ms']:.3f} ms p50){peer_summary(peer)}",
                       justification(document["rows"], target.batch_size), streams=best.get("streams", 1),
                       micro_batch=best.get("micro_batch") or None,
-                      threads=best.get("threads") or document.get("settings", {}).get("threads"),
+                      threads=_usable_thread_count(best.get("threads") or document.get("settings", {}).get("threads")),
                       best_peer=peer.get("best_peer"),
                       ratio_to_best_peer=peer.get("ratio_to_best_peer"))
+
+
+def _usable_thread_count(measured: int | None) -> int | None:
+    """The measured thread count, or all the CPUs this process may use where that is fewer: the same machine under
+    ``taskset`` or a smaller cgroup must not be handed the count measured without it."""
+    from ..environment import usable_cpus
+
+    cpus = len(usable_cpus())
+    if measured is not None and measured > cpus:
+        _logger.warning("--runtime auto: the pick was measured with %d threads; this process may use %d CPUs, "
+                        "so it runs with %d", measured, cpus, cpus)
+        return cpus
+    return measured
 
 
 def _cached_choice(job: JobContext, target: Target) -> AutoChoice | None:
