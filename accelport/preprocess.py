@@ -113,11 +113,15 @@ def _check_size(image: Image.Image, transform: Any, path: Path) -> None:
                          f"(limit {MAX_RESIZED_PIXELS / 1e6:.0f}); a decompression bomb or an extreme aspect ratio")
 
 
+_NOTED_LARGE: set[Path] = set()
+
+
 def _note_large(image: Image.Image, path: Path) -> None:
     """Say, in the log and naming the file, what Pillow's own ``DecompressionBombWarning`` says without a name
     (the command line silences that warning: see ``quiet_pillow_size_warning``)."""
     width, height = image.size
-    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS and path not in _NOTED_LARGE:
+        _NOTED_LARGE.add(path)  # once per file: a run's ImageStream decodes each file once per pass
         _logger.warning("%s: %dx%d pixels, more than Pillow's %d-pixel guard; decoding it takes ~%.0f MB",
                         path, width, height, Image.MAX_IMAGE_PIXELS, width * height * 3 / 1e6)
 
