@@ -129,10 +129,12 @@ def test_calibration_with_a_float_dtype_is_a_usage_error(tmp_path, capsys):
     assert code == 2 and "--calibration" in capsys.readouterr().err
 
 
-def test_layers_refuses_int8_and_says_what_to_do(tmp_path, capsys):
-    code = main(["layers", "--model", MODEL, "--device", "cpu", "--dtype", "int8", "--out-dir", str(tmp_path)])
+@pytest.mark.parametrize("runtime", ["eager", "compile", "onnxruntime"])
+def test_layers_refuses_int8_except_on_openvino_and_says_what_to_do(tmp_path, capsys, runtime):
+    code = main(["layers", "--model", MODEL, "--device", "cpu", "--runtime", runtime, "--dtype", "int8",
+                 "--out-dir", str(tmp_path)])
     err = capsys.readouterr().err
-    assert code == 2 and "module outputs do not exist" in err and "--dtype fp32" in err
+    assert code == 2 and "--runtime openvino" in err and not (tmp_path / "layers.json").exists()
 
 
 def test_calibration_that_overlaps_the_judged_images_is_counted_and_warned(two_images, caplog):

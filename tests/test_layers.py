@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -198,7 +199,7 @@ def test_mismatching_target_checkpoint_is_exit_2_naming_the_file(tmp_path, seede
 
 
 def test_non_pytorch_runtimes_are_refused_with_the_reason(capsys):
-    with pytest.raises(RuntimeUnavailableError, match="PyTorch eager targets only"):
+    with pytest.raises(RuntimeUnavailableError, match="supports PyTorch eager and OpenVINO targets"):
         validate(LayersConfig.of(runtime="onnxruntime"))
     assert main(["layers", "--runtime", "compile", "--device", "cpu"]) == 2
     assert "--runtime compile" in capsys.readouterr().err
@@ -214,7 +215,9 @@ def test_layers_config_of_a_run_keeps_its_model_inputs_target_and_criteria():
     assert (spec.weights, spec.target_weights, spec.images, spec.device, target.dtype, target.batch_size,
             spec.criteria, spec.out_dir, spec.head) == ("w.safetensors", "t.safetensors", ("a.jpg",), "cuda", "bf16",
                                                          8, (("max_rel_l2", "0.2"),), "logs/run1", "features")
-    assert target.option("streams") == 2 and config.modes == ("chained", "isolated")
+    assert target.option("streams") == 2 and config.effective_modes == ("chained", "isolated")
+    openvino = LayersConfig(spec=run.spec, target=replace(run.target, runtime="openvino"))
+    assert openvino.effective_modes == ("chained",)  # a run on OpenVINO localises in the mode the engine has
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from ..job.result import CommandResult
 from ..job.spec import with_overrides
 from ..runners import DTYPES, create_runner
 from .capture import TargetCast
-from .compare import LayerComparison, compare_layers
+from .compare import LayerComparison, compare_engine_layers, compare_layers
 from .config import LayersConfig, validate
 from .document import LayersDocument, LayersInputs
 from .memory import MemoryMonitor
@@ -63,7 +63,7 @@ def run_layers(config: LayersConfig | None = None, *, job: JobContext | None = N
     job = job or open_job(config.spec)
     images = job.image_batch()
     _logger.info("layers: %d image(s), batch %d, modes %s, target %s %s %s", images.tensor.shape[0],
-                 config.target.batch_size, "+".join(config.modes), job.device, config.target.runtime,
+                 config.target.batch_size, "+".join(config.effective_modes), job.device, config.target.runtime,
                  config.target.dtype)
     memory = MemoryMonitor(job.device).start()
     criteria = job.criteria_for(config.target.dtype)
@@ -79,7 +79,7 @@ def run_layers(config: LayersConfig | None = None, *, job: JobContext | None = N
                              batch_size=config.target.batch_size, is_classifier=job.spec.head == "classifier")
     document = _document(job, config.target.batch_size, comparison, structural, runner_settings, verdict)
     result = LayersResult(document, write_layer_artifacts(Path(job.spec.out_dir), document))
-    for mode in config.modes:
+    for mode in config.effective_modes:
         _logger.info("layers: first divergent module (%s): %s", mode, result.first_divergent(mode) or "none")
     if structural is not None:
         _logger.info("layers: strict fp32 pass of the same target: %s", "diverged" if structural.diverged else "clean")
@@ -91,12 +91,14 @@ def _compare_in(job: JobContext, config: LayersConfig, dtype: str, judge_by: Cri
     """The target in ``dtype`` against the reference, module by module, batch by batch."""
     target, images, size = config.target, job.image_batch().tensor, config.target.batch_size
     with create_runner(target.runtime, job.target_model.model, job.device, dtype, target.channels_last,
-                       threads=target.threads) as runner:
-        cast = TargetCast(job.device, DTYPES[dtype], target.channels_last)
+                       **target.runner_options()) as runner:
         batches = (images[i : i + size] for i in range(0, images.shape[0], size))
-        module: torch.nn.Module = runner.module  # type: ignore[attr-defined]  # eager only (config.validate)
+        if target.runtime == "openvino":  # the engine's own tensors at module boundaries (layers/engine.py)
+            return compare_engine_layers(job.loaded.model, runner, batches, judge_by, memory), runner.describe()
+        cast = TargetCast(job.device, DTYPES[dtype], target.channels_last)
+        module: torch.nn.Module = runner.module  # type: ignore[attr-defined]  # eager (config.validate)
         with runner.torch_threads():  # --threads, as the runner's own calls would run
-            comparison = compare_layers(job.loaded.model, module, batches, judge_by, config.modes, cast,
+            comparison = compare_layers(job.loaded.model, module, batches, judge_by, config.effective_modes, cast,
                                         runner.to_device, job.device, memory)
         return comparison, runner.describe()
 

@@ -13,7 +13,7 @@ DESCRIPTION = ("Compare every module of the target with the CPU fp32 reference, 
 EPILOG = ("exit codes: 0 the model's output passes run's checks, 1 it fails them (as run would), 2 bad "
           "usage/input/environment, "
           "3 internal error. See docs/layers.md.")
-_MODE_CHOICES = {"both": MODES, "chained": ("chained",), "isolated": ("isolated",)}
+_MODE_CHOICES = {"both": MODES, "chained": ("chained",), "isolated": ("isolated",), None: None}
 
 
 def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,13 +32,14 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
                            "on it, only the memory does (default: %(default)s)")
 
     arguments.add_target_arguments(parser.add_argument_group("target"),
-                         runtime_help="how the target runs the model; only eager is supported by layers (default: "
-                                      "%(default)s)")
+                         runtime_help="how the target runs the model: eager or openvino (module outputs read from "
+                                      "the engine's own graph, chained mode) (default: %(default)s)")
 
     judge = parser.add_argument_group("comparison")
-    judge.add_argument("--mode", default="both", choices=tuple(_MODE_CHOICES),
+    judge.add_argument("--mode", default=None, choices=("both", "chained", "isolated"),
                        help="chained: each side runs its own forward (error accumulates); isolated: each target "
-                            "module gets the reference's input (its own error); both (default)")
+                            "module gets the reference's input (its own error); both (default for eager; "
+                            "openvino has chained only)")
     arguments.add_criterion_argument(judge, "override a threshold of the target precision's criteria; layers uses "
                                      "max_rel_l2 and min_cosine (repeatable)")
     arguments.add_out_dir_argument(parser, "layers.json, layers.csv, layers.md and layers.png go here (default: "

@@ -21,6 +21,7 @@ from ..errors import WeightsError
 from .capture import MODEL_ROW, Rows, TargetCast, module_depth, watched_modules
 from .chained import compare_chained
 from .config import MODES
+from .engine import EngineChained
 from .isolated import compare_isolated
 from .memory import MemoryMonitor, MemoryReport
 from .stats import ModuleStats
@@ -150,12 +151,20 @@ class _Collector:
                 return torch.cat(reference).numpy(), torch.cat(target).numpy()
         return None
 
-    def __call__(self, key: str, name: str, module: nn.Module, reference: Rows | None, target: Rows | None) -> None:
+    def _row(self, key: str, name: str, module: nn.Module) -> LayerRow:
         row = self.rows.get(key)
         if row is None:
             is_leaf = name != MODEL_ROW and next(module.children(), None) is None
             row = self.rows[key] = LayerRow(key, type(module).__name__, module_depth(name), is_leaf,
                                             owns_parameters=next(module.parameters(recurse=False), None) is not None)
+        return row
+
+    def not_exposed(self, key: str, name: str, module: nn.Module, reason: str) -> None:
+        """A module call the target's engine has no tensor for: a row with the reason, and no metrics."""
+        self._row(key, name, module).note = f"not compared: {reason}"
+
+    def __call__(self, key: str, name: str, module: nn.Module, reference: Rows | None, target: Rows | None) -> None:
+        row = self._row(key, name, module)
         if reference is None:
             row.note = "output holds no tensor with the batch as first dimension: not compared"
             return
@@ -170,6 +179,23 @@ class _Collector:
             pair = self.outputs.setdefault(self.mode, ([], []))
             pair[0].append(reference.values.clone())
             pair[1].append(target.values.clone())
+
+
+def compare_engine_layers(reference: nn.Module, runner: Any, batches: Iterable[torch.Tensor], criteria: Criteria,
+                          memory: MemoryMonitor | None = None) -> LayerComparison:
+    """Chained comparison of ``reference`` (CPU fp32, eval) with an OpenVINO runner's program over host fp32
+    ``batches``: every module the engine's graph names (layers/engine.py), the others listed as not compared."""
+    memory = memory or MemoryMonitor(torch.device("cpu")).start()
+    collector = _Collector(memory, criteria.elem_rtol)
+    collector.mode = "chained"
+    session = EngineChained(reference, runner, memory)
+    for batch in batches:
+        memory.pass_started(batch.shape[0])
+        session.compare(batch, collector, collector.not_exposed)
+        collector.first_image += batch.shape[0]
+        _logger.info("layers: %d image(s) compared", collector.first_image)
+    return LayerComparison(list(collector.rows.values()), ("chained",), criteria, collector.first_image,
+                           memory.report(), collector.model_outputs())
 
 
 def _target_modules(target: nn.Module, names: Iterable[str]) -> dict[str, nn.Module]:

@@ -103,6 +103,8 @@ class OpenVinoRunner(Runner):
         self._parts: dict[tuple[int, ...], list[tuple[Any, int, int]]] = {}  # input shape -> (request, start, stop)
         self._effective: str | None = None
         self._export_info: dict[str, Any] = {}
+        self._graph_paths: dict[tuple[int, ...], Any] = {}  # input shape -> the model file its parts compiled
+        self._tapped: dict[tuple[Any, ...], tuple[Any, dict]] = {}  # (shape, places) -> compiled with them as outputs
 
     def _prepare_impl(self) -> None:
         # One folder per setting that changes the numbers or the plan: OpenVINO's own blob key does not hold the
@@ -149,6 +151,7 @@ class OpenVinoRunner(Runner):
                 compiled = self._compile(exported.path, (stop - start, *shape[1:]))
                 parts.append((compiled.create_infer_request(), start, stop))
             self._parts[shape] = parts
+            self._graph_paths[shape] = exported.path
             self._forward_impl(device_input)
         except Exception:
             self._parts.pop(shape, None)
@@ -173,6 +176,44 @@ class OpenVinoRunner(Runner):
         self._effective = effective
         self._compiled[part_shape[0]] = compiled
         return compiled
+
+    def graph(self, shape: tuple[int, ...]) -> Any:
+        """The ``ov.Model`` this runner compiled for inputs of ``shape`` (after a forward of that shape): the same
+        file, fp32 export or NNCF's int8 model, reshaped to the whole batch."""
+        model = self._core.read_model(str(self._graph_paths[shape]))
+        model.reshape(list(shape))
+        return model
+
+    def tensors_at(self, device_input: np.ndarray, places: dict[str, tuple[str, int]]) -> dict[str, np.ndarray]:
+        """The values of named places of the graph (``{key: (operation friendly name, output port)}``) for one
+        batch: the same model file, compiled with the same precision and threads, one request, with those tensors
+        added as outputs (which can keep OpenVINO from fusing across them: ``layers`` judges the model's output
+        on the runner's own program)."""
+        shape, wanted = tuple(device_input.shape), tuple(dict.fromkeys(places.values()))
+        if (shape, wanted) not in self._tapped:
+            self._tapped[(shape, wanted)] = self._compile_tapped(shape, wanted)
+        compiled, index = self._tapped[(shape, wanted)]
+        results = compiled.create_infer_request().infer({0: device_input})
+        return {key: np.array(results[compiled.outputs[index[place]]], dtype=np.float32)
+                for key, place in places.items()}
+
+    def _compile_tapped(self, shape: tuple[int, ...], places: tuple[tuple[str, int], ...]) -> tuple[Any, dict]:
+        model = self.graph(shape)
+        operations = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
+        model.add_outputs([operations[name].output(port) for name, port in places])
+        index = {}
+        for position, output in enumerate(model.outputs):
+            source = output.get_node().input_value(0)
+            index[(source.get_node().get_friendly_name(), source.get_index())] = position
+        config = {**self._config, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        config.pop("CACHE_DIR")  # a one-off program: no blob in the cache
+        compiled = self._core.compile_model(model, "CPU", config)
+        effective = _FROM_OV.get(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(), "unknown")
+        expected = "fp32" if self.dtype == "int8" else self.dtype
+        if effective != expected:
+            raise RuntimeUnavailableError(f"--runtime openvino --dtype {self.dtype}: OpenVINO compiled the tapped "
+                                          f"model in {effective}, not {expected}")
+        return compiled, index
 
     def _check_int8(self, compiled: Any, float_precision: str) -> str:
         """int8 is what the compiled graph executes: its compute layers read back, with f32 for the rest."""
@@ -216,4 +257,6 @@ class OpenVinoRunner(Runner):
 
     def _close_impl(self) -> None:
         self._parts.clear()
+        self._graph_paths.clear()
+        self._tapped.clear()
         self._compiled.clear()

@@ -1,0 +1,151 @@
+"""Chained mode on an OpenVINO target: the engine's own tensors at module boundaries, against the reference's modules.
+
+The target is the OpenVINO runner's program (the same model file: fp32 export or NNCF's int8 model, the same
+precision hint and threads). ``engine_taps`` finds, by the names the converters keep, which of its tensors is each
+module's output; those tensors are added as outputs of a one-off compilation and read for each batch, then the
+reference's forward compares its module outputs with them as eager chained mode does. The ``(model)`` row is the
+runner's own untapped output, the one ``accelport run`` judges. Isolated mode does not exist here: a compiled
+OpenVINO program cannot be fed the reference's input at one module.
+
+Conversion folds a BatchNorm into the convolution or linear before it (the ONNX exporter and OpenVINO both do):
+the tensor named for the convolution then holds the BatchNorm's output. Such pairs are found in the reference's
+forward (the BatchNorm reads exactly the convolution's output) and the tensor is given to the BatchNorm, the
+convolution being reported as folded into it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .capture import MODEL_ROW, CallNames, Rows, output_rows, watched_modules
+from .chained import Consumer
+from .engine_taps import find_module_outputs
+from .memory import MemoryMonitor
+
+_logger = logging.getLogger(__name__)
+
+NotExposed = Callable[[str, str, nn.Module, str], None]  # key, module name, module, why the engine has no tensor
+_FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_NORMS = (nn.modules.batchnorm._BatchNorm,)
+
+
+def survey(reference: nn.Module, batch: torch.Tensor, watched: dict[str, nn.Module]) -> tuple[Counter[str],
+                                                                                              dict[str, str]]:
+    """One reference forward: how often each module is called, and ``{convolution: batch norm}`` for each norm
+    that reads exactly one convolution's (or linear's) output, the pairs conversion folds."""
+    calls: Counter[str] = Counter()
+    produced_by: dict[int, str] = {}
+    folds: dict[str, str] = {}
+
+    def after(name: str, module: nn.Module, args: Any, output: Any) -> None:
+        calls[name] += 1
+        if isinstance(module, _NORMS) and args and isinstance(args[0], torch.Tensor):
+            source = produced_by.get(id(args[0]))
+            if source is not None:
+                folds[source] = name
+        if isinstance(module, _FOLDABLE) and isinstance(output, torch.Tensor):
+            produced_by[id(output)] = name
+
+    handles = [m.register_forward_hook(partial(after, n)) for n, m in watched.items() if n != MODEL_ROW]
+    try:
+        with torch.inference_mode():
+            output = reference(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    del output
+    return calls, folds
+
+
+class EngineTensors:
+    """Which engine tensor stands for which module, and why the others have none (``unexposed``)."""
+
+    def __init__(self, ov_model: Any, calls: Counter[str], folds: dict[str, str]) -> None:
+        candidates = [name for name, count in calls.items() if count == 1]
+        taps = find_module_outputs(ov_model, candidates)
+        self.unexposed: dict[str, str] = {
+            name: "called more than once in a forward: the engine's tensors of its calls share one name"
+            for name, count in calls.items() if count > 1}
+        for convolution, norm in folds.items():
+            if convolution in taps and norm not in taps:
+                place = taps[norm] = taps[convolution]
+                for name in [name for name, tap in taps.items()
+                             if (tap.operation, tap.port) == (place.operation, place.port) and name != norm]:
+                    del taps[name]  # the convolution and any container it ends (its output is the norm's input)
+                    self.unexposed[name] = f"folded into {norm} by the conversion: no tensor of its own"
+        for name in candidates:
+            if name not in taps:
+                self.unexposed.setdefault(name, "no tensor of the engine's graph is this module's output (fused, "
+                                                "renamed or left unnamed by the conversion)")
+        self.places = {name: (tap.operation, tap.port) for name, tap in taps.items()}
+
+    def reason(self, name: str) -> str:
+        return self.unexposed.get(name, "no tensor of the engine's graph is this module's output")
+
+
+class EngineChained:
+    """Chained comparison of one reference with one OpenVINO runner, batch by batch; the engine's tensors are
+    mapped to modules on the first batch."""
+
+    def __init__(self, reference: nn.Module, runner: Any, memory: MemoryMonitor) -> None:
+        self._reference, self._runner, self._memory = reference, runner, memory
+        self._watched = watched_modules(reference)
+        self.tensors: EngineTensors | None = None
+
+    def compare(self, batch: torch.Tensor, consume: Consumer, not_exposed: NotExposed) -> None:
+        """``consume(key, name, module, reference, target)`` for every module the engine exposes and the
+        ``(model)`` row, ``not_exposed(key, name, module, reason)`` for the rest."""
+        runner = self._runner
+        device_input = runner.to_device(batch)
+        model_output = runner.to_host(runner.forward(device_input))  # the runner's own program: run's output
+        if self.tensors is None:
+            calls, folds = survey(self._reference, batch, self._watched)
+            self.tensors = EngineTensors(runner.graph(tuple(device_input.shape)), calls, folds)
+            _logger.info("layers: OpenVINO exposes %d of %d module outputs", len(self.tensors.places), len(calls))
+        values = runner.tensors_at(device_input, self.tensors.places)
+        held = sum(value.nbytes for value in values.values())
+        self._memory.hold(held)
+        try:
+            _reference_pass(self._reference, batch, self._watched, values, model_output, self.tensors, consume,
+                            not_exposed)
+        finally:
+            self._memory.release(held)
+
+
+def _reference_pass(reference: nn.Module, batch: torch.Tensor, watched: dict[str, nn.Module],
+                    values: dict[str, np.ndarray], model_output: torch.Tensor, tensors: EngineTensors,
+                    consume: Consumer, not_exposed: NotExposed) -> None:
+    batch_size = batch.shape[0]
+    names = CallNames()
+
+    def after(name: str, module: nn.Module, args: Any, output: Any) -> None:
+        key = names.next(name)
+        reference_rows = output_rows(output, batch_size, copy=False)
+        if name == MODEL_ROW:
+            consume(key, name, module, reference_rows, output_rows(model_output, batch_size, copy=False))
+        elif name in values and key == name:
+            value = values[name]
+            target = Rows(torch.from_numpy(value).reshape(batch_size, -1), list(value.shape[1:]))
+            if reference_rows is not None and target.values.shape != reference_rows.values.shape:
+                not_exposed(key, name, module, f"the engine's tensor for it has {target.values.shape[1]} elements "
+                                               f"per image, the module's output {reference_rows.values.shape[1]}")
+            else:
+                consume(key, name, module, reference_rows, target)
+        else:
+            not_exposed(key, name, module, tensors.reason(name))
+
+    handles = [m.register_forward_hook(partial(after, n)) for n, m in watched.items()]
+    try:
+        with torch.inference_mode():
+            reference(batch)
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -1,0 +1,196 @@
+"""accelport layers on OpenVINO: the engine's tensors found by name are the modules' outputs (checked against torch,
+not against accelport), folded BatchNorms get the tensor, and a weight fault is named on fp32, bf16 and int8."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import warnings
+from functools import partial
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from accelport.cli import main
+from accelport.layers.capture import MODEL_ROW, watched_modules
+from accelport.layers.engine import EngineTensors, survey
+from accelport.layers.engine_taps import module_of
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="needs openvino")
+
+FAULTY = "stages.1.downsample.1"
+MODULES = {"stem", "stem.0", "stages", "stages.0", "stages.0.blocks", "stages.0.blocks.0",
+           "stages.0.blocks.0.mlp", "stages.0.blocks.0.mlp.fc2", "head", "head.fc"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory):
+    """Exports and NNCF's int8 models in this module's own cache: cold, as in CI, and never another run's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ACCELPORT_CACHE_DIR", str(tmp_path_factory.mktemp("accelport_cache")))
+        yield
+
+
+@pytest.mark.parametrize("name, module", [
+    ("__module.stages.0.blocks.0.mlp.fc2/aten::_convolution/Convolution", "stages.0.blocks.0.mlp.fc2"),
+    ("__module.stages.0.blocks.0/aten::add/Add", "stages.0.blocks.0"),
+    ("__module.stages.0.blocks.0.drop_path/aten::mul/Multiply", "stages.0.blocks.0"),  # not watched: its parent
+    ("/stages/stages.0/blocks/blocks.0/mlp/fc2/Conv/WithoutBiases", "stages.0.blocks.0.mlp.fc2"),
+    ("/stages/stages.0/blocks/blocks.0/Add", "stages.0.blocks.0"),
+    ("/stem/stem.0/Conv", "stem.0"),
+    ("/stages/stages.0/blocks/blocks.0/mlp/act/Mul_1/fq_output_0", "stages.0.blocks.0.mlp"),  # NNCF's naming
+    ("/Flatten", ""), ("aten::flatten/Reshape", ""), ("__module.elsewhere/aten::add/Add", ""),  # the root's own
+    ("MVN_36", None), ("self.stem.0.weight", None),  # unnamed by the converter, a weight
+])
+def test_an_operation_belongs_to_the_innermost_module_its_name_spells(name, module):
+    assert module_of(name, MODULES) == module
+
+
+class _ConvBnNet(nn.Module):
+    """Conv + BatchNorm + ReLU (conversion folds the norm), a residual block, a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.act = nn.ReLU()
+        self.block = nn.Sequential(nn.Conv2d(8, 8, 1), nn.GELU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = self.act(self.bn(self.conv(x)))
+        x = x + self.block(x)
+        return self.fc(self.pool(x).flatten(1))
+
+
+def _ov_model(route: str, model: nn.Module, example: torch.Tensor, tmp_path):
+    """A route's graph: OpenVINO's direct conversion, or the TorchScript ONNX export read by OpenVINO."""
+    import openvino as ov
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if route == "direct":
+            return ov.convert_model(model, example_input=example)
+        torch.onnx.export(model, (example,), str(tmp_path / "m.onnx"), dynamo=False)
+    return ov.Core().read_model(str(tmp_path / "m.onnx"))
+
+
+def _engine_values(ov_model, places, example):
+    import openvino as ov
+
+    operations = {op.get_friendly_name(): op for op in ov_model.get_ordered_ops()}
+    outputs = {key: operations[name].output(port) for key, (name, port) in places.items()}
+    ov_model.add_outputs(list(outputs.values()))
+    compiled = ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    results = compiled.create_infer_request().infer({0: example.numpy()})
+    by_place = {}
+    for position, output in enumerate(ov_model.outputs):
+        source = output.get_node().input_value(0)
+        by_place[(source.get_node().get_friendly_name(), source.get_index())] = results[compiled.outputs[position]]
+    return {key: torch.from_numpy(by_place[place].copy()) for key, place in places.items()}
+
+
+@pytest.mark.parametrize("model_name, routes", [("convnext", ("onnx",)), ("vit", ("direct",)),
+                                                ("resnet", ("onnx", "direct")), ("conv_bn", ("onnx", "direct"))])
+def test_every_exposed_tensor_is_its_modules_torch_output(model_name, routes, tmp_path):
+    """Found by name, each engine tensor equals what torch's module returns (fp32), with either converter's naming
+    (the ONNX route is the runner's first); a folded BatchNorm owns the tensor named for its convolution."""
+    torch.manual_seed(0)
+    model = (_ConvBnNet() if model_name == "conv_bn" else
+             timm.create_model(f"test_{model_name}", pretrained=False)).eval()
+    if model_name in ("resnet", "conv_bn"):  # non-trivial running statistics: a folded norm changes values
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    size = model.pretrained_cfg["input_size"][1:] if hasattr(model, "pretrained_cfg") else (16, 16)
+    example = torch.randn(2, 3, *size)
+    watched = watched_modules(model)
+    calls, folds = survey(model, example, watched)
+    outputs = {}
+
+    def keep(name, module, args, output) -> None:  # returns None: a hook's return value replaces the output
+        outputs[name] = output.clone()
+
+    hooks = [m.register_forward_hook(partial(keep, n)) for n, m in watched.items() if n != MODEL_ROW]
+    with torch.no_grad():
+        model(example)
+    for hook in hooks:
+        hook.remove()
+    for route in routes:
+        ov_model = _ov_model(route, model, example, tmp_path)
+        tensors = EngineTensors(ov_model, calls, folds)
+        assert len(tensors.places) >= len(calls) / (2 if model_name != "conv_bn" else 3), (route, tensors.unexposed)
+        values = _engine_values(ov_model, tensors.places, example)
+        for name, value in values.items():
+            expected = outputs[name]
+            assert value.numel() == expected.numel(), (route, name)
+            torch.testing.assert_close(value.reshape(expected.shape), expected, rtol=1e-3, atol=1e-4,
+                                       msg=f"{route}: {name}")
+        if model_name == "conv_bn":  # both converters fold the norm: the convolution has no tensor of its own
+            assert folds == {"conv": "bn"}
+            assert "bn" in tensors.places and "conv" not in tensors.places
+            if route == "onnx":  # the exporter names the folded convolution "/conv/Conv": its tensor goes to bn
+                assert "folded into bn" in tensors.unexposed["conv"]
+
+
+def _noisy(state: dict, key: str, scale: float) -> dict:
+    noisy = dict(state)
+    noise = torch.randn(state[key].shape, generator=torch.Generator().manual_seed(1))
+    noisy[key] = (state[key] + scale * state[key].abs().mean() * noise).contiguous()
+    return noisy
+
+
+@pytest.fixture(scope="module")
+def convnext_files(tmp_path_factory):
+    """The tiny ConvNeXt V2 (test_convnext2), seeded, and a copy with 2 % noise in the convolution of stage 1's
+    downsampling, mid-network on the main path (random init scales the blocks' residual branches down to ~1e-6, so
+    a fault inside a block would not reach the output)."""
+    torch.manual_seed(0)
+    model = timm.create_model("test_convnext2", pretrained=False)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    root = tmp_path_factory.mktemp("engine_layers")
+    files = {"clean": root / "clean.safetensors", "noisy": root / "noisy.safetensors"}
+    save_file(state, str(files["clean"]))
+    save_file(_noisy(state, f"{FAULTY}.weight", 0.02), str(files["noisy"]))
+    return files, FAULTY
+
+
+@pytest.mark.parametrize("dtype", ["fp32", pytest.param("int8", marks=pytest.mark.skipif(
+    importlib.util.find_spec("nncf") is None, reason="needs nncf"))])
+def test_openvino_layers_name_the_faulty_module(dtype, convnext_files, two_images, tmp_path, capsys):
+    """End to end: the port's faulty convolution is where the OpenVINO program's error starts (fp32: the first
+    divergent module; int8: the strict fp32 pass names it, the int8 rows jump there)."""
+    files, fc2 = convnext_files
+    out = tmp_path / dtype
+    rc = main(["layers", "--model", "test_convnext2", "--device", "cpu", "--runtime", "openvino", "--dtype", dtype,
+               "--weights", str(files["clean"]), "--target-weights", str(files["noisy"]), "--images", *two_images,
+               "--out-dir", str(out), "-q"])
+    data = json.loads((out / "layers.json").read_text())
+    assert rc == 1 and data["modes"] == ["chained"] and data["target"]["runtime"] == "openvino"
+    rows = {row["module"]: row for row in data["modules"]}
+    compared = [row for row in data["modules"] if row["chained"]]
+    assert len(compared) >= 0.8 * len(rows)
+    assert all(row["note"].startswith("not compared: ") for row in data["modules"] if not row["chained"])
+    names = [row["module"] for row in data["modules"]]
+    before = [row for row in data["modules"][: names.index(fc2)] if row["chained"]]
+    if dtype == "fp32":
+        assert data["first_divergent"]["chained"]["module"] == fc2
+        assert all(not row["chained"]["divergent"] for row in before)
+    else:  # 2 % noise is within int8's own rounding here: the strict fp32 pass of the same engine names it, and
+        # the int8 program's error jumps at it (quantisation noise alone grows by less than a quarter per row)
+        assert data["target"]["compute_layers"]["int8"] > 0  # NNCF's model, read back
+        assert data["structural"]["first_divergent"]["chained"]["module"] == fc2
+        assert rows[fc2]["chained"]["worst_sample_rel_l2"] > 1.25 * before[-1]["chained"]["worst_sample_rel_l2"]
+    assert "first divergent module" in capsys.readouterr().out
+
+
+def test_openvino_layers_refuse_isolated_mode_and_other_engines_refuse_int8(capsys):
+    assert main(["layers", "--runtime", "openvino", "--mode", "isolated", "--device", "cpu"]) == 2
+    assert "--mode isolated --runtime openvino" in capsys.readouterr().err
+    assert main(["layers", "--runtime", "compile", "--dtype", "int8", "--device", "cpu"]) == 2
+    assert "--runtime compile" in capsys.readouterr().err
