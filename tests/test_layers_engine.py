@@ -138,6 +138,37 @@ def test_every_exposed_tensor_is_its_modules_torch_output(model_name, routes, tm
                 assert "folded into bn" in tensors.unexposed["conv"]
 
 
+class _FreedConvNet(nn.Module):
+    """A convolution whose output is dropped, then a norm of another tensor: Python may give the new tensor the
+    freed one's id(), which must not make a fold pair (FastViT's branches did, seen: a false divergence)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        self.conv(x)  # dropped at once
+        return self.bn(x * 2)
+
+
+def test_a_norm_of_a_tensor_that_reuses_a_freed_convolution_outputs_id_is_not_a_fold():
+    model = _FreedConvNet().eval()
+    reused = 0
+    for _ in range(20):  # the reuse is likely, not certain: count it, so the test shows it happened
+        ids = []
+        handle = model.conv.register_forward_hook(lambda m, a, o: ids.append(id(o)))
+        bn_handle = model.bn.register_forward_hook(lambda m, a, o: ids.append(id(a[0])))
+        with torch.no_grad():
+            model(torch.randn(1, 3, 4, 4))
+        handle.remove()
+        bn_handle.remove()
+        reused += ids[0] == ids[1]
+        calls, folds = survey(model, torch.randn(1, 3, 4, 4), watched_modules(model))
+        assert folds == {} and calls == {"conv": 1, "bn": 1}
+    assert reused > 0
+
+
 def _noisy(state: dict, key: str, scale: float) -> dict:
     noisy = dict(state)
     noise = torch.randn(state[key].shape, generator=torch.Generator().manual_seed(1))

@@ -16,6 +16,7 @@ convolution being reported as folded into it.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
@@ -42,17 +43,17 @@ def survey(reference: nn.Module, batch: torch.Tensor, watched: dict[str, nn.Modu
     """One reference forward: how often each module is called, and ``{convolution: batch norm}`` for each norm
     that reads exactly one convolution's (or linear's) output, the pairs conversion folds."""
     calls: Counter[str] = Counter()
-    produced_by: dict[int, str] = {}
+    produced_by: dict[int, tuple[str, weakref.ref]] = {}  # id() of a freed tensor is reused: the weakref tells
     folds: dict[str, str] = {}
 
     def after(name: str, module: nn.Module, args: Any, output: Any) -> None:
         calls[name] += 1
         if isinstance(module, _NORMS) and args and isinstance(args[0], torch.Tensor):
-            source = produced_by.get(id(args[0]))
-            if source is not None:
+            source, alive = produced_by.get(id(args[0]), (None, None))
+            if source is not None and alive is not None and alive() is args[0]:
                 folds[source] = name
         if isinstance(module, _FOLDABLE) and isinstance(output, torch.Tensor):
-            produced_by[id(output)] = name
+            produced_by[id(output)] = (name, weakref.ref(output))
 
     handles = [m.register_forward_hook(partial(after, n)) for n, m in watched.items() if n != MODEL_ROW]
     try:
