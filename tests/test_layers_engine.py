@@ -95,16 +95,17 @@ def _engine_values(ov_model, places, example):
 
 
 @pytest.mark.parametrize("model_name, routes", [("convnext", ("onnx",)), ("vit", ("direct",)),
-                                                ("resnet", ("onnx", "direct")), ("conv_bn", ("onnx", "direct"))])
+                                                ("resnet", ("onnx", "direct")), ("efficientnet", ("onnx",)),
+                                                ("conv_bn", ("onnx", "direct"))])
 def test_every_exposed_tensor_is_its_modules_torch_output(model_name, routes, tmp_path):
     """Found by name, each engine tensor equals what torch's module returns (fp32), with either converter's naming
     (the ONNX route is the runner's first); a folded BatchNorm owns the tensor named for its convolution."""
     torch.manual_seed(0)
     model = (_ConvBnNet() if model_name == "conv_bn" else
              timm.create_model(f"test_{model_name}", pretrained=False)).eval()
-    if model_name in ("resnet", "conv_bn"):  # non-trivial running statistics: a folded norm changes values
+    if model_name in ("resnet", "efficientnet", "conv_bn"):  # non-trivial statistics: a folded norm changes values
         for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
+            if isinstance(module, nn.BatchNorm2d):  # timm's BatchNormAct2d (EfficientNet: norm + SiLU) too
                 module.running_mean.uniform_(-0.5, 0.5)
                 module.running_var.uniform_(0.5, 2.0)
     size = model.pretrained_cfg["input_size"][1:] if hasattr(model, "pretrained_cfg") else (16, 16)

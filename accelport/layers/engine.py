@@ -9,8 +9,9 @@ OpenVINO program cannot be fed the reference's input at one module.
 
 Conversion folds a BatchNorm into the convolution or linear before it (the ONNX exporter and OpenVINO both do):
 the tensor named for the convolution then holds the BatchNorm's output. Such pairs are found in the reference's
-forward (the BatchNorm reads exactly the convolution's output) and the tensor is given to the BatchNorm, the
-convolution being reported as folded into it.
+forward (the BatchNorm reads exactly the convolution's output): the convolution (and any container it ends) is
+reported as folded into the norm, and the tensor is given to the norm unless it has one of its own (timm's
+BatchNormAct2d: its activation's output).
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ class EngineTensors:
             name: "called more than once in a forward: the engine's tensors of its calls share one name"
             for name, count in calls.items() if count > 1}
         for convolution, norm in folds.items():
-            if convolution in taps and norm not in taps:
-                place = taps[norm] = taps[convolution]
+            if convolution in taps:  # its tensor holds the norm's output; a BatchNormAct2d may have its own (act)
+                place = taps[convolution]
+                taps.setdefault(norm, place)
                 for name in [name for name, tap in taps.items()
                              if (tap.operation, tap.port) == (place.operation, place.port) and name != norm]:
                     del taps[name]  # the convolution and any container it ends (its output is the norm's input)
