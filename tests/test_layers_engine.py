@@ -155,16 +155,18 @@ class _FreedConvNet(nn.Module):
 
 def test_a_norm_of_a_tensor_that_reuses_a_freed_convolution_outputs_id_is_not_a_fold():
     model = _FreedConvNet().eval()
+    ids: list[int] = []
+    handles = [model.conv.register_forward_hook(lambda m, a, o: ids.append(id(o))),
+               model.bn.register_forward_hook(lambda m, a, o: ids.append(id(a[0])))]
     reused = 0
     for _ in range(20):  # the reuse is likely, not certain: count it, so the test shows it happened
-        ids = []
-        handle = model.conv.register_forward_hook(lambda m, a, o: ids.append(id(o)))
-        bn_handle = model.bn.register_forward_hook(lambda m, a, o: ids.append(id(a[0])))
+        ids.clear()
         with torch.no_grad():
             model(torch.randn(1, 3, 4, 4))
-        handle.remove()
-        bn_handle.remove()
         reused += ids[0] == ids[1]
+    for handle in handles:
+        handle.remove()
+    for _ in range(20):
         calls, folds = survey(model, torch.randn(1, 3, 4, 4), watched_modules(model))
         assert folds == {} and calls == {"conv": 1, "bn": 1}
     assert reused > 0

@@ -159,4 +159,5 @@ def summary_fields(path: Path) -> dict[str, Any]:
             "input_size": summary.get("model", {}).get("data_config", {}).get("input_size"),
             "export_route": target.get("export_route") or target.get("compile_mode"),
             "latency_ms": compute.get("mean_ms"), "p50_ms": compute.get("p50_ms"), "setup_s": target.get("setup_s"),
+            "timing_reliable": summary.get("latency", {}).get("reliability", {}).get("reliable"),
             "failed_checks": failing}

@@ -36,13 +36,17 @@ class CellMeasurement:
     latency_ms: float | None
     p50_ms: float | None
     setup_s: float | None
+    timing_reliable: bool | None = None  # the child's own verdict on its timing (latency.reliability); None: unknown
 
     def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        if data["timing_reliable"] is None:  # rows of zoo.json files written before the field read back unchanged
+            del data["timing_reliable"]
+        return data
 
 
 _MEASUREMENT_KEYS = tuple(f.name for f in fields(CellMeasurement))
-_KNOWN = {*_CELL_KEYS, *_MEASUREMENT_KEYS, "wall_s", "speedup_vs_eager"}
+_KNOWN = {*_CELL_KEYS, *_MEASUREMENT_KEYS, "wall_s", "speedup_vs_eager", "speedup_reliable"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,9 @@ class ZooRow:
     measured: CellMeasurement | None = None
     speedup_vs_eager: float | None = None  # absent from journal rows; the document sets it on every row
     extra: dict[str, Any] = field(default_factory=dict)  # keys a newer cell writes that this version does not know
+    # False when this cell's or its eager fp32 baseline's child judged its own timing unreliable (a busy machine):
+    # the two were timed in different processes at different moments, so the ratio is then no measurement
+    speedup_reliable: bool | None = None
 
     @property
     def key(self) -> str:
@@ -83,12 +90,17 @@ class ZooRow:
         measured = CellMeasurement(**{k: data.get(k) for k in _MEASUREMENT_KEYS}) if has_summary else None
         return cls(data["model"], data["runtime"], data["dtype"], data["status"], data.get("reason"),
                    data.get("exit_code"), data["wall_s"], measured, data.get("speedup_vs_eager"),
-                   {k: v for k, v in data.items() if k not in _KNOWN})
+                   {k: v for k, v in data.items() if k not in _KNOWN}, data.get("speedup_reliable"))
 
     def to_json(self) -> dict[str, Any]:
         data = {key: getattr(self, key) for key in _CELL_KEYS}
+        reliable = {} if self.speedup_reliable is None else {"speedup_reliable": self.speedup_reliable}
         return (data | (self.measured.to_json() if self.measured else {})
-                | {"wall_s": self.wall_s, "speedup_vs_eager": self.speedup_vs_eager} | self.extra)
+                | {"wall_s": self.wall_s, "speedup_vs_eager": self.speedup_vs_eager} | reliable | self.extra)
+
+    @property
+    def timing_reliable(self) -> bool | None:
+        return self.measured.timing_reliable if self.measured else None
 
 
 @dataclass(frozen=True)
@@ -134,13 +146,17 @@ class ZooSettings:
 
 def with_speedups(rows: list[ZooRow]) -> tuple[ZooRow, ...]:
     """``speedup_vs_eager`` on every row that has a latency, when the model's eager fp32 cell has one too."""
-    eager = {r.model: r.latency_ms for r in rows if r.runtime == "eager" and r.dtype == "fp32"}
+    baselines = {r.model: r for r in rows if r.runtime == "eager" and r.dtype == "fp32"}
 
     def speedup(row: ZooRow) -> float | None:
-        base, own = eager.get(row.model), row.latency_ms
+        base, own = getattr(baselines.get(row.model), "latency_ms", None), row.latency_ms
         return round(base / own, 3) if base and own else None
 
-    return tuple(replace(row, speedup_vs_eager=speedup(row)) for row in rows)
+    def reliable(row: ZooRow) -> bool | None:
+        verdicts = (row.timing_reliable, getattr(baselines.get(row.model), "timing_reliable", None))
+        return None if speedup(row) is None or None in verdicts else all(verdicts)
+
+    return tuple(replace(row, speedup_vs_eager=speedup(row), speedup_reliable=reliable(row)) for row in rows)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,14 @@ if TYPE_CHECKING:
 _logger = logging.getLogger(__name__)
 
 CSV_FIELDS = ("model", "runtime", "dtype", "status", "reason", "cosine", "max_abs_diff", "worst_rel_l2",
-              "latency_ms", "speedup_vs_eager", "setup_s", "export_route", "input_size", "output_shape", "wall_s")
+              "latency_ms", "speedup_vs_eager", "setup_s", "export_route", "input_size", "output_shape", "wall_s",
+              "timing_reliable", "speedup_reliable")
+UNRELIABLE_MARK = "?"  # after a speed-up whose cell or eager baseline was timed on a busy machine
+UNRELIABLE_NOTE = (f"`{UNRELIABLE_MARK}` after a speed-up: the cell's or its eager fp32 baseline's own run judged its "
+                   "timing unreliable (other processes busy, or a spread too wide: `latency.reliability` in the cell's "
+                   "summary.json). The two are timed in separate processes at different moments, so such a ratio "
+                   "is not a measurement to quote; rerun those cells on an idle machine, or compare runtimes with "
+                   "`accelport bench`, which times them in alternating rounds in one process.")
 _SHORT = {"passed": "pass", "failed": "FAIL", "unsupported": "n/a", "crashed": "CRASH", "timed_out": "TIMEOUT"}
 
 
@@ -40,7 +47,7 @@ def cell_text(row: ZooRow | None, reason_chars: int = 0) -> str:
         return ""
     text = _SHORT[row.status]
     if row.status in ("passed", "failed") and row.speedup_vs_eager:
-        text += f" {row.speedup_vs_eager:.2f}x"
+        text += f" {row.speedup_vs_eager:.2f}x" + (UNRELIABLE_MARK if row.speedup_reliable is False else "")
     reason = row.reason or ""
     if reason_chars and row.status != "passed" and reason:
         text += "\n" + (reason if len(reason) <= reason_chars else reason[: reason_chars - 1] + "…")
@@ -58,6 +65,8 @@ def render_markdown(document: ZooDocument, with_pick: bool = True) -> str:
              "", "| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     lines += [f"| {m} | " + " | ".join(cell_text(by_cell.get((m, c))) for c in columns) + " |"
               for m in document.models]
+    if any(r.speedup_reliable is False for r in rows):
+        lines += ["", UNRELIABLE_NOTE]
     unexplained = [r for r in rows if r.status != "passed"]
     if unexplained:
         lines += ["", "## Cells that did not pass", "", "| model | runtime/dtype | status | reason |",
@@ -75,7 +84,8 @@ def render_pick(document: ZooDocument) -> str:
         if best is None:
             lines.append(f"| {entry.model} | none passed | | | |")
         else:
-            speedup = f"{best.speedup_vs_eager:.2f}x" if best.speedup_vs_eager else ""
+            speedup = (f"{best.speedup_vs_eager:.2f}x" + (UNRELIABLE_MARK if best.speedup_reliable is False else "")
+                       if best.speedup_vs_eager else "")
             lines.append(f"| {entry.model} | {best.runtime} | {best.dtype} | {best.latency_ms:.3f} | {speedup} |")
     return "\n".join(lines)
 
