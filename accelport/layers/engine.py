@@ -50,9 +50,9 @@ def survey(reference: nn.Module, batch: torch.Tensor, watched: dict[str, nn.Modu
     def after(name: str, module: nn.Module, args: Any, output: Any) -> None:
         calls[name] += 1
         if isinstance(module, _NORMS) and args and isinstance(args[0], torch.Tensor):
-            source, alive = produced_by.get(id(args[0]), (None, None))
-            if source is not None and alive is not None and alive() is args[0]:
-                folds[source] = name
+            entry = produced_by.get(id(args[0]))
+            if entry is not None and entry[1]() is args[0]:
+                folds[entry[0]] = name
         if isinstance(module, _FOLDABLE) and isinstance(output, torch.Tensor):
             produced_by[id(output)] = (name, weakref.ref(output))
 
