@@ -221,7 +221,10 @@ def test_openvino_layers_name_the_faulty_module(dtype, convnext_files, two_image
         assert data["target"]["compute_layers"]["int8"] > 0  # NNCF's model, read back
         assert data["structural"]["first_divergent"]["chained"]["module"] == fc2
         assert rows[fc2]["chained"]["worst_sample_rel_l2"] > 1.25 * before[-1]["chained"]["worst_sample_rel_l2"]
-    assert "first divergent module" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "first divergent module" in printed
+    if dtype == "int8":  # no single int8 module crossed a limit: the count says how many had a tensor at all
+        assert f"no divergent module ({len(compared)} of {len(rows)} modules compared, all within" in printed
 
 
 def test_openvino_layers_refuse_isolated_mode_and_other_engines_refuse_int8(capsys):

@@ -194,8 +194,9 @@ def test_a_timing_on_an_idle_machine_raises_no_load_alarm(tmp_path, two_images):
           str(tmp_path)])
     latency = json.loads((tmp_path / "summary.json").read_text())["latency"]
     reliability, window = latency["reliability"], latency["load"]["compute"]
-    if window["foreign_busy_cores"] > 0.1 and window["busiest_others"]:
-        pytest.skip(f"another process became busy during the timing: {window['busiest_others']}")
+    busy = [w for w in latency["load"].values() if w and w["foreign_busy_cores"] > 0.1 and w["busiest_others"]]
+    if busy:  # any timed window (compute or with copies): the other_processes rule reads them all
+        pytest.skip(f"another process became busy during the timing: {busy[0]['busiest_others']}")
     assert window["cpu_count"] >= 1 and window["own_busy_cores"] > 0.3  # the timing's work is its own
     assert "other_processes" not in codes(reliability), reliability
     # The hypervisor may take time from a cloud VM at any moment (seen: 6.1 % on a CI runner); when it does, the

@@ -127,7 +127,8 @@ def describe_first_divergent(result: LayersResult) -> list[str]:
             where = "" if growth is None else (
                 f"; no single module crosses a limit, the error grows fastest at {growth['module']} "
                 f"({growth['type']}, row {growth['index']}: worst-image rel L2 {growth['worst_sample_rel_l2']:.3g})")
-            lines.append(f"{mode:<9} no divergent module ({total} modules within the criteria){where}")
+            lines.append(f"{mode:<9} no divergent module ({comparison.within_text(mode)}, all within the "
+                         f"criteria){where}")
         else:
             lines.append(f"{mode:<9} first divergent module: {first.row.key} ({first.row.module_type}, row "
                          f"{first.index} of {total}): {first.reason}")

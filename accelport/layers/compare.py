@@ -114,6 +114,15 @@ class LayerComparison:
             running = max(running, stats.worst_rel_l2)
         return best
 
+    def compared(self, mode: str) -> int:
+        """Rows with metrics in ``mode``: every row on eager; on an engine, those it has a tensor for."""
+        return sum(1 for row in self.rows if row.stats.get(mode) is not None)
+
+    def within_text(self, mode: str) -> str:
+        """"124 modules" or "122 of 124 modules compared" (the others' rows say why they have no tensor)."""
+        total, compared = len(self.rows), self.compared(mode)
+        return f"{total} modules" if compared == total else f"{compared} of {total} modules compared"
+
     @property
     def diverged(self) -> bool:
         return any(self.first_divergent(mode) is not None for mode in self.modes)

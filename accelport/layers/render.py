@@ -81,9 +81,10 @@ def render_csv(doc: LayersDocument) -> str:
     return out.getvalue()
 
 
-def _first_line(mode: str, first: Divergence | None, total: int) -> str:
+def _first_line(mode: str, first: Divergence | None, comparison: LayerComparison) -> str:
+    total = len(comparison.rows)
     if first is None:
-        return f"| {mode} | none | | | all {total} modules within the criteria |"
+        return f"| {mode} | none | | | {comparison.within_text(mode)}, all within the criteria |"
     return (f"| {mode} | `{first.row.key}` | {first.row.module_type} | {first.index} of {total} | "
             f"{first.reason} |")
 
@@ -148,7 +149,7 @@ def _module_lines(doc: LayersDocument) -> list[str]:
 def render_markdown(doc: LayersDocument) -> str:
     """layers.md: the layer report that report.md links to."""
     target, reference, model = doc.header.target or {}, doc.header.reference or {}, doc.header.model
-    comparison, total = doc.comparison, len(doc.comparison.rows)
+    comparison = doc.comparison
     lines = [
         f"# Layer-by-layer comparison: {model['name']} on {target['device']}",
         "",
@@ -165,7 +166,7 @@ def render_markdown(doc: LayersDocument) -> str:
         "",
         "| mode | module | type | row | why |",
         "|---|---|---|---|---|",
-        *(_first_line(mode, first_divergence(comparison, mode), total) for mode in comparison.modes),
+        *(_first_line(mode, first_divergence(comparison, mode), comparison) for mode in comparison.modes),
         "",
         f"Rule: {DIVERGENCE_RULE}",
         "",
