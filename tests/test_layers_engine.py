@@ -220,6 +220,7 @@ def test_openvino_layers_name_the_faulty_module(dtype, convnext_files, two_image
         # the int8 program's error jumps at it (quantisation noise alone grows by less than a quarter per row)
         assert data["target"]["compute_layers"]["int8"] > 0  # NNCF's model, read back
         assert data["structural"]["first_divergent"]["chained"]["module"] == fc2
+        assert f"| chained, strict fp32 pass (fp32 criteria) | `{fc2}` |" in (out / "layers.md").read_text()
         assert rows[fc2]["chained"]["worst_sample_rel_l2"] > 1.25 * before[-1]["chained"]["worst_sample_rel_l2"]
     printed = capsys.readouterr().out
     assert "first divergent module" in printed

@@ -146,6 +146,15 @@ def _module_lines(doc: LayersDocument) -> list[str]:
     return lines
 
 
+def _structural_lines(structural: LayerComparison | None) -> list[str]:
+    """The strict fp32 pass of a half-precision or int8 target, judged by fp32 criteria: where a fault shows when
+    the target precision's own rounding hides it."""
+    if structural is None:
+        return []
+    return [_first_line(f"{mode}, strict fp32 pass (fp32 criteria)", first_divergence(structural, mode), structural)
+            for mode in structural.modes]
+
+
 def render_markdown(doc: LayersDocument) -> str:
     """layers.md: the layer report that report.md links to."""
     target, reference, model = doc.header.target or {}, doc.header.reference or {}, doc.header.model
@@ -167,6 +176,7 @@ def render_markdown(doc: LayersDocument) -> str:
         "| mode | module | type | row | why |",
         "|---|---|---|---|---|",
         *(_first_line(mode, first_divergence(comparison, mode), comparison) for mode in comparison.modes),
+        *_structural_lines(doc.structural),
         "",
         f"Rule: {DIVERGENCE_RULE}",
         "",
