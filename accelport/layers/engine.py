@@ -80,15 +80,14 @@ class EngineTensors:
             if convolution in taps:  # its tensor holds the norm's output; a BatchNormAct2d may have its own (act)
                 place = taps[convolution]
                 taps.setdefault(norm, place)
-                for name in [name for name, tap in taps.items()
-                             if (tap.operation, tap.port) == (place.operation, place.port) and name != norm]:
+                for name in [name for name, tap in taps.items() if tap == place and name != norm]:
                     del taps[name]  # the convolution and any container it ends (its output is the norm's input)
                     self.unexposed[name] = f"folded into {norm} by the conversion: no tensor of its own"
         for name in candidates:
             if name not in taps:
                 self.unexposed.setdefault(name, "no tensor of the engine's graph is this module's output (fused, "
                                                 "renamed or left unnamed by the conversion)")
-        self.places = {name: (tap.operation, tap.port) for name, tap in taps.items()}
+        self.places = taps
 
     def reason(self, name: str) -> str:
         return self.unexposed.get(name, "no tensor of the engine's graph is this module's output")

@@ -16,7 +16,6 @@ share names), and one whose engine tensor has another number of elements than it
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 _SKIPPED_TYPES = {"Constant", "Parameter", "Result"}
@@ -55,21 +54,15 @@ def _owned_by(owner: str, module: str) -> bool:
     return owner == module or owner.startswith(module + ".")
 
 
-@dataclass(frozen=True)
-class ModuleTap:
-    """Where a module's output is in the engine's graph: the operation and its output port."""
-
-    module: str
-    operation: str
-    port: int
+Place = tuple[str, int]  # where a tensor is in the engine's graph: an operation's friendly name and its output port
 
 
-def find_module_outputs(ov_model: Any, modules: Iterable[str]) -> dict[str, ModuleTap]:
+def find_module_outputs(ov_model: Any, modules: Iterable[str]) -> dict[str, Place]:
     """For each of ``modules`` (torch module paths) that the graph names, the output that leaves the module last."""
     wanted = set(modules)
     operations = [op for op in ov_model.get_ordered_ops() if op.get_type_name() not in _SKIPPED_TYPES]
     owner = {op.get_friendly_name(): module_of(op.get_friendly_name(), wanted) for op in operations}
-    taps: dict[str, ModuleTap] = {}
+    taps: dict[str, Place] = {}
     for op in operations:  # graph order: a later boundary output of the same module replaces an earlier one
         name = op.get_friendly_name()
         own = owner[name]
@@ -79,7 +72,7 @@ def find_module_outputs(ov_model: Any, modules: Iterable[str]) -> dict[str, Modu
             readers = [target.get_node() for target in output.get_target_inputs()]
             for module in _enclosing(own):
                 if any(_read_outside(reader, module, owner) for reader in readers):
-                    taps[module] = ModuleTap(module, name, port)
+                    taps[module] = (name, port)
     return taps
 
 

@@ -41,6 +41,11 @@ _FROM_OV = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 _CAPABILITY = {"bf16": "BF16", "fp16": "FP16", "int8": "INT8"}
 
 
+def _float_precision(compiled: Any) -> str:
+    """The float precision a compiled model really computes in, read back (fp32, bf16, fp16 or "unknown")."""
+    return _FROM_OV.get(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(), "unknown")
+
+
 @functools.lru_cache(maxsize=1)
 def shared_core() -> ov.Core:
     """One OpenVINO Core for the whole process, never destroyed.
@@ -167,7 +172,7 @@ class OpenVinoRunner(Runner):
         model = self._core.read_model(str(onnx_path))
         model.reshape(list(part_shape))
         compiled = self._core.compile_model(model, "CPU", self._config)
-        effective = _FROM_OV.get(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(), "unknown")
+        effective = _float_precision(compiled)
         if self.dtype == "int8":
             effective = self._check_int8(compiled, effective)
         if effective != self.dtype:
@@ -208,7 +213,7 @@ class OpenVinoRunner(Runner):
         config = {**self._config, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         config.pop("CACHE_DIR")  # a one-off program: no blob in the cache
         compiled = self._core.compile_model(model, "CPU", config)
-        effective = _FROM_OV.get(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(), "unknown")
+        effective = _float_precision(compiled)
         expected = "fp32" if self.dtype == "int8" else self.dtype
         if effective != expected:
             raise RuntimeUnavailableError(f"--runtime openvino --dtype {self.dtype}: OpenVINO compiled the tapped "
