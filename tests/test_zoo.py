@@ -63,7 +63,8 @@ def test_a_sweep_writes_every_cell_with_a_verdict_and_the_speedup_over_eager(uni
     assert rows[1]["speedup_reliable"] is (rows[0]["timing_reliable"] and rows[1]["timing_reliable"])
     assert all(r["export_route"] == "torchscript" for r in rows if r["runtime"] == "onnxruntime")
     assert {p.name for p in uninterrupted.iterdir()} >= {"zoo.json", "zoo.csv", "zoo.md", "zoo.journal.jsonl"}
-    assert "| test_resnet | pass 1.00x | pass " in (uninterrupted / "zoo.md").read_text()
+    mark = "" if rows[0]["timing_reliable"] else "?"  # a busy CI box: the cell's own verdict marks its speed-up
+    assert f"| test_resnet | pass 1.00x{mark} | pass " in (uninterrupted / "zoo.md").read_text()
     assert not list(uninterrupted.glob(".*.tmp"))  # everything written atomically, nothing left behind
 
 
