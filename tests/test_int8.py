@@ -129,6 +129,41 @@ def test_calibration_with_a_float_dtype_is_a_usage_error(tmp_path, capsys):
     assert code == 2 and "--calibration" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("make, culprit, loads_model", [
+    (lambda root: root / "missing", "--calibration {root}/missing: no such file", False),
+    (lambda root: (root / "empty").mkdir() or root / "empty", "--calibration {root}/empty: no image files", False),
+    (lambda root: (root / "x.jpg").write_text("not an image") and root / "x.jpg", "{root}/x.jpg: not a readable", True),
+])
+def test_bad_calibration_is_one_error_naming_it_not_every_export_route(tmp_path, capsys, monkeypatch, make,
+                                                                       culprit, loads_model):
+    """A missing or empty --calibration is refused before the model is loaded; an unreadable image as soon as the
+    quantiser reads it, as itself (it once came out as "no route works", after exporting on three routes)."""
+    import accelport.job.context
+
+    if not _installed(*ENGINES["onnxruntime"]):
+        pytest.skip("needs onnxruntime")
+    if not loads_model:
+        monkeypatch.setattr(accelport.job.context, "load_model", lambda *a, **k: pytest.fail("model was loaded"))
+    code = main(["run", "--model", MODEL, "--device", "cpu", "--runtime", "onnxruntime", "--dtype", "int8",
+                 "--calibration", str(make(tmp_path)), "--out-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and culprit.format(root=tmp_path) in err and "route" not in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_an_int8_failure_with_an_intact_port_names_the_quantiser_and_the_random_init(tmp_path, two_images):
+    """No --weights (random init) and criteria no int8 engine meets: the fp32 proof passes, so the log reads the
+    failure as int8's own error, says how many images calibrated it and that random-init ranges prove little."""
+    if not _installed(*ENGINES["onnxruntime"]):
+        pytest.skip("needs onnxruntime")
+    result = accelport.run(model=MODEL, device="cpu", runtime="onnxruntime", dtype="int8", images=tuple(two_images),
+                           calibration=(str(DEFAULT_SAMPLES_DIR / "astronaut.jpg"),), iters=1, warmup=0,
+                           criteria=(("max_rel_l2", "1e-9"),), out_dir=str(tmp_path))
+    log = (tmp_path / "accuracy_compare.log").read_text()
+    assert not result.passed and result.summary["structural_proof"]["status"] == "passed"
+    assert "int8's own error (the quantiser and its calibration (1 calibration image(s)); with RANDOM-INIT" in log
+
+
 @pytest.mark.parametrize("runtime", ["eager", "compile", "onnxruntime"])
 def test_layers_refuses_int8_except_on_openvino_and_says_what_to_do(tmp_path, capsys, runtime):
     code = main(["layers", "--model", MODEL, "--device", "cpu", "--runtime", runtime, "--dtype", "int8",
@@ -338,6 +373,30 @@ def test_pt2e_quantises_conv_and_linear_with_the_x86_inductor_quantizer(float_re
     assert got.dtype == float_remainder  # the linear's output: float work in the remainder's dtype
     error = float((got.float() - expected).norm() / expected.norm())
     assert 0 < error < 0.15  # int8 arithmetic, within the int8 criteria's max_rel_l2
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-5])
+def test_pt2e_warns_when_calibrated_activations_fall_under_the_quantizers_smallest_scale(scale, caplog):
+    """Activations ~1e-5 (what random init makes of efficientnet_b0's deep layers) hit the X86 quantizer's scale
+    floor (2^-12) and round to zero: the int8 run then fails for a reason the log must name. Normal ranges: silent."""
+    if not _installed("torchao"):
+        pytest.skip("needs torchao (the PT2E flow left torch 2.14)")
+    from accelport.runners.quantize import Calibration, export_pt2e_int8
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, bias=False), torch.nn.ReLU(),
+                                 torch.nn.Conv2d(8, 8, 3, bias=False)).eval()  # no bias: the output scales too
+    images = scale * torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    with caplog.at_level("WARNING", logger="accelport.runners.quantize"):
+        program = export_pt2e_int8(module, torch.zeros(1, 3, 12, 12), Calibration("t", ("a", "b"), images, "x"))
+    warned = [r.getMessage() for r in caplog.records if "smallest scale" in r.getMessage()]
+    assert bool(warned) is (scale < 1)
+    with torch.no_grad():
+        expected, got = module(images[:1]), program.module()(images[:1])
+    error = float((got - expected).norm() / expected.norm())
+    assert (error > 0.5) is (scale < 1)  # what the warning is about: the small activations are lost
+    if warned:
+        assert warned[0].startswith("int8 (PT2E): 2 of 2 activation quantisers")  # both convolutions' inputs
 
 
 def test_compile_int8_without_torchao_is_unavailable_saying_what_to_install(monkeypatch):

@@ -208,6 +208,23 @@ def test_routes_are_tried_in_order_and_every_failure_is_named():
         first_working_route([("first", broken("a")), ("second", broken("b"))], "test")
 
 
+def test_a_user_input_error_in_a_route_ends_the_search_as_itself():
+    """An unreadable --calibration image is not the exporter's fault: it must not be retried on every route
+    (each one exporting the model again) nor come out as "no route works"."""
+    from accelport.errors import InputError
+    from accelport.runners.routes import first_working_route
+
+    tried = []
+
+    def bad_calibration():
+        tried.append("first")
+        raise InputError("--calibration: x.jpg: not a readable image")
+
+    with pytest.raises(InputError, match=r"^--calibration: x.jpg"):
+        first_working_route([("first", bad_calibration), ("second", lambda: tried.append("second"))], "test")
+    assert tried == ["first"]
+
+
 @pytest.mark.zoo_full
 def test_compile_falls_back_to_torch_compile_when_torch_export_cannot_take_the_model(monkeypatch, tmp_path):
     def refuse(*_args, **_kwargs):

@@ -61,6 +61,21 @@ def test_weight_faults_fail_bf16_through_the_structural_proof(tmp_path, weights_
     assert summary["status"] == "failed" and summary["target_weights"]["path"].endswith(f"{fault}.safetensors")
 
 
+@pytest.mark.parametrize("target", ["clean", "noisy"])
+def test_a_precision_failure_with_an_intact_port_is_read_as_the_precisions_own_error(tmp_path, weights_files,
+                                                                                     two_images, target):
+    """Criteria too tight for bf16 fail a clean port; the log then says the weights arrived intact (the structural
+    proof passed), so the user looks at the precision, not the conversion. A faulty port gets no such reading."""
+    result = _run(tmp_path, weights_files, target, "bf16", two_images[:1], criteria=(("max_rel_l2", "1e-9"),))
+    log = (tmp_path / f"{target}-bf16" / "accuracy_compare.log").read_text()
+    assert not result.passed
+    assert ("weights and layout arrived intact" in log) == (target == "clean")
+    assert "bf16 rounding" in log or target == "noisy"
+    assert "RANDOM-INIT" not in log  # real (seeded) checkpoint files: no random-init caveat
+    report = (tmp_path / f"{target}-bf16" / "report.md").read_text()
+    assert ("weights and layout arrived intact" in report) == (target == "clean")
+
+
 def test_skipping_the_structural_proof_is_said_plainly(tmp_path, weights_files, two_images):
     result = _run(tmp_path, weights_files, "clean", "bf16", two_images[:1], structural_proof=False)
     assert result.summary["structural_proof"]["status"] == "skipped"

@@ -93,6 +93,10 @@ class Target:
             OPTIONS[name].check(value)
         if self.option("calibration") and self.dtype not in QUANTIZED_DTYPES:
             raise UsageError(f"--calibration applies to a quantised --dtype ({', '.join(QUANTIZED_DTYPES)}) only")
+        if self.option("calibration"):  # a missing path or an empty folder: said now, not after the model's export
+            from ..runners.quantize import discover_calibration
+
+            discover_calibration(self.option("calibration"))
 
 
 _SPEC_FIELDS = frozenset(f.name for f in fields(JobSpec))

@@ -89,6 +89,8 @@ def _proof_lines(summary: RunSummary) -> list[str]:
             if not c.passed:
                 lines.append(f"  FAIL  {c.name}: {_fmt(c.value)} {c.op} {_fmt(c.threshold)}"
                              + (f" ({c.detail})" if c.detail else ""))
+        if proof.status == "passed" and not summary.parity.passed:
+            lines.append(_own_error_reading(summary))
     parity = summary.parity
     if parity.baseline is not None:
         worst = max(parity.samples, key=lambda s: s.baseline_l2_ratio or 0.0)  # a float with a baseline
@@ -97,6 +99,20 @@ def _proof_lines(summary: RunSummary) -> list[str]:
                      f"{_fmt(worst.baseline_l2_ratio)}; elements outside {BASELINE_RTOL:g}: target "
                      f"{_fmt(worst.outside_share)} vs baseline {_fmt(worst.baseline_outside_share)}")
     return lines
+
+
+def _own_error_reading(summary: RunSummary) -> str:
+    """Why a run can fail while its structural proof passes: the precision's own error, not the port."""
+    precision = summary.criteria.precision
+    causes = "the quantiser and its calibration" if precision == "int8" else f"{precision} rounding"
+    calibrated = (summary.header.target or {}).get("calibration_images")
+    if precision == "int8" and calibrated:
+        causes += f" ({calibrated} calibration image(s))"
+    if summary.weights.source == "random-init":
+        causes += ("; with RANDOM-INIT weights, whose activation ranges are unlike a trained model's, this error "
+                   "says little about the real checkpoint: rerun with --weights")
+    return (f"reading: the same target in strict fp32 passes, so the weights and layout arrived intact; the failing "
+            f"checks measure {precision}'s own error ({causes})")
 
 
 def _agreement_word(match: bool | None, near_tie: bool | None, mismatch: str) -> str:

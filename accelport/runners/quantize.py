@@ -333,10 +333,33 @@ def export_pt2e_int8(module: torch.nn.Module, example: torch.Tensor, calibration
             chunk = calibration.images[start:start + size]
             prepared(chunk.repeat(-(-size // len(chunk)), 1, 1, 1)[:size].to(example.dtype).contiguous(
                 memory_format=memory_format))
+        _warn_of_scales_at_floor(prepared)
         converted = convert_pt2e(prepared)
         if float_remainder != torch.float32:
             converted = UnderAutocast(converted, "cpu", float_remainder)
         return torch.export.export(converted, (example,))
+
+
+def _warn_of_scales_at_floor(prepared: torch.nn.Module) -> tuple[int, int]:
+    """Count the per-tensor activation observers whose calibrated scale is the quantizer's floor (``eps``: 2^-12
+    for the X86 Inductor quantizer), and warn when there are any: values below about half that floor round to
+    zero, so the int8 error can be large for a reason the user would not guess (random-init weights shrink a
+    network's activations layer by layer, e.g. efficientnet_b0's to ~1e-5). Returns (at floor, observers)."""
+    at_floor = observers = 0
+    for observer in prepared.modules():
+        eps, min_val = getattr(observer, "eps", None), getattr(observer, "min_val", None)
+        if not (hasattr(observer, "calculate_qparams") and isinstance(eps, torch.Tensor)
+                and isinstance(min_val, torch.Tensor) and min_val.numel() == 1):
+            continue  # per-channel weight observers and anything else
+        observers += 1
+        scale, _ = observer.calculate_qparams()  # type: ignore[operator]  # an observer module's method
+        at_floor += int(float(scale.max()) <= float(eps) * (1 + 1e-6))
+    if at_floor:
+        _logger.warning("int8 (PT2E): %d of %d activation quantisers calibrated a range too small for the X86 "
+                        "Inductor quantizer's smallest scale (2^-12): their scale is clamped, so values under ~1e-4 "
+                        "round to zero and the int8 error can be large (random-init weights often shrink "
+                        "activations this far; a trained checkpoint rarely does)", at_floor, observers)
+    return at_floor, observers
 
 
 PT2E_QUANTIZER = "torchao.quantization.pt2e X86InductorQuantizer"

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from ..errors import RuntimeUnavailableError
+from ..errors import InputError, OutputError, RuntimeUnavailableError, UsageError
 
 _logger = logging.getLogger(__name__)
 
@@ -42,12 +42,16 @@ def first_working_route(routes: Sequence[tuple[str, Callable[[], T]]], what: str
     """Call each ``(name, attempt)`` in order; the first that returns wins. None works: one error naming each.
 
     Any exception counts as "this route cannot take the model" (exporters raise everything from TypeError to
-    their own types); the reasons are kept so the final error, or the summary, says what each route hit.
+    their own types); the reasons are kept so the final error, or the summary, says what each route hit. The
+    user's own input errors (an unreadable ``--calibration`` image) are no route's fault: they end the search at
+    once, as themselves, instead of being retried on every route and reported as "no route works".
     """
     failed: list[dict[str, str]] = []
     for name, attempt in routes:
         try:
             value = attempt()
+        except (InputError, UsageError, OutputError):
+            raise
         except Exception as exc:  # noqa: BLE001 - an exporter's failure, whatever its type, means "next route"
             _logger.info("%s: route %s failed: %s", what, name, first_line(exc))
             failed.append({"route": name, "reason": first_line(exc)})
