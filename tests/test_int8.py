@@ -201,6 +201,25 @@ def int8_bench(tmp_path_factory, weights_files, two_images):
     return code, out, json.loads((out / "bench.json").read_text())
 
 
+def test_bench_with_an_unreadable_calibration_image_keeps_its_rows_and_names_the_file(tmp_path, two_images,
+                                                                                       capsys):
+    """The image is found unreadable only when the quantiser loads it: that int8 row says so (no traceback),
+    the eager fp32 baseline row of the same sweep is kept (and, passing, makes the exit 0: bench's documented
+    rule is "some configuration passed at every batch size")."""
+    if not _installed(*ENGINES["onnxruntime"]):
+        pytest.skip("needs onnxruntime, onnx")
+    (tmp_path / "bad.jpg").write_text("not an image")
+    code = main(["bench", "--model", MODEL, "--device", "cpu", "--runtimes", "onnxruntime", "--dtypes", "int8",
+                 "--batch-sizes", "1", "--images", *two_images, "--calibration", str(tmp_path / "bad.jpg"),
+                 "--no-peers", "--out-dir", str(tmp_path / "out"), *FAST_BENCH])
+    err = capsys.readouterr().err
+    rows = {r["label"]: r for r in json.loads((tmp_path / "out" / "bench.json").read_text())["rows"]}
+    assert code == 0 and "Traceback" not in err and f"{tmp_path / 'bad.jpg'}: not a readable image" in err
+    assert rows["onnxruntime int8"]["status"] == "error" and "bad.jpg: not a readable" in rows["onnxruntime int8"][
+        "reason"]
+    assert rows["eager fp32"]["status"] == "ok"  # the baseline row of the same sweep, kept
+
+
 def test_bench_int8_point_is_quantised_calibrated_and_proved(int8_bench):
     code, _, document = int8_bench
     rows = {r["label"]: r for r in document["rows"]}

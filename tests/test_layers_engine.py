@@ -18,6 +18,7 @@ from accelport.cli import main
 from accelport.layers.capture import MODEL_ROW, watched_modules
 from accelport.layers.engine import EngineTensors, survey
 from accelport.layers.engine_taps import module_of
+from accelport.preprocess import DEFAULT_SAMPLES_DIR
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="needs openvino")
 
@@ -202,10 +203,12 @@ def test_openvino_layers_name_the_faulty_module(dtype, convnext_files, two_image
     divergent module; int8: the strict fp32 pass names it, the int8 rows jump there)."""
     files, fc2 = convnext_files
     out = tmp_path / dtype
+    calibration = [str(DEFAULT_SAMPLES_DIR / name) for name in ("astronaut.jpg", "coffee.jpg")] * (dtype == "int8")
     rc = main(["layers", "--model", "test_convnext2", "--device", "cpu", "--runtime", "openvino", "--dtype", dtype,
                "--weights", str(files["clean"]), "--target-weights", str(files["noisy"]), "--images", *two_images,
-               "--out-dir", str(out), "-q"])
+               *(["--calibration", *calibration] if calibration else []), "--out-dir", str(out), "-q"])
     data = json.loads((out / "layers.json").read_text())
+    assert data["target"].get("calibration", []) == calibration  # the same images as the run being localised
     assert rc == 1 and data["modes"] == ["chained"] and data["target"]["runtime"] == "openvino"
     rows = {row["module"]: row for row in data["modules"]}
     compared = [row for row in data["modules"] if row["chained"]]

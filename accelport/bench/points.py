@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..criteria import Criteria
-from ..errors import RuntimeUnavailableError
+from ..errors import AccelportError, RuntimeUnavailableError
 from ..latency import LatencyStats, make_batch, time_calls
 from ..machine_load import LoadMonitor
 from ..parity import compare_outputs
@@ -183,6 +183,9 @@ def first_round_safely(runner: Runner, config: Any, batch_size: int, *args: Any,
         return first_round(runner, config, batch_size, *args, proof=proof)
     except RuntimeUnavailableError as exc:
         return failed_row(config, batch_size, "unsupported", str(exc))
+    except AccelportError as exc:  # the user's input (an unreadable --calibration image): said, no traceback
+        _logger.error("%s batch %d failed: %s", config.label, batch_size, exc)
+        return failed_row(config, batch_size, "error", f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # a crash of one engine must not lose the rest of the table
         _logger.exception("%s batch %d failed", config.label, batch_size)
         return failed_row(config, batch_size, "error", f"{type(exc).__name__}: {exc}")

@@ -31,9 +31,12 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
                       help="images per batch; metrics are accumulated over batches, so the result does not depend "
                            "on it, only the memory does (default: %(default)s)")
 
-    arguments.add_target_arguments(parser.add_argument_group("target"),
+    target = parser.add_argument_group("target")
+    arguments.add_target_arguments(target,
                          runtime_help="how the target runs the model: eager or openvino (module outputs read from "
                                       "the engine's own graph, chained mode) (default: %(default)s)")
+    arguments.add_calibration_argument(target, "--dtype int8 (openvino): images NNCF calibrates on; give the run "
+                                               "being localised the same ones (default: the bundled samples)")
 
     judge = parser.add_argument_group("comparison")
     judge.add_argument("--mode", default=None, choices=("both", "chained", "isolated"),
