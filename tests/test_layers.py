@@ -198,9 +198,10 @@ def test_mismatching_target_checkpoint_is_exit_2_naming_the_file(tmp_path, seede
     assert not (tmp_path / "out").exists()
 
 
-def test_non_pytorch_runtimes_are_refused_with_the_reason(capsys):
-    with pytest.raises(RuntimeUnavailableError, match="supports PyTorch eager and OpenVINO targets"):
-        validate(LayersConfig.of(runtime="onnxruntime"))
+def test_runtimes_without_module_outputs_are_refused_with_the_reason(capsys):
+    with pytest.raises(RuntimeUnavailableError, match="supports PyTorch eager, OpenVINO and ONNX Runtime targets"):
+        validate(LayersConfig.of(runtime="compile"))
+    validate(LayersConfig.of(runtime="onnxruntime"))  # its graph keeps module names (tests/test_layers_engine.py)
     assert main(["layers", "--runtime", "compile", "--device", "cpu"]) == 2
     assert "--runtime compile" in capsys.readouterr().err
 

@@ -1,5 +1,6 @@
-"""accelport layers on OpenVINO: the engine's tensors found by name are the modules' outputs (checked against torch,
-not against accelport), folded BatchNorms get the tensor, and a weight fault is named on fp32, bf16 and int8."""
+"""accelport layers on OpenVINO and ONNX Runtime: the engine's tensors found by name are the modules' outputs (checked
+against torch, not against accelport), folded BatchNorms get the tensor, and a weight fault is named on fp32 and
+int8."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from accelport.layers.capture import MODEL_ROW, watched_modules
 from accelport.layers.engine import EngineTensors, survey
 from accelport.layers.engine_taps import module_of
 from accelport.preprocess import DEFAULT_SAMPLES_DIR
+from accelport.runners.graph_ops import openvino_ops
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="needs openvino")
 
@@ -95,10 +97,25 @@ def _engine_values(ov_model, places, example):
     return {key: torch.from_numpy(by_place[place].copy()) for key, place in places.items()}
 
 
-@pytest.mark.parametrize("model_name, routes", [("convnext", ("onnx",)), ("vit", ("direct",)),
-                                                ("resnet", ("onnx",)), ("efficientnet", ("onnx",)),
-                                                ("conv_bn", ("onnx", "direct"))])
-def test_every_exposed_tensor_is_its_modules_torch_output(model_name, routes, tmp_path):
+def _ort_graph_and_values(model: nn.Module, example: torch.Tensor, tmp_path, exporter: str, monkeypatch):
+    """ONNX Runtime's runner, as `layers` uses it: its graph's operations and a function of places -> values; the
+    export by ``exporter`` (the runner tries TorchScript first, dynamo where TorchScript fails, as for EVA-02)."""
+    import accelport.runners.onnxruntime
+    from accelport.runners import create_runner
+
+    monkeypatch.setattr(accelport.runners.onnxruntime, "cached_exporters_first", lambda *args: [exporter])
+    runner = create_runner("onnxruntime", model, torch.device("cpu"), cache_dir=tmp_path / exporter).prepare()
+    device_input = runner.to_device(example)
+    runner.forward(device_input)
+    return runner.graph_ops(tuple(example.shape)), lambda places: {
+        key: torch.from_numpy(value) for key, value in runner.tensors_at(device_input, places).items()}
+
+
+@pytest.mark.parametrize("model_name, routes", [
+    ("convnext", ("onnx", "onnxruntime:torchscript")), ("vit", ("direct",)),
+    ("resnet", ("onnx", "onnxruntime:torchscript")), ("efficientnet", ("onnx",)),
+    ("conv_bn", ("onnx", "direct", "onnxruntime:torchscript", "onnxruntime:dynamo"))])
+def test_every_exposed_tensor_is_its_modules_torch_output(model_name, routes, tmp_path, monkeypatch):
     """Found by name, each engine tensor equals what torch's module returns (fp32), with either converter's naming
     (the ONNX route is the runner's first); a folded BatchNorm owns the tensor named for its convolution."""
     torch.manual_seed(0)
@@ -124,10 +141,14 @@ def test_every_exposed_tensor_is_its_modules_torch_output(model_name, routes, tm
     for hook in hooks:
         hook.remove()
     for route in routes:
-        ov_model = _ov_model(route, model, example, tmp_path)
-        tensors = EngineTensors(ov_model, calls, folds)
+        if route.startswith("onnxruntime:"):  # the runner's own ONNX file and session
+            ops, values_at = _ort_graph_and_values(model, example, tmp_path, route.partition(":")[2], monkeypatch)
+        else:
+            ov_model = _ov_model(route, model, example, tmp_path)
+            ops, values_at = openvino_ops(ov_model), partial(_engine_values, ov_model, example=example)
+        tensors = EngineTensors(ops, calls, folds)
         assert len(tensors.places) >= len(calls) / (2 if model_name != "conv_bn" else 3), (route, tensors.unexposed)
-        values = _engine_values(ov_model, tensors.places, example)
+        values = values_at(tensors.places)
         for name, value in values.items():
             expected = outputs[name]
             assert value.numel() == expected.numel(), (route, name)
@@ -136,7 +157,8 @@ def test_every_exposed_tensor_is_its_modules_torch_output(model_name, routes, tm
         if model_name == "conv_bn":  # both converters fold the norm: the convolution has no tensor of its own
             assert folds == {"conv": "bn"}
             assert "bn" in tensors.places and "conv" not in tensors.places
-            if route == "onnx":  # the exporter names the folded convolution "/conv/Conv": its tensor goes to bn
+            if route in ("onnx", "onnxruntime:torchscript"):  # the exporter names the folded convolution
+                # "/conv/Conv": its tensor goes to bn
                 assert "folded into bn" in tensors.unexposed["conv"]
 
 
@@ -195,21 +217,24 @@ def convnext_files(tmp_path_factory):
     return files, FAULTY
 
 
-@pytest.mark.parametrize("dtype", [pytest.param("fp32", marks=pytest.mark.zoo_full),  # int8's fp32 pass covers it
-                                   pytest.param("int8", marks=pytest.mark.skipif(
-                                       importlib.util.find_spec("nncf") is None, reason="needs nncf"))])
-def test_openvino_layers_name_the_faulty_module(dtype, convnext_files, two_images, tmp_path, capsys):
-    """End to end: the port's faulty convolution is where the OpenVINO program's error starts (fp32: the first
-    divergent module; int8: the strict fp32 pass names it, the int8 rows jump there)."""
+@pytest.mark.parametrize("runtime, dtype", [
+    pytest.param("openvino", "fp32", marks=pytest.mark.zoo_full),  # int8's strict fp32 pass covers it
+    pytest.param("openvino", "int8", marks=pytest.mark.skipif(importlib.util.find_spec("nncf") is None,
+                                                              reason="needs nncf")),
+    ("onnxruntime", "int8")])
+def test_engine_layers_name_the_faulty_module(runtime, dtype, convnext_files, two_images, tmp_path, capsys):
+    """End to end: the port's faulty convolution is where the engine program's error starts (fp32: the first
+    divergent module; int8, NNCF's or ONNX Runtime's QDQ model: the strict fp32 pass names it, the int8 rows jump
+    there)."""
     files, fc2 = convnext_files
     out = tmp_path / dtype
     calibration = [str(DEFAULT_SAMPLES_DIR / name) for name in ("astronaut.jpg", "coffee.jpg")] * (dtype == "int8")
-    rc = main(["layers", "--model", "test_convnext2", "--device", "cpu", "--runtime", "openvino", "--dtype", dtype,
+    rc = main(["layers", "--model", "test_convnext2", "--device", "cpu", "--runtime", runtime, "--dtype", dtype,
                "--weights", str(files["clean"]), "--target-weights", str(files["noisy"]), "--images", *two_images,
                *(["--calibration", *calibration] if calibration else []), "--out-dir", str(out), "-q"])
     data = json.loads((out / "layers.json").read_text())
     assert data["target"].get("calibration", []) == calibration  # the same images as the run being localised
-    assert rc == 1 and data["modes"] == ["chained"] and data["target"]["runtime"] == "openvino"
+    assert rc == 1 and data["modes"] == ["chained"] and data["target"]["runtime"] == runtime
     rows = {row["module"]: row for row in data["modules"]}
     compared = [row for row in data["modules"] if row["chained"]]
     assert len(compared) >= 0.8 * len(rows)
@@ -221,18 +246,24 @@ def test_openvino_layers_name_the_faulty_module(dtype, convnext_files, two_image
         assert all(not row["chained"]["divergent"] for row in before)
     else:  # 2 % noise is within int8's own rounding here: the strict fp32 pass of the same engine names it, and
         # the int8 program's error jumps at it (quantisation noise alone grows by less than a quarter per row)
-        assert data["target"]["compute_layers"]["int8"] > 0  # NNCF's model, read back
+        if runtime == "openvino":
+            assert data["target"]["compute_layers"]["int8"] > 0  # NNCF's model, read back
+        else:
+            assert data["target"]["quantizer"].startswith("onnxruntime.quantization")  # its QDQ model
         assert data["structural"]["first_divergent"]["chained"]["module"] == fc2
         assert f"| chained, strict fp32 pass (fp32 criteria) | `{fc2}` |" in (out / "layers.md").read_text()
-        assert rows[fc2]["chained"]["worst_sample_rel_l2"] > 1.25 * before[-1]["chained"]["worst_sample_rel_l2"]
+        if runtime == "openvino":  # ONNX Runtime's QDQ noise alone grows 1.33x at stem.1 (measured): its int8 rows
+            # do not single the fault out (1.24x there), the strict fp32 pass above does
+            assert rows[fc2]["chained"]["worst_sample_rel_l2"] > 1.25 * before[-1]["chained"]["worst_sample_rel_l2"]
     printed = capsys.readouterr().out
     assert "first divergent module" in printed
     if dtype == "int8":  # no single int8 module crossed a limit: the count says how many had a tensor at all
         assert f"no divergent module ({len(compared)} of {len(rows)} modules compared, all within" in printed
 
 
-def test_openvino_layers_refuse_isolated_mode_and_other_engines_refuse_int8(capsys):
-    assert main(["layers", "--runtime", "openvino", "--mode", "isolated", "--device", "cpu"]) == 2
-    assert "--mode isolated --runtime openvino" in capsys.readouterr().err
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_engine_layers_refuse_isolated_mode_and_compile_refuses_int8(runtime, capsys):
+    assert main(["layers", "--runtime", runtime, "--mode", "isolated", "--device", "cpu"]) == 2
+    assert f"--mode isolated --runtime {runtime}" in capsys.readouterr().err
     assert main(["layers", "--runtime", "compile", "--dtype", "int8", "--device", "cpu"]) == 2
     assert "--runtime compile" in capsys.readouterr().err

@@ -71,7 +71,7 @@ def test_a_failed_structural_proof_fails_a_run_whose_own_parity_passes(failing_r
 def test_layer_report_is_recorded_only_when_the_layer_comparison_was_asked_for(failing_run):
     document = failing_run[0].document
     assert "layer_report" not in document.to_json() and "Layer-by-layer" not in document.to_markdown()
-    not_run = replace(document, layers_requested=True)  # e.g. an ONNX Runtime target: layers cannot run
+    not_run = replace(document, layers_requested=True)  # e.g. a compile target: layers cannot run
     assert list(not_run.to_json())[-1] == "layer_report" and not_run.to_json()["layer_report"] is None
     assert "Layer-by-layer" not in not_run.to_markdown()
     linked = replace(document, layer_report="layers.md", layers_requested=True)

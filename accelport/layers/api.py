@@ -93,7 +93,7 @@ def _compare_in(job: JobContext, config: LayersConfig, dtype: str, judge_by: Cri
     with create_runner(target.runtime, job.target_model.model, job.device, dtype, target.channels_last,
                        **target.runner_options()) as runner:
         batches = (images[i : i + size] for i in range(0, images.shape[0], size))
-        if target.runtime == "openvino":  # the engine's own tensors at module boundaries (layers/engine.py)
+        if target.runtime != "eager":  # an engine's own tensors at module boundaries (layers/engine.py)
             return compare_engine_layers(job.loaded.model, runner, batches, judge_by, memory), runner.describe()
         cast = TargetCast(job.device, DTYPES[dtype], target.channels_last)
         module: torch.nn.Module = runner.module  # type: ignore[attr-defined]  # eager (config.validate)

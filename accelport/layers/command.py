@@ -33,16 +33,18 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
 
     target = parser.add_argument_group("target")
     arguments.add_target_arguments(target,
-                         runtime_help="how the target runs the model: eager or openvino (module outputs read from "
-                                      "the engine's own graph, chained mode) (default: %(default)s)")
-    arguments.add_calibration_argument(target, "--dtype int8 (openvino): images NNCF calibrates on; give the run "
-                                               "being localised the same ones (default: the bundled samples)")
+                                   runtime_help="how the target runs the model: eager, openvino or onnxruntime (module "
+                                                "outputs read from the engine's own graph, chained mode) (default: "
+                                                "%(default)s)")
+    arguments.add_calibration_argument(target, "--dtype int8 (openvino, onnxruntime): images the quantiser calibrates "
+                                               "on; give the run being localised the same ones (default: the bundled "
+                                               "samples)")
 
     judge = parser.add_argument_group("comparison")
     judge.add_argument("--mode", default=None, choices=("both", "chained", "isolated"),
                        help="chained: each side runs its own forward (error accumulates); isolated: each target "
                             "module gets the reference's input (its own error); both (default for eager; "
-                            "openvino has chained only)")
+                            "openvino and onnxruntime have chained only)")
     arguments.add_criterion_argument(judge, "override a threshold of the target precision's criteria; layers uses "
                                      "max_rel_l2 and min_cosine (repeatable)")
     arguments.add_out_dir_argument(parser, "layers.json, layers.csv, layers.md and layers.png go here (default: "

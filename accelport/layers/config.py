@@ -9,8 +9,9 @@ from ..job.spec import FromFlatNames, JobSpec, Target
 from ..runners.base import QUANTIZED_DTYPES
 
 MODES = ("chained", "isolated")
-SUPPORTED_RUNTIMES = ("eager", "openvino")
-ENGINE_MODES = {"eager": MODES, "openvino": ("chained",)}  # a compiled OpenVINO program cannot be fed one module
+SUPPORTED_RUNTIMES = ("eager", "openvino", "onnxruntime")
+# A compiled engine program (OpenVINO, an ONNX Runtime session) cannot be fed the reference's input at one module.
+ENGINE_MODES = {"eager": MODES, "openvino": ("chained",), "onnxruntime": ("chained",)}
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class LayersConfig(FromFlatNames):
 
     spec: JobSpec = field(default_factory=JobSpec)
     target: Target = field(default_factory=Target)
-    modes: tuple[str, ...] | None = None  # None: every mode the runtime has (both for eager, chained for openvino)
+    modes: tuple[str, ...] | None = None  # None: every mode the runtime has (eager: both; the engines: chained)
 
     @property
     def effective_modes(self) -> tuple[str, ...]:
@@ -37,19 +38,20 @@ def validate(config: LayersConfig) -> None:
     runtime = config.target.runtime
     if runtime not in SUPPORTED_RUNTIMES:
         raise RuntimeUnavailableError(
-            f"--runtime {runtime}: `accelport layers` supports PyTorch eager and OpenVINO targets (--runtime eager "
-            "or openvino). A compiled Inductor graph or an ONNX Runtime session runs the model as a whole: its "
+            f"--runtime {runtime}: `accelport layers` supports PyTorch eager, OpenVINO and ONNX Runtime targets "
+            "(--runtime eager, openvino or onnxruntime). A compiled Inductor graph runs the model as a whole: its "
             "intermediate tensors are fused into kernels that do not map back to modules, and hooking the underlying "
             "eager modules would compare a different program. Run `accelport layers --runtime eager` on the same "
-            "device and dtype to localise numeric error, or --runtime openvino; see docs/layers.md.")
+            "device and dtype to localise numeric error, or an engine whose graph keeps module names; see "
+            "docs/layers.md.")
     unsupported = [mode for mode in modes if mode not in ENGINE_MODES[runtime]]
     if unsupported:
         raise RuntimeUnavailableError(
-            f"--mode {unsupported[0]} --runtime {runtime}: an OpenVINO program runs as a whole and cannot be fed the "
-            "reference's input at one module; use --mode chained (its default for openvino)")
-    if config.target.dtype in QUANTIZED_DTYPES and runtime != "openvino":
+            f"--mode {unsupported[0]} --runtime {runtime}: an engine's program runs as a whole and cannot be fed the "
+            f"reference's input at one module; use --mode chained (its default for {runtime})")
+    if config.target.dtype in QUANTIZED_DTYPES and runtime == "eager":
         raise RuntimeUnavailableError(
-            f"--dtype {config.target.dtype} --runtime {runtime}: `accelport layers` compares a quantised target module "
-            "by module on OpenVINO only (--runtime openvino: NNCF's int8 model keeps the module names, so its "
-            "tensors at module boundaries can be read). The int8 compile package fuses each quantize/dequantize "
-            "pair into kernels that keep no module outputs; see docs/int8.md.")
+            f"--dtype {config.target.dtype} --runtime eager: eager has no int8 engine; `accelport layers` compares a "
+            "quantised target module by module on --runtime openvino (NNCF's model) or onnxruntime (its QDQ "
+            "model): both keep the module names, so their tensors at module boundaries can be read; see "
+            "docs/int8.md.")

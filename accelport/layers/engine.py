@@ -1,11 +1,15 @@
-"""Chained mode on an OpenVINO target: the engine's own tensors at module boundaries, against the reference's modules.
+"""Chained mode on an engine target (OpenVINO, ONNX Runtime): the engine's own tensors at module boundaries, against
+the reference's modules.
 
-The target is the OpenVINO runner's program (the same model file: fp32 export or NNCF's int8 model, the same
-precision hint and threads). ``engine_taps`` finds, by the names the converters keep, which of its tensors is each
-module's output; those tensors are added as outputs of a one-off compilation and read for each batch, then the
-reference's forward compares its module outputs with them as eager chained mode does. The ``(model)`` row is the
-runner's own untapped output, the one ``accelport run`` judges. Isolated mode does not exist here: a compiled
-OpenVINO program cannot be fed the reference's input at one module.
+The target is the runner's own program (the same model file: the fp32 export, NNCF's int8 model or ONNX Runtime's
+QDQ model; the same precision, threads and providers). ``engine_taps`` finds, by the names the converters keep,
+which of its tensors is each module's output; those tensors are added as outputs of a one-off compilation (or
+session) and read for each batch, then the reference's forward compares its module outputs with them as eager
+chained mode does. The ``(model)`` row is the runner's own untapped output, the one ``accelport run`` judges.
+Isolated mode does not exist here: a compiled engine program cannot be fed the reference's input at one module.
+
+A runner that takes part gives ``graph_ops(shape)`` (its graph as ``runners.graph_ops.GraphOp`` s) and
+``tensors_at(input, places)`` (the values at those places for one batch).
 
 Conversion folds a BatchNorm into the convolution or linear before it (the ONNX exporter and OpenVINO both do):
 the tensor named for the convolution then holds the BatchNorm's output. Such pairs are found in the reference's
@@ -29,7 +33,7 @@ from torch import nn
 
 from .capture import MODEL_ROW, CallNames, Rows, output_rows, watched_modules
 from .chained import Consumer
-from .engine_taps import find_module_outputs
+from .engine_taps import GraphOp, find_module_outputs
 from .memory import MemoryMonitor
 
 _logger = logging.getLogger(__name__)
@@ -70,9 +74,9 @@ def survey(reference: nn.Module, batch: torch.Tensor, watched: dict[str, nn.Modu
 class EngineTensors:
     """Which engine tensor stands for which module, and why the others have none (``unexposed``)."""
 
-    def __init__(self, ov_model: Any, calls: Counter[str], folds: dict[str, str]) -> None:
+    def __init__(self, ops: list[GraphOp], calls: Counter[str], folds: dict[str, str]) -> None:
         candidates = [name for name, count in calls.items() if count == 1]
-        taps = find_module_outputs(ov_model, candidates)
+        taps = find_module_outputs(ops, candidates)
         self.unexposed: dict[str, str] = {
             name: "called more than once in a forward: the engine's tensors of its calls share one name"
             for name, count in calls.items() if count > 1}
@@ -94,7 +98,7 @@ class EngineTensors:
 
 
 class EngineChained:
-    """Chained comparison of one reference with one OpenVINO runner, batch by batch; the engine's tensors are
+    """Chained comparison of one reference with one engine runner, batch by batch; the engine's tensors are
     mapped to modules on the first batch."""
 
     def __init__(self, reference: nn.Module, runner: Any, memory: MemoryMonitor) -> None:
@@ -110,8 +114,9 @@ class EngineChained:
         model_output = runner.to_host(runner.forward(device_input))  # the runner's own program: run's output
         if self.tensors is None:
             calls, folds = survey(self._reference, batch, self._watched)
-            self.tensors = EngineTensors(runner.graph(tuple(device_input.shape)), calls, folds)
-            _logger.info("layers: OpenVINO exposes %d of %d module outputs", len(self.tensors.places), len(calls))
+            self.tensors = EngineTensors(runner.graph_ops(tuple(device_input.shape)), calls, folds)
+            _logger.info("layers: %s exposes %d of %d module outputs", runner.name, len(self.tensors.places),
+                         len(calls))
         values = runner.tensors_at(device_input, self.tensors.places)
         held = sum(value.nbytes for value in values.values())
         self._memory.hold(held)

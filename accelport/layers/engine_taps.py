@@ -1,9 +1,12 @@
-"""Module outputs inside an OpenVINO model: which tensor of the engine's graph is the output of which torch module.
+"""Module outputs inside an engine's graph: which tensor of an OpenVINO or ONNX model is the output of which module.
 
-OpenVINO keeps the names the converters give: its direct PyTorch conversion names each operation
+OpenVINO and ONNX keep the names the converters give: OpenVINO's direct PyTorch conversion names each operation
 ``__module.<module path>/aten::<op>/...`` and the TorchScript ONNX exporter ``/<scope>/<scope>/.../<Op>``, with an
 indexed child's scope written ``<container>.<index>`` (``/stages/stages.0/blocks/blocks.0/mlp/fc2/Conv``). NNCF's
-quantisation keeps them too, its FakeQuantize nodes named after the operation they follow (``.../fq_output_0``).
+quantisation keeps them too, its FakeQuantize nodes named after the operation they follow (``.../fq_output_0``), and
+so does ONNX Runtime's QDQ quantisation (``/stages/.../Conv_output_0_QuantizeLinear``, ``..._DequantizeLinear``).
+torch's dynamo ONNX exporter names nodes ``node_<op>`` but records each one's module path in its metadata, which
+``runners.graph_ops`` writes as the direct conversion's ``__module.<path>/...`` scope.
 An operation belongs to the innermost module its name spells, and a module's output is its last operation, in the
 graph's order, that an operation of another module (or the model's result) reads: for an int8 model that is the
 FakeQuantize the next module reads, the activation as the engine hands it on. Operations the converter left
@@ -16,9 +19,9 @@ share names), and one whose engine tensor has another number of elements than it
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
-_SKIPPED_TYPES = {"Constant", "Parameter", "Result"}
+from ..runners.graph_ops import RESULT, GraphOp
+
 _DIRECT_PREFIX = "__module."
 
 
@@ -54,25 +57,22 @@ def _owned_by(owner: str, module: str) -> bool:
     return owner == module or owner.startswith(module + ".")
 
 
-Place = tuple[str, int]  # where a tensor is in the engine's graph: an operation's friendly name and its output port
+Place = tuple[str, int]  # where a tensor is in the engine's graph: an operation's name and its output port
 
 
-def find_module_outputs(ov_model: Any, modules: Iterable[str]) -> dict[str, Place]:
+def find_module_outputs(ops: list[GraphOp], modules: Iterable[str]) -> dict[str, Place]:
     """For each of ``modules`` (torch module paths) that the graph names, the output that leaves the module last."""
     wanted = set(modules)
-    operations = [op for op in ov_model.get_ordered_ops() if op.get_type_name() not in _SKIPPED_TYPES]
-    owner = {op.get_friendly_name(): module_of(op.get_friendly_name(), wanted) for op in operations}
+    owner = {op.name: module_of(op.scope or op.name, wanted) for op in ops}
     taps: dict[str, Place] = {}
-    for op in operations:  # graph order: a later boundary output of the same module replaces an earlier one
-        name = op.get_friendly_name()
-        own = owner[name]
+    for op in ops:  # graph order: a later boundary output of the same module replaces an earlier one
+        own = owner[op.name]
         if not own:  # unnamed, or the model's own forward: no module to give it to
             continue
-        for port, output in enumerate(op.outputs()):
-            readers = [target.get_node() for target in output.get_target_inputs()]
+        for port, readers in enumerate(op.readers):
             for module in _enclosing(own):
                 if any(_read_outside(reader, module, owner) for reader in readers):
-                    taps[module] = (name, port)
+                    taps[module] = (op.name, port)
     return taps
 
 
@@ -82,8 +82,8 @@ def _enclosing(module: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
 
 
-def _read_outside(reader: Any, module: str, owner: dict[str, str | None]) -> bool:
-    if reader.get_type_name() == "Result":
+def _read_outside(reader: str | None, module: str, owner: dict[str, str | None]) -> bool:
+    if reader is RESULT:
         return True
-    reader_owner = owner.get(reader.get_friendly_name())
+    reader_owner = owner.get(reader)
     return reader_owner is not None and not _owned_by(reader_owner, module)

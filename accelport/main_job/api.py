@@ -149,7 +149,7 @@ def _localise(job: JobContext, target: Target, stream: ImageStream) -> str | Non
     layers_job = replace(job, images=images, image_paths=list(stream.paths), started=time.time())  # its own clock
     try:
         run_layers(LayersConfig(spec=job.spec, target=target), job=layers_job)
-    except RuntimeUnavailableError as exc:  # e.g. an ONNX Runtime target: say why, keep the run's own result
+    except RuntimeUnavailableError as exc:  # e.g. a compile target: say why, keep the run's own result
         _logger.warning("layer comparison not run: %s", exc)
         return None
     return "layers.md"

@@ -20,6 +20,7 @@ import torch
 
 from ..errors import RuntimeUnavailableError
 from .base import Runner
+from .graph_ops import GraphOp, onnx_ops
 from .onnx_export import INPUT_NAME, cached_exporters_first, export_onnx
 from .quantize import CalibrationSource, quantize_onnx
 from .routes import first_working_route
@@ -54,6 +55,8 @@ class OnnxRuntimeRunner(Runner):
                                           "fp16 kernels for most ops; use fp32 on CPU, fp16 with the CUDA provider")
         self._providers = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])
         self._sessions: dict[tuple[int, ...], ort.InferenceSession] = {}
+        self._model_files: dict[tuple[int, ...], Any] = {}  # per input chw: the ONNX file the session runs
+        self._tapped: dict[tuple[Any, ...], tuple[ort.InferenceSession, list[str]]] = {}
         self._export_info: dict[str, Any] = {}
 
     def _prepare_impl(self) -> None:
@@ -72,6 +75,7 @@ class OnnxRuntimeRunner(Runner):
                  for exporter in cached_exporters_first(self.model, chw, self._export_dtype, self.cache_dir)],
                 f"--runtime onnxruntime: {type(self.model).__name__} in {self.dtype}")
             self._sessions[chw], exported = chosen.value
+            self._model_files[chw] = exported.path
             self._export_info = {**exported.to_json(), **chosen.to_json()}
             return self._sessions[chw], dict(self._export_info)
         return self._sessions[chw], {}
@@ -83,12 +87,14 @@ class OnnxRuntimeRunner(Runner):
         exported: Any = export_onnx(self.model, chw, self._export_dtype, self.cache_dir, exporter)
         if self.dtype == "int8":  # the fp32 export, quantised by ONNX Runtime's own tool (cached)
             exported = quantize_onnx(exported, self._calibration.load(self.model, chw), self.cache_dir)
-        provider_options = [{"device_id": self.device.index or 0} if p != "CPUExecutionProvider" else {}
-                            for p in self._providers]
         session = ort.InferenceSession(str(exported.path), self._options, providers=self._providers,
-                                       provider_options=provider_options)
+                                       provider_options=self._provider_options)
         session.run(None, {INPUT_NAME: first_input})
         return session, exported
+
+    @property
+    def _provider_options(self) -> list[dict[str, Any]]:
+        return [{"device_id": self.device.index or 0} if p != "CPUExecutionProvider" else {} for p in self._providers]
 
     @property
     def _export_dtype(self) -> str:
@@ -104,6 +110,41 @@ class OnnxRuntimeRunner(Runner):
 
     def _forward_impl(self, device_input: np.ndarray) -> np.ndarray:
         return self._sessions[tuple(device_input.shape[1:])].run(None, {INPUT_NAME: device_input})[0]
+
+    def graph_ops(self, shape: tuple[int, ...]) -> list[GraphOp]:
+        """The operations of the ONNX file this runner runs for inputs of ``shape`` (after a forward of that
+        shape): the fp32 export or the QDQ int8 model, for ``layers`` to find module outputs by name."""
+        import onnx
+
+        return onnx_ops(onnx.load(str(self._model_files[tuple(shape[1:])]), load_external_data=False))
+
+    def tensors_at(self, device_input: np.ndarray, places: dict[str, tuple[str, int]]) -> dict[str, np.ndarray]:
+        """The values of named places of the graph (``{key: (node name, output index)}``) for one batch: the same
+        file with those tensors added as graph outputs, run by a session with the same options and providers
+        (a tensor made an output is kept, so ORT may skip a fusion across it: ``layers`` judges the model's
+        output on the runner's own session)."""
+        chw, wanted = tuple(device_input.shape[1:]), tuple(dict.fromkeys(places.values()))
+        if not wanted:  # run(output_names=[]) would return every output of the model
+            return {}
+        if (chw, wanted) not in self._tapped:
+            self._tapped[(chw, wanted)] = self._open_tapped(chw, wanted)
+        session, names = self._tapped[(chw, wanted)]
+        values = dict(zip(names, session.run(names, {INPUT_NAME: device_input}), strict=True))
+        tensor = {place: name for place, name in zip(wanted, names, strict=True)}
+        return {key: np.asarray(values[tensor[place]], dtype=np.float32) for key, place in places.items()}
+
+    def _open_tapped(self, chw: tuple[int, ...], places: tuple[tuple[str, int], ...]) -> tuple[Any, list[str]]:
+        import onnx
+
+        model = onnx.load(str(self._model_files[chw]))
+        nodes = {node.name: node for node in model.graph.node}
+        names = [nodes[name].output[port] for name, port in places]
+        present = {output.name for output in model.graph.output}
+        model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in dict.fromkeys(names)
+                                  if name not in present)  # no type given: ORT infers it
+        session = ort.InferenceSession(model.SerializeToString(), self._options, providers=self._providers,
+                                       provider_options=self._provider_options)
+        return session, names
 
     def synchronize(self) -> None:
         """Nothing queued: ``run`` returned after the outputs were on the host."""
@@ -121,3 +162,4 @@ class OnnxRuntimeRunner(Runner):
 
     def _close_impl(self) -> None:
         self._sessions.clear()
+        self._tapped.clear()

@@ -29,6 +29,7 @@ import torch
 from ..errors import RuntimeUnavailableError
 from .base import Runner, request_count
 from .cache import default_cache_dir
+from .graph_ops import GraphOp, openvino_ops
 from .onnx_export import EXPORTERS, export_onnx, onnx_cache_entry
 from .openvino_convert import convert_pytorch, ir_cache_entry
 from .quantize import CalibrationSource, openvino_int8_layers, quantize_openvino, transformer_style
@@ -188,6 +189,10 @@ class OpenVinoRunner(Runner):
         model = self._core.read_model(str(self._graph_paths[shape]))
         model.reshape(list(shape))
         return model
+
+    def graph_ops(self, shape: tuple[int, ...]) -> list[GraphOp]:
+        """``graph(shape)``'s operations, for ``layers`` to find module outputs by name."""
+        return openvino_ops(self.graph(shape))
 
     def tensors_at(self, device_input: np.ndarray, places: dict[str, tuple[str, int]]) -> dict[str, np.ndarray]:
         """The values of named places of the graph (``{key: (operation friendly name, output port)}``) for one
