@@ -1,5 +1,5 @@
-"""accelport zoo: bad input is refused before any model is loaded; a killed sweep resumes to the same rows; a
-child over its time or memory limit is a row and the sweep goes on; torchrun gives the rows of one process."""
+"""accelport zoo: bad input is refused before any model is loaded; a killed sweep resumes keeping its finished
+rows; a child over its time or memory limit is a row and the sweep goes on; torchrun gives the rows of one process."""
 
 from __future__ import annotations
 
@@ -45,34 +45,14 @@ def child_env(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, child_env):
-    out_dir = tmp_path_factory.mktemp("uninterrupted")
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in child_env.items():
-            patch.setenv(key, value)
-        assert main([*SWEEP, "--out-dir", str(out_dir)]) == 0
-    return out_dir
-
-
-def test_a_sweep_writes_every_cell_with_a_verdict_and_the_speedup_over_eager(uninterrupted):
-    rows = read_rows(uninterrupted)
-    assert [(r["model"], r["runtime"]) for r in rows] == [("test_resnet", "eager"), ("test_resnet", "onnxruntime")]
-    assert all(r["status"] == "passed" and r["reason"] is None for r in rows)
-    assert all(r["speedup_vs_eager"] == 1.0 for r in rows if r["runtime"] == "eager")
-    assert all(isinstance(r["timing_reliable"], bool) for r in rows)  # each child's own verdict on its timing
-    assert rows[1]["speedup_reliable"] is (rows[0]["timing_reliable"] and rows[1]["timing_reliable"])
-    assert all(r["export_route"] == "torchscript" for r in rows if r["runtime"] == "onnxruntime")
-    assert {p.name for p in uninterrupted.iterdir()} >= {"zoo.json", "zoo.csv", "zoo.md", "zoo.journal.jsonl"}
-    mark = "" if rows[0]["timing_reliable"] else "?"  # a busy CI box: the cell's own verdict marks its speed-up
-    assert f"| test_resnet | pass 1.00x{mark} | pass " in (uninterrupted / "zoo.md").read_text()
-    assert not list(uninterrupted.glob(".*.tmp"))  # everything written atomically, nothing left behind
-
-
-def test_a_sweep_killed_with_sigkill_and_resumed_gives_the_same_rows(uninterrupted, child_env, tmp_path,
-                                                                     monkeypatch):
-    command = [sys.executable, "-m", "accelport", *SWEEP, "--out-dir", str(tmp_path)]
+def resumed(tmp_path_factory, child_env):
+    """One sweep, killed with SIGKILL once its first row is journaled, then resumed: (out dir, the row that was
+    journaled before the kill). The torchrun test compares its rows with these (a sweep per process costs ~6 s of
+    imports per child on 2 cores, so the module runs two sweeps, not three)."""
+    out_dir = tmp_path_factory.mktemp("resumed")
+    command = [sys.executable, "-m", "accelport", *SWEEP, "--out-dir", str(out_dir)]
     sweep = subprocess.Popen(command, env=child_env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    journal = tmp_path / "zoo.journal.jsonl"
+    journal = out_dir / "zoo.journal.jsonl"
     deadline = time.monotonic() + 300
     while not (journal.exists() and len(journal.read_text().splitlines()) >= 2):  # header + one finished row
         assert sweep.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be killed"
@@ -80,15 +60,35 @@ def test_a_sweep_killed_with_sigkill_and_resumed_gives_the_same_rows(uninterrupt
     os.kill(sweep.pid, signal.SIGKILL)
     sweep.wait()
     kept = json.loads(journal.read_text().splitlines()[1])
-    assert not (tmp_path / "zoo.json").exists()
+    assert not (out_dir / "zoo.json").exists()
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in child_env.items():
+            patch.setenv(key, value)
+        assert main([*SWEEP, "--out-dir", str(out_dir), "--resume"]) == 0
+    return out_dir, kept
 
-    for key, value in child_env.items():
-        monkeypatch.setenv(key, value)
-    assert main([*SWEEP, "--out-dir", str(tmp_path), "--resume"]) == 0
-    rows = read_rows(tmp_path)
-    assert comparable(rows) == comparable(read_rows(uninterrupted))
+
+def test_a_sweep_writes_every_cell_with_a_verdict_and_the_speedup_over_eager(resumed):
+    out_dir, _ = resumed
+    rows = read_rows(out_dir)
+    assert [(r["model"], r["runtime"]) for r in rows] == [("test_resnet", "eager"), ("test_resnet", "onnxruntime")]
+    assert all(r["status"] == "passed" and r["reason"] is None for r in rows)
+    assert all(r["speedup_vs_eager"] == 1.0 for r in rows if r["runtime"] == "eager")
+    assert all(isinstance(r["timing_reliable"], bool) for r in rows)  # each child's own verdict on its timing
+    assert rows[1]["speedup_reliable"] is (rows[0]["timing_reliable"] and rows[1]["timing_reliable"])
+    assert all(r["export_route"] == "torchscript" for r in rows if r["runtime"] == "onnxruntime")
+    assert {p.name for p in out_dir.iterdir()} >= {"zoo.json", "zoo.csv", "zoo.md", "zoo.journal.jsonl"}
+    mark = "" if rows[0]["timing_reliable"] else "?"  # a busy CI box: the cell's own verdict marks its speed-up
+    assert f"| test_resnet | pass 1.00x{mark} | pass " in (out_dir / "zoo.md").read_text()
+    assert not list(out_dir.glob(".*.tmp"))  # everything written atomically, nothing left behind
+
+
+def test_a_sweep_killed_with_sigkill_resumes_keeping_the_rows_it_had_finished(resumed):
+    out_dir, kept = resumed
+    rows = read_rows(out_dir)
     again = next(r for r in rows if (r["model"], r["runtime"]) == (kept["model"], kept["runtime"]))
     assert again["wall_s"] == kept["wall_s"]  # the finished row was kept as it was, not run again
+    assert len(rows) == 2 and len({(r["model"], r["runtime"]) for r in rows}) == 2  # the other one ran once
 
 
 @pytest.mark.parametrize(("flag", "status", "words"), [
@@ -111,14 +111,15 @@ def test_a_child_over_its_limit_is_a_row_and_the_sweep_goes_on(flag, status, wor
 
 
 @pytest.mark.slow
-def test_torchrun_with_two_processes_gives_the_rows_of_one(uninterrupted, child_env, tmp_path):
+def test_torchrun_with_two_processes_gives_the_rows_of_one(resumed, child_env, tmp_path):
+    """Two ranks share the cells; their rows equal the single-process (killed and resumed) sweep's."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
                "accelport", *SWEEP, "--device", "cpu", "--out-dir", str(tmp_path)]
     done = subprocess.run(command, env=child_env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     document = json.loads((tmp_path / "zoo.json").read_text())
     assert document["world_size"] == 2
-    assert comparable(document["rows"]) == comparable(read_rows(uninterrupted))
+    assert comparable(document["rows"]) == comparable(read_rows(resumed[0]))
 
 
 def _corrupt_journal(out_dir: Path) -> list[str]:
