@@ -340,26 +340,24 @@ def export_pt2e_int8(module: torch.nn.Module, example: torch.Tensor, calibration
         return torch.export.export(converted, (example,))
 
 
-def _warn_of_scales_at_floor(prepared: torch.nn.Module) -> tuple[int, int]:
-    """Count the per-tensor activation observers whose calibrated scale is the quantizer's floor (``eps``: 2^-12
-    for the X86 Inductor quantizer), and warn when there are any: values below about half that floor round to
-    zero, so the int8 error can be large for a reason the user would not guess (random-init weights shrink a
-    network's activations layer by layer, e.g. efficientnet_b0's to ~1e-5). Returns (at floor, observers)."""
-    at_floor = observers = 0
+def _warn_of_scales_at_floor(prepared: torch.nn.Module) -> None:
+    """Warn when per-tensor activation observers calibrated a scale at the quantizer's floor (``eps``: 2^-12 for
+    the X86 Inductor quantizer): values under half that floor round to zero, so the int8 error can be large for a
+    reason the user would not guess (random init shrinks efficientnet_b0's activations layer by layer to ~1e-5)."""
+    floors = []
     for observer in prepared.modules():
         eps, min_val = getattr(observer, "eps", None), getattr(observer, "min_val", None)
         if not (hasattr(observer, "calculate_qparams") and isinstance(eps, torch.Tensor)
                 and isinstance(min_val, torch.Tensor) and min_val.numel() == 1):
             continue  # per-channel weight observers and anything else
-        observers += 1
         scale, _ = observer.calculate_qparams()  # type: ignore[operator]  # an observer module's method
-        at_floor += int(float(scale.max()) <= float(eps) * (1 + 1e-6))
-    if at_floor:
-        _logger.warning("int8 (PT2E): %d of %d activation quantisers calibrated a range too small for the X86 "
-                        "Inductor quantizer's smallest scale (2^-12): their scale is clamped, so values under ~1e-4 "
-                        "round to zero and the int8 error can be large (random-init weights often shrink "
-                        "activations this far; a trained checkpoint rarely does)", at_floor, observers)
-    return at_floor, observers
+        floors.append(float(eps) if float(scale.max()) <= float(eps) * (1 + 1e-6) else None)
+    clamped = [floor for floor in floors if floor is not None]
+    if clamped:
+        _logger.warning("int8 (PT2E): %d of %d activation quantisers calibrated a range too small for the "
+                        "quantizer's smallest scale (%.3g): their scale is clamped, so values under %.2g round to zero "
+                        "and the int8 error can be large (random-init weights often shrink activations this far; a "
+                        "trained checkpoint rarely does)", len(clamped), len(floors), max(clamped), max(clamped) / 2)
 
 
 PT2E_QUANTIZER = "torchao.quantization.pt2e X86InductorQuantizer"
