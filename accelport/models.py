@@ -11,7 +11,7 @@ import timm
 import torch
 
 from .errors import UsageError, WeightsError
-from .weights import WeightsInfo, resolve_and_load
+from .weights import WeightsInfo, check_checkpoint_file, resolve_and_load
 
 if TYPE_CHECKING:
     from .job.spec import JobSpec
@@ -76,8 +76,7 @@ def load_model(
 def load_target_model(spec: JobSpec) -> LoadedModel:
     """The same architecture with the spec's ``--target-weights`` loaded strictly; errors name that flag and file."""
     path = Path(str(spec.target_weights))
-    if not path.is_file():
-        raise WeightsError(f"--target-weights {path}: no such file")
+    check_checkpoint_file(path, "--target-weights")
     try:
         return load_model(spec.model, spec.head, path, seed=spec.seed)
     except WeightsError as exc:  # the loader names --weights or the bare path: name the flag actually used

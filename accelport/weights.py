@@ -57,11 +57,18 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def check_checkpoint_file(path: Path, flag: str = "--weights") -> None:
+    """A checkpoint must be a regular file: say which of missing, a folder or something else (/dev/null) it is."""
+    if not path.is_file():
+        what = ("no such file" if not path.exists() else "is a folder, not a checkpoint file" if path.is_dir()
+                else "not a regular file")
+        raise WeightsError(f"{flag} {path}: {what}")
+
+
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from safetensors or a torch file (``weights_only=True``), unwrapping ``{'model': ...}``."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"--weights {path}: no such file")
+    check_checkpoint_file(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -132,6 +133,10 @@ def test_pickled_code_is_refused_by_weights_only_loading(tmp_path):
 def test_missing_file_and_unknown_extension_are_clear_errors(tmp_path):
     with pytest.raises(WeightsError, match="no such file"):
         load_model(weights_path=tmp_path / "absent.safetensors")
+    with pytest.raises(WeightsError, match="is a folder, not a checkpoint file"):
+        load_model(weights_path=tmp_path)  # a folder said as one, not "no such file"
+    with pytest.raises(WeightsError, match="/dev/null: not a regular file"):
+        load_model(weights_path=Path("/dev/null"))
     odd = tmp_path / "weights.h5"
     odd.write_bytes(b"x")
     with pytest.raises(WeightsError, match="unsupported extension '.h5'"):
