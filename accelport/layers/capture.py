@@ -50,6 +50,17 @@ class CallNames:
         return name if count == 1 else f"{name}#{count}"
 
 
+def forward_with_hooks(model: nn.Module, batch: torch.Tensor, handles: list[Any]) -> Any:
+    """One inference-mode forward of ``model`` with the hooks of ``handles`` in place; they are removed
+    afterwards, whatever the forward raised."""
+    try:
+        with torch.inference_mode():
+            return model(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def _tensors(value: Any) -> Iterator[torch.Tensor]:
     if isinstance(value, torch.Tensor):
         yield value

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .capture import MODEL_ROW, CallNames, Rows, output_rows, watched_modules
+from .capture import MODEL_ROW, CallNames, Rows, forward_with_hooks, output_rows, watched_modules
 from .chained import Consumer
 from .engine_taps import GraphOp, find_module_outputs
 from .memory import MemoryMonitor
@@ -60,14 +60,8 @@ def survey(reference: nn.Module, batch: torch.Tensor, watched: dict[str, nn.Modu
         if isinstance(module, _FOLDABLE) and isinstance(output, torch.Tensor):
             produced_by[id(output)] = (name, weakref.ref(output))
 
-    handles = [m.register_forward_hook(partial(after, n)) for n, m in watched.items() if n != MODEL_ROW]
-    try:
-        with torch.inference_mode():
-            output = reference(batch)
-    finally:
-        for handle in handles:
-            handle.remove()
-    del output
+    forward_with_hooks(reference, batch, [m.register_forward_hook(partial(after, n)) for n, m in watched.items()
+                                          if n != MODEL_ROW])
     return calls, folds
 
 
@@ -149,10 +143,4 @@ def _reference_pass(reference: nn.Module, batch: torch.Tensor, watched: dict[str
         else:
             not_exposed(key, name, module, tensors.reason(name))
 
-    handles = [m.register_forward_hook(partial(after, n)) for n, m in watched.items()]
-    try:
-        with torch.inference_mode():
-            reference(batch)
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_with_hooks(reference, batch, [m.register_forward_hook(partial(after, n)) for n, m in watched.items()])

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .capture import CallNames, Rows, clone_tensors, output_rows, tensor_bytes
+from .capture import CallNames, Rows, clone_tensors, forward_with_hooks, output_rows, tensor_bytes
 from .chained import Consumer
 from .memory import MemoryMonitor
 
@@ -58,9 +58,4 @@ def compare_isolated(reference: nn.Module, reference_input: torch.Tensor, watche
     for name, module in watched.items():
         handles.append(module.register_forward_pre_hook(partial(before, name), with_kwargs=True))
         handles.append(module.register_forward_hook(partial(after, name), with_kwargs=True))
-    try:
-        with torch.inference_mode():
-            reference(reference_input)
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_with_hooks(reference, reference_input, handles)
