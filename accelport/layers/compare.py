@@ -192,8 +192,9 @@ class _Collector:
 
 def compare_engine_layers(reference: nn.Module, runner: Any, batches: Iterable[torch.Tensor], criteria: Criteria,
                           memory: MemoryMonitor | None = None) -> LayerComparison:
-    """Chained comparison of ``reference`` (CPU fp32, eval) with an OpenVINO runner's program over host fp32
-    ``batches``: every module the engine's graph names (layers/engine.py), the others listed as not compared."""
+    """Chained comparison of ``reference`` (CPU fp32, eval) with an engine runner's program (OpenVINO, ONNX
+    Runtime) over host fp32 ``batches``: every module the engine's graph names (layers/engine.py), the others
+    listed as not compared."""
     memory = memory or MemoryMonitor(torch.device("cpu")).start()
     collector = _Collector(memory, criteria.elem_rtol)
     collector.mode = "chained"
