@@ -9,10 +9,10 @@ from accelport.criteria import criteria_for
 from accelport.power import api as power_api
 from accelport.power import run_power
 from accelport.power.document import FaultLocation, FaultRow, PowerDocument
-from accelport.power.faults import standard_faults
+from accelport.power.faults import Site, standard_faults
 
 POWER_ORDER = ["schema_version", "model", "device", "runtime", "dtype", "precision", "criteria", "num_images",
-               "sizes", "wall_time_s", "summary", "faults"]
+               "sizes", "wall_time_s", "sites", "summary", "faults"]
 
 
 def _document(rows: tuple[FaultRow, ...]) -> PowerDocument:
@@ -42,12 +42,13 @@ def test_summary_takes_the_smallest_detected_size_and_its_location():
     markdown = document.to_markdown()
     assert "| bias shift | `head.fc` | **not detected** |" in markdown
     assert "| noise (early) | `stages.1.blocks.0.mlp.fc1` | 0.1 | chained: yes, isolated: yes |" in markdown
-    assert "| noise (early) | 0.1 | yes | max_sample_rel_l2 | 0.03 |" in markdown
+    assert "| noise (early) | 0.1 | yes | max_sample_rel_l2 | 0.03 | - |" in markdown  # its own effect: not measured
 
 
 def test_power_files_are_the_typed_documents_renderings(tmp_path, seeded_weights, two_images, monkeypatch):
-    def two_kinds(model, sizes, seed):  # a noise fault and a NaN (a NaN rel L2 in the JSON), not all seven kinds
-        return [f for f in standard_faults(model, sizes, seed) if f.kind in ("noise (middle)", "non-finite value")]
+    def two_kinds(model, sizes, seed, sites):  # a noise fault and a NaN (a NaN rel L2 in the JSON), not all seven
+        return [f for f in standard_faults(model, sizes, seed, sites)
+                if f.kind in ("noise (middle)", "non-finite value")]
 
     monkeypatch.setattr(power_api, "standard_faults", two_kinds)
     result = run_power(weights=str(seeded_weights), device="cpu", images=tuple(two_images[:1]), sizes=(1e-1,),
@@ -60,3 +61,28 @@ def test_power_files_are_the_typed_documents_renderings(tmp_path, seeded_weights
     assert all(entry["detected"] for entry in written["summary"]) and result.document.passed
     assert (tmp_path / "power.md").read_text() == result.document.to_markdown()
     assert [row.kind for row in result.document.faults] == [row["kind"] for row in written["faults"]]
+
+
+def test_a_kind_whose_site_reaches_no_output_is_untestable_not_a_miss_and_moved_sites_are_listed():
+    rows = (FaultRow("noise (middle)", 1e-1, "layer3.0.downsample.0.weight", "layer3.0.downsample.0",
+                     ("max_sample_rel_l2",), 3e-2, site="middle", reference_rel_l2=3e-2),
+            FaultRow("bias shift", 1e-1, "layer3.0.bn1.bias", "layer3.0.bn1", (), 1e-7, site="bias",
+                     reference_rel_l2=0.0))
+    sites = (Site("middle", "layer3.0.downsample.0.weight", ("layer3.0.conv1.weight",)),
+             Site("bias", "layer3.0.bn1.bias", ("layer3.0.bn1.bias", "layer3.0.bn2.bias"), no_effect=True))
+    document = PowerDocument("resnet18", "cpu", "eager", "fp32", "fp32", criteria_for("fp32"), 2, (1e-1,), 1.5,
+                             rows, sites)
+    middle, bias = document.summary
+    assert middle.detected and not middle.no_effect and bias.no_effect and not bias.detected
+    assert document.passed  # the bias shift could not be tested here; it is not a miss
+    assert document.to_json()["sites"][1] == {"where": "bias", "parameter": "layer3.0.bn1.bias",
+                                              "skipped": ["layer3.0.bn1.bias", "layer3.0.bn2.bias"],
+                                              "no_effect": True}
+    markdown = document.to_markdown()
+    assert "| bias shift | `layer3.0.bn1` | untestable: no effect on the output |" in markdown
+    assert "**middle**: `layer3.0.downsample.0.weight`; passed over `layer3.0.conv1.weight`" in markdown
+    assert "| bias shift | 0.1 | no | - | 1e-07 | 0 |" in markdown
+    undetected = PowerDocument(*[getattr(document, f) for f in ("model", "device", "runtime", "dtype", "precision",
+                                                                 "criteria", "num_images", "sizes", "wall_time_s",
+                                                                 "faults")], sites=sites[:1])
+    assert not undetected.passed  # the same miss on a live site fails

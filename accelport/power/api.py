@@ -22,12 +22,13 @@ from ..job.result import CommandResult
 from ..job.spec import with_overrides
 from ..layers.capture import TargetCast
 from ..layers.compare import compare_layers
+from ..metrics import compare_per_sample
 from ..parity import compare_outputs
 from ..proofs import baseline_outputs, nonfinite_weights, structural_proof
 from ..runners import DTYPES, Runner, create_runner, infer_all
 from .config import PowerConfig, validate
 from .document import FaultLocation, FaultRow, PowerDocument
-from .faults import Fault, standard_faults
+from .faults import Fault, choose_sites, standard_faults
 from .report import write_power_artifacts
 
 _logger = logging.getLogger(__name__)
@@ -51,13 +52,19 @@ def run_power(config: PowerConfig | None = None, **overrides: Any) -> PowerResul
     def infer(runner: Runner) -> np.ndarray:
         return infer_all(runner, batch.tensor.split(target.batch_size))
 
-    with create_runner("eager", job.loaded.model, torch.device("cpu"), "fp32") as reference_runner:
-        reference = infer(reference_runner)  # once, for every fault
+    def on_reference(model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
+        with create_runner("eager", model, torch.device("cpu"), "fp32") as reference_runner:
+            return infer_all(reference_runner, images.split(target.batch_size))
+
+    reference = on_reference(job.loaded.model, batch.tensor)  # once, for every fault
     baseline = baseline_outputs(job.loaded.model, precision, infer)
+    first = batch.tensor[: target.batch_size]  # the sites are probed on the first batch
+    sites = choose_sites(job.loaded.model, config.sizes, job.spec.seed,
+                         lambda faulty: _worst_rel_l2(reference[: len(first)], on_reference(faulty, first)))
 
     rows: list[FaultRow] = []
     located: set[str] = set()
-    for fault in standard_faults(job.loaded.model, config.sizes, job.spec.seed):
+    for fault in standard_faults(job.loaded.model, config.sizes, job.spec.seed, sites):
         faulty = fault.model(job.loaded.model)
 
         def make(dtype: str, model: torch.nn.Module = faulty) -> Runner:
@@ -78,11 +85,20 @@ def run_power(config: PowerConfig | None = None, **overrides: Any) -> PowerResul
             location = _locate(job.loaded.model, faulty, batch.tensor[: target.batch_size], criteria, config,
                                job.device, fault)
         rows.append(FaultRow(fault.kind, fault.size, fault.parameter, fault.module, tuple(failed),
-                             parity.to_json()["worst_sample_rel_l2"], location))
+                             parity.to_json()["worst_sample_rel_l2"], location, site=fault.site,
+                             reference_rel_l2=_worst_rel_l2(reference, on_reference(faulty, batch.tensor))))
         _logger.info("power: %s %s: %s", fault.kind, fault.size, "detected" if failed else "passed")
     document = PowerDocument(job.loaded.name, config.spec.device, target.runtime, target.dtype, precision, criteria,
-                             len(names), tuple(config.sizes), round(job.wall_s(), 3), tuple(rows))
+                             len(names), tuple(config.sizes), round(job.wall_s(), 3), tuple(rows),
+                             tuple(sites.values()))
     return PowerResult(document, write_power_artifacts(Path(job.spec.out_dir), document))
+
+
+def _worst_rel_l2(reference: np.ndarray, outputs: np.ndarray) -> float:
+    """The worst image's rel L2 of ``outputs`` against ``reference``; NaN where an output is not finite."""
+    if not np.isfinite(outputs).all():
+        return float("nan")
+    return max(metrics.rel_l2_err for metrics in compare_per_sample(reference, outputs))
 
 
 def _locate(reference: torch.nn.Module, faulty: torch.nn.Module, images: torch.Tensor, criteria: Any,

@@ -38,6 +38,7 @@ def render_power(doc: PowerDocument) -> str:
         f"{', '.join(map(_size, doc.sizes))} (relative to the tensor's mean |value|; norm scale: 1 + size).",
         "A PASS of `accelport run` on this model and target rules out every fault at or above its smallest detected "
         "size; below it, a fault of that kind may pass.",
+        *_moved_sites(doc),
         "",
         "| fault | tensor's module | smallest detected | layers names the module (or its block) | first divergent |",
         "|---|---|---|---|---|",
@@ -47,17 +48,48 @@ def render_power(doc: PowerDocument) -> str:
         smallest = _size(entry.smallest_detected) if entry.detected else "**not detected**"
         if entry.detected and entry.smallest_detected is None:
             smallest = "detected"
+        if entry.no_effect:
+            smallest = "untestable: no effect on the output"
         where = ", ".join(f"{mode}: `{name}`" for mode, name in first.items()) or "-"
         if entry.layers:
             where += f" ({entry.layers.dtype} pass)"
         lines.append(f"| {entry.kind} | `{entry.module}` | {smallest} | {_named(entry.module, first)} | "
                      f"{where} |")
     lines += ["", "![detection power](power.png)", "", "## Every fault", "",
-              "| fault | size | detected | failed checks | worst-image rel L2 |", "|---|---|---|---|---|"]
+              "The fault's own effect is the faulty copy on the CPU fp32 reference against the clean weights: how far "
+              "the fault moves the output before any device error. A fault whose effect is under the output limits "
+              f"(here max_rel_l2 {doc.criteria.max_rel_l2:g}) can pass without the verdict being blind.", "",
+              "| fault | size | detected | failed checks | worst-image rel L2 | the fault's own effect (rel L2) |",
+              "|---|---|---|---|---|---|"]
     for row in doc.faults:
+        effect = "-" if row.reference_rel_l2 is None else f"{row.reference_rel_l2:.3g}"
         lines.append(f"| {row.kind} | {_size(row.size)} | {'yes' if row.detected else 'no'} | "
-                     f"{', '.join(row.failed_checks) or '-'} | {row.worst_sample_rel_l2:.3g} |")
+                     f"{', '.join(row.failed_checks) or '-'} | {row.worst_sample_rel_l2:.3g} | {effect} |")
     return "\n".join(lines) + "\n"
+
+
+def _moved_sites(doc: PowerDocument) -> list[str]:
+    """Lines on the sites that were moved, or kept with no effect, because a fault there left the output unchanged."""
+    lines = []
+    for site in doc.sites:
+        if not site.skipped:
+            continue
+        passed_over = ", ".join(f"`{name}`" for name in site.skipped[:3])
+        if len(site.skipped) > 3:
+            passed_over += f" and {len(site.skipped) - 3} more (power.json `sites`)"
+        if site.no_effect:
+            lines.append(f"- **{site.where}**: a {max(doc.sizes):g} fault in each of {passed_over} left the CPU fp32 "
+                         "output unchanged with these weights, so its faults are untestable here (kept at "
+                         f"`{site.parameter}`).")
+        else:
+            lines.append(f"- **{site.where}**: `{site.parameter}`; passed over {passed_over}, where a "
+                         f"{max(doc.sizes):g} fault left the CPU fp32 output unchanged with these weights.")
+    if lines:
+        lines = ["", "Sites moved: a fault in a tensor that does not reach the output (a residual branch whose last "
+                 "norm is zero, as in timm's random init of ResNets, or scaled by 1e-6, as in ConvNeXt V1's) would be "
+                 "'not detected' by any verdict, so such tensors are passed over for their nearest neighbour that "
+                 "matters.", "", *lines]
+    return lines
 
 
 def _plot(doc: PowerDocument, path: Path) -> Path | None:
