@@ -133,6 +133,8 @@ def _corrupt_journal(out_dir: Path) -> list[str]:
     (["--models", "no_such_family_*"], "no_such_family_*"),
     (["--models", "test_resnet", "--runtimes", "eager,tensorrt"], "tensorrt"),
     (["--models", "test_resnet", "--dtypes", "fp8"], "fp8"),
+    (["--models", "test_resnet", "--dtypes", "fp32", "--calibration", "."], "--calibration"),
+    (["--models", "test_resnet", "--dtypes", "fp32,int8", "--calibration", "no_such_folder"], "no_such_folder"),
     (["--models", "test_resnet", "--models-file", "missing.txt"], "missing.txt"),
     (["--models", "test_resnet", "--out-dir", "{file}/sub"], "--out-dir"),
     (["--models", "test_resnet", "--journal"], "zoo.journal.jsonl"),
@@ -160,3 +162,19 @@ def test_bad_input_is_exit_2_naming_the_culprit_before_any_model_is_loaded(args,
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("accelport: error:") and culprit in error[0]
     assert not (out_dir / "zoo.json").exists() and not (out_dir / "cells").exists()
+
+
+def test_int8_cells_take_the_calibration_images_and_a_failure_the_proof_clears_says_so(tmp_path):
+    from accelport.zoo.cell import Cell, child_command, failed_reason
+    from accelport.zoo.config import ZooConfig
+
+    config = ZooConfig(dtypes=("fp32", "int8"), calibration=(IMAGE,))
+    int8 = child_command(Cell("resnet18", "openvino", "int8"), config, "cpu", tmp_path)
+    fp32 = child_command(Cell("resnet18", "openvino", "fp32"), config, "cpu", tmp_path)
+    assert int8[int8.index("--calibration") + 1:] == [str(Path(IMAGE).resolve())]  # absolute: the child runs elsewhere
+    assert "--calibration" not in fp32  # run refuses --calibration without a quantised dtype
+    assert "--calibration" not in child_command(Cell("resnet18", "openvino", "int8"), ZooConfig(), "cpu", tmp_path)
+    checks = ["min_sample_cosine 0.98 < 0.99"]
+    assert "structural proof passed" in failed_reason(checks, "passed", "int8")
+    assert failed_reason(checks, "failed", "int8") == failed_reason(checks, None, "int8") == (
+        "failed checks: min_sample_cosine 0.98 < 0.99")

@@ -49,7 +49,9 @@ def journal_settings(config: ZooConfig, device: str) -> dict[str, Any]:
     return {"device": device, "features": spec.features, "images": [str(Path(p).resolve()) for p in spec.images],
             "batch_size": config.batch_size, "warmup": config.warmup, "iters": config.iters,
             "timeout_s": config.timeout_s, "memory_gb": config.memory_gb, "seed": spec.seed,
-            "require_pretrained": spec.require_pretrained}
+            "require_pretrained": spec.require_pretrained,
+            # int8 cells' calibration images; absent for the bundled samples (journals from before int8 resume)
+            **({"calibration": [str(Path(p).resolve()) for p in config.calibration]} if config.calibration else {})}
 
 
 def run_zoo(config: ZooConfig | None = None, **overrides: Any) -> ZooResult:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..runners.base import QUANTIZED_DTYPES
 from .config import ZooConfig
 
 _logger = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ def child_command(cell: Cell, config: ZooConfig, device: str, folder: Path) -> l
         command.append("--features")
     if config.spec.require_pretrained:
         command.append("--require-pretrained")
+    if config.calibration and cell.dtype in QUANTIZED_DTYPES:
+        command += ["--calibration", *[str(Path(p).resolve()) for p in config.calibration]]
     return command
 
 
@@ -99,9 +102,9 @@ def run_cell(cell: Cell, config: ZooConfig, device: str, env: dict[str, str]) ->
     wall_s = time.perf_counter() - started
     fields = summary_fields(folder / "summary.json")
     status, reason = classify(returncode, timed_out, _tail(folder / "child.log"), config, bool(fields))
-    failing = fields.pop("failed_checks", None)
+    failing, proof = fields.pop("failed_checks", None), fields.pop("structural_proof", None)
     if status == "failed" and failing:
-        reason = "failed checks: " + "; ".join(failing)
+        reason = failed_reason(failing, proof, cell.dtype)
     row = {"model": cell.model, "runtime": cell.runtime, "dtype": cell.dtype, "status": status, "reason": reason,
            "exit_code": returncode, **fields, "wall_s": round(wall_s, 3)}
     _logger.info("%s: %s%s (%.1f s)", cell.key, status, f" ({reason})" if reason else "", wall_s)
@@ -144,6 +147,15 @@ def classify(returncode: int, timed_out: bool, tail: list[str], config: ZooConfi
     return "crashed", f"exit {returncode}: {last[:400]}"
 
 
+def failed_reason(failing: list[str], proof: str | None, dtype: str) -> str:
+    """A failed cell's reason: its failing checks and, as run's "reading:" line, whether the port is cleared."""
+    reason = "failed checks: " + "; ".join(failing)
+    if proof == "passed":
+        reason += (f" (the structural proof passed: the same engine in strict fp32 matches, so these checks measure "
+                   f"{dtype}'s own error, not the port's)")
+    return reason
+
+
 def summary_fields(path: Path) -> dict[str, Any]:
     """What the zoo keeps from a cell's summary.json (absent when the child wrote none)."""
     if not path.is_file():
@@ -160,4 +172,5 @@ def summary_fields(path: Path) -> dict[str, Any]:
             "export_route": target.get("export_route") or target.get("compile_mode"),
             "latency_ms": compute.get("mean_ms"), "p50_ms": compute.get("p50_ms"), "setup_s": target.get("setup_s"),
             "timing_reliable": summary.get("latency", {}).get("reliability", {}).get("reliable"),
-            "failed_checks": failing}
+            "failed_checks": failing,
+            "structural_proof": (summary.get("structural_proof") or {}).get("status")}

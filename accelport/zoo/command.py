@@ -6,6 +6,7 @@ import argparse
 
 from ..arguments import (
     Command,
+    add_calibration_argument,
     add_device_arguments,
     add_out_dir_argument,
     add_weight_lookup_arguments,
@@ -13,7 +14,7 @@ from ..arguments import (
     spec_from_args,
 )
 from ..bench.config import parse_list
-from ..runners import DTYPES
+from ..runners import INPUT_DTYPES
 from .config import DEFAULT_CPU_MEMORY_GB, ZOO_RUNTIMES, ZooConfig
 
 HELP = "many timm models x runtimes x dtypes, each in its own process, with a verdict per cell"
@@ -37,7 +38,8 @@ def add_zoo_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"comma-separated, from {', '.join(ZOO_RUNTIMES)} (default: %(default)s); speed-ups are "
                             "over the eager fp32 cell")
     sweep.add_argument("--dtypes", default=",".join(d.dtypes),
-                       help=f"comma-separated, from {', '.join(DTYPES)} (default: %(default)s)")
+                       help=f"comma-separated, from {', '.join(INPUT_DTYPES)} (default: %(default)s); int8 cells "
+                            "quantise with each engine's own tools and are judged by the int8 criteria")
     sweep.add_argument("--pick", action="store_true", help="print each model's fastest passing configuration")
 
     limits = parser.add_argument_group("limits of each cell (one child process per model x runtime x dtype)")
@@ -55,6 +57,8 @@ def add_zoo_arguments(parser: argparse.ArgumentParser) -> None:
                         help="images for the parity check (default: the bundled samples/)")
     add_device_arguments(target, device_help="auto|cpu|cuda|npu|xpu; under torchrun each rank takes its local device "
                                              "(default: %(default)s)", fp32_math_help=None)
+    add_calibration_argument(target, "int8 in --dtypes: images the quantisers calibrate on (files/folders; default: "
+                                     "the bundled samples)")
     target.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
     target.add_argument("--warmup", type=int, default=d.warmup, help="untimed iterations (default: %(default)s)")
     target.add_argument("--iters", type=int, default=d.iters, help="timed iterations (default: %(default)s)")
@@ -75,7 +79,7 @@ def config_from_args(args: argparse.Namespace) -> ZooConfig:
         runtimes=parse_list(args.runtimes, "--runtimes"), dtypes=parse_list(args.dtypes, "--dtypes"),
         batch_size=args.batch_size, warmup=args.warmup, iters=args.iters, timeout_s=args.timeout,
         memory_gb=args.memory_limit, cache_dir=args.cache_dir, resume=args.resume, progress=not args.no_progress,
-        plot=not args.no_plot,
+        plot=not args.no_plot, calibration=tuple(args.calibration or ()),
     )
 
 

@@ -133,15 +133,21 @@ class ZooSettings:
     iters: int
     timeout_s: float
     memory_gb: float | None
+    calibration: list[str] | str | None = None  # int8 cells' calibration images ("bundled samples"); None: no int8
 
     @classmethod
     def of(cls, config: ZooConfig) -> ZooSettings:
+        from ..runners.base import QUANTIZED_DTYPES
+
+        quantized = any(d in QUANTIZED_DTYPES for d in config.dtypes)
         return cls(list(config.runtimes), list(config.dtypes), config.spec.head, config.batch_size,
                    list(config.spec.images) or "samples/", config.warmup, config.iters, config.timeout_s,
-                   config.memory_gb)
+                   config.memory_gb, (list(config.calibration) or "bundled samples") if quantized else None)
 
     def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """Without ``calibration`` when there are no int8 cells: zoo.json as it was before int8."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if not (f.name == "calibration" and self.calibration is None)}
 
 
 def with_speedups(rows: list[ZooRow]) -> tuple[ZooRow, ...]:
