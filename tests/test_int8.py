@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
+import platform
 
 import pytest
 import timm
@@ -73,11 +75,56 @@ def test_int8_runs_through_the_engines_quantiser_and_records_its_calibration(tmp
         assert target["int8_cache_hit"] is False and target["effective_precision"] == "int8"
     assert summary["structural_proof"]["status"] == "passed"  # the same engine in strict fp32
     assert summary["parity"]["worst_sample_rel_l2"] > 1e-3  # quantised: not fp32 in disguise
+    if runtime == "onnxruntime" and platform.machine().lower() in ("x86_64", "amd64"):
+        # read back from ONNX Runtime's optimised graph: every quantised convolution fused into an int8 kernel
+        assert target["compute_layers"]["int8"] > 0 and target["compute_layers"]["float"] == 0
     if runtime == "openvino":  # read back from the compiled graph: its convolutions execute in int8
         assert target["compute_layers"]["int8"] > 0
         assert target["quantizer_settings"]["model_type"] == "TRANSFORMER"  # ConvNeXt's LayerNorm blocks
         assert target["quantizer_settings"]["smooth_quant"] is False  # 2 calibration images: it would overfit
     assert "Statistics collection" not in capfd.readouterr().out  # NNCF's progress bars stay off stdout
+
+
+@pytest.mark.skipif(not _installed("onnxruntime", "onnx"), reason="needs onnxruntime and onnx")
+def test_shared_initializers_get_their_own_copy_and_the_outputs_stay_the_same(tmp_path):
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from accelport.runners.quantize import initializers_behind_identities
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3))
+    with torch.no_grad():
+        for conv in (net[0], net[2]):
+            conv.bias.zero_()  # equal biases: the TorchScript exporter shares them through Identity nodes
+    path = tmp_path / "net.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 3, 8, 8),), str(path), input_names=["input"], dynamo=False)
+    model = onnx.load(str(path))
+    initializers = {t.name for t in model.graph.initializer}
+    shared = sum(n.op_type == "Identity" and n.input[0] in initializers for n in model.graph.node)
+    assert shared >= 1, "the exporter no longer shares equal tensors: this test needs another way to make them"
+    assert initializers_behind_identities(model) == shared
+    assert not any(n.op_type == "Identity" for n in model.graph.node)
+    onnx.checker.check_model(model)
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    before = ort.InferenceSession(str(path)).run(None, {"input": x})[0]
+    after = ort.InferenceSession(model.SerializeToString()).run(None, {"input": x})[0]
+    assert np.array_equal(before, after)
+
+
+@pytest.mark.skipif(not _installed("onnxruntime", "onnx"), reason="needs onnxruntime and onnx")
+def test_onnx_runtime_int8_layers_left_in_float_are_counted_and_warned(tmp_path, weights_files, two_images,
+                                                                       monkeypatch, caplog):
+    from accelport.runners import quantize
+
+    monkeypatch.setattr(quantize, "ort_activation_type", lambda: "QInt8")  # what x86's QDQ fusion does not take
+    monkeypatch.setattr(quantize, "initializers_behind_identities", lambda model: 0)  # biases left shared
+    with caplog.at_level(logging.WARNING, logger="accelport.runners.onnxruntime"):
+        accelport.run(model=MODEL, weights=str(weights_files["clean"]), device="cpu", runtime="onnxruntime",
+                      dtype="int8", images=tuple(two_images), iters=1, warmup=0, out_dir=str(tmp_path))
+    layers = json.loads((tmp_path / "summary.json").read_text())["target"]["compute_layers"]
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert layers["float"] > 0 and f"{layers['float']} in float" in caplog.text
 
 
 def test_a_weight_fault_that_fails_fp32_fails_the_int8_run(tmp_path, weights_files, two_images):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,7 @@ from ..errors import RuntimeUnavailableError
 from .base import Runner
 from .graph_ops import GraphOp, onnx_ops
 from .onnx_export import INPUT_NAME, cached_exporters_first, export_onnx
-from .quantize import CalibrationSource, quantize_onnx
+from .quantize import CalibrationSource, onnxruntime_int8_layers, quantize_onnx
 from .routes import first_working_route
 
 _logger = logging.getLogger(__name__)
@@ -60,12 +62,18 @@ class OnnxRuntimeRunner(Runner):
         self._export_info: dict[str, Any] = {}
 
     def _prepare_impl(self) -> None:
-        self._options = ort.SessionOptions()
-        self._options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._options.intra_op_num_threads = self.threads
-        self._options.inter_op_num_threads = 1
-        self._options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self._options.log_severity_level = 3
+        self._options = self._session_options()
+
+    def _session_options(self, optimized_model_path: Path | None = None) -> ort.SessionOptions:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        if optimized_model_path is not None:
+            options.optimized_model_filepath = str(optimized_model_path)
+        return options
 
     def _session_for(self, first_input: np.ndarray) -> tuple[ort.InferenceSession, dict[str, Any]]:
         chw = tuple(first_input.shape[1:])
@@ -87,10 +95,27 @@ class OnnxRuntimeRunner(Runner):
         exported: Any = export_onnx(self.model, chw, self._export_dtype, self.cache_dir, exporter)
         if self.dtype == "int8":  # the fp32 export, quantised by ONNX Runtime's own tool (cached)
             exported = quantize_onnx(exported, self._calibration.load(self.model, chw), self.cache_dir)
+            return self._open_int8(exported, first_input), exported
         session = ort.InferenceSession(str(exported.path), self._options, providers=self._providers,
                                        provider_options=self._provider_options)
         session.run(None, {INPUT_NAME: first_input})
         return session, exported
+
+    def _open_int8(self, quantized: Any, first_input: np.ndarray) -> ort.InferenceSession:
+        """The QDQ model's session, with its compute layers read back from the optimised graph it runs."""
+        import onnx
+
+        with tempfile.TemporaryDirectory(prefix="accelport-ort-") as folder:
+            optimized = Path(folder) / "optimized.onnx"
+            session = ort.InferenceSession(str(quantized.path), self._session_options(optimized),
+                                           providers=self._providers, provider_options=self._provider_options)
+            self._int8_layers = onnxruntime_int8_layers(onnx.load(str(optimized), load_external_data=False))
+        session.run(None, {INPUT_NAME: first_input})
+        if self._int8_layers["float"]:
+            _logger.warning("--runtime onnxruntime --dtype int8: %d compute layer(s) run in int8 and %d in float (ONNX "
+                            "Runtime did not fuse their quantise/dequantise nodes); those are slower than fp32",
+                            self._int8_layers["int8"], self._int8_layers["float"])
+        return session
 
     @property
     def _provider_options(self) -> list[dict[str, Any]]:
@@ -157,8 +182,17 @@ class OnnxRuntimeRunner(Runner):
         return {"onnxruntime": ort.__version__, "providers_requested": self._providers,
                 "providers": session.get_providers() if session is not None else None,
                 "graph_optimization_level": "ORT_ENABLE_ALL", "intra_op_num_threads": self.threads,
-                "effective_precision": self.dtype, **self._export_info,
-                **(self._calibration.to_json() if self.dtype == "int8" else {})}
+                "effective_precision": self._effective_precision, **self._export_info,
+                **({"compute_layers": getattr(self, "_int8_layers", None), **self._calibration.to_json()}
+                   if self.dtype == "int8" else {})}
+
+    @property
+    def _effective_precision(self) -> str:
+        """int8 when the optimised graph runs int8 compute layers (as OpenVINO's read-back), else what it runs."""
+        layers = getattr(self, "_int8_layers", None)
+        if self.dtype != "int8" or layers is None or layers["int8"]:
+            return self.dtype
+        return "fp32 (int8 layers: 0)"
 
     def _close_impl(self) -> None:
         self._sessions.clear()

@@ -1,7 +1,8 @@
 """Post-training static int8 quantisation, each engine through its own tool (never re-implemented here).
 
 - ONNX Runtime: ``onnxruntime.quantization.quantize_static`` on the cached fp32 ONNX export: QDQ format, int8
-  weights per output channel, int8 activations per tensor, MinMax calibration, Conv/MatMul/Gemm only.
+  weights per output channel, activations per tensor (uint8 on x86-64, where ONNX Runtime's QDQ fusion wants
+  them; int8 elsewhere), MinMax calibration, Conv/MatMul/Gemm only, shared initializers given their own copy.
 - OpenVINO: ``nncf.quantize`` on the fp32 OpenVINO model (either route's file), preset PERFORMANCE (symmetric
   int8), ``ModelType.TRANSFORMER`` for models with attention or LayerNorm blocks (NNCF's advice for attention: keeps
   softmax/layer-norm inputs unquantised; for LayerNorm CNNs such as ConvNeXt it was measured faster and closer to
@@ -22,6 +23,7 @@ import contextlib
 import hashlib
 import io
 import logging
+import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -179,20 +181,79 @@ def _cached(kind: str, fields: dict[str, Any], suffix: str, tool: str, cache_dir
 # Only the compute ops (what NNCF and the X86 Inductor quantizer quantise too): their int8 kernels are the speed-up;
 # quantising Add/Mul/Softmax/LayerNorm as well adds error for nothing (deit_tiny: worst rel L2 0.46 -> 0.06).
 ORT_OPS = ("Conv", "MatMul", "Gemm")
-ORT_SETTINGS = {"format": "QDQ", "per_channel": True, "activation_type": "QInt8", "weight_type": "QInt8",
-                "calibrate_method": "MinMax", "op_types_to_quantize": list(ORT_OPS)}
+ORT_SETTINGS = {"format": "QDQ", "per_channel": True, "weight_type": "QInt8", "calibrate_method": "MinMax",
+                "op_types_to_quantize": list(ORT_OPS)}
+
+
+def ort_activation_type(machine: str | None = None) -> str:
+    """uint8 activations on x86-64, int8 elsewhere. ONNX Runtime's CPU provider on x86 fuses QDQ convolutions into
+    its int8 ``QLinearConv`` reliably with uint8 activations (u8 x s8, VNNI's operand pair); with int8 activations
+    many stay float convolutions behind DequantizeLinear nodes. Measured on the AMX Xeon (convnextv2_atto, 2
+    threads, 5 rounds): 40 of 40 convolutions fused and 352 ms at batch 32 with uint8, against 13 of 40 and 592 ms
+    with int8 (docs/int8.md). ARM's int8 kernels take s8 x s8, ONNX Runtime's default."""
+    machine = (machine or platform.machine()).lower()
+    return "QUInt8" if machine in ("x86_64", "amd64", "i686", "x86") else "QInt8"
+
+
+def initializers_behind_identities(model: Any) -> int:
+    """Turn every ``Identity`` of an initializer into an initializer of its own, in place; returns how many.
+
+    The TorchScript exporter shares equal tensors (the zero biases of a random init, tied weights) as one
+    initializer read through Identity nodes. ONNX Runtime's quantiser then finds a convolution's bias not to be
+    an initializer, leaves it float, and the runtime cannot fuse that convolution into ``QLinearConv`` (39 of 40
+    on a random-init convnextv2_atto). The values are unchanged; only the graph's wiring is.
+    """
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    kept, copied = [], 0
+    for node in model.graph.node:
+        if node.op_type == "Identity" and node.input[0] in initializers:
+            tensor = type(initializers[node.input[0]])()
+            tensor.CopyFrom(initializers[node.input[0]])
+            tensor.name = node.output[0]
+            model.graph.initializer.append(tensor)
+            copied += 1
+        else:
+            kept.append(node)
+    if copied:
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
+    return copied
+
+
+class _OrtAdvice(logging.Filter):
+    """ONNX Runtime's quantiser logs advice on the root logger ("consider pre-processing before quantization"):
+    moved to accelport's debug log, so a run's output carries accelport's own lines only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno <= logging.WARNING and "onnxruntime" in record.pathname:
+            _logger.debug("onnxruntime.quantization: %s", record.getMessage())
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def _quiet_root_warnings() -> Any:
+    advice = _OrtAdvice()
+    logging.getLogger().addFilter(advice)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(advice)
 
 
 def quantize_onnx(source: Any, calibration: Calibration, cache_dir: str | Path | None) -> QuantizedFile:
-    """ONNX Runtime's static quantisation of an fp32 ONNX export (QDQ, per-channel int8 weights).
+    """ONNX Runtime's static quantisation of an fp32 ONNX export (QDQ, per-channel int8 weights, activations per
+    ``ort_activation_type``).
 
     ``reduce_range`` (7-bit weights) on CPUs without VNNI: there ORT's x86 int8 kernels multiply u8 x s8 pairs
     into saturating int16 sums (``vpmaddubsw``), which full-range weights overflow; measured here (AVX2 EPYC,
     convnextv2_atto) it is the difference between a worst-image rel L2 of 0.13 and 0.036 (docs/int8.md).
     """
+    import onnx
     from onnxruntime import quantization as q
 
     reduce_range = not cpu_has_vnni()
+    activation_type = ort_activation_type()
 
     class Reader(q.CalibrationDataReader):
         def __init__(self) -> None:
@@ -203,13 +264,19 @@ def quantize_onnx(source: Any, calibration: Calibration, cache_dir: str | Path |
             return None if array is None else {INPUT_NAME: array}
 
     def build(path: Path) -> None:
-        q.quantize_static(str(source.path), str(path), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=True,
-                          activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
-                          calibrate_method=q.CalibrationMethod.MinMax, reduce_range=reduce_range,
-                          op_types_to_quantize=list(ORT_OPS))
+        model = onnx.load(str(source.path))
+        copied = initializers_behind_identities(model)
+        _logger.debug("int8 (ONNX Runtime): %d shared initializer(s) given their own copy", copied)
+        # the ONNX Runtime quantiser logs its advice on the root logger; accelport's own log says what it did
+        with _quiet_root_warnings():
+            q.quantize_static(model, str(path), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=True,
+                              activation_type=getattr(q.QuantType, activation_type), weight_type=q.QuantType.QInt8,
+                              calibrate_method=q.CalibrationMethod.MinMax, reduce_range=reduce_range,
+                              op_types_to_quantize=list(ORT_OPS))
 
     fields = {"fp32_onnx_key": source.key, "calibration_sha256": calibration.sha256, **ORT_SETTINGS,
-              "reduce_range": reduce_range, **library_versions("onnxruntime")}
+              "activation_type": activation_type, "shared_initializers": "copied", "reduce_range": reduce_range,
+              **library_versions("onnxruntime")}
     return _cached("int8-onnx", fields, ".onnx", "onnxruntime.quantization.quantize_static", cache_dir, build,
                    source)
 
@@ -294,6 +361,25 @@ def openvino_int8_layers(compiled: Any) -> dict[str, int]:
         info = op.get_rt_info()
         if info["layerType"].astype(str) in INT8_LAYER_TYPES:
             counts["int8" if info["runtimePrecision"].astype(str) in ("u8", "i8") else "float"] += 1
+    return counts
+
+
+# ONNX Runtime's CPU kernels after its graph optimisations: int8 compute (a fused QDQ group) and float compute
+_ORT_INT8_OPS = frozenset({"QLinearConv", "QLinearMatMul", "QGemm", "MatMulInteger", "ConvInteger",
+                           "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QAttention"})
+_ORT_FLOAT_OPS = frozenset({"Conv", "FusedConv", "MatMul", "FusedMatMul", "Gemm", "FusedGemm"})
+
+
+def onnxruntime_int8_layers(optimized: Any) -> dict[str, int]:
+    """Read back from ONNX Runtime's optimised graph (``SessionOptions.optimized_model_filepath``) how many compute
+    layers run in int8 and how many in float: a QDQ convolution its fusion did not take stays a float convolution
+    behind DequantizeLinear nodes, slower than the fp32 graph (docs/int8.md)."""
+    counts = {"int8": 0, "float": 0}
+    for node in optimized.graph.node:
+        if node.op_type in _ORT_INT8_OPS:
+            counts["int8"] += 1
+        elif node.op_type in _ORT_FLOAT_OPS:
+            counts["float"] += 1
     return counts
 
 
