@@ -137,6 +137,9 @@ class Evidence:
     worst_baseline_l2_ratio: float | None = None  # None: no same-precision baseline (fp32)
     worst_baseline_outside_ratio: float | None = None
     nonfinite_weights: int | None = None  # None: weights not inspected (e.g. layers per module)
+    # images whose reference output is exactly zero, where a match proves nothing (a zero-initialised head on a
+    # random init); None: not judged (a module's output, which may rightly be zero)
+    zero_reference_samples: int | None = None
     where: dict[str, str | None] | None = None  # check name -> where it failed (tensor, image)
 
 
@@ -152,6 +155,9 @@ def judge(criteria: Criteria, evidence: Evidence) -> list[Check]:
     ]
     if evidence.nonfinite_weights is not None:
         checks.append(check("nonfinite_weights", evidence.nonfinite_weights, "<=", 0, where.get("nonfinite_weights")))
+    if evidence.zero_reference_samples is not None:
+        checks.append(check("zero_reference_outputs", evidence.zero_reference_samples, "<=", 0,
+                            where.get("zero_reference_outputs")))
     if evidence.worst_baseline_l2_ratio is not None:
         checks.append(check("max_baseline_rel_l2_ratio", evidence.worst_baseline_l2_ratio, "<=",
                             criteria.max_baseline_ratio, where.get("max_baseline_rel_l2_ratio")))

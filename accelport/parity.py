@@ -7,7 +7,7 @@ of a same-precision baseline) into its ``Evidence``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -144,12 +144,15 @@ def _nonfinite_where(counts: Sequence[int], names: Sequence[str]) -> str | None:
 
 def compare_outputs(reference: np.ndarray, target: np.ndarray, criteria: Criteria, is_classifier: bool,
                     baseline: np.ndarray | None = None, sample_names: Sequence[str] | None = None,
-                    nonfinite_weights: dict[str, int] | None = None) -> ParityResult:
+                    nonfinite_weights: dict[str, int] | None = None,
+                    judge_zero_reference: bool = False) -> ParityResult:
     """Metrics overall and per sample, top-k agreement with near-ties, and the verdict under ``criteria``.
 
     ``baseline``: the outputs of a correct implementation of the target's precision (half precision, fp32-fast), which
     adds the baseline-ratio checks and sets the near-tie allowance. ``nonfinite_weights``: tensor name -> count
     of NaN/Inf found in the loaded weights (an empty dict when they were inspected and are clean).
+    ``judge_zero_reference``: fail images whose reference output is exactly zero (a run's verdict on the model's
+    output; not the structural proof's or a fault's, whose reference is the same and already judged).
     """
     reference = np.asarray(reference, np.float64)
     target = np.asarray(target, np.float64)
@@ -175,6 +178,13 @@ def compare_outputs(reference: np.ndarray, target: np.ndarray, criteria: Criteri
         else:
             samples.append(SampleParity(metrics, None, None, None, None, None, None, **extra))
     evidence = _evidence(reference, target, criteria, samples, names, is_classifier, nonfinite_weights)
+    if judge_zero_reference:
+        zeros = [name for name, ref in zip(names, reference, strict=True) if not np.any(ref)]
+        where = {**(evidence.where or {}), "zero_reference_outputs": (
+            f"all zero for {len(zeros)} of {len(names)} image(s): {', '.join(zeros[:5])}; a match with zeros proves "
+            "nothing (timm zero-initialises some classifiers on a random init: load real weights)") if zeros
+            else None}
+        evidence = replace(evidence, zero_reference_samples=len(zeros), where=where)
     return ParityResult(compare_arrays(reference, target), samples, criteria, judge(criteria, evidence),
                         is_classifier, compare_arrays(reference, baseline) if baseline is not None else None)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from accelport.cli import main
 from accelport.criteria import criteria_for
 from accelport.power import api as power_api
 from accelport.power import run_power
@@ -63,7 +64,8 @@ def test_power_files_are_the_typed_documents_renderings(tmp_path, seeded_weights
     assert [row.kind for row in result.document.faults] == [row["kind"] for row in written["faults"]]
 
 
-def test_a_kind_whose_site_reaches_no_output_is_untestable_not_a_miss_and_moved_sites_are_listed():
+def test_a_kind_whose_site_reaches_no_output_is_untestable_not_a_miss_and_moved_sites_are_listed(monkeypatch,
+                                                                                                  capsys):
     rows = (FaultRow("noise (middle)", 1e-1, "layer3.0.downsample.0.weight", "layer3.0.downsample.0",
                      ("max_sample_rel_l2",), 3e-2, site="middle", reference_rel_l2=3e-2),
             FaultRow("bias shift", 1e-1, "layer3.0.bn1.bias", "layer3.0.bn1", (), 1e-7, site="bias",
@@ -82,6 +84,10 @@ def test_a_kind_whose_site_reaches_no_output_is_untestable_not_a_miss_and_moved_
     assert "| bias shift | `layer3.0.bn1` | untestable: no effect on the output |" in markdown
     assert "**middle**: `layer3.0.downsample.0.weight`; passed over `layer3.0.conv1.weight`" in markdown
     assert "| bias shift | 0.1 | no | - | 1e-07 | 0 |" in markdown
+    monkeypatch.setattr(power_api, "run_power", lambda config: power_api.PowerResult(document, {}))
+    assert main(["power", "--device", "cpu"]) == 0
+    console = capsys.readouterr().out
+    assert "bias shift               untestable: no tensor near its site changes the output" in console
     undetected = PowerDocument(*[getattr(document, f) for f in ("model", "device", "runtime", "dtype", "precision",
                                                                  "criteria", "num_images", "sizes", "wall_time_s",
                                                                  "faults")], sites=sites[:1])

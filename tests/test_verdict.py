@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -91,6 +92,37 @@ def test_nan_in_target_weights_fails_and_names_the_tensor(tmp_path, weights_file
     assert not checks["nonfinite_weights"]["passed"]
     assert "target weights: head.fc.bias (1)" in checks["nonfinite_weights"]["detail"]
     assert not checks["nonfinite_target_values"]["passed"]
+
+
+def test_a_reference_whose_logits_are_all_zero_fails_as_proving_nothing(tmp_path, seeded_state, weights_files,
+                                                                         two_images):
+    dead = {k: (torch.zeros_like(v) if k.startswith("head.fc.") else v) for k, v in seeded_state.items()}
+    weights = tmp_path / "dead_head.safetensors"  # as timm's random init leaves MLP-Mixer's classifier
+    save_file(dead, str(weights))
+    runs = {name: accelport.run(weights=str(path), device="cpu", images=tuple(two_images), iters=1, warmup=0,
+                                out_dir=str(tmp_path / name))
+            for name, path in (("dead", weights), ("alive", weights_files["clean"]))}
+    checks = {name: {c["name"]: c for c in json.loads((tmp_path / name / "summary.json").read_text())["parity"]
+                     ["checks"]} for name in runs}
+    assert not runs["dead"].passed and not checks["dead"]["zero_reference_outputs"]["passed"]
+    assert checks["dead"]["min_sample_cosine"]["passed"]  # zeros against zeros: closeness is met, vacuously
+    assert "all zero for 2 of 2 image(s)" in checks["dead"]["zero_reference_outputs"]["detail"]
+    assert runs["alive"].passed and checks["alive"]["zero_reference_outputs"]["passed"]
+
+
+def test_zero_outputs_are_judged_only_where_the_models_output_is():
+    from accelport.criteria import criteria_for
+    from accelport.parity import compare_outputs
+
+    zeros = np.zeros((2, 5))
+    for asked in (False, True):  # the structural proof and power compare against the same, already judged, zeros
+        names = [c.name for c in compare_outputs(zeros, zeros, criteria_for("fp32"), False,
+                                                 judge_zero_reference=asked).checks]
+        assert ("zero_reference_outputs" in names) is asked
+    one_zero = np.array([[0.0, 0.0], [1.0, 2.0]])
+    check = next(c for c in compare_outputs(one_zero, one_zero, criteria_for("fp32"), False,
+                                            judge_zero_reference=True).checks if c.name == "zero_reference_outputs")
+    assert not check.passed and check.value == 1 and "image 0" in check.detail
 
 
 def test_missing_target_weights_is_exit_2_naming_the_flag(tmp_path, weights_files, two_images, capsys):

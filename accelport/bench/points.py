@@ -79,7 +79,7 @@ def _parity(runner: Runner, images: torch.Tensor, reference: np.ndarray, batch_s
             is_classifier: bool) -> tuple[dict[str, Any], np.ndarray]:
     index = padded_indices(images.shape[0], batch_size)
     outputs = padded_outputs(runner, images, batch_size)
-    result = compare_outputs(reference[index], outputs, criteria, is_classifier)
+    result = compare_outputs(reference[index], outputs, criteria, is_classifier, judge_zero_reference=True)
     parity = result.to_json()
     record = {"precision": criteria.precision, "passed": result.passed, "samples": len(index),
               "worst_sample_cosine": parity["worst_sample_cosine"],

@@ -83,7 +83,7 @@ def judge_output(comparison: LayerComparison, structural: LayerComparison | None
         return OutputVerdict(None)
     reference, target = comparison.model_outputs
     parity = compare_outputs(reference, target, criteria, is_classifier, baseline=baseline, sample_names=names,
-                             nonfinite_weights=nonfinite_weights(weights))
+                             nonfinite_weights=nonfinite_weights(weights), judge_zero_reference=True)
     proof = None
     if structural is not None and structural.model_outputs is not None:  # as proofs.structural_proof judges it
         proof = compare_outputs(reference, structural.model_outputs[1], criteria_for("fp32"), is_classifier,

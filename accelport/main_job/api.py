@@ -138,7 +138,8 @@ def _parity(job: JobContext, target: Target, stream: ImageStream, outputs: _Outp
     weights = {"reference": job.loaded.model} | ({"target": job.target_model.model} if job.separate_target else {})
     return compare_outputs(outputs.reference, outputs.target, job.criteria_for(target.dtype),
                            job.spec.head == "classifier", baseline=outputs.baseline,
-                           sample_names=[str(p) for p in stream.paths], nonfinite_weights=nonfinite_weights(weights))
+                           sample_names=[str(p) for p in stream.paths], nonfinite_weights=nonfinite_weights(weights),
+                           judge_zero_reference=True)
 
 
 def _localise(job: JobContext, target: Target, stream: ImageStream) -> str | None:

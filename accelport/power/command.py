@@ -55,6 +55,8 @@ def _cmd_power(args: argparse.Namespace) -> int:
     for entry in document.summary:
         smallest = "not detected" if not entry.detected else (
             "detected" if entry.smallest_detected is None else f"detected from {entry.smallest_detected:g}")
+        if entry.no_effect:
+            smallest = "untestable: no tensor near its site changes the output"
         named = "" if entry.layers is None else (
             ", layers names it" if entry.layers.names_module else ", layers does NOT name it")
         print(f"  {entry.kind:<24} {smallest}{named}")
