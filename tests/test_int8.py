@@ -91,14 +91,14 @@ def test_shared_initializers_get_their_own_copy_and_the_outputs_stay_the_same(tm
     import onnx
     import onnxruntime as ort
 
+    from accelport.runners.onnx_export import export_onnx
     from accelport.runners.quantize import initializers_behind_identities
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3))
     with torch.no_grad():
         for conv in (net[0], net[2]):
             conv.bias.zero_()  # equal biases: the TorchScript exporter shares them through Identity nodes
-    path = tmp_path / "net.onnx"
-    torch.onnx.export(net, (torch.zeros(1, 3, 8, 8),), str(path), input_names=["input"], dynamo=False)
+    path = export_onnx(net.eval(), (3, 8, 8), "fp32", tmp_path, "torchscript").path  # accelport's own export
     model = onnx.load(str(path))
     initializers = {t.name for t in model.graph.initializer}
     shared = sum(n.op_type == "Identity" and n.input[0] in initializers for n in model.graph.node)
