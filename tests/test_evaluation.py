@@ -16,6 +16,7 @@ import time
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -334,3 +335,21 @@ def test_a_symlinked_class_folder_is_listed_with_its_label(tmp_path, two_images)
     (root / "n01443537").symlink_to(elsewhere, target_is_directory=True)
     listing = list_dataset(root, "auto", IMAGENET, 1000)
     assert [(it.key, it.label) for it in listing.items] == [("n01440764/a.jpg", 0), ("n01443537/b.png", 1)]
+
+
+def test_images_whose_reference_output_is_all_zero_fail_eval_by_name_and_old_records_read_as_not_zero():
+    from dataclasses import asdict, replace
+
+    from accelport.criteria import criteria_for
+    from accelport.evaluation.aggregate import verdict
+    from accelport.evaluation.records import records_from_outputs
+
+    records = records_from_outputs(["dead.jpg", "alive.jpg"], [None, None], np.array([[0.0, 0.0], [1.0, 2.0]]),
+                                   np.array([[0.0, 0.0], [1.0, 2.0]]), criteria_for("fp32"))
+    assert [r.zero_reference for r in records] == [True, False]
+    checks = {c.name: c for c in verdict(records, criteria_for("fp32"), 0.01, 0.01, None)}
+    assert not checks["zero_reference_outputs"].passed and "dead.jpg" in checks["zero_reference_outputs"].detail
+    assert checks["min_sample_cosine"].passed  # zeros match zeros: only the new check sees it
+    assert all(c.passed for c in verdict([records[1]], criteria_for("fp32"), 0.01, 0.01, None))
+    old = {k: v for k, v in asdict(replace(RECORD)).items() if k != "zero_reference"}  # a journal line from before
+    assert ImageRecord.from_json(old).zero_reference is False

@@ -104,14 +104,18 @@ def verdict(records: Sequence[ImageRecord], criteria: Criteria, max_disagreement
     """
     elements = sum(r.num_elements for r in records)
     cosines, rel_l2s = [r.cosine for r in records], [r.rel_l2 for r in records]
+    zeros = [r.key for r in records if r.zero_reference]
     evidence = Evidence(
         worst_cosine=cosines[worst_index(cosines, worst_is_low=True)],
         worst_rel_l2=rel_l2s[worst_index(rel_l2s, worst_is_low=False)],
         within_share=sum(r.within_rtol for r in records) / elements,
         nonfinite_reference=sum(r.nonfinite_reference for r in records),
         nonfinite_target=sum(r.nonfinite_target for r in records),
+        zero_reference_samples=len(zeros),
         where={"min_sample_cosine": records[worst_index(cosines, worst_is_low=True)].key,
-               "max_sample_rel_l2": records[worst_index(rel_l2s, worst_is_low=False)].key},
+               "max_sample_rel_l2": records[worst_index(rel_l2s, worst_is_low=False)].key,
+               "zero_reference_outputs": (f"all zero for {len(zeros)} of {len(records)} image(s): "
+                                          f"{', '.join(zeros[:5])}") if zeros else None},
     )
     checks = judge(criteria, evidence)
     checks.append(check("real_top1_mismatch_rate", sum(r.real_top1_mismatch for r in records) / len(records), "<=",

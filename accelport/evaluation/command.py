@@ -112,7 +112,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
           "time)")
     for check in doc.checks:
         if not check.passed:
-            print(f"  FAIL {check.name}: {comparison_text(check.value, check.op, check.threshold)}")
+            detail = f" ({check.detail})" if check.detail else ""
+            print(f"  FAIL {check.name}: {comparison_text(check.value, check.op, check.threshold)}{detail}")
     return arguments.finish(result.artifacts, passed=result.passed)
 
 

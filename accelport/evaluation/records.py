@@ -32,6 +32,7 @@ class ImageRecord:
     num_elements: int
     nonfinite_reference: int
     nonfinite_target: int
+    zero_reference: bool = False  # the reference output is exactly zero: agreement with it proves nothing
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,5 +66,6 @@ def records_from_outputs(keys: list[str], labels: list[int | None], reference: n
             cosine=metrics.cosine_similarity, rel_l2=metrics.rel_l2_err, max_abs_diff=metrics.max_abs_diff,
             mean_abs_diff=metrics.mean_abs_diff, within_rtol=int(within[i]), num_elements=metrics.num_elements,
             nonfinite_reference=metrics.nonfinite_reference, nonfinite_target=metrics.nonfinite_target,
+            zero_reference=not np.any(ref),
         ))
     return records
