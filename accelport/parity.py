@@ -58,6 +58,14 @@ class ParityResult:
     checks: list[Check]
     is_classifier: bool
     baseline: TensorMetrics | None = None
+    # how far the best single reference output, returned for every image, would be from the others (worst image rel
+    # L2); under max_rel_l2, a target that ignored its input would pass. None with fewer than two images
+    constant_output_rel_l2: float | None = None
+
+    @property
+    def input_blind(self) -> bool:
+        """The reference barely depends on these images: one of its outputs for all of them would pass rel L2."""
+        return self.constant_output_rel_l2 is not None and self.constant_output_rel_l2 < self.criteria.max_rel_l2
 
     @property
     def passed(self) -> bool:
@@ -98,6 +106,7 @@ class ParityResult:
                 not s.top1_match and not s.top1_near_tie for s in self.samples),
             "criteria": self.criteria.to_json(),
             "checks": [vars(c) for c in self.checks],
+            "constant_output_rel_l2": self.constant_output_rel_l2,
         }
         if self.baseline is not None:
             data["baseline"] = {
@@ -186,7 +195,26 @@ def compare_outputs(reference: np.ndarray, target: np.ndarray, criteria: Criteri
             else None}
         evidence = replace(evidence, zero_reference_samples=len(zeros), where=where)
     return ParityResult(compare_arrays(reference, target), samples, criteria, judge(criteria, evidence),
-                        is_classifier, compare_arrays(reference, baseline) if baseline is not None else None)
+                        is_classifier, compare_arrays(reference, baseline) if baseline is not None else None,
+                        constant_output_rel_l2(reference))
+
+
+def constant_output_rel_l2(reference: np.ndarray, max_answers: int = 64) -> float | None:
+    """The worst-image rel L2 of the best constant answer: one image's reference output given for every image (the
+    best of the first ``max_answers`` images; fewer tried can only make it larger, never a false alarm). Random-init
+    networks often barely depend on their input (ConvMixer: 7e-8 here); a target that ignores its input then passes
+    any output check, which a run should say."""
+    rows = np.asarray(reference, np.float64).reshape(len(reference), -1)
+    if len(rows) < 2 or not np.isfinite(rows).all():
+        return None
+    norms = np.linalg.norm(rows, axis=1)
+    best = np.inf
+    for answer in rows[:max_answers]:
+        distances = np.linalg.norm(rows - answer, axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            relative = np.where(norms > 0, distances / norms, np.where(distances > 0, np.inf, 0.0))
+        best = min(best, float(relative.max()))
+    return best
 
 
 def _evidence(reference: np.ndarray, target: np.ndarray, criteria: Criteria, samples: list[SampleParity],

@@ -178,3 +178,26 @@ def test_openvino_fp16_and_fp32_in_one_cache_folder_each_compute_in_their_precis
             assert result.passed, result.summary["parity"]
         outputs[dtype] = result.target
     assert not (outputs["fp16"] == outputs["fp32"]).all()  # a reused fp32 blob would be bit-identical
+
+
+def test_a_reference_that_barely_depends_on_its_input_is_said_to_be_blind_to_a_target_that_ignores_it(
+        tmp_path, seeded_state, weights_files, two_images):
+    blind = dict(seeded_state)  # the classifier answers its bias, whatever the image: a constant output
+    blind["head.fc.weight"] = torch.zeros_like(seeded_state["head.fc.weight"])
+    blind["head.fc.bias"] = torch.linspace(-1, 1, seeded_state["head.fc.bias"].numel())
+    weights = tmp_path / "blind.safetensors"
+    save_file(blind, str(weights))
+    for name, path in (("blind", weights), ("seeded", weights_files["clean"])):
+        result = accelport.run(weights=str(path), device="cpu", images=tuple(two_images), iters=1, warmup=0,
+                               out_dir=str(tmp_path / name))
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        log = (tmp_path / name / "accuracy_compare.log").read_text()
+        blind_run = name == "blind"
+        assert result.passed  # the target is right; what the run cannot show is said beside the verdict
+        assert (summary["parity"]["constant_output_rel_l2"] < 1e-6) is blind_run
+        assert ("cannot see a target that ignores it" in log) is blind_run
+        assert ("cannot see a target that ignores it" in (tmp_path / name / "report.md").read_text()) is blind_run
+    one = accelport.run(weights=str(weights), device="cpu", images=tuple(two_images[:1]), iters=1, warmup=0,
+                        out_dir=str(tmp_path / "one"))
+    assert json.loads((tmp_path / "one" / "summary.json").read_text())["parity"]["constant_output_rel_l2"] is None
+    assert one.passed  # one image: nothing to compare it with

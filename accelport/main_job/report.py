@@ -78,6 +78,18 @@ def _load_line(latency: LatencyReport) -> str:
             f"load average {worst['loadavg_before'][0]:.2f} before and {worst['loadavg_after'][0]:.2f} after.")
 
 
+def _input_blind_lines(summary: RunSummary) -> list[str]:
+    """A caution when the reference barely depends on the images: the verdict cannot see a target that ignores them."""
+    parity = summary.parity
+    if not parity.input_blind:
+        return []
+    random_init = " (common with RANDOM-INIT weights)" if summary.weights.source == "random-init" else ""
+    return [f"caution: the reference outputs of these {len(parity.samples)} images are so alike that one of them, "
+            f"returned for every image, would be within max_rel_l2 (worst rel L2 {_fmt(parity.constant_output_rel_l2)}"
+            f" < {_fmt(parity.criteria.max_rel_l2)}): the model as loaded barely depends on its input{random_init}, so "
+            "this verdict cannot see a target that ignores it; use real weights or more varied images"]
+
+
 def _proof_lines(summary: RunSummary) -> list[str]:
     """The structural proof (target in strict fp32) and the same-precision baseline, for the log and report.md."""
     lines = []
@@ -145,7 +157,8 @@ def render_log(summary: RunSummary) -> str:
             top5 = _agreement_word(s.top5_match, s.top5_near_tie, "MISMATCH")
             line += f"  top1 {top1} ({sample.reference_labels[0]})  top5 {top5}"
         lines.append(line)
-    lines += ["", "verdict checks:", *(f"  {v}" for v in _verdict_lines(summary)), "", *_proof_lines(summary), "",
+    lines += ["", "verdict checks:", *(f"  {v}" for v in _verdict_lines(summary)), *_input_blind_lines(summary), "",
+              *_proof_lines(summary), "",
               f"status: {summary.status.upper()}", "", *latency_lines(summary.latency), ""]
     return "\n".join(lines)
 
@@ -217,7 +230,7 @@ def _parity_lines(summary: RunSummary) -> list[str]:
         "|---|---|---|---|",
         *(_check_row(c) for c in summary.parity.checks),
         "",
-        *(f"- {line}" for line in _proof_lines(summary)),
+        *(f"- {line}" for line in [*_input_blind_lines(summary), *_proof_lines(summary)]),
         "",
     ]
 
