@@ -95,7 +95,8 @@ class OnnxRuntimeRunner(Runner):
         exported: Any = export_onnx(self.model, chw, self._export_dtype, self.cache_dir, exporter)
         if self.dtype == "int8":  # the fp32 export, quantised by ONNX Runtime's own tool (cached)
             exported = quantize_onnx(exported, self._calibration.load(self.model, chw), self.cache_dir)
-            return self._open_int8(exported, first_input), exported
+            if self._providers[0] == "CPUExecutionProvider":  # a provider that compiles subgraphs cannot save them
+                return self._open_int8(exported, first_input), exported
         session = ort.InferenceSession(str(exported.path), self._options, providers=self._providers,
                                        provider_options=self._provider_options)
         session.run(None, {INPUT_NAME: first_input})
