@@ -12,7 +12,7 @@ import pytest
 
 from accelport.cli import main
 from accelport.zoo.document import ZooDocument
-from accelport.zoo.report import CSV_FIELDS
+from accelport.zoo.report import CSV_FIELDS, cell_text
 
 REPO = Path(__file__).resolve().parent.parent
 # zoo.json's keys in order, as the untyped code (commit 38bc6a0) wrote them: the schema this module must keep
@@ -80,3 +80,23 @@ def test_saved_zoo_document_reads_back_byte_for_byte():
     text = (REPO / "docs" / "zoo_cpu.json").read_text()
     saved = json.loads(text)
     assert as_text(ZooDocument.from_json(saved).to_json()) == as_text(saved)
+
+
+def test_a_pass_that_cannot_see_a_target_ignoring_its_input_is_marked(tmp_path):
+    from accelport.zoo.cell import summary_fields
+    from accelport.zoo.document import CellMeasurement, ZooRow
+
+    def summary(constant):
+        path = tmp_path / f"summary_{constant}.json"
+        path.write_text(json.dumps({"parity": {"constant_output_rel_l2": constant, "criteria": {"max_rel_l2": 1e-3},
+                                               "checks": []}}))
+        return summary_fields(path)["input_blind"]
+
+    assert (summary(8.8e-8), summary(1.59), summary(None)) == (True, False, None)
+    measured = {k: None for k in CellMeasurement.__dataclass_fields__}
+    rows = [ZooRow("convmixer_768_32", "eager", "fp32", "passed", None, 0, 1.0,
+                   CellMeasurement(**{**measured, "input_blind": True})),
+            ZooRow("resnet18", "eager", "fp32", "passed", None, 0, 1.0, CellMeasurement(**measured))]
+    assert [cell_text(r) for r in rows] == ["pass*", "pass"]
+    assert "input_blind" not in rows[1].to_json()  # unknown: absent, as in zoo.json files from before
+    assert ZooRow.from_json(rows[0].to_json()).input_blind is True

@@ -37,11 +37,15 @@ class CellMeasurement:
     p50_ms: float | None
     setup_s: float | None
     timing_reliable: bool | None = None  # the child's own verdict on its timing (latency.reliability); None: unknown
+    # the reference barely depends on the images (run's parity.constant_output_rel_l2 under max_rel_l2): a pass
+    # that cannot see a target ignoring its input; None: not known (one image, or a summary from before)
+    input_blind: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
-        if data["timing_reliable"] is None:  # rows of zoo.json files written before the field read back unchanged
-            del data["timing_reliable"]
+        for key in ("timing_reliable", "input_blind"):  # rows of zoo.json files written before these read back
+            if data[key] is None:
+                del data[key]
         return data
 
 
@@ -101,6 +105,10 @@ class ZooRow:
     @property
     def timing_reliable(self) -> bool | None:
         return self.measured.timing_reliable if self.measured else None
+
+    @property
+    def input_blind(self) -> bool | None:
+        return self.measured.input_blind if self.measured else None
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,18 @@ _logger = logging.getLogger(__name__)
 
 CSV_FIELDS = ("model", "runtime", "dtype", "status", "reason", "cosine", "max_abs_diff", "worst_rel_l2",
               "latency_ms", "speedup_vs_eager", "setup_s", "export_route", "input_size", "output_shape", "wall_s",
-              "timing_reliable", "speedup_reliable")
+              "timing_reliable", "speedup_reliable", "input_blind")
 UNRELIABLE_MARK = "?"  # after a speed-up whose cell or eager baseline was timed on a busy machine
 UNRELIABLE_NOTE = (f"`{UNRELIABLE_MARK}` after a speed-up: the cell's or its eager fp32 baseline's own run judged its "
                    "timing unreliable (other processes busy, or a spread too wide: `latency.reliability` in the cell's "
                    "summary.json). The two are timed in separate processes at different moments, so such a ratio "
                    "is not a measurement to quote; rerun those cells on an idle machine, or compare runtimes with "
                    "`accelport bench`, which times them in alternating rounds in one process.")
+BLIND_MARK = "*"  # after "pass": the reference barely depends on the images, so the pass is blind to that
+BLIND_NOTE = (f"`pass{BLIND_MARK}`: the cell's reference outputs barely depend on its images (one image's output, "
+              "given for every image, would be within max_rel_l2: `parity.constant_output_rel_l2` in the cell's "
+              "summary.json), as with many random-init weights; such a pass cannot see a target that ignores its "
+              "input. Rerun with real weights or more varied images.")
 _SHORT = {"passed": "pass", "failed": "FAIL", "unsupported": "n/a", "crashed": "CRASH", "timed_out": "TIMEOUT"}
 
 
@@ -45,7 +50,7 @@ def cell_text(row: ZooRow | None, reason_chars: int = 0) -> str:
     pass, on a second line (the heat-map, where the full reasons are not at hand)."""
     if row is None:
         return ""
-    text = _SHORT[row.status]
+    text = _SHORT[row.status] + (BLIND_MARK if row.status == "passed" and row.input_blind else "")
     if row.status in ("passed", "failed") and row.speedup_vs_eager:
         text += f" {row.speedup_vs_eager:.2f}x" + (UNRELIABLE_MARK if row.speedup_reliable is False else "")
     reason = row.reason or ""
@@ -67,6 +72,8 @@ def render_markdown(document: ZooDocument, with_pick: bool = True) -> str:
               for m in document.models]
     if any(r.speedup_reliable is False for r in rows):
         lines += ["", UNRELIABLE_NOTE]
+    if any(r.status == "passed" and r.input_blind for r in rows):
+        lines += ["", BLIND_NOTE]
     unexplained = [r for r in rows if r.status != "passed"]
     if unexplained:
         lines += ["", "## Cells that did not pass", "", "| model | runtime/dtype | status | reason |",
