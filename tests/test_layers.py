@@ -313,3 +313,16 @@ def test_chained_mode_names_the_module_whose_own_weights_feed_its_activation_chi
     comparison = compare_layers(reference, target, [torch.randn(2, 3, 8, 8)], criteria_for("fp32"))
     assert {mode: comparison.first_divergent(mode)[1].key for mode in comparison.modes} == {"chained": "1",
                                                                                             "isolated": "1"}
+
+
+def test_fastest_growth_names_a_module_only_where_some_error_grows():
+    torch.manual_seed(0)
+    reference = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3)).eval()
+    identical = compare_layers(reference, copy.deepcopy(reference), [torch.randn(2, 3, 8, 8)], criteria_for("fp32"))
+    assert all(identical.fastest_growth(mode) is None for mode in identical.modes)  # nothing to point at
+    target = copy.deepcopy(reference)
+    with torch.no_grad():
+        target[2].weight.mul_(1 + 1e-5)  # under every limit, but an error that starts at the last conv
+    slightly = compare_layers(reference, target, [torch.randn(2, 3, 8, 8)], criteria_for("fp32"))
+    assert {mode: slightly.fastest_growth(mode)["module"] for mode in slightly.modes} == {"chained": "2",
+                                                                                          "isolated": "2"}

@@ -100,7 +100,8 @@ class LayerComparison:
 
     def fastest_growth(self, mode: str) -> dict[str, Any] | None:
         """Where the error grows most when no module crosses a limit: chained, the largest rise of the worst-image
-        rel L2 over every earlier row's; isolated, the largest own error."""
+        rel L2 over every earlier row's; isolated, the largest own error. None where no error grows anywhere (a
+        target identical to the reference): naming the first row then would point at nothing."""
         best: dict[str, Any] | None = None
         running = 0.0
         for index, row in enumerate(self.rows):
@@ -112,7 +113,7 @@ class LayerComparison:
                 best = {"index": index, "module": row.key, "type": row.module_type, "growth": growth,
                         "worst_sample_rel_l2": stats.worst_rel_l2}
             running = max(running, stats.worst_rel_l2)
-        return best
+        return best if best is not None and best["growth"] > 0 else None
 
     def compared(self, mode: str) -> int:
         """Rows with metrics in ``mode``: every row on eager; on an engine, those it has a tensor for."""
