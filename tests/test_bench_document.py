@@ -96,3 +96,18 @@ def test_a_row_key_this_version_does_not_know_is_kept():
            "kind": "accelport", "peer": None, "batch_size": 1, "status": "unsupported", "reason": "no engine",
            "calibration": {"images": 6}}
     assert as_text(BenchRow.from_json(row).to_json()) == as_text(row)
+
+
+def test_the_sweep_says_once_when_its_reference_barely_depends_on_the_images():
+    from accelport.bench.report import input_blind_lines
+
+    def row(dtype, parity, status="ok"):
+        return BenchRow(f"eager {dtype}", "eager", dtype, False, 1, 0, 1, status, parity=parity)
+
+    seeing = (row("fp32", {"passed": True}), row("bf16", {"passed": True}))
+    assert input_blind_lines(seeing) == []
+    blind = (row("fp32", {"passed": True, "input_blind": True}), row("bf16", {"passed": True, "input_blind": True}),
+             row("fp16", {"input_blind": True}, status="error"))  # a point not measured says nothing
+    lines = input_blind_lines(blind)
+    assert len(lines) == 1 and lines[0].startswith("caution (bf16, fp32 criteria)")
+    assert "cannot see a target that ignores it" in lines[0]

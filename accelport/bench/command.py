@@ -142,7 +142,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .api import run_bench
-    from .report import hardware_line, reliability_lines, render_pick, table_lines
+    from .report import hardware_line, input_blind_lines, reliability_lines, render_pick, table_lines
 
     result = run_bench(config_from_args(args))
     document = result.document
@@ -152,6 +152,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     else:
         print("\n".join(table_lines(document.rows)))
     print("\n".join(line.removeprefix("> ") for line in reliability_lines(document.timing_reliability, document.rows)))
+    for line in input_blind_lines(document.rows):
+        print(line)
     every_size_has_one = all(pick.fastest is not None for pick in document.pick or ())
     return finish(result.artifacts, passed=every_size_has_one)
 

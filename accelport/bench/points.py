@@ -84,7 +84,8 @@ def _parity(runner: Runner, images: torch.Tensor, reference: np.ndarray, batch_s
     record = {"precision": criteria.precision, "passed": result.passed, "samples": len(index),
               "worst_sample_cosine": parity["worst_sample_cosine"],
               "worst_sample_rel_l2": parity["worst_sample_rel_l2"], "top1_agreement": parity["top1_agreement"],
-              "failed_checks": [c["name"] for c in parity["checks"] if not c["passed"]], "checks": parity["checks"]}
+              "failed_checks": [c["name"] for c in parity["checks"] if not c["passed"]], "checks": parity["checks"],
+              **({"input_blind": True} if result.input_blind else {})}  # as run's caution; absent: not blind
     return record, outputs
 
 

@@ -121,6 +121,18 @@ def peer_lines(comparison: Sequence[PeerComparison] | None, rounds: int) -> list
     return lines
 
 
+def input_blind_lines(rows: tuple[BenchRow, ...]) -> list[str]:
+    """run's caution, once for the sweep: the reference barely depends on the images, so every row's parity is
+    blind to a target that ignores its input."""
+    blind = sorted({row.dtype for row in rows if row.measured and row.parity.get("input_blind")})
+    if not blind:
+        return []
+    return [f"caution ({', '.join(blind)} criteria): the reference outputs of these images are so alike that one "
+            "of them, returned for every image, would be within max_rel_l2: the model as loaded barely depends on "
+            "its input (common with random-init weights), so parity here cannot see a target that ignores it; use "
+            "real weights or more varied images"]
+
+
 def render_markdown(document: BenchDocument) -> str:
     s, model = document.settings, document.model
     weights_note = "" if model["pretrained_used"] else " (**random init**: no pretrained weights found)"
@@ -139,6 +151,7 @@ def render_markdown(document: BenchDocument) -> str:
         "precision; × eager = p50 / the same run's eager fp32 p50 at the same batch size (lower is faster)",
         "- peak RSS: the whole process's peak during that point (reset before each one), so it includes Python, "
         "torch and the reference",
+        *(f"- **{line}**" for line in input_blind_lines(document.rows)),
         "",
         "## Timing reliability",
         "",
