@@ -64,8 +64,15 @@ class ParityResult:
 
     @property
     def input_blind(self) -> bool:
-        """The reference barely depends on these images: one of its outputs for all of them would pass rel L2."""
-        return self.constant_output_rel_l2 is not None and self.constant_output_rel_l2 < self.criteria.max_rel_l2
+        """The reference barely depends on these images: one of its outputs, given for all of them, would pass the
+        rel-L2 limit, and the same-precision baseline's ratio limit where there is one (its smallest allowance)."""
+        if self.constant_output_rel_l2 is None:
+            return False
+        limit = self.criteria.max_rel_l2
+        allowances = [s.baseline_rel_l2 for s in self.samples if s.baseline_rel_l2 is not None]
+        if allowances:
+            limit = min(limit, self.criteria.max_baseline_ratio * min(allowances))
+        return self.constant_output_rel_l2 < limit
 
     @property
     def passed(self) -> bool:

@@ -16,7 +16,8 @@ from accelport.proofs import StructuralProof
 SCHEMA_ORDER = ["status", "pretrained_used", "local_weight_used", "weight_path", "output_shape", "max_abs_diff",
                 "mean_abs_diff", "cosine_similarity", "top1_match", "top5_match", "match_within_1_percent",
                 "latency_ms", "schema_version", "created_utc", "wall_time_s", "model", "target", "reference",
-                "environment", "weight_sha256", "weights", "inputs", "criteria", "parity", "latency", "samples",
+                "environment", "weight_sha256", "weights", "inputs", "criteria", "parity", "input_blind", "latency",
+                "samples",
                 "structural_proof", "target_weights"]
 
 

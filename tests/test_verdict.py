@@ -201,3 +201,19 @@ def test_a_reference_that_barely_depends_on_its_input_is_said_to_be_blind_to_a_t
                         out_dir=str(tmp_path / "one"))
     assert json.loads((tmp_path / "one" / "summary.json").read_text())["parity"]["constant_output_rel_l2"] is None
     assert one.passed  # one image: nothing to compare it with
+
+
+def test_blindness_is_judged_by_the_tightest_limit_that_applies_to_the_target():
+    from accelport.criteria import criteria_for
+    from accelport.parity import compare_outputs
+
+    rng = np.random.default_rng(0)
+    common = rng.standard_normal(100)
+    reference = common + 0.01 * rng.standard_normal((3, 100))  # a constant answer is ~1.4e-2 off: under bf16's 0.1
+    bf16 = criteria_for("bf16")
+    alone = compare_outputs(reference, reference, bf16, False)
+    assert alone.constant_output_rel_l2 is not None and 1e-3 < alone.constant_output_rel_l2 < bf16.max_rel_l2
+    assert alone.input_blind  # bf16's own limit would let a target that ignores its input through
+    baseline = reference * (1 + 1e-3)  # a correct bf16 implementation's error, 1e-3: the ratio limit is far tighter
+    assert not compare_outputs(reference, reference, bf16, False, baseline=baseline).input_blind
+    assert not compare_outputs(reference, reference, criteria_for("fp32"), False).input_blind  # fp32: 1e-3

@@ -86,13 +86,12 @@ def test_a_pass_that_cannot_see_a_target_ignoring_its_input_is_marked(tmp_path):
     from accelport.zoo.cell import summary_fields
     from accelport.zoo.document import CellMeasurement, ZooRow
 
-    def summary(constant):
-        path = tmp_path / f"summary_{constant}.json"
-        path.write_text(json.dumps({"parity": {"constant_output_rel_l2": constant, "criteria": {"max_rel_l2": 1e-3},
-                                               "checks": []}}))
+    def summary(blind):
+        path = tmp_path / f"summary_{blind}.json"
+        path.write_text(json.dumps({"parity": {"checks": []}, **({} if blind is None else {"input_blind": blind})}))
         return summary_fields(path)["input_blind"]
 
-    assert (summary(8.8e-8), summary(1.59), summary(None)) == (True, False, None)
+    assert (summary(True), summary(False), summary(None)) == (True, False, None)  # run's own judgement, or unknown
     measured = {k: None for k in CellMeasurement.__dataclass_fields__}
     rows = [ZooRow("convmixer_768_32", "eager", "fp32", "passed", None, 0, 1.0,
                    CellMeasurement(**{**measured, "input_blind": True})),

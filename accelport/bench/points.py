@@ -85,7 +85,9 @@ def _parity(runner: Runner, images: torch.Tensor, reference: np.ndarray, batch_s
               "worst_sample_cosine": parity["worst_sample_cosine"],
               "worst_sample_rel_l2": parity["worst_sample_rel_l2"], "top1_agreement": parity["top1_agreement"],
               "failed_checks": [c["name"] for c in parity["checks"] if not c["passed"]], "checks": parity["checks"],
-              **({"input_blind": True} if result.input_blind else {})}  # as run's caution; absent: not blind
+              # as run's caution (absent: not blind); the structural proof may still see it (add_proof)
+              **({"input_blind": True, "constant_output_rel_l2": result.constant_output_rel_l2}
+                 if result.input_blind else {})}
     return record, outputs
 
 
@@ -93,6 +95,8 @@ def add_proof(parity: dict[str, Any], proof: dict[str, Any]) -> None:
     """The structural proof into a point's parity; its failure fails the point (as it fails ``run``): int8's own
     error hides a weight fault that fp32 sees."""
     parity["structural_proof"] = proof
+    if parity.get("input_blind") and proof.get("input_blind") is False:
+        del parity["input_blind"]  # strict fp32 would see a target that ignores its input
     if proof["status"] == "failed":
         parity.update(passed=False, failed_checks=[*parity["failed_checks"], "structural_proof"])
 

@@ -201,7 +201,8 @@ class _Sweep:
             if parity is not None:  # the summary of it, as a row's own parity
                 record.update(passed=parity["passed"], worst_sample_cosine=parity["worst_sample_cosine"],
                               worst_sample_rel_l2=parity["worst_sample_rel_l2"],
-                              failed_checks=[c["name"] for c in parity["checks"] if not c["passed"]])
+                              failed_checks=[c["name"] for c in parity["checks"] if not c["passed"]],
+                              input_blind=bool(proof.parity and proof.parity.input_blind))
             return record
         return prove
 

@@ -81,7 +81,7 @@ def _load_line(latency: LatencyReport) -> str:
 def _input_blind_lines(summary: RunSummary) -> list[str]:
     """A caution when the reference barely depends on the images: the verdict cannot see a target that ignores them."""
     parity = summary.parity
-    if not parity.input_blind:
+    if not summary.input_blind:
         return []
     random_init = " (common with RANDOM-INIT weights)" if summary.weights.source == "random-init" else ""
     return [f"caution: the reference outputs of these {len(parity.samples)} images are so alike that one of them, "

@@ -104,6 +104,13 @@ class RunSummary:
     def criteria(self) -> Criteria:
         return self.parity.criteria
 
+    @property
+    def input_blind(self) -> bool:
+        """Neither the verdict nor the structural proof (strict fp32, when it ran) could see a target that ignores
+        its input: the reference barely depends on these images (``ParityResult.input_blind``)."""
+        proof = self.structural_proof.parity if self.structural_proof is not None else None
+        return self.parity.input_blind and (proof is None or proof.input_blind)
+
     def to_json(self) -> dict[str, Any]:
         overall, weights = self.parity.overall, self.weights
         data = {
@@ -125,6 +132,7 @@ class RunSummary:
             "inputs": self.inputs.to_json(),
             "criteria": self.criteria.to_json(),
             "parity": self.parity.to_json(),
+            "input_blind": self.input_blind,
             "latency": self.latency.to_json(),
             "samples": [sample.to_json() for sample in self.samples],
         }
