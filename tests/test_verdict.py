@@ -197,6 +197,10 @@ def test_a_reference_that_barely_depends_on_its_input_is_said_to_be_blind_to_a_t
         assert (summary["parity"]["constant_output_rel_l2"] < 1e-6) is blind_run
         assert ("cannot see a target that ignores it" in log) is blind_run
         assert ("cannot see a target that ignores it" in (tmp_path / name / "report.md").read_text()) is blind_run
+    copies = accelport.run(weights=str(weights_files["clean"]), device="cpu", images=(two_images[0],) * 2, iters=1,
+                           warmup=0, out_dir=str(tmp_path / "copies"))  # a model that sees, shown one image twice
+    assert copies.passed and json.loads((tmp_path / "copies" / "summary.json").read_text())["input_blind"]
+    assert "or the images are near-copies" in (tmp_path / "copies" / "accuracy_compare.log").read_text()
     one = accelport.run(weights=str(weights), device="cpu", images=tuple(two_images[:1]), iters=1, warmup=0,
                         out_dir=str(tmp_path / "one"))
     assert json.loads((tmp_path / "one" / "summary.json").read_text())["parity"]["constant_output_rel_l2"] is None

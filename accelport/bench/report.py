@@ -129,8 +129,8 @@ def input_blind_lines(rows: tuple[BenchRow, ...]) -> list[str]:
         return []
     return [f"caution ({', '.join(blind)} criteria): the reference outputs of these images are so alike that one "
             "of them, returned for every image, would be within max_rel_l2: the model as loaded barely depends on "
-            "its input (common with random-init weights), so parity here cannot see a target that ignores it; use "
-            "real weights or more varied images"]
+            "its input (common with random-init weights), or the images are near-copies, so parity here cannot see "
+            "a target that ignores its input; use real weights or more varied images"]
 
 
 def render_markdown(document: BenchDocument) -> str:

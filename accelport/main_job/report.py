@@ -86,8 +86,9 @@ def _input_blind_lines(summary: RunSummary) -> list[str]:
     random_init = " (common with RANDOM-INIT weights)" if summary.weights.source == "random-init" else ""
     return [f"caution: the reference outputs of these {len(parity.samples)} images are so alike that one of them, "
             f"returned for every image, would be within max_rel_l2 (worst rel L2 {_fmt(parity.constant_output_rel_l2)}"
-            f" < {_fmt(parity.criteria.max_rel_l2)}): the model as loaded barely depends on its input{random_init}, so "
-            "this verdict cannot see a target that ignores it; use real weights or more varied images"]
+            f" < {_fmt(parity.criteria.max_rel_l2)}): the model as loaded barely depends on its input{random_init}, or "
+            "the images are near-copies, so this verdict cannot see a target that ignores its input; use real "
+            "weights or more varied images"]
 
 
 def _proof_lines(summary: RunSummary) -> list[str]:
