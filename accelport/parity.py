@@ -158,6 +158,14 @@ def _nonfinite_where(counts: Sequence[int], names: Sequence[str]) -> str | None:
     return None if not found else f"NaN/Inf in {len(found)} image(s): " + ", ".join(found[:5])
 
 
+def zero_reference_where(zeros: Sequence[str], total: int) -> str | None:
+    """The detail of a failing ``zero_reference_outputs`` check (run, bench, layers and eval say it alike)."""
+    if not zeros:
+        return None
+    return (f"all zero for {len(zeros)} of {total} image(s): {', '.join(zeros[:5])}; a match with zeros proves nothing "
+            "(timm zero-initialises some classifiers on a random init: load real weights)")
+
+
 def compare_outputs(reference: np.ndarray, target: np.ndarray, criteria: Criteria, is_classifier: bool,
                     baseline: np.ndarray | None = None, sample_names: Sequence[str] | None = None,
                     nonfinite_weights: dict[str, int] | None = None,
@@ -196,10 +204,7 @@ def compare_outputs(reference: np.ndarray, target: np.ndarray, criteria: Criteri
     evidence = _evidence(reference, target, criteria, samples, names, is_classifier, nonfinite_weights)
     if judge_zero_reference:
         zeros = [name for name, ref in zip(names, reference, strict=True) if not np.any(ref)]
-        where = {**(evidence.where or {}), "zero_reference_outputs": (
-            f"all zero for {len(zeros)} of {len(names)} image(s): {', '.join(zeros[:5])}; a match with zeros proves "
-            "nothing (timm zero-initialises some classifiers on a random init: load real weights)") if zeros
-            else None}
+        where = {**(evidence.where or {}), "zero_reference_outputs": zero_reference_where(zeros, len(names))}
         evidence = replace(evidence, zero_reference_samples=len(zeros), where=where)
     return ParityResult(compare_arrays(reference, target), samples, criteria, judge(criteria, evidence),
                         is_classifier, compare_arrays(reference, baseline) if baseline is not None else None,

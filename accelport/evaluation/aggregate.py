@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..criteria import Check, Criteria, Evidence, check, judge, worst_index
+from ..parity import zero_reference_where
 from .records import ImageRecord
 
 PERCENTILES = (0.1, 1, 5, 25, 50, 75, 95, 99, 99.9)
@@ -114,8 +115,7 @@ def verdict(records: Sequence[ImageRecord], criteria: Criteria, max_disagreement
         zero_reference_samples=len(zeros),
         where={"min_sample_cosine": records[worst_index(cosines, worst_is_low=True)].key,
                "max_sample_rel_l2": records[worst_index(rel_l2s, worst_is_low=False)].key,
-               "zero_reference_outputs": (f"all zero for {len(zeros)} of {len(records)} image(s): "
-                                          f"{', '.join(zeros[:5])}") if zeros else None},
+               "zero_reference_outputs": zero_reference_where(zeros, len(records))},
     )
     checks = judge(criteria, evidence)
     checks.append(check("real_top1_mismatch_rate", sum(r.real_top1_mismatch for r in records) / len(records), "<=",
