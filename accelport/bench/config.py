@@ -49,18 +49,11 @@ class BenchConfig(FromFlatNames):
             object.__setattr__(self, "threads", (self.threads,))
 
     def validate(self) -> None:
-        from ..runners import INPUT_DTYPES, QUANTIZED_DTYPES, check_runtimes_and_dtypes
+        from ..runners import INPUT_DTYPES, check_runtimes_and_dtypes, check_sweep_calibration
 
         self.spec.validate()
         check_runtimes_and_dtypes(self.runtimes, self.dtypes, allowed=INPUT_DTYPES)
-        quantized = [d for d in self.dtypes if d in QUANTIZED_DTYPES]
-        if self.calibration and not quantized:
-            raise UsageError(f"--calibration applies to a quantised dtype in --dtypes ({', '.join(QUANTIZED_DTYPES)}) "
-                             "only")
-        if quantized:  # a missing or empty calibration folder is exit 2 before the model is built
-            from ..runners.quantize import discover_calibration
-
-            discover_calibration(self.calibration)
+        check_sweep_calibration(self.dtypes, self.calibration)
         if not self.runtimes or not self.dtypes or not self.batch_sizes:
             raise UsageError("--runtimes, --dtypes and --batch-sizes each need at least one value")
         if any(b < 1 for b in self.batch_sizes):

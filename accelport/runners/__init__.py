@@ -38,6 +38,17 @@ def check_runtimes_and_dtypes(runtimes: tuple[str, ...], dtypes: tuple[str, ...]
             raise UsageError(f"--dtypes {dtype!r}: choose from {', '.join(allowed)}")
 
 
+def check_sweep_calibration(dtypes: tuple[str, ...], calibration: tuple[str, ...]) -> None:
+    """A sweep's --calibration (bench, zoo), checked before any work: it needs a quantised dtype in --dtypes, and
+    with one, a missing path or an empty folder is a UsageError/InputError now, not after the models' exports."""
+    if any(dtype in QUANTIZED_DTYPES for dtype in dtypes):
+        from .quantize import discover_calibration
+
+        discover_calibration(calibration)
+    elif calibration:
+        raise UsageError(f"--calibration applies to a quantised dtype in --dtypes ({', '.join(QUANTIZED_DTYPES)}) only")
+
+
 def _runner_class(runtime: str) -> type[Runner]:
     module_name, class_name, package = _REGISTRY[runtime]
     try:

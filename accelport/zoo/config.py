@@ -43,18 +43,12 @@ class ZooConfig(FromFlatNames):
     calibration: tuple[str, ...] = ()  # int8 cells: the quantisers' calibration images; () = the bundled samples
 
     def validate(self) -> None:
-        from ..runners import INPUT_DTYPES, QUANTIZED_DTYPES, check_runtimes_and_dtypes
+        from ..runners import INPUT_DTYPES, check_runtimes_and_dtypes, check_sweep_calibration
 
         check_runtimes_and_dtypes(self.runtimes, self.dtypes, allowed=INPUT_DTYPES)
         if not self.runtimes or not self.dtypes:
             raise UsageError("--runtimes and --dtypes each need at least one value")
-        if any(d in QUANTIZED_DTYPES for d in self.dtypes):  # a missing or empty folder: exit 2 before any cell
-            from ..runners.quantize import discover_calibration
-
-            discover_calibration(self.calibration)
-        elif self.calibration:
-            raise UsageError(f"--calibration applies to a quantised dtype in --dtypes ({', '.join(QUANTIZED_DTYPES)}) "
-                             "only")
+        check_sweep_calibration(self.dtypes, self.calibration)  # before any cell
         if not self.models and not self.models_file:
             raise UsageError("no models: give --models NAME_OR_PATTERN... and/or --models-file FILE")
         for name, value, low in (("--batch-size", self.batch_size, 1), ("--iters", self.iters, 1),
