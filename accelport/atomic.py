@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -159,8 +160,22 @@ def text_writer(text: str) -> Writer:
     return lambda fh: fh.write(text.encode("utf-8"))
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN and infinity as ``None``: JSON has no such numbers, and the ``NaN`` token Python
+    writes by default is refused by strict parsers (JavaScript's, ``jq --strict``); the counts of non-finite values
+    sit beside the metrics (``nonfinite_*``), so ``null`` there means "not a number", never zero."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
 def json_writer(data: Any) -> Writer:
-    return text_writer(json.dumps(data, indent=2, allow_nan=True) + "\n")
+    """Standard JSON (non-finite numbers as ``null``, see ``json_safe``), indented for people."""
+    return text_writer(json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
 
 
 def npy_writer(array: Any) -> Writer:

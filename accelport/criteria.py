@@ -60,6 +60,7 @@ DEFAULT_CRITERIA: dict[str, Criteria] = {
     "int8": Criteria("int8", min_cosine=0.99, max_rel_l2=0.15, elem_rtol=0.2, min_within_share=0.7),
 }
 _TUNABLE = {f.name: f.type for f in fields(Criteria) if f.name != "precision"}
+TUNABLE_CRITERIA = tuple(_TUNABLE)  # what --criterion KEY=VALUE takes
 
 
 def effective_precision(dtype: str, fp32_math: str, device_type: str) -> str:
@@ -134,8 +135,10 @@ class Evidence:
     nonfinite_reference: int
     nonfinite_target: int
     real_top1_mismatches: int | None = None  # None: no classes (features head, a module's output)
-    worst_baseline_l2_ratio: float | None = None  # None: no same-precision baseline (fp32)
-    worst_baseline_outside_ratio: float | None = None
+    # the target's error over the same-precision baseline's, mean over the images (parity.baseline_ratios);
+    # None: no same-precision baseline (fp32)
+    baseline_l2_ratio: float | None = None
+    baseline_outside_ratio: float | None = None
     nonfinite_weights: int | None = None  # None: weights not inspected (e.g. layers per module)
     # images whose reference output is exactly zero, where a match proves nothing (a zero-initialised head on a
     # random init); None: not judged (a module's output, which may rightly be zero)
@@ -158,11 +161,11 @@ def judge(criteria: Criteria, evidence: Evidence) -> list[Check]:
     if evidence.zero_reference_samples is not None:
         checks.append(check("zero_reference_outputs", evidence.zero_reference_samples, "<=", 0,
                             where.get("zero_reference_outputs")))
-    if evidence.worst_baseline_l2_ratio is not None:
-        checks.append(check("max_baseline_rel_l2_ratio", evidence.worst_baseline_l2_ratio, "<=",
+    if evidence.baseline_l2_ratio is not None:
+        checks.append(check("max_baseline_rel_l2_ratio", evidence.baseline_l2_ratio, "<=",
                             criteria.max_baseline_ratio, where.get("max_baseline_rel_l2_ratio")))
-    if evidence.worst_baseline_outside_ratio is not None:
-        checks.append(check(f"max_baseline_outside_{BASELINE_RTOL:g}_ratio", evidence.worst_baseline_outside_ratio,
+    if evidence.baseline_outside_ratio is not None:
+        checks.append(check(f"max_baseline_outside_{BASELINE_RTOL:g}_ratio", evidence.baseline_outside_ratio,
                             "<=", criteria.max_baseline_ratio, where.get("max_baseline_outside_ratio")))
     if evidence.real_top1_mismatches is not None:
         checks.append(check("real_top1_mismatches", evidence.real_top1_mismatches, "<=", criteria.max_top1_mismatches,

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 _MAX_DIGITS = 17  # enough to tell any two doubles apart
@@ -47,6 +51,32 @@ def comparison_text(value: float, op: str, threshold: float) -> str:
     """``"0.999994 >= 0.99999"``: a check as one truthful expression."""
     left, right = format_comparison(value, op, threshold)
     return f"{left} {op} {right}"
+
+
+def listed(items: Sequence[str], limit: int = 5) -> str:
+    """The first ``limit`` items joined by commas, and how many were left out: a cut list never reads as whole."""
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (a newline in a file name reads ``\\n``, not a broken line)."""
+    return "".join(repr(char)[1:-1] if unicodedata.category(char).startswith("C") else char for char in text)
+
+
+def markdown_cell(text: str) -> str:
+    """``text`` safe inside one cell of a Markdown table: printable, and its ``|`` escaped."""
+    return printable(text).replace("|", "\\|")
+
+
+def short_paths(paths: Sequence[str | Path]) -> list[str]:
+    """Each path relative to the folder all of them share: the file name when they share one folder, and still
+    unique when two folders hold files of the same name (``a/cat.jpg``, ``b/cat.jpg``)."""
+    if not paths:
+        return []
+    resolved = [os.path.abspath(path) for path in paths]
+    common = os.path.commonpath([os.path.dirname(path) for path in resolved])
+    return [os.path.relpath(path, common) for path in resolved]
 
 
 def one_line(text: str, limit: int = 300) -> str:

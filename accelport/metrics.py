@@ -78,14 +78,16 @@ def compare_arrays(reference: np.ndarray, target: np.ndarray) -> TensorMetrics:
     rel_finite = rel[np.isfinite(rel)]
     ref_norm = np.linalg.norm(r)
     err_norm = np.linalg.norm(t - r)
-    honest = 1.0 if finite.all() else float("nan")  # NaN/Inf anywhere: no "cosine 1" from the finite rest
+    # NaN/Inf anywhere: every magnitude is NaN, never a "cosine 1" or "max abs diff 0" from the finite rest (the
+    # nonfinite_* counts say how many); an empty array has no difference at all
+    honest = 1.0 if finite.all() else float("nan")
     return TensorMetrics(
         num_elements=int(ref.size),
-        max_abs_diff=float(diff.max()) if diff.size else 0.0,
-        mean_abs_diff=float(diff.mean()) if diff.size else 0.0,
-        max_rel_err=float(rel_finite.max()) if rel_finite.size else 0.0,
+        max_abs_diff=honest * (float(diff.max()) if diff.size else 0.0),
+        mean_abs_diff=honest * (float(diff.mean()) if diff.size else 0.0),
+        max_rel_err=honest * (float(rel_finite.max()) if rel_finite.size else 0.0),
         rel_l2_err=honest * (float(err_norm / ref_norm) if ref_norm > 0 else (0.0 if err_norm == 0 else float("inf"))),
-        rmse=float(np.sqrt(np.mean((t - r) ** 2))) if diff.size else 0.0,
+        rmse=honest * (float(np.sqrt(np.mean((t - r) ** 2))) if diff.size else 0.0),
         cosine_similarity=honest * cosine(r, t),
         share_within_1e_3=share_within(ref, tgt, 1e-3),
         share_within_5e_3=share_within(ref, tgt, 5e-3),

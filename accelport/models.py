@@ -11,6 +11,7 @@ import timm
 import torch
 
 from .errors import UsageError, WeightsError
+from .formatting import listed
 from .weights import WeightsInfo, check_checkpoint_file, resolve_and_load
 
 if TYPE_CHECKING:
@@ -45,6 +46,22 @@ def timm_name(model_name: str) -> str:
     return model_name.removeprefix("hf-hub:").removeprefix("timm/")
 
 
+def unknown_model_reason(name: str) -> str | None:
+    """Why timm cannot create ``name`` (a timm name, see ``timm_name``), or None: an unknown architecture, or a
+    known one with a pretrained tag timm does not list (``resnet18.bogus``; ``timm.is_model`` accepts it, and
+    ``timm.create_model`` then fails)."""
+    if not timm.is_model(name):
+        return "not a timm model name (see timm.list_models())"
+    arch, _, tag = name.partition(".")
+    if tag:
+        try:
+            timm.models.get_pretrained_cfg(name)
+        except RuntimeError:
+            tags = [known.partition(".")[2] for known in timm.list_pretrained(f"{arch}.*")]
+            return f"{arch} has no pretrained tag {tag!r} (its tags: {listed(tags) or 'none'})"
+    return None
+
+
 def load_model(
     model_name: str = DEFAULT_MODEL,
     head: str = "classifier",
@@ -61,8 +78,8 @@ def load_model(
     if head not in HEADS:
         raise UsageError(f"head {head!r}: choose one of {', '.join(HEADS)}")
     name = timm_name(model_name)
-    if not timm.is_model(name):
-        raise UsageError(f"--model {model_name!r}: not a timm model name (see timm.list_models())")
+    if reason := unknown_model_reason(name):
+        raise UsageError(f"--model {model_name!r}: {reason}")
     torch.manual_seed(seed)  # a deterministic random init when no weights are found
     model: Any = timm.create_model(name, pretrained=False)  # a timm model: pretrained_cfg, reset_classifier
     hub_id = model.pretrained_cfg.get("hf_hub_id")

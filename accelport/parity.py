@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from .criteria import BASELINE_RTOL, Check, Criteria, Evidence, judge, ratio, worst_index
+from .criteria import BASELINE_RTOL, RATIO_FLOORS, Check, Criteria, Evidence, judge, ratio, worst_index
+from .formatting import listed
 from .metrics import (
     TensorMetrics,
     TopKAgreement,
@@ -63,11 +64,12 @@ class ParityResult:
     constant_output_rel_l2: float | None = None
 
     @property
-    def input_blind(self) -> bool:
+    def input_blind(self) -> bool | None:
         """The reference barely depends on these images: one of its outputs, given for all of them, would pass the
-        rel-L2 limit, and the same-precision baseline's ratio limit where there is one (its smallest allowance)."""
+        rel-L2 limit, and the same-precision baseline's ratio limit where there is one (its smallest allowance).
+        None: not judged (one image, or non-finite reference outputs)."""
         if self.constant_output_rel_l2 is None:
-            return False
+            return None
         limit = self.criteria.max_rel_l2
         allowances = [s.baseline_rel_l2 for s in self.samples if s.baseline_rel_l2 is not None]
         if allowances:
@@ -155,14 +157,14 @@ def _outside(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
 
 def _nonfinite_where(counts: Sequence[int], names: Sequence[str]) -> str | None:
     found = [f"{name} ({count})" for name, count in zip(names, counts, strict=True) if count]
-    return None if not found else f"NaN/Inf in {len(found)} image(s): " + ", ".join(found[:5])
+    return None if not found else f"NaN/Inf in {len(found)} image(s): " + listed(found)
 
 
 def zero_reference_where(zeros: Sequence[str], total: int) -> str | None:
     """The detail of a failing ``zero_reference_outputs`` check (run, bench, layers and eval say it alike)."""
     if not zeros:
         return None
-    return (f"all zero for {len(zeros)} of {total} image(s): {', '.join(zeros[:5])}; a match with zeros proves nothing "
+    return (f"all zero for {len(zeros)} of {total} image(s): {listed(zeros)}; a match with zeros proves nothing "
             "(timm zero-initialises some classifiers on a random init: load real weights)")
 
 
@@ -229,6 +231,34 @@ def constant_output_rel_l2(reference: np.ndarray, max_answers: int = 64) -> floa
     return best
 
 
+def baseline_ratios(samples: Sequence[SampleParity]) -> tuple[float | None, float | None]:
+    """The target's error over a correct same-precision implementation's, **mean over the images**: rel L2, and the
+    share of elements outside ``BASELINE_RTOL`` (None, None without a baseline).
+
+    Not the worst image's ratio: two correct implementations round differently on each image, so one image's
+    ratio scatters widely (random-init fastvit_t8 on OpenVINO bf16: 0.26 to 2.53 over six images, 0.95 on their
+    means), and the worst of N images grows with N. A weight or layout fault raises the error on every image, so the
+    mean keeps it in view (docs/verdict.md section 1)."""
+    judged = [s for s in samples if s.baseline_rel_l2 is not None and s.baseline_outside_share is not None]
+    if not judged:
+        return None, None
+
+    def of_means(target: list[Any], baseline: list[Any], kind: str) -> float:
+        # each image's baseline floored first (as its own ratio is), so the ratio of the means is never above the
+        # largest per-image ratio: what passed image by image still passes
+        floored = [max(value, RATIO_FLOORS[kind]) for value in baseline]
+        return ratio(float(np.mean(target)), float(np.mean(floored)), kind)
+
+    return (of_means([s.metrics.rel_l2_err for s in judged], [s.baseline_rel_l2 for s in judged], "rel_l2"),
+            of_means([s.outside_share for s in judged], [s.baseline_outside_share for s in judged], "outside"))
+
+
+def _worst_ratio_where(samples: Sequence[SampleParity], names: Sequence[str], field: str) -> str:
+    values = [getattr(s, field) for s in samples]
+    worst = worst_index([np.nan if v is None else v for v in values], worst_is_low=False)
+    return f"mean over {len(samples)} image(s); worst image {names[worst]} ({values[worst]:.3g})"
+
+
 def _evidence(reference: np.ndarray, target: np.ndarray, criteria: Criteria, samples: list[SampleParity],
               names: list[str], is_classifier: bool, nonfinite_weights: dict[str, int] | None) -> Evidence:
     """The judge's input, with where each failure sits (image names, weight tensors)."""
@@ -242,17 +272,16 @@ def _evidence(reference: np.ndarray, target: np.ndarray, criteria: Criteria, sam
     }
     if nonfinite_weights:
         found = [f"{name} ({count})" for name, count in nonfinite_weights.items()]
-        where["nonfinite_weights"] = f"NaN/Inf in {len(found)} tensor(s): " + ", ".join(found[:5])
+        where["nonfinite_weights"] = f"NaN/Inf in {len(found)} tensor(s): " + listed(found)
     real = None
     if is_classifier:
         flips = [name for name, s in zip(names, samples, strict=True) if not s.top1_match and not s.top1_near_tie]
         real = len(flips)
-        where["real_top1_mismatches"] = ", ".join(flips[:5]) or None
-    l2_ratios = [s.baseline_l2_ratio for s in samples if s.baseline_l2_ratio is not None]
-    out_ratios = [s.baseline_outside_ratio for s in samples if s.baseline_outside_ratio is not None]
-    if l2_ratios:
-        where["max_baseline_rel_l2_ratio"] = names[worst_index(l2_ratios, worst_is_low=False)]
-        where["max_baseline_outside_ratio"] = names[worst_index(out_ratios, worst_is_low=False)]
+        where["real_top1_mismatches"] = listed(flips) or None
+    l2_ratio, outside_ratio = baseline_ratios(samples)
+    if l2_ratio is not None:
+        where["max_baseline_rel_l2_ratio"] = _worst_ratio_where(samples, names, "baseline_l2_ratio")
+        where["max_baseline_outside_ratio"] = _worst_ratio_where(samples, names, "baseline_outside_ratio")
     return Evidence(
         worst_cosine=cosines[worst_index(cosines, worst_is_low=True)],
         worst_rel_l2=rel_l2s[worst_index(rel_l2s, worst_is_low=False)],
@@ -260,8 +289,8 @@ def _evidence(reference: np.ndarray, target: np.ndarray, criteria: Criteria, sam
         nonfinite_reference=sum(s.metrics.nonfinite_reference for s in samples),
         nonfinite_target=sum(s.metrics.nonfinite_target for s in samples),
         real_top1_mismatches=real,
-        worst_baseline_l2_ratio=l2_ratios[worst_index(l2_ratios, False)] if l2_ratios else None,
-        worst_baseline_outside_ratio=out_ratios[worst_index(out_ratios, False)] if out_ratios else None,
+        baseline_l2_ratio=l2_ratio,
+        baseline_outside_ratio=outside_ratio,
         nonfinite_weights=None if nonfinite_weights is None else sum(nonfinite_weights.values()),
         where=where,
     )

@@ -17,6 +17,7 @@ from timm.data.transforms import ResizeKeepRatio
 from torchvision.transforms import Resize
 
 from .errors import InputError
+from .formatting import listed
 
 _logger = logging.getLogger(__name__)
 
@@ -80,7 +81,24 @@ def discover_images(inputs: list[str | Path] | None) -> list[Path]:
     if not found:
         raise InputError(f"--images {', '.join(map(str, inputs))}: no image files found "
                          f"({', '.join(IMAGE_EXTENSIONS)})")
-    return found
+    return _without_repeats(found)
+
+
+def _without_repeats(paths: list[Path]) -> list[Path]:
+    """Each file once (by its real path), first mention kept: a file named twice (a folder and a file in it, a
+    link) would weigh double in the pooled metrics and look like two agreeing images to the input-blind check."""
+    first: dict[str, Path] = {}
+    repeats: list[str] = []
+    for path in paths:
+        real = os.path.realpath(path)
+        if real in first:
+            repeats.append(str(path) if str(path) == str(first[real]) else f"{path} (= {first[real]})")
+            continue
+        first[real] = path
+    if repeats:
+        _logger.warning("--images: %d file(s) named more than once, each compared once: %s",
+                        len(repeats), listed(repeats))
+    return list(first.values())
 
 
 def resized_pixels(size: tuple[int, int], transform: Any) -> int:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from .errors import WeightsError
+from .formatting import listed
 from .hub import SAFETENSORS_NAME, download_from_hub, find_in_hf_cache, hf_cache_dir, hub_reachable  # noqa: F401
 
 _logger = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class WeightsInfo:
     sha256: str | None
     file_format: str | None  # "safetensors" | "torch"
     key_layout: str | None  # "timm" | "converted" (original-release names mapped by timm's filter)
+    # the floating-point dtypes the checkpoint stores (cast to the model's on loading); None: no checkpoint
+    stored_dtypes: tuple[str, ...] | None = None
 
     @property
     def pretrained_used(self) -> bool:
@@ -148,8 +151,7 @@ def check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, origin: s
     for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong_shape),
                          ("wrong dtypes", wrong_kind)):
         if items:
-            more = f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
-            problems.append(f"{len(items)} {label}: {', '.join(items[:_MAX_LISTED])}{more}")
+            problems.append(f"{len(items)} {label}: {listed(items, _MAX_LISTED)}")
     if problems:
         raise WeightsError(f"{origin} does not fit {type(model).__name__}: " + "; ".join(problems))
 
@@ -160,9 +162,14 @@ def load_into(model: torch.nn.Module, path: str | Path, source: str) -> WeightsI
     state = read_checkpoint(path)
     state, layout = convert_to_timm_layout(state, model)
     check_fits(state, model, str(path))
+    stored = tuple(sorted({str(v.dtype).removeprefix("torch.") for v in state.values()
+                           if isinstance(v, torch.Tensor) and v.is_floating_point()}))
     model.load_state_dict(state, strict=True)
     file_format = "safetensors" if path.suffix == ".safetensors" else "torch"
-    info = WeightsInfo(source, str(path.resolve()), sha256_of(path), file_format, layout)
+    info = WeightsInfo(source, str(path.resolve()), sha256_of(path), file_format, layout, stored)
+    if set(stored) - {"float32", "float64"}:
+        _logger.warning("%s stores its weights in %s: they are cast to float32, so the fp32 reference computes with "
+                        "those rounded values (recorded as weights.stored_dtypes)", path, ", ".join(stored))
     _logger.info("Loaded weights from %s (%s, %s layout, sha256 %s)", path, source, layout, (info.sha256 or "")[:12])
     return info
 

@@ -146,3 +146,13 @@ def test_a_read_only_output_folder_is_named(tmp_path):
             check_writable_dir(tmp_path / "out", "--out-dir")
     finally:
         tmp_path.chmod(0o700)
+
+
+def test_json_files_are_standard_json_with_non_finite_numbers_as_null(tmp_path):
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    path = write_json_atomic(tmp_path / "r.json", {"cosine": float("nan"), "ratios": [1.5, float("inf")],
+                                                   "nested": {"low": -float("inf"), "count": 3}})
+    data = json.loads(path.read_text(), parse_constant=refuse)  # what JavaScript's JSON.parse accepts
+    assert data == {"cosine": None, "ratios": [1.5, None], "nested": {"low": None, "count": 3}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,43 @@ def test_thread_counts_past_the_cpus_and_non_finite_limits_are_refused(argv, cul
     argv = [a.format(over=over) for a in argv] + ["--out-dir", str(tmp_path / "out")]
     err = assert_refused(argv, culprit.format(over=over), capsys)
     assert words in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("argv", "culprit", "words"), [
+    # an empty item used to be dropped silently: "1,,2" ran batch sizes 1 and 2
+    (["bench", "--batch-sizes", "1,,2"], "--batch-sizes '1,,2'", "empty item"),
+    (["power", "--sizes", "1e-3,,1e-2"], "--sizes", "comma-separated numbers"),
+    # timm.is_model accepts any tag of a known architecture; timm.create_model then failed with a traceback (exit 3)
+    # in run/bench/layers/power, and zoo ran the cell as a crash
+    (["zoo", "--models", "resnet18.bogus_tag", "--runtimes", "eager"], "--models 'resnet18.bogus_tag'",
+     "resnet18 has no pretrained tag 'bogus_tag' (its tags: a1_in1k"),
+    # an unknown runtime was found after the model loaded, and the choices left out run's own "auto"
+    (["run", "--device", "cpu", "--runtime", "tensorrt"], "--runtime 'tensorrt'", "(and auto, with run"),
+])
+def test_empty_list_items_and_unknown_pretrained_tags_are_refused_before_anything_runs(argv, culprit, words, tmp_path,
+                                                                                      capsys, no_weights_loaded):
+    err = assert_refused([*argv, "--out-dir", str(tmp_path / "out")], culprit, capsys)
+    assert words in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", [["run"], ["layers"], ["power"]])
+def test_an_unknown_pretrained_tag_is_exit_2_naming_the_tags_timm_knows(command, tmp_path, capsys):
+    err = assert_refused([*command, "--model", "timm/resnet18.bogus_tag", "--device", "cpu", "--out-dir",
+                          str(tmp_path / "out")], "--model 'timm/resnet18.bogus_tag'", capsys)
+    assert "no pretrained tag 'bogus_tag'" in err and "a1_in1k" in err
+
+
+def test_file_names_that_would_break_the_report_are_escaped_and_told_apart(tmp_path, two_images):
+    import accelport
+
+    for folder, name in (("a", "cat|dog.jpg"), ("b", "cat|dog.jpg"), ("b", "new\nline.jpg")):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        shutil.copyfile(two_images[0], tmp_path / folder / name)  # copies: a link to one file is compared once
+    out = tmp_path / "out"
+    accelport.run(device="cpu", images=(str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "a")), iters=1,
+                  warmup=0, out_dir=str(out))
+    table = [line for line in (out / "report.md").read_text().splitlines() if line.startswith("| ") and ".jpg" in line]
+    assert [row.split(" | ")[0] for row in table] == ["| a/cat\\|dog.jpg", "| b/cat\\|dog.jpg", "| b/new\\nline.jpg"]
+    assert all(row.count(" | ") == 6 for row in table)  # seven cells each: no name adds a column or a line
+    log = (out / "accuracy_compare.log").read_text()
+    assert "new\\nline.jpg: cos" in log and "new\nline.jpg" not in log

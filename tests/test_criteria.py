@@ -194,3 +194,22 @@ def test_baseline_ratio_fails_a_fault_the_absolute_bf16_limits_pass(setup, clean
     failed = {c.name for c in judged.checks if not c.passed}
     assert "max_baseline_rel_l2_ratio" in failed
     assert judged.to_json()["baseline"]["per_image"][0]["rel_l2_ratio"] > DEFAULT_CRITERIA["bf16"].max_baseline_ratio
+
+
+def test_baseline_ratios_judge_the_mean_over_images_not_one_image_that_rounded_worse():
+    rng = np.random.default_rng(3)
+    reference = rng.standard_normal((6, 1000))
+    scale = 4e-3  # a bf16-sized error, relative to the logits' RMS of 1
+    baseline = reference + scale * rng.standard_normal((6, 1000))
+    per_image = np.array([0.8, 0.8, 2.6, 0.8, 0.8, 0.8])[:, None]  # a correct engine: one image rounds worse
+    correct = reference + scale * per_image * rng.standard_normal((6, 1000))
+    judged = compare_outputs(reference, correct, DEFAULT_CRITERIA["bf16"], True, baseline=baseline,
+                             sample_names=[f"img{i}" for i in range(6)])
+    checks = {c.name: c for c in judged.checks}
+    assert max(row["rel_l2_ratio"] for row in judged.to_json()["baseline"]["per_image"]) > 2  # the worst image alone
+    assert checks["max_baseline_rel_l2_ratio"].passed and checks["max_baseline_rel_l2_ratio"].value < 1.3
+    assert "worst image img2" in checks["max_baseline_rel_l2_ratio"].detail
+    faulty = reference + 3 * scale * rng.standard_normal((6, 1000))  # a fault: every image 3x the baseline's error
+    failed = {c.name for c in compare_outputs(reference, faulty, DEFAULT_CRITERIA["bf16"], True,
+                                              baseline=baseline).checks if not c.passed}
+    assert {"max_baseline_rel_l2_ratio", "max_baseline_outside_0.01_ratio"} <= failed

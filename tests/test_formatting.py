@@ -74,3 +74,20 @@ def test_an_engine_error_of_many_lines_is_one_line_in_a_table_cell():
     assert one_line(first + "\n" + "CPU: registered at x.cpp\n" * 50) == first
     assert len(one_line("x" * 1000)) == 300 and one_line("x" * 1000).endswith("…")
     assert one_line("") == ""
+
+
+def test_a_cut_list_says_how_many_it_left_out():
+    from accelport.formatting import listed
+
+    assert listed([f"img{i}" for i in range(6)]) == "img0, img1, img2, img3, img4 (+1 more)"
+    assert listed(["a", "b"]) == "a, b"
+    assert listed([]) == ""
+
+
+def test_file_names_stay_one_cell_and_one_line_and_are_told_apart():
+    from accelport.formatting import markdown_cell, printable, short_paths
+
+    assert markdown_cell("new\nline|x.jpg") == "new\\nline\\|x.jpg"
+    assert printable("caf\u00e9\tcat.jpg") == "caf\u00e9\\tcat.jpg"  # letters kept, control characters escaped
+    assert short_paths(["/d/a/cat.jpg", "/d/b/cat.jpg"]) == ["a/cat.jpg", "b/cat.jpg"]
+    assert short_paths(["/d/a/cat.jpg", "/d/a/dog.jpg"]) == ["cat.jpg", "dog.jpg"]

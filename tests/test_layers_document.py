@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+from accelport.atomic import json_safe
 from accelport.layers import run_layers
 
 NOISY_MODULE = "stages.2.blocks.1.mlp.fc2"  # where conftest's noisy_fc2_weights put the noise
@@ -16,7 +17,7 @@ def test_layers_files_are_the_typed_documents_renderings(tmp_path, seeded_weight
                         images=tuple(two_images[:1]), out_dir=str(tmp_path), modes=("chained",))
     document = result.document
     text = (tmp_path / "layers.json").read_text()
-    assert text == json.dumps(document.to_json(), indent=2) + "\n"  # the file is the typed document's JSON
+    assert text == json.dumps(json_safe(document.to_json()), indent=2) + "\n"  # the typed document's JSON
     written = json.loads(text)
     assert list(written)[:9] == ["status", "schema_version", "created_utc", "wall_time_s", "model", "target",
                                  "reference", "environment", "inputs"]

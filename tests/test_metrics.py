@@ -37,11 +37,14 @@ def test_each_sample_gets_its_own_floor():
     assert errors[1, 1] == pytest.approx(0.5 / 1e-3)  # floor 1e-3 * 1
 
 
-def test_nan_and_inf_are_counted_and_excluded_from_the_other_metrics():
+def test_nan_and_inf_are_counted_and_make_every_magnitude_nan_never_zero():
     m = compare_arrays(np.array([1.0, 2.0, 3.0]), np.array([1.0, np.nan, np.inf]))
     assert m.nonfinite_target == 2
-    assert m.max_abs_diff == 0.0
-    assert m.share_within_1e_2 == pytest.approx(1 / 3)
+    for name in ("max_abs_diff", "mean_abs_diff", "max_rel_err", "rel_l2_err", "rmse", "cosine_similarity"):
+        assert math.isnan(getattr(m, name)), name  # the finite element matches: 0 there would read as a match
+    assert m.share_within_1e_2 == pytest.approx(1 / 3)  # non-finite elements count as outside
+    every = compare_arrays(np.array([1.0, 2.0]), np.array([np.nan, np.nan]))
+    assert math.isnan(every.max_abs_diff) and math.isnan(every.mean_abs_diff) and every.share_within_1e_2 == 0
 
 
 def test_cosine_of_zero_vectors():

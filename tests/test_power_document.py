@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from accelport.atomic import json_safe
 from accelport.cli import main
 from accelport.criteria import criteria_for
 from accelport.power import api as power_api
@@ -55,7 +56,7 @@ def test_power_files_are_the_typed_documents_renderings(tmp_path, seeded_weights
     result = run_power(weights=str(seeded_weights), device="cpu", images=tuple(two_images[:1]), sizes=(1e-1,),
                        locate=False, batch_size=1, out_dir=str(tmp_path))
     text = (tmp_path / "power.json").read_text()
-    assert text == json.dumps(result.document.to_json(), indent=2) + "\n"  # the file is the typed document's JSON
+    assert text == json.dumps(json_safe(result.document.to_json()), indent=2) + "\n"  # the typed document's JSON
     written = json.loads(text)
     assert list(written) == POWER_ORDER
     assert [entry["kind"] for entry in written["summary"]] == ["noise (middle)", "non-finite value"]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,10 +91,17 @@ def test_nan_in_target_weights_fails_and_names_the_tensor(tmp_path, weights_file
                  "--device", "cpu", "--images", two_images[0], "--iters", "1", "--warmup", "0",
                  "--out-dir", str(tmp_path)])
     assert code == 1
-    checks = {c["name"]: c for c in json.loads((tmp_path / "summary.json").read_text())["parity"]["checks"]}
+    summary = json.loads((tmp_path / "summary.json").read_text(), parse_constant=_refuse_non_standard_json)
+    checks = {c["name"]: c for c in summary["parity"]["checks"]}
     assert not checks["nonfinite_weights"]["passed"]
     assert "target weights: head.fc.bias (1)" in checks["nonfinite_weights"]["detail"]
     assert not checks["nonfinite_target_values"]["passed"]
+    assert summary["max_abs_diff"] is None and summary["cosine_similarity"] is None  # not a number, never "0 apart"
+    assert re.search(r"max abs diff +nan\n", (tmp_path / "accuracy_compare.log").read_text())
+
+
+def _refuse_non_standard_json(token: str):
+    raise ValueError(f"summary.json holds the non-standard token {token}")
 
 
 def test_a_reference_whose_logits_are_all_zero_fails_as_proving_nothing(tmp_path, seeded_state, weights_files,
@@ -197,14 +207,22 @@ def test_a_reference_that_barely_depends_on_its_input_is_said_to_be_blind_to_a_t
         assert (summary["parity"]["constant_output_rel_l2"] < 1e-6) is blind_run
         assert ("cannot see a target that ignores it" in log) is blind_run
         assert ("cannot see a target that ignores it" in (tmp_path / name / "report.md").read_text()) is blind_run
-    copies = accelport.run(weights=str(weights_files["clean"]), device="cpu", images=(two_images[0],) * 2, iters=1,
-                           warmup=0, out_dir=str(tmp_path / "copies"))  # a model that sees, shown one image twice
+    copy = tmp_path / f"copy{Path(two_images[0]).suffix}"  # a second file: one path named twice is compared once
+    shutil.copyfile(two_images[0], copy)
+    copies = accelport.run(weights=str(weights_files["clean"]), device="cpu", images=(two_images[0], str(copy)),
+                           iters=1, warmup=0, out_dir=str(tmp_path / "copies"))  # a model that sees, one image twice
     assert copies.passed and json.loads((tmp_path / "copies" / "summary.json").read_text())["input_blind"]
     assert "or the images are near-copies" in (tmp_path / "copies" / "accuracy_compare.log").read_text()
     one = accelport.run(weights=str(weights), device="cpu", images=tuple(two_images[:1]), iters=1, warmup=0,
                         out_dir=str(tmp_path / "one"))
-    assert json.loads((tmp_path / "one" / "summary.json").read_text())["parity"]["constant_output_rel_l2"] is None
+    summary = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert summary["parity"]["constant_output_rel_l2"] is None and summary["input_blind"] is None  # not judged
+    assert "is not judged here" in (tmp_path / "one" / "accuracy_compare.log").read_text()
     assert one.passed  # one image: nothing to compare it with
+    twice = accelport.run(weights=str(weights), device="cpu", images=(two_images[0], two_images[0]), iters=1,
+                          warmup=0, out_dir=str(tmp_path / "twice"))
+    assert json.loads((tmp_path / "twice" / "summary.json").read_text())["inputs"]["num_images"] == 1
+    assert twice.passed
 
 
 def test_blindness_is_judged_by_the_tightest_limit_that_applies_to_the_target():
@@ -221,3 +239,17 @@ def test_blindness_is_judged_by_the_tightest_limit_that_applies_to_the_target():
     baseline = reference * (1 + 1e-3)  # a correct bf16 implementation's error, 1e-3: the ratio limit is far tighter
     assert not compare_outputs(reference, reference, bf16, False, baseline=baseline).input_blind
     assert not compare_outputs(reference, reference, criteria_for("fp32"), False).input_blind  # fp32: 1e-3
+
+
+def test_bench_of_a_port_fails_its_bf16_rows_through_the_structural_proof(tmp_path, weights_files, two_images):
+    """1 % noise in one layer passes bf16's absolute limits; bench's bf16 row of the port passed and was picked
+    while the fp32 row failed. With --target-weights the half-precision rows get run's structural proof."""
+    rc = main(["bench", "--device", "cpu", "--weights", str(weights_files["clean"]), "--target-weights",
+               str(weights_files["noisy"]), "--runtimes", "eager", "--dtypes", "fp32,bf16", "--batch-sizes", "1",
+               "--images", *two_images, "--rounds", "1", "--no-peers", "--no-plot", "--iters", "1", "--warmup", "0",
+               "--out-dir", str(tmp_path)])
+    rows = {row["label"]: row for row in json.loads((tmp_path / "bench.json").read_text())["rows"]}
+    bf16 = rows["eager bf16"]["parity"]
+    assert rc == 1 and not bf16["passed"]
+    assert bf16["failed_checks"] == ["structural_proof"]  # bf16's own limits alone let the fault through
+    assert bf16["structural_proof"]["status"] == "failed"

@@ -143,16 +143,23 @@ def test_missing_file_and_unknown_extension_are_clear_errors(tmp_path):
         load_model(weights_path=odd)
 
 
-def test_an_integer_checkpoint_is_refused_naming_the_tensor_and_dtype(tmp_path, seeded_state):
+def test_an_integer_checkpoint_is_refused_naming_the_tensor_and_dtype(tmp_path, seeded_state, caplog):
     as_int = {k: v.to(torch.int32) if v.is_floating_point() else v for k, v in seeded_state.items()}
     path = tmp_path / "int32.safetensors"
     save_file(as_int, str(path))
     with pytest.raises(WeightsError, match=r"wrong dtypes: stem\.0\.weight: checkpoint torch\.int32 vs model "
                                            r"torch\.float32"):
         load_model(weights_path=str(path))
-    half = tmp_path / "half.safetensors"  # a half-precision checkpoint is still cast, as before
+    half = tmp_path / "half.safetensors"  # a half-precision checkpoint is still cast, and says so
     save_file({k: v.half() if v.is_floating_point() else v for k, v in seeded_state.items()}, str(half))
-    assert load_model(weights_path=str(half)).weights.source == "file"
+    loaded = load_model(weights_path=str(half))
+    assert loaded.weights.source == "file" and loaded.weights.stored_dtypes == ("float16",)
+    assert "stores its weights in float16" in caplog.text
+    caplog.clear()
+    exact = tmp_path / "fp32.safetensors"
+    save_file(seeded_state, str(exact))
+    assert load_model(weights_path=str(exact)).weights.stored_dtypes == ("float32",)
+    assert "stores its weights" not in caplog.text
 
 
 def test_a_whole_pickled_module_is_refused_in_plain_text(tmp_path):

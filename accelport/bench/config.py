@@ -78,8 +78,10 @@ class BenchConfig(FromFlatNames):
 
 
 def parse_list(text: str, flag: str, convert=str) -> tuple:
-    """``"1,8,32"`` -> ``(1, 8, 32)``; a bad item is a UsageError naming the flag."""
-    items = [item.strip() for item in text.split(",") if item.strip()]
+    """``"1,8,32"`` -> ``(1, 8, 32)``; a bad or empty item (``"1,,32"``, a typo) is a UsageError naming the flag."""
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        raise UsageError(f"{flag} {text!r}: an empty item; expected a comma-separated list such as 1,8,32")
     try:
         return tuple(dict.fromkeys(convert(item) for item in items))
     except ValueError:

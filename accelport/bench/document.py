@@ -180,7 +180,8 @@ def sweep_document(job: JobContext, config: BenchConfig, images: torch.Tensor, t
     configurations = plan_configurations(config.runtimes, config.dtypes, config.channels_last, config.streams,
                                          config.micro_batches, peers=config.peers, threads=swept_threads)
     settings = SweepSettings(config.warmup, config.iters, config.max_time_s, threads, config.cache_dir, config.progress,
-                             config.rounds, config.calibration, job.spec.fp32_math)
+                             config.rounds, config.calibration, job.spec.fp32_math,
+                             prove_half_precision=job.separate_target)
     # every row runs the port under test (--target-weights, else the reference's weights), judged against the
     # reference: a broken conversion fails each runtime's parity, eager's too
     records, rows = sweep(job.target_model.model, images, reference, job.device, configurations, config.batch_sizes,

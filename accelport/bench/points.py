@@ -146,8 +146,8 @@ class Point:
 def first_round(runner: Runner, config: Any, batch_size: int, images: torch.Tensor, reference: np.ndarray,
                 criteria: Criteria, is_classifier: bool, settings: Any, journal: JournalWriter | None, *,
                 proof: Proof | None = None) -> Point:
-    """Setup for this batch size (timed apart), parity (and the structural proof for int8), the first timing
-    round, and the point's peak memory."""
+    """Setup for this batch size (timed apart), parity (and the structural proof: int8, and half precision with
+    --target-weights), the first timing round, and the point's peak memory."""
     memory = PeakMemory(runner.device)
     memory.start()
     setup_before = runner.setup_time_s

@@ -115,7 +115,10 @@ class SweepSettings:
     # load from another process spreads over all configurations instead of skewing one (same-run ratios).
     rounds: int = 1
     calibration: tuple[str, ...] = ()  # int8 points: the quantisers' calibration images (() = bundled samples)
-    fp32_math: str = "strict"  # the job's, restored after an int8 point's structural proof (run in strict fp32)
+    fp32_math: str = "strict"  # the job's, restored after a point's structural proof (run in strict fp32)
+    # --target-weights: half-precision points get the structural proof too, as in ``run`` (bf16's own error hides a
+    # weight fault that strict fp32 sees; without it a broken port's bf16 rows passed and were picked)
+    prove_half_precision: bool = False
 
 
 class _Sweep:
@@ -186,9 +189,10 @@ class _Sweep:
                              streams=config.streams, micro_batch=config.micro_batch or None, **calibration)
 
     def _proof(self, config: Configuration, batch_size: int) -> Proof | None:
-        """For a quantised point, the structural proof as ``run`` makes it: the same engine, layout and requests
-        in strict fp32, judged by the fp32 criteria (and int8 outputs bit-identical to it refused)."""
-        if config.dtype not in QUANTIZED_DTYPES:
+        """For a quantised point, and a half-precision one when the sweep runs a port (``prove_half_precision``),
+        the structural proof as ``run`` makes it: the same engine, layout and requests in strict fp32, judged by the
+        fp32 criteria (and outputs bit-identical to it refused: the engine did not run the precision it claims)."""
+        if config.dtype == "fp32" or (config.dtype not in QUANTIZED_DTYPES and not self.settings.prove_half_precision):
             return None
 
         def prove(reference: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:

@@ -105,7 +105,7 @@ class EvalDocument:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EvalDocument:
-        weights = WeightsInfo(**{f.name: data["weights"][f.name] for f in fields(WeightsInfo)})
+        weights = WeightsInfo(**{f.name: data["weights"].get(f.name) for f in fields(WeightsInfo)})
         return cls(DocumentHeader.from_json(data), weights, EvalDataset(**data["dataset"]), EvalRun(**data["run"]),
                    data["criteria"], EvalThroughput(**data["throughput"]), data["accuracy"], data["agreement"],
                    data["distributions"], tuple(Check(**c) for c in data["checks"]), data["worst_images"],

@@ -81,8 +81,11 @@ class Target:
         return replace(self, options=tuple((k, v) for k, v in merged.items() if v != RUNTIME_OPTIONS[k]))
 
     def validate(self) -> None:
-        from ..runners import INPUT_DTYPES, QUANTIZED_DTYPES
+        from ..runners import INPUT_DTYPES, QUANTIZED_DTYPES, runtime_names
 
+        if self.runtime not in (*runtime_names(), "auto"):  # before any model is loaded or image decoded
+            raise UsageError(f"--runtime {self.runtime!r}: choose one of {', '.join(runtime_names())} (and auto, "
+                             "with run: picked from a bench sweep)")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size {self.batch_size}: must be at least 1")
         if self.threads is not None:

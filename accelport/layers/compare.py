@@ -18,6 +18,7 @@ from torch import nn
 
 from ..criteria import Criteria
 from ..errors import WeightsError
+from ..formatting import listed
 from .capture import MODEL_ROW, Rows, TargetCast, module_depth, watched_modules
 from .chained import compare_chained
 from .config import MODES
@@ -214,7 +215,7 @@ def _target_modules(target: nn.Module, names: Iterable[str]) -> dict[str, nn.Mod
     available[MODEL_ROW] = target
     missing = [name for name in names if name not in available]
     if missing:
-        raise WeightsError(f"layers: the target model has no module {', '.join(missing[:5])}: "
+        raise WeightsError(f"layers: the target model has no module {listed(missing)}: "
                            "it must be the same architecture as the reference")
     return {name: available[name] for name in names}
 

@@ -127,14 +127,15 @@ class ModuleStats:
     def metrics(self) -> TensorMetrics:
         """The core comparison's metrics over every element of every image seen."""
         n, finite = self.num_elements, self.num_finite
-        honest = 1.0 if finite == n else math.nan  # as metrics.compare_arrays: NaN/Inf anywhere, no "cosine 1"
+        # as metrics.compare_arrays: NaN/Inf anywhere, every magnitude NaN (no "cosine 1", no "max abs diff 0")
+        honest = 1.0 if finite == n else math.nan
         return TensorMetrics(
             num_elements=n,
-            max_abs_diff=self.max_abs,
-            mean_abs_diff=self.sum_abs / finite if finite else 0.0,
-            max_rel_err=self.max_rel,
+            max_abs_diff=honest * self.max_abs,
+            mean_abs_diff=honest * (self.sum_abs / finite if finite else 0.0),
+            max_rel_err=honest * self.max_rel,
             rel_l2_err=honest * _rel_l2(self.sum_sq_err, self.sum_sq_ref),
-            rmse=math.sqrt(self.sum_sq_err / finite) if finite else 0.0,
+            rmse=honest * (math.sqrt(self.sum_sq_err / finite) if finite else 0.0),
             cosine_similarity=honest * _cosine(self.sum_dot, self.sum_sq_ref, self.sum_sq_tgt),
             share_within_1e_3=self.within[0] / n if n else 1.0,
             share_within_5e_3=self.within[1] / n if n else 1.0,

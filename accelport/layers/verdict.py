@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..criteria import Check, Criteria, criteria_for
+from ..formatting import printable
 from ..models import LoadedModel
 from ..parity import ParityResult, compare_outputs
 from ..preprocess import ImageBatch
@@ -104,7 +105,7 @@ def layers_verdict(loaded: LoadedModel, target: LoadedModel, images: ImageBatch,
 
     weights = {"reference": loaded.model} | ({"target": target.model} if target is not loaded else {})
     return judge_output(comparison, structural, criteria, is_classifier=is_classifier,
-                        names=[str(p) for p in images.paths],
+                        names=[printable(str(p)) for p in images.paths],
                         baseline=baseline_outputs(loaded.model, criteria.precision, infer),  # effective precision
                         weights=weights)
 

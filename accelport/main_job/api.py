@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import RuntimeUnavailableError
+from ..formatting import printable
 from ..job.context import JobContext, open_job
 from ..job.result import CommandResult
 from ..job.spec import Target, with_overrides
@@ -138,8 +139,8 @@ def _parity(job: JobContext, target: Target, stream: ImageStream, outputs: _Outp
     weights = {"reference": job.loaded.model} | ({"target": job.target_model.model} if job.separate_target else {})
     return compare_outputs(outputs.reference, outputs.target, job.criteria_for(target.dtype),
                            job.spec.head == "classifier", baseline=outputs.baseline,
-                           sample_names=[str(p) for p in stream.paths], nonfinite_weights=nonfinite_weights(weights),
-                           judge_zero_reference=True)
+                           sample_names=[printable(str(p)) for p in stream.paths],
+                           nonfinite_weights=nonfinite_weights(weights), judge_zero_reference=True)
 
 
 def _localise(job: JobContext, target: Target, stream: ImageStream) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import arguments
+from ..criteria import TUNABLE_CRITERIA
 from .config import RunConfig
 
 HELP = "parity + latency report for one target (same as inference.py)"
@@ -38,8 +39,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                          help="batch size for inference and latency (default: %(default)s)")
     measure.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed warm-up iterations (default: 10)")
     measure.add_argument("--iters", type=int, default=defaults.iters, help="timed iterations (default: %(default)s)")
-    arguments.add_criterion_argument(measure, "override a parity criterion: min_cosine, max_rel_l2, elem_rtol, "
-                                    "min_within_share, max_top1_mismatches (repeatable)")
+    arguments.add_criterion_argument(measure, f"override a parity criterion: {', '.join(TUNABLE_CRITERIA)} "
+                                    "(repeatable; README, 'Parity criteria')")
 
     output = parser.add_argument_group("output")
     arguments.add_out_dir_argument(output, "where artifacts go (default: %(default)s)")

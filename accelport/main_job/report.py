@@ -12,7 +12,16 @@ import numpy as np
 from ..atomic import json_writer, npy_writer, text_writer, write_set_atomic
 from ..criteria import BASELINE_RTOL, Check
 from ..errors import OutputError
-from ..formatting import NO_WEIGHTS_FILE, comparison_text, format_comparison, or_missing
+from ..formatting import (
+    NO_WEIGHTS_FILE,
+    comparison_text,
+    format_comparison,
+    markdown_cell,
+    or_missing,
+    printable,
+    short_paths,
+)
+from ..parity import baseline_ratios
 
 if TYPE_CHECKING:
     from ..latency import LatencyReport
@@ -81,6 +90,9 @@ def _load_line(latency: LatencyReport) -> str:
 def _input_blind_lines(summary: RunSummary) -> list[str]:
     """A caution when the reference barely depends on the images: the verdict cannot see a target that ignores them."""
     parity = summary.parity
+    if summary.input_blind is None:
+        return [f"note: whether a target that ignores its input would pass is not judged here: that needs two or more "
+                f"images with finite reference outputs ({len(parity.samples)} given)"]
     if not summary.input_blind:
         return []
     random_init = " (common with RANDOM-INIT weights)" if summary.weights.source == "random-init" else ""
@@ -106,12 +118,18 @@ def _proof_lines(summary: RunSummary) -> list[str]:
             lines.append(_own_error_reading(summary))
     parity = summary.parity
     if parity.baseline is not None:
-        worst = max(parity.samples, key=lambda s: s.baseline_l2_ratio or 0.0)  # a float with a baseline
-        lines.append(f"same-precision baseline ({parity.baseline_description}): worst image rel L2 target "
-                     f"{_fmt(worst.metrics.rel_l2_err)} vs baseline {_fmt(worst.baseline_rel_l2)}, ratio "
-                     f"{_fmt(worst.baseline_l2_ratio)}; elements outside {BASELINE_RTOL:g}: target "
-                     f"{_fmt(worst.outside_share)} vs baseline {_fmt(worst.baseline_outside_share)}")
+        judged = [s for s in parity.samples if s.baseline_rel_l2 is not None]
+        l2_ratio, outside_ratio = baseline_ratios(judged)
+        lines.append(f"same-precision baseline ({parity.baseline_description}), mean over {len(judged)} image(s): "
+                     f"rel L2 target {_fmt(_mean([s.metrics.rel_l2_err for s in judged]))} vs baseline "
+                     f"{_fmt(_mean([s.baseline_rel_l2 for s in judged]))}, ratio {_fmt(l2_ratio)}; elements outside "
+                     f"{BASELINE_RTOL:g}: target {_fmt(_mean([s.outside_share for s in judged]))} vs baseline "
+                     f"{_fmt(_mean([s.baseline_outside_share for s in judged]))}, ratio {_fmt(outside_ratio)}")
     return lines
+
+
+def _mean(values: list[Any]) -> float:
+    return float(np.mean(values))
 
 
 def _own_error_reading(summary: RunSummary) -> str:
@@ -151,7 +169,7 @@ def render_log(summary: RunSummary) -> str:
     ]
     for sample in summary.samples:
         m, s = sample.parity.metrics, sample.parity
-        line = f"  {sample.path}: cos {m.cosine_similarity:.7f}  rel_l2 {m.rel_l2_err:.3e}  " \
+        line = f"  {printable(sample.path)}: cos {m.cosine_similarity:.7f}  rel_l2 {m.rel_l2_err:.3e}  " \
                f"max_abs {m.max_abs_diff:.3e}"
         if sample.reference_labels is not None:
             top1 = _agreement_word(s.top1_match, s.top1_near_tie, "MISMATCH")
@@ -200,7 +218,8 @@ def _setup_lines(summary: RunSummary) -> list[str]:
         f"- source: `{weights.source}`; path: {_code_or(weights.path, NO_WEIGHTS_FILE)}",
         f"- sha256: {_code_or(weights.sha256, NO_WEIGHTS_FILE)}; format: "
         f"{or_missing(weights.file_format, NO_WEIGHTS_FILE)}; key layout: "
-        f"{or_missing(weights.key_layout, NO_WEIGHTS_FILE)}",
+        f"{or_missing(weights.key_layout, NO_WEIGHTS_FILE)}; stored as: "
+        f"{', '.join(weights.stored_dtypes) if weights.stored_dtypes else NO_WEIGHTS_FILE}",
         *([f"- target side only (--target-weights): `{summary.target_weights.path}`, sha256 "
            f"`{summary.target_weights.sha256}`"] if summary.target_weights else []),
         "",
@@ -242,10 +261,10 @@ def _sample_lines(samples: tuple[RunSample, ...]) -> list[str]:
         return []
     lines = ["| image | cosine | rel L2 | reference top-1 | target top-1 | top-1 | top-5 |",
              "|---|---|---|---|---|---|---|"]
-    for sample in samples:
+    for sample, label in zip(samples, short_paths([s.path for s in samples]), strict=True):
         s, m = sample.parity, sample.parity.metrics
         lines.append(
-            f"| {Path(sample.path).name} | {m.cosine_similarity:.7f} "
+            f"| {markdown_cell(label)} | {m.cosine_similarity:.7f} "
             f"| {m.rel_l2_err:.2e} "
             f"| {(sample.reference_labels or ('',))[0]} | {(sample.target_labels or ('',))[0]} | "
             f"{_agreement_word(s.top1_match, s.top1_near_tie, '**mismatch**')} | "

@@ -105,11 +105,15 @@ class RunSummary:
         return self.parity.criteria
 
     @property
-    def input_blind(self) -> bool:
+    def input_blind(self) -> bool | None:
         """Neither the verdict nor the structural proof (strict fp32, when it ran) could see a target that ignores
-        its input: the reference barely depends on these images (``ParityResult.input_blind``)."""
+        its input: the reference barely depends on these images (``ParityResult.input_blind``). None: not judged
+        (one image)."""
+        blind = self.parity.input_blind
+        if blind is None:
+            return None
         proof = self.structural_proof.parity if self.structural_proof is not None else None
-        return self.parity.input_blind and (proof is None or proof.input_blind)
+        return blind and (proof is None or bool(proof.input_blind))
 
     def to_json(self) -> dict[str, Any]:
         overall, weights = self.parity.overall, self.weights

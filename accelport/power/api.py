@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..criteria import criteria_for
+from ..formatting import printable
 from ..job.context import open_job
 from ..job.result import CommandResult
 from ..job.spec import with_overrides
@@ -45,7 +46,7 @@ def run_power(config: PowerConfig | None = None, **overrides: Any) -> PowerResul
     job = open_job(config.spec)
     batch = job.image_batch()
     target = config.target
-    names = [str(p) for p in batch.paths]
+    names = [printable(str(p)) for p in batch.paths]
     is_classifier = job.spec.head == "classifier"
     precision, criteria = job.precision(target.dtype), job.criteria_for(target.dtype)
 

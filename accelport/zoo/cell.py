@@ -156,6 +156,11 @@ def failed_reason(failing: list[str], proof: str | None, dtype: str) -> str:
     return reason
 
 
+def _number(value: float | None) -> str:
+    """A check's value as the child wrote it: summary.json holds NaN and infinities as null (``json_safe``)."""
+    return "nan" if value is None else format(value, ".6g")
+
+
 def summary_fields(path: Path) -> dict[str, Any]:
     """What the zoo keeps from a cell's summary.json (absent when the child wrote none)."""
     if not path.is_file():
@@ -163,7 +168,7 @@ def summary_fields(path: Path) -> dict[str, Any]:
     summary = json.loads(path.read_text(encoding="utf-8"))
     target, compute = summary.get("target", {}), summary.get("latency", {}).get("compute", {})
     parity = summary.get("parity", {})
-    failing = [f"{c['name']} {c['value']:.6g} {_NOT.get(c['op'], 'vs')} {c['threshold']:g}"
+    failing = [f"{c['name']} {_number(c['value'])} {_NOT.get(c['op'], 'vs')} {c['threshold']:g}"
                for c in parity.get("checks", []) if not c.get("passed")]
     return {"output_shape": summary.get("output_shape"), "cosine": summary.get("cosine_similarity"),
             "max_abs_diff": summary.get("max_abs_diff"), "worst_rel_l2": parity.get("worst_sample_rel_l2"),

@@ -78,7 +78,7 @@ def resolve_models(config: ZooConfig) -> list[str]:
     """
     import timm
 
-    from ..models import timm_name
+    from ..models import timm_name, unknown_model_reason
 
     wanted = list(config.models) + (read_models_file(config.models_file) if config.models_file else [])
     names: list[str] = []
@@ -88,10 +88,10 @@ def resolve_models(config: ZooConfig) -> list[str]:
             if not matches:
                 raise UsageError(f"--models {item!r}: the pattern matches no timm model")
             names.extend(matches)
-        elif timm.is_model(timm_name(item)):
-            names.append(timm_name(item))
+        elif reason := unknown_model_reason(timm_name(item)):
+            raise UsageError(f"--models {item!r}: {reason}")
         else:
-            raise UsageError(f"--models {item!r}: not a timm model name (see timm.list_models())")
+            names.append(timm_name(item))
     if not names:
         raise UsageError("no models: --models-file lists none")
     return list(dict.fromkeys(names))
