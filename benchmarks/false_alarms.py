@@ -44,11 +44,18 @@ def _row(arch: str, runtime: str, dtype: str, batch: int, features: bool, weight
     except RuntimeUnavailableError as exc:
         return row | {"status": "refused", "reason": str(exc)[:160]}
     parity = result.summary["parity"]
-    ratios = [r["rel_l2_ratio"] for r in parity.get("baseline", {}).get("per_image", [])]
+    per_image = parity.get("baseline", {}).get("per_image", [])
+    checks = {c["name"]: c["value"] for c in parity["checks"]}
     return row | {"status": result.summary["status"],
                   "failed_checks": [c["name"] for c in parity["checks"] if not c["passed"]],
                   "structural_proof": result.summary["structural_proof"]["status"],
-                  "worst_rel_l2": parity["worst_sample_rel_l2"], "worst_baseline_ratio": max(ratios, default=None),
+                  "worst_rel_l2": parity["worst_sample_rel_l2"],
+                  # the checks' values (means over the images) and, for comparison, the worst image's own ratios,
+                  # which the checks judged until 2026-12-06 (docs/verdict.md section 1)
+                  "baseline_rel_l2_ratio": checks.get("max_baseline_rel_l2_ratio"),
+                  "baseline_outside_ratio": checks.get("max_baseline_outside_0.01_ratio"),
+                  "worst_baseline_ratio": max((r["rel_l2_ratio"] for r in per_image), default=None),
+                  "worst_outside_ratio": max((r["outside_ratio"] for r in per_image), default=None),
                   "top1_near_ties": parity["top1_near_ties"]}
 
 
