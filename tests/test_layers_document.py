@@ -34,3 +34,33 @@ def test_layers_files_are_the_typed_documents_renderings(tmp_path, seeded_weight
                       if re.match(rf"\| \d+ \| `{re.escape(NOISY_MODULE)}` \|", line))
     assert module_row.endswith("| **first divergent (chained)** |")
     assert document.inputs.images == (two_images[0],) and written["inputs"]["images"] == [two_images[0]]
+
+
+def test_the_first_divergent_module_is_the_earlier_of_the_precisions_and_strict_fp32s(monkeypatch):
+    """bf16's own error can carry a weight fault past its limit only modules after the fault (regnety_002: the SE
+    block's fc1 after a scaled conv); strict fp32 names the conv itself, and the earlier of the two is the answer."""
+    from types import SimpleNamespace
+
+    from accelport.layers import document as layers_document
+    from accelport.layers.document import LayersDocument
+    from accelport.layers.render import Divergence
+
+    rows = [SimpleNamespace(key=name) for name in ("stem", "s3.b2.conv2.conv", "s3.b2.se", "s3.b2.se.fc1", "head")]
+    own, strict = SimpleNamespace(rows=rows), SimpleNamespace(rows=rows)
+    named = {}
+
+    def first_divergence(comparison, mode):
+        index = named.get(id(comparison))
+        return None if index is None else Divergence(index, rows[index], "why")
+
+    monkeypatch.setattr(layers_document, "first_divergence", first_divergence)
+    document = SimpleNamespace(comparison=own, structural=strict)
+    for own_index, strict_index, expected in ((3, 1, "s3.b2.conv2.conv"), (1, 3, "s3.b2.conv2.conv"),
+                                              (3, None, "s3.b2.se.fc1"), (None, 1, "s3.b2.conv2.conv"),
+                                              (None, None, None)):
+        named = {id(own): own_index, id(strict): strict_index}
+        found = LayersDocument.first_divergent(document, "chained")
+        assert (found.row.key if found else None) == expected, (own_index, strict_index)
+    document = SimpleNamespace(comparison=own, structural=None)  # fp32 target: no strict pass
+    named = {id(own): 2}
+    assert LayersDocument.first_divergent(document, "chained").row.key == "s3.b2.se"

@@ -93,3 +93,13 @@ def test_a_kind_whose_site_reaches_no_output_is_untestable_not_a_miss_and_moved_
                                                                  "criteria", "num_images", "sizes", "wall_time_s",
                                                                  "faults")], sites=sites[:1])
     assert not undetected.passed  # the same miss on a live site fails
+
+
+def test_the_console_says_which_mode_missed_the_faulted_module():
+    from accelport.power.command import _naming
+
+    module = "stages.2.downsample.norm"
+    assert _naming({"chained": module, "isolated": "stages.2.downsample"}, module) == ", layers names it"
+    assert _naming({"chained": "stages.2.blocks.0.mlp.fc2", "isolated": module}, module) == (
+        ", layers names it in isolated only (chained: stages.2.blocks.0.mlp.fc2)")
+    assert _naming({"chained": None, "isolated": "head"}, module) == ", layers does NOT name it"

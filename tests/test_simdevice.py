@@ -229,6 +229,7 @@ def test_layers_on_the_device_names_the_perturbed_module(simulated_device_env, t
     assert proc.returncode == 1, proc.stderr[-3000:]
     data = json.loads((tmp_path / "out" / "layers.json").read_text())
     assert data["target"]["device"] == "npu:0"
+    assert "`npu:0` (accelport simulated NPU 0)" in (tmp_path / "out" / "layers.md").read_text()  # said, as run's
     assert {mode: first["module"] for mode, first in data["first_divergent"].items()} == {"chained": FC2,
                                                                                             "isolated": FC2}
     assert data["memory"]["device_peak_allocated_bytes"] > 1e6  # torch.accelerator's statistics of the device

@@ -48,11 +48,15 @@ class LayersDocument:
         return self.status in FAILING
 
     def first_divergent(self, mode: str) -> Divergence | None:
-        """In ``mode``, the target's own first divergent module, else the strict fp32 pass's."""
-        found = first_divergence(self.comparison, mode)
-        if found is None and self.structural is not None:
-            found = first_divergence(self.structural, mode)
-        return found
+        """In ``mode``, the earlier of the target's own first divergent module and the strict fp32 pass's (where it
+        ran). A weight fault diverges first in strict fp32, at its own module; half precision's error can add up to
+        its limit only modules later (regnety_002 in bf16: a scaled conv named as the SE block after it)."""
+        own = first_divergence(self.comparison, mode)
+        strict = first_divergence(self.structural, mode) if self.structural is not None else None
+        if own is None or strict is None:
+            return own or strict
+        order = {row.key: index for index, row in enumerate(self.comparison.rows)}
+        return strict if order.get(strict.row.key, strict.index) < order.get(own.row.key, own.index) else own
 
     def to_json(self) -> dict[str, Any]:
         data = {"status": self.status, **self.header.to_json(), "inputs": self.inputs.to_json(),

@@ -167,7 +167,8 @@ def render_markdown(doc: LayersDocument) -> str:
         "",
         f"- reference: CPU eager fp32, weights `{reference['weights']['source']}` "
         f"{or_missing(reference['weights']['path'], NO_WEIGHTS_FILE)}",
-        f"- target: `{target['device']}` {target['runtime']} {target['dtype']}, fp32 math {target['fp32_math']}, "
+        f"- target: `{target['device']}` ({doc.header.environment.get('device_name', 'device not named')}) "
+        f"{target['runtime']} {target['dtype']}, fp32 math {target['fp32_math']}, "
         f"weights `{target['weights']['source']}` {or_missing(target['weights']['path'], NO_WEIGHTS_FILE)}"
         + (" (same as the reference)" if target["weights_same_as_reference"] else ""),
         "",

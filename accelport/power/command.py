@@ -57,10 +57,22 @@ def _cmd_power(args: argparse.Namespace) -> int:
             "detected" if entry.smallest_detected is None else f"detected from {entry.smallest_detected:g}")
         if entry.no_effect:
             smallest = "untestable: no tensor near its site changes the output"
-        named = "" if entry.layers is None else (
-            ", layers names it" if entry.layers.names_module else ", layers does NOT name it")
+        named = "" if entry.layers is None else _naming(entry.layers.first_divergent, entry.module)
         print(f"  {entry.kind:<24} {smallest}{named}")
     return arguments.finish(result.artifacts, passed=document.passed)
+
+
+def _naming(first: dict[str, str | None], module: str) -> str:
+    """", layers names it", or which mode missed and what it named instead (power.md has the same per mode)."""
+    from .faults import names_module  # torch: not at the command line's start
+
+    missed = {mode: name for mode, name in first.items() if not names_module(name, module)}
+    if len(missed) == len(first):
+        return ", layers does NOT name it"
+    if not missed:
+        return ", layers names it"
+    return ", layers names it in " + ", ".join(mode for mode in first if mode not in missed) + " only (" + ", ".join(
+        f"{mode}: {name or 'nothing'}" for mode, name in missed.items()) + ")"
 
 
 COMMAND = arguments.Command("power", HELP, DESCRIPTION, EPILOG, add_power_arguments, _cmd_power)
