@@ -253,3 +253,12 @@ def test_bench_of_a_port_fails_its_bf16_rows_through_the_structural_proof(tmp_pa
     assert rc == 1 and not bf16["passed"]
     assert bf16["failed_checks"] == ["structural_proof"]  # bf16's own limits alone let the fault through
     assert bf16["structural_proof"]["status"] == "failed"
+
+
+def test_layers_answers_with_the_earlier_of_the_bf16_and_strict_fp32_passes(tmp_path, weights_files, two_images,
+                                                                             capsys):
+    rc = main(["layers", "--device", "cpu", "--dtype", "bf16", "--weights", str(weights_files["clean"]),
+               "--target-weights", str(weights_files["noisy"]), "--images", two_images[0], "--out-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 1  # 1 % noise: hidden by bf16's own error, named by the strict fp32 pass
+    assert f"answer    the earlier of the two passes: chained {FC2.rsplit('.', 1)[0]}, isolated " in out

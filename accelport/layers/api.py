@@ -139,6 +139,10 @@ def describe_first_divergent(result: LayersResult) -> list[str]:
                 "no divergent module" if found is None else
                 f"first divergent module: {found.row.key} ({found.row.module_type}, row {found.index}): "
                 f"{found.reason}"))
+        earliest = {mode: document.first_divergent(mode) for mode in comparison.modes}
+        if any(earliest.values()):  # the answer: where either pass diverges first (LayersDocument.first_divergent)
+            lines.append("answer    the earlier of the two passes: " + ", ".join(
+                f"{mode} {found.row.key if found else 'none'}" for mode, found in earliest.items()))
     return lines + verdict_lines(document.to_json())
 
 
