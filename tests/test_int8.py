@@ -411,6 +411,13 @@ def test_a_weight_fault_fails_eval_int8_through_the_structural_proof(tmp_path, e
     captured = capsys.readouterr()
     assert doc["target"]["target_weights"] and "FAIL structural_proof" in captured.out
     assert doc["target"]["calibration_overlap"] == 1 and "--calibration and --data share 1 image" in captured.err
+    # resumed with every image in the journal: the proof runs again on them (it was dropped, and the eval passed)
+    code, resumed = _eval_int8(eval_data, tmp_path, weights_files, "--target-weights", str(weights_files["noisy"]),
+                               "--calibration", str(judged_too), "--resume")
+    assert resumed["run"]["resumed_images"] == 2 and resumed["run"]["evaluated_now"] == 0
+    assert code == 1 and resumed["status"] == "failed"
+    assert resumed["target"]["structural_proof"]["status"] == "failed"
+    assert resumed["target"]["structural_proof"]["images"] == proof["images"]
 
 
 # compile (PT2E) without compiling ------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from .dataset import DatasetListing, list_dataset, make_loader
 from .document import SCHEMA_VERSION, EvalDataset, EvalDocument, EvalRun
 from .journal import JournalWriter, clear_journals, journal_path, read_journals
 from .labels import class_namer
-from .loop import ShardEvaluator, ShardResult, StageTimes, add_structural_proof, fp32_twin
+from .loop import PROOF_IMAGES, ShardEvaluator, ShardResult, StageTimes, add_structural_proof, fp32_twin
 from .records import ImageRecord
 from .reference_cache import ReferenceCache
 from .report import write_outputs
@@ -143,7 +143,9 @@ def _evaluate(config: EvalConfig, ctx: dist_utils.DistContext, device: torch.dev
     overlap = None  # int8 judged on its own calibration images? said before the work, by the main process
     if config.target.dtype in QUANTIZED_DTYPES and ctx.is_main:
         overlap = calibration_overlap(config.target.option("calibration"), [it.path for it in listing.items], "--data")
-    shard, runner_settings, cache = _evaluate_share(config, job, ctx, items, criteria, fingerprint, on_batch)
+    journaled = dist_utils.shard([it for it in listing.items if it.key in done_keys], ctx)  # proof material
+    shard, runner_settings, cache = _evaluate_share(config, job, ctx, items, criteria, fingerprint, on_batch,
+                                                    journaled[:PROOF_IMAGES])
     if overlap is not None:
         runner_settings["calibration_overlap"] = overlap
     shard.records.extend(done_records)
@@ -156,9 +158,10 @@ def _evaluate(config: EvalConfig, ctx: dist_utils.DistContext, device: torch.dev
 
 
 def _evaluate_share(config: EvalConfig, job: JobContext, ctx: dist_utils.DistContext, items: list[Any],
-                    criteria: Criteria, fingerprint: dict[str, Any],
-                    on_batch: Callable[[int], None] | None) -> tuple[ShardResult, dict[str, Any], Any]:
-    """This rank's images through the reference and the target, journaled batch by batch."""
+                    criteria: Criteria, fingerprint: dict[str, Any], on_batch: Callable[[int], None] | None,
+                    journaled: list[Any]) -> tuple[ShardResult, dict[str, Any], Any]:
+    """This rank's images through the reference and the target, journaled batch by batch (``journaled``: images
+    taken from the resume journal, for a quantised target's structural proof when this run has too few)."""
     cache = None
     if config.reference_cache:
         cache = ReferenceCache(config.reference_cache, {k: fingerprint[k] for k in ("model", "head", "weights",
@@ -174,7 +177,11 @@ def _evaluate_share(config: EvalConfig, job: JobContext, ctx: dist_utils.DistCon
         evaluator = ShardEvaluator(items, reference_runner, target_runner, job.loaded.num_classes, criteria,
                                    cache, journal, job.spec.skip_bad_images, proof=fp32_twin(target_runner))
         try:
-            shard = evaluator.run(loader, progress, on_batch)
+            resumed = None
+            if journaled and evaluator.proof is not None:
+                resumed = (make_loader(journaled, job.transform, target.batch_size, tuple(job.input_size), 0,
+                                       False), journaled)
+            shard = evaluator.run(loader, progress, on_batch, resumed)
         finally:
             if progress is not None:
                 progress.close()

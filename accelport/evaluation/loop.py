@@ -110,9 +110,8 @@ def add_structural_proof(figures: dict[str, Any], runner_settings: dict[str, Any
     if runner_settings.get("dtype") not in QUANTIZED_DTYPES:
         return
     records = [r for shard in shards for r in shard.proof_records]
-    if not records:  # every image came from the resume journal
-        runner_settings["structural_proof"] = {"status": "skipped", "reason": "no image evaluated in this run "
-                                               "(all from the resume journal)"}
+    if not records:  # no readable image at all (a resumed run proves on the journaled ones: ShardEvaluator.run)
+        runner_settings["structural_proof"] = {"status": "skipped", "reason": "no image to run it on"}
         return
     checks = verdict(records, criteria_for("fp32"), 0.0, 1.0, None)
     passed = all(c.passed for c in checks)
@@ -142,11 +141,34 @@ class ShardEvaluator:
         self.journal = journal
         self.skip_bad_images = skip_bad_images
 
-    def run(self, loader: Any, progress: Any = None, on_batch: Callable[[int], None] | None = None) -> ShardResult:
+    def run(self, loader: Any, progress: Any = None, on_batch: Callable[[int], None] | None = None,
+            resumed: tuple[Any, list[DatasetItem]] | None = None) -> ShardResult:
+        """Every batch of ``loader``; ``resumed``: a loader over images a resumed run takes from its journal, and
+        those images, on which the structural proof runs when this run's own images give it fewer than it needs
+        (a resumed quantised eval otherwise dropped its proof, and a failed verdict became a pass)."""
         if self.proof is None:
             return self._run(loader, progress, on_batch)
         with self.proof:
-            return self._run(loader, progress, on_batch)
+            result = self._run(loader, progress, on_batch)
+            if resumed is not None and len(result.proof_records) < PROOF_IMAGES:
+                self._prove(*resumed, result)
+            return result
+
+    def _prove(self, loader: Any, items: list[DatasetItem], result: ShardResult) -> None:
+        """The structural proof alone on journaled images (their records are already counted)."""
+        assert self.proof is not None
+        for batch in loader:
+            if len(result.proof_records) >= PROOF_IMAGES:
+                break
+            if not batch.size:  # a bad image was said (or skipped) by the run that journaled the rest
+                continue
+            chosen = [items[i] for i in batch.indices]
+            reference = self._reference(batch, chosen, StageTimes())  # not this run's measured stages
+            target = self.target.infer(batch.tensor)[: batch.size].numpy()
+            fp32 = self.proof.infer(batch.tensor)[: batch.size].numpy()
+            check_not_fp32(self.target.dtype, target, fp32)
+            result.proof_records += records_from_outputs([it.key for it in chosen], [it.label for it in chosen],
+                                                         reference, fp32, criteria_for("fp32"))
 
     def _run(self, loader: Any, progress: Any, on_batch: Callable[[int], None] | None) -> ShardResult:
         result = ShardResult()
