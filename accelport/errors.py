@@ -34,5 +34,9 @@ class RuntimeUnavailableError(AccelportError):
     """A runtime whose engine is not installed or does not support the request."""
 
 
+class PeerError(AccelportError):
+    """Another process of the same torchrun job stopped (its own error says why); this one stops too."""
+
+
 class OutputError(AccelportError):
     """An output folder or file that cannot be written (a file in the way, read-only, full)."""

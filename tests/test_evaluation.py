@@ -150,8 +150,19 @@ def test_labels_that_cannot_be_trusted_are_errors_naming_the_file_or_image(tmp_p
         resolve_labels(str(partial), keys, IMAGENET, 1000)
     wrong = tmp_path / "wrong.csv"
     wrong.write_text("a.jpg,3\nb.jpg,1000\n")
-    with pytest.raises(InputError, match="row 2: class index 1000 is out of range"):
+    with pytest.raises(InputError, match="line 2: class index 1000 is out of range"):
         resolve_labels(str(wrong), keys, IMAGENET, 1000)
+    headed = tmp_path / "headed.csv"  # line numbers are the file's own, a header counted
+    headed.write_text("file,label\na.jpg,3\nb.jpg,1000\n")
+    with pytest.raises(InputError, match="line 3: class index 1000 is out of range"):
+        resolve_labels(str(headed), keys, IMAGENET, 1000)
+    conflicting = tmp_path / "conflicting.csv"  # the last label used to win, silently
+    conflicting.write_text("a.jpg,3\nb.jpg,4\na.jpg,7\n")
+    with pytest.raises(InputError, match="line 3: 'a.jpg' labelled 7 here and 3 on line 1"):
+        resolve_labels(str(conflicting), keys, IMAGENET, 1000)
+    repeated = tmp_path / "repeated.csv"  # the same label twice is harmless
+    repeated.write_text("a.jpg,3\nb.jpg,4\na.jpg,3\n")
+    assert resolve_labels(str(repeated), keys, IMAGENET, 1000)[0] == [3, 4]
     with pytest.raises(InputError, match=r"class folders \['cats'\] are neither"):
         resolve_labels("auto", ["n01440764/a.jpg", "cats/b.jpg"], IMAGENET, 1000)
 
@@ -243,14 +254,18 @@ def test_resume_evaluates_again_an_image_replaced_since_its_record(tmp_path):
 @pytest.mark.parametrize("content, culprit", [
     (bytes(range(256)) * 4, "is not an accelport eval journal"),  # random bytes, not even text
     (None, "line 2 is not an image record"),  # a valid JSON line that is no record: {}
+    ("cosine", r"line 2 is not an image record \(field 'cosine' holds 'abc'\)"),  # crashed at the end (exit 3)
+    ("top1_match", r"line 2 is not an image record \(field 'top1_match' holds 1\)"),
 ])
 def test_a_corrupted_journal_is_an_error_naming_it(tmp_path, content, culprit):
     path = tmp_path / "eval_journal.rank0.jsonl"
-    if content is None:
+    if content is None or isinstance(content, str):
         with JournalWriter(path, FINGERPRINT):
             pass
+        wrong = {"cosine": "abc", "top1_match": 1}
+        record = dict(RECORD.to_json(), file="x", **{content: wrong[content]}) if content else {}
         with open(path, "a") as fh:
-            fh.write("{}\n")
+            fh.write(json.dumps(record) + "\n")
     else:
         path.write_bytes(content)
     with pytest.raises(UsageError, match=f"--resume: {path}.* {culprit}"):
@@ -353,3 +368,12 @@ def test_images_whose_reference_output_is_all_zero_fail_eval_by_name_and_old_rec
     assert all(c.passed for c in verdict([records[1]], criteria_for("fp32"), 0.01, 0.01, None))
     old = {k: v for k, v in asdict(replace(RECORD)).items() if k != "zero_reference"}  # a journal line from before
     assert ImageRecord.from_json(old).zero_reference is False
+
+
+def test_a_collective_whose_peer_stopped_is_a_one_line_error_not_an_internal_one():
+    from accelport.errors import PeerError
+    from accelport.evaluation.distributed import peers_alive
+
+    with pytest.raises(PeerError, match="another process of this torchrun job stopped during the gather"):
+        with peers_alive("gather"):
+            raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer")

@@ -54,3 +54,6 @@ class EvalConfig:
             check_writable_dir(self.reference_cache, "--reference-cache")
         if any(key == "max_top1_mismatches" for key, _ in self.spec.criteria):
             raise UsageError("--criterion max_top1_mismatches: eval judges a rate, use --max-disagreement instead")
+        if any(key == "max_baseline_ratio" for key, _ in self.spec.criteria):  # accepted and recorded, never used
+            raise UsageError("--criterion max_baseline_ratio: eval runs no same-precision baseline (run and layers "
+                             "do); its criteria are min_cosine, max_rel_l2, elem_rtol, min_within_share")

@@ -9,16 +9,19 @@ nothing is duplicated to even the shards out, so every image is evaluated exactl
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 
 from ..devices import resolve_device
-from ..errors import DeviceError, UsageError
+from ..errors import DeviceError, PeerError, UsageError
+from ..formatting import one_line
 
 _logger = logging.getLogger(__name__)
 
@@ -100,13 +103,25 @@ def shard(items: list[T], ctx: DistContext) -> list[T]:
     return items[ctx.rank :: ctx.world_size]
 
 
+@contextlib.contextmanager
+def peers_alive(step: str) -> Iterator[None]:
+    """A collective whose peer process stopped (its own bad input, exit 2, said in one line there) is this
+    process's error too, said in one line, not an internal error's traceback (gloo: "Connection closed by peer")."""
+    try:
+        yield
+    except RuntimeError as exc:  # torch.distributed's DistError and DistBackendError are RuntimeErrors
+        raise PeerError(f"another process of this torchrun job stopped during the {step} (its own message, above or "
+                        f"in its log, says why): {one_line(str(exc), 160)}") from None
+
+
 def all_gather(ctx: DistContext, obj: T) -> list[T]:
     if not ctx.enabled:
         return [obj]
     import torch.distributed as dist
 
     gathered: list[Any] = [None] * ctx.world_size
-    dist.all_gather_object(gathered, obj, group=ctx.group)
+    with peers_alive("all_gather"):
+        dist.all_gather_object(gathered, obj, group=ctx.group)
     return gathered
 
 
@@ -117,7 +132,8 @@ def gather_to_main(ctx: DistContext, obj: T) -> list[T] | None:
     import torch.distributed as dist
 
     gathered: list[Any] | None = [None] * ctx.world_size if ctx.is_main else None
-    dist.gather_object(obj, gathered, dst=0, group=ctx.group)
+    with peers_alive("gather"):
+        dist.gather_object(obj, gathered, dst=0, group=ctx.group)
     return gathered
 
 
@@ -127,7 +143,8 @@ def broadcast_from_main(ctx: DistContext, obj: T) -> T:
     import torch.distributed as dist
 
     box = [obj]
-    dist.broadcast_object_list(box, src=0, group=ctx.group)
+    with peers_alive("broadcast"):
+        dist.broadcast_object_list(box, src=0, group=ctx.group)
     return box[0]
 
 
@@ -135,4 +152,5 @@ def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         import torch.distributed as dist
 
-        dist.barrier(group=ctx.group)
+        with peers_alive("barrier"):
+            dist.barrier(group=ctx.group)

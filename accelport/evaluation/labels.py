@@ -114,18 +114,18 @@ def folder_labels(relative_paths: Sequence[str], parser: LabelParser) -> tuple[l
     return [index[c] for c in classes], LabelSource("class-folders", kind)  # type: ignore[index]
 
 
-def _rows(path: Path) -> tuple[str, list[list[str]]]:
-    """The file's format and its non-empty rows split into fields."""
+def _rows(path: Path) -> tuple[str, list[tuple[int, list[str]]]]:
+    """The file's format and its non-empty rows split into fields, each with its line number in the file."""
     text = path.read_text(encoding="utf-8-sig")
     lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not lines:
         raise InputError(f"--labels {path}: empty file")
     first = lines[0][1]
-    if "," in first:
-        return "csv", [[field.strip() for field in row] for row in csv.reader(line for _, line in lines)]
+    if "," in first:  # one row per line: the lines are split already, so no quoted field spans two
+        return "csv", [(n, [field.strip() for field in next(csv.reader([line]))]) for n, line in lines]
     if len(first.split()) >= 2:
-        return "file-label", [line.rsplit(maxsplit=1) for _, line in lines]
-    return "one-per-line", [[line] for _, line in lines]
+        return "file-label", [(n, line.rsplit(maxsplit=1)) for n, line in lines]
+    return "one-per-line", [(n, [line]) for n, line in lines]
 
 
 def file_labels(path: Path, relative_paths: Sequence[str], parser: LabelParser) -> tuple[list[int], LabelSource]:
@@ -144,14 +144,21 @@ def file_labels(path: Path, relative_paths: Sequence[str], parser: LabelParser) 
         if len(rows) != len(relative_paths):
             raise InputError(f"--labels {path}: {len(rows)} labels (one per line, paired with the images in sorted "
                              f"order) for {len(relative_paths)} images in --data")
-        return [parser.parse(row[0], f"--labels {path} line {n}") for n, row in enumerate(rows, 1)], source
-    if len(rows[0]) >= 2 and not parser.looks_like_label(rows[0][-1]):
+        return [parser.parse(row[0], f"--labels {path} line {n}") for n, row in rows], source
+    if len(rows[0][1]) >= 2 and not parser.looks_like_label(rows[0][1][-1]):
         rows = rows[1:]  # a header such as "file,label"
     by_name: dict[str, int] = {}
-    for n, row in enumerate(rows, 1):
+    first_line: dict[str, int] = {}
+    for n, row in rows:
         if len(row) < 2 or not row[0]:
-            raise InputError(f"--labels {path} row {n}: expected 'file{',' if fmt == 'csv' else ' '}label', got {row}")
-        by_name[row[0].replace("\\", "/").removeprefix("./")] = parser.parse(row[-1], f"--labels {path} row {n}")
+            raise InputError(f"--labels {path} line {n}: expected 'file{',' if fmt == 'csv' else ' '}label', got "
+                             f"{row}")
+        name, label = row[0].replace("\\", "/").removeprefix("./"), parser.parse(row[-1], f"--labels {path} line {n}")
+        if name in by_name and by_name[name] != label:  # the last one used to win, silently
+            raise InputError(f"--labels {path} line {n}: {name!r} labelled {label} here and {by_name[name]} on line "
+                             f"{first_line[name]}")
+        by_name[name] = label
+        first_line.setdefault(name, n)
     return _match(by_name, relative_paths, path), source
 
 

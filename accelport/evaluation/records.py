@@ -39,11 +39,27 @@ class ImageRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ImageRecord:
+        """A record as the journal holds it; a field of the wrong kind is a TypeError naming it (a resumed run used
+        to take ``"cosine": "abc"`` and crash at the end, after evaluating every other image)."""
+        for name, value in data.items():
+            kinds = _FIELD_KINDS.get(name)
+            wrong_list = isinstance(value, list) and not all(type(v) is int for v in value)
+            if kinds is not None and (type(value) not in kinds or wrong_list):
+                raise TypeError(f"field {name!r} holds {value!r}")
         return cls(**data)
 
     @property
     def real_top1_mismatch(self) -> bool:
         return not self.top1_match and not self.top1_near_tie
+
+
+# the JSON kinds of each field (bool is not an int here, and an int is a valid float)
+_FIELD_KINDS: dict[str, tuple[type, ...]] = {
+    "key": (str,), "label": (int, type(None)), "reference_top5": (list,), "target_top5": (list,),
+    **dict.fromkeys(("top1_match", "top5_match", "top1_near_tie", "top5_near_tie", "zero_reference"), (bool,)),
+    **dict.fromkeys(("cosine", "rel_l2", "max_abs_diff", "mean_abs_diff"), (float, int)),
+    **dict.fromkeys(("within_rtol", "num_elements", "nonfinite_reference", "nonfinite_target"), (int,)),
+}
 
 
 def records_from_outputs(keys: list[str], labels: list[int | None], reference: np.ndarray, target: np.ndarray,

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..atomic import write_json_atomic, write_text_atomic
-from ..formatting import NO_WEIGHTS_FILE, format_comparison, or_missing
+from ..formatting import NO_WEIGHTS_FILE, format_comparison, markdown_cell, or_missing
 
 if TYPE_CHECKING:
     from .document import EvalDocument
@@ -90,7 +90,8 @@ def _worst_lines(doc: EvalDocument) -> list[str]:
     skipped = doc.dataset.skipped
     lines = ["", "## Worst images (lowest cosine)", "", "| image | label | cosine | rel L2 | reference top-1 | "
              "target top-1 |", "|---|---|---|---|---|---|"]
-    lines += [f"| {w['path']} | {or_missing(w['label'], 'no label')} | {w['cosine']:.7f} | {w['rel_l2']:.2e} | "
+    lines += [f"| {markdown_cell(w['path'])} | {or_missing(w['label'], 'no label')} | {w['cosine']:.7f} | "
+              f"{w['rel_l2']:.2e} | "
               f"{w['reference_top1_name']} | "
               f"{w['target_top1_name']}{'' if w['top1_match'] else ' (near-tie)' if w['top1_near_tie'] else ' **!**'} |"
               for w in doc.worst_images]
