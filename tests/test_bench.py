@@ -312,3 +312,17 @@ def test_auto_uses_a_bench_json_only_from_this_machine(change, bench_dir):
     elif change == "cpu_isa":
         environment["cpu_isa"] = {**environment["cpu_isa"], "name": "SOME-OTHER-ISA"}
     assert same_machine(environment, torch.device("cpu")) is (change is None)
+
+
+def test_auto_says_when_a_bench_json_in_the_out_dir_cannot_be_read(tmp_path, caplog):
+    """A truncated bench.json (a copy cut short) was skipped without a word, and a full sweep ran instead."""
+    from types import SimpleNamespace
+
+    from accelport.bench.pick import _cached_choice
+    from accelport.job import Target
+
+    (tmp_path / "bench.json").write_text('{"schema_version": 3, "rows": [')
+    job = SimpleNamespace(spec=SimpleNamespace(out_dir=str(tmp_path)),
+                          loaded=SimpleNamespace(model=torch.nn.Linear(2, 2)))
+    assert _cached_choice(job, Target(runtime="auto")) is None
+    assert f"{tmp_path / 'bench.json'} is not a bench document this version reads (JSONDecodeError" in caplog.text

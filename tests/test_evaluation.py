@@ -374,6 +374,6 @@ def test_a_collective_whose_peer_stopped_is_a_one_line_error_not_an_internal_one
     from accelport.errors import PeerError
     from accelport.evaluation.distributed import peers_alive
 
-    with pytest.raises(PeerError, match="another process of this torchrun job stopped during the gather"):
-        with peers_alive("gather"):
-            raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer")
+    with pytest.raises(PeerError, match="another process of this torchrun job stopped during the gather"), \
+            peers_alive("gather"):
+        raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer")

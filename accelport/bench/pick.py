@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..atomic import write_json_atomic, write_text_atomic
+from ..formatting import one_line
 
 if TYPE_CHECKING:
     from ..job.context import JobContext
@@ -157,10 +158,14 @@ def _cached_choice(job: JobContext, target: Target) -> AutoChoice | None:
     out_dir = Path(job.spec.out_dir)
     digest = weights_digest(job.loaded.model)
     for path in (out_dir / "bench.json", out_dir / AUTO_BENCH_NAME):
+        if not path.is_file():
+            continue
         try:
             data = json.loads(path.read_text())
             document = BenchDocument.from_json(data)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none, unreadable, or not a bench document
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # unreadable, or not a bench document
+            _logger.warning("--runtime auto: %s is not a bench document this version reads (%s: %s); measuring "
+                            "instead", path, type(exc).__name__, one_line(str(exc), 120))
             continue
         if _matches(document, job.loaded, job.device, digest) and (choice := _choose(data, target, str(path))):
             _logger.info("--runtime auto: %s (from %s)", choice.reason, path)
