@@ -30,9 +30,19 @@ def canonical(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True))
 
 
-def differing_keys(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
-    """The keys, sorted, whose values differ between two fingerprints (a key missing on one side differs)."""
-    return sorted(key for key in set(expected) | set(found) if expected.get(key) != found.get(key))
+def differing_keys(expected: dict[str, Any], found: dict[str, Any], nested: bool = False) -> list[str]:
+    """The keys, sorted, whose values differ between two fingerprints (a key missing on one side differs); with
+    ``nested``, inside values that are objects on both sides too (``options.calibration``, not just ``options``)."""
+    keys = []
+    for key in sorted(set(expected) | set(found)):
+        mine, theirs = expected.get(key), found.get(key)
+        if mine == theirs:
+            continue
+        if nested and isinstance(mine, dict) and isinstance(theirs, dict):
+            keys += [f"{key}.{inner}" for inner in differing_keys(mine, theirs, nested=True)]
+        else:
+            keys.append(key)
+    return keys
 
 
 def parse_object(line: str) -> dict[str, Any] | None:

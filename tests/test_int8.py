@@ -220,7 +220,8 @@ def test_layers_refuses_int8_where_no_module_outputs_exist_and_says_what_to_do(t
     assert not (tmp_path / "layers.json").exists()
 
 
-def test_calibration_that_overlaps_the_judged_images_is_counted_and_warned(two_images, caplog):
+def test_calibration_that_overlaps_the_judged_images_is_counted_and_warned(two_images, caplog, tmp_path):
+    import shutil
     from pathlib import Path
 
     from accelport.runners.quantize import calibration_overlap
@@ -230,6 +231,9 @@ def test_calibration_that_overlaps_the_judged_images_is_counted_and_warned(two_i
     assert calibration_overlap([two_images[0], str(DEFAULT_SAMPLES_DIR / "horse.png")], judged) == 1
     assert "share 1 image" in caplog.text
     assert calibration_overlap([], judged) == 2  # the bundled samples serve both: counted, said at info level
+    copy = tmp_path / "renamed.jpg"  # a byte copy under another name is the same image (paths alone counted 0)
+    shutil.copyfile(two_images[0], copy)
+    assert calibration_overlap([str(copy)], judged) == 1
 
 
 # bench --dtypes int8 ---------------------------------------------------------------------------------------------

@@ -55,4 +55,8 @@ def test_fresh_starts_over_and_append_adds_to_an_existing_journal(tmp_path):
 def test_fingerprints_compare_as_they_read_back_and_name_what_differs():
     assert journal.canonical({"b": (1, 2), "a": 1}) == {"a": 1, "b": [1, 2]}
     assert journal.differing_keys({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 0}) == ["b", "c"]
+    options = ({"options": {"calibration": ["a.jpg"], "streams": 1}},
+               {"options": {"calibration": ["b.jpg"], "streams": 1}})
+    assert journal.differing_keys(*options) == ["options"]
+    assert journal.differing_keys(*options, nested=True) == ["options.calibration"]  # eval said just "options"
     assert journal.parse_object("[1]") is None and journal.parse_object("{") is None

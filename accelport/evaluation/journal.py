@@ -91,7 +91,7 @@ def _check_header(path: Path, header: dict[str, Any] | None, expected: dict[str,
                          f"{header['journal']}, this one reads {JOURNAL_VERSION}); drop --resume to start over")
     if not header or header.get("journal") != JOURNAL_VERSION:
         raise UsageError(f"--resume: {path} is not an accelport eval journal; delete it or drop --resume")
-    differs = journal.differing_keys(expected, header.get("fingerprint", {}))
+    differs = journal.differing_keys(expected, header.get("fingerprint", {}), nested=True)
     if differs:
         raise UsageError(f"--resume: {path} was written by a different evaluation (differs in: "
                          f"{', '.join(differs)}); use another --out-dir or drop --resume to start over")

@@ -35,6 +35,7 @@ import torch
 
 from ..errors import InputError, RuntimeUnavailableError
 from ..preprocess import DEFAULT_SAMPLES_DIR, data_config_for, discover_images, load_images, make_transform
+from ..weights import sha256_of
 from .cache import cache_entry, library_versions
 from .onnx_export import INPUT_NAME
 
@@ -115,14 +116,38 @@ def calibration_overlap(calibration: Sequence[str | Path], judged: Sequence[Path
     A quantiser tuned on the very images that judge it flatters the verdict; with neither flag given the bundled
     samples serve both, which is said at info level (there is nothing else to use).
     """
-    calib = {p.resolve() for p in discover_calibration(calibration)}
-    shared = sum(Path(p).resolve() in calib for p in judged)
+    shared = len(_same_files(discover_calibration(calibration), judged))
     if shared and calibration:
         _logger.warning("--calibration and %s share %d image(s): the int8 verdict is judged on images the "
                         "quantiser was calibrated on; keep the two sets apart", judged_flag, shared)
     elif shared:
         _logger.info("int8: %d judged image(s) are also the calibration set (bundled samples); pass --calibration "
                      "with other images to keep them apart", shared)
+    return shared
+
+
+def _same_files(calibration: Sequence[Path], judged: Sequence[str | Path]) -> set[Path]:
+    """The judged files that are a calibration file: the same path, or a byte-identical copy (a copy of the bundled
+    samples in a dataset counted 0). Only files of a calibration file's size are read, so a large dataset costs a
+    ``stat`` per image."""
+    by_size: dict[int, list[Path]] = {}
+    for path in {p.resolve() for p in calibration}:
+        by_size.setdefault(path.stat().st_size, []).append(path)
+    digests: dict[Path, str] = {}
+
+    def digest(path: Path) -> str:
+        if path not in digests:
+            digests[path] = sha256_of(path)
+        return digests[path]
+
+    shared = set()
+    for candidate in {Path(p).resolve() for p in judged}:
+        try:
+            same_size = by_size.get(candidate.stat().st_size, [])
+        except OSError:  # unreadable: the run says so where it reads it
+            continue
+        if candidate in same_size or any(digest(candidate) == digest(path) for path in same_size):
+            shared.add(candidate)
     return shared
 
 
