@@ -45,10 +45,22 @@ class Criteria:
     elem_rtol: float  # element-wise relative tolerance for ...
     min_within_share: float  # ... the share of all elements that must be within it
     max_top1_mismatches: int = 0  # top-1 disagreements allowed that are not near-ties
-    max_baseline_ratio: float = 2.0  # half precision, fp32-fast: worst image's target error / baseline's error
+    max_baseline_ratio: float = 2.0  # half precision, fp32-fast: mean target error / mean baseline error
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def overridden(self) -> dict[str, float]:
+        """The thresholds that differ from the precision's defaults (``--criterion``), by name."""
+        default = DEFAULT_CRITERIA.get(self.precision)
+        return {} if default is None else {name: getattr(self, name) for name in _TUNABLE
+                                           if getattr(self, name) != getattr(default, name)}
+
+    def label(self) -> str:
+        """``fp32``, or ``fp32, overridden: min_cosine=0.999``: a verdict under loosened limits says so."""
+        changed = self.overridden()
+        return self.precision + ("" if not changed else ", overridden: " + ", ".join(
+            f"{name}={value:g}" for name, value in changed.items()))
 
 
 DEFAULT_CRITERIA: dict[str, Criteria] = {

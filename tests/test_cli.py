@@ -98,7 +98,11 @@ def test_really_different_target_fails_with_exit_1_and_localises_the_divergence(
     assert rc == 1 and summary["status"] == "failed"
     assert summary["criteria"]["precision"] == "bf16" and summary["criteria"]["min_cosine"] == 0.9999999
     assert summary["criteria"]["max_rel_l2"] == 1e-6
-    assert "FAIL  min_sample_cosine" in (tmp_path / "accuracy_compare.log").read_text()
+    assert summary["criteria"]["overridden"] == {"min_cosine": 0.9999999, "max_rel_l2": 1e-6}
+    log = (tmp_path / "accuracy_compare.log").read_text()
+    assert "FAIL  min_sample_cosine" in log
+    assert "criteria bf16, overridden: min_cosine=0.9999999, max_rel_l2=1e-06" in log
+    assert "(criteria `bf16, overridden: min_cosine=0.9999999" in (tmp_path / "report.md").read_text()
     assert {"layers.json", "layers.md", "layers.csv"} <= {p.name for p in tmp_path.iterdir()}
     assert json.loads((tmp_path / "summary.json").read_text())["layer_report"] == "layers.md"
     assert "[layers.md](layers.md)" in (tmp_path / "report.md").read_text()

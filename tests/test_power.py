@@ -39,6 +39,13 @@ def test_power_reports_smallest_detected_sizes_and_localisation(tmp_path, seeded
     swap = next(line for line in report.splitlines() if line.startswith("| channel swap"))
     assert "chained: yes, isolated: yes" in swap  # per mode: both modes name the swapped module
     assert (tmp_path / "power.png").stat().st_size > 0
+    assert data["device"] == "cpu" and data["weights_sha256"]  # what run matches before it links power.md
+    for dtype, linked in (("fp32", True), ("bf16", False)):  # another dtype's run was shown this analysis as its own
+        main(["run", "--weights", str(seeded_weights), "--device", "cpu", "--dtype", dtype, "--images", two_images[0],
+              "--iters", "1", "--warmup", "0", "--no-structural-proof", "--out-dir", str(tmp_path)])
+        summary = json.loads((tmp_path / "summary.json").read_text())
+        assert (summary.get("power_report") == "power.md") is linked, dtype
+        assert ("[power.md](power.md)" in (tmp_path / "report.md").read_text()) is linked
 
 
 def _output_change(images):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -74,7 +75,7 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
                              lambda: _target_runner(job, target, "fp32"), job.device, job.spec.fp32_math,
                              lambda runner: _infer(runner, stream, target), outputs.reference, outputs.target,
                              parity.is_classifier, [str(p) for p in stream.paths])
-    power = "power.md" if (Path(job.spec.out_dir) / "power.md").is_file() else None  # `accelport power` wrote it
+    power = _power_report(job, target)
     document = build_summary(job, stream, outputs.runner_settings, parity, outputs.latency,
                              output_shape=list(outputs.target.shape), proof=proof, power_report=power)
     if config.layers_on_fail and not document.passed:
@@ -141,6 +142,22 @@ def _parity(job: JobContext, target: Target, stream: ImageStream, outputs: _Outp
                            job.spec.head == "classifier", baseline=outputs.baseline,
                            sample_names=[printable(str(p)) for p in stream.paths],
                            nonfinite_weights=nonfinite_weights(weights), judge_zero_reference=True)
+
+
+def _power_report(job: JobContext, target: Target) -> str | None:
+    """power.md in the out dir when its power.json analysed this very target (model, weights, device, runtime,
+    dtype); one left by another model or dtype was linked as this run's detection power."""
+    folder = Path(job.spec.out_dir)
+    try:
+        analysed = json.loads((folder / "power.json").read_text())
+    except (OSError, ValueError):
+        return None
+    wanted = {"model": job.loaded.name, "device": str(job.device), "runtime": target.runtime, "dtype": target.dtype,
+              "weights_sha256": job.loaded.weights.sha256}
+    if not isinstance(analysed, dict) or any(analysed.get(key) != value for key, value in wanted.items()):
+        _logger.info("power.md in %s analysed another target; not linked", folder)
+        return None
+    return "power.md" if (folder / "power.md").is_file() else None
 
 
 def _localise(job: JobContext, target: Target, stream: ImageStream) -> str | None:

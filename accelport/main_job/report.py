@@ -160,7 +160,7 @@ def render_log(summary: RunSummary) -> str:
         f"weights    {weights.source}: {weights.path or 'RANDOM INIT (no pretrained weights found)'}",
         "reference  cpu eager fp32",
         f"target     {target['device']} ({header.environment['device_name']}) {target['runtime']} "
-        f"{target['dtype']}, fp32 math {target['fp32_math']}, criteria {summary.criteria.precision}",
+        f"{target['dtype']}, fp32 math {target['fp32_math']}, criteria {summary.criteria.label()}",
         "",
         "overall metrics:",
         *(f"  {label:<28} {_fmt(getattr(overall, key))}" for key, label in _METRIC_ROWS),
@@ -206,7 +206,7 @@ def _setup_lines(summary: RunSummary) -> list[str]:
     return [
         f"# Adaptation report: {model['name']} on {target['device']}",
         "",
-        f"**Verdict: {summary.status.upper()}** (criteria `{summary.criteria.precision}`)",
+        f"**Verdict: {summary.status.upper()}** (criteria `{summary.criteria.label()}`)",
         pretrained_note,
         "## Model",
         f"- timm model `{model['name']}`, head `{model['head']}`, {model['num_params']:,} parameters, "

@@ -134,7 +134,7 @@ class RunSummary:
             "weight_sha256": weights.sha256,
             "weights": weights_record(weights),
             "inputs": self.inputs.to_json(),
-            "criteria": self.criteria.to_json(),
+            "criteria": self.criteria.to_json() | {"overridden": self.criteria.overridden()},
             "parity": self.parity.to_json(),
             "input_blind": self.input_blind,
             "latency": self.latency.to_json(),

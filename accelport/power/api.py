@@ -88,10 +88,11 @@ def run_power(config: PowerConfig | None = None, **overrides: Any) -> PowerResul
         rows.append(FaultRow(fault.kind, fault.size, fault.parameter, fault.module, tuple(failed),
                              parity.to_json()["worst_sample_rel_l2"], location, site=fault.site,
                              reference_rel_l2=_worst_rel_l2(reference, on_reference(faulty, batch.tensor))))
-        _logger.info("power: %s %s: %s", fault.kind, fault.size, "detected" if failed else "passed")
-    document = PowerDocument(job.loaded.name, config.spec.device, target.runtime, target.dtype, precision, criteria,
+        _logger.info("power: %s%s: %s", fault.kind, "" if fault.size is None else f" {fault.size:g}",
+                     "detected" if failed else "passed")
+    document = PowerDocument(job.loaded.name, str(job.device), target.runtime, target.dtype, precision, criteria,
                              len(names), tuple(config.sizes), round(job.wall_s(), 3), tuple(rows),
-                             tuple(sites.values()))
+                             tuple(sites.values()), weights_sha256=job.loaded.weights.sha256)
     return PowerResult(document, write_power_artifacts(Path(job.spec.out_dir), document))
 
 
