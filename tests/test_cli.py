@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -195,3 +196,10 @@ def test_inference_py_is_the_run_command_random_init_is_flagged_and_bad_images_s
     assert "RANDOM INIT" in (out / "accuracy_compare.log").read_text()
     assert "no pretrained weights were found" in (out / "report.md").read_text()
     assert summary["inputs"]["num_images"] == 2 and summary["inputs"]["skipped"][0]["path"] == str(bad)
+
+
+def test_a_run_without_save_outputs_leaves_no_earlier_outputs_beside_its_summary(full_run, two_images, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(full_run[1], out)  # the earlier run's set, saved outputs included
+    assert main(["run", "--device", "cpu", "--images", two_images[0], "--out-dir", str(out), *FAST]) == 0
+    assert not (out / "reference_outputs.npy").exists() and not (out / "target_outputs.npy").exists()

@@ -97,7 +97,9 @@ def test_nan_in_target_weights_fails_and_names_the_tensor(tmp_path, weights_file
     assert "target weights: head.fc.bias (1)" in checks["nonfinite_weights"]["detail"]
     assert not checks["nonfinite_target_values"]["passed"]
     assert summary["max_abs_diff"] is None and summary["cosine_similarity"] is None  # not a number, never "0 apart"
-    assert re.search(r"max abs diff +nan\n", (tmp_path / "accuracy_compare.log").read_text())
+    log = (tmp_path / "accuracy_compare.log").read_text()
+    assert re.search(r"max abs diff +nan\n", log)
+    assert f"target weights (--target-weights): {weights_files['nan']}" in log  # the log named only --weights
 
 
 def _refuse_non_standard_json(token: str):

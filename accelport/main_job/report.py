@@ -157,7 +157,10 @@ def render_log(summary: RunSummary) -> str:
     lines = [
         f"accelport accuracy comparison ({header.created_utc})",
         f"model      {model['name']} ({model['head']}, output {summary.output_shape})",
-        f"weights    {weights.source}: {weights.path or 'RANDOM INIT (no pretrained weights found)'}",
+        f"weights    {weights.source}: {weights.path or 'RANDOM INIT (no pretrained weights found)'}"
+        + (f" (sha256 {weights.sha256[:12]})" if weights.sha256 else ""),
+        *([f"target weights (--target-weights): {summary.target_weights.path} (sha256 "
+           f"{(summary.target_weights.sha256 or '')[:12]})"] if summary.target_weights else []),
         "reference  cpu eager fp32",
         f"target     {target['device']} ({header.environment['device_name']}) {target['runtime']} "
         f"{target['dtype']}, fp32 math {target['fp32_math']}, criteria {summary.criteria.label()}",
@@ -300,6 +303,9 @@ def _reliability_section(reliability: dict[str, Any]) -> list[str]:
             f"> - what to do: {reliability['advice']}"]
 
 
+SAVED_OUTPUTS = ("reference_outputs.npy", "target_outputs.npy")  # --save-outputs
+
+
 def write_artifacts(out_dir: Path, summary: RunSummary, reference: np.ndarray | None = None,
                     target: np.ndarray | None = None) -> dict[str, Path]:
     """summary.json, accuracy_compare.log, report.md (and the outputs as .npy), written as one atomic set."""
@@ -309,8 +315,8 @@ def write_artifacts(out_dir: Path, summary: RunSummary, reference: np.ndarray | 
         "report": ("report.md", text_writer(summary.to_markdown())),
     }
     if reference is not None and target is not None:
-        files["reference_outputs"] = ("reference_outputs.npy", npy_writer(reference))
-        files["target_outputs"] = ("target_outputs.npy", npy_writer(target))
+        files["reference_outputs"] = (SAVED_OUTPUTS[0], npy_writer(reference))
+        files["target_outputs"] = (SAVED_OUTPUTS[1], npy_writer(target))
     try:
         paths = write_set_atomic(out_dir, dict(files.values()))
     except OSError as exc:  # e.g. the disk filled up during the run: nothing of this run was written
@@ -319,4 +325,7 @@ def write_artifacts(out_dir: Path, summary: RunSummary, reference: np.ndarray | 
     artifacts = {key: paths[name] for key, (name, _) in files.items()}
     for path in artifacts.values():
         _logger.info("wrote %s", path)
+    for name in SAVED_OUTPUTS:  # an earlier run's outputs beside this run's summary would read as this run's
+        if name not in paths:
+            (out_dir / name).unlink(missing_ok=True)
     return artifacts
