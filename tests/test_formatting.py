@@ -91,3 +91,9 @@ def test_file_names_stay_one_cell_and_one_line_and_are_told_apart():
     assert printable("caf\u00e9\tcat.jpg") == "caf\u00e9\\tcat.jpg"  # letters kept, control characters escaped
     assert short_paths(["/d/a/cat.jpg", "/d/b/cat.jpg"]) == ["a/cat.jpg", "b/cat.jpg"]
     assert short_paths(["/d/a/cat.jpg", "/d/a/dog.jpg"]) == ["cat.jpg", "dog.jpg"]
+
+
+def test_a_small_speed_ratio_keeps_its_digits():
+    from accelport.bench.report import _ratio
+
+    assert _ratio(0.0036) == "0.0036" and _ratio(0.16) == "0.16" and _ratio(1.0) == "1.00" and _ratio(None) == "–"

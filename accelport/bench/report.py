@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..atomic import write_json_atomic, write_text_atomic
 from ..formatting import one_line, or_missing
+from .points import MIN_ITERS
 
 if TYPE_CHECKING:
     from .document import BenchDocument
@@ -19,6 +20,11 @@ _logger = logging.getLogger(__name__)
 
 def _num(value: Any, fmt: str = ".3f") -> str:
     return "–" if value is None else format(value, fmt)
+
+
+def _ratio(value: float | None) -> str:
+    """A latency ratio: two decimals, or two significant digits below 0.1 (0.0036 read as "0.00")."""
+    return _num(value, ".2f" if value is None or value >= 0.1 else ".2g")
 
 
 def isa_text(env: dict[str, Any]) -> str:
@@ -83,7 +89,7 @@ def table_lines(rows: Sequence[BenchRow]) -> list[str]:
         verdict = (f"pass ({parity['precision']}, cos {parity['worst_sample_cosine']:.6f})" if row.passed
                    else f"**FAIL** ({parity['precision']}: {', '.join(parity['failed_checks'])})")
         lines.append(f"| {row.label} | {row.batch_size} | {lat['p50_ms']:.2f} | {lat['p90_ms']:.2f} | "
-                     f"{lat['p99_ms']:.2f} | {row.images_per_s:.1f} | {_num(row.ratio_vs_eager, '.2f')} | "
+                     f"{lat['p99_ms']:.2f} | {row.images_per_s:.1f} | {_ratio(row.ratio_vs_eager)} | "
                      f"{row.setup_s:.1f} | {_num(row.memory.get('peak_mb'), '.0f')} | {verdict} | {_timing(row)} |")
     return lines
 
@@ -96,7 +102,7 @@ def pick_lines(picks: Sequence[BatchPick]) -> list[str]:
             continue
         per_dtype = ", ".join(f"{d}: {label or 'none passes'}" for d, label in pick.fastest_by_dtype.items())
         lines.append(f"- batch {pick.batch_size}: **{pick.fastest}**, {pick.fastest_p50_ms:.2f} ms p50 "
-                     f"({_num(pick.fastest_ratio_vs_eager, '.2f')}× the eager fp32 latency); fastest per dtype: "
+                     f"({_ratio(pick.fastest_ratio_vs_eager)}× the eager fp32 latency); fastest per dtype: "
                      f"{per_dtype}")
     return lines
 
@@ -145,7 +151,8 @@ def render_markdown(document: BenchDocument) -> str:
         f"`{model['weights_source']}`{weights_note}",
         f"- latency: compute only (input already on the device, device synchronised each iteration), "
         f"{s.warmup} warm-up + up to {s.iters} timed iterations (at most ~{s.max_time_s:g} s each point, "
-        f"at least 3 per round) in {document.rounds} round(s) over all points; setup (export/compile/first run "
+        f"at least {MIN_ITERS} in all, {-(-MIN_ITERS // max(1, document.rounds))} per round) in {document.rounds} "
+        "round(s) over all points; setup (export/compile/first run "
         "of the batch size) is timed apart",
         f"- parity: {s.num_images} real images (cycled to fill a batch) against CPU eager fp32, criteria of each "
         "precision; × eager = p50 / the same run's eager fp32 p50 at the same batch size (lower is faster)",
@@ -178,12 +185,12 @@ def render_pick(document: BenchDocument) -> str:
     lines = []
     for pick in document.pick or ():
         lines.append(f"batch {pick.batch_size}: " + (f"{pick.fastest} ({pick.fastest_p50_ms:.2f} ms p50, "
-                                                     f"{_num(pick.fastest_ratio_vs_eager, '.2f')}x eager)"
+                                                     f"{_ratio(pick.fastest_ratio_vs_eager)}x eager)"
                                                      if pick.fastest else "no configuration passed parity"))
         for entry in pick.table:
             if entry.status == "ok":
                 lines.append(f"  {entry.label:<28} {entry.p50_ms:10.2f} ms  {entry.images_per_s:9.1f} img/s  "
-                             f"{_num(entry.ratio_vs_eager, '.2f'):>5}x  parity {entry.parity}"
+                             f"{_ratio(entry.ratio_vs_eager):>5}x  parity {entry.parity}"
                              + ("" if entry.timing_reliable is not False else "  timing UNRELIABLE"))
             else:
                 lines.append(f"  {entry.label:<28} {entry.status}: {one_line(entry.reason or '')}")
