@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,14 @@ def pyplot_or_none(path: Path) -> Any | None:
         _logger.warning("matplotlib is not installed: no %s (pip install matplotlib)", Path(path).name)
         return None
     return plt
+
+
+def rendered_png(render: Callable[[Path], Path | None], name: str) -> bytes | None:
+    """The bytes of the PNG ``render(path)`` draws (None without matplotlib), drawn into a private temporary
+    folder: for a report whose files are written as one atomic set with the picture among them."""
+    with tempfile.TemporaryDirectory(prefix="accelport-plot.") as folder:
+        drawn = render(Path(folder) / name)
+        return drawn.read_bytes() if drawn is not None else None
 
 
 def save_figure(figure: Any, path: Path, **savefig: Any) -> Path:

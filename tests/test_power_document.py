@@ -14,7 +14,7 @@ from accelport.power.document import FaultLocation, FaultRow, PowerDocument
 from accelport.power.faults import Site, standard_faults
 
 POWER_ORDER = ["schema_version", "model", "device", "runtime", "dtype", "precision", "criteria", "num_images",
-               "sizes", "wall_time_s", "sites", "summary", "faults"]
+               "sizes", "wall_time_s", "sites", "summary", "faults", "weights_sha256"]
 
 
 def _document(rows: tuple[FaultRow, ...]) -> PowerDocument:

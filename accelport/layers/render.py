@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..atomic import write_json_atomic, write_text_atomic
+from ..atomic import json_writer, text_writer, write_set_atomic
 from ..formatting import NO_WEIGHTS_FILE, or_missing
 from ..metrics import TensorMetrics
+from ..plotting import rendered_png
 from .compare import DIVERGENCE_RULE
 from .plot import render_png
 
@@ -191,16 +192,15 @@ def render_markdown(doc: LayersDocument) -> str:
 
 
 def write_layer_artifacts(out_dir: Path, doc: LayersDocument) -> dict[str, Path]:
-    """layers.json, layers.csv, layers.md and layers.png, each written atomically (the PNG needs matplotlib)."""
+    """layers.json, layers.csv, layers.md and layers.png written as one atomic set (the PNG needs matplotlib): an
+    interrupted run left a new layers.json beside the older md, csv and png."""
     data: dict[str, Any] = doc.to_json()
-    artifacts = {
-        "json": write_json_atomic(out_dir / FILES["json"], data),
-        "csv": write_text_atomic(out_dir / FILES["csv"], doc.to_csv()),
-        "markdown": write_text_atomic(out_dir / FILES["markdown"], doc.to_markdown()),
-    }
-    plot = render_png(data, out_dir / FILES["plot"])
-    if plot is not None:
-        artifacts["plot"] = plot
+    writers = {"json": json_writer(data), "csv": text_writer(doc.to_csv()), "markdown": text_writer(doc.to_markdown())}
+    png = rendered_png(lambda path: render_png(data, path), FILES["plot"])
+    if png is not None:
+        writers["plot"] = lambda fh: fh.write(png)
+    paths = write_set_atomic(out_dir, {FILES[key]: writer for key, writer in writers.items()})
+    artifacts = {key: paths[FILES[key]] for key in writers}
     for path in artifacts.values():
         _logger.info("wrote %s", path)
     return artifacts
