@@ -91,7 +91,10 @@ def resolve_device(spec: str) -> torch.device:
             f"--device {spec!r}: no {device_type} device is available on this machine{hint}; "
             f"available: {', '.join(available_devices())}"
         )
-    if device_type == "cpu":
+    if device_type == "cpu":  # torch has one CPU device: cpu:0 is it, cpu:7 was accepted as if it existed
+        if index_text and int(index_text) != 0:
+            raise DeviceError(f"--device {spec!r}: torch has one CPU device (cpu or cpu:0); pin CPU cores with "
+                              "taskset or --threads instead")
         return torch.device("cpu")
     index = int(index_text) if index_text else 0
     if index >= count:

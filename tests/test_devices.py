@@ -59,3 +59,9 @@ def test_cuda_device_resolves_and_reports_name():
     device = resolve_device("cuda:0")
     assert device == torch.device("cuda", 0)
     assert device_name(device) == torch.cuda.get_device_name(0)
+
+
+def test_the_one_cpu_device_is_cpu_or_cpu_0_and_no_other_index():
+    assert resolve_device("cpu:0") == resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(DeviceError, match="torch has one CPU device"):
+        resolve_device("cpu:7")  # accepted as if it existed, and recorded as asked
