@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -60,3 +63,18 @@ def test_bench_threads_are_restored_after_the_sweep():
     with intra_op_threads(before + 1) as threads:
         assert threads == torch.get_num_threads() == before + 1
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize(("flat", "message"), [
+    ({"images": "photos/"}, "images='photos/': expected a list or tuple"),  # was split into characters
+    ({"batch_size": "4"}, "batch_size='4': expected a number"),  # was a bare TypeError deep inside
+    ({"device": None}, "device=None: expected a string"),  # was an AttributeError
+    ({"warmup": True}, "warmup=True: expected a number"),
+])
+def test_the_api_names_a_value_of_the_wrong_kind(flat, message):
+    from accelport.errors import UsageError
+    from accelport.main_job.config import RunConfig
+
+    with pytest.raises(UsageError, match=re.escape(message)):
+        RunConfig.of(**flat)
+    assert RunConfig.of(out_dir=Path("logs"), images=["a.jpg"]).spec.images == ["a.jpg"]  # paths and lists are fine

@@ -7,6 +7,7 @@ maps the flat keyword names of the public API (``accelport.run(model=..., dtype=
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
@@ -113,17 +114,43 @@ def with_overrides(config: ConfigT, **overrides: Any) -> ConfigT:
     current: Any = config  # a command's config dataclass: ``spec``, maybe ``target``, and its own fields
     own = {f.name for f in fields(current)} - {"spec", "target"}
     changes: dict[str, Any] = {k: overrides.pop(k) for k in list(overrides) if k in own or k in ("spec", "target")}
+    _check_kinds(current, {k: v for k, v in changes.items() if k in own})
     spec = {k: overrides.pop(k) for k in list(overrides) if k in _SPEC_FIELDS}
+    _check_kinds(current.spec, spec)
     if spec:
         changes["spec"] = replace(changes.get("spec", current.spec), **spec)
     has_target = hasattr(current, "target")
     target = {k: overrides.pop(k) for k in list(overrides) if has_target and k in _TARGET_FIELDS}
     options = {k: overrides.pop(k) for k in list(overrides) if has_target and k in RUNTIME_OPTIONS}
+    if has_target:
+        _check_kinds(current.target, target)
     if target or options:
         changes["target"] = replace(changes.get("target", current.target), **target).with_options(**options)
     if overrides:
         raise TypeError(f"{type(config).__name__}: unknown field(s) {', '.join(sorted(overrides))}")
     return replace(current, **changes)
+
+
+def _check_kinds(defaults: Any, values: dict[str, Any]) -> None:
+    """A UsageError naming the field when a value is not of its default's kind: ``images="photos/"`` was split into
+    characters ("--images p: no such file"), ``batch_size="4"`` failed deep inside with a bare TypeError."""
+    for name, value in values.items():
+        default = getattr(defaults, name, None)
+        if default is None or value is None and not isinstance(default, str):
+            continue  # an optional field, or one left to its own checks
+        if isinstance(default, tuple):
+            wanted, ok = "a list or tuple", isinstance(value, list | tuple)
+        elif isinstance(default, bool):
+            wanted, ok = "True or False", isinstance(value, bool)
+        elif isinstance(default, int | float):
+            wanted, ok = "a number", isinstance(value, int | float) and not isinstance(value, bool)
+        elif isinstance(default, str):
+            wanted, ok = "a string", isinstance(value, str | os.PathLike)
+        else:
+            continue
+        if not ok:
+            raise UsageError(f"{name}={value!r}: expected {wanted} (the Python API takes the flag's value as its "
+                             "own type)")
 
 
 class FromFlatNames:
