@@ -60,7 +60,7 @@ class Criteria:
         """``fp32``, or ``fp32, overridden: min_cosine=0.999``: a verdict under loosened limits says so."""
         changed = self.overridden()
         return self.precision + ("" if not changed else ", overridden: " + ", ".join(
-            f"{name}={value:g}" for name, value in changed.items()))
+            f"{name}={value!r}" for name, value in changed.items()))
 
 
 DEFAULT_CRITERIA: dict[str, Criteria] = {

@@ -104,8 +104,9 @@ def structural_proof(precision: str, enabled: bool, make_runner: Callable[[], Ru
     if precision == "fp32":
         return StructuralProof("not-needed", "the run itself is strict IEEE fp32, judged by the fp32 criteria")
     if not enabled:
-        return StructuralProof("skipped", "disabled by --no-structural-proof: weight and layout bugs that half "
-                                          "precision hides are NOT ruled out")
+        hides = "quantisation" if precision == "int8" else f"{precision}'s rounding"
+        return StructuralProof("skipped", f"disabled by --no-structural-proof: weight and layout bugs that {hides} "
+                                          "hides are NOT ruled out")
     apply_numeric_settings(device, "strict")
     try:
         with make_runner() as runner:

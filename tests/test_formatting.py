@@ -97,3 +97,15 @@ def test_a_small_speed_ratio_keeps_its_digits():
     from accelport.bench.report import _ratio
 
     assert _ratio(0.0036) == "0.0036" and _ratio(0.16) == "0.16" and _ratio(1.0) == "1.00" and _ratio(None) == "–"
+
+
+def test_a_bench_row_says_what_its_structural_proof_found():
+    from accelport.bench.report import _proof_note
+
+    own_error = {"passed": False, "failed_checks": ["max_sample_rel_l2"], "structural_proof": {"status": "passed"}}
+    assert _proof_note(own_error) == "; structural proof passed: the precision's own error, not the port's"
+    port = {"passed": False, "failed_checks": ["structural_proof"], "structural_proof": {"status": "failed"}}
+    assert _proof_note(port) == ""  # the failed check already names it
+    assert _proof_note({"passed": True, "failed_checks": [], "structural_proof": {"status": "passed"}}) == (
+        "; structural proof passed")
+    assert _proof_note({"passed": True, "failed_checks": []}) == ""  # fp32: no proof

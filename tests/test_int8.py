@@ -519,3 +519,20 @@ def test_the_int8_matmul_peak_is_measured_on_onnx_runtimes_int8_gemm():
         matmul_peak(torch.device("meta"), "int8")
     with pytest.raises(ValueError, match="no fp8 matmul peak"):
         matmul_peak(torch.device("cpu"), "fp8")
+
+
+def test_byte_copies_in_a_calibration_set_count_once(tmp_path, caplog):
+    """300 copies of one photo counted as 300 images, switched NNCF's SmoothQuant on and overfitted that image."""
+    import shutil
+
+    from accelport.runners.quantize import load_calibration
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(5):
+        shutil.copyfile(DEFAULT_SAMPLES_DIR / "chelsea.jpg", folder / f"copy{i}.jpg")
+    shutil.copyfile(DEFAULT_SAMPLES_DIR / "coffee.jpg", folder / "other.jpg")
+    model = timm.create_model("resnet10t", num_classes=10)
+    calibration = load_calibration([str(folder)], model, (3, 224, 224))
+    assert len(calibration.paths) == 2 and calibration.images.shape[0] == 2
+    assert "4 of 6 files are byte copies of others; calibrating on the 2 distinct image(s)" in caplog.text

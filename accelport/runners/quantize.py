@@ -89,9 +89,25 @@ def discover_calibration(inputs: Sequence[str | Path]) -> list[Path]:
         raise InputError(str(exc).replace("--images", "--calibration")) from None
 
 
+def _distinct_files(paths: list[Path]) -> list[Path]:
+    """``paths`` without byte-identical repeats (first kept), and a warning when there were any."""
+    seen: dict[str, Path] = {}
+    for path in paths:
+        try:
+            seen.setdefault(sha256_of(path), path)
+        except OSError as exc:
+            raise InputError(f"--calibration {path}: cannot be read ({exc.strerror or exc})") from None
+    if len(seen) < len(paths):
+        _logger.warning("--calibration: %d of %d files are byte copies of others; calibrating on the %d distinct "
+                        "image(s)", len(paths) - len(seen), len(paths), len(seen))
+    return list(seen.values())
+
+
 def load_calibration(inputs: Sequence[str | Path], model: torch.nn.Module, chw: tuple[int, ...]) -> Calibration:
-    """The calibration set for inputs of shape ``[N, *chw]``: timm's train-size transform, else its test size."""
-    paths = discover_calibration(inputs)
+    """The calibration set for inputs of shape ``[N, *chw]``: timm's train-size transform, else its test size;
+    byte-identical files count once (300 copies of one photo were counted as 300 images and switched SmoothQuant
+    on, which then overfitted that one image)."""
+    paths = _distinct_files(discover_calibration(inputs))
     for test_size in (False, True):
         data_config = data_config_for(model, test_size)
         if tuple(data_config.values["input_size"]) == tuple(chw):
