@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_atomic
+from .atomic import Writer, write_atomic, write_set_atomic
 
 _logger = logging.getLogger(__name__)
 
@@ -27,12 +27,19 @@ def pyplot_or_none(path: Path) -> Any | None:
     return plt
 
 
-def rendered_png(render: Callable[[Path], Path | None], name: str) -> bytes | None:
-    """The bytes of the PNG ``render(path)`` draws (None without matplotlib), drawn into a private temporary
-    folder: for a report whose files are written as one atomic set with the picture among them."""
-    with tempfile.TemporaryDirectory(prefix="accelport-plot.") as folder:
+def write_report_set(out_dir: Path, files: dict[str, tuple[str, Writer]],
+                     plot: tuple[str, Callable[[Path], Path | None]]) -> dict[str, Path]:
+    """A report's files and its picture (``plot``: file name and ``render(path)``; left out without matplotlib)
+    written as one atomic set, so an interrupted run never leaves a new JSON beside an older page or picture; returns
+    key -> path, the picture under ``"plot"``."""
+    name, render = plot
+    with tempfile.TemporaryDirectory(prefix="accelport-plot.") as folder:  # drawn privately, then part of the set
         drawn = render(Path(folder) / name)
-        return drawn.read_bytes() if drawn is not None else None
+        png = drawn.read_bytes() if drawn is not None else None
+    if png is not None:
+        files = {**files, "plot": (name, lambda fh: fh.write(png))}
+    paths = write_set_atomic(out_dir, dict(files.values()))
+    return {key: paths[file_name] for key, (file_name, _) in files.items()}
 
 
 def save_figure(figure: Any, path: Path, **savefig: Any) -> Path:

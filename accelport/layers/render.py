@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..atomic import json_writer, text_writer, write_set_atomic
+from ..atomic import json_writer, text_writer
 from ..formatting import NO_WEIGHTS_FILE, or_missing
 from ..metrics import TensorMetrics
-from ..plotting import rendered_png
+from ..plotting import write_report_set
 from .compare import DIVERGENCE_RULE
 from .plot import render_png
 
@@ -195,12 +195,10 @@ def write_layer_artifacts(out_dir: Path, doc: LayersDocument) -> dict[str, Path]
     """layers.json, layers.csv, layers.md and layers.png written as one atomic set (the PNG needs matplotlib): an
     interrupted run left a new layers.json beside the older md, csv and png."""
     data: dict[str, Any] = doc.to_json()
-    writers = {"json": json_writer(data), "csv": text_writer(doc.to_csv()), "markdown": text_writer(doc.to_markdown())}
-    png = rendered_png(lambda path: render_png(data, path), FILES["plot"])
-    if png is not None:
-        writers["plot"] = lambda fh: fh.write(png)
-    paths = write_set_atomic(out_dir, {FILES[key]: writer for key, writer in writers.items()})
-    artifacts = {key: paths[FILES[key]] for key in writers}
+    artifacts = write_report_set(out_dir, {"json": (FILES["json"], json_writer(data)),
+                                           "csv": (FILES["csv"], text_writer(doc.to_csv())),
+                                           "markdown": (FILES["markdown"], text_writer(doc.to_markdown()))},
+                                 (FILES["plot"], lambda path: render_png(data, path)))
     for path in artifacts.values():
         _logger.info("wrote %s", path)
     return artifacts

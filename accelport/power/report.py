@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..atomic import json_writer, text_writer, write_set_atomic
-from ..plotting import pyplot_or_none, rendered_png, save_figure
+from ..atomic import json_writer, text_writer
+from ..plotting import pyplot_or_none, save_figure, write_report_set
 from .faults import names_module
 
 if TYPE_CHECKING:
@@ -112,10 +112,6 @@ def _plot(doc: PowerDocument, path: Path) -> Path | None:
 
 def write_power_artifacts(out_dir: Path, doc: PowerDocument) -> dict[str, Path]:
     """power.json, power.md and power.png as one atomic set: ``run`` links power.md by what power.json says."""
-    names = {"json": "power.json", "markdown": "power.md", "plot": "power.png"}
-    writers = {"json": json_writer(doc.to_json()), "markdown": text_writer(doc.to_markdown())}
-    png = rendered_png(lambda path: _plot(doc, path), names["plot"])
-    if png is not None:
-        writers["plot"] = lambda fh: fh.write(png)
-    paths = write_set_atomic(out_dir, {names[key]: writer for key, writer in writers.items()})
-    return {key: paths[names[key]] for key in writers}
+    return write_report_set(out_dir, {"json": ("power.json", json_writer(doc.to_json())),
+                                      "markdown": ("power.md", text_writer(doc.to_markdown()))},
+                            ("power.png", lambda path: _plot(doc, path)))
