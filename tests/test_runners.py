@@ -326,3 +326,21 @@ def test_the_torch_compile_route_freezes_too(tiny_model, tiny_input, reference, 
     # every convolution and linear of test_convnext2 packed for oneDNN (the stem's and the head's included)
     assert event["packed_weight_ops"] == _convolutions_and_linears(tiny_model)
     assert compare_outputs(reference[:1], output, criteria_for("fp32"), True).passed
+
+
+def test_compile_fallback_route_times_the_frozen_graph_it_compiled(monkeypatch, tmp_path, tiny_model, tiny_input):
+    """torch.compile is the route for models torch.export refuses: the graph it traced frozen must be the one the
+    timed calls run (a graph traced under no_grad was traced again, unfrozen, at the first call under inference
+    mode)."""
+    def refuse(*_args, **_kwargs):
+        raise torch._dynamo.exc.Unsupported("data-dependent control flow")
+
+    monkeypatch.setattr(torch.export, "export", refuse)
+    torch._dynamo.reset()  # other tests' graphs of this model class would count as recompiles
+    with torch._dynamo.config.patch(error_on_recompile=True), \
+            create_runner("compile", tiny_model, CPU, "fp32", cache_dir=tmp_path) as runner:
+        runner.infer(tiny_input)
+        runner.infer(tiny_input)
+        [shape] = [e for e in runner.describe()["setup_events"] if e["step"] == "shape"]
+    assert shape["export_route"] == "torch.compile"
+    assert shape["packed_weight_ops"] == _convolutions_and_linears(tiny_model)

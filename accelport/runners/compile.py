@@ -219,7 +219,10 @@ class CompiledRunner(Runner):
         started, packed_before = time.perf_counter(), packed_weight_ops()
         raise_recompile_limit()
         compiled = torch.compile(self._module, dynamic=False)
-        with frozen_inductor():
+        # under inference mode, as ``_forward_impl`` calls it: Dynamo guards the input's dispatch keys (inference
+        # mode drops the autograd key), so a graph traced under no_grad alone was traced again at the first timed
+        # call, outside freezing, and ran unfrozen
+        with frozen_inductor(), torch.inference_mode():
             compiled(device_input)
         self._compiled_by_shape[shape] = compiled
         return {"mode": "torch.compile:freezing", "compile_s": round(time.perf_counter() - started, 4),
