@@ -78,3 +78,32 @@ def test_the_api_names_a_value_of_the_wrong_kind(flat, message):
     with pytest.raises(UsageError, match=re.escape(message)):
         RunConfig.of(**flat)
     assert RunConfig.of(out_dir=Path("logs"), images=["a.jpg"]).spec.images == ["a.jpg"]  # paths and lists are fine
+
+
+@pytest.mark.parametrize("given", [{"min_cosine": 0.999, "elem_rtol": "0.01"}, ["min_cosine=0.999", "elem_rtol=0.01"],
+                                   [("min_cosine", 0.999), ("elem_rtol", 0.01)]])
+def test_the_api_takes_criteria_as_a_python_user_writes_them(given):
+    """A mapping, the CLI's KEY=VALUE strings or pairs: the same criteria (a mapping was refused, KEY=VALUE strings
+    a bare ValueError)."""
+    from accelport.main_job.config import RunConfig
+
+    config = RunConfig.of(criteria=given)
+    assert config.spec.criteria == (("min_cosine", "0.999"), ("elem_rtol", "0.01"))
+    from accelport.criteria import criteria_for
+
+    assert criteria_for("fp32", dict(config.spec.criteria)).min_cosine == 0.999
+    assert RunConfig.of(criterion="min_cosine=0.999").spec.criteria == (("min_cosine", "0.999"),)  # the flag's name
+
+
+@pytest.mark.parametrize(("flat", "message"), [
+    ({"criteria": 5}, "criteria=5: expected a mapping"),
+    ({"criteria": [3]}, "criteria: 3: expected KEY=VALUE"),
+    ({"criteria": ["min_cosine"]}, "--criterion 'min_cosine': expected KEY=VALUE"),
+    ({"criteria": {}, "criterion": ["min_cosine=0.9"]}, "criterion= and criteria= given together"),
+])
+def test_the_api_names_criteria_it_cannot_read(flat, message):
+    from accelport.errors import UsageError
+    from accelport.main_job.config import RunConfig
+
+    with pytest.raises(UsageError, match=re.escape(message)):
+        RunConfig.of(**flat)

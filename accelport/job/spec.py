@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
@@ -112,6 +113,12 @@ def with_overrides(config: ConfigT, **overrides: Any) -> ConfigT:
     """``config`` with flat keyword overrides put where they belong: the command's own field of that name, else
     the spec's, else the target's (runtime options included); any other name is a TypeError, as for a dataclass."""
     current: Any = config  # a command's config dataclass: ``spec``, maybe ``target``, and its own fields
+    if "criterion" in overrides:  # the CLI flag's name (--criterion), taken as the field's
+        if "criteria" in overrides:
+            raise UsageError("criterion= and criteria= given together: use one")
+        overrides["criteria"] = overrides.pop("criterion")
+    if "criteria" in overrides:
+        overrides["criteria"] = criteria_pairs(overrides["criteria"])
     own = {f.name for f in fields(current)} - {"spec", "target"}
     changes: dict[str, Any] = {k: overrides.pop(k) for k in list(overrides) if k in own or k in ("spec", "target")}
     _check_kinds(current, {k: v for k, v in changes.items() if k in own})
@@ -129,6 +136,30 @@ def with_overrides(config: ConfigT, **overrides: Any) -> ConfigT:
     if overrides:
         raise TypeError(f"{type(config).__name__}: unknown field(s) {', '.join(sorted(overrides))}")
     return replace(current, **changes)
+
+
+def criteria_pairs(value: Any) -> tuple[tuple[str, str], ...]:
+    """The API's ``criteria`` as ``JobSpec`` keeps them, (key, value) string pairs, from what a Python user would
+    pass: a mapping (``{"min_cosine": 0.999}``), the CLI's ``"KEY=VALUE"`` strings, or pairs. Anything else is a
+    UsageError naming the field."""
+    from ..criteria import parse_criterion_flags
+
+    if isinstance(value, str):
+        value = (value,)
+    items = value.items() if isinstance(value, Mapping) else value
+    if not isinstance(items, list | tuple | type({}.items())):
+        raise UsageError(f"criteria={value!r}: expected a mapping of criterion keys to values, KEY=VALUE strings "
+                         "or (key, value) pairs")
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        if isinstance(item, str):
+            pairs.extend(parse_criterion_flags([item]).items())
+        elif isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], str):
+            pairs.append((item[0], str(item[1])))
+        else:
+            raise UsageError(f"criteria: {item!r}: expected KEY=VALUE or a (key, value) pair, e.g. "
+                             "('min_cosine', 0.9999)")
+    return tuple(pairs)
 
 
 def _check_kinds(defaults: Any, values: dict[str, Any]) -> None:
