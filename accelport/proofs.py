@@ -93,6 +93,19 @@ class StructuralProof:
         return data
 
 
+def own_error_reading(precision: str, calibration_images: int | None, random_init: bool) -> str:
+    """Why a run (or an eval) can fail while its structural proof passes: the precision's own error, not the
+    port's."""
+    causes = "the quantiser and its calibration" if precision == "int8" else f"{precision} rounding"
+    if precision == "int8" and calibration_images:
+        causes += f" ({calibration_images} calibration image(s))"
+    if random_init:
+        causes += ("; with RANDOM-INIT weights, whose activation ranges are unlike a trained model's, this error "
+                   "says little about the real checkpoint: rerun with --weights")
+    return (f"reading: the same target in strict fp32 passes, so the weights and layout arrived intact; the failing "
+            f"checks measure {precision}'s own error ({causes})")
+
+
 def structural_proof(precision: str, enabled: bool, make_runner: Callable[[], Runner], device: torch.device,
                      fp32_math: str, infer: Callable[[Runner], np.ndarray], reference: np.ndarray,
                      target: np.ndarray, is_classifier: bool, names: list[str]) -> StructuralProof:

@@ -406,6 +406,18 @@ def test_eval_int8_reports_accuracy_and_agreement_with_the_fp32_reference(tmp_pa
     assert "int8" in markdown and "## Accuracy" in markdown and "structural_proof" in markdown
 
 
+def test_an_eval_int8_failing_on_its_own_error_says_so(tmp_path, eval_data, weights_files, capsys):
+    """Intact port, int8 judged stricter than int8 can be: the eval fails, the proof passes, and the console and
+    eval.md read it as run does (int8's own error, not the port's); it said nothing."""
+    code, doc = _eval_int8(eval_data, tmp_path, weights_files, "--calibration", *CALIBRATION,
+                           "--criterion", "max_rel_l2=1e-6")
+    assert code == 1 and doc["target"]["structural_proof"]["status"] == "passed"
+    reading = "the same target in strict fp32 passes, so the weights and layout arrived intact"
+    out = capsys.readouterr().out
+    assert reading in out and "int8's own error (the quantiser and its calibration (2 calibration image(s)))" in out
+    assert reading in (tmp_path / "eval.md").read_text()
+
+
 def test_a_weight_fault_fails_eval_int8_through_the_structural_proof(tmp_path, eval_data, weights_files, capsys):
     judged_too = next(eval_data.rglob("horse.png"))  # calibrating on a dataset image is said, and recorded
     code, doc = _eval_int8(eval_data, tmp_path, weights_files, "--target-weights", str(weights_files["noisy"]),
@@ -414,6 +426,7 @@ def test_a_weight_fault_fails_eval_int8_through_the_structural_proof(tmp_path, e
     assert code == 1 and doc["status"] == "failed" and proof["status"] == "failed" and proof["failed_checks"]
     captured = capsys.readouterr()
     assert doc["target"]["target_weights"] and "FAIL structural_proof" in captured.out
+    assert "arrived intact" not in captured.out  # the proof failed: no "own error" reading
     assert doc["target"]["calibration_overlap"] == 1 and "--calibration and --data share 1 image" in captured.err
     # resumed with every image in the journal: the proof runs again on them (it was dropped, and the eval passed)
     code, resumed = _eval_int8(eval_data, tmp_path, weights_files, "--target-weights", str(weights_files["noisy"]),

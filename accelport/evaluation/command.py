@@ -114,6 +114,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if not check.passed:
             detail = f" ({check.detail})" if check.detail else ""
             print(f"  FAIL {check.name}: {comparison_text(check.value, check.op, check.threshold)}{detail}")
+    if doc.reading:
+        print(f"  {doc.reading}")
     return arguments.finish(result.artifacts, passed=result.passed)
 
 

@@ -94,6 +94,17 @@ class EvalDocument:
     def target(self) -> dict[str, Any]:
         return self.header.target or {}
 
+    @property
+    def reading(self) -> str | None:
+        """Why a failed evaluation whose structural proof passed failed (as ``run`` says it): the precision's own
+        error, not the port's. None otherwise."""
+        from ..proofs import own_error_reading
+
+        if self.passed or (self.target.get("structural_proof") or {}).get("status") != "passed":
+            return None
+        return own_error_reading(self.target.get("precision", self.target.get("dtype", "")),
+                                 self.target.get("calibration_images"), not self.weights.pretrained_used)
+
     @classmethod
     def of(cls, header: DocumentHeader, weights: WeightsInfo, dataset: EvalDataset, run: EvalRun,
            criteria: dict[str, Any], throughput: dict[str, Any], figures: dict[str, Any]) -> EvalDocument:

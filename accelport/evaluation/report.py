@@ -75,6 +75,8 @@ def _figure_lines(doc: EvalDocument, histogram: str | None) -> list[str]:
     for c in doc.checks:
         value, threshold = format_comparison(c.value, c.op, c.threshold)
         lines.append(f"| {c.name} | {value} | {c.op} {threshold} | {'pass' if c.passed else '**FAIL**'} |")
+    if doc.reading:
+        lines += ["", doc.reading[0].upper() + doc.reading[1:]]
     if histogram:
         lines += ["", f"![per-image error histogram]({histogram})"]
     tp = doc.throughput

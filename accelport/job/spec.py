@@ -146,8 +146,8 @@ def criteria_pairs(value: Any) -> tuple[tuple[str, str], ...]:
 
     if isinstance(value, str):
         value = (value,)
-    items = value.items() if isinstance(value, Mapping) else value
-    if not isinstance(items, list | tuple | type({}.items())):
+    items: Any = list(value.items()) if isinstance(value, Mapping) else value
+    if not isinstance(items, list | tuple):
         raise UsageError(f"criteria={value!r}: expected a mapping of criterion keys to values, KEY=VALUE strings "
                          "or (key, value) pairs")
     pairs: list[tuple[str, str]] = []

@@ -22,6 +22,7 @@ from ..formatting import (
     short_paths,
 )
 from ..parity import baseline_ratios
+from ..proofs import own_error_reading
 
 if TYPE_CHECKING:
     from ..latency import LatencyReport
@@ -133,17 +134,8 @@ def _mean(values: list[Any]) -> float:
 
 
 def _own_error_reading(summary: RunSummary) -> str:
-    """Why a run can fail while its structural proof passes: the precision's own error, not the port."""
-    precision = summary.criteria.precision
-    causes = "the quantiser and its calibration" if precision == "int8" else f"{precision} rounding"
-    calibrated = (summary.header.target or {}).get("calibration_images")
-    if precision == "int8" and calibrated:
-        causes += f" ({calibrated} calibration image(s))"
-    if summary.weights.source == "random-init":
-        causes += ("; with RANDOM-INIT weights, whose activation ranges are unlike a trained model's, this error "
-                   "says little about the real checkpoint: rerun with --weights")
-    return (f"reading: the same target in strict fp32 passes, so the weights and layout arrived intact; the failing "
-            f"checks measure {precision}'s own error ({causes})")
+    return own_error_reading(summary.criteria.precision, (summary.header.target or {}).get("calibration_images"),
+                             summary.weights.source == "random-init")
 
 
 def _agreement_word(match: bool | None, near_tie: bool | None, mismatch: str) -> str:
