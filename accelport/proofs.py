@@ -93,12 +93,17 @@ class StructuralProof:
         return data
 
 
-def own_error_reading(precision: str, calibration_images: int | None, random_init: bool) -> str:
+def own_error_reading(precision: str, calibration_images: int | None, random_init: bool,
+                      scales_at_floor: dict[str, Any] | None = None) -> str:
     """Why a run (or an eval) can fail while its structural proof passes: the precision's own error, not the
-    port's."""
+    port's; ``scales_at_floor``: the PT2E quantizer's finding (quantize.scales_at_floor), which names the cause."""
     causes = "the quantiser and its calibration" if precision == "int8" else f"{precision} rounding"
     if precision == "int8" and calibration_images:
         causes += f" ({calibration_images} calibration image(s))"
+    if precision == "int8" and scales_at_floor:
+        causes += (f"; {scales_at_floor['clamped']} of {scales_at_floor['quantisers']} activation quantisers "
+                   f"calibrated a range under the quantizer's smallest scale ({scales_at_floor['floor']:.3g}), so "
+                   "their small values round to zero")
     if random_init:
         causes += ("; with RANDOM-INIT weights, whose activation ranges are unlike a trained model's, this error "
                    "says little about the real checkpoint: rerun with --weights")

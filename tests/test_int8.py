@@ -451,8 +451,8 @@ def test_pt2e_quantises_conv_and_linear_with_the_x86_inductor_quantizer(float_re
     module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3),
                                  torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10)).eval()
     images = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-    program = export_pt2e_int8(module, torch.zeros(2, 3, 16, 16), Calibration("test", ("a", "b", "c"), images, "x"),
-                               float_remainder=float_remainder)
+    program, _ = export_pt2e_int8(module, torch.zeros(2, 3, 16, 16), Calibration("test", ("a", "b", "c"), images,
+                                                                                "x"), float_remainder=float_remainder)
     top = [str(node.target) for node in program.graph.nodes if node.op == "call_function"]
     assert ("wrap_with_autocast" in top) is (float_remainder == torch.bfloat16)
     ops = [str(node.target) for graph in program.graph_module.modules() if isinstance(graph, torch.fx.GraphModule)
@@ -479,7 +479,8 @@ def test_pt2e_warns_when_calibrated_activations_fall_under_the_quantizers_smalle
                                  torch.nn.Conv2d(8, 8, 3, bias=False)).eval()  # no bias: the output scales too
     images = scale * torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
     with caplog.at_level("WARNING", logger="accelport.runners.quantize"):
-        program = export_pt2e_int8(module, torch.zeros(1, 3, 12, 12), Calibration("t", ("a", "b"), images, "x"))
+        program, at_floor = export_pt2e_int8(module, torch.zeros(1, 3, 12, 12),
+                                             Calibration("t", ("a", "b"), images, "x"))
     warned = [r.getMessage() for r in caplog.records if "smallest scale" in r.getMessage()]
     assert bool(warned) is (scale < 1)
     with torch.no_grad():
@@ -488,6 +489,45 @@ def test_pt2e_warns_when_calibrated_activations_fall_under_the_quantizers_smalle
     assert (error > 0.5) is (scale < 1)  # what the warning is about: the small activations are lost
     if warned:
         assert warned[0].startswith("int8 (PT2E): 2 of 2 activation quantisers")  # both convolutions' inputs
+    assert at_floor == ({"clamped": 2, "quantisers": 2, "floor": 2.0 ** -12} if scale < 1 else None)  # kept with the
+    # cached package, so a cache hit says it again (test_compile_int8_cache_hit_says_again_what_calibration_found)
+
+
+class _Shrink(torch.nn.Module):
+    """Activations ~1e-5 from the first layer on (what random init makes of efficientnet_b0's deep layers)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 1e-5
+
+
+def test_compile_int8_cache_hit_says_again_what_calibration_found(tmp_path, caplog):
+    """The scale-floor finding is kept with the cached package: the second process (a cache hit, no calibration)
+    warns again and records it, and a failed run's reading names it (it was silent on a hit, and never in the
+    artifacts)."""
+    if not _installed("torchao"):
+        pytest.skip("needs torchao (the PT2E flow left torch 2.14)")
+    from accelport.proofs import own_error_reading
+    from accelport.runners import create_runner
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(_Shrink(), torch.nn.Conv2d(3, 8, 3, bias=False), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 8, 3, bias=False)).eval()
+    image = torch.randn(1, 3, 224, 224)
+    found = []
+    for _ in range(2):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="accelport.runners.quantize"), \
+                create_runner("compile", model, torch.device("cpu"), "int8", cache_dir=tmp_path,
+                              calibration=CALIBRATION[0]) as runner:
+            runner.infer(image)
+            settings = runner.describe()
+        [shape] = [e for e in settings["setup_events"] if e["step"] == "shape"]
+        found.append((shape["package_cache_hit"], settings["int8_scales_at_floor"],
+                      any("smallest scale" in r.getMessage() for r in caplog.records)))
+    assert [hit for hit, _, _ in found] == [False, True]
+    assert found[0][1] == found[1][1] and found[0][1]["clamped"] == 2 and all(warned for _, _, warned in found)
+    reading = own_error_reading("int8", 1, False, found[1][1])
+    assert "2 of 2 activation quantisers calibrated a range under the quantizer's smallest scale" in reading
 
 
 def test_compile_int8_without_torchao_is_unavailable_saying_what_to_install(monkeypatch):

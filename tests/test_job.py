@@ -107,3 +107,17 @@ def test_the_api_names_criteria_it_cannot_read(flat, message):
 
     with pytest.raises(UsageError, match=re.escape(message)):
         RunConfig.of(**flat)
+
+
+def test_one_calibration_path_given_alone_is_one_path(tmp_path):
+    """calibration="photos/" (API) or a runner given one path: its characters were taken as paths, and the leading
+    "/" of an absolute path made the whole file system a calibration folder."""
+    from accelport.main_job.config import RunConfig
+    from accelport.runners.quantize import CalibrationSource, discover_calibration
+
+    image = tmp_path / "one.jpg"
+    image.write_bytes(b"")
+    assert RunConfig.of(calibration=str(image)).target.option("calibration") == (str(image),)
+    assert RunConfig.of(calibration=image).target.option("calibration") == (str(image),)
+    assert CalibrationSource(str(image)).inputs == (image,)
+    assert discover_calibration(str(image)) == [image]

@@ -103,7 +103,8 @@ class EvalDocument:
         if self.passed or (self.target.get("structural_proof") or {}).get("status") != "passed":
             return None
         return own_error_reading(self.target.get("precision", self.target.get("dtype", "")),
-                                 self.target.get("calibration_images"), not self.weights.pretrained_used)
+                                 self.target.get("calibration_images"), not self.weights.pretrained_used,
+                                 self.target.get("int8_scales_at_floor"))
 
     @classmethod
     def of(cls, header: DocumentHeader, weights: WeightsInfo, dataset: EvalDataset, run: EvalRun,

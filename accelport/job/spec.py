@@ -129,6 +129,9 @@ def with_overrides(config: ConfigT, **overrides: Any) -> ConfigT:
     has_target = hasattr(current, "target")
     target = {k: overrides.pop(k) for k in list(overrides) if has_target and k in _TARGET_FIELDS}
     options = {k: overrides.pop(k) for k in list(overrides) if has_target and k in RUNTIME_OPTIONS}
+    for name, value in options.items():  # calibration="photos/": one path, not its characters
+        if isinstance(RUNTIME_OPTIONS[name], tuple) and isinstance(value, str | os.PathLike):
+            options[name] = (str(value),)
     if has_target:
         _check_kinds(current.target, target)
     if target or options:

@@ -134,8 +134,9 @@ def _mean(values: list[Any]) -> float:
 
 
 def _own_error_reading(summary: RunSummary) -> str:
-    return own_error_reading(summary.criteria.precision, (summary.header.target or {}).get("calibration_images"),
-                             summary.weights.source == "random-init")
+    target = summary.header.target or {}
+    return own_error_reading(summary.criteria.precision, target.get("calibration_images"),
+                             summary.weights.source == "random-init", target.get("int8_scales_at_floor"))
 
 
 def _agreement_word(match: bool | None, near_tie: bool | None, mismatch: str) -> str:

@@ -133,16 +133,26 @@ class CacheEntry:
         shutil.rmtree(trash, ignore_errors=True)
         self.key_file.unlink(missing_ok=True)
 
-    def produce(self, build: Callable[[Path], object]) -> Path:
-        """Build the artifact into a private temporary path with ``build(tmp_path)``, record its digest, then
-        move it into place."""
+    @property
+    def notes(self) -> dict[str, Any]:
+        """What the build found out and recorded beside the artifact (``produce(notes=...)``), for a cache hit
+        to say again what the first build said; {} when nothing was recorded."""
+        try:
+            notes = json.loads(self.key_file.read_text()).get("notes")
+        except (OSError, ValueError, AttributeError):
+            return {}
+        return notes if isinstance(notes, dict) else {}
+
+    def produce(self, build: Callable[[Path], object], notes: Callable[[], dict[str, Any]] | None = None) -> Path:
+        """Build the artifact into a private temporary path with ``build(tmp_path)``, record its digest (and
+        ``notes()``, read after the build), then move it into place."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
         try:
             tmp_path = tmp_dir / self.path.name
             build(tmp_path)
             record = {"kind": self.kind, "key": self.key, "fields": self.fields,
-                      "content_sha256": content_digest(tmp_path)}
+                      "content_sha256": content_digest(tmp_path), **({"notes": notes()} if notes else {})}
             if self.path.is_dir():  # a damaged folder left behind: os.replace cannot overwrite a non-empty one
                 self._set_aside()
             write_json_atomic(self.key_file, record)

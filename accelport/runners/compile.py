@@ -41,7 +41,7 @@ from ..environment import cpu_isa
 from ..errors import RuntimeUnavailableError
 from .base import DTYPES, INPUT_DTYPES, Runner
 from .cache import CacheEntry, cache_entry, default_cache_dir, library_versions, model_identity
-from .quantize import PT2E_QUANTIZER, CalibrationSource, export_pt2e_int8, pt2e_cache_fields
+from .quantize import PT2E_QUANTIZER, CalibrationSource, export_pt2e_int8, pt2e_cache_fields, warn_of_scales_at_floor
 from .routes import first_working_route
 
 _logger = logging.getLogger(__name__)
@@ -144,6 +144,7 @@ class CompiledRunner(Runner):
         self._mode = self._routes[0] if on_cpu else f"torch.compile:{_TORCH_COMPILE_MODE[self.device.type]}"
         self._int8_remainder = int8_float_remainder() if self.dtype == "int8" else None
         self._compiled_by_shape: dict[tuple[int, ...], Any] = {}
+        self._scales_at_floor: dict[str, Any] | None = None  # int8: calibration's ranges under the quantizer's floor
         self._identity: dict[str, Any] | None = None
 
     @property
@@ -234,19 +235,28 @@ class CompiledRunner(Runner):
                                                                     "int8_float_remainder": self._int8_remainder}
                                                                    if calibration else {})}, ".pt2")
         details: dict[str, Any] = {"mode": self._mode, "package_cache_hit": entry.hit, "package": str(entry.path)}
+        notes: dict[str, Any] = {}
         if not entry.hit:
             started = time.perf_counter()
             example = torch.zeros(shape, dtype=INPUT_DTYPES[self.dtype]).to(memory_format=self._memory_format)
             with torch.no_grad():
-                exported = (export_pt2e_int8(self._module, example, calibration, self._memory_format,
-                                             DTYPES[self._int8_remainder or "fp32"]) if calibration
-                            else torch.export.export(self._module, (example,)))
+                if calibration:
+                    exported, notes["int8_scales_at_floor"] = export_pt2e_int8(
+                        self._module, example, calibration, self._memory_format, DTYPES[self._int8_remainder or "fp32"])
+                else:
+                    exported = torch.export.export(self._module, (example,))
             details["export_s"] = round(time.perf_counter() - started, 4)
             started, packed_before = time.perf_counter(), packed_weight_ops()
             with frozen_inductor():
-                entry.produce(lambda path: torch._inductor.aoti_compile_and_package(exported, package_path=str(path)))
+                entry.produce(lambda path: torch._inductor.aoti_compile_and_package(exported, package_path=str(path)),
+                              notes=lambda: notes)
             details["compile_s"] = round(time.perf_counter() - started, 4)
             details["packed_weight_ops"] = packed_weight_ops() - packed_before
+        elif calibration:  # what calibration found is said again, from the note kept with the package
+            notes = entry.notes
+            warn_of_scales_at_floor(notes.get("int8_scales_at_floor"))
+        if calibration:
+            self._scales_at_floor = details["int8_scales_at_floor"] = notes.get("int8_scales_at_floor")
         started = time.perf_counter()
         loaded = torch._inductor.aoti_load_package(str(entry.path))
         with torch.inference_mode():
@@ -275,7 +285,8 @@ class CompiledRunner(Runner):
                 "cache_dir": str(self.cache_dir or default_cache_dir()),
                 "recompiles": max(0, len(self._compiled_by_shape) - 1),
                 **({**self._calibration.to_json(), "quantizer": PT2E_QUANTIZER,
-                    "int8_float_remainder": self._int8_remainder} if self.dtype == "int8" else {})}
+                    "int8_float_remainder": self._int8_remainder, "int8_scales_at_floor": self._scales_at_floor}
+                   if self.dtype == "int8" else {})}
 
     def _close_impl(self) -> None:
         self._compiled_by_shape.clear()

@@ -23,12 +23,13 @@ import contextlib
 import hashlib
 import io
 import logging
+import os
 import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -81,10 +82,18 @@ class Calibration:
                 "calibration_sha256": self.sha256}
 
 
-def discover_calibration(inputs: Sequence[str | Path]) -> list[Path]:
+def calibration_inputs(inputs: str | os.PathLike[str] | Sequence[str | Path] | None) -> tuple[str | Path, ...]:
+    """The calibration paths as a tuple; one path given alone is one path (its characters were taken as paths,
+    and a leading "/" made the root folder a calibration folder)."""
+    if isinstance(inputs, str | os.PathLike):
+        return (Path(inputs),)
+    return tuple(inputs or ())
+
+
+def discover_calibration(inputs: str | os.PathLike[str] | Sequence[str | Path] | None) -> list[Path]:
     """The calibration image files (the bundled samples when none are given); errors name ``--calibration``."""
     try:
-        return discover_images(list(inputs) or [DEFAULT_SAMPLES_DIR])
+        return discover_images(list(calibration_inputs(inputs)) or [DEFAULT_SAMPLES_DIR])
     except InputError as exc:
         raise InputError(str(exc).replace("--images", "--calibration")) from None
 
@@ -171,8 +180,8 @@ class CalibrationSource:
     """What a quantising runner was given (``--calibration`` paths, or nothing for the bundled samples), loaded
     once per input size when the engine first needs it."""
 
-    def __init__(self, inputs: Sequence[str | Path] | None):
-        self.inputs = tuple(inputs or ())
+    def __init__(self, inputs: str | os.PathLike[str] | Sequence[str | Path] | None):
+        self.inputs = calibration_inputs(inputs)
         self._loaded: dict[tuple[int, ...], Calibration] = {}
 
     def load(self, model: torch.nn.Module, chw: tuple[int, ...]) -> Calibration:
@@ -438,9 +447,10 @@ class UnderAutocast(torch.nn.Module):
 
 def export_pt2e_int8(module: torch.nn.Module, example: torch.Tensor, calibration: Calibration,
                      memory_format: torch.memory_format = torch.contiguous_format,
-                     float_remainder: torch.dtype = torch.float32) -> torch.export.ExportedProgram:
+                     float_remainder: torch.dtype = torch.float32) -> QuantisedProgram:
     """The PT2E flow with the X86 Inductor quantizer (torchao), calibrated at the example's shape; returns the
-    quantised program, exported again for AOTInductor (whose freezing folds and packs the int8 weights).
+    quantised program, exported again for AOTInductor (whose freezing folds and packs the int8 weights), and what
+    calibration found of its activation ranges (``scales_at_floor``).
 
     ``float_remainder``: the dtype of what stays float between the int8 convolutions and linears (norms,
     activations); bf16 runs the program under CPU autocast (Intel's "int8-mixed-bf16")."""
@@ -460,17 +470,24 @@ def export_pt2e_int8(module: torch.nn.Module, example: torch.Tensor, calibration
             chunk = calibration.images[start:start + size]
             prepared(chunk.repeat(-(-size // len(chunk)), 1, 1, 1)[:size].to(example.dtype).contiguous(
                 memory_format=memory_format))
-        _warn_of_scales_at_floor(prepared)
+        at_floor = scales_at_floor(prepared)
+        warn_of_scales_at_floor(at_floor)
         converted = convert_pt2e(prepared)
         if float_remainder != torch.float32:
             converted = UnderAutocast(converted, "cpu", float_remainder)
-        return torch.export.export(converted, (example,))
+        return QuantisedProgram(torch.export.export(converted, (example,)), at_floor)
 
 
-def _warn_of_scales_at_floor(prepared: torch.nn.Module) -> None:
-    """Warn when per-tensor activation observers calibrated a scale at the quantizer's floor (``eps``: 2^-12 for
-    the X86 Inductor quantizer): values under half that floor round to zero, so the int8 error can be large for a
-    reason the user would not guess (random init shrinks efficientnet_b0's activations layer by layer to ~1e-5)."""
+class QuantisedProgram(NamedTuple):
+    program: torch.export.ExportedProgram
+    scales_at_floor: dict[str, Any] | None  # see ``scales_at_floor``
+
+
+def scales_at_floor(prepared: torch.nn.Module) -> dict[str, Any] | None:
+    """The per-tensor activation observers that calibrated a scale at the quantizer's floor (``eps``: 2^-12 for
+    the X86 Inductor quantizer), as ``{"clamped": n, "quantisers": total, "floor": eps}``; None if none did.
+    Values under half that floor round to zero, so the int8 error can be large for a reason the user would not
+    guess (random init shrinks efficientnet_b0's activations layer by layer to ~1e-5)."""
     floors = []
     for observer in prepared.modules():
         eps, min_val = getattr(observer, "eps", None), getattr(observer, "min_val", None)
@@ -480,11 +497,17 @@ def _warn_of_scales_at_floor(prepared: torch.nn.Module) -> None:
         scale, _ = observer.calculate_qparams()  # type: ignore[operator]  # an observer module's method
         floors.append(float(eps) if float(scale.max()) <= float(eps) * (1 + 1e-6) else None)
     clamped = [floor for floor in floors if floor is not None]
-    if clamped:
+    return {"clamped": len(clamped), "quantisers": len(floors), "floor": max(clamped)} if clamped else None
+
+
+def warn_of_scales_at_floor(at_floor: dict[str, Any] | None) -> None:
+    """The warning for ``scales_at_floor``'s finding (said again when the package comes from the cache)."""
+    if at_floor:
         _logger.warning("int8 (PT2E): %d of %d activation quantisers calibrated a range too small for the "
                         "quantizer's smallest scale (%.3g): their scale is clamped, so values under %.2g round to zero "
                         "and the int8 error can be large (random-init weights often shrink activations this far; a "
-                        "trained checkpoint rarely does)", len(clamped), len(floors), max(clamped), max(clamped) / 2)
+                        "trained checkpoint rarely does)", at_floor["clamped"], at_floor["quantisers"],
+                        at_floor["floor"], at_floor["floor"] / 2)
 
 
 PT2E_QUANTIZER = "torchao.quantization.pt2e X86InductorQuantizer"
