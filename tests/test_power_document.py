@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from accelport.atomic import json_safe
 from accelport.cli import main
 from accelport.criteria import criteria_for
@@ -43,7 +45,8 @@ def test_summary_takes_the_smallest_detected_size_and_its_location():
     assert "layers" not in data["faults"][0] and data["faults"][1]["layers"]["names_module"] is True
     markdown = document.to_markdown()
     assert "| bias shift | `head.fc` | **not detected** |" in markdown
-    assert "| noise (early) | `stages.1.blocks.0.mlp.fc1` | 0.1 | chained: yes, isolated: yes |" in markdown
+    # a whole stage does not localise the fault; the module itself does
+    assert "| noise (early) | `stages.1.blocks.0.mlp.fc1` | 0.1 | chained: **no**, isolated: yes |" in markdown
     assert "| noise (early) | 0.1 | yes | max_sample_rel_l2 | 0.03 | - |" in markdown  # its own effect: not measured
 
 
@@ -103,3 +106,14 @@ def test_the_console_says_which_mode_missed_the_faulted_module():
     assert _naming({"chained": "stages.2.blocks.0.mlp.fc2", "isolated": module}, module) == (
         ", layers names it in isolated only (chained: stages.2.blocks.0.mlp.fc2)")
     assert _naming({"chained": None, "isolated": "head"}, module) == ", layers does NOT name it"
+
+
+@pytest.mark.parametrize(("first", "named"), [
+    ("stages.2.blocks.1.mlp.fc1", True), ("stages.2.blocks.1.mlp", True), ("stages.2.blocks.1", True),
+    ("stages.2", False), ("stages", False),  # a stage, or every stage, does not localise a fault (they counted)
+    ("stages.2.blocks.10", False), ("stages.2.blocks.1.mlp.fc2", False), (None, False),
+])
+def test_layers_names_a_fault_by_its_module_or_its_block_not_a_whole_stage(first, named):
+    from accelport.power.faults import names_module
+
+    assert names_module(first, "stages.2.blocks.1.mlp.fc1") is named

@@ -48,9 +48,19 @@ class Fault:
         return faulty
 
 
+# How far above the faulted module a named parent still localises it: its enclosing layer and its block
+# (``stages.2.blocks.1.mlp.fc1`` -> ``stages.2.blocks.1``); a whole stage or the model does not.
+MAX_PARENT_LEVELS = 2
+
+
 def names_module(first: str | None, module: str) -> bool:
-    """Whether a layer comparison that names ``first`` points at ``module``: the module itself or a parent of it."""
-    return first is not None and (first == module or module.startswith(first + "."))
+    """Whether a layer comparison that names ``first`` points at ``module``: the module itself or a parent at most
+    ``MAX_PARENT_LEVELS`` above it (any parent counted: ``stages`` "named" every fault in the stages)."""
+    if first is None:
+        return False
+    if first == module:
+        return True
+    return module.startswith(first + ".") and module.count(".") - first.count(".") <= MAX_PARENT_LEVELS
 
 
 def _noise(size: float, seed: int) -> Callable[[torch.Tensor], object]:

@@ -21,7 +21,8 @@ def _size(value: float | None) -> str:
 
 
 def _named(module: str, first: dict[str, str | None]) -> str:
-    """Per mode: yes when the first divergent module is the faulted module or its block (``-``: not located)."""
+    """Per mode: yes when the first divergent module is the faulted module or its block, at most
+    ``MAX_PARENT_LEVELS`` above it (``-``: not located)."""
     if not first:
         return "-"
     return ", ".join(f"{mode}: {'yes' if names_module(name, module) else '**no**'}" for mode, name in first.items())
