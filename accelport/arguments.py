@@ -88,8 +88,9 @@ def add_weight_lookup_arguments(group: argparse._ActionsContainer, *, features: 
 def add_target_weights_argument(group: argparse._ActionsContainer) -> None:
     """--target-weights: a second checkpoint for the target side only (run, bench, layers, eval, power)."""
     group.add_argument("--target-weights", metavar="PATH",
-                       help="another checkpoint of the same architecture for the target side (a converted, re-saved "
-                            "or quantised copy), loaded as strictly as --weights; the reference keeps --weights")
+                       help="another checkpoint of the same architecture for the target side (a converted or "
+                            "re-saved copy in the model's float dtypes: dequantise a quantised one first), loaded as "
+                            "strictly as --weights; the reference keeps --weights (real weights: required)")
 
 
 def add_input_arguments(group: argparse._ActionsContainer, *, images: bool = True,

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from . import errors
 from .arguments import configure_logging
 from .cache_home import cache_dir_problem, cache_dir_source
+from .formatting import printable
 from .machine_load import min_window_from_env
 from .preprocess import quiet_pillow_size_warning
 
@@ -59,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_cache_dir(getattr(args, "cache_dir", None))
         return args.handler(args)
     except errors.AccelportError as exc:
-        print(f"accelport: error: {exc}", file=sys.stderr)
+        print(f"accelport: error: {printable(str(exc))}", file=sys.stderr)  # one line, whatever a file is named
         return exc.exit_code
     except KeyboardInterrupt:
         print("accelport: interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ metadata) as a whole within ``--hub-timeout``, the download within that plus the
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -24,39 +25,69 @@ from .errors import WeightsError
 _logger = logging.getLogger(__name__)
 
 SAFETENSORS_NAME = "model.safetensors"
-CACHED_NAMES = (SAFETENSORS_NAME, "pytorch_model.bin")
+SHARD_INDEX_NAME = "model.safetensors.index.json"  # a sharded safetensors checkpoint
+CACHED_NAMES = (SAFETENSORS_NAME, SHARD_INDEX_NAME, "pytorch_model.bin")  # looked for in this order
+DOWNLOADED_NAMES = (SAFETENSORS_NAME, "pytorch_model.bin")  # single files (timm's own Hub loader takes both)
 MIN_DOWNLOAD_BYTES_PER_S = 512 * 1024  # slower than this, a download is abandoned (fetch it with `hf download`)
 _TRUE = ("1", "true", "yes", "on")
 
 
 def hf_cache_dir() -> Path:
-    """The hub cache the way huggingface_hub resolves it, read at call time (HF_HUB_CACHE, then HF_HOME)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    hf_home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "huggingface"
-    )
-    return Path(hf_home).expanduser() / "hub"
+    """The hub cache the way huggingface_hub resolves it, read at call time: HF_HUB_CACHE, the legacy
+    HUGGINGFACE_HUB_CACHE, then HF_HOME/hub (default ~/.cache/huggingface/hub), with ``~`` and ``$VARS``
+    expanded."""
+    def expanded(value: str) -> Path:
+        return Path(os.path.expandvars(os.path.expanduser(value)))
+
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(variable):
+            return expanded(os.environ[variable])
+    hf_home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return expanded(hf_home) / "hub"
+
+
+def _holds_weights(snapshot: Path) -> bool:
+    return any((snapshot / name).is_file() or (snapshot / name).is_symlink() for name in CACHED_NAMES)
 
 
 def find_in_hf_cache(repo_id: str) -> Path | None:
-    """``models--org--name/snapshots/<rev>/model.safetensors`` from the local cache, without network.
+    """The weights of ``repo_id`` in the local cache (``models--org--name/snapshots/<rev>/<file>``), no network.
 
-    A snapshot entry whose symlink points nowhere (a blob deleted or not copied across) is an error naming
-    the link: falling back to a random init would hide that the real weights were meant to be there.
+    The snapshot is the one ``refs/main`` names (its text stripped: a ref written by hand ends in a newline).
+    With no such ref, or one naming a snapshot that is not there (only ``snapshots/`` copied across, or a
+    download by commit), the only snapshot holding weights is used, with a warning naming it; several are an
+    error listing them. The files themselves are looked at, not huggingface_hub's ``.no_exist`` markers (a
+    stale one hid a file that was there). A weights entry whose symlink points nowhere (a blob deleted or not
+    copied across) is an error naming the link: a random init would hide that real weights were meant to be
+    there.
     """
-    from huggingface_hub import try_to_load_from_cache
-
-    for filename in CACHED_NAMES:
-        found = try_to_load_from_cache(repo_id, filename, cache_dir=hf_cache_dir())
-        if isinstance(found, str) and os.path.isfile(found):
-            return Path(found)
-    snapshots = hf_cache_dir() / ("models--" + repo_id.replace("/", "--")) / "snapshots"
-    for snapshot in sorted(snapshots.iterdir()) if snapshots.is_dir() else []:  # glob skips dangling links
-        link = snapshot / SAFETENSORS_NAME
-        if link.is_symlink() and not link.exists():
-            raise WeightsError(f"{link}: the HF cache entry is a dangling symlink (to {os.readlink(link)}); "
+    repo = hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+    snapshots = repo / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    try:
+        ref: str | None = (repo / "refs" / "main").read_text().strip() or None
+    except OSError:
+        ref = None
+    if ref is not None and (snapshots / ref).is_dir():
+        chosen = snapshots / ref
+    else:
+        holding = [s for s in sorted(snapshots.iterdir()) if s.is_dir() and _holds_weights(s)]
+        if not holding:
+            return None
+        why = f"refs/main names {ref}, which is not in snapshots/" if ref else "has no refs/main"
+        if len(holding) > 1:
+            raise WeightsError(f"{repo}: {why}, and {len(holding)} snapshots hold weights "
+                               f"({', '.join(s.name for s in holding)}); pass --weights with the one you mean")
+        chosen = holding[0]
+        _logger.warning("%s %s; using its only snapshot holding weights, %s", repo, why, chosen.name)
+    for name in CACHED_NAMES:
+        entry = chosen / name
+        if entry.is_symlink() and not entry.exists():
+            raise WeightsError(f"{entry}: the HF cache entry is a dangling symlink (to {os.readlink(entry)}); "
                                f"download {repo_id} again or pass --weights PATH")
+        if entry.is_file():
+            return entry
     return None
 
 
@@ -102,7 +133,8 @@ def hub_reachable(timeout_s: float) -> bool:
 
 
 def download_from_hub(repo_id: str, timeout_s: float) -> Path | None:
-    """Fetch ``model.safetensors`` into the HF cache when the Hub answers in time; None (and a log line) otherwise."""
+    """Fetch ``model.safetensors`` (else ``pytorch_model.bin``) into the HF cache when the Hub answers in time;
+    None (and a log line) otherwise."""
     if hub_offline():
         _logger.info("HF_HUB_OFFLINE is set: not looking for %s on the Hugging Face Hub", repo_id)
         return None
@@ -114,25 +146,31 @@ def download_from_hub(repo_id: str, timeout_s: float) -> Path | None:
         _logger.info("Hugging Face Hub (%s) not reachable within %.1fs; not downloading %s", endpoint, timeout_s,
                      repo_id)
         return None
-    url = hf_hub_url(repo_id, SAFETENSORS_NAME, endpoint=endpoint)
-    finished, meta = _within(deadline - time.monotonic(),
-                             lambda: get_hf_file_metadata(url, timeout=timeout_s, endpoint=endpoint))
-    if not finished:
-        _logger.warning("Hugging Face Hub (%s) accepted the connection but did not answer within %.1fs "
-                        "(--hub-timeout); not downloading %s", endpoint, timeout_s, repo_id)
-        return None
-    if isinstance(meta, BaseException):
-        _logger.warning("Lookup of %s/%s on the Hub failed: %s", repo_id, SAFETENSORS_NAME, meta)
+    failures = []
+    for filename in DOWNLOADED_NAMES:
+        lookup = functools.partial(get_hf_file_metadata, hf_hub_url(repo_id, filename, endpoint=endpoint),
+                                   timeout=timeout_s, endpoint=endpoint)
+        finished, meta = _within(deadline - time.monotonic(), lookup)
+        if not finished:
+            _logger.warning("Hugging Face Hub (%s) accepted the connection but did not answer within %.1fs "
+                            "(--hub-timeout); not downloading %s", endpoint, timeout_s, repo_id)
+            return None
+        if not isinstance(meta, BaseException):
+            break
+        failures.append(f"{filename}: {meta}")
+    else:
+        _logger.warning("Lookup of %s on the Hub found neither %s (%s)", repo_id, " nor ".join(DOWNLOADED_NAMES),
+                        "; ".join(failures))
         return None
     budget = timeout_s + (meta.size or 0) / MIN_DOWNLOAD_BYTES_PER_S
-    finished, path = _within(budget, lambda: hf_hub_download(repo_id, SAFETENSORS_NAME, cache_dir=hf_cache_dir(),
+    finished, path = _within(budget, lambda: hf_hub_download(repo_id, filename, cache_dir=hf_cache_dir(),
                                                              etag_timeout=timeout_s, endpoint=endpoint))
     if not finished:
         _logger.warning("Download of %s/%s (%s bytes) took more than %.0fs (below %d KiB/s); abandoned. Fetch it "
-                        "with `hf download %s` or pass --weights PATH", repo_id, SAFETENSORS_NAME, meta.size, budget,
+                        "with `hf download %s` or pass --weights PATH", repo_id, filename, meta.size, budget,
                         MIN_DOWNLOAD_BYTES_PER_S // 1024, repo_id)
         return None
     if isinstance(path, BaseException):
-        _logger.warning("Download of %s/%s failed: %s", repo_id, SAFETENSORS_NAME, path)
+        _logger.warning("Download of %s/%s failed: %s", repo_id, filename, path)
         return None
     return Path(path)

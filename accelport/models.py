@@ -69,6 +69,7 @@ def load_model(
     require_pretrained: bool = False,
     hub_timeout_s: float = 3.0,
     seed: int = 0,
+    side: str = "reference",
 ) -> LoadedModel:
     """Create ``model_name`` with timm, load real weights strictly, then switch to the requested head.
 
@@ -83,7 +84,7 @@ def load_model(
     torch.manual_seed(seed)  # a deterministic random init when no weights are found
     model: Any = timm.create_model(name, pretrained=False)  # a timm model: pretrained_cfg, reset_classifier
     hub_id = model.pretrained_cfg.get("hf_hub_id")
-    weights = resolve_and_load(model, weights_path, hub_id, hub_timeout_s, require_pretrained)
+    weights = resolve_and_load(model, weights_path, hub_id, hub_timeout_s, require_pretrained, side)
     if head == "features":
         model.reset_classifier(0)
     model.eval()
@@ -95,7 +96,7 @@ def load_target_model(spec: JobSpec) -> LoadedModel:
     path = Path(str(spec.target_weights))
     check_checkpoint_file(path, "--target-weights")
     try:
-        return load_model(spec.model, spec.head, path, seed=spec.seed)
+        return load_model(spec.model, spec.head, path, seed=spec.seed, side="target")
     except WeightsError as exc:  # the loader names --weights or the bare path: name the flag actually used
         message = str(exc).removeprefix("--weights ")
         if not message.startswith(str(path)):

@@ -2,9 +2,12 @@
 
 Order: ``--weights PATH``, then the Hugging Face cache (no network), then the Hub when it answers within
 a short deadline (hub.py), else a deterministic random init that every artifact flags as ``pretrained_used: false``.
-Files are read with safetensors, or ``torch.load(weights_only=True)`` for ``.pt/.pth/.bin``; timm's own
+A file is read by what it holds, whatever its name: safetensors (also sharded, through its
+``model.safetensors.index.json``), or a torch file with ``torch.load(weights_only=True)`` (plus the few plain
+types training checkpoints carry beside their tensors: timm's ``args`` Namespace, numpy metrics). timm's own
 ``checkpoint_filter_fn`` of the model's module converts original-release key names (e.g. ConvNeXt-V2's
-``downsample_layers``/``dwconv``/``pwconv``). Nothing is ever loaded partially.
+``downsample_layers``/``dwconv``/``pwconv``), but a tensor it would resample (a ViT's position embedding from
+another resolution) is refused: that is another model. Nothing is ever loaded partially.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ from .hub import SAFETENSORS_NAME, download_from_hub, find_in_hf_cache, hf_cache
 
 _logger = logging.getLogger(__name__)
 
-TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")  # .tar: timm's training checkpoints (model_best.pth.tar)
+SHARD_INDEX_SUFFIX = ".safetensors.index.json"
+# Where a checkpoint keeps its state dict, in the order one is taken when it holds several (timm's load_checkpoint
+# prefers the EMA weights too); the key used is recorded (``WeightsInfo.state_key``).
 _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "module")
 _MAX_LISTED = 5
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
@@ -42,6 +48,7 @@ class WeightsInfo:
     key_layout: str | None  # "timm" | "converted" (original-release names mapped by timm's filter)
     # the floating-point dtypes the checkpoint stores (cast to the model's on loading); None: no checkpoint
     stored_dtypes: tuple[str, ...] | None = None
+    state_key: str | None = None  # where in the file the state dict was ("state_dict_ema"); None: at the top
 
     @property
     def pretrained_used(self) -> bool:
@@ -53,11 +60,23 @@ class WeightsInfo:
 
 
 def sha256_of(path: str | Path) -> str:
+    """The file's SHA-256; for a shard index, over the index and its shards in order."""
+    path = Path(path)
+    files = [path, *shard_files(path)] if path.name.endswith(SHARD_INDEX_SUFFIX) else [path]
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
+    for name in files:
+        with open(name, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()
+
+
+def _fingerprint(path: Path) -> list[tuple[int, int, int]]:
+    """Size, modification time and inode of the file (and its shards): unchanged before and after reading and
+    hashing means the digest recorded is of the weights loaded."""
+    files = [path, *shard_files(path)] if path.name.endswith(SHARD_INDEX_SUFFIX) else [path]
+    stats = [name.stat() for name in files]
+    return [(s.st_size, s.st_mtime_ns, s.st_ino) for s in stats]
 
 
 def check_checkpoint_file(path: Path, flag: str = "--weights") -> None:
@@ -68,47 +87,127 @@ def check_checkpoint_file(path: Path, flag: str = "--weights") -> None:
         raise WeightsError(f"{flag} {path}: {what}")
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from safetensors or a torch file (``weights_only=True``), unwrapping ``{'model': ...}``."""
-    path = Path(path)
-    check_checkpoint_file(path)
+def file_kind(path: Path) -> str | None:
+    """What the file holds, from its first bytes: "safetensors", "torch" (a zip from ``torch.save`` or a legacy
+    pickle), "shard-index" (by name), or None. An empty file or a Git LFS pointer (a clone without ``git lfs
+    pull``) is an error naming it: neither holds weights, whatever its name says."""
+    if path.name.endswith(SHARD_INDEX_SUFFIX):
+        return "shard-index"
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if not head:
+        raise WeightsError(f"{path}: the file is empty (0 bytes)")
+    if head.startswith(b"version https://git-lfs"):
+        raise WeightsError(f"{path}: a Git LFS pointer ({size} bytes), not the weights; fetch them (`git lfs pull` "
+                           "in the clone, or `hf download`)")
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "torch"
+    if len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
+        return "safetensors"
+    return None
+
+
+def _pickle_allowlist() -> list[Any]:
+    """Plain types a training checkpoint keeps beside its tensors, safe to rebuild (no code of the file runs):
+    timm's train.py saves its ``args`` Namespace, and metrics are often numpy scalars."""
+    import argparse
+
+    import numpy as np
+
+    core: Any = getattr(np, "_core", None) or np.core  # numpy 2 renamed it
+    return [argparse.Namespace, core.multiarray.scalar, np.dtype,
+            *(type(np.dtype(name)) for name in ("float64", "float32", "int64", "int32", "bool"))]
+
+
+def _read_torch(path: Path) -> Any:
+    # an open file, not the name: torch.load hands a name ending in .safetensors to safetensors
+    with torch.serialization.safe_globals(_pickle_allowlist()), open(path, "rb") as fh:
+        return torch.load(fh, map_location="cpu", weights_only=True)
+
+
+def shard_files(index: Path) -> list[Path]:
+    """The shards a ``model.safetensors.index.json`` names (in its folder), each checked to be there."""
+    import json
+
     try:
-        if path.suffix == ".safetensors":
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise WeightsError(f"{index}: not a safetensors shard index (no weight_map: {exc})") from None
+    for name in names:
+        check_checkpoint_file(index.parent / name, f"{index}: shard")
+    return [index.parent / name for name in names]
+
+
+def _read_shards(index: Path) -> dict[str, torch.Tensor]:
+    """A sharded safetensors checkpoint: every shard its index names, merged."""
+    from safetensors.torch import load_file
+
+    state: dict[str, torch.Tensor] = {}
+    for shard in shard_files(index):
+        state.update(load_file(str(shard), device="cpu"))
+    return state
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict (safetensors, sharded safetensors or a torch file), unwrapping ``{'model': ...}``."""
+    return read_checkpoint_with_key(Path(path))[0]
+
+
+def read_checkpoint_with_key(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """``read_checkpoint`` and where in the file the state dict was (``state_key``)."""
+    check_checkpoint_file(path)
+    kind = file_kind(path)
+    try:
+        if kind == "shard-index":
+            state = _read_shards(path)
+        elif kind == "safetensors":
             from safetensors.torch import load_file
 
             state = load_file(str(path), device="cpu")
-        elif path.suffix in TORCH_SUFFIXES:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        elif kind == "torch":
+            state = _read_torch(path)
         else:
             raise WeightsError(
-                f"--weights {path}: unsupported extension {path.suffix!r}; use .safetensors or one of "
-                f"{', '.join(TORCH_SUFFIXES)}"
+                f"--weights {path}: neither a safetensors nor a torch file (extension {path.suffix!r}; accelport "
+                f"reads .safetensors, {SHARD_INDEX_SUFFIX} and torch.save files: {', '.join(TORCH_SUFFIXES)})"
             )
     except WeightsError:
         raise
     except Exception as exc:
         text = _ANSI_ESCAPE.sub("", str(exc)).strip()  # torch's weights_only refusal is styled for a terminal
         if "Weights only load failed" in text:
-            raise WeightsError(f"{path}: cannot read checkpoint: it holds pickled objects (e.g. a whole nn.Module), "
-                               "not a plain state dict; "
-                               "refused, since loading it would run code from the file. Save model.state_dict() "
-                               "instead") from None
+            blocked = re.search(r"GLOBAL ([\w.]+)", text)
+            what = f"a pickled {blocked.group(1)}" if blocked else "pickled objects (e.g. a whole nn.Module)"
+            raise WeightsError(f"{path}: cannot read checkpoint: it holds {what}, not only tensors; refused, since "
+                               "loading it would run code from the file. Save model.state_dict() instead") from None
         first_line = text.splitlines()[0] if text else type(exc).__name__
         raise WeightsError(f"{path}: cannot read checkpoint ({first_line})") from None
     return _unwrap(state, path)
 
 
-def _unwrap(state: Any, path: Path) -> dict[str, torch.Tensor]:
+def _unwrap(state: Any, path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    keys: list[str] = []
     while isinstance(state, dict) and not _is_tensor_dict(state):
-        inner = next((state[k] for k in _WRAPPER_KEYS if isinstance(state.get(k), dict)), None)
-        if inner is None:
+        held = [k for k in _WRAPPER_KEYS if isinstance(state.get(k), dict)]
+        if not held:
+            tensors = [k for k, v in state.items() if isinstance(v, torch.Tensor)]
+            if tensors:  # a state dict with a stray entry ('_version': 2) or packed quantised parameters
+                stray = next((k, v) for k, v in state.items() if not isinstance(v, torch.Tensor))
+                raise WeightsError(f"{path}: not a plain state dict: {stray[0]!r} holds a {type(stray[1]).__name__},"
+                                   f" not a tensor ({len(state) - len(tensors)} of {len(state)} entries are not "
+                                   "tensors; a quantised model's state dict: dequantise it first)")
             raise WeightsError(
                 f"{path}: not a state dict; top-level keys {sorted(map(str, state))[:_MAX_LISTED]} hold no tensors"
             )
-        state = inner
+        if len(held) > 1:
+            _logger.warning("%s holds %s; using %r (accelport's order: %s; recorded as weights.state_key)", path,
+                            " and ".join(map(repr, held)), held[0], ", ".join(_WRAPPER_KEYS))
+        keys.append(held[0])
+        state = state[held[0]]
     if not isinstance(state, dict) or not state:
         raise WeightsError(f"{path}: empty or not a state dict ({type(state).__name__})")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return {k.removeprefix("module."): v for k, v in state.items()}, ".".join(keys) or None
 
 
 def _is_tensor_dict(state: dict) -> bool:
@@ -128,13 +227,22 @@ def convert_to_timm_layout(state: dict[str, torch.Tensor], model: torch.nn.Modul
     except Exception as exc:  # a foreign checkpoint can trip the filter; check_fits then names the mismatches
         _logger.debug("timm's checkpoint filter could not convert the checkpoint: %r", exc)
         return state, "timm"
+    resampled = [f"{k}: checkpoint {tuple(state[k].shape)} -> {tuple(v.shape)}" for k, v in converted.items()
+                 if isinstance(v, torch.Tensor) and isinstance(state.get(k), torch.Tensor)
+                 and v.numel() != state[k].numel()]
+    if resampled:  # reshaping an old layout keeps the values; interpolating them makes another model's weights
+        raise WeightsError(f"does not fit {type(model).__name__}: timm's checkpoint filter would resample "
+                           f"{len(resampled)} tensor(s) to this model's shapes ({listed(resampled, _MAX_LISTED)}): "
+                           "a checkpoint for another resolution or patch size; use the matching --model")
     return converted, ("timm" if set(converted) == set(state) else "converted")
 
 
 def check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, origin: str) -> None:
     """Refuse a checkpoint that does not match the architecture, naming the first mismatches."""
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
+    # BatchNorm's step counter is no weight, and torch fills it in when a checkpoint lacks it (torchvision's
+    # original releases, files from older torch): not "missing"
+    missing = [k for k in expected if k not in state and not k.endswith(".num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
     wrong_shape = [
         f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
@@ -156,20 +264,33 @@ def check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, origin: s
         raise WeightsError(f"{origin} does not fit {type(model).__name__}: " + "; ".join(problems))
 
 
-def load_into(model: torch.nn.Module, path: str | Path, source: str) -> WeightsInfo:
-    """Load the checkpoint at ``path`` into ``model`` strictly, and describe it."""
+def load_into(model: torch.nn.Module, path: str | Path, source: str, side: str = "reference") -> WeightsInfo:
+    """Load the checkpoint at ``path`` into ``model`` strictly, and describe it (``side``: "reference" for
+    ``--weights``, "target" for ``--target-weights``)."""
     path = Path(path)
-    state = read_checkpoint(path)
-    state, layout = convert_to_timm_layout(state, model)
+    check_checkpoint_file(path)
+    before = _fingerprint(path)
+    state, state_key = read_checkpoint_with_key(path)
+    try:
+        state, layout = convert_to_timm_layout(state, model)
+    except WeightsError as exc:
+        raise WeightsError(f"{path} {exc}") from None
     check_fits(state, model, str(path))
     stored = tuple(sorted({str(v.dtype).removeprefix("torch.") for v in state.values()
                            if isinstance(v, torch.Tensor) and v.is_floating_point()}))
     model.load_state_dict(state, strict=True)
-    file_format = "safetensors" if path.suffix == ".safetensors" else "torch"
-    info = WeightsInfo(source, str(path.resolve()), sha256_of(path), file_format, layout, stored)
+    file_format = "torch" if file_kind(path) == "torch" else "safetensors"
+    digest = sha256_of(path)
+    if _fingerprint(path) != before:  # a training job re-saving it, a download replacing the cache link
+        raise WeightsError(f"{path}: the file changed while it was read; its digest would not be of the weights "
+                           "loaded. Run again once it is written")
+    # the path as found (a cache snapshot's file, a link's own name), not the blob it resolves to
+    info = WeightsInfo(source, str(path.absolute()), digest, file_format, layout, stored, state_key)
     if set(stored) - {"float32", "float64"}:
-        _logger.warning("%s stores its weights in %s: they are cast to float32, so the fp32 reference computes with "
-                        "those rounded values (recorded as weights.stored_dtypes)", path, ", ".join(stored))
+        flag = "weights" if side == "reference" else "target_weights"
+        _logger.warning("%s stores its weights in %s: they are cast to float32, so the %s computes with those "
+                        "rounded values (recorded as %s.stored_dtypes)", path, ", ".join(stored),
+                        "fp32 reference" if side == "reference" else "target", flag)
     _logger.info("Loaded weights from %s (%s, %s layout, sha256 %s)", path, source, layout, (info.sha256 or "")[:12])
     return info
 
@@ -180,10 +301,11 @@ def resolve_and_load(
     hub_id: str | None,
     hub_timeout_s: float = 3.0,
     require_pretrained: bool = False,
+    side: str = "reference",
 ) -> WeightsInfo:
     """Load real weights from the first source that has them; else keep the model's seeded random init."""
     if weights_path is not None:
-        return load_into(model, weights_path, "file")
+        return load_into(model, weights_path, "file", side)
     if hub_id:
         cached = find_in_hf_cache(hub_id)
         if cached is not None:

@@ -17,6 +17,7 @@ import torch
 
 from ..criteria import Criteria, criteria_for, effective_precision
 from ..devices import NumericSettings, apply_numeric_settings, resolve_device
+from ..errors import WeightsError
 from ..models import LoadedModel, load_model, load_target_model
 from ..preprocess import (
     DataConfig,
@@ -87,6 +88,10 @@ def open_job(spec: JobSpec, *, loaded: LoadedModel | None = None, images: ImageB
     image_paths = discover_images(list(spec.images)) if with_images and images is None else []  # before weights
     loaded = loaded or load_model(spec.model, spec.head, spec.weights, spec.require_pretrained, spec.hub_timeout_s,
                                   spec.seed)
+    if spec.target_weights and not loaded.weights.pretrained_used:  # a correct port would fail against noise
+        raise WeightsError(f"--target-weights {spec.target_weights}: the reference side has no real weights (none "
+                           f"found for {loaded.name}: no --weights, nothing in the HF cache or on the Hub); a port is "
+                           "judged against its original checkpoint: pass --weights PATH")
     target_model = load_target_model(spec) if spec.target_weights else loaded
     data_config = data_config_for(loaded.model, spec.test_size)
     job = JobContext(spec, device, numeric, loaded, target_model, data_config, make_transform(data_config),

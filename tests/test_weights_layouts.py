@@ -1,0 +1,249 @@
+"""Real users' checkpoints and caches (found outside-in on 2026-12-07): caches copied by hand, files named for
+another format, training checkpoints, sharded safetensors, and checkpoints of another model that timm's filter
+would have quietly resampled. Each either loads the right weights, saying how, or is refused naming the file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from accelport.errors import WeightsError
+from accelport.hub import find_in_hf_cache
+from accelport.weights import load_into, read_checkpoint_with_key
+
+from checkpoints import write_hf_cache
+
+REPO = "timm/test_convnext2.r160_in1k"
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture(scope="module")
+def small_state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(3)
+    return timm.create_model("test_convnext2", pretrained=False).state_dict()
+
+
+def _fresh() -> torch.nn.Module:
+    torch.manual_seed(0)  # not small_state's seed: a load that did nothing would show
+    return timm.create_model("test_convnext2", pretrained=False).eval()
+
+
+def _loads_exactly(path: Path, state: dict[str, torch.Tensor]) -> None:
+    model = _fresh()
+    load_into(model, path, "file")
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch, small_state) -> Path:
+    """An HF cache (refs/main, a snapshot linking to its blob) under HF_HOME; returns the repo folder."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        monkeypatch.delenv(variable, raising=False)
+    write_hf_cache(tmp_path, small_state, REPO)
+    return tmp_path / "hub" / ("models--" + REPO.replace("/", "--"))
+
+
+def test_a_ref_written_by_hand_with_a_newline_finds_its_snapshot(cache):
+    (cache / "refs" / "main").write_text(REVISION + "\n")  # echo REV > refs/main
+    assert find_in_hf_cache(REPO) == cache / "snapshots" / REVISION / "model.safetensors"
+
+
+@pytest.mark.parametrize("ref", [None, "f" * 40])  # no refs/main (only snapshots/ copied), or one to a missing rev
+def test_without_a_usable_ref_the_only_snapshot_with_weights_is_used_and_named(cache, caplog, ref):
+    if ref is None:
+        shutil.rmtree(cache / "refs")
+    else:
+        (cache / "refs" / "main").write_text(ref)
+    with caplog.at_level(logging.WARNING, logger="accelport.hub"):
+        assert find_in_hf_cache(REPO) == cache / "snapshots" / REVISION / "model.safetensors"  # was random init
+    assert REVISION in caplog.text and ("no refs/main" if ref is None else ref) in caplog.text
+
+
+def test_two_snapshots_and_no_ref_are_an_error_listing_both(cache):
+    shutil.rmtree(cache / "refs")
+    shutil.copytree(cache / "snapshots" / REVISION, cache / "snapshots" / ("a" * 40), symlinks=True)
+    with pytest.raises(WeightsError, match=f"2 snapshots hold weights \\({REVISION}, {'a' * 40}\\)"):
+        find_in_hf_cache(REPO)
+
+
+def test_a_stale_no_exist_marker_does_not_hide_the_file(cache):
+    marker = cache / ".no_exist" / REVISION / "model.safetensors"  # huggingface_hub's "404 once" marker
+    marker.parent.mkdir(parents=True)
+    marker.touch()
+    assert find_in_hf_cache(REPO) == cache / "snapshots" / REVISION / "model.safetensors"
+
+
+def test_the_legacy_cache_variable_and_variables_inside_hf_home_are_honoured(cache, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HOME")
+    monkeypatch.setenv("HUGGINGFACE_HUB_CACHE", str(tmp_path / "hub"))
+    assert find_in_hf_cache(REPO) is not None
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE")
+    monkeypatch.setenv("ACCELPORT_TEST_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HOME", "$ACCELPORT_TEST_HOME")  # huggingface_hub expands it
+    assert find_in_hf_cache(REPO) is not None
+
+
+def test_a_dangling_pytorch_model_bin_is_an_error_like_a_dangling_safetensors(cache):
+    snapshot = cache / "snapshots" / REVISION
+    (snapshot / "model.safetensors").unlink()
+    (snapshot / "pytorch_model.bin").symlink_to("../../blobs/" + "f" * 64)
+    with pytest.raises(WeightsError, match="pytorch_model.bin: the HF cache entry is a dangling symlink"):
+        find_in_hf_cache(REPO)  # was a silent random init
+
+
+def test_a_sharded_safetensors_checkpoint_loads_from_the_cache_with_a_digest_of_every_shard(cache, small_state):
+    snapshot = cache / "snapshots" / REVISION
+    (snapshot / "model.safetensors").unlink()
+    keys = sorted(small_state)
+    halves = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+              "model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
+    for name, part in halves.items():
+        save_file({k: small_state[k] for k in part}, str(snapshot / name))
+    index = snapshot / "model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": {k: n for n, part in halves.items() for k in part}}))
+    assert find_in_hf_cache(REPO) == index  # was "found none"
+    _loads_exactly(index, small_state)
+    model = _fresh()
+    first = load_into(model, index, "hf-cache").sha256
+    save_file({k: small_state[k] * 2 for k in halves["model-00002-of-00002.safetensors"]},
+              str(snapshot / "model-00002-of-00002.safetensors"))
+    assert load_into(_fresh(), index, "hf-cache").sha256 != first  # the digest covers the shards, not the index
+
+
+@pytest.mark.parametrize("saved_as, named", [("safetensors", "weights.bin"), ("torch", "weights.safetensors"),
+                                             ("safetensors", "blob_without_extension")])
+def test_a_file_is_read_by_what_it_holds_whatever_its_name(tmp_path, small_state, saved_as, named):
+    path = tmp_path / named
+    save_file(small_state, str(path)) if saved_as == "safetensors" else torch.save(small_state, path)
+    _loads_exactly(path, small_state)  # a safetensors .bin was "pickled objects", a torch .safetensors "header"
+    assert load_into(_fresh(), path, "file").file_format == saved_as
+
+
+def test_a_timm_training_checkpoint_loads_its_state_dict(tmp_path, small_state):
+    """train.py's model_best.pth.tar: args as a Namespace and numpy metrics beside the state dict (was refused
+    twice: the extension, then "pickled objects")."""
+    path = tmp_path / "model_best.pth.tar"
+    torch.save({"epoch": 3, "arch": "test_convnext2", "state_dict": small_state, "optimizer": {"state": {}},
+                "version": 2, "args": argparse.Namespace(lr=0.1, model="test_convnext2"),
+                "metric": np.float64(80.1)}, path)
+    _loads_exactly(path, small_state)
+
+
+def test_a_checkpoint_holding_code_names_what_it_refused(tmp_path):
+    path = tmp_path / "module.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "extra": Path("/x")}, path)  # any class outside the allowlist
+    with pytest.raises(WeightsError, match=r"it holds a pickled pathlib\.\w*Path, not only tensors; refused"):
+        load_into(_fresh(), path, "file")
+
+
+def test_both_plain_and_ema_weights_record_which_was_loaded(tmp_path, small_state, caplog):
+    path = tmp_path / "both.pth"
+    torch.save({"state_dict": {k: v * 0 for k, v in small_state.items()}, "state_dict_ema": small_state}, path)
+    model = _fresh()
+    with caplog.at_level(logging.WARNING, logger="accelport.weights"):
+        info = load_into(model, path, "file")
+    assert info.state_key == "state_dict_ema" and "'state_dict_ema' and 'state_dict'" in caplog.text
+    assert torch.equal(model.state_dict()["stem.0.weight"], small_state["stem.0.weight"])
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "the file is empty"),
+    (b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n", "a Git LFS pointer"),
+])
+def test_files_that_hold_no_weights_say_what_they_are(tmp_path, content, message):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(WeightsError, match=message):
+        load_into(_fresh(), path, "file")
+
+
+def test_a_stray_entry_beside_the_tensors_is_named(tmp_path, small_state):
+    path = tmp_path / "mixed.pth"
+    torch.save({**small_state, "_version": 2}, path)
+    with pytest.raises(WeightsError, match="'_version' holds a int, not a tensor"):  # was "hold no tensors"
+        load_into(_fresh(), path, "file")
+
+
+def test_a_checkpoint_of_another_resolution_is_refused_not_resampled(tmp_path):
+    """A ViT checkpoint for 384 px with an in21k pre_logits layer made timm's filter run, which dropped the extra
+    keys and interpolated the position embedding to 224 px: the run then passed on weights no one trained."""
+    torch.manual_seed(0)
+    other = timm.create_model("test_vit", pretrained=False, img_size=256).state_dict()
+    other["pre_logits.fc.weight"], other["pre_logits.fc.bias"] = torch.zeros(4, 4), torch.zeros(4)
+    path = tmp_path / "vit_256.safetensors"
+    save_file(other, str(path))
+    model = timm.create_model("test_vit", pretrained=False, img_size=160)
+    with pytest.raises(WeightsError, match=r"would resample 1 tensor\(s\).*pos_embed.*another resolution"):
+        load_into(model, path, "file")
+
+
+def test_batch_norm_checkpoints_without_the_step_counter_load(tmp_path):
+    torch.manual_seed(4)
+    state = {k: v for k, v in timm.create_model("test_resnet", pretrained=False).state_dict().items()
+             if not k.endswith("num_batches_tracked")}  # torchvision's original releases, older torch
+    path = tmp_path / "bn.safetensors"
+    save_file(state, str(path))
+    model = timm.create_model("test_resnet", pretrained=False)
+    load_into(model, path, "file")  # was "20 missing keys: ...num_batches_tracked"
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_a_file_rewritten_while_it_is_read_is_refused(tmp_path, small_state, monkeypatch):
+    """The recorded digest must be of the weights loaded (a training job re-saving last.safetensors)."""
+    import accelport.weights as weights
+
+    path = tmp_path / "last.safetensors"
+    save_file(small_state, str(path))
+    read = weights.read_checkpoint_with_key
+
+    def read_then_rewrite(p):
+        result = read(p)
+        save_file({k: v + 1 for k, v in small_state.items()}, str(p))
+        os.utime(p, ns=(1, 1))  # a new mtime even on a coarse clock
+        return result
+
+    monkeypatch.setattr(weights, "read_checkpoint_with_key", read_then_rewrite)
+    with pytest.raises(WeightsError, match="changed while it was read"):
+        load_into(_fresh(), path, "file")
+
+
+def test_the_stored_dtype_warning_names_the_side_that_computes_with_them(tmp_path, small_state, caplog):
+    path = tmp_path / "half.safetensors"
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in small_state.items()}, str(path))
+    with caplog.at_level(logging.WARNING, logger="accelport.weights"):
+        load_into(_fresh(), path, "file", side="target")
+    assert "so the target computes with those rounded values (recorded as target_weights.stored_dtypes)" in caplog.text
+
+
+def test_read_checkpoint_with_key_says_where_the_state_dict_was(tmp_path, small_state):
+    path = tmp_path / "lightning.ckpt"
+    torch.save({"model": {"module": small_state}}, path)
+    state, key = read_checkpoint_with_key(path)
+    assert key == "model.module" and set(state) == set(small_state)
+
+
+def test_a_port_is_never_judged_against_a_random_init(tmp_path, monkeypatch, small_state, capsys):
+    """--target-weights with no reference weights found failed a correct port against noise (exit 1)."""
+    from accelport.cli import main
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    path = tmp_path / "port.safetensors"
+    save_file(small_state, str(path))
+    code = main(["run", "--model", "test_convnext2", "--target-weights", str(path), "--device", "cpu",
+                 "--out-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "the reference side has no real weights" in err and "--weights PATH" in err
+    assert not (tmp_path / "out" / "summary.json").exists()
