@@ -121,3 +121,48 @@ def test_one_calibration_path_given_alone_is_one_path(tmp_path):
     assert RunConfig.of(calibration=image).target.option("calibration") == (str(image),)
     assert CalibrationSource(str(image)).inputs == (image,)
     assert discover_calibration(str(image)) == [image]
+
+
+CLI_ONLY_FLAGS = {"verbose", "quiet", "pick"}  # how the command line prints, not what the job does
+
+
+@pytest.mark.parametrize("command", ["run", "bench", "layers", "eval", "power", "zoo"])
+def test_every_flag_name_of_a_command_works_as_an_api_keyword(command):
+    """README: "the flat flag names work everywhere as keyword overrides" (no_peers, max_time, hub_timeout, mode,
+    timeout, memory_limit... were TypeErrors: unknown field)."""
+    import argparse
+    import contextlib
+
+    from accelport.bench.config import BenchConfig
+    from accelport.cli import build_parser
+    from accelport.errors import UsageError
+    from accelport.evaluation.config import EvalConfig
+    from accelport.job.spec import with_overrides
+    from accelport.layers.config import LayersConfig
+    from accelport.main_job.config import RunConfig
+    from accelport.power.config import PowerConfig
+    from accelport.zoo.config import ZooConfig
+
+    configs = {"run": RunConfig(), "bench": BenchConfig(), "layers": LayersConfig(), "eval": EvalConfig(data="d"),
+               "power": PowerConfig(), "zoo": ZooConfig()}
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    dests = {a.dest for a in subparsers.choices[command]._actions} - {"help"} - CLI_ONLY_FLAGS
+    for dest in sorted(dests):
+        action = next(a for a in subparsers.choices[command]._actions if a.dest == dest)
+        value = True if isinstance(action, argparse._StoreTrueAction) else action.default
+        with contextlib.suppress(UsageError):  # the name was taken; its value (a CLI default string) is the kind
+            with_overrides(configs[command], **{dest: value})  # check's business
+    with pytest.raises(TypeError, match=r"unknown field\(s\) max_tme \(did you mean max_time"):
+        with_overrides(BenchConfig(), max_tme=3)
+
+
+def test_flag_names_map_onto_their_fields():
+    from accelport.bench.config import BenchConfig
+    from accelport.layers.config import LayersConfig
+    from accelport.zoo.config import ZooConfig
+
+    bench = BenchConfig.of(no_peers=True, no_plot=True, max_time=2.0, hub_timeout=5.0)
+    assert (bench.peers, bench.plot, bench.max_time_s, bench.spec.hub_timeout_s) == (False, False, 2.0, 5.0)
+    assert LayersConfig.of(mode="isolated").modes == ("isolated",)
+    zoo = ZooConfig.of(timeout=60.0, memory_limit=4.0)
+    assert (zoo.timeout_s, zoo.memory_gb) == (60.0, 4.0)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..environment import check_thread_count
 from ..errors import UsageError
-from ..job.spec import FromFlatNames, JobSpec
+from ..job.spec import FlagAliases, FromFlatNames, JobSpec, negated, same
 
 ALL_RUNTIMES = ("eager", "compile", "onnxruntime", "openvino")
 CHANNELS_LAST_MODES = ("auto", "on", "off")
@@ -16,6 +17,9 @@ CHANNELS_LAST_MODES = ("auto", "on", "off")
 @dataclass(frozen=True)
 class BenchConfig(FromFlatNames):
     """The shared job spec plus what the sweep covers and how long it measures each point."""
+
+    FLAG_ALIASES: ClassVar[FlagAliases] = {"max_time": ("max_time_s", same), "no_progress": ("progress", negated),
+                                           "no_plot": ("plot", negated), "no_peers": ("peers", negated)}
 
     spec: JobSpec = field(default_factory=JobSpec)
     runtimes: tuple[str, ...] = ALL_RUNTIMES

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import InputError, UsageError
-from ..job.spec import JobSpec, Target, with_overrides
+from ..job.spec import FlagAliases, JobSpec, Target, negated, same, with_overrides
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,9 @@ class EvalConfig:
     """Everything ``accelport eval`` does; every field is a CLI flag (same names as ``accelport run``'s)."""
 
     data: str
+    FLAG_ALIASES: ClassVar[FlagAliases] = {"dist_timeout": ("dist_timeout_s", same),
+                                           "no_progress": ("progress", negated)}
+
     spec: JobSpec = field(default_factory=JobSpec)
     target: Target = field(default_factory=lambda: Target(batch_size=32))
     labels: str = "auto"  # auto | none | PATH

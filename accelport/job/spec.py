@@ -6,9 +6,10 @@ maps the flat keyword names of the public API (``accelport.run(model=..., dtype=
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
@@ -113,10 +114,12 @@ def with_overrides(config: ConfigT, **overrides: Any) -> ConfigT:
     """``config`` with flat keyword overrides put where they belong: the command's own field of that name, else
     the spec's, else the target's (runtime options included); any other name is a TypeError, as for a dataclass."""
     current: Any = config  # a command's config dataclass: ``spec``, maybe ``target``, and its own fields
-    if "criterion" in overrides:  # the CLI flag's name (--criterion), taken as the field's
-        if "criteria" in overrides:
-            raise UsageError("criterion= and criteria= given together: use one")
-        overrides["criteria"] = overrides.pop("criterion")
+    aliases = {**SPEC_FLAG_ALIASES, **getattr(type(config), "FLAG_ALIASES", {})}
+    for flag_name in [name for name in overrides if name in aliases]:  # a flag's own name, taken as its field's
+        field_name, convert = aliases[flag_name]
+        if field_name in overrides:
+            raise UsageError(f"{flag_name}= and {field_name}= given together: use one")
+        overrides[field_name] = convert(overrides.pop(flag_name))
     if "criteria" in overrides:
         overrides["criteria"] = criteria_pairs(overrides["criteria"])
     own = {f.name for f in fields(current)} - {"spec", "target"}
@@ -137,8 +140,29 @@ def with_overrides(config: ConfigT, **overrides: Any) -> ConfigT:
     if target or options:
         changes["target"] = replace(changes.get("target", current.target), **target).with_options(**options)
     if overrides:
-        raise TypeError(f"{type(config).__name__}: unknown field(s) {', '.join(sorted(overrides))}")
+        known = sorted(own | _SPEC_FIELDS | set(aliases) | ((_TARGET_FIELDS | set(RUNTIME_OPTIONS)) if has_target
+                                                              else set()))
+        hints = [f"{name} (did you mean {', '.join(close)}?)" if (close := difflib.get_close_matches(name, known, 2))
+                 else name for name in sorted(overrides)]
+        raise TypeError(f"{type(config).__name__}: unknown field(s) {'; '.join(hints)}; it takes "
+                        f"{', '.join(known)}")
     return replace(current, **changes)
+
+
+def negated(value: Any) -> Any:
+    """A ``no_x`` flag's value as its field ``x`` (``no_peers=True`` -> ``peers=False``); a non-bool is passed
+    on for the kind check to name."""
+    return not value if isinstance(value, bool) else value
+
+
+def same(value: Any) -> Any:
+    return value
+
+
+# Flag names (the CLI's ``dest``) whose config field is named otherwise, for every command: ``hub_timeout=5``
+# works as ``--hub-timeout 5`` does. A command's own are its config class's ``FLAG_ALIASES``.
+FlagAliases = dict[str, tuple[str, Callable[[Any], Any]]]
+SPEC_FLAG_ALIASES: FlagAliases = {"hub_timeout": ("hub_timeout_s", same), "criterion": ("criteria", same)}
 
 
 def criteria_pairs(value: Any) -> tuple[tuple[str, str], ...]:

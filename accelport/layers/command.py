@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import arguments
-from .config import MODES, LayersConfig
+from .config import MODE_CHOICES, LayersConfig
 
 HELP = "which module diverges: layer-by-layer comparison, chained and isolated"
 DESCRIPTION = ("Compare every module of the target with the CPU fp32 reference, in chained and isolated mode, "
@@ -13,7 +13,6 @@ DESCRIPTION = ("Compare every module of the target with the CPU fp32 reference, 
 EPILOG = ("exit codes: 0 the model's output passes run's checks, 1 it fails them (as run would), 2 bad "
           "usage/input/environment, "
           "3 internal error. See docs/layers.md.")
-_MODE_CHOICES = {"both": MODES, "chained": ("chained",), "isolated": ("isolated",), None: None}
 
 
 def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +52,7 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> LayersConfig:
     return LayersConfig(spec=arguments.spec_from_args(args), target=arguments.target_from_args(args),
-                        modes=_MODE_CHOICES[args.mode])
+                        modes=MODE_CHOICES[args.mode])
 
 
 def _cmd_layers(args: argparse.Namespace) -> int:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..errors import RuntimeUnavailableError, UsageError
-from ..job.spec import FromFlatNames, JobSpec, Target
+from ..job.spec import FlagAliases, FromFlatNames, JobSpec, Target
 from ..runners.base import QUANTIZED_DTYPES
 
 MODES = ("chained", "isolated")
+MODE_CHOICES: dict[str | None, tuple[str, ...] | None] = {"both": MODES, "chained": ("chained",),
+                                                          "isolated": ("isolated",), None: None}  # --mode
 SUPPORTED_RUNTIMES = ("eager", "openvino", "onnxruntime")
 # A compiled engine program (OpenVINO, an ONNX Runtime session) cannot be fed the reference's input at one module.
 ENGINE_MODES = {"eager": MODES, "openvino": ("chained",), "onnxruntime": ("chained",)}
@@ -18,6 +21,8 @@ ENGINE_MODES = {"eager": MODES, "openvino": ("chained",), "onnxruntime": ("chain
 class LayersConfig(FromFlatNames):
     """Every field is a flag of ``accelport layers``; the shared ones (spec, target) mean what they mean for
     ``accelport run``, whose --layers-on-fail passes its own."""
+
+    FLAG_ALIASES: ClassVar[FlagAliases] = {"mode": ("modes", lambda mode: MODE_CHOICES.get(mode, mode))}
 
     spec: JobSpec = field(default_factory=JobSpec)
     target: Target = field(default_factory=Target)

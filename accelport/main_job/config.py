@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..errors import UsageError
-from ..job.spec import FromFlatNames, JobSpec, Target
+from ..job.spec import FlagAliases, FromFlatNames, JobSpec, Target, negated
 
 
 @dataclass(frozen=True)
 class RunConfig(FromFlatNames):
     """Everything ``accelport run`` (and ``python inference.py``) does; every field is a CLI flag."""
+
+    FLAG_ALIASES: ClassVar[FlagAliases] = {"no_structural_proof": ("structural_proof", negated)}
 
     spec: JobSpec = field(default_factory=JobSpec)
     target: Target = field(default_factory=Target)  # runtime "auto": picked from a bench sweep (bench/pick.py)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..errors import UsageError
-from ..job.spec import FromFlatNames, JobSpec, Target
+from ..job.spec import FlagAliases, FromFlatNames, JobSpec, Target, negated
 
 SIZES = (1e-4, 1e-3, 1e-2, 1e-1)  # relative noise / shift sizes tried, smallest first
 
@@ -14,6 +15,8 @@ SIZES = (1e-4, 1e-3, 1e-2, 1e-1)  # relative noise / shift sizes tried, smallest
 class PowerConfig(FromFlatNames):
     """Every field is a flag of ``accelport power``; the shared ones (spec, target) mean what they mean for
     ``accelport run``."""
+
+    FLAG_ALIASES: ClassVar[FlagAliases] = {"no_locate": ("locate", negated)}
 
     spec: JobSpec = field(default_factory=JobSpec)
     target: Target = field(default_factory=lambda: Target(batch_size=8))

@@ -10,9 +10,10 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from ..errors import InputError, UsageError
-from ..job.spec import FromFlatNames, JobSpec
+from ..job.spec import FlagAliases, FromFlatNames, JobSpec, negated, same
 
 ZOO_RUNTIMES = ("eager", "compile", "onnxruntime", "openvino")
 DEFAULT_CPU_MEMORY_GB = 16.0
@@ -23,6 +24,9 @@ PATTERN_CHARS = "*?["
 class ZooConfig(FromFlatNames):
     """Every field is a flag of ``accelport zoo``. The spec's model and weights are per cell (each cell looks its
     weights up as ``run`` does); its inputs, device, weight lookup, seed and out dir are the sweep's."""
+
+    FLAG_ALIASES: ClassVar[FlagAliases] = {"timeout": ("timeout_s", same), "memory_limit": ("memory_gb", same),
+                                           "no_progress": ("progress", negated), "no_plot": ("plot", negated)}
 
     spec: JobSpec = field(default_factory=lambda: JobSpec(out_dir="logs/zoo"))
     models: tuple[str, ...] = ()  # names or timm.list_models patterns ("convnextv2_*", "*resnet*")
