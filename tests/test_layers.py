@@ -100,6 +100,7 @@ def test_fc2_fault_is_named_first_divergent_module_by_the_cli(tmp_path, seeded_s
         table = list(csv.DictReader(fh))
     assert [r["module"] for r in table] == names
     assert [r["module"] for r in table if r["chained_first_divergent"] == "True"] == [FC2]
+    assert all(r["chained_worst_cosine_image"] in ("0", "1") for r in table if r["chained_divergent"])
     assert (out / "layers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"`{FC2}`" in (out / "layers.md").read_text()
 
@@ -326,3 +327,12 @@ def test_fastest_growth_names_a_module_only_where_some_error_grows():
     slightly = compare_layers(reference, target, [torch.randn(2, 3, 8, 8)], criteria_for("fp32"))
     assert {mode: slightly.fastest_growth(mode)["module"] for mode in slightly.modes} == {"chained": "2",
                                                                                           "isolated": "2"}
+
+
+def test_a_passing_layers_run_reads_as_a_pass(tmp_path, seeded_weights, two_images, capsys):
+    """Same weights both sides: exit 0, no divergent module, and no failure's clue ("the error grows fastest at"
+    was printed on passing runs too)."""
+    rc = main(["layers", "--device", "cpu", "--weights", str(seeded_weights), "--images", two_images[0],
+               "--mode", "chained", "--out-dir", str(tmp_path), "-q"])
+    printed = capsys.readouterr().out
+    assert rc == 0 and "no divergent module" in printed and "grows fastest" not in printed

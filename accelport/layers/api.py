@@ -123,7 +123,7 @@ def describe_first_divergent(result: LayersResult) -> list[str]:
     for mode in comparison.modes:
         first = first_divergence(comparison, mode)
         if first is None:
-            growth = comparison.fastest_growth(mode)
+            growth = comparison.fastest_growth(mode) if document.verdict.failed else None  # a failure's clue only
             where = "" if growth is None else (
                 f"; no single module crosses a limit, the error grows fastest at {growth['module']} "
                 f"({growth['type']}, row {growth['index']}: worst-image rel L2 {growth['worst_sample_rel_l2']:.3g})")

@@ -27,7 +27,7 @@ _logger = logging.getLogger(__name__)
 
 FILES = {"json": "layers.json", "csv": "layers.csv", "markdown": "layers.md", "plot": "layers.png"}
 _ROW_FIELDS = ("divergent", "first_divergent", "reason", "worst_sample_rel_l2", "worst_sample_cosine",
-               "worst_rel_l2_image", "new_nonfinite")
+               "worst_rel_l2_image", "worst_cosine_image", "new_nonfinite")
 _METRIC_FIELDS = tuple(TensorMetrics.__dataclass_fields__)
 
 
@@ -63,7 +63,7 @@ def render_csv(doc: LayersDocument) -> str:
     """One row per module call; for each mode its verdict, worst-image values and the core metrics."""
     comparison = doc.comparison
     modes, first = comparison.modes, _first_rows(doc)
-    header = ["index", "module", "type", "depth", "leaf", "output_shape"]
+    header = ["index", "module", "type", "depth", "leaf", "output_shape", "note"]
     for mode in modes:
         header += [f"{mode}_{name}" for name in (*_ROW_FIELDS, *_METRIC_FIELDS)]
     out = io.StringIO()
@@ -72,7 +72,7 @@ def render_csv(doc: LayersDocument) -> str:
     for index, layer in enumerate(comparison.rows):
         row = layer.to_json(index, modes, comparison.criteria)  # the module's layers.json record
         line = [index, layer.key, layer.module_type, layer.depth, layer.is_leaf,
-                "x".join(map(str, layer.output_shape or []))]
+                "x".join(map(str, layer.output_shape or [])), layer.note or ""]  # why a blank row was not compared
         for mode in modes:
             entry = row[mode] or {}
             values = {**entry, "first_divergent": first[mode] == index} if entry else {}

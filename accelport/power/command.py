@@ -37,7 +37,7 @@ def add_power_arguments(parser: argparse.ArgumentParser) -> None:
     judge.add_argument("--no-locate", dest="locate", action="store_false",
                        help="skip the layer comparison on the smallest detected size of each fault type")
     arguments.add_criterion_argument(judge, "override a criterion, as for run")
-    arguments.add_out_dir_argument(parser, "power.json, power.md, power.png go here")
+    arguments.add_out_dir_argument(parser, "power.json, power.md, power.png go here (default: logs)")
 
 
 def config_from_args(args: argparse.Namespace) -> PowerConfig:
