@@ -12,7 +12,7 @@ import torch
 
 from .errors import UsageError, WeightsError
 from .formatting import listed
-from .weights import WeightsInfo, check_checkpoint_file, resolve_and_load
+from .weights import ClassifierMismatch, WeightsInfo, check_checkpoint_file, resolve_and_load
 
 if TYPE_CHECKING:
     from .job.spec import JobSpec
@@ -84,7 +84,18 @@ def load_model(
     torch.manual_seed(seed)  # a deterministic random init when no weights are found
     model: Any = timm.create_model(name, pretrained=False)  # a timm model: pretrained_cfg, reset_classifier
     hub_id = model.pretrained_cfg.get("hf_hub_id")
-    weights = resolve_and_load(model, weights_path, hub_id, hub_timeout_s, require_pretrained, side)
+    try:
+        weights = resolve_and_load(model, weights_path, hub_id, hub_timeout_s, require_pretrained, side)
+    except ClassifierMismatch as mismatch:  # a fine-tuned (or head-less) checkpoint: the model follows it
+        _logger.warning("%s: %s is built with num_classes=%d to match (recorded as model.num_classes)", mismatch,
+                        name, mismatch.num_classes)
+        torch.manual_seed(seed)
+        model = timm.create_model(name, pretrained=False, num_classes=mismatch.num_classes)
+        weights = resolve_and_load(model, weights_path, hub_id, hub_timeout_s, require_pretrained, side)
+    if head == "classifier" and not getattr(model, "num_classes", 1):
+        _logger.info("%s has no classifier (num_classes 0): its output is the pooled features; head recorded as "
+                     "features", name)
+        head = "features"
     if head == "features":
         model.reset_classifier(0)
     model.eval()

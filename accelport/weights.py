@@ -237,6 +237,37 @@ def convert_to_timm_layout(state: dict[str, torch.Tensor], model: torch.nn.Modul
     return converted, ("timm" if set(converted) == set(state) else "converted")
 
 
+class ClassifierMismatch(WeightsError):
+    """The checkpoint fits the architecture but for its classifier, which has ``num_classes`` outputs (0: none):
+    a fine-tuned or head-less checkpoint, which the model is rebuilt to match (``models.load_model``)."""
+
+    def __init__(self, message: str, num_classes: int):
+        super().__init__(message)
+        self.num_classes = num_classes
+
+
+def checkpoint_classes(state: dict[str, torch.Tensor], model: torch.nn.Module) -> int | None:
+    """The number of classes of the checkpoint's classifier when everything else in it fits ``model`` (0: it has
+    no classifier), None when the classifier cannot be found or something else does not fit (check_fits then
+    names it)."""
+    get_classifier = getattr(model, "get_classifier", None)
+    head = get_classifier() if callable(get_classifier) else None
+    if not isinstance(head, torch.nn.Linear | torch.nn.Conv2d):
+        return None
+    name = next((n for n, m in model.named_modules() if m is head), "")
+    expected = model.state_dict()
+    in_head = lambda key: key.startswith(name + ".")  # noqa: E731
+    rest = {k: v for k, v in expected.items() if not in_head(k) and not k.endswith(".num_batches_tracked")}
+    state_rest = {k for k in state if not in_head(k)}
+    if not name or not set(rest) <= state_rest <= set(expected) or any(
+            tuple(state[k].shape) != tuple(v.shape) for k, v in rest.items()):
+        return None
+    weight = state.get(f"{name}.weight")
+    if weight is None:
+        return 0 if not any(in_head(k) for k in state) else None
+    return int(weight.shape[0])
+
+
 def check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, origin: str) -> None:
     """Refuse a checkpoint that does not match the architecture, naming the first mismatches."""
     expected = model.state_dict()
@@ -275,6 +306,10 @@ def load_into(model: torch.nn.Module, path: str | Path, source: str, side: str =
         state, layout = convert_to_timm_layout(state, model)
     except WeightsError as exc:
         raise WeightsError(f"{path} {exc}") from None
+    classes = checkpoint_classes(state, model)
+    if classes is not None and classes != getattr(model, "num_classes", classes):
+        raise ClassifierMismatch(f"{path}: the checkpoint's classifier has {classes or 'no'} output(s), the model "
+                                 f"{model.num_classes}", classes)
     check_fits(state, model, str(path))
     stored = tuple(sorted({str(v.dtype).removeprefix("torch.") for v in state.values()
                            if isinstance(v, torch.Tensor) and v.is_floating_point()}))

@@ -247,3 +247,43 @@ def test_a_port_is_never_judged_against_a_random_init(tmp_path, monkeypatch, sma
     err = capsys.readouterr().err
     assert code == 2 and "the reference side has no real weights" in err and "--weights PATH" in err
     assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_a_fine_tuned_checkpoint_builds_the_model_with_its_class_count(tmp_path, caplog):
+    """The typical port: the user's own fine-tuned model (10 classes) was refused as "2 wrong shapes", and
+    --features did not help (the weights went into the 1000-class classifier first)."""
+    from accelport.models import load_model
+
+    torch.manual_seed(5)
+    state = timm.create_model("test_convnext2", pretrained=False, num_classes=10).state_dict()
+    path = tmp_path / "finetuned.safetensors"
+    save_file(state, str(path))
+    with caplog.at_level(logging.WARNING, logger="accelport.models"):
+        loaded = load_model("test_convnext2", weights_path=path)
+    assert loaded.num_classes == 10 and loaded.head == "classifier" and "num_classes=10" in caplog.text
+    assert torch.equal(loaded.model.state_dict()["head.fc.weight"], state["head.fc.weight"])
+    features = load_model("test_convnext2", "features", weights_path=path)
+    assert features.model(torch.zeros(1, 3, 64, 64)).shape == (1, 128)
+
+
+def test_a_head_less_checkpoint_runs_as_features(tmp_path):
+    from accelport.models import load_model
+
+    torch.manual_seed(5)
+    state = timm.create_model("test_convnext2", pretrained=False, num_classes=0).state_dict()
+    path = tmp_path / "headless.safetensors"
+    save_file(state, str(path))
+    loaded = load_model("test_convnext2", weights_path=path)  # was "2 missing keys: head.fc.weight, head.fc.bias"
+    assert loaded.num_classes == 0 and loaded.head == "features"  # not a "classifier" with top-5 "classes"
+    assert loaded.model(torch.zeros(1, 3, 64, 64)).shape == (1, 128)
+
+
+def test_a_checkpoint_that_differs_beyond_its_classifier_is_still_refused(tmp_path):
+    from accelport.models import load_model
+
+    state = timm.create_model("test_convnext2", pretrained=False, num_classes=10).state_dict()
+    state["stem.0.weight"] = state["stem.0.weight"][:, :1].contiguous()  # one input channel: another model
+    path = tmp_path / "other.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(WeightsError, match="wrong shapes: stem.0.weight"):
+        load_model("test_convnext2", weights_path=path)

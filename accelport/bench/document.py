@@ -185,7 +185,7 @@ def sweep_document(job: JobContext, config: BenchConfig, images: torch.Tensor, t
     # every row runs the port under test (--target-weights, else the reference's weights), judged against the
     # reference: a broken conversion fails each runtime's parity, eager's too
     records, rows = sweep(job.target_model.model, images, reference, job.device, configurations, config.batch_sizes,
-                          criteria, job.spec.head == "classifier", settings, journal, resumed)
+                          criteria, job.is_classifier, settings, journal, resumed)
     add_ratios(rows)
     flops_per_image = model_flops(job.loaded.model, [1, *job.input_size])
     add_achieved_flops(rows, flops_per_image)

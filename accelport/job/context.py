@@ -56,6 +56,11 @@ class JobContext:
     def input_size(self) -> list[int]:
         return list(self.data_config.values["input_size"])
 
+    @property
+    def is_classifier(self) -> bool:
+        """The model's output is class scores (not ``--features``, and not a model without a classifier)."""
+        return self.loaded.head == "classifier"
+
     def precision(self, dtype: str) -> str:
         return effective_precision(dtype, self.spec.fp32_math, self.device.type)
 
@@ -93,6 +98,9 @@ def open_job(spec: JobSpec, *, loaded: LoadedModel | None = None, images: ImageB
                            f"found for {loaded.name}: no --weights, nothing in the HF cache or on the Hub); a port is "
                            "judged against its original checkpoint: pass --weights PATH")
     target_model = load_target_model(spec) if spec.target_weights else loaded
+    if target_model.num_classes != loaded.num_classes:
+        raise WeightsError(f"--target-weights {spec.target_weights}: {target_model.num_classes} classes, the "
+                           f"reference's checkpoint {loaded.num_classes}: not a copy of the same model")
     data_config = data_config_for(loaded.model, spec.test_size)
     job = JobContext(spec, device, numeric, loaded, target_model, data_config, make_transform(data_config),
                      list(images.paths) if images is not None else image_paths, images, started)

@@ -76,7 +76,7 @@ def run_layers(config: LayersConfig | None = None, *, job: JobContext | None = N
         finally:
             apply_numeric_settings(job.device, job.spec.fp32_math)
     verdict = layers_verdict(job.loaded, job.target_model, images, comparison, structural, criteria,  # run's checks
-                             batch_size=config.target.batch_size, is_classifier=job.spec.head == "classifier")
+                             batch_size=config.target.batch_size, is_classifier=job.is_classifier)
     document = _document(job, config.target.batch_size, comparison, structural, runner_settings, verdict)
     result = LayersResult(document, write_layer_artifacts(Path(job.spec.out_dir), document))
     for mode in config.effective_modes:

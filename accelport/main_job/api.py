@@ -139,7 +139,7 @@ def _infer_and_time(job: JobContext, config: RunConfig, target: Target, stream: 
 def _parity(job: JobContext, target: Target, stream: ImageStream, outputs: _Outputs) -> ParityResult:
     weights = {"reference": job.loaded.model} | ({"target": job.target_model.model} if job.separate_target else {})
     return compare_outputs(outputs.reference, outputs.target, job.criteria_for(target.dtype),
-                           job.spec.head == "classifier", baseline=outputs.baseline,
+                           job.is_classifier, baseline=outputs.baseline,
                            sample_names=[printable(str(p)) for p in stream.paths],
                            nonfinite_weights=nonfinite_weights(weights), judge_zero_reference=True)
 

@@ -47,7 +47,7 @@ def run_power(config: PowerConfig | None = None, **overrides: Any) -> PowerResul
     batch = job.image_batch()
     target = config.target
     names = [printable(str(p)) for p in batch.paths]
-    is_classifier = job.spec.head == "classifier"
+    is_classifier = job.is_classifier
     precision, criteria = job.precision(target.dtype), job.criteria_for(target.dtype)
 
     def infer(runner: Runner) -> np.ndarray:
