@@ -50,6 +50,10 @@ def unknown_model_reason(name: str) -> str | None:
     """Why timm cannot create ``name`` (a timm name, see ``timm_name``), or None: an unknown architecture, or a
     known one with a pretrained tag timm does not list (``resnet18.bogus``; ``timm.is_model`` accepts it, and
     ``timm.create_model`` then fails)."""
+    if "/" in name:  # another organisation's Hub repo: its architecture is in its config.json
+        return ("a Hub repo outside timm/: accelport takes timm model names and timm/ Hub ids; pass its "
+                "architecture (config.json's \"architecture\") as --model and its model.safetensors as --weights "
+                "(a fine-tuned class count is followed)")
     if not timm.is_model(name):
         return "not a timm model name (see timm.list_models())"
     arch, _, tag = name.partition(".")

@@ -287,3 +287,11 @@ def test_a_checkpoint_that_differs_beyond_its_classifier_is_still_refused(tmp_pa
     save_file(state, str(path))
     with pytest.raises(WeightsError, match="wrong shapes: stem.0.weight"):
         load_model("test_convnext2", weights_path=path)
+
+
+def test_another_organisations_hub_repo_is_refused_naming_the_way_round():
+    from accelport.errors import UsageError
+    from accelport.models import load_model
+
+    with pytest.raises(UsageError, match="a Hub repo outside timm/.*as --model and its model.safetensors as --weights"):
+        load_model("hf-hub:myorg/tc2ft")
