@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -82,8 +83,9 @@ def _fingerprint(path: Path) -> list[tuple[int, int, int]]:
 def check_checkpoint_file(path: Path, flag: str = "--weights") -> None:
     """A checkpoint must be a regular file: say which of missing, a folder or something else (/dev/null) it is."""
     if not path.is_file():
-        what = ("no such file" if not path.exists() else "is a folder, not a checkpoint file" if path.is_dir()
-                else "not a regular file")
+        what = ("no such file" if not path.exists() and not path.is_symlink()
+                else f"a dangling symlink (to {os.readlink(path)})" if not path.exists()
+                else "is a folder, not a checkpoint file" if path.is_dir() else "not a regular file")
         raise WeightsError(f"{flag} {path}: {what}")
 
 
@@ -292,7 +294,18 @@ def check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, origin: s
         if items:
             problems.append(f"{len(items)} {label}: {listed(items, _MAX_LISTED)}")
     if problems:
-        raise WeightsError(f"{origin} does not fit {type(model).__name__}: " + "; ".join(problems))
+        raise WeightsError(f"{origin} does not fit {type(model).__name__}: " + "; ".join(problems)
+                           + _prefix_hint(missing, unexpected))
+
+
+def _prefix_hint(missing: list[str], unexpected: list[str]) -> str:
+    """When every key is the model's under one extra prefix (Lightning's ``model.``), say so."""
+    if not missing or len(missing) != len(unexpected):
+        return ""
+    prefix = os.path.commonprefix(unexpected).rpartition(".")[0] + "."
+    if prefix != "." and sorted(k.removeprefix(prefix) for k in unexpected) == sorted(missing):
+        return f" (every key has the prefix {prefix!r}: a training wrapper's; save the inner model's state dict)"
+    return ""
 
 
 def load_into(model: torch.nn.Module, path: str | Path, source: str, side: str = "reference") -> WeightsInfo:

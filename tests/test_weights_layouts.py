@@ -295,3 +295,14 @@ def test_another_organisations_hub_repo_is_refused_naming_the_way_round():
 
     with pytest.raises(UsageError, match="a Hub repo outside timm/.*as --model and its model.safetensors as --weights"):
         load_model("hf-hub:myorg/tc2ft")
+
+
+def test_a_wrapped_key_prefix_and_a_dangling_link_are_named(tmp_path, small_state):
+    path = tmp_path / "lightning.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in small_state.items()}}, path)
+    with pytest.raises(WeightsError, match="every key has the prefix 'model.'"):
+        load_into(_fresh(), path, "file")
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(tmp_path / "nowhere.safetensors")
+    with pytest.raises(WeightsError, match="a dangling symlink \\(to .*nowhere.safetensors\\)"):
+        load_into(_fresh(), link, "file")
