@@ -193,7 +193,8 @@ def test_mismatching_target_checkpoint_is_exit_2_naming_the_file(tmp_path, seede
               "--out-dir", str(tmp_path / "out")]
     assert main([*common, "--target-weights", str(wrong_file)]) == 2
     message = capsys.readouterr().err
-    assert f"--target-weights {wrong_file}" in message and "head.fc.weight" in message
+    assert f"--target-weights {wrong_file}" in message  # no classifier: 0 classes against the reference's 1000
+    assert "0 classes, the reference's checkpoint 1000: not a copy of the same model" in message
     assert main([*common, "--target-weights", str(tmp_path / "missing.safetensors")]) == 2
     assert "missing.safetensors: no such file" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
