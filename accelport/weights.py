@@ -128,26 +128,55 @@ def _read_torch(path: Path) -> Any:
         return torch.load(fh, map_location="cpu", weights_only=True)
 
 
-def shard_files(index: Path) -> list[Path]:
-    """The shards a ``model.safetensors.index.json`` names (in its folder), each checked to be there."""
+def _weight_map(index: Path) -> dict[str, str]:
+    """The index's key -> shard file name map, checked: file names in the index's own folder, at least one."""
     import json
 
     try:
-        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise WeightsError(f"{index}: not a safetensors shard index (no weight_map: {exc})") from None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise WeightsError(f"{index}: the shard index lists no shards (empty or not a weight_map)")
+    for key, name in weight_map.items():
+        if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise WeightsError(f"{index}: weight_map[{key!r}] = {name!r}: not a shard file name in the index's "
+                               "folder")
+    return weight_map
+
+
+def shard_files(index: Path) -> list[Path]:
+    """The shards a ``model.safetensors.index.json`` names (in its folder), each checked to be there."""
+    names = sorted(set(_weight_map(index).values()))
     for name in names:
         check_checkpoint_file(index.parent / name, f"{index}: shard")
     return [index.parent / name for name in names]
 
 
 def _read_shards(index: Path) -> dict[str, torch.Tensor]:
-    """A sharded safetensors checkpoint: every shard its index names, merged."""
+    """A sharded safetensors checkpoint: each key from the shard the index assigns it to. A shard holding a key
+    the index gives to another shard, or not holding one given to it, is an error: merging the files in name
+    order took a duplicate from whichever came last."""
     from safetensors.torch import load_file
 
+    weight_map = _weight_map(index)
     state: dict[str, torch.Tensor] = {}
-    for shard in shard_files(index):
-        state.update(load_file(str(shard), device="cpu"))
+    for name, shard in zip(sorted(set(weight_map.values())), shard_files(index), strict=True):
+        if file_kind(shard) != "safetensors":  # a Git LFS pointer or an empty file says so itself
+            raise WeightsError(f"{index}: shard {name} is not a safetensors file")
+        try:
+            held = load_file(str(shard), device="cpu")
+        except Exception as exc:  # noqa: BLE001 - safetensors' own errors, named with the shard
+            raise WeightsError(f"{index}: shard {name}: cannot read it ({exc})") from None
+        assigned = {k for k, n in weight_map.items() if n == name}
+        stray, absent = sorted(set(held) - assigned), sorted(assigned - set(held))
+        if stray or absent:
+            raise WeightsError(f"{index}: shard {name} does not hold what the index assigns it: "
+                               + "; ".join(part for part in (
+                                   f"{len(stray)} key(s) the index puts elsewhere or nowhere: {listed(stray)}"
+                                   if stray else "", f"{len(absent)} missing: {listed(absent)}" if absent else "")
+                                   if part))
+        state.update(held)
     return state
 
 

@@ -306,3 +306,43 @@ def test_a_wrapped_key_prefix_and_a_dangling_link_are_named(tmp_path, small_stat
     link.symlink_to(tmp_path / "nowhere.safetensors")
     with pytest.raises(WeightsError, match="a dangling symlink \\(to .*nowhere.safetensors\\)"):
         load_into(_fresh(), link, "file")
+
+
+def _sharded(folder: Path, files: dict[str, dict[str, torch.Tensor]], weight_map: dict[str, object] | None = None
+             ) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, part in files.items():
+        save_file(part, str(folder / name))
+    index = folder / "model.safetensors.index.json"
+    if weight_map is None:
+        weight_map = {k: name for name, part in files.items() for k in part}
+    index.write_text(json.dumps({"weight_map": weight_map}))
+    return index
+
+
+@pytest.mark.parametrize("case, message", [
+    ("duplicate", "shard b.safetensors does not hold what the index assigns it: 1 key\\(s\\) the index puts "
+                  "elsewhere"),  # was: the later file's copy of the key, silently
+    ("not a name", "weight_map\\['stem.0.weight'\\] = 1: not a shard file name"),  # was a TypeError traceback
+    ("outside", "not a shard file name in the index's folder"),
+    ("empty", "the shard index lists no shards"),
+    ("lfs shard", "b.safetensors: a Git LFS pointer"),
+])
+def test_a_shard_index_is_followed_to_the_letter(tmp_path, small_state, case, message):
+    keys = sorted(small_state)
+    a = {k: small_state[k] for k in keys[: len(keys) // 2]}
+    b = {k: small_state[k] for k in keys[len(keys) // 2:]}
+    weight_map = {k: "a.safetensors" for k in a} | {k: "b.safetensors" for k in b}
+    if case == "duplicate":
+        b = b | {keys[0]: torch.zeros_like(small_state[keys[0]])}
+    elif case == "not a name":
+        weight_map["stem.0.weight"] = 1
+    elif case == "outside":
+        weight_map = {k: "../a.safetensors" for k in weight_map}
+    elif case == "empty":
+        weight_map = {}
+    index = _sharded(tmp_path / "sharded", {"a.safetensors": a, "b.safetensors": b}, weight_map)
+    if case == "lfs shard":
+        (index.parent / "b.safetensors").write_text("version https://git-lfs.github.com/spec/v1\noid x\n")
+    with pytest.raises(WeightsError, match=message):
+        load_into(_fresh(), index, "file")
