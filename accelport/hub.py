@@ -47,6 +47,11 @@ def hf_cache_dir() -> Path:
 
 
 def _holds_weights(snapshot: Path) -> bool:
+    """A weights file is there (a link that points nowhere is not weights; in the chosen snapshot it is an error)."""
+    return any((snapshot / name).is_file() for name in CACHED_NAMES)
+
+
+def _has_weight_entries(snapshot: Path) -> bool:
     return any((snapshot / name).is_file() or (snapshot / name).is_symlink() for name in CACHED_NAMES)
 
 
@@ -69,13 +74,14 @@ def find_in_hf_cache(repo_id: str) -> Path | None:
         ref: str | None = (repo / "refs" / "main").read_text().strip() or None
     except OSError:
         ref = None
-    if ref is not None and (snapshots / ref).is_dir():
+    if ref is not None and (snapshots / ref).is_dir() and _has_weight_entries(snapshots / ref):
         chosen = snapshots / ref
     else:
         holding = [s for s in sorted(snapshots.iterdir()) if s.is_dir() and _holds_weights(s)]
         if not holding:
             return None
-        why = f"refs/main names {ref}, which is not in snapshots/" if ref else "has no refs/main"
+        why = ("has no refs/main" if ref is None else f"refs/main names {ref}, which is not in snapshots/"
+               if not (snapshots / ref).is_dir() else f"refs/main names {ref}, whose snapshot holds no weights")
         if len(holding) > 1:
             raise WeightsError(f"{repo}: {why}, and {len(holding)} snapshots hold weights "
                                f"({', '.join(s.name for s in holding)}); pass --weights with the one you mean")

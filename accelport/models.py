@@ -31,6 +31,7 @@ class LoadedModel:
     name: str
     head: str
     weights: WeightsInfo
+    trained_classes: int = 0  # the class count the weights were loaded with (before --features drops the head)
 
     @property
     def num_params(self) -> int:
@@ -50,6 +51,8 @@ def unknown_model_reason(name: str) -> str | None:
     """Why timm cannot create ``name`` (a timm name, see ``timm_name``), or None: an unknown architecture, or a
     known one with a pretrained tag timm does not list (``resnet18.bogus``; ``timm.is_model`` accepts it, and
     ``timm.create_model`` then fails)."""
+    if ":" in name or name.lower().startswith("timm/"):  # hf_hub:, local-dir:, Timm/...
+        return "not a spelling accelport takes: use a timm model name, timm/<name> or hf-hub:timm/<name>"
     if "/" in name:  # another organisation's Hub repo: its architecture is in its config.json
         return ("a Hub repo outside timm/: accelport takes timm model names and timm/ Hub ids; pass its "
                 "architecture (config.json's \"architecture\") as --model and its model.safetensors as --weights "
@@ -96,6 +99,7 @@ def load_model(
         torch.manual_seed(seed)
         model = timm.create_model(name, pretrained=False, num_classes=mismatch.num_classes)
         weights = resolve_and_load(model, weights_path, hub_id, hub_timeout_s, require_pretrained, side)
+    trained_classes = int(getattr(model, "num_classes", 0) or 0)
     if head == "classifier" and not getattr(model, "num_classes", 1):
         _logger.info("%s has no classifier (num_classes 0): its output is the pooled features; head recorded as "
                      "features", name)
@@ -103,7 +107,7 @@ def load_model(
     if head == "features":
         model.reset_classifier(0)
     model.eval()
-    return LoadedModel(model=model, name=name, head=head, weights=weights)
+    return LoadedModel(model=model, name=name, head=head, weights=weights, trained_classes=trained_classes)
 
 
 def load_target_model(spec: JobSpec) -> LoadedModel:

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,8 @@ def file_kind(path: Path) -> str | None:
                            "in the clone, or `hf download`)")
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
         return "torch"
+    if path.suffix in TORCH_SUFFIXES and head[:1] in (b"L", b"I", b"J", b"K", b"M", b"("):  # older pickle protocols
+        return "torch"
     if len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
         return "safetensors"
     return None
@@ -119,12 +122,14 @@ def _pickle_allowlist() -> list[Any]:
 
     core: Any = getattr(np, "_core", None) or np.core  # numpy 2 renamed it
     return [argparse.Namespace, core.multiarray.scalar, np.dtype,
-            *(type(np.dtype(name)) for name in ("float64", "float32", "int64", "int32", "bool"))]
+            *(type(np.dtype(name)) for name in ("float64", "float32", "float16", "int64", "int32", "bool"))]
 
 
 def _read_torch(path: Path) -> Any:
     # an open file, not the name: torch.load hands a name ending in .safetensors to safetensors
-    with torch.serialization.safe_globals(_pickle_allowlist()), open(path, "rb") as fh:
+    with torch.serialization.safe_globals(_pickle_allowlist()), open(path, "rb") as fh, \
+            warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*looks like a TorchScript archive")  # refused below, in words
         return torch.load(fh, map_location="cpu", weights_only=True)
 
 
@@ -212,15 +217,20 @@ def read_checkpoint_with_key(path: Path) -> tuple[dict[str, torch.Tensor], str |
             what = f"a pickled {blocked.group(1)}" if blocked else "pickled objects (e.g. a whole nn.Module)"
             raise WeightsError(f"{path}: cannot read checkpoint: it holds {what}, not only tensors; refused, since "
                                "loading it would run code from the file. Save model.state_dict() instead") from None
+        if "TorchScript" in text:
+            raise WeightsError(f"{path}: a TorchScript archive (torch.jit.save): accelport loads state dicts; save "
+                               "model.state_dict() instead") from None
+        if "inline_container" in text:  # a zip that torch.save did not write (.npz, a zipped safetensors)
+            raise WeightsError(f"{path}: a zip archive that is not a torch.save file") from None
         first_line = text.splitlines()[0] if text else type(exc).__name__
-        raise WeightsError(f"{path}: cannot read checkpoint ({first_line})") from None
+        raise WeightsError(f"{path}: cannot read checkpoint ({first_line[:300]})") from None
     return _unwrap(state, path)
 
 
 def _unwrap(state: Any, path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
     keys: list[str] = []
     while isinstance(state, dict) and not _is_tensor_dict(state):
-        held = [k for k in _WRAPPER_KEYS if isinstance(state.get(k), dict)]
+        held = [k for k in _WRAPPER_KEYS if _leads_to_tensors(state.get(k))]
         if not held:
             tensors = [k for k, v in state.items() if isinstance(v, torch.Tensor)]
             if tensors:  # a state dict with a stray entry ('_version': 2) or packed quantised parameters
@@ -239,6 +249,14 @@ def _unwrap(state: Any, path: Path) -> tuple[dict[str, torch.Tensor], str | None
     if not isinstance(state, dict) or not state:
         raise WeightsError(f"{path}: empty or not a state dict ({type(state).__name__})")
     return {k.removeprefix("module."): v for k, v in state.items()}, ".".join(keys) or None
+
+
+def _leads_to_tensors(value: Any) -> bool:
+    """A dict of tensors, or one that wraps one (an EMA entry holding only its decay does not)."""
+    if not isinstance(value, dict) or not value:
+        return False
+    return any(isinstance(v, torch.Tensor) for v in value.values()) or any(
+        _leads_to_tensors(value.get(k)) for k in _WRAPPER_KEYS)
 
 
 def _is_tensor_dict(state: dict) -> bool:
@@ -265,7 +283,24 @@ def convert_to_timm_layout(state: dict[str, torch.Tensor], model: torch.nn.Modul
         raise WeightsError(f"does not fit {type(model).__name__}: timm's checkpoint filter would resample "
                            f"{len(resampled)} tensor(s) to this model's shapes ({listed(resampled, _MAX_LISTED)}): "
                            "a checkpoint for another resolution or patch size; use the matching --model")
+    dropped = _dropped_by_filter(state, converted)
+    if dropped:
+        _logger.warning("timm's checkpoint filter for %s dropped %d tensor(s) of the file that this model has no "
+                        "place for (%s): the model that runs is not all of the checkpoint", type(model).__name__,
+                        len(dropped), listed(dropped, _MAX_LISTED))
     return converted, ("timm" if set(converted) == set(state) else "converted")
+
+
+def _dropped_by_filter(state: dict[str, Any], converted: dict[str, Any]) -> list[str]:
+    """The file's floating-point tensors the filter left out (an in21k ``pre_logits`` layer), when the converted
+    state dict holds fewer values than the file: renamed keys keep the count, so only a shortfall is reported."""
+    def total(tensors: dict[str, Any]) -> int:
+        return sum(v.numel() for v in tensors.values() if isinstance(v, torch.Tensor) and v.is_floating_point())
+
+    if total(converted) >= total(state):
+        return []
+    return sorted(k for k, v in state.items() if k not in converted and isinstance(v, torch.Tensor)
+                  and v.is_floating_point())
 
 
 class ClassifierMismatch(WeightsError):

@@ -346,3 +346,97 @@ def test_a_shard_index_is_followed_to_the_letter(tmp_path, small_state, case, me
         (index.parent / "b.safetensors").write_text("version https://git-lfs.github.com/spec/v1\noid x\n")
     with pytest.raises(WeightsError, match=message):
         load_into(_fresh(), index, "file")
+
+
+def test_a_port_with_another_class_count_is_refused_under_features_too(tmp_path, capsys, monkeypatch):
+    """The class counts are compared before --features drops both heads (both read 0 after, and the wrong file
+    then "failed" as a port, exit 1)."""
+    from accelport.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    paths = {}
+    for classes in (1000, 10):
+        torch.manual_seed(0)
+        paths[classes] = tmp_path / f"c{classes}.safetensors"
+        save_file(timm.create_model("test_convnext2", pretrained=False, num_classes=classes).state_dict(),
+                  str(paths[classes]))
+    code = main(["run", "--model", "test_convnext2", "--weights", str(paths[1000]), "--target-weights",
+                 str(paths[10]), "--features", "--device", "cpu", "--out-dir", str(tmp_path / "out")])
+    assert code == 2 and "10 classes, the reference's checkpoint 1000" in capsys.readouterr().err
+
+
+def test_tensors_timm_s_filter_drops_are_named(tmp_path, caplog):
+    """An old ViT checkpoint's pre_logits layer: timm's filter leaves it out; the run said nothing."""
+    torch.manual_seed(0)
+    state = timm.create_model("test_vit", pretrained=False).state_dict()
+    state["pre_logits.fc.weight"], state["pre_logits.fc.bias"] = torch.ones(4, 4), torch.ones(4)
+    path = tmp_path / "vit.safetensors"
+    save_file(state, str(path))
+    with caplog.at_level(logging.WARNING, logger="accelport.weights"):
+        load_into(timm.create_model("test_vit", pretrained=False), path, "file")
+    assert "dropped 2 tensor(s)" in caplog.text and "pre_logits.fc.bias, pre_logits.fc.weight" in caplog.text
+
+
+@pytest.mark.parametrize("layout", ["ema entry without tensors", "empty state_dict"])
+def test_a_wrapper_key_counts_only_when_it_holds_tensors(tmp_path, small_state, layout):
+    path = tmp_path / "ckpt.pth"
+    wrapper = ({"model_ema": {"decay": 0.9998, "num_updates": 10}, "state_dict": small_state}
+               if layout == "ema entry without tensors" else {"state_dict": {}, "model": small_state})
+    torch.save(wrapper, path)
+    _loads_exactly(path, small_state)  # was "top-level keys [...] hold no tensors"
+
+
+def test_a_ref_to_a_snapshot_without_weights_falls_back_to_the_one_with_them(cache, caplog):
+    (cache / "snapshots" / ("c" * 40)).mkdir()
+    (cache / "snapshots" / ("c" * 40) / "config.json").write_text("{}")
+    (cache / "refs" / "main").write_text("c" * 40)
+    with caplog.at_level(logging.WARNING, logger="accelport.hub"):
+        assert find_in_hf_cache(REPO) == cache / "snapshots" / REVISION / "model.safetensors"
+    assert "whose snapshot holds no weights" in caplog.text
+
+
+def test_a_snapshot_with_only_a_dangling_link_is_not_counted(cache):
+    shutil.rmtree(cache / "refs")
+    stale = cache / "snapshots" / ("a" * 40)
+    stale.mkdir()
+    (stale / "model.safetensors").symlink_to("../../blobs/" + "f" * 64)
+    assert find_in_hf_cache(REPO) == cache / "snapshots" / REVISION / "model.safetensors"  # was "2 snapshots"
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # building the TorchScript file: torch.jit is deprecated
+def test_torchscript_and_foreign_zips_say_what_they_are(tmp_path):
+    script = tmp_path / "script.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(script))
+    with pytest.raises(WeightsError, match="a TorchScript archive"):
+        load_into(_fresh(), script, "file")
+    npz = tmp_path / "arrays.pth"
+    np.savez(npz.with_suffix(".npz"), a=np.zeros(2))
+    npz.with_suffix(".npz").rename(npz)
+    with pytest.raises(WeightsError, match="a zip archive that is not a torch.save file"):
+        load_into(_fresh(), npz, "file")
+
+
+@pytest.mark.parametrize("spelling", ["hf_hub:timm/test_convnext2", "Timm/test_convnext2", "local-dir:/x"])
+def test_spellings_timm_knows_but_accelport_does_not_are_named_as_such(spelling):
+    from accelport.errors import UsageError
+    from accelport.models import load_model
+
+    with pytest.raises(UsageError, match="use a timm model name, timm/<name> or hf-hub:timm/<name>"):
+        load_model(spelling)
+
+
+def test_the_log_and_report_say_where_the_state_dict_was_and_the_class_count(tmp_path, monkeypatch):
+    from accelport.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(0)
+    path = tmp_path / "model_best.pth.tar"
+    torch.save({"state_dict_ema": timm.create_model("test_convnext2", pretrained=False, num_classes=10).state_dict()},
+               path)
+    out = tmp_path / "out"
+    assert main(["run", "--model", "test_convnext2", "--weights", str(path), "--device", "cpu", "--iters", "2",
+                 "--warmup", "1", "--out-dir", str(out)]) == 0
+    digest = load_into(timm.create_model("test_convnext2", num_classes=10), path, "file").sha256 or ""
+    assert f"(sha256 {digest[:12]}) [state_dict_ema]" in (out / "accuracy_compare.log").read_text()
+    report = (out / "report.md").read_text()
+    assert "state dict under `state_dict_ema`" in report and "head `classifier`, 10 classes" in report

@@ -98,9 +98,9 @@ def open_job(spec: JobSpec, *, loaded: LoadedModel | None = None, images: ImageB
                            f"found for {loaded.name}: no --weights, nothing in the HF cache or on the Hub); a port is "
                            "judged against its original checkpoint: pass --weights PATH")
     target_model = load_target_model(spec) if spec.target_weights else loaded
-    if target_model.num_classes != loaded.num_classes:
-        raise WeightsError(f"--target-weights {spec.target_weights}: {target_model.num_classes} classes, the "
-                           f"reference's checkpoint {loaded.num_classes}: not a copy of the same model")
+    if target_model.trained_classes != loaded.trained_classes:  # compared before --features drops both heads
+        raise WeightsError(f"--target-weights {spec.target_weights}: {target_model.trained_classes} classes, the "
+                           f"reference's checkpoint {loaded.trained_classes}: not a copy of the same model")
     data_config = data_config_for(loaded.model, spec.test_size)
     job = JobContext(spec, device, numeric, loaded, target_model, data_config, make_transform(data_config),
                      list(images.paths) if images is not None else image_paths, images, started)

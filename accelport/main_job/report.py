@@ -151,7 +151,8 @@ def render_log(summary: RunSummary) -> str:
         f"accelport accuracy comparison ({header.created_utc})",
         f"model      {model['name']} ({model['head']}, output {summary.output_shape})",
         f"weights    {weights.source}: {weights.path or 'RANDOM INIT (no pretrained weights found)'}"
-        + (f" (sha256 {weights.sha256[:12]})" if weights.sha256 else ""),
+        + (f" (sha256 {weights.sha256[:12]})" if weights.sha256 else "")
+        + (f" [{weights.state_key}]" if weights.state_key else ""),
         *([f"target weights (--target-weights): {summary.target_weights.path} (sha256 "
            f"{(summary.target_weights.sha256 or '')[:12]})"] if summary.target_weights else []),
         "reference  cpu eager fp32",
@@ -205,8 +206,9 @@ def _setup_lines(summary: RunSummary) -> list[str]:
         f"**Verdict: {summary.status.upper()}** (criteria `{summary.criteria.label()}`)",
         pretrained_note,
         "## Model",
-        f"- timm model `{model['name']}`, head `{model['head']}`, {model['num_params']:,} parameters, "
-        f"output shape {summary.output_shape}",
+        f"- timm model `{model['name']}`, head `{model['head']}`"
+        + (f", {model['num_classes']} classes" if model["head"] == "classifier" else "")
+        + f", {model['num_params']:,} parameters, output shape {summary.output_shape}",
         f"- preprocessing ({dc['size_mode']} size): input {dc['input_size']}, {dc['interpolation']}, "
         f"crop_pct {dc['crop_pct']} ({dc['crop_mode']}), mean {dc['mean']}, std {dc['std']}",
         "",
@@ -215,7 +217,8 @@ def _setup_lines(summary: RunSummary) -> list[str]:
         f"- sha256: {_code_or(weights.sha256, NO_WEIGHTS_FILE)}; format: "
         f"{or_missing(weights.file_format, NO_WEIGHTS_FILE)}; key layout: "
         f"{or_missing(weights.key_layout, NO_WEIGHTS_FILE)}; stored as: "
-        f"{', '.join(weights.stored_dtypes) if weights.stored_dtypes else NO_WEIGHTS_FILE}",
+        f"{', '.join(weights.stored_dtypes) if weights.stored_dtypes else NO_WEIGHTS_FILE}"
+        + (f"; state dict under `{weights.state_key}`" if weights.state_key else ""),
         *([f"- target side only (--target-weights): `{summary.target_weights.path}`, sha256 "
            f"`{summary.target_weights.sha256}`"] if summary.target_weights else []),
         "",
