@@ -175,12 +175,11 @@ def _read_shards(index: Path) -> dict[str, torch.Tensor]:
             raise WeightsError(f"{index}: shard {name}: cannot read it ({exc})") from None
         assigned = {k for k, n in weight_map.items() if n == name}
         stray, absent = sorted(set(held) - assigned), sorted(assigned - set(held))
-        if stray or absent:
+        problems = ([f"{len(stray)} key(s) the index puts elsewhere or nowhere: {listed(stray)}"] if stray else []) + (
+            [f"{len(absent)} missing: {listed(absent)}"] if absent else [])
+        if problems:
             raise WeightsError(f"{index}: shard {name} does not hold what the index assigns it: "
-                               + "; ".join(part for part in (
-                                   f"{len(stray)} key(s) the index puts elsewhere or nowhere: {listed(stray)}"
-                                   if stray else "", f"{len(absent)} missing: {listed(absent)}" if absent else "")
-                                   if part))
+                               + "; ".join(problems))
         state.update(held)
     return state
 
@@ -322,7 +321,10 @@ def checkpoint_classes(state: dict[str, torch.Tensor], model: torch.nn.Module) -
         return None
     name = next((n for n, m in model.named_modules() if m is head), "")
     expected = model.state_dict()
-    in_head = lambda key: key.startswith(name + ".")  # noqa: E731
+
+    def in_head(key: str) -> bool:
+        return key.startswith(name + ".")
+
     rest = {k: v for k, v in expected.items() if not in_head(k) and not k.endswith(".num_batches_tracked")}
     state_rest = {k for k in state if not in_head(k)}
     if not name or not set(rest) <= state_rest <= set(expected) or any(
