@@ -7,11 +7,13 @@ has no generic equivalent (TF32 on CUDA, HF32 and binary kernels on Ascend).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
 import os
 import platform
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,6 +148,22 @@ class NumericSettings:
 
     fp32_math: str
     effective: dict[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def caller_torch_state() -> Iterator[None]:
+    """The torch settings a job changes, restored for the caller afterwards (a decorator on every API entry): the
+    TF32 flags ``--fp32-math`` sets, the global random generator the seeded init reseeds, the thread count. A
+    Python user's own numerics and seeds were left changed by ``accelport.run``."""
+    rng, threads = torch.get_rng_state(), torch.get_num_threads()
+    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(rng)
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 def apply_numeric_settings(device: torch.device, fp32_math: str) -> NumericSettings:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -66,10 +67,15 @@ def test_bench_threads_are_restored_after_the_sweep():
 
 
 @pytest.mark.parametrize(("flat", "message"), [
-    ({"images": "photos/"}, "images='photos/': expected a list or tuple"),  # was split into characters
-    ({"batch_size": "4"}, "batch_size='4': expected a number"),  # was a bare TypeError deep inside
+    ({"batch_size": "4"}, "batch_size='4': expected a whole number"),  # was a bare TypeError deep inside
+    ({"batch_size": 2.0}, "batch_size=2.0: expected a whole number"),  # failed after the reference had run
+    ({"seed": 1.5}, "seed=1.5: expected a whole number"),  # ran as seed 1
     ({"device": None}, "device=None: expected a string"),  # was an AttributeError
-    ({"warmup": True}, "warmup=True: expected a number"),
+    ({"warmup": True}, "warmup=True: expected a whole number"),
+    ({"structural_proof": None}, "structural_proof=None: expected True or False"),  # read as False: proof skipped
+    ({"no_structural_proof": None}, "structural_proof=None: expected True or False"),
+    ({"threads": True}, "threads=True: expected a whole number or None"),  # ran with 1 thread
+    ({"images": ["a.jpg", 3]}, "images=['a.jpg', 3]: expected a tuple of a string or path"),
 ])
 def test_the_api_names_a_value_of_the_wrong_kind(flat, message):
     from accelport.errors import UsageError
@@ -77,7 +83,11 @@ def test_the_api_names_a_value_of_the_wrong_kind(flat, message):
 
     with pytest.raises(UsageError, match=re.escape(message)):
         RunConfig.of(**flat)
-    assert RunConfig.of(out_dir=Path("logs"), images=["a.jpg"]).spec.images == ["a.jpg"]  # paths and lists are fine
+    config = RunConfig.of(out_dir=Path("logs"), images=[Path("a.jpg")], weights=Path("w.safetensors"))
+    assert (config.spec.out_dir, config.spec.images, config.spec.weights) == ("logs", ("a.jpg",), "w.safetensors")
+    # (a Path was kept as one and failed when summary.json was written, after the work)
+    assert RunConfig.of(images="photos/").spec.images == ("photos/",)  # one path, not its characters
+    assert RunConfig.of(threads=np.int64(2)).target.threads == 2  # numpy integers are whole numbers
 
 
 @pytest.mark.parametrize("given", [{"min_cosine": 0.999, "elem_rtol": "0.01"}, ["min_cosine=0.999", "elem_rtol=0.01"],
@@ -166,3 +176,46 @@ def test_flag_names_map_onto_their_fields():
     assert LayersConfig.of(mode="isolated").modes == ("isolated",)
     zoo = ZooConfig.of(timeout=60.0, memory_limit=4.0)
     assert (zoo.timeout_s, zoo.memory_gb) == (60.0, 4.0)
+
+
+@pytest.mark.parametrize(("config_name", "flat", "field"), [
+    ("zoo", {"weights": "w.safetensors"}, "weights"), ("zoo", {"criterion": "min_cosine=0.9"}, "criteria"),
+    ("zoo", {"fp32_math": "fast"}, "fp32_math"), ("power", {"target_weights": "p.safetensors"}, "target_weights"),
+    ("eval", {"images": ("a.jpg",)}, "images"),
+])
+def test_a_field_a_command_does_not_use_is_refused_not_ignored(config_name, flat, field):
+    """run_zoo(weights=...) ran every cell on its own weights, power ignored target_weights, eval images: each was
+    silently ignored."""
+    from accelport.errors import UsageError
+    from accelport.evaluation.config import EvalConfig
+    from accelport.job.spec import with_overrides
+    from accelport.power.config import PowerConfig
+    from accelport.zoo.config import ZooConfig
+
+    config = {"zoo": ZooConfig(), "power": PowerConfig(), "eval": EvalConfig(data="d")}[config_name]
+    with pytest.raises(UsageError, match=f"^{field}: .* does not use it"):
+        with_overrides(config, **flat)
+
+
+def test_repeated_sweep_values_are_refused():
+    """The CLI drops repeats; the API timed batch size 1 twice and wrote two identical rows."""
+    from accelport.bench.config import BenchConfig
+    from accelport.errors import UsageError
+    from accelport.layers.config import LayersConfig, validate
+
+    with pytest.raises(UsageError, match="--batch-sizes 1,1: a value is repeated"):
+        BenchConfig.of(batch_sizes=(1, 1)).validate()
+    with pytest.raises(UsageError, match="--mode chained,chained"):  # was a bare zip() ValueError
+        validate(LayersConfig.of(modes=("chained", "chained")))
+    assert LayersConfig.of(modes="chained").modes == ("chained",)  # one mode, not its letters
+
+
+def test_a_run_leaves_the_callers_torch_state_as_it_was(tmp_path, two_images):
+    import accelport
+
+    torch.manual_seed(123)
+    rng, tf32 = torch.get_rng_state(), torch.backends.cuda.matmul.allow_tf32
+    accelport.run(model="test_convnext2", images=(two_images[0],), device="cpu", fp32_math="fast", warmup=0,
+                  iters=1, out_dir=str(tmp_path))
+    assert torch.equal(torch.get_rng_state(), rng)  # was reseeded to 0 by the seeded init
+    assert torch.backends.cuda.matmul.allow_tf32 == tf32  # was set by --fp32-math

@@ -10,6 +10,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from ..devices import caller_torch_state
 from ..job.context import JobContext, open_job
 from ..job.result import CommandResult
 from ..job.spec import with_overrides
@@ -41,6 +42,7 @@ def journal_fingerprint(config: BenchConfig, job: JobContext, images: list[str])
             **{k: v for k, v in bench_environment(job.device, 0).items() if k not in ("threads", "torch_threads")}}
 
 
+@caller_torch_state()
 def run_bench(config: BenchConfig | None = None, **overrides: Any) -> BenchResult:
     """Sweep every configuration of ``config``, journaled point by point, and write bench.json/.md/.png."""
     from .report import write_bench_artifacts

@@ -60,6 +60,11 @@ class BenchConfig(FromFlatNames):
         check_sweep_calibration(self.dtypes, self.calibration)
         if not self.runtimes or not self.dtypes or not self.batch_sizes:
             raise UsageError("--runtimes, --dtypes and --batch-sizes each need at least one value")
+        for flag, values in (("--runtimes", self.runtimes), ("--dtypes", self.dtypes),
+                             ("--batch-sizes", self.batch_sizes), ("--streams", self.streams),
+                             ("--micro-batches", self.micro_batches), ("--threads", self.threads)):
+            if len(set(values)) != len(values):  # the CLI drops repeats; the API timed them twice, two rows
+                raise UsageError(f"{flag} {','.join(map(str, values))}: a value is repeated")
         if any(b < 1 for b in self.batch_sizes):
             raise UsageError(f"--batch-sizes {','.join(map(str, self.batch_sizes))}: each must be at least 1")
         if not self.streams or any(s < 1 for s in self.streams):

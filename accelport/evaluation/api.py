@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..criteria import Criteria
-from ..devices import PINNED_DEVICE_TYPES
+from ..devices import PINNED_DEVICE_TYPES, caller_torch_state
 from ..errors import InputError, UsageError
 from ..job.context import JobContext, open_job
 from ..job.header import REFERENCE, DocumentHeader, model_record, target_record
@@ -115,6 +115,7 @@ def _progress_bar(ctx: dist_utils.DistContext, total: int, enabled: bool):
     return progress_bar(total, desc, "img")  # a bar on a terminal; in a log file, a log line every 30 s
 
 
+@caller_torch_state()
 def evaluate(config: EvalConfig, on_batch: Callable[[int], None] | None = None) -> EvalResult:
     """Run the evaluation; ``on_batch(n)`` is called after the n-th batch is journaled (tests interrupt there)."""
     config.validate()

@@ -18,6 +18,7 @@ class EvalConfig:
     data: str
     FLAG_ALIASES: ClassVar[FlagAliases] = {"dist_timeout": ("dist_timeout_s", same),
                                            "no_progress": ("progress", negated)}
+    UNUSED_SPEC_FIELDS: ClassVar[frozenset[str]] = frozenset({"images"})  # the images are --data's
 
     spec: JobSpec = field(default_factory=JobSpec)
     target: Target = field(default_factory=lambda: Target(batch_size=32))

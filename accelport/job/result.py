@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+from ..atomic import json_safe
+
 
 class ResultDocument(Protocol):
     def to_json(self) -> dict[str, Any]: ...
@@ -23,4 +25,5 @@ class CommandResult(Generic[DocumentT]):
 
     @property
     def data(self) -> dict[str, Any]:
-        return self.document.to_json()
+        """Exactly what the JSON file holds: lists, not tuples, and None where a number is not finite (as written)."""
+        return json_safe(self.document.to_json())

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 import os
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
@@ -42,6 +45,9 @@ class JobSpec:
     criteria: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     out_dir: str = "logs"
 
+    def __post_init__(self) -> None:  # built directly (the README's JobSpec(...)) as through the flat names
+        _normalise_fields(self)
+
     @property
     def head(self) -> str:
         return "features" if self.features else "classifier"
@@ -70,6 +76,9 @@ class Target:
     batch_size: int = 1
     options: tuple[tuple[str, Any], ...] = ()  # (name, value) pairs for the runner; see RUNTIME_OPTIONS
     threads: int | None = None  # intra-op threads of the target's engine (None: torch's count, the physical cores)
+
+    def __post_init__(self) -> None:
+        _normalise_fields(self)
 
     def option(self, name: str) -> Any:
         return dict(self.options).get(name, RUNTIME_OPTIONS[name])
@@ -124,19 +133,21 @@ def with_overrides(config: ConfigT, **overrides: Any) -> ConfigT:
         overrides["criteria"] = criteria_pairs(overrides["criteria"])
     own = {f.name for f in fields(current)} - {"spec", "target"}
     changes: dict[str, Any] = {k: overrides.pop(k) for k in list(overrides) if k in own or k in ("spec", "target")}
-    _check_kinds(current, {k: v for k, v in changes.items() if k in own})
-    spec = {k: overrides.pop(k) for k in list(overrides) if k in _SPEC_FIELDS}
-    _check_kinds(current.spec, spec)
+    changes.update(checked_kinds(current, {k: v for k, v in changes.items() if k in own}))
+    spec = checked_kinds(current.spec, {k: overrides.pop(k) for k in list(overrides) if k in _SPEC_FIELDS})
+    if unused := sorted(set(spec) & getattr(type(config), "UNUSED_SPEC_FIELDS", frozenset())):
+        raise UsageError(f"{', '.join(unused)}: {type(config).__name__} does not use "
+                         f"{'it' if len(unused) == 1 else 'them'} (each was silently ignored)")
     if spec:
         changes["spec"] = replace(changes.get("spec", current.spec), **spec)
     has_target = hasattr(current, "target")
     target = {k: overrides.pop(k) for k in list(overrides) if has_target and k in _TARGET_FIELDS}
     options = {k: overrides.pop(k) for k in list(overrides) if has_target and k in RUNTIME_OPTIONS}
     for name, value in options.items():  # calibration="photos/": one path, not its characters
-        if isinstance(RUNTIME_OPTIONS[name], tuple) and isinstance(value, str | os.PathLike):
-            options[name] = (str(value),)
+        options[name] = _checked(name, value, tuple[str, ...] if isinstance(RUNTIME_OPTIONS[name], tuple)
+                                 else int | None)
     if has_target:
-        _check_kinds(current.target, target)
+        target = checked_kinds(current.target, target)
     if target or options:
         changes["target"] = replace(changes.get("target", current.target), **target).with_options(**options)
     if overrides:
@@ -189,26 +200,68 @@ def criteria_pairs(value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def _check_kinds(defaults: Any, values: dict[str, Any]) -> None:
-    """A UsageError naming the field when a value is not of its default's kind: ``images="photos/"`` was split into
-    characters ("--images p: no such file"), ``batch_size="4"`` failed deep inside with a bare TypeError."""
-    for name, value in values.items():
-        default = getattr(defaults, name, None)
-        if default is None or value is None and not isinstance(default, str):
-            continue  # an optional field, or one left to its own checks
-        if isinstance(default, tuple):
-            wanted, ok = "a list or tuple", isinstance(value, list | tuple)
-        elif isinstance(default, bool):
-            wanted, ok = "True or False", isinstance(value, bool)
-        elif isinstance(default, int | float):
-            wanted, ok = "a number", isinstance(value, int | float) and not isinstance(value, bool)
-        elif isinstance(default, str):
-            wanted, ok = "a string", isinstance(value, str | os.PathLike)
-        else:
-            continue
-        if not ok:
-            raise UsageError(f"{name}={value!r}: expected {wanted} (the Python API takes the flag's value as its "
-                             "own type)")
+def checked_kinds(config: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` for fields of ``config``'s dataclass, each checked against its annotation and put in the form the
+    field keeps: a path as a string (a ``Path`` failed when the JSON was written, after the work), one value for
+    a tuple field as a 1-tuple (``images="photos/"`` was split into characters, ``threads=4`` refused), a list as a
+    tuple, a numpy integer as an int. A value of another kind is a UsageError naming the field: ``None`` for an
+    on/off setting was read as False, ``seed=1.5`` as 1, ``batch_size=2.0`` failed deep inside."""
+    hints = typing.get_type_hints(type(config))
+    return {name: _checked(name, value, hints[name]) if name in hints else value for name, value in values.items()}
+
+
+def _normalise_fields(value: Any) -> None:
+    """A frozen dataclass's fields checked and put in their kept form (``checked_kinds``), in place."""
+    names = [f.name for f in fields(value) if f.name != "options"]
+    for name, fitted in checked_kinds(value, {name: getattr(value, name) for name in names}).items():
+        object.__setattr__(value, name, fitted)
+
+
+def _checked(name: str, value: Any, hint: Any) -> Any:
+    fitted = _fit(value, hint)
+    if fitted is _MISFIT:
+        raise UsageError(f"{name}={value!r}: expected {_kind_words(hint)} (the Python API takes the flag's value as "
+                         "its own type)")
+    return fitted
+
+
+_MISFIT = object()
+
+
+def _fit(value: Any, hint: Any) -> Any:
+    """``value`` in the form ``hint`` keeps, or ``_MISFIT``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            if (fitted := _fit(value, option)) is not _MISFIT:
+                return fitted
+        return _MISFIT
+    if hint is type(None):
+        return None if value is None else _MISFIT
+    if hint is bool:
+        return value if isinstance(value, bool) else _MISFIT
+    if hint is int:
+        return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else _MISFIT
+    if hint is float:
+        return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else _MISFIT
+    if hint is str:
+        return os.fspath(value) if isinstance(value, str | os.PathLike) else _MISFIT
+    if origin is tuple:
+        element = args[0] if args else Any
+        items = value if isinstance(value, list | tuple) else [value]  # one value for a tuple of them
+        fitted = [_fit(item, element) for item in items]
+        return _MISFIT if any(f is _MISFIT for f in fitted) else tuple(fitted)
+    return value  # Any, or a kind this check does not know
+
+
+def _kind_words(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_kind_words(option) for option in args)
+    if origin is tuple:
+        return f"a tuple of {_kind_words(args[0]) if args else 'values'}" if args else "a tuple"
+    return {bool: "True or False", int: "a whole number", float: "a number", str: "a string or path",
+            type(None): "None"}.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 class FromFlatNames:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..criteria import Criteria, criteria_for
-from ..devices import apply_numeric_settings
+from ..devices import apply_numeric_settings, caller_torch_state
 from ..job.context import JobContext, open_job
 from ..job.header import REFERENCE, DocumentHeader, model_record, target_record, weights_record
 from ..job.result import CommandResult
@@ -51,6 +51,7 @@ class LayersResult(CommandResult[LayersDocument]):
         return found.row.key if found else None
 
 
+@caller_torch_state()
 def run_layers(config: LayersConfig | None = None, *, job: JobContext | None = None,
                **overrides: Any) -> LayersResult:
     """Compare every module of the target with the reference in the configured modes and write the layer report.

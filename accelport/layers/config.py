@@ -38,7 +38,7 @@ def validate(config: LayersConfig) -> None:
     config.spec.validate()
     config.target.validate()
     modes = config.effective_modes
-    if not modes or any(mode not in MODES for mode in modes):
+    if not modes or any(mode not in MODES for mode in modes) or len(set(modes)) != len(modes):
         raise UsageError(f"--mode {','.join(modes) or '(none)'}: choose chained, isolated or both")
     runtime = config.target.runtime
     if runtime == "auto":

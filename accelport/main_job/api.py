@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..devices import caller_torch_state
 from ..errors import RuntimeUnavailableError
 from ..formatting import printable
 from ..job.context import JobContext, open_job
@@ -62,6 +63,7 @@ class _Outputs:
     runner_settings: dict[str, Any]
 
 
+@caller_torch_state()
 def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     """Run the whole job and write the artifacts; ``overrides`` (flat flag names) replace fields of ``config``."""
     config = with_overrides(config or RunConfig(), **overrides)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..criteria import criteria_for
+from ..devices import caller_torch_state
 from ..formatting import printable
 from ..job.context import open_job
 from ..job.result import CommandResult
@@ -39,6 +40,7 @@ class PowerResult(CommandResult[PowerDocument]):
     """The typed power document (``data``: power.json) and the files written."""
 
 
+@caller_torch_state()
 def run_power(config: PowerConfig | None = None, **overrides: Any) -> PowerResult:
     """Inject every standard fault into a copy of the weights, judge each as ``run`` would, and write the report."""
     config = with_overrides(config or PowerConfig(), **overrides)

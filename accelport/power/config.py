@@ -17,6 +17,7 @@ class PowerConfig(FromFlatNames):
     ``accelport run``."""
 
     FLAG_ALIASES: ClassVar[FlagAliases] = {"no_locate": ("locate", negated)}
+    UNUSED_SPEC_FIELDS: ClassVar[frozenset[str]] = frozenset({"target_weights"})  # power makes its own faulty copies
 
     spec: JobSpec = field(default_factory=JobSpec)
     target: Target = field(default_factory=lambda: Target(batch_size=8))

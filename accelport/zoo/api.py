@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
+from ..devices import caller_torch_state
 from ..errors import EXIT_PARITY_FAILED, EXIT_PASSED, UsageError
 from ..evaluation.distributed import DistContext, barrier, broadcast_from_main, init_distributed, shutdown
 from ..job.spec import with_overrides
@@ -54,6 +55,7 @@ def journal_settings(config: ZooConfig, device: str) -> dict[str, Any]:
             **({"calibration": [str(Path(p).resolve()) for p in config.calibration]} if config.calibration else {})}
 
 
+@caller_torch_state()
 def run_zoo(config: ZooConfig | None = None, **overrides: Any) -> ZooResult:
     """Run the sweep; under torchrun every rank calls this and gets the same exit code."""
     config = with_overrides(config or ZooConfig(), **overrides)

@@ -27,6 +27,9 @@ class ZooConfig(FromFlatNames):
 
     FLAG_ALIASES: ClassVar[FlagAliases] = {"timeout": ("timeout_s", same), "memory_limit": ("memory_gb", same),
                                            "no_progress": ("progress", negated), "no_plot": ("plot", negated)}
+    # each cell is `accelport run` on a pretrained model with its defaults: no own checkpoint, criteria or numerics
+    UNUSED_SPEC_FIELDS: ClassVar[frozenset[str]] = frozenset({"model", "weights", "target_weights", "criteria",
+                                                              "fp32_math", "test_size", "skip_bad_images"})
 
     spec: JobSpec = field(default_factory=lambda: JobSpec(out_dir="logs/zoo"))
     models: tuple[str, ...] = ()  # names or timm.list_models patterns ("convnextv2_*", "*resnet*")
