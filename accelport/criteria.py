@@ -90,9 +90,13 @@ def criteria_for(precision: str, overrides: dict[str, str] | None = None) -> Cri
         if key not in _TUNABLE:
             raise UsageError(f"--criterion {key}={text}: unknown key; choose one of {', '.join(_TUNABLE)}")
         try:
-            value = int(text) if key == "max_top1_mismatches" else float(text)
+            value: float = float(text)
         except ValueError:
             raise UsageError(f"--criterion {key}={text}: {text!r} is not a number") from None
+        if key == "max_top1_mismatches":  # a count: 1.0 is one, 1.5 is not
+            if not value.is_integer():
+                raise UsageError(f"--criterion {key}={text}: {text!r} is not a whole number")
+            value = int(value)
         if not math.isfinite(value) or value < 0 or (key in ("min_cosine", "min_within_share") and value > 1):
             raise UsageError(f"--criterion {key}={text}: out of range")
         changes[key] = value

@@ -105,6 +105,15 @@ def test_the_api_takes_criteria_as_a_python_user_writes_them(given):
     assert RunConfig.of(criterion="min_cosine=0.999").spec.criteria == (("min_cosine", "0.999"),)  # the flag's name
 
 
+def test_a_count_criterion_takes_whole_numbers_written_as_floats():
+    from accelport.criteria import criteria_for
+    from accelport.errors import UsageError
+
+    assert criteria_for("fp32", {"max_top1_mismatches": "1.0"}).max_top1_mismatches == 1  # was "not a number"
+    with pytest.raises(UsageError, match="'1.5' is not a whole number"):
+        criteria_for("fp32", {"max_top1_mismatches": "1.5"})
+
+
 @pytest.mark.parametrize(("flat", "message"), [
     ({"criteria": 5}, "criteria=5: expected a mapping"),
     ({"criteria": [3]}, "criteria: 3: expected KEY=VALUE"),
