@@ -377,3 +377,12 @@ def test_a_collective_whose_peer_stopped_is_a_one_line_error_not_an_internal_one
     with pytest.raises(PeerError, match="another process of this torchrun job stopped during the gather"), \
             peers_alive("gather"):
         raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer")
+
+
+def test_evaluate_takes_flat_names_and_its_data_is_the_file(tmp_path, data, weights):
+    """evaluate() took only a config (every other command takes flat names), and its result had no .data."""
+    from accelport.evaluation import evaluate
+
+    result = evaluate(data=str(data.class_folders), weights=str(weights), device="cpu", workers=0,
+                      no_progress=True, batch_size=2, out_dir=str(tmp_path))
+    assert result.passed and result.data == json.loads((tmp_path / "eval.json").read_text())

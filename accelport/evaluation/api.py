@@ -17,11 +17,13 @@ from typing import Any
 
 import torch
 
+from ..atomic import json_safe
 from ..criteria import Criteria
 from ..devices import PINNED_DEVICE_TYPES, caller_torch_state
 from ..errors import InputError, UsageError
 from ..job.context import JobContext, open_job
 from ..job.header import REFERENCE, DocumentHeader, model_record, target_record
+from ..job.spec import with_overrides
 from ..resources import check_batch_fits
 from ..runners import QUANTIZED_DTYPES, create_runner
 from ..runners.quantize import calibration_overlap
@@ -47,6 +49,11 @@ class EvalResult:
     passed: bool
     document: EvalDocument | None = None
     artifacts: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def data(self) -> dict[str, Any] | None:
+        """Exactly what eval.json holds (rank 0; None on the other ranks), as every command's result has it."""
+        return json_safe(self.document.to_json()) if self.document is not None else None
 
 
 def _fingerprint(config: EvalConfig, job: JobContext, listing: DatasetListing, criteria: Criteria) -> dict[str, Any]:
@@ -116,8 +123,15 @@ def _progress_bar(ctx: dist_utils.DistContext, total: int, enabled: bool):
 
 
 @caller_torch_state()
-def evaluate(config: EvalConfig, on_batch: Callable[[int], None] | None = None) -> EvalResult:
-    """Run the evaluation; ``on_batch(n)`` is called after the n-th batch is journaled (tests interrupt there)."""
+def evaluate(config: EvalConfig | None = None, on_batch: Callable[[int], None] | None = None,
+             **overrides: Any) -> EvalResult:
+    """Run the evaluation; ``overrides`` are flat flag names as for every command (``evaluate(data="val/",
+    dtype="bf16")``); ``on_batch(n)`` is called after the n-th batch is journaled (tests interrupt there)."""
+    if config is None:
+        if "data" not in overrides:
+            raise UsageError("evaluate: data= (the dataset folder) is required")
+        config = EvalConfig(data=overrides.pop("data"))
+    config = with_overrides(config, **overrides)
     config.validate()
     ctx, device = dist_utils.init_distributed(config.spec.device, config.dist_timeout_s)
     try:

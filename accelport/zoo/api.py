@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
+from ..atomic import json_safe
 from ..devices import caller_torch_state
 from ..errors import EXIT_PARITY_FAILED, EXIT_PASSED, UsageError
 from ..evaluation.distributed import DistContext, barrier, broadcast_from_main, init_distributed, shutdown
@@ -38,6 +39,11 @@ class ZooResult:
     document: ZooDocument | None
     exit_code: int
     artifacts: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def data(self) -> dict[str, Any] | None:
+        """Exactly what zoo.json holds (rank 0; None on the other ranks)."""
+        return json_safe(self.document.to_json()) if self.document is not None else None
 
 
 def plan_cells(models: list[str], config: ZooConfig) -> list[Cell]:
