@@ -228,3 +228,17 @@ def test_a_run_leaves_the_callers_torch_state_as_it_was(tmp_path, two_images):
                   iters=1, out_dir=str(tmp_path))
     assert torch.equal(torch.get_rng_state(), rng)  # was reseeded to 0 by the seeded init
     assert torch.backends.cuda.matmul.allow_tf32 == tf32  # was set by --fp32-math
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: __import__("accelport").run({"model": "x"}), "config={'model': 'x'}: expected a command's config"),
+    (lambda: __import__("accelport").run(spec={"model": "x"}), "spec={'model': 'x'}: expected a JobSpec"),
+    (lambda: __import__("accelport").run(weights=""), "--weights '': an empty path"),
+    (lambda: __import__("accelport").run(seed=2**70), "--seed 1180591620717411303424: must be between"),
+])
+def test_api_values_of_the_wrong_shape_are_named_before_any_work(call, message):
+    """Each was a bare TypeError/AttributeError/OverflowError, or (weights="") "--weights .: is a folder"."""
+    from accelport.errors import UsageError
+
+    with pytest.raises(UsageError, match=re.escape(message)):
+        call()

@@ -13,7 +13,7 @@ import os
 import types
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, TypeVar
 
 from ..environment import check_thread_count
@@ -63,6 +63,12 @@ class JobSpec:
         if self.fp32_math not in FP32_MATH_MODES:
             raise UsageError(f"--fp32-math {self.fp32_math!r}: choose one of {', '.join(FP32_MATH_MODES)}")
         criteria_for("fp32", dict(self.criteria))  # unknown keys and out-of-range values, whatever the precision
+        if not 0 <= self.seed < 2**63:
+            raise UsageError(f"--seed {self.seed}: must be between 0 and 2**63 - 1")
+        for flag, path in (("--weights", self.weights), ("--target-weights", self.target_weights),
+                           ("--out-dir", self.out_dir)):
+            if path is not None and not str(path).strip():
+                raise UsageError(f"{flag} {path!r}: an empty path")
         check_writable_dir(self.out_dir, "--out-dir")  # before minutes of compute, not after
 
 
@@ -123,6 +129,9 @@ def with_overrides(config: ConfigT, **overrides: Any) -> ConfigT:
     """``config`` with flat keyword overrides put where they belong: the command's own field of that name, else
     the spec's, else the target's (runtime options included); any other name is a TypeError, as for a dataclass."""
     current: Any = config  # a command's config dataclass: ``spec``, maybe ``target``, and its own fields
+    if not _is_command_config(config):
+        raise UsageError(f"config={config!r}: expected a command's config (RunConfig, BenchConfig, ...); pass "
+                         "flat names as keywords instead")
     aliases = {**SPEC_FLAG_ALIASES, **getattr(type(config), "FLAG_ALIASES", {})}
     for flag_name in [name for name in overrides if name in aliases]:  # a flag's own name, taken as its field's
         field_name, convert = aliases[flag_name]
@@ -134,6 +143,9 @@ def with_overrides(config: ConfigT, **overrides: Any) -> ConfigT:
     own = {f.name for f in fields(current)} - {"spec", "target"}
     changes: dict[str, Any] = {k: overrides.pop(k) for k in list(overrides) if k in own or k in ("spec", "target")}
     changes.update(checked_kinds(current, {k: v for k, v in changes.items() if k in own}))
+    for name, kind in (("spec", JobSpec), ("target", Target)):
+        if name in changes and not isinstance(changes[name], kind):
+            raise UsageError(f"{name}={changes[name]!r}: expected a {kind.__name__} (or its fields as keywords)")
     spec = checked_kinds(current.spec, {k: overrides.pop(k) for k in list(overrides) if k in _SPEC_FIELDS})
     if unused := sorted(set(spec) & getattr(type(config), "UNUSED_SPEC_FIELDS", frozenset())):
         raise UsageError(f"{', '.join(unused)}: {type(config).__name__} does not use "
@@ -158,6 +170,10 @@ def with_overrides(config: ConfigT, **overrides: Any) -> ConfigT:
         raise TypeError(f"{type(config).__name__}: unknown field(s) {'; '.join(hints)}; it takes "
                         f"{', '.join(known)}")
     return replace(current, **changes)
+
+
+def _is_command_config(value: object) -> bool:
+    return is_dataclass(value) and not isinstance(value, type) and hasattr(value, "spec")
 
 
 def negated(value: Any) -> Any:
