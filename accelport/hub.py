@@ -46,13 +46,11 @@ def hf_cache_dir() -> Path:
     return expanded(hf_home) / "hub"
 
 
-def _holds_weights(snapshot: Path) -> bool:
-    """A weights file is there (a link that points nowhere is not weights; in the chosen snapshot it is an error)."""
-    return any((snapshot / name).is_file() for name in CACHED_NAMES)
-
-
-def _has_weight_entries(snapshot: Path) -> bool:
-    return any((snapshot / name).is_file() or (snapshot / name).is_symlink() for name in CACHED_NAMES)
+def _holds_weights(snapshot: Path, dangling_too: bool = False) -> bool:
+    """A weights file is there; with ``dangling_too``, also a link to one that points nowhere (an error once that
+    snapshot is chosen, not a reason to look at others)."""
+    return any((snapshot / name).is_file() or dangling_too and (snapshot / name).is_symlink()
+               for name in CACHED_NAMES)
 
 
 def find_in_hf_cache(repo_id: str) -> Path | None:
@@ -74,7 +72,7 @@ def find_in_hf_cache(repo_id: str) -> Path | None:
         ref: str | None = (repo / "refs" / "main").read_text().strip() or None
     except OSError:
         ref = None
-    if ref is not None and (snapshots / ref).is_dir() and _has_weight_entries(snapshots / ref):
+    if ref is not None and (snapshots / ref).is_dir() and _holds_weights(snapshots / ref, dangling_too=True):
         chosen = snapshots / ref
     else:
         holding = [s for s in sorted(snapshots.iterdir()) if s.is_dir() and _holds_weights(s)]

@@ -146,7 +146,7 @@ def with_overrides(config: ConfigT, **overrides: Any) -> ConfigT:
     for name, kind in (("spec", JobSpec), ("target", Target)):
         if name in changes and not isinstance(changes[name], kind):
             raise UsageError(f"{name}={changes[name]!r}: expected a {kind.__name__} (or its fields as keywords)")
-    spec = checked_kinds(current.spec, {k: overrides.pop(k) for k in list(overrides) if k in _SPEC_FIELDS})
+    spec = {k: overrides.pop(k) for k in list(overrides) if k in _SPEC_FIELDS}  # checked by JobSpec itself
     if unused := sorted(set(spec) & getattr(type(config), "UNUSED_SPEC_FIELDS", frozenset())):
         raise UsageError(f"{', '.join(unused)}: {type(config).__name__} does not use "
                          f"{'it' if len(unused) == 1 else 'them'} (each was silently ignored)")
@@ -158,8 +158,6 @@ def with_overrides(config: ConfigT, **overrides: Any) -> ConfigT:
     for name, value in options.items():  # calibration="photos/": one path, not its characters
         options[name] = _checked(name, value, tuple[str, ...] if isinstance(RUNTIME_OPTIONS[name], tuple)
                                  else int | None)
-    if has_target:
-        target = checked_kinds(current.target, target)
     if target or options:
         changes["target"] = replace(changes.get("target", current.target), **target).with_options(**options)
     if overrides:
@@ -275,7 +273,7 @@ def _kind_words(hint: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_kind_words(option) for option in args)
     if origin is tuple:
-        return f"a tuple of {_kind_words(args[0]) if args else 'values'}" if args else "a tuple"
+        return f"a tuple of {_kind_words(args[0])}" if args else "a tuple"
     return {bool: "True or False", int: "a whole number", float: "a number", str: "a string or path",
             type(None): "None"}.get(hint, getattr(hint, "__name__", str(hint)))
 
