@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,6 +71,36 @@ def unknown_model_reason(name: str) -> str | None:
     return None
 
 
+class _SaidBefore(logging.Filter):
+    """Drops a record whose logger and message were already emitted while ``repeating`` is on: reading a
+    checkpoint again (after the model is rebuilt for its class count) must not print its warnings twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said: set[tuple[str, str]] = set()
+        self.repeating = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.getMessage())
+        if self.repeating:
+            return key not in self.said
+        self.said.add(key)
+        return True
+
+
+@contextlib.contextmanager
+def _said_once(*logger_names: str) -> Iterator[_SaidBefore]:
+    said = _SaidBefore()
+    loggers = [logging.getLogger(name) for name in logger_names]
+    for logger in loggers:
+        logger.addFilter(said)
+    try:
+        yield said
+    finally:
+        for logger in loggers:
+            logger.removeFilter(said)
+
+
 def load_model(
     model_name: str = DEFAULT_MODEL,
     head: str = "classifier",
@@ -91,14 +123,16 @@ def load_model(
     torch.manual_seed(seed)  # a deterministic random init when no weights are found
     model: Any = timm.create_model(name, pretrained=False)  # a timm model: pretrained_cfg, reset_classifier
     hub_id = model.pretrained_cfg.get("hf_hub_id")
-    try:
-        weights = resolve_and_load(model, weights_path, hub_id, hub_timeout_s, require_pretrained, side)
-    except ClassifierMismatch as mismatch:  # a fine-tuned (or head-less) checkpoint: the model follows it
-        _logger.warning("%s: %s is built with num_classes=%d to match (recorded as model.num_classes)", mismatch,
-                        name, mismatch.num_classes)
-        torch.manual_seed(seed)
-        model = timm.create_model(name, pretrained=False, num_classes=mismatch.num_classes)
-        weights = resolve_and_load(model, weights_path, hub_id, hub_timeout_s, require_pretrained, side)
+    with _said_once("accelport.weights", "accelport.hub") as said:
+        try:
+            weights = resolve_and_load(model, weights_path, hub_id, hub_timeout_s, require_pretrained, side)
+        except ClassifierMismatch as mismatch:  # a fine-tuned (or head-less) checkpoint: the model follows it
+            _logger.warning("%s: %s is built with num_classes=%d to match (recorded as model.num_classes)", mismatch,
+                            name, mismatch.num_classes)
+            torch.manual_seed(seed)
+            model = timm.create_model(name, pretrained=False, num_classes=mismatch.num_classes)
+            said.repeating = True  # the same file read again: its warnings were already given
+            weights = resolve_and_load(model, weights_path, hub_id, hub_timeout_s, require_pretrained, side)
     trained_classes = int(getattr(model, "num_classes", 0) or 0)
     if head == "classifier" and not getattr(model, "num_classes", 1):
         _logger.info("%s has no classifier (num_classes 0): its output is the pooled features; head recorded as "

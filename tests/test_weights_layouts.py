@@ -266,6 +266,20 @@ def test_a_fine_tuned_checkpoint_builds_the_model_with_its_class_count(tmp_path,
     assert features.model(torch.zeros(1, 3, 64, 64)).shape == (1, 128)
 
 
+def test_a_rebuilt_model_gives_the_files_warnings_once(tmp_path, caplog):
+    """The file is read again after the model is rebuilt for its class count: its warnings were printed twice."""
+    from accelport.models import load_model
+
+    path = tmp_path / "model_best.pth.tar"
+    state = timm.create_model("test_convnext2", pretrained=False, num_classes=10).state_dict()
+    torch.save({"state_dict": state, "state_dict_ema": state}, path)  # two state dicts: a warning names the one used
+    with caplog.at_level(logging.WARNING):
+        assert load_model("test_convnext2", weights_path=path).num_classes == 10
+        assert caplog.text.count("recorded as weights.state_key") == 1
+        load_model("test_convnext2", weights_path=path)  # a later load warns again: nothing stays filtered
+    assert caplog.text.count("recorded as weights.state_key") == 2
+
+
 def test_a_head_less_checkpoint_runs_as_features(tmp_path):
     from accelport.models import load_model
 
