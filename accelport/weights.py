@@ -104,12 +104,14 @@ def file_kind(path: Path) -> str | None:
     if head.startswith(b"version https://git-lfs"):
         raise WeightsError(f"{path}: a Git LFS pointer ({size} bytes), not the weights; fetch them (`git lfs pull` "
                            "in the clone, or `hf download`)")
+    # safetensors first: its first byte is the low byte of the header's length, which is 0x80 (pickle's PROTO) or
+    # "(" for one header size in 32; a pickle or a zip cannot have "{" at byte 8 after a length that fits the file
+    if len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
+        return "safetensors"
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
         return "torch"
     if path.suffix in TORCH_SUFFIXES and head[:1] in (b"L", b"I", b"J", b"K", b"M", b"("):  # older pickle protocols
         return "torch"
-    if len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
-        return "safetensors"
     return None
 
 

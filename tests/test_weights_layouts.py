@@ -131,6 +131,19 @@ def test_a_file_is_read_by_what_it_holds_whatever_its_name(tmp_path, small_state
     assert load_into(_fresh(), path, "file").file_format == saved_as
 
 
+@pytest.mark.parametrize("first_byte, named", [(0x80, "model.safetensors"), (ord("("), "pytorch_model.bin")])
+def test_a_safetensors_file_whose_header_length_looks_like_a_pickle_loads(tmp_path, small_state, first_byte, named):
+    """The first byte is the header length's low byte: 0x80 is pickle's PROTO and "(" an old pickle's MARK, so one
+    safetensors file in 32 (levit_128s's, for one) was refused as "pickled objects"."""
+    path = tmp_path / named
+    for pad in range(256):  # metadata padding moves the header length until its low byte is the wanted one
+        save_file(small_state, str(path), metadata={"pad": "x" * pad})
+        if path.read_bytes()[0] == first_byte:
+            break
+    assert path.read_bytes()[0] == first_byte
+    _loads_exactly(path, small_state)
+
+
 def test_a_timm_training_checkpoint_loads_its_state_dict(tmp_path, small_state):
     """train.py's model_best.pth.tar: args as a Namespace and numpy metrics beside the state dict (was refused
     twice: the extension, then "pickled objects")."""
