@@ -386,3 +386,43 @@ def test_evaluate_takes_flat_names_and_its_data_is_the_file(tmp_path, data, weig
     result = evaluate(data=str(data.class_folders), weights=str(weights), device="cpu", workers=0,
                       no_progress=True, batch_size=2, out_dir=str(tmp_path))
     assert result.passed and result.data == json.loads((tmp_path / "eval.json").read_text())
+
+
+def _port(tmp_path: Path, seeded_state: dict, change) -> Path:
+    from safetensors.torch import save_file
+
+    from conftest import NOISY_FC2
+
+    state = {k: v.contiguous() for k, v in seeded_state.items()}
+    state[NOISY_FC2] = change(state[NOISY_FC2])
+    path = tmp_path / "port.safetensors"
+    save_file(state, str(path))
+    return path
+
+
+def test_a_weight_fault_that_bf16_rounding_hides_fails_eval_through_the_structural_proof(tmp_path, data, weights,
+                                                                                          seeded_state, capsys):
+    """One 1x1 convolution 5 % off: within bf16's own limits on every image, so eval --dtype bf16 PASSED it
+    (run failed it); the same engine in strict fp32 sees it, as in run."""
+    port = _port(tmp_path, seeded_state, lambda w: w * 1.05)
+    rc, doc = run_eval(tmp_path / "out", data.flat, weights, "--dtype", "bf16", "--target-weights", str(port))
+    failed = [c["name"] for c in doc["checks"] if not c["passed"]]
+    assert rc == 1 and doc["status"] == "failed" and failed == ["structural_proof"]  # only the proof sees it
+    proof = doc["target"]["structural_proof"]
+    assert proof["status"] == "failed" and proof["criteria"] == "fp32" and proof["images"] == 7
+    assert "FAIL structural_proof" in capsys.readouterr().out
+    rc, clean = run_eval(tmp_path / "clean", data.flat, weights, "--dtype", "bf16", "--target-weights", str(weights))
+    assert rc == 0 and clean["target"]["structural_proof"]["status"] == "passed"
+
+
+def test_nan_in_the_target_weights_fails_eval_naming_the_tensor(tmp_path, data, weights, seeded_state):
+    def one_nan(weight):
+        weight = weight.clone()
+        weight.view(-1)[0] = float("nan")
+        return weight
+
+    port = _port(tmp_path, seeded_state, one_nan)
+    rc, doc = run_eval(tmp_path / "out", data.flat, weights, "--target-weights", str(port))
+    nonfinite = next(c for c in doc["checks"] if c["name"] == "nonfinite_weights")
+    assert rc == 1 and not nonfinite["passed"] and nonfinite["value"] == 1
+    assert "target weights: stages.2.blocks.1.mlp.fc2.weight (1)" in nonfinite["detail"]

@@ -34,7 +34,15 @@ from .dataset import DatasetListing, list_dataset, make_loader
 from .document import SCHEMA_VERSION, EvalDataset, EvalDocument, EvalRun
 from .journal import JournalWriter, clear_journals, journal_path, read_journals
 from .labels import class_namer
-from .loop import PROOF_IMAGES, ShardEvaluator, ShardResult, StageTimes, add_structural_proof, fp32_twin
+from .loop import (
+    PROOF_IMAGES,
+    ShardEvaluator,
+    ShardResult,
+    StageTimes,
+    add_nonfinite_weights_check,
+    add_structural_proof,
+    fp32_twin,
+)
 from .records import ImageRecord
 from .reference_cache import ReferenceCache
 from .report import write_outputs
@@ -181,7 +189,7 @@ def _evaluate_share(config: EvalConfig, job: JobContext, ctx: dist_utils.DistCon
                     criteria: Criteria, fingerprint: dict[str, Any], on_batch: Callable[[int], None] | None,
                     journaled: list[Any]) -> tuple[ShardResult, dict[str, Any], Any]:
     """This rank's images through the reference and the target, journaled batch by batch (``journaled``: images
-    taken from the resume journal, for a quantised target's structural proof when this run has too few)."""
+    taken from the resume journal, for a non-fp32 target's structural proof when this run has too few)."""
     cache = None
     if config.reference_cache:
         cache = ReferenceCache(config.reference_cache, {k: fingerprint[k] for k in ("model", "head", "weights",
@@ -195,7 +203,8 @@ def _evaluate_share(config: EvalConfig, job: JobContext, ctx: dist_utils.DistCon
                           **target.runner_options()) as target_runner, \
             JournalWriter(journal_path(Path(job.spec.out_dir), ctx.rank), fingerprint) as journal:
         evaluator = ShardEvaluator(items, reference_runner, target_runner, job.loaded.num_classes, criteria,
-                                   cache, journal, job.spec.skip_bad_images, proof=fp32_twin(target_runner))
+                                   cache, journal, job.spec.skip_bad_images, proof=fp32_twin(target_runner),
+                                   fp32_math=job.spec.fp32_math)
         try:
             resumed = None
             if journaled and evaluator.proof is not None:
@@ -216,7 +225,9 @@ def _write(config: EvalConfig, job: JobContext, ctx: dist_utils.DistContext, gat
     records, skipped = _merged(shards, listing)
     figures = summarise(records, criteria, config.max_disagreement, config.max_accuracy_drop, config.worst,
                         class_namer(job.loaded.model))
-    add_structural_proof(figures, runner_settings, shards)  # int8: the target engine in strict fp32
+    add_nonfinite_weights_check(figures, {"reference": job.loaded.model}
+                                | ({"target": job.target_model.model} if job.separate_target else {}))
+    add_structural_proof(figures, runner_settings, shards)  # int8, bf16, fp16: the target engine in strict fp32
     header = DocumentHeader.of(SCHEMA_VERSION, job, model=model_record(job), reference=REFERENCE,
                                target=target_record(job, runner_settings, criteria.precision))
     limits = {"max_disagreement": config.max_disagreement, "max_accuracy_drop": config.max_accuracy_drop}

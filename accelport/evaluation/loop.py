@@ -17,9 +17,11 @@ import numpy as np
 import torch
 
 from ..criteria import Criteria, check, criteria_for
+from ..devices import apply_numeric_settings
 from ..errors import InputError
-from ..proofs import check_not_fp32
-from ..runners import QUANTIZED_DTYPES, Runner, create_runner
+from ..formatting import listed
+from ..proofs import check_not_fp32, nonfinite_weights
+from ..runners import Runner, create_runner
 from .aggregate import verdict
 from .dataset import DatasetItem, LoadedBatch
 from .journal import JournalWriter
@@ -85,7 +87,7 @@ class ShardResult:
     records: list[ImageRecord] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     times: StageTimes = field(default_factory=StageTimes)
-    proof_records: list[ImageRecord] = field(default_factory=list)  # the target engine in strict fp32 (int8)
+    proof_records: list[ImageRecord] = field(default_factory=list)  # the target engine in strict fp32 (not fp32)
 
 
 # Images per process the structural proof runs on: a weight, export or layout fault shows on any image (run proves
@@ -94,9 +96,9 @@ PROOF_IMAGES = 32
 
 
 def fp32_twin(target: Runner) -> Runner | None:
-    """For a quantised target, the same engine, device, layout and requests in fp32 (the structural proof's
-    runner, as ``run`` builds it); None for a float target."""
-    if target.dtype not in QUANTIZED_DTYPES:
+    """For an int8, bf16 or fp16 target, the same engine, device, layout and requests in fp32 (the structural
+    proof's runner, as ``run`` builds it); None for an fp32 target, which is judged by the fp32 criteria itself."""
+    if target.dtype == "fp32":
         return None
     options = {name: target.option_values[name] for name in ("streams", "micro_batch")}
     return create_runner(target.name, target.model, target.device, "fp32", target.channels_last,
@@ -104,10 +106,11 @@ def fp32_twin(target: Runner) -> Runner | None:
 
 
 def add_structural_proof(figures: dict[str, Any], runner_settings: dict[str, Any], shards: list[ShardResult]) -> None:
-    """A quantised target's structural proof (the same engine in strict fp32 on the first images of each process,
-    judged by the fp32 criteria) into the target's settings and the checks; its failure fails the evaluation,
-    as it fails ``run``: int8's own error hides weight and export faults that fp32 sees."""
-    if runner_settings.get("dtype") not in QUANTIZED_DTYPES:
+    """An int8, bf16 or fp16 target's structural proof (the same engine in strict fp32 on the first images of each
+    process, judged by the fp32 criteria) into the target's settings and the checks; its failure fails the
+    evaluation, as it fails ``run``: int8's and half precision's own error hide weight and export faults that fp32
+    sees (a conv weight 5 % off passed eval in bf16)."""
+    if runner_settings.get("dtype") == "fp32":
         return
     records = [r for shard in shards for r in shard.proof_records]
     if not records:  # no readable image at all (a resumed run proves on the journaled ones: ShardEvaluator.run)
@@ -125,16 +128,26 @@ def add_structural_proof(figures: dict[str, Any], runner_settings: dict[str, Any
     figures["passed"] = figures["passed"] and passed
 
 
+def add_nonfinite_weights_check(figures: dict[str, Any], models: dict[str, torch.nn.Module]) -> None:
+    """NaN/Inf in either side's weights fails the evaluation, as it fails ``run``, even where no image's output
+    shows it (a NaN in a tensor the forward pass does not reach, or one that an activation clamps away)."""
+    found = nonfinite_weights(models)
+    where = ("NaN/Inf in " + listed([f"{name} ({count})" for name, count in found.items()])) if found else None
+    figures["checks"].append(vars(check("nonfinite_weights", sum(found.values()), "<=", 0, where)))
+    figures["passed"] = figures["passed"] and not found
+
+
 class ShardEvaluator:
     """Runs the reference (or reads it from the cache) and the target on every batch of one shard."""
 
     def __init__(self, items: list[DatasetItem], reference: Runner, target: Runner, num_outputs: int,
                  criteria: Criteria, cache: ReferenceCache | None, journal: JournalWriter, skip_bad_images: bool,
-                 proof: Runner | None = None):
+                 proof: Runner | None = None, fp32_math: str = "strict"):
         self.items = items
         self.reference = reference
         self.target = target
         self.proof = proof  # the target in strict fp32 (``fp32_twin``), run on the first PROOF_IMAGES images
+        self.fp32_math = fp32_math  # the job's setting, restored after each strict-fp32 proof call
         self.num_outputs = num_outputs
         self.criteria = criteria
         self.cache = cache
@@ -145,7 +158,7 @@ class ShardEvaluator:
             resumed: tuple[Any, list[DatasetItem]] | None = None) -> ShardResult:
         """Every batch of ``loader``; ``resumed``: a loader over images a resumed run takes from its journal, and
         those images, on which the structural proof runs when this run's own images give it fewer than it needs
-        (a resumed quantised eval otherwise dropped its proof, and a failed verdict became a pass)."""
+        (a resumed int8 eval otherwise dropped its proof, and a failed verdict became a pass)."""
         if self.proof is None:
             return self._run(loader, progress, on_batch)
         with self.proof:
@@ -165,7 +178,7 @@ class ShardEvaluator:
             chosen = [items[i] for i in batch.indices]
             reference = self._reference(batch, chosen, StageTimes())  # not this run's measured stages
             target = self.target.infer(batch.tensor)[: batch.size].numpy()
-            fp32 = self.proof.infer(batch.tensor)[: batch.size].numpy()
+            fp32 = self._strict_fp32(batch.tensor)[: batch.size].numpy()
             check_not_fp32(self.target.dtype, target, fp32)
             result.proof_records += records_from_outputs([it.key for it in chosen], [it.label for it in chosen],
                                                          reference, fp32, criteria_for("fp32"))
@@ -210,10 +223,19 @@ class ShardEvaluator:
         records = records_from_outputs(keys, labels, reference, target[: batch.size].numpy(), self.criteria)
         times.compare_s += time.perf_counter() - started
         if self.proof is not None and len(result.proof_records) < PROOF_IMAGES:
-            fp32 = self.proof.infer(batch.tensor)[: batch.size].numpy()
+            fp32 = self._strict_fp32(batch.tensor)[: batch.size].numpy()
             check_not_fp32(self.target.dtype, target[: batch.size].numpy(), fp32)  # a silent fp32 fallback
             result.proof_records += records_from_outputs(keys, labels, reference, fp32, criteria_for("fp32"))
         return records
+
+    def _strict_fp32(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The proof's outputs with TF32/HF32 off (as ``run``'s proof), whatever ``--fp32-math`` the target runs."""
+        assert self.proof is not None
+        apply_numeric_settings(self.target.device, "strict")
+        try:
+            return self.proof.infer(tensor)
+        finally:
+            apply_numeric_settings(self.target.device, self.fp32_math)
 
     def _reference(self, batch: LoadedBatch, items: list[DatasetItem], times: StageTimes) -> np.ndarray:
         """Reference outputs of the batch's real rows: cached ones read, the others computed in a padded batch."""
