@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import Writer, write_atomic, write_set_atomic
+from .errors import OutputError
 
 _logger = logging.getLogger(__name__)
 
@@ -27,19 +28,37 @@ def pyplot_or_none(path: Path) -> Any | None:
     return plt
 
 
-def write_report_set(out_dir: Path, files: dict[str, tuple[str, Writer]],
-                     plot: tuple[str, Callable[[Path], Path | None]]) -> dict[str, Path]:
-    """A report's files and its picture (``plot``: file name and ``render(path)``; left out without matplotlib)
-    written as one atomic set, so an interrupted run never leaves a new JSON beside an older page or picture; returns
-    key -> path, the picture under ``"plot"``."""
+ReportFiles = dict[str, tuple[str, Writer]]  # key -> (file name, writer)
+
+
+def write_report_set(out_dir: Path, files: ReportFiles | Callable[[str | None], ReportFiles],
+                     plot: tuple[str, Callable[[Path], Path | None] | None]) -> dict[str, Path]:
+    """A report's files and its picture written as one atomic set, so an interrupted run or a full disk never
+    leaves a new JSON beside an older page or picture. ``plot``: the picture's file name and ``render(path)``
+    (None: not wanted); without matplotlib it is left out, and a picture of an earlier report of that name is
+    removed, since it would not show this one. ``files`` may take the picture's name (None when there is none),
+    for a page that links it. Returns key -> path, the picture under ``"plot"``; OutputError (exit 2) naming
+    ``--out-dir`` when the set cannot be written (nothing of it was)."""
     name, render = plot
-    with tempfile.TemporaryDirectory(prefix="accelport-plot.") as folder:  # drawn privately, then part of the set
-        drawn = render(Path(folder) / name)
-        png = drawn.read_bytes() if drawn is not None else None
+    png = None
+    if render is not None:
+        with tempfile.TemporaryDirectory(prefix="accelport-plot.") as folder:  # drawn privately, then in the set
+            drawn = render(Path(folder) / name)
+            png = drawn.read_bytes() if drawn is not None else None
+    chosen = files(name if png is not None else None) if callable(files) else files
     if png is not None:
-        files = {**files, "plot": (name, lambda fh: fh.write(png))}
-    paths = write_set_atomic(out_dir, dict(files.values()))
-    return {key: paths[file_name] for key, (file_name, _) in files.items()}
+        chosen = {**chosen, "plot": (name, lambda fh: fh.write(png))}
+    try:
+        paths = write_set_atomic(out_dir, dict(chosen.values()))
+    except OSError as exc:  # e.g. the disk filled up: the earlier set is whole
+        raise OutputError(f"--out-dir {out_dir}: cannot write the artifacts ({exc.strerror or exc}); nothing was "
+                          "written") from None
+    if png is None:
+        (Path(out_dir) / name).unlink(missing_ok=True)
+    artifacts = {key: paths[file_name] for key, (file_name, _) in chosen.items()}
+    for path in artifacts.values():
+        _logger.info("wrote %s", path)
+    return artifacts
 
 
 def save_figure(figure: Any, path: Path, **savefig: Any) -> Path:

@@ -105,6 +105,51 @@ def test_a_disk_that_fills_up_during_the_run_leaves_no_partial_artifact_set(tmp_
     assert list(out.iterdir()) == []  # no summary.json without its report, no staging folder
 
 
+@pytest.mark.parametrize("command", ["bench", "eval"])
+def test_a_disk_that_fills_up_keeps_the_earlier_bench_or_eval_set_whole(command, tmp_path, capsys, monkeypatch,
+                                                                         two_images):
+    """bench and eval wrote their JSON, page and picture one by one: a full disk left a new bench.json beside the
+    earlier sweep's bench.png, with a traceback and exit 3."""
+    import accelport.atomic as atomic
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.jpg").write_bytes(Path(two_images[0]).read_bytes())
+    out = tmp_path / "out"
+    argv = {"bench": ["bench", "--model", "test_convnext2", "--runtimes", "eager", "--dtypes", "fp32", "--batch-sizes",
+                      "1", "--no-peers", "--rounds", "1", "--images", two_images[0], *FAST],
+            "eval": ["eval", "--model", "test_convnext2", "--data", str(data), "--workers", "0", "--no-progress"]}
+    argv[command] += ["--device", "cpu", "--out-dir", str(out), "-q"]
+    assert main(argv[command]) in (0, 1)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.suffix in (".json", ".md", ".png")}
+    assert {f"{command}.json", f"{command}.md"} <= set(before)
+    real_write = atomic._write_file
+
+    def fill_up_at_the_page(path, write):
+        if path.name == f"{command}.md":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, write)
+
+    monkeypatch.setattr(atomic, "_write_file", fill_up_at_the_page)
+    assert_refused(argv[command], f"--out-dir {out}: cannot write the artifacts (No space left on device); "
+                                  "nothing was written", capsys)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in before} == before
+
+
+def test_a_report_without_its_picture_removes_an_earlier_picture(tmp_path):
+    """bench --no-plot (or no matplotlib) into a folder holding an earlier sweep's bench.png left that picture
+    beside the new bench.json, showing another sweep."""
+    from accelport.atomic import text_writer
+    from accelport.plotting import write_report_set
+
+    (tmp_path / "bench.png").write_bytes(b"an earlier sweep")
+    written = write_report_set(tmp_path, {"json": ("bench.json", text_writer("{}"))}, ("bench.png", None))
+    assert written == {"json": tmp_path / "bench.json"} and sorted(p.name for p in tmp_path.iterdir()) == ["bench.json"]
+    drawn = write_report_set(tmp_path, lambda picture: {"md": ("bench.md", text_writer(f"![]({picture})"))},
+                             ("bench.png", lambda path: path.write_bytes(b"png") and path))
+    assert (tmp_path / "bench.md").read_text() == "![](bench.png)" and drawn["plot"].read_bytes() == b"png"
+
+
 @pytest.mark.parametrize(("setting", "where"), [("ACCELPORT_CACHE_DIR", "{file}"),
                                                 ("ACCELPORT_CACHE_DIR", "{file}/sub/dir"),
                                                 ("XDG_CACHE_HOME", "{file}"),

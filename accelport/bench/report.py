@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..atomic import write_json_atomic, write_text_atomic
+from ..atomic import json_writer, text_writer
 from ..formatting import one_line, or_missing
+from ..plotting import write_report_set
 from .points import MIN_ITERS
 
 if TYPE_CHECKING:
     from .document import BenchDocument
     from .rows import BatchPick, BenchRow, PeerComparison
-
-_logger = logging.getLogger(__name__)
 
 
 def _num(value: Any, fmt: str = ".3f") -> str:
@@ -214,14 +212,10 @@ def render_pick(document: BenchDocument) -> str:
 
 
 def write_bench_artifacts(out_dir: Path, document: BenchDocument, plot: bool = True) -> dict[str, Path]:
-    artifacts = {"json": write_json_atomic(out_dir / "bench.json", document.to_json()),
-                 "markdown": write_text_atomic(out_dir / "bench.md", document.to_markdown())}
-    if plot:
-        from .plot import write_plot
+    """bench.json, bench.md and (``plot``, matplotlib permitting) bench.png as one atomic set: a full disk left a
+    new bench.json beside an earlier sweep's picture."""
+    from .plot import write_plot
 
-        path = write_plot(document, out_dir / "bench.png")
-        if path is not None:
-            artifacts["plot"] = path
-    for path in artifacts.values():
-        _logger.info("wrote %s", path)
-    return artifacts
+    return write_report_set(out_dir, {"json": ("bench.json", json_writer(document.to_json())),
+                                      "markdown": ("bench.md", text_writer(document.to_markdown()))},
+                            ("bench.png", (lambda path: write_plot(document, path)) if plot else None))

@@ -3,17 +3,15 @@ its attributes, never a second copy."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..atomic import write_json_atomic, write_text_atomic
+from ..atomic import json_writer, text_writer
 from ..formatting import NO_WEIGHTS_FILE, format_comparison, markdown_cell, or_missing
+from ..plotting import write_report_set
 
 if TYPE_CHECKING:
     from .document import EvalDocument
-
-_logger = logging.getLogger(__name__)
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f} %"
@@ -111,15 +109,15 @@ def _worst_lines(doc: EvalDocument) -> list[str]:
 
 
 def write_outputs(out_dir: Path, doc: EvalDocument, cosines: list[float], rel_l2: list[float]) -> dict[str, Path]:
-    """eval.json, eval_hist.png and eval.md, each written atomically."""
+    """eval.json, eval.md and (matplotlib permitting) eval_hist.png, which eval.md links, as one atomic set."""
     from .plot import write_histogram
 
     title = (f"{doc.header.model['name']}: {doc.target['device']} {doc.target['dtype']} vs CPU fp32, "
              f"{len(cosines)} images")
-    histogram = write_histogram(out_dir / "eval_hist.png", cosines, rel_l2, title)  # None without matplotlib
-    paths = {"json": write_json_atomic(out_dir / "eval.json", doc.to_json())}
-    paths |= {"histogram": histogram} if histogram else {}
-    paths["markdown"] = write_text_atomic(out_dir / "eval.md", doc.to_markdown(histogram.name if histogram else None))
-    for path in paths.values():
-        _logger.info("wrote %s", path)
-    return paths
+    artifacts = write_report_set(
+        out_dir, lambda histogram: {"json": ("eval.json", json_writer(doc.to_json())),
+                                    "markdown": ("eval.md", text_writer(doc.to_markdown(histogram)))},
+        ("eval_hist.png", lambda path: write_histogram(path, cosines, rel_l2, title)))
+    if "plot" in artifacts:
+        artifacts["histogram"] = artifacts.pop("plot")
+    return artifacts

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,8 +21,6 @@ if TYPE_CHECKING:
     from .document import LayersDocument
     from .memory import MemoryReport
     from .verdict import OutputVerdict
-
-_logger = logging.getLogger(__name__)
 
 FILES = {"json": "layers.json", "csv": "layers.csv", "markdown": "layers.md", "plot": "layers.png"}
 _ROW_FIELDS = ("divergent", "first_divergent", "reason", "worst_sample_rel_l2", "worst_sample_cosine",
@@ -199,6 +196,4 @@ def write_layer_artifacts(out_dir: Path, doc: LayersDocument) -> dict[str, Path]
                                            "csv": (FILES["csv"], text_writer(doc.to_csv())),
                                            "markdown": (FILES["markdown"], text_writer(doc.to_markdown()))},
                                  (FILES["plot"], lambda path: render_png(data, path)))
-    for path in artifacts.values():
-        _logger.info("wrote %s", path)
     return artifacts

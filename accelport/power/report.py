@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,8 +11,6 @@ from .faults import names_module
 
 if TYPE_CHECKING:
     from .document import PowerDocument
-
-_logger = logging.getLogger(__name__)
 
 
 def _size(value: float | None) -> str:

@@ -96,10 +96,11 @@ def run_zoo(config: ZooConfig | None = None, **overrides: Any) -> ZooResult:
 
 
 def _write(document: ZooDocument, out_dir: Path, plot: bool) -> dict[str, Path]:
-    """zoo.json, zoo.csv, zoo.md and (matplotlib permitting) zoo.png, each written atomically."""
-    artifacts = write_outputs(document, out_dir)
-    png = write_heatmap(document, out_dir / "zoo.png") if plot else None
-    return artifacts | ({"heatmap": png} if png is not None else {})
+    """zoo.json, zoo.csv, zoo.md and (``plot``, matplotlib permitting) zoo.png as one atomic set."""
+    artifacts = write_outputs(document, out_dir, (lambda path: write_heatmap(document, path)) if plot else None)
+    if "plot" in artifacts:
+        artifacts["heatmap"] = artifacts.pop("plot")
+    return artifacts
 
 
 def _prepare_journal(ctx: DistContext, journal: Path, settings: dict[str, Any],

@@ -8,16 +8,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..atomic import write_json_atomic, write_text_atomic
+from ..atomic import json_writer, text_writer
+from ..plotting import write_report_set
 
 if TYPE_CHECKING:
     from .document import ZooDocument, ZooRow
-
-_logger = logging.getLogger(__name__)
 
 CSV_FIELDS = ("model", "runtime", "dtype", "status", "reason", "cosine", "max_abs_diff", "worst_rel_l2",
               "latency_ms", "speedup_vs_eager", "setup_s", "export_route", "input_size", "output_shape", "wall_s",
@@ -101,8 +100,11 @@ def _cell(text: str | None) -> str:
     return (text or "").replace("|", "\\|").replace("\n", " ")
 
 
-def write_outputs(document: ZooDocument, out_dir: Path) -> dict[str, Path]:
-    """zoo.json, zoo.csv and zoo.md, each written atomically (zoo.png: plot.write_heatmap, which uses this module)."""
-    return {"json": write_json_atomic(out_dir / "zoo.json", document.to_json()),
-            "csv": write_text_atomic(out_dir / "zoo.csv", document.to_csv()),
-            "markdown": write_text_atomic(out_dir / "zoo.md", document.to_markdown())}
+def write_outputs(document: ZooDocument, out_dir: Path,
+                  heatmap: Callable[[Path], Path | None] | None = None) -> dict[str, Path]:
+    """zoo.json, zoo.csv, zoo.md and the picture ``heatmap(path)`` draws (plot.write_heatmap, which uses this module;
+    None: no picture) as one atomic set."""
+    return write_report_set(out_dir, {"json": ("zoo.json", json_writer(document.to_json())),
+                                      "csv": ("zoo.csv", text_writer(document.to_csv())),
+                                      "markdown": ("zoo.md", text_writer(document.to_markdown()))},
+                            ("zoo.png", heatmap))
