@@ -165,6 +165,18 @@ def test_labels_that_cannot_be_trusted_are_errors_naming_the_file_or_image(tmp_p
     assert resolve_labels(str(repeated), keys, IMAGENET, 1000)[0] == [3, 4]
     with pytest.raises(InputError, match=r"class folders \['cats'\] are neither"):
         resolve_labels("auto", ["n01440764/a.jpg", "cats/b.jpg"], IMAGENET, 1000)
+    binary = tmp_path / "labels.bin"  # was an internal error (exit 3) with a UnicodeDecodeError traceback
+    binary.write_bytes(b"\xff\xfe\x00bin\n")
+    with pytest.raises(InputError, match=r"labels\.bin: not a UTF-8 text file \(byte 0 is b'\\xff'\)"):
+        resolve_labels(str(binary), keys, IMAGENET, 1000)
+
+
+def test_eval_refuses_a_labels_folder_and_a_fork_storm_of_workers(tmp_path):
+    with pytest.raises(InputError, match="--labels .*: a folder, not a file"):
+        EvalConfig.of(data=str(tmp_path), labels=str(tmp_path)).validate()
+    with pytest.raises(UsageError, match=r"--workers 100000: at most \d+ here \(4 loader processes per CPU"):
+        EvalConfig.of(data=str(tmp_path), workers=100000).validate()
+    EvalConfig.of(data=str(tmp_path), workers=4).validate()  # a few per CPU stay allowed
 
 
 def test_folders_that_are_not_classes_and_flat_folders_are_unlabelled():

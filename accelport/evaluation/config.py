@@ -7,8 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..environment import usable_cpus
 from ..errors import InputError, UsageError
 from ..job.spec import FlagAliases, JobSpec, Target, negated, same, with_overrides
+
+# Loader processes per usable CPU --workers may ask for: decoding waits on storage at times, so a few per CPU can
+# pay; 100000 forked until the machine stalled
+MAX_WORKERS_PER_CPU = 4
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,9 @@ class EvalConfig:
         for name in ("workers", "worst"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{name} {getattr(self, name)}: must be at least 0")
+        if self.workers > (most := MAX_WORKERS_PER_CPU * len(usable_cpus())):  # each is a process
+            raise UsageError(f"--workers {self.workers}: at most {most} here ({MAX_WORKERS_PER_CPU} loader processes "
+                             f"per CPU; more only fork and wait for a CPU)")
         for name in ("max_disagreement", "max_accuracy_drop"):
             if not 0 <= getattr(self, name) <= 1:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be a share between 0 and 1")
@@ -50,7 +58,8 @@ class EvalConfig:
         if not Path(self.data).is_dir():  # before minutes of model loading
             raise InputError(f"--data {self.data}: not a folder")
         if self.labels not in ("auto", "none") and not Path(self.labels).is_file():
-            raise InputError(f"--labels {self.labels}: no such file (or use auto / none)")
+            what = "a folder, not a file" if Path(self.labels).is_dir() else "no such file"
+            raise InputError(f"--labels {self.labels}: {what} (a labels file, or auto / none)")
         self.spec.validate()
         if self.reference_cache:
             from ..atomic import check_writable_dir

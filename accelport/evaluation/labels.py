@@ -116,7 +116,12 @@ def folder_labels(relative_paths: Sequence[str], parser: LabelParser) -> tuple[l
 
 def _rows(path: Path) -> tuple[str, list[tuple[int, list[str]]]]:
     """The file's format and its non-empty rows split into fields, each with its line number in the file."""
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start:exc.start + 1]
+        raise InputError(f"--labels {path}: not a UTF-8 text file (byte {exc.start} is {bad!r}); a labels file is "
+                         "text: one label per line, 'file label' lines or CSV") from None
     lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not lines:
         raise InputError(f"--labels {path}: empty file")
