@@ -1,23 +1,28 @@
 """Command line: a thin layer that finds each command's parser, calls its API and maps errors to exit codes.
 
 Exit codes: 0 ran and passed; 1 ran and parity failed; 2 bad usage, input or environment;
-3 internal error (a bug: the traceback is printed).
+3 internal error (a bug: the traceback is printed); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+
+This module imports nothing heavy at the top: torch, timm and the commands load inside ``main``, so a Ctrl-C in
+the first seconds is an interruption like any other, not a traceback from an import.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType
 
 from . import errors
-from .arguments import configure_logging
 from .cache_home import cache_dir_problem, cache_dir_source
 from .formatting import printable
 from .machine_load import min_window_from_env
-from .preprocess import quiet_pillow_size_warning
 
 _logger = logging.getLogger("accelport")
 
@@ -27,7 +32,33 @@ _COMMAND_MODULES = ("accelport.main_job.command", "accelport.bench.command", "ac
                     "accelport.evaluation.command",
                     "accelport.zoo.command", "accelport.power.command")
 
-EPILOG = "exit codes: 0 ran and passed, 1 ran and parity failed, 2 bad usage/input/environment, 3 internal error"
+EPILOG = ("exit codes: 0 ran and passed, 1 ran and parity failed, 2 bad usage/input/environment, 3 internal error, "
+          "130 interrupted (Ctrl-C), 143 terminated (SIGTERM)")
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, systemd, Kubernetes, SLURM, torchrun stopping its workers) as an interruption: the
+    same clean-up as a Ctrl-C runs (journals closed for ``--resume``, staging folders removed)."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_as_interruption() -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` for the duration, where the process has not set a handler of its own."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,8 +78,47 @@ def _add_logging_flags(parser: argparse.ArgumentParser, default: object = False)
     parser.add_argument("-q", "--quiet", action="store_true", default=default, help="warnings and errors only")
 
 
+@contextlib.contextmanager
+def signals_noted() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM noted, not raised, for the duration; the caller acts on them after. For the imports: an
+    interruption raised inside numpy's or torch's import was swallowed (the run went on) or turned into an
+    ImportError with a traceback."""
+    noted: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+    before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    for number, handler in before.items():
+        if handler not in (signal.SIG_IGN, None):
+            signal.signal(number, lambda signum, frame: noted.append(signum))
+    try:
+        yield noted
+    finally:
+        for number, handler in before.items():
+            if handler is not None:
+                signal.signal(number, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    with sigterm_as_interruption():
+        try:
+            return _main(argv)
+        except Terminated:
+            print("accelport: terminated (SIGTERM)", file=sys.stderr)
+            return EXIT_TERMINATED
+        except KeyboardInterrupt:
+            print("accelport: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    with signals_noted() as noted:  # torch, timm and every command: seconds of imports
+        from .arguments import configure_logging
+        from .preprocess import quiet_pillow_size_warning
+
+        parser = build_parser()
+    if noted:
+        raise Terminated if noted[0] == signal.SIGTERM else KeyboardInterrupt
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)
@@ -62,9 +132,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except errors.AccelportError as exc:
         print(f"accelport: error: {printable(str(exc))}", file=sys.stderr)  # one line, whatever a file is named
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("accelport: interrupted", file=sys.stderr)
-        return 130
     except Exception:
         _logger.exception("internal error (please report it with the command line used)")
         return errors.EXIT_INTERNAL_ERROR

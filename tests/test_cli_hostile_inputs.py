@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,26 @@ def test_file_names_that_would_break_the_report_are_escaped_and_told_apart(tmp_p
     assert all(row.count(" | ") == 6 for row in table)  # seven cells each: no name adds a column or a line
     log = (out / "accuracy_compare.log").read_text()
     assert "new\\nline.jpg: cos" in log and "new\nline.jpg" not in log
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals; /proc shows when torch loads")
+@pytest.mark.parametrize(("sent", "code", "said"), [("SIGINT", 130, "accelport: interrupted"),
+                                                    ("SIGTERM", 143, "accelport: terminated (SIGTERM)")])
+def test_a_signal_while_torch_still_imports_is_an_interruption_not_a_traceback(sent, code, said, tmp_path):
+    """A Ctrl-C in the first seconds hit the package's import of torch: a 30-line traceback. SIGTERM (timeout,
+    systemd, SLURM) killed the process with no word and no clean-up, at any time."""
+    import signal
+    import subprocess
+    import time
+
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, "-m", "accelport", "run", "--model", "test_convnext2", "--device", "cpu",
+                             "--out-dir", str(tmp_path / "out")], cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(repo)))
+    maps, deadline = Path(f"/proc/{proc.pid}/maps"), time.monotonic() + 60
+    while "libtorch" not in maps.read_text() and time.monotonic() < deadline:  # torch is loading: accelport's main
+        time.sleep(0.02)
+    proc.send_signal(getattr(signal, sent))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code and said in err and "Traceback" not in err, err[-2000:]
+    assert not (tmp_path / "out" / "summary.json").exists()

@@ -401,9 +401,8 @@ def test_evaluate_takes_flat_names_and_its_data_is_the_file(tmp_path, data, weig
 
 
 def _port(tmp_path: Path, seeded_state: dict, change) -> Path:
-    from safetensors.torch import save_file
-
     from conftest import NOISY_FC2
+    from safetensors.torch import save_file
 
     state = {k: v.contiguous() for k, v in seeded_state.items()}
     state[NOISY_FC2] = change(state[NOISY_FC2])
