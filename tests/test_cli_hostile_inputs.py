@@ -263,3 +263,35 @@ def test_a_signal_while_torch_still_imports_is_an_interruption_not_a_traceback(s
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code and said in err and "Traceback" not in err, err[-2000:]
     assert not (tmp_path / "out" / "summary.json").exists()
+
+
+_HOLDER = """
+import fcntl, os, sys, time
+descriptor = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(descriptor, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="flock")
+def test_a_folder_another_accelport_process_writes_into_is_refused(tmp_path, capsys, two_images):
+    """Two benches into one --out-dir interleaved their journals and silently replaced each other's results."""
+    import subprocess
+
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert_refused(["run", "--model", "test_convnext2", "--device", "cpu", "--images", two_images[0],
+                        "--out-dir", str(out), *FAST], f"--out-dir {out}: another accelport process is writing there",
+                       capsys)
+        assert list(out.iterdir()) == []
+    finally:
+        holder.kill()
+        holder.wait()
+    argv = ["run", "--model", "test_convnext2", "--device", "cpu", "--images", two_images[0], "--out-dir", str(out),
+            "--layers-on-fail", "--dtype", "bf16", "--criterion", "max_rel_l2=1e-7", *FAST]  # fails: layers writes there too, same job
+    assert main(argv) == 1 and (out / "summary.json").is_file() and (out / "layers.json").is_file()
+    assert main(argv) == 1  # the lock went with the first run

@@ -14,6 +14,7 @@ from ..devices import caller_torch_state
 from ..job.context import JobContext, open_job
 from ..job.result import CommandResult
 from ..job.spec import with_overrides
+from ..out_dir_lock import job_scope
 from ..runners.cache import weights_digest
 from ..runners.quantize import calibration_overlap
 from .config import BenchConfig
@@ -43,6 +44,7 @@ def journal_fingerprint(config: BenchConfig, job: JobContext, images: list[str])
 
 
 @caller_torch_state()
+@job_scope
 def run_bench(config: BenchConfig | None = None, **overrides: Any) -> BenchResult:
     """Sweep every configuration of ``config``, journaled point by point, and write bench.json/.md/.png."""
     from .report import write_bench_artifacts

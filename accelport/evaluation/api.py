@@ -24,6 +24,7 @@ from ..errors import InputError, UsageError
 from ..job.context import JobContext, open_job
 from ..job.header import REFERENCE, DocumentHeader, model_record, target_record
 from ..job.spec import with_overrides
+from ..out_dir_lock import job_scope
 from ..resources import check_batch_fits
 from ..runners import QUANTIZED_DTYPES, create_runner
 from ..runners.quantize import calibration_overlap
@@ -131,6 +132,7 @@ def _progress_bar(ctx: dist_utils.DistContext, total: int, enabled: bool):
 
 
 @caller_torch_state()
+@job_scope
 def evaluate(config: EvalConfig | None = None, on_batch: Callable[[int], None] | None = None,
              **overrides: Any) -> EvalResult:
     """Run the evaluation; ``overrides`` are flat flag names as for every command (``evaluate(data="val/",

@@ -19,6 +19,7 @@ from ..criteria import Criteria, criteria_for, effective_precision
 from ..devices import NumericSettings, apply_numeric_settings, resolve_device
 from ..errors import WeightsError
 from ..models import LoadedModel, load_model, load_target_model
+from ..out_dir_lock import hold_out_dir
 from ..preprocess import (
     DataConfig,
     ImageBatch,
@@ -104,5 +105,6 @@ def open_job(spec: JobSpec, *, loaded: LoadedModel | None = None, images: ImageB
     data_config = data_config_for(loaded.model, spec.test_size)
     job = JobContext(spec, device, numeric, loaded, target_model, data_config, make_transform(data_config),
                      list(images.paths) if images is not None else image_paths, images, started)
+    hold_out_dir(spec.out_dir)  # from here on this job writes there: no other process may
     _logger.debug("job opened: %s on %s (fp32 math %s)", loaded.name, device, spec.fp32_math)
     return job

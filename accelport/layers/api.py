@@ -18,6 +18,7 @@ from ..job.context import JobContext, open_job
 from ..job.header import REFERENCE, DocumentHeader, model_record, target_record, weights_record
 from ..job.result import CommandResult
 from ..job.spec import with_overrides
+from ..out_dir_lock import job_scope
 from ..runners import DTYPES, create_runner
 from .capture import TargetCast
 from .compare import LayerComparison, compare_engine_layers, compare_layers
@@ -52,6 +53,7 @@ class LayersResult(CommandResult[LayersDocument]):
 
 
 @caller_torch_state()
+@job_scope
 def run_layers(config: LayersConfig | None = None, *, job: JobContext | None = None,
                **overrides: Any) -> LayersResult:
     """Compare every module of the target with the reference in the configured modes and write the layer report.

@@ -19,6 +19,7 @@ from ..job.context import JobContext, open_job
 from ..job.result import CommandResult
 from ..job.spec import Target, with_overrides
 from ..latency import LatencyReport, make_batch, measure_latency
+from ..out_dir_lock import job_scope
 from ..parity import ParityResult, compare_outputs
 from ..preprocess import ImageBatch, ImageStream, load_images
 from ..proofs import baseline_outputs, check_not_fp32, nonfinite_weights, structural_proof
@@ -64,6 +65,7 @@ class _Outputs:
 
 
 @caller_torch_state()
+@job_scope
 def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     """Run the whole job and write the artifacts; ``overrides`` (flat flag names) replace fields of ``config``."""
     config = with_overrides(config or RunConfig(), **overrides)

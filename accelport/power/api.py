@@ -25,6 +25,7 @@ from ..job.spec import with_overrides
 from ..layers.capture import TargetCast
 from ..layers.compare import compare_layers
 from ..metrics import compare_per_sample
+from ..out_dir_lock import job_scope
 from ..parity import compare_outputs
 from ..proofs import baseline_outputs, nonfinite_weights, structural_proof
 from ..runners import DTYPES, Runner, create_runner, infer_all
@@ -41,6 +42,7 @@ class PowerResult(CommandResult[PowerDocument]):
 
 
 @caller_torch_state()
+@job_scope
 def run_power(config: PowerConfig | None = None, **overrides: Any) -> PowerResult:
     """Inject every standard fault into a copy of the weights, judge each as ``run`` would, and write the report."""
     config = with_overrides(config or PowerConfig(), **overrides)

@@ -19,6 +19,7 @@ from ..devices import caller_torch_state
 from ..errors import EXIT_PARITY_FAILED, EXIT_PASSED, UsageError
 from ..evaluation.distributed import DistContext, barrier, broadcast_from_main, init_distributed, shutdown
 from ..job.spec import with_overrides
+from ..out_dir_lock import hold_out_dir, job_scope
 from .cell import EXPLAINED, Cell, run_cell
 from .config import DEFAULT_CPU_MEMORY_GB, ZooConfig, child_environment, resolve_models
 from .document import ZooDocument, ZooRow
@@ -62,6 +63,7 @@ def journal_settings(config: ZooConfig, device: str) -> dict[str, Any]:
 
 
 @caller_torch_state()
+@job_scope
 def run_zoo(config: ZooConfig | None = None, **overrides: Any) -> ZooResult:
     """Run the sweep; under torchrun every rank calls this and gets the same exit code."""
     config = with_overrides(config or ZooConfig(), **overrides)
@@ -72,7 +74,7 @@ def run_zoo(config: ZooConfig | None = None, **overrides: Any) -> ZooResult:
     if config.memory_gb is None:
         config = replace(config, memory_gb=DEFAULT_CPU_MEMORY_GB if device.type == "cpu" else 0.0)
     try:
-        Path(config.spec.out_dir).mkdir(parents=True, exist_ok=True)  # the journal is appended from the first cell on
+        hold_out_dir(config.spec.out_dir)  # the journal is appended from the first cell on
         journal = Path(config.spec.out_dir) / JOURNAL_NAME
         settings = journal_settings(config, str(device))
         done = _prepare_journal(ctx, journal, settings, config.resume)

@@ -1,0 +1,68 @@
+"""One job at a time per output folder: two accelport processes writing into one ``--out-dir`` interleaved their
+journals (a later ``--resume`` counted the other sweep's points as its own) and silently replaced each other's
+results. Each command holds an advisory lock (``flock``) on its folder from the moment its job is open until it
+returns; a second process is refused with exit 2. Ranks after the first of a torchrun job write under rank 0's lock.
+Where ``fcntl`` does not exist (Windows) nothing is locked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Callable
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import OutputError
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_scope: ContextVar[contextlib.ExitStack | None] = ContextVar("accelport_job_scope", default=None)
+_held: set[Path] = set()  # folders this process holds: a command calling another (run's --layers-on-fail) goes on
+
+
+def job_scope(function: _F) -> _F:
+    """Decorates a command's API entry: the folder lock its job takes is released when it returns or raises."""
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with contextlib.ExitStack() as stack:
+            token = _scope.set(stack)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                _scope.reset(token)
+    return wrapper  # type: ignore[return-value]
+
+
+def hold_out_dir(out_dir: str | Path, flag: str = "--out-dir") -> None:
+    """Lock ``out_dir`` (created if missing) for the current command, or refuse it if another process holds it."""
+    stack = _scope.get()
+    if stack is None or os.environ.get("RANK", "0") not in ("", "0"):
+        return
+    try:
+        import fcntl
+    except ImportError:
+        return
+    path = Path(out_dir).resolve()
+    if path in _held:
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise OutputError(f"{flag} {out_dir}: another accelport process is writing there; wait for it to finish or "
+                          "choose another folder") from None
+    except OSError:  # a file system without locks: go on unlocked, as before
+        os.close(descriptor)
+        return
+    _held.add(path)
+    stack.callback(_release, path, descriptor)
+
+
+def _release(path: Path, descriptor: int) -> None:
+    _held.discard(path)
+    os.close(descriptor)  # closing the only descriptor releases the lock
+
