@@ -7,6 +7,7 @@ the runners' caches can both use it without importing each other.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -19,17 +20,22 @@ def default_cache_dir() -> Path:
 
 
 def cache_dir_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be accelport's cache folder (a file, or under a file or an unwritable folder), else
-    None; nothing is created. Checked before any work, so a bad setting is not found after a model has loaded."""
-    if path.exists():
-        return None if path.is_dir() else "is not a folder"
-    ancestor = path.parent
+    """Why ``path`` cannot be accelport's cache folder (a file, under a file, or in a folder that refuses new
+    entries), else None; nothing is left behind. Checked before any work, so a bad setting is not found after a
+    model has loaded. Writing is tried, not read from the permission bits: root passes ``os.access`` on /sys and on
+    read-only mounts, where every write then fails."""
+    if path.exists() and not path.is_dir():
+        return "is not a folder"
+    ancestor = path
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         return f"cannot be created: {ancestor} is not a folder"
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        return f"cannot be created: {ancestor} is not writable"
+    try:
+        tempfile.TemporaryDirectory(prefix=".accelport-probe.", dir=ancestor).cleanup()
+    except OSError as exc:
+        where = "is not writable" if ancestor == path else f"cannot be created in {ancestor}"
+        return f"{where} ({exc.strerror or exc})"
     return None
 
 

@@ -151,6 +151,15 @@ def test_a_report_without_its_picture_removes_an_earlier_picture(tmp_path):
     assert (tmp_path / "bench.md").read_text() == "![](bench.png)" and drawn["plot"].read_bytes() == b"png"
 
 
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs sysfs, which refuses new folders even to root")
+def test_a_cache_folder_that_cannot_be_created_is_refused_up_front(tmp_path, capsys, monkeypatch):
+    """Root passes os.access on /sys: the setting was found only after the model loaded, as "no export route"."""
+    monkeypatch.setenv("ACCELPORT_CACHE_DIR", "/sys/kernel/accelport-cache")
+    err = assert_refused(["run", "--runtime", "onnxruntime", "--out-dir", str(tmp_path / "out"), *FAST],
+                         "ACCELPORT_CACHE_DIR: /sys/kernel/accelport-cache cannot be created in /sys/kernel", capsys)
+    assert "route" not in err
+
+
 @pytest.mark.parametrize(("setting", "where"), [("ACCELPORT_CACHE_DIR", "{file}"),
                                                 ("ACCELPORT_CACHE_DIR", "{file}/sub/dir"),
                                                 ("XDG_CACHE_HOME", "{file}"),
