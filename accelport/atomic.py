@@ -166,11 +166,23 @@ def json_safe(value: Any) -> Any:
     sit beside the metrics (``nonfinite_*``), so ``null`` there means "not a number", never zero."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return _utf8(value)
     if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
+        return {_utf8(key) if isinstance(key, str) else key: json_safe(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [json_safe(item) for item in value]
     return value
+
+
+def _utf8(text: str) -> str:
+    """A file name that is not UTF-8 (undecodable bytes kept by Python as lone surrogates) with those bytes as
+    ``\\xff``: a lone surrogate written as ``\\udcff`` is JSON that strict parsers refuse."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def json_writer(data: Any) -> Writer:

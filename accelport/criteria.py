@@ -98,7 +98,8 @@ def criteria_for(precision: str, overrides: dict[str, str] | None = None) -> Cri
                 raise UsageError(f"--criterion {key}={text}: {text!r} is not a whole number")
             value = int(value)
         if not math.isfinite(value) or value < 0 or (key in ("min_cosine", "min_within_share") and value > 1):
-            raise UsageError(f"--criterion {key}={text}: out of range")
+            allowed = "between 0 and 1" if key in ("min_cosine", "min_within_share") else "a finite number >= 0"
+            raise UsageError(f"--criterion {key}={text}: out of range ({key} is {allowed})")
         changes[key] = value
     return replace(criteria, **changes)
 

@@ -76,6 +76,8 @@ def discover_images(inputs: list[str | Path] | None) -> list[Path]:
             found.extend(sorted(p for p in _walk(path) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()))
         elif path.is_file():
             found.append(path)
+        elif path.exists():  # /dev/null, a FIFO, a socket: nothing an image can be read from
+            raise InputError(f"--images {path}: not a regular file or a folder")
         else:
             raise InputError(f"--images {path}: no such file or folder")
     if not found:

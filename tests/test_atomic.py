@@ -156,3 +156,14 @@ def test_json_files_are_standard_json_with_non_finite_numbers_as_null(tmp_path):
                                                    "nested": {"low": -float("inf"), "count": 3}})
     data = json.loads(path.read_text(), parse_constant=refuse)  # what JavaScript's JSON.parse accepts
     assert data == {"cosine": None, "ratios": [1.5, None], "nested": {"low": None, "count": 3}}
+
+
+def test_a_file_name_that_is_not_utf8_is_written_as_strict_json(tmp_path):
+    """Undecodable bytes of a file name reach Python as lone surrogates, which json.dumps wrote as \\udcff: JSON
+    that strict parsers (Rust's serde_json, Go's) refuse."""
+    name = os.fsdecode(b"caf\xe9.jpg")  # Latin-1 on a UTF-8 file system
+    path = write_json_atomic(tmp_path / "r.json", {"images": [name], name: 1, "plain": "caf\u00e9"})
+    raw = path.read_bytes()
+    raw.decode("utf-8")  # every byte valid UTF-8, no surrogate escapes
+    assert b"\\udc" not in raw
+    assert json.loads(raw) == {"images": ["caf\\xe9.jpg"], "caf\\xe9.jpg": 1, "plain": "caf\u00e9"}

@@ -126,6 +126,7 @@ def _bad_inputs(tmp_path: Path, resnet_checkpoint: Path) -> dict[str, tuple[list
     corrupt = tmp_path / "corrupt.png"  # written by the test: building the cases has no side effect
     return {
         "missing-image": (["--images", str(tmp_path / "nope.jpg")], "nope.jpg: no such file or folder"),
+        "device-file-image": (["--images", "/dev/null"], "/dev/null: not a regular file or a folder"),
         "corrupt-image": (["--images", str(corrupt)], "corrupt.png: not a readable image"),
         "missing-weights": (["--weights", str(tmp_path / "absent.safetensors")], "absent.safetensors: no such file"),
         "other-architecture": (["--weights", str(resnet_checkpoint)], "resnet.pth does not fit"),

@@ -301,6 +301,7 @@ def test_a_folder_another_accelport_process_writes_into_is_refused(tmp_path, cap
         holder.kill()
         holder.wait()
     argv = ["run", "--model", "test_convnext2", "--device", "cpu", "--images", two_images[0], "--out-dir", str(out),
-            "--layers-on-fail", "--dtype", "bf16", "--criterion", "max_rel_l2=1e-7", *FAST]  # fails: layers writes there too, same job
+            "--layers-on-fail", "--dtype", "bf16", "--criterion", "max_rel_l2=1e-7", *FAST]
+    # fails, so layers writes there too, under the same job's lock
     assert main(argv) == 1 and (out / "summary.json").is_file() and (out / "layers.json").is_file()
     assert main(argv) == 1  # the lock went with the first run

@@ -43,13 +43,23 @@ def test_an_option_at_its_default_is_not_sent_to_the_runner():
 
 
 @pytest.mark.parametrize(("spec", "message"), [
-    (JobSpec(hub_timeout_s=float("nan")), "--hub-timeout nan: must be positive"),
+    (JobSpec(hub_timeout_s=float("nan")), "--hub-timeout nan: must be a finite number of seconds above 0"),
     (JobSpec(fp32_math="loose"), "--fp32-math 'loose'"),
-    (JobSpec(criteria=(("min_cosine", "2"),)), "--criterion min_cosine=2: out of range"),
+    (JobSpec(criteria=(("min_cosine", "2"),)),
+     "--criterion min_cosine=2: out of range (min_cosine is between 0 and 1)"),
 ])
 def test_the_spec_refuses_each_bad_value_with_its_flag(spec, message, tmp_path):
-    with pytest.raises(UsageError, match=message.replace("(", r"\(")):
+    with pytest.raises(UsageError, match=re.escape(message)):
         JobSpec(**{**spec.__dict__, "out_dir": str(tmp_path)}).validate()
+
+
+@pytest.mark.parametrize(("flat", "message"), [({"max_time": float("nan")}, "--max-time nan: must be a finite number"),
+                                               ({"max_time": -1.0}, "--max-time -1.0: must be a finite number"),
+                                               ({"rounds": 0}, "--rounds 0: must be at least 1"),
+                                               ({"warmup": -1}, "--warmup -1: must be at least 0")])
+def test_bench_names_the_one_flag_at_fault(flat, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        with_overrides(BenchConfig(), **flat).validate()
 
 
 @pytest.mark.parametrize(("target", "message"), [(Target(batch_size=0), "--batch-size 0: must be at least 1"),

@@ -74,8 +74,12 @@ class BenchConfig(FromFlatNames):
                              "request per stream) or a positive request size")
         if self.channels_last not in CHANNELS_LAST_MODES:
             raise UsageError(f"--channels-last {self.channels_last!r}: choose one of {', '.join(CHANNELS_LAST_MODES)}")
-        if self.iters < 1 or self.warmup < 0 or not 0 < self.max_time_s < math.inf or self.rounds < 1:
-            raise UsageError("--iters and --rounds must be >= 1, --warmup >= 0 and --max-time a finite number > 0")
+        for flag, value, wrong in (("--iters", self.iters, self.iters < 1), ("--rounds", self.rounds, self.rounds < 1),
+                                   ("--warmup", self.warmup, self.warmup < 0),
+                                   ("--max-time", self.max_time_s, not 0 < self.max_time_s < math.inf)):
+            if wrong:
+                rule = {"--warmup": "at least 0", "--max-time": "a finite number of seconds above 0"}
+                raise UsageError(f"{flag} {value}: must be {rule.get(flag, 'at least 1')}")
         for threads in self.threads:
             check_thread_count("--threads", threads)
 

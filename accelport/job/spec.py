@@ -59,7 +59,7 @@ class JobSpec:
         from ..devices import FP32_MATH_MODES
 
         if not math.isfinite(self.hub_timeout_s) or self.hub_timeout_s <= 0:  # nan compares false with anything
-            raise UsageError(f"--hub-timeout {self.hub_timeout_s}: must be positive")
+            raise UsageError(f"--hub-timeout {self.hub_timeout_s}: must be a finite number of seconds above 0")
         if self.fp32_math not in FP32_MATH_MODES:
             raise UsageError(f"--fp32-math {self.fp32_math!r}: choose one of {', '.join(FP32_MATH_MODES)}")
         criteria_for("fp32", dict(self.criteria))  # unknown keys and out-of-range values, whatever the precision
