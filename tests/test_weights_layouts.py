@@ -462,8 +462,10 @@ def test_the_log_and_report_say_where_the_state_dict_was_and_the_class_count(tmp
                path)
     out = tmp_path / "out"
     assert main(["run", "--model", "test_convnext2", "--weights", str(path), "--device", "cpu", "--iters", "2",
-                 "--warmup", "1", "--out-dir", str(out)]) == 0
+                 "--warmup", "1", "--out-dir", str(out), "--target-weights", str(path)]) == 0
     digest = load_into(timm.create_model("test_convnext2", num_classes=10), path, "file").sha256 or ""
-    assert f"(sha256 {digest[:12]}) [state_dict_ema]" in (out / "accuracy_compare.log").read_text()
+    log = (out / "accuracy_compare.log").read_text()
+    assert f"(sha256 {digest[:12]}) [state_dict_ema]" in log
+    assert f"target weights (--target-weights): {path} (sha256 {digest[:12]}) [state_dict_ema]" in log  # was left out
     report = (out / "report.md").read_text()
-    assert "state dict under `state_dict_ema`" in report and "head `classifier`, 10 classes" in report
+    assert report.count("state dict under `state_dict_ema`") == 2 and "head `classifier`, 10 classes" in report

@@ -154,7 +154,9 @@ def render_log(summary: RunSummary) -> str:
         + (f" (sha256 {weights.sha256[:12]})" if weights.sha256 else "")
         + (f" [{weights.state_key}]" if weights.state_key else ""),
         *([f"target weights (--target-weights): {summary.target_weights.path} (sha256 "
-           f"{(summary.target_weights.sha256 or '')[:12]})"] if summary.target_weights else []),
+           f"{(summary.target_weights.sha256 or '')[:12]})"
+           + (f" [{summary.target_weights.state_key}]" if summary.target_weights.state_key else "")]
+          if summary.target_weights else []),
         "reference  cpu eager fp32",
         f"target     {target['device']} ({header.environment['device_name']}) {target['runtime']} "
         f"{target['dtype']}, fp32 math {target['fp32_math']}, criteria {summary.criteria.label()}",
@@ -220,7 +222,9 @@ def _setup_lines(summary: RunSummary) -> list[str]:
         f"{', '.join(weights.stored_dtypes) if weights.stored_dtypes else NO_WEIGHTS_FILE}"
         + (f"; state dict under `{weights.state_key}`" if weights.state_key else ""),
         *([f"- target side only (--target-weights): `{summary.target_weights.path}`, sha256 "
-           f"`{summary.target_weights.sha256}`"] if summary.target_weights else []),
+           f"`{summary.target_weights.sha256}`"
+           + (f"; state dict under `{summary.target_weights.state_key}`" if summary.target_weights.state_key else "")]
+          if summary.target_weights else []),
         "",
         "## Hardware and software",
         f"- target: `{target['device']}` ({env['device_name']}), runtime `{target['runtime']}`, dtype "
