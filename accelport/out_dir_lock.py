@@ -47,6 +47,7 @@ def hold_out_dir(out_dir: str | Path, flag: str = "--out-dir") -> None:
     path = Path(out_dir).resolve()
     if path in _held:
         return
+    created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_RDONLY)
     try:
@@ -59,10 +60,14 @@ def hold_out_dir(out_dir: str | Path, flag: str = "--out-dir") -> None:
         os.close(descriptor)
         return
     _held.add(path)
-    stack.callback(_release, path, descriptor)
+    stack.callback(_release, path, descriptor, created)
 
 
-def _release(path: Path, descriptor: int) -> None:
+def _release(path: Path, descriptor: int, created: bool) -> None:
+    """Unlock; a folder made for a job that then wrote nothing (it failed) is removed: a failed run leaves nothing."""
     _held.discard(path)
     os.close(descriptor)  # closing the only descriptor releases the lock
+    if created:
+        with contextlib.suppress(OSError):  # not empty, or gone: either way nothing to undo
+            path.rmdir()
 

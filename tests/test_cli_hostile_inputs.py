@@ -103,7 +103,7 @@ def test_a_disk_that_fills_up_during_the_run_leaves_no_partial_artifact_set(tmp_
     assert_refused(["run", "--device", "cpu", "--images", two_images[0], "--out-dir", str(out), *FAST],
                    f"--out-dir {out}: cannot write the artifacts (No space left on device); nothing was written",
                    capsys)
-    assert list(out.iterdir()) == []  # no summary.json without its report, no staging folder
+    assert not out.exists()  # no summary.json without its report, no staging folder: the folder made for it went
 
 
 @pytest.mark.parametrize("command", ["bench", "eval"])
