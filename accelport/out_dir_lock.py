@@ -48,8 +48,11 @@ def hold_out_dir(out_dir: str | Path, flag: str = "--out-dir") -> None:
     if path in _held:
         return
     created = not path.exists()
-    path.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError as exc:  # checked up front (atomic.check_writable_dir), but the folder may have changed since
+        raise OutputError(f"{flag} {out_dir}: cannot create or open it ({exc.strerror or exc})") from None
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
