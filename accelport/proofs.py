@@ -8,6 +8,8 @@
   reference is what a correct implementation of that precision gets wrong; the target is judged relative to it
   (``criteria.judge``) and the near-tie allowance comes from it.
 - The **weights scan**: NaN/Inf in any loaded tensor, named.
+- **Unseen differences**: a port whose weights differ from the reference's in tensors that do not change the
+  reference model's outputs on these images (a random init's zero-initialised branches) cannot be judged there.
 """
 
 from __future__ import annotations
@@ -45,6 +47,23 @@ def nonfinite_weights(models: dict[str, torch.nn.Module]) -> dict[str, int]:
     for key, count in found.items():
         _logger.error("%s holds %d NaN/Inf value(s)", key, count)
     return found
+
+
+def unseen_weight_differences(reference: torch.nn.Module, target: torch.nn.Module, images: torch.Tensor) -> list[str]:
+    """The tensors in which ``target``'s weights differ from ``reference``'s, when the reference model computes
+    bit-identical outputs on ``images`` with either set (CPU eager fp32); [] when they differ nowhere or show.
+
+    Such a port passes any verdict, correctly for these outputs and blindly for its weights: timm's random init
+    zero-initialises the last BatchNorm of every ResNet block, so a convolution 5 % off in that branch changed
+    nothing and every runtime passed it."""
+    ours, theirs = reference.state_dict(), target.state_dict()
+    differing = [name for name, tensor in theirs.items()
+                 if name in ours and tensor.is_floating_point() and not torch.equal(tensor, ours[name])]
+    if not differing:
+        return []
+    with torch.inference_mode():
+        same = torch.equal(reference(images), target(images))
+    return differing if same else []
 
 
 def check_not_fp32(precision: str, target: np.ndarray, fp32_outputs: np.ndarray) -> None:

@@ -265,3 +265,27 @@ def test_layers_answers_with_the_earlier_of_the_bf16_and_strict_fp32_passes(tmp_
     out = capsys.readouterr().out
     assert rc == 1  # 1 % noise: hidden by bf16's own error, named by the strict fp32 pass
     assert f"answer    the earlier of the two passes: chained {FC2.rsplit('.', 1)[0]}, isolated " in out
+
+
+def test_a_port_whose_faulty_tensor_cannot_reach_the_outputs_is_said(tmp_path, capsys, two_images):
+    """timm's random init zero-initialises the last BatchNorm of each ResNet block: a convolution 5 % off in that
+    branch changes no output, so every runtime PASSED the port without a word."""
+    import timm
+
+    from accelport.cli import main
+
+    torch.manual_seed(0)
+    state = {k: v.contiguous() for k, v in timm.create_model("test_resnet").state_dict().items()}
+    assert float(state["layer1.0.bn2.weight"].abs().max()) == 0  # the branch's last BatchNorm: zeros
+    port = dict(state, **{"layer1.0.conv2.weight": state["layer1.0.conv2.weight"] * 1.05})
+    save_file(state, str(tmp_path / "reference.safetensors"))
+    save_file(port, str(tmp_path / "port.safetensors"))
+    argv = ["run", "--model", "test_resnet", "--weights", str(tmp_path / "reference.safetensors"), "--device", "cpu",
+            "--images", *two_images, "--iters", "1", "--warmup", "0", "--out-dir", str(tmp_path / "out")]
+    assert main([*argv, "--target-weights", str(tmp_path / "port.safetensors")]) == 0  # nothing to see: passes
+    assert "differs from --weights in 1 tensor(s) (layer1.0.conv2.weight), yet the model computes bit-identical" \
+           in capsys.readouterr().err
+    port["layer1.0.bn2.weight"] = torch.full_like(state["layer1.0.bn2.weight"], 0.5)  # now it shows: no warning
+    save_file(port, str(tmp_path / "port.safetensors"))
+    assert main([*argv, "--target-weights", str(tmp_path / "port.safetensors")]) == 1
+    assert "bit-identical" not in capsys.readouterr().err

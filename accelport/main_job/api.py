@@ -14,7 +14,7 @@ import torch
 
 from ..devices import caller_torch_state
 from ..errors import RuntimeUnavailableError
-from ..formatting import printable
+from ..formatting import listed, printable
 from ..job.context import JobContext, open_job
 from ..job.result import CommandResult
 from ..job.spec import Target, with_overrides
@@ -22,7 +22,7 @@ from ..latency import LatencyReport, make_batch, measure_latency
 from ..out_dir_lock import job_scope
 from ..parity import ParityResult, compare_outputs
 from ..preprocess import ImageBatch, ImageStream, load_images
-from ..proofs import baseline_outputs, check_not_fp32, nonfinite_weights, structural_proof
+from ..proofs import baseline_outputs, check_not_fp32, nonfinite_weights, structural_proof, unseen_weight_differences
 from ..resources import check_batch_fits
 from ..runners import QUANTIZED_DTYPES, Runner, create_runner, infer_all
 from ..runners.quantize import calibration_overlap
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from ..bench.pick import AutoChoice
 
 _logger = logging.getLogger(__name__)
+
+UNSEEN_CHECK_IMAGES = 4  # images the reference model runs with both checkpoints on (proofs.unseen_weight_differences)
 
 
 @dataclass
@@ -74,6 +76,13 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     stream = _image_stream(job, config.target)
     target, auto = _choose_target(job, config, stream)
     outputs = _infer_and_time(job, config, target, stream, auto)
+    if job.separate_target and (unseen := unseen_weight_differences(job.loaded.model, job.target_model.model,
+                                                                      stream.head(UNSEEN_CHECK_IMAGES))):
+        _logger.warning("--target-weights differs from --weights in %d tensor(s) (%s), yet the model computes "
+                        "bit-identical outputs with either on these images: those tensors do not reach the outputs "
+                        "here (with random-init weights, timm zero-initialises some branches, e.g. the last "
+                        "BatchNorm of each ResNet block), so this run cannot judge them; use the real --weights",
+                        len(unseen), listed(unseen))
     parity = _parity(job, target, stream, outputs)
     proof = structural_proof(job.precision(target.dtype), config.structural_proof,
                              lambda: _target_runner(job, target, "fp32"), job.device, job.spec.fp32_math,
