@@ -1,4 +1,5 @@
-"""matplotlib for the reports: imported lazily with the Agg backend (no display), figures written atomically."""
+"""matplotlib for the reports (imported lazily, Agg backend: no display), and every report's files and picture
+written as one atomic set."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""power.md and power.png, rendered from the typed power document, and the three files written atomically."""
+"""power.md and power.png, rendered from the typed power document, and the three files written as one atomic set."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""zoo.csv and zoo.md rendered from the typed zoo document (document.py), and all three files written atomically.
+"""zoo.csv and zoo.md rendered from the typed zoo document (document.py), and the files written as one atomic set.
 
 zoo.png is plot.write_heatmap, which uses ``cell_text`` from here.
 """
