@@ -114,6 +114,21 @@ def test_fp32_fast_turns_hf32_on_and_is_judged_as_fp32_fast(simulated_device_env
     assert summary["status"] == "passed" and summary["structural_proof"]["status"] == "passed"
 
 
+def test_eval_in_fp32_fast_runs_the_structural_proof_as_run_does(simulated_device_env, tmp_path):
+    """TF32/HF32's own error hides weight faults as half precision does: eval judged fp32-fast without the proof."""
+    data = tmp_path / "images"
+    data.mkdir()
+    (data / "chelsea.jpg").write_bytes((SAMPLES / "chelsea.jpg").read_bytes())
+    proc = accelport(simulated_device_env, tmp_path, "eval", "--data", str(data), "--device", "npu", "--fp32-math",
+                     "fast", "--model", "mobilenetv3_small_050", "--workers", "0", "--no-progress", "--out-dir", "out")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert doc["criteria"]["precision"] == "fp32-fast" and doc["status"] == "passed"
+    proof = doc["target"]["structural_proof"]
+    assert (proof["status"], proof["criteria"], proof["images"]) == ("passed", "fp32", 1)
+    assert doc["checks"][-1]["name"] == "structural_proof" and doc["checks"][-1]["passed"]
+
+
 @pytest.mark.parametrize(("variable", "value"), [("ACCELPORT_SIMULATED_DEVICE_COUNT", "0"),
                                                 ("ACCELPORT_SIMULATED_KERNEL_US", "-5"),
                                                 ("ACCELPORT_SIMULATED_COPY_US_PER_MIB", "fast")])

@@ -95,22 +95,25 @@ class ShardResult:
 PROOF_IMAGES = 32
 
 
-def fp32_twin(target: Runner) -> Runner | None:
-    """For an int8, bf16 or fp16 target, the same engine, device, layout and requests in fp32 (the structural
-    proof's runner, as ``run`` builds it); None for an fp32 target, which is judged by the fp32 criteria itself."""
-    if target.dtype == "fp32":
+def fp32_twin(target: Runner, precision: str) -> Runner | None:
+    """For a target judged in another ``precision`` than strict fp32 (int8, bf16, fp16, fp32-fast), the same
+    engine, device, layout and requests in fp32, called with TF32/HF32 off (the structural proof's runner, as
+    ``run`` builds it); None for a strict fp32 target, which is judged by the fp32 criteria itself."""
+    if precision == "fp32":
         return None
     options = {name: target.option_values[name] for name in ("streams", "micro_batch")}
     return create_runner(target.name, target.model, target.device, "fp32", target.channels_last,
                          threads=target.threads, cache_dir=target.cache_dir, **options)
 
 
-def add_structural_proof(figures: dict[str, Any], runner_settings: dict[str, Any], shards: list[ShardResult]) -> None:
-    """An int8, bf16 or fp16 target's structural proof (the same engine in strict fp32 on the first images of each
-    process, judged by the fp32 criteria) into the target's settings and the checks; its failure fails the
-    evaluation, as it fails ``run``: int8's and half precision's own error hide weight and export faults that fp32
-    sees (a conv weight 5 % off passed eval in bf16)."""
-    if runner_settings.get("dtype") == "fp32":
+def add_structural_proof(figures: dict[str, Any], runner_settings: dict[str, Any], shards: list[ShardResult],
+                         precision: str) -> None:
+    """The structural proof of a target judged in ``precision`` (not strict fp32: int8, bf16, fp16, fp32-fast),
+    the same engine in strict fp32 on the first images of each process, judged by the fp32 criteria, into the
+    target's settings and the checks; its failure fails the evaluation, as it fails ``run``: the own error of int8,
+    half precision or TF32/HF32 hides weight and export faults that fp32 sees (a conv weight 5 % off passed eval in
+    bf16)."""
+    if precision == "fp32":
         return
     records = [r for shard in shards for r in shard.proof_records]
     if not records:  # no readable image at all (a resumed run proves on the journaled ones: ShardEvaluator.run)
