@@ -47,7 +47,7 @@ def hold_out_dir(out_dir: str | Path, flag: str = "--out-dir") -> None:
     path = Path(out_dir).resolve()
     if path in _held:
         return
-    created = not path.exists()
+    created = [folder for folder in (path, *path.parents) if not folder.exists()]  # leaf first
     try:
         path.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_RDONLY)
@@ -66,11 +66,14 @@ def hold_out_dir(out_dir: str | Path, flag: str = "--out-dir") -> None:
     stack.callback(_release, path, descriptor, created)
 
 
-def _release(path: Path, descriptor: int, created: bool) -> None:
-    """Unlock; a folder made for a job that then wrote nothing (it failed) is removed: a failed run leaves nothing."""
+def _release(path: Path, descriptor: int, created: list[Path]) -> None:
+    """Unlock; folders made for a job that then wrote nothing (it failed) are removed, from the leaf up: a failed run
+    leaves nothing."""
     _held.discard(path)
     os.close(descriptor)  # closing the only descriptor releases the lock
-    if created:
-        with contextlib.suppress(OSError):  # not empty, or gone: either way nothing to undo
-            path.rmdir()
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (written to, or by someone else), or gone: nothing more to undo
+            break
 

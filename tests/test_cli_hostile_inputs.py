@@ -104,6 +104,10 @@ def test_a_disk_that_fills_up_during_the_run_leaves_no_partial_artifact_set(tmp_
                    f"--out-dir {out}: cannot write the artifacts (No space left on device); nothing was written",
                    capsys)
     assert not out.exists()  # no summary.json without its report, no staging folder: the folder made for it went
+    nested = tmp_path / "new" / "deeper"  # every folder made for the failed run goes, not only the last
+    assert_refused(["run", "--device", "cpu", "--images", two_images[0], "--out-dir", str(nested), *FAST],
+                   "cannot write the artifacts", capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("command", ["bench", "eval"])
