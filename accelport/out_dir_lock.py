@@ -1,8 +1,10 @@
 """One job at a time per output folder: two accelport processes writing into one ``--out-dir`` interleaved their
 journals (a later ``--resume`` counted the other sweep's points as its own) and silently replaced each other's
 results. Each command holds an advisory lock (``flock``) on its folder from the moment its job is open until it
-returns; a second process is refused with exit 2. Ranks after the first of a torchrun job write under rank 0's lock.
-Where ``fcntl`` does not exist (Windows) nothing is locked.
+returns; a second process is refused with exit 2. Ranks after the first of a process group that the command joined
+(eval and zoo under torchrun) write under rank 0's lock; a command that joins none (run, bench under torchrun, or a
+launcher's stray ``RANK``) takes the lock in every process. Where ``fcntl`` does not exist (Windows) nothing is
+locked.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
@@ -38,7 +41,7 @@ def job_scope(function: _F) -> _F:
 def hold_out_dir(out_dir: str | Path, flag: str = "--out-dir") -> None:
     """Lock ``out_dir`` (created if missing) for the current command, or refuse it if another process holds it."""
     stack = _scope.get()
-    if stack is None or os.environ.get("RANK", "0") not in ("", "0"):
+    if stack is None or _a_later_rank():
         return
     try:
         import fcntl
@@ -64,6 +67,13 @@ def hold_out_dir(out_dir: str | Path, flag: str = "--out-dir") -> None:
         return
     _held.add(path)
     stack.callback(_release, path, descriptor, created)
+
+
+def _a_later_rank() -> bool:
+    """This process joined a process group as a rank other than 0 (not merely has ``RANK`` set: torchrun and
+    cluster launchers set it for commands that never join one, and each such process writes on its own)."""
+    dist = sys.modules.get("torch.distributed")
+    return bool(dist is not None and dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
 
 
 def _release(path: Path, descriptor: int, created: list[Path]) -> None:

@@ -288,9 +288,11 @@ time.sleep(120)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="flock")
-def test_a_folder_another_accelport_process_writes_into_is_refused(tmp_path, capsys, two_images):
+def test_a_folder_another_accelport_process_writes_into_is_refused(tmp_path, capsys, two_images, monkeypatch):
     """Two benches into one --out-dir interleaved their journals and silently replaced each other's results."""
     import subprocess
+
+    monkeypatch.setenv("RANK", "1")  # a launcher's RANK, no process group joined: this process still locks
 
     out = tmp_path / "out"
     out.mkdir()

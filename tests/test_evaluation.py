@@ -352,6 +352,43 @@ def test_loader_workers_die_with_an_eval_killed_by_kill_9(two_images):
     assert "Traceback" not in parent.stderr.read()
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().split(") ")[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc, process groups")
+def test_a_sigterm_to_the_whole_process_group_stops_eval_without_a_traceback(tmp_path, two_images):
+    """timeout, systemd and scancel signal the group: the loader workers died of it under the parent, which then
+    printed "DataLoader worker is killed by signal: Terminated" after its own clean message."""
+    import signal
+
+    data = tmp_path / "data"
+    data.mkdir()
+    image = Path(two_images[0]).read_bytes()
+    for number in range(400):  # copies, not links: a file named twice is evaluated once
+        (data / f"{number:03d}.jpg").write_bytes(image)
+    command = ["eval", "--data", str(data), "--device", "cpu", "--workers", "2",
+               "--batch-size", "2", "--no-progress", "--out-dir", str(tmp_path / "out")]
+    proc = subprocess.Popen([sys.executable, "-m", "accelport", *command], cwd=tmp_path, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(_children(proc.pid)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    time.sleep(1.0)  # the workers past their start-up, decoding
+    assert proc.poll() is None, proc.communicate()[1][-3000:]  # 400 images at 224 px: still running
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "accelport: terminated (SIGTERM)" in err, err[-3000:]
+    assert "Traceback" not in err and "Exception ignored" not in err, err[-3000:]
+
+
 def test_a_symlinked_class_folder_is_listed_with_its_label(tmp_path, two_images):
     root = tmp_path / "val"
     (root / "n01440764").mkdir(parents=True)

@@ -130,10 +130,14 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def die_with_parent(parent_pid: int, worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: the kernel kills the worker when its parent dies (Linux).
+    """DataLoader ``worker_init_fn``: the kernel kills the worker when its parent dies (Linux), and the worker
+    ignores SIGTERM.
 
-    Without it, a worker of an eval killed with ``kill -9`` lives on until torch's watchdog notices (seconds)
-    and prints a traceback. Elsewhere this is a no-op and torch's watchdog remains.
+    Without the first, a worker of an eval killed with ``kill -9`` lives on until torch's watchdog notices (seconds)
+    and prints a traceback. Without the second, a SIGTERM to the whole process group (``timeout``, systemd,
+    ``scancel``) killed the workers under the parent, which printed a "DataLoader worker is killed by signal"
+    traceback after its own clean "terminated" message; the parent stops its workers itself. Elsewhere (not Linux)
+    this is a no-op and torch's watchdog remains.
     """
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -142,6 +146,7 @@ def die_with_parent(parent_pid: int, worker_id: int) -> None:
         return
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def make_loader(items: list[DatasetItem], transform: Any, batch_size: int, input_size: tuple[int, ...],
