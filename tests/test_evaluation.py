@@ -474,3 +474,18 @@ def test_nan_in_the_target_weights_fails_eval_naming_the_tensor(tmp_path, data, 
     nonfinite = next(c for c in doc["checks"] if c["name"] == "nonfinite_weights")
     assert rc == 1 and not nonfinite["passed"] and nonfinite["value"] == 1
     assert "target weights: stages.2.blocks.1.mlp.fc2.weight (1)" in nonfinite["detail"]
+
+
+def test_the_structural_proof_runs_on_exactly_its_32_images(tmp_path, two_images):
+    """Counted by the batch, a resumed or odd-sized eval reported 33 or 34 proof images for "the first 32"."""
+    data = tmp_path / "data"
+    data.mkdir()
+    image = Path(two_images[1]).read_bytes()
+    for number in range(34):
+        (data / f"{number:02d}.png").write_bytes(image)
+    out = tmp_path / "out"
+    rc = main(["-q", "eval", "--data", str(data), "--model", "test_convnext2", "--out-dir", str(out), *COMMON,
+               "--dtype", "bf16", "--batch-size", "3"])
+    doc = json.loads((out / "eval.json").read_text())
+    assert rc == 0 and doc["dataset"]["num_evaluated"] == 34
+    assert doc["target"]["structural_proof"]["images"] == 32  # 11 batches of 3 hold 33

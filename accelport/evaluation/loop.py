@@ -140,6 +140,12 @@ def add_nonfinite_weights_check(figures: dict[str, Any], models: dict[str, torch
     figures["passed"] = figures["passed"] and not found
 
 
+def _proof_records(keys: list[str], labels: list[int | None], reference: np.ndarray, fp32: np.ndarray,
+                   room: int) -> list[ImageRecord]:
+    """The structural proof's records of a batch, at most ``room`` of them: PROOF_IMAGES per process, exactly."""
+    return records_from_outputs(keys[:room], labels[:room], reference[:room], fp32[:room], criteria_for("fp32"))
+
+
 class ShardEvaluator:
     """Runs the reference (or reads it from the cache) and the target on every batch of one shard."""
 
@@ -183,8 +189,8 @@ class ShardEvaluator:
             target = self.target.infer(batch.tensor)[: batch.size].numpy()
             fp32 = self._strict_fp32(batch.tensor)[: batch.size].numpy()
             check_not_fp32(self.target.dtype, target, fp32)
-            result.proof_records += records_from_outputs([it.key for it in chosen], [it.label for it in chosen],
-                                                         reference, fp32, criteria_for("fp32"))
+            result.proof_records += _proof_records([it.key for it in chosen], [it.label for it in chosen], reference,
+                                                   fp32, PROOF_IMAGES - len(result.proof_records))
 
     def _run(self, loader: Any, progress: Any, on_batch: Callable[[int], None] | None) -> ShardResult:
         result = ShardResult()
@@ -228,7 +234,8 @@ class ShardEvaluator:
         if self.proof is not None and len(result.proof_records) < PROOF_IMAGES:
             fp32 = self._strict_fp32(batch.tensor)[: batch.size].numpy()
             check_not_fp32(self.target.dtype, target[: batch.size].numpy(), fp32)  # a silent fp32 fallback
-            result.proof_records += records_from_outputs(keys, labels, reference, fp32, criteria_for("fp32"))
+            result.proof_records += _proof_records(keys, labels, reference, fp32,
+                                                   PROOF_IMAGES - len(result.proof_records))
         return records
 
     def _strict_fp32(self, tensor: torch.Tensor) -> torch.Tensor:
