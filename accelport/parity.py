@@ -259,6 +259,12 @@ def _worst_ratio_where(samples: Sequence[SampleParity], names: Sequence[str], fi
     return f"mean over {len(samples)} image(s); worst image {names[worst]} ({values[worst]:.3g})"
 
 
+def nonfinite_weights_detail(found: dict[str, int]) -> str:
+    """The ``nonfinite_weights`` check's detail: each tensor holding NaN/Inf, with its count."""
+    named = [f"{name} ({count})" for name, count in found.items()]
+    return f"NaN/Inf in {len(named)} tensor(s): " + listed(named)
+
+
 def _evidence(reference: np.ndarray, target: np.ndarray, criteria: Criteria, samples: list[SampleParity],
               names: list[str], is_classifier: bool, nonfinite_weights: dict[str, int] | None) -> Evidence:
     """The judge's input, with where each failure sits (image names, weight tensors)."""
@@ -271,8 +277,7 @@ def _evidence(reference: np.ndarray, target: np.ndarray, criteria: Criteria, sam
         "nonfinite_target": _nonfinite_where([s.metrics.nonfinite_target for s in samples], names),
     }
     if nonfinite_weights:
-        found = [f"{name} ({count})" for name, count in nonfinite_weights.items()]
-        where["nonfinite_weights"] = f"NaN/Inf in {len(found)} tensor(s): " + listed(found)
+        where["nonfinite_weights"] = nonfinite_weights_detail(nonfinite_weights)
     real = None
     if is_classifier:
         flips = [name for name, s in zip(names, samples, strict=True) if not s.top1_match and not s.top1_near_tie]

@@ -19,7 +19,7 @@ import torch
 from ..criteria import Criteria, check, criteria_for
 from ..devices import apply_numeric_settings
 from ..errors import InputError
-from ..formatting import listed
+from ..parity import nonfinite_weights_detail
 from ..proofs import check_not_fp32, nonfinite_weights
 from ..runners import Runner, create_runner
 from .aggregate import verdict
@@ -135,7 +135,7 @@ def add_nonfinite_weights_check(figures: dict[str, Any], models: dict[str, torch
     """NaN/Inf in either side's weights fails the evaluation, as it fails ``run``, even where no image's output
     shows it (a NaN in a tensor the forward pass does not reach, or one that an activation clamps away)."""
     found = nonfinite_weights(models)
-    where = ("NaN/Inf in " + listed([f"{name} ({count})" for name, count in found.items()])) if found else None
+    where = nonfinite_weights_detail(found) if found else None
     figures["checks"].append(vars(check("nonfinite_weights", sum(found.values()), "<=", 0, where)))
     figures["passed"] = figures["passed"] and not found
 
