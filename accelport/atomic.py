@@ -84,6 +84,16 @@ def write_set_atomic(out_dir: str | Path, writers: dict[str, Writer]) -> dict[st
     return {name: out_dir / name for name in writers}
 
 
+def write_artifact_set(out_dir: str | Path, writers: dict[str, Writer]) -> dict[str, Path]:
+    """``write_set_atomic`` for a command's artifacts: a write that fails (a full disk) is an OutputError (exit 2)
+    naming ``--out-dir``; the earlier set is whole."""
+    try:
+        return write_set_atomic(out_dir, writers)
+    except OSError as exc:
+        raise OutputError(f"--out-dir {out_dir}: cannot write the artifacts ({exc.strerror or exc}); nothing was "
+                          "written") from None
+
+
 def _finish(staging: Path) -> None:
     """Rename every file the manifest lists into the folder above (those already moved are skipped)."""
     out_dir = staging.parent

@@ -10,8 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .atomic import Writer, write_atomic, write_set_atomic
-from .errors import OutputError
+from .atomic import Writer, write_artifact_set, write_atomic
 
 _logger = logging.getLogger(__name__)
 
@@ -49,11 +48,7 @@ def write_report_set(out_dir: Path, files: ReportFiles | Callable[[str | None], 
     chosen = files(name if png is not None else None) if callable(files) else files
     if png is not None:
         chosen = {**chosen, "plot": (name, lambda fh: fh.write(png))}
-    try:
-        paths = write_set_atomic(out_dir, dict(chosen.values()))
-    except OSError as exc:  # e.g. the disk filled up: the earlier set is whole
-        raise OutputError(f"--out-dir {out_dir}: cannot write the artifacts ({exc.strerror or exc}); nothing was "
-                          "written") from None
+    paths = write_artifact_set(out_dir, dict(chosen.values()))
     if png is None:
         (Path(out_dir) / name).unlink(missing_ok=True)
     artifacts = {key: paths[file_name] for key, (file_name, _) in chosen.items()}

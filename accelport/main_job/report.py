@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..atomic import json_writer, npy_writer, text_writer, write_set_atomic
+from ..atomic import json_writer, npy_writer, text_writer, write_artifact_set
 from ..criteria import BASELINE_RTOL, Check
-from ..errors import OutputError
 from ..formatting import (
     NO_WEIGHTS_FILE,
     comparison_text,
@@ -317,11 +316,7 @@ def write_artifacts(out_dir: Path, summary: RunSummary, reference: np.ndarray | 
     if reference is not None and target is not None:
         files["reference_outputs"] = (SAVED_OUTPUTS[0], npy_writer(reference))
         files["target_outputs"] = (SAVED_OUTPUTS[1], npy_writer(target))
-    try:
-        paths = write_set_atomic(out_dir, dict(files.values()))
-    except OSError as exc:  # e.g. the disk filled up during the run: nothing of this run was written
-        raise OutputError(f"--out-dir {out_dir}: cannot write the artifacts ({exc.strerror or exc}); "
-                          "nothing was written") from None
+    paths = write_artifact_set(out_dir, dict(files.values()))
     artifacts = {key: paths[name] for key, (name, _) in files.items()}
     for path in artifacts.values():
         _logger.info("wrote %s", path)
