@@ -88,8 +88,13 @@ def test_features_head_and_test_size(tmp_path, checkpoint_files, two_images):
 
 
 def test_really_different_target_fails_with_exit_1_and_localises_the_divergence(tmp_path, two_images,
-                                                                                 checkpoint_files):
+                                                                                 checkpoint_files, monkeypatch):
     """One failing run (bf16 emulated on a CPU is slow) for the exit code, the criteria and the layer report."""
+    import accelport.atomic as atomic
+
+    written_sets, write_set = [], atomic.write_set_atomic
+    monkeypatch.setattr(atomic, "write_set_atomic",
+                        lambda out_dir, writers: written_sets.append(sorted(writers)) or write_set(out_dir, writers))
     # bf16 differs from the fp32 reference on every CPU (7-bit mantissa), unlike channels-last fp32, which some CPUs
     # (AVX-512/AMX) compute bit-identically: criteria no bf16 run can meet make the failure certain everywhere.
     rc = main(["run", "--weights", str(checkpoint_files["safetensors"]), "--device", "cpu", "--dtype", "bf16",
@@ -107,6 +112,9 @@ def test_really_different_target_fails_with_exit_1_and_localises_the_divergence(
     assert {"layers.json", "layers.md", "layers.csv"} <= {p.name for p in tmp_path.iterdir()}
     assert json.loads((tmp_path / "summary.json").read_text())["layer_report"] == "layers.md"
     assert "[layers.md](layers.md)" in (tmp_path / "report.md").read_text()
+    # one atomic set: an interruption between two sets left the run's new files beside an older layer report
+    assert written_sets == [["accuracy_compare.log", "layers.csv", "layers.json", "layers.md", "layers.png",
+                             "report.md", "summary.json"]]
 
 
 @pytest.fixture(scope="module")

@@ -269,12 +269,17 @@ def test_a_signal_while_torch_still_imports_is_an_interruption_not_a_traceback(s
     proc = subprocess.Popen([sys.executable, "-m", "accelport", "run", "--model", "test_convnext2", "--device", "cpu",
                              "--out-dir", str(tmp_path / "out")], cwd=tmp_path, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONPATH=str(repo)))
-    maps, deadline = Path(f"/proc/{proc.pid}/maps"), time.monotonic() + 60
+    started = time.monotonic()
+    maps, deadline = Path(f"/proc/{proc.pid}/maps"), started + 60
     while "libtorch" not in maps.read_text() and time.monotonic() < deadline:  # torch is loading: accelport's main
         time.sleep(0.02)
+    sent_after, alive = time.monotonic() - started, proc.poll() is None
     proc.send_signal(getattr(signal, sent))
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == code and said in err and "Traceback" not in err, err[-2000:]
+    # Once seen in a full-suite run (not reproduced in 40 tries since): SIGINT went unnoticed and the run passed.
+    # The figures say whether the child was still in its imports when the signal left.
+    assert proc.returncode == code and said in err and "Traceback" not in err, \
+        f"sent {sent_after:.2f} s after start, child alive: {alive}\n{err[-2000:]}"
     assert not (tmp_path / "out" / "summary.json").exists()
 
 

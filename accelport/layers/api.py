@@ -64,6 +64,13 @@ def run_layers(config: LayersConfig | None = None, *, job: JobContext | None = N
     config = with_overrides(config or LayersConfig(), **overrides)
     validate(config)
     job = job or open_job(config.spec)
+    document = layers_document(config, job)
+    return LayersResult(document, write_layer_artifacts(Path(job.spec.out_dir), document))
+
+
+def layers_document(config: LayersConfig, job: JobContext) -> LayersDocument:
+    """The comparison and its verdict, no files: ``run --layers-on-fail`` writes them in its own report set, so
+    an interruption never leaves the run's files without the layers' (or the reverse)."""
     images = job.image_batch()
     _logger.info("layers: %d image(s), batch %d, modes %s, target %s %s %s", images.tensor.shape[0],
                  config.target.batch_size, "+".join(config.effective_modes), job.device, config.target.runtime,
@@ -81,12 +88,12 @@ def run_layers(config: LayersConfig | None = None, *, job: JobContext | None = N
     verdict = layers_verdict(job.loaded, job.target_model, images, comparison, structural, criteria,  # run's checks
                              batch_size=config.target.batch_size, is_classifier=job.is_classifier)
     document = _document(job, config.target.batch_size, comparison, structural, runner_settings, verdict)
-    result = LayersResult(document, write_layer_artifacts(Path(job.spec.out_dir), document))
     for mode in config.effective_modes:
-        _logger.info("layers: first divergent module (%s): %s", mode, result.first_divergent(mode) or "none")
+        found = document.first_divergent(mode)
+        _logger.info("layers: first divergent module (%s): %s", mode, found.row.key if found else "none")
     if structural is not None:
         _logger.info("layers: strict fp32 pass of the same target: %s", "diverged" if structural.diverged else "clean")
-    return result
+    return document
 
 
 def _compare_in(job: JobContext, config: LayersConfig, dtype: str, judge_by: Criteria,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..atomic import json_writer, text_writer
 from ..formatting import NO_WEIGHTS_FILE, or_missing
 from ..metrics import TensorMetrics
-from ..plotting import write_report_set
+from ..plotting import ReportFiles, write_report_set
 from .compare import DIVERGENCE_RULE
 from .plot import render_png
 
@@ -188,12 +189,17 @@ def render_markdown(doc: LayersDocument) -> str:
     return "\n".join(lines) + "\n"
 
 
+def layer_report_files(doc: LayersDocument) -> tuple[ReportFiles, tuple[str, Callable[[Path], Path | None]]]:
+    """layers.json, layers.csv and layers.md, and the picture's (name, render): ``write_report_set``'s arguments,
+    for ``layers`` alone or inside the set of a failing ``run --layers-on-fail``."""
+    data: dict[str, Any] = doc.to_json()
+    files: ReportFiles = {"json": (FILES["json"], json_writer(data)),
+                          "csv": (FILES["csv"], text_writer(doc.to_csv())),
+                          "markdown": (FILES["markdown"], text_writer(doc.to_markdown()))}
+    return files, (FILES["plot"], lambda path: render_png(data, path))
+
+
 def write_layer_artifacts(out_dir: Path, doc: LayersDocument) -> dict[str, Path]:
     """layers.json, layers.csv, layers.md and layers.png written as one atomic set (the PNG needs matplotlib): an
     interrupted run left a new layers.json beside the older md, csv and png."""
-    data: dict[str, Any] = doc.to_json()
-    artifacts = write_report_set(out_dir, {"json": (FILES["json"], json_writer(data)),
-                                           "csv": (FILES["csv"], text_writer(doc.to_csv())),
-                                           "markdown": (FILES["markdown"], text_writer(doc.to_markdown()))},
-                                 (FILES["plot"], lambda path: render_png(data, path)))
-    return artifacts
+    return write_report_set(out_dir, *layer_report_files(doc))

@@ -32,6 +32,7 @@ from .summary import RunSummary, build_summary
 
 if TYPE_CHECKING:
     from ..bench.pick import AutoChoice
+    from ..layers.document import LayersDocument
 
 _logger = logging.getLogger(__name__)
 
@@ -91,11 +92,15 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     power = _power_report(job, target)
     document = build_summary(job, stream, outputs.runner_settings, parity, outputs.latency,
                              output_shape=list(outputs.target.shape), proof=proof, power_report=power)
+    layers = None
     if config.layers_on_fail and not document.passed:
-        document = replace(document, layer_report=_localise(job, target, stream), layers_requested=True)
+        from ..layers.render import FILES as LAYER_FILES
+
+        layers = _localise(job, target, stream)
+        document = replace(document, layer_report=LAYER_FILES["markdown"] if layers else None, layers_requested=True)
     saved = (outputs.reference, outputs.target) if config.save_outputs else (None, None)
     result = RunResult(document, reference=outputs.reference, target=outputs.target)
-    result.artifacts = write_artifacts(Path(job.spec.out_dir), document, *saved)
+    result.artifacts = write_artifacts(Path(job.spec.out_dir), document, *saved, layers=layers)
     return result
 
 
@@ -173,15 +178,16 @@ def _power_report(job: JobContext, target: Target) -> str | None:
     return "power.md" if (folder / "power.md").is_file() else None
 
 
-def _localise(job: JobContext, target: Target, stream: ImageStream) -> str | None:
-    """Parity failed: run the layer comparison on the same job (model, images, target), for report.md to link."""
-    from ..layers import LayersConfig, run_layers
+def _localise(job: JobContext, target: Target, stream: ImageStream) -> LayersDocument | None:
+    """Parity failed: the layer comparison on the same job (model, images, target), written with the run's files
+    for report.md to link; None when the target cannot be compared module by module."""
+    from ..layers import LayersConfig
+    from ..layers.api import layers_document
 
     images = ImageBatch(load_images(stream.paths, stream.transform).tensor, stream.paths, stream.skipped)
     layers_job = replace(job, images=images, image_paths=list(stream.paths), started=time.time())  # its own clock
     try:
-        run_layers(LayersConfig(spec=job.spec, target=target), job=layers_job)
+        return layers_document(LayersConfig(spec=job.spec, target=target), layers_job)
     except RuntimeUnavailableError as exc:  # e.g. a compile target: say why, keep the run's own result
         _logger.warning("layer comparison not run: %s", exc)
         return None
-    return "layers.md"

@@ -21,10 +21,12 @@ from ..formatting import (
     short_paths,
 )
 from ..parity import baseline_ratios
+from ..plotting import write_report_set
 from ..proofs import own_error_reading
 
 if TYPE_CHECKING:
     from ..latency import LatencyReport
+    from ..layers.document import LayersDocument
     from .summary import RunSample, RunSummary
 
 _logger = logging.getLogger(__name__)
@@ -306,8 +308,9 @@ SAVED_OUTPUTS = ("reference_outputs.npy", "target_outputs.npy")  # --save-output
 
 
 def write_artifacts(out_dir: Path, summary: RunSummary, reference: np.ndarray | None = None,
-                    target: np.ndarray | None = None) -> dict[str, Path]:
-    """summary.json, accuracy_compare.log, report.md (and the outputs as .npy), written as one atomic set."""
+                    target: np.ndarray | None = None, *, layers: LayersDocument | None = None) -> dict[str, Path]:
+    """summary.json, accuracy_compare.log, report.md (and the outputs as .npy; and the layer report of ``run
+    --layers-on-fail``, keys prefixed ``layers_``), written as one atomic set."""
     files = {
         "summary": ("summary.json", json_writer(summary.to_json())),
         "log": ("accuracy_compare.log", text_writer(summary.to_log())),
@@ -316,11 +319,19 @@ def write_artifacts(out_dir: Path, summary: RunSummary, reference: np.ndarray | 
     if reference is not None and target is not None:
         files["reference_outputs"] = (SAVED_OUTPUTS[0], npy_writer(reference))
         files["target_outputs"] = (SAVED_OUTPUTS[1], npy_writer(target))
-    paths = write_artifact_set(out_dir, dict(files.values()))
-    artifacts = {key: paths[name] for key, (name, _) in files.items()}
-    for path in artifacts.values():
-        _logger.info("wrote %s", path)
+    if layers is not None:
+        from ..layers.render import layer_report_files
+
+        layer_files, plot = layer_report_files(layers)
+        written = write_report_set(out_dir, files | {f"layers_{key}": item for key, item in layer_files.items()}, plot)
+        artifacts = {("layers_plot" if key == "plot" else key): path for key, path in written.items()}
+    else:
+        paths = write_artifact_set(out_dir, dict(files.values()))
+        artifacts = {key: paths[name] for key, (name, _) in files.items()}
+        for path in artifacts.values():
+            _logger.info("wrote %s", path)
+    names = {path.name for path in artifacts.values()}
     for name in SAVED_OUTPUTS:  # an earlier run's outputs beside this run's summary would read as this run's
-        if name not in paths:
+        if name not in names:
             (out_dir / name).unlink(missing_ok=True)
     return artifacts
