@@ -3,8 +3,9 @@ journals (a later ``--resume`` counted the other sweep's points as its own) and 
 results. Each command holds an advisory lock (``flock``) on its folder from the moment its job is open until it
 returns; a second process is refused with exit 2. Ranks after the first of a process group that the command joined
 (eval and zoo under torchrun) write under rank 0's lock; a command that joins none (run, bench under torchrun, or a
-launcher's stray ``RANK``) takes the lock in every process. Where ``fcntl`` does not exist (Windows) nothing is
-locked.
+launcher's stray ``RANK``) takes the lock in every process. Within one process, a command called by another in
+the same thread (run's ``--layers-on-fail``) goes on under its lock; a command in another thread is refused like
+another process. Where ``fcntl`` does not exist (Windows) nothing is locked.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import functools
 import os
 import sys
+import threading
 from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
@@ -22,7 +24,9 @@ from .errors import OutputError
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _scope: ContextVar[contextlib.ExitStack | None] = ContextVar("accelport_job_scope", default=None)
-_held: set[Path] = set()  # folders this process holds: a command calling another (run's --layers-on-fail) goes on
+# folder -> the thread whose job holds it: a command calling another in that thread (run's --layers-on-fail) goes
+# on; another thread of this process is refused (flock alone would let it through: the shortcut above skips it)
+_held: dict[Path, int] = {}
 
 
 def job_scope(function: _F) -> _F:
@@ -48,8 +52,12 @@ def hold_out_dir(out_dir: str | Path, flag: str = "--out-dir") -> None:
     except ImportError:
         return
     path = Path(out_dir).resolve()
-    if path in _held:
+    holder = _held.get(path)
+    if holder == threading.get_ident():
         return
+    if holder is not None:
+        raise OutputError(f"{flag} {out_dir}: another accelport job of this process is writing there; wait for it to "
+                          "finish or choose another folder")
     created = [folder for folder in (path, *path.parents) if not folder.exists()]  # leaf first
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -65,7 +73,7 @@ def hold_out_dir(out_dir: str | Path, flag: str = "--out-dir") -> None:
     except OSError:  # a file system without locks: go on unlocked, as before
         os.close(descriptor)
         return
-    _held.add(path)
+    _held[path] = threading.get_ident()
     stack.callback(_release, path, descriptor, created)
 
 
@@ -79,7 +87,7 @@ def _a_later_rank() -> bool:
 def _release(path: Path, descriptor: int, created: list[Path]) -> None:
     """Unlock; folders made for a job that then wrote nothing (it failed) are removed, from the leaf up: a failed run
     leaves nothing."""
-    _held.discard(path)
+    _held.pop(path, None)
     os.close(descriptor)  # closing the only descriptor releases the lock
     for folder in created:
         try:

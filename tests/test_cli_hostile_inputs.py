@@ -316,3 +316,32 @@ def test_a_folder_another_accelport_process_writes_into_is_refused(tmp_path, cap
     # fails, so layers writes there too, under the same job's lock
     assert main(argv) == 1 and (out / "summary.json").is_file() and (out / "layers.json").is_file()
     assert main(argv) == 1  # the lock went with the first run
+
+
+def test_a_folder_another_thread_of_this_process_writes_into_is_refused(tmp_path, capsys, two_images):
+    """The lock let a second thread through (the folder was "held by this process"): two API calls from two
+    threads wrote into one folder, as two processes had."""
+    import threading
+
+    from accelport.out_dir_lock import hold_out_dir, job_scope
+
+    out, holding, done = tmp_path / "out", threading.Event(), threading.Event()
+
+    @job_scope
+    def other_job() -> None:
+        hold_out_dir(out)
+        holding.set()
+        done.wait(60)
+
+    thread = threading.Thread(target=other_job)
+    thread.start()
+    try:
+        assert holding.wait(60)
+        assert_refused(["run", "--model", "test_convnext2", "--device", "cpu", "--images", two_images[0],
+                        "--out-dir", str(out), *FAST],
+                       f"--out-dir {out}: another accelport job of this process is writing there", capsys)
+    finally:
+        done.set()
+        thread.join()
+    assert main(["run", "--model", "test_convnext2", "--device", "cpu", "--images", two_images[0], "--out-dir",
+                 str(out), *FAST]) == 0  # released with the other thread's job
