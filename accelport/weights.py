@@ -18,7 +18,7 @@ import os
 import re
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,13 @@ class WeightsInfo:
     @property
     def pretrained_used(self) -> bool:
         return self.source != "random-init"
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields as the JSON files hold them (lists, not tuples)."""
+        data = asdict(self)
+        if self.stored_dtypes is not None:
+            data["stored_dtypes"] = list(self.stored_dtypes)
+        return data
 
     @property
     def local_weight_used(self) -> bool:

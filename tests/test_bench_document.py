@@ -52,6 +52,7 @@ def test_bench_writes_its_typed_document_and_reads_it_back_exactly(bench_run):
     written = json.loads((out / "bench.json").read_text())
     document = result.document
     assert as_text(document.to_json()) == as_text(written)
+    assert document.to_json() == written  # in Python too: lists, not tuples (calibration was a tuple)
     assert as_text(BenchDocument.from_json(written).to_json()) == as_text(written)
     assert list(written) == TOP_KEYS and list(written["settings"]) == SETTINGS_KEYS
     assert all(list(row) == ROW_KEYS for row in written["rows"])

@@ -37,6 +37,7 @@ def test_summary_json_is_the_typed_documents_json_in_the_schemas_order(failing_r
     assert text == json.dumps(json_safe(result.document.to_json()), indent=2) + "\n"  # the typed document's JSON
     written = json.loads(text)
     assert result.summary == written  # exactly the file: lists, not tuples, None for non-finite numbers
+    assert result.document.to_json() == written  # all finite here: the typed document's JSON is the file's too
     assert list(written) == SCHEMA_ORDER
     assert written["status"] == "failed" and written["schema_version"] == 2
     assert written["target_weights"]["path"] == str(noisy_fc2_weights)

@@ -4,7 +4,7 @@ built in one place so summary.json, layers.json and eval.json describe the same 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..environment import describe_environment
@@ -22,7 +22,7 @@ def utc_now() -> str:
 
 def weights_record(weights: WeightsInfo) -> dict[str, Any]:
     """The provenance of a checkpoint as documents record it (``weights``)."""
-    return asdict(weights) | {"pretrained_used": weights.pretrained_used}
+    return weights.to_json() | {"pretrained_used": weights.pretrained_used}
 
 
 def weights_fields(weights: WeightsInfo) -> dict[str, Any]:

@@ -8,7 +8,7 @@ schema is documented in README.md ("summary.json"); bump SCHEMA_VERSION on any i
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..job.header import REFERENCE, DocumentHeader, model_record, target_record, weights_fields, weights_record
@@ -143,7 +143,7 @@ class RunSummary:
         if self.structural_proof is not None:
             data["structural_proof"] = self.structural_proof.to_json()
         if self.target_weights is not None:
-            data["target_weights"] = asdict(self.target_weights) | {"flag": "--target-weights"}
+            data["target_weights"] = self.target_weights.to_json() | {"flag": "--target-weights"}
         if self.power_report is not None:
             data["power_report"] = self.power_report
         if self.layers_requested:

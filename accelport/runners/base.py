@@ -200,7 +200,9 @@ class Runner(ABC):
         with self.torch_threads():  # torch_threads as the runner's calls see it
             details = self._describe_impl()
         return {"runtime": self.name, "device": str(self.device), "dtype": self.dtype,
-                "channels_last": self.channels_last, "threads": self.threads, **self.option_values,
+                "channels_last": self.channels_last, "threads": self.threads,
+                **{name: list(value) if isinstance(value, tuple) else value  # as the JSON file reads them back
+                   for name, value in self.option_values.items()},
                 "setup_s": round(self.setup_time_s, 4), "setup_events": list(self.setup_events),
                 **details}
 
