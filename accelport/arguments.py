@@ -106,24 +106,28 @@ def add_input_arguments(group: argparse._ActionsContainer, *, images: bool = Tru
     group.add_argument("--test-size", action="store_true", help=test_size_help)
 
 
+DTYPE_HELP = ("target precision; int8: post-training static quantisation by the engine's own tool (onnxruntime, "
+              "openvino, compile); the reference is always CPU fp32 (default: %(default)s)")
+
+
 def add_device_arguments(group: argparse._ActionsContainer, *, device_help: str = DEVICE_HELP,
                          fp32_math_help: str | None = "strict: IEEE fp32; fast: allow TF32 (CUDA) / HF32 (Ascend) "
                                                       "(default: %(default)s)",
-                         runtime_help: str | None = None, runtime_options: bool = False) -> None:
+                         runtime_help: str | None = None, runtime_options: bool = False, dtype_help: str = DTYPE_HELP,
+                         auto_runtime: bool = False) -> None:
     """--device, [--runtime, --dtype, --channels-last, [--streams, --micro-batch]], [--fp32-math]: where and how the
-    target runs; the bracketed flags for commands with one target (``runtime_help`` given), None: no such flag."""
+    target runs; the bracketed flags for commands with one target (``runtime_help`` given), None: no such flag.
+    ``auto_runtime``: the command takes ``--runtime auto`` (run)."""
     group.add_argument("--device", default=JobSpec.device, help=device_help)
     if runtime_help is not None:
         group.add_argument("--runtime", default=Target.runtime, help=runtime_help)
-        group.add_argument("--dtype", default=Target.dtype, choices=tuple(INPUT_DTYPES),
-                           help="target precision; int8: post-training static quantisation by the engine's own tool "
-                                "(onnxruntime, openvino, compile); the reference is always CPU fp32 "
-                                "(default: %(default)s)")
+        group.add_argument("--dtype", default=Target.dtype, choices=tuple(INPUT_DTYPES), help=dtype_help)
         group.add_argument("--channels-last", action="store_true",
                            help="run the target in channels-last memory format")
         group.add_argument("--threads", type=int, default=Target.threads, metavar="N",
                            help="intra-op threads of the target's engine (default: torch's count, usually the "
-                                "physical cores; --runtime auto: the count the bench measured fastest)")
+                                "physical cores" + ("; --runtime auto: the count the bench measured fastest)"
+                                                    if auto_runtime else ")"))
     if runtime_options:
         _add_runtime_options(group)
     if fp32_math_help is not None:

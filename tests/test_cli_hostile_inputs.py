@@ -222,6 +222,10 @@ def test_thread_counts_past_the_cpus_and_non_finite_limits_are_refused(argv, cul
      "resnet18 has no pretrained tag 'bogus_tag' (its tags: a1_in1k"),
     # an unknown runtime was found after the model loaded, and the choices left out run's own "auto"
     (["run", "--device", "cpu", "--runtime", "tensorrt"], "--runtime 'tensorrt'", "(and auto, with run"),
+    # auto is run's pick from a bench sweep: eval and power refused it only after loading the model
+    (["eval", "--data", "samples", "--runtime", "auto"], "--runtime auto", "only `accelport run` picks"),
+    (["power", "--runtime", "auto"], "--runtime auto", "only `accelport run` picks"),
+    (["layers", "--runtime", "auto"], "--runtime auto", "only `accelport run` picks"),
     # eval has no same-precision baseline: the key was accepted, recorded in eval.json and never used
     (["eval", "--data", "samples", "--criterion", "max_baseline_ratio=3"], "--criterion max_baseline_ratio",
      "no same-precision baseline"),

@@ -98,10 +98,14 @@ class Target:
         merged = dict(self.options) | options
         return replace(self, options=tuple((k, v) for k, v in merged.items() if v != RUNTIME_OPTIONS[k]))
 
-    def validate(self) -> None:
+    def validate(self, *, auto_allowed: bool = False) -> None:
+        """Refuse what cannot run, before any model is loaded or image decoded; ``auto_allowed``: run only."""
         from ..runners import INPUT_DTYPES, QUANTIZED_DTYPES, runtime_names
 
-        if self.runtime not in (*runtime_names(), "auto"):  # before any model is loaded or image decoded
+        if self.runtime == "auto" and not auto_allowed:
+            raise UsageError(f"--runtime auto: only `accelport run` picks the runtime (from a bench sweep); name one "
+                             f"of {', '.join(runtime_names())} here")
+        if self.runtime not in (*runtime_names(), "auto"):
             raise UsageError(f"--runtime {self.runtime!r}: choose one of {', '.join(runtime_names())} (and auto, "
                              "with run: picked from a bench sweep)")
         if self.batch_size < 1:

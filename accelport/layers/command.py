@@ -34,7 +34,10 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
     arguments.add_target_arguments(target,
                                    runtime_help="how the target runs the model: eager, openvino or onnxruntime (module "
                                                 "outputs read from the engine's own graph, chained mode) (default: "
-                                                "%(default)s)")
+                                                "%(default)s)",
+                                   dtype_help="target precision; int8: post-training static quantisation by the "
+                                              "engine's own tool (onnxruntime, openvino); the reference is always CPU "
+                                              "fp32 (default: %(default)s)")
     arguments.add_calibration_argument(target, "--dtype int8 (openvino, onnxruntime): images the quantiser calibrates "
                                                "on; give the run being localised the same ones (default: the bundled "
                                                "samples)")
@@ -44,8 +47,9 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
                        help="chained: each side runs its own forward (error accumulates); isolated: each target "
                             "module gets the reference's input (its own error); both (default for eager; "
                             "openvino and onnxruntime have chained only)")
-    arguments.add_criterion_argument(judge, "override a threshold of the target precision's criteria; layers uses "
-                                     "max_rel_l2 and min_cosine (repeatable)")
+    arguments.add_criterion_argument(judge, "override a threshold of the target precision's criteria: a module "
+                                     "diverges by max_rel_l2, min_cosine, elem_rtol and min_within_share; the "
+                                     "model's output is judged by all of run's checks (repeatable)")
     arguments.add_out_dir_argument(parser, "layers.json, layers.csv, layers.md and layers.png go here (default: "
                                    "%(default)s)")
 

@@ -41,9 +41,6 @@ def validate(config: LayersConfig) -> None:
     if not modes or any(mode not in MODES for mode in modes) or len(set(modes)) != len(modes):
         raise UsageError(f"--mode {','.join(modes) or '(none)'}: choose chained, isolated or both")
     runtime = config.target.runtime
-    if runtime == "auto":
-        raise UsageError("--runtime auto: `accelport layers` compares the target you name (eager, openvino or "
-                         "onnxruntime); auto is run's choice from a bench sweep: name the runtime it picked")
     if runtime not in SUPPORTED_RUNTIMES:
         raise RuntimeUnavailableError(
             f"--runtime {runtime}: `accelport layers` supports PyTorch eager, OpenVINO and ONNX Runtime targets "

@@ -32,7 +32,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         runtime_help="eager (PyTorch), compile (TorchInductor), onnxruntime, openvino, or auto (the fastest "
                      "configuration that passes parity, from a bench sweep) (default: %(default)s)",
         fp32_math_help="strict: IEEE fp32 (TF32 and HF32 off); fast: allow TF32 (CUDA) / HF32 (Ascend) "
-                       "(default: %(default)s)", runtime_options=True)
+                       "(default: %(default)s)", runtime_options=True, auto_runtime=True)
 
     measure = parser.add_argument_group("measurement")
     measure.add_argument("--batch-size", type=int, default=defaults.target.batch_size,

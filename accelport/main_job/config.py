@@ -25,7 +25,7 @@ class RunConfig(FromFlatNames):
 
     def validate(self) -> None:
         self.spec.validate()
-        self.target.validate()
+        self.target.validate(auto_allowed=True)
         if self.iters < 1:
             raise UsageError(f"--iters {self.iters}: must be at least 1")
         if self.warmup < 0:

@@ -30,7 +30,9 @@ def add_power_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--batch-size", type=int, default=d.target.batch_size,
                       help="images per batch (default: %(default)s)")
     arguments.add_target_arguments(parser.add_argument_group("target"),
-                         runtime_help="eager, compile, onnxruntime, openvino (default: eager)")
+                         runtime_help="eager, compile, onnxruntime, openvino (default: eager)",
+                         dtype_help="target precision: fp32, fp16 or bf16 (int8 is refused: the quantisers cannot "
+                                    "calibrate the NaN fault; measure fp32 on the same runtime) (default: %(default)s)")
     judge = parser.add_argument_group("faults")
     judge.add_argument("--sizes", type=_sizes, default=SIZES, metavar="S1,S2,...",
                        help="relative fault sizes to try (default: 1e-4,1e-3,1e-2,1e-1)")
