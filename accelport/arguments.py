@@ -20,6 +20,11 @@ from .runners import INPUT_DTYPES
 DEVICE_HELP = "auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps (default: %(default)s)"
 
 
+CACHE_DIR_HELP = ("export/compile cache (default: $ACCELPORT_CACHE_DIR, else $XDG_CACHE_HOME/accelport or "
+                  "~/.cache/accelport)")
+SIGNAL_EXITS = "Every command: exit 130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM)."
+
+
 @dataclass(frozen=True)
 class Command:
     """A sub-command as the CLI registers it: its name and help texts, the flags it adds and the handler that
@@ -33,7 +38,8 @@ class Command:
     handler: Callable[[argparse.Namespace], int]
 
     def register(self, commands: argparse._SubParsersAction) -> None:
-        parser = commands.add_parser(self.name, help=self.help, description=self.description, epilog=self.epilog)
+        parser = commands.add_parser(self.name, help=self.help, description=self.description,
+                                     epilog=f"{self.epilog} {SIGNAL_EXITS}")
         self.add_arguments(parser)
         parser.set_defaults(handler=self.handler)
 
@@ -114,10 +120,10 @@ def add_device_arguments(group: argparse._ActionsContainer, *, device_help: str 
                          fp32_math_help: str | None = "strict: IEEE fp32; fast: allow TF32 (CUDA) / HF32 (Ascend) "
                                                       "(default: %(default)s)",
                          runtime_help: str | None = None, runtime_options: bool = False, dtype_help: str = DTYPE_HELP,
-                         auto_runtime: bool = False) -> None:
+                         auto_runtime: bool = False, judged_flag: str = "--images") -> None:
     """--device, [--runtime, --dtype, --channels-last, [--streams, --micro-batch]], [--fp32-math]: where and how the
     target runs; the bracketed flags for commands with one target (``runtime_help`` given), None: no such flag.
-    ``auto_runtime``: the command takes ``--runtime auto`` (run)."""
+    ``auto_runtime``: the command takes ``--runtime auto`` (run); ``judged_flag``: the flag of the judged images."""
     group.add_argument("--device", default=JobSpec.device, help=device_help)
     if runtime_help is not None:
         group.add_argument("--runtime", default=Target.runtime, help=runtime_help)
@@ -129,12 +135,12 @@ def add_device_arguments(group: argparse._ActionsContainer, *, device_help: str 
                                 "physical cores" + ("; --runtime auto: the count the bench measured fastest)"
                                                     if auto_runtime else ")"))
     if runtime_options:
-        _add_runtime_options(group)
+        _add_runtime_options(group, judged_flag)
     if fp32_math_help is not None:
         group.add_argument("--fp32-math", default=JobSpec.fp32_math, choices=FP32_MATH_MODES, help=fp32_math_help)
 
 
-def _add_runtime_options(group: argparse._ActionsContainer) -> None:
+def _add_runtime_options(group: argparse._ActionsContainer, judged_flag: str) -> None:
     """OpenVINO's --streams and --micro-batch (checked by the runner, which refuses them on other runtimes)."""
     group.add_argument("--streams", type=int, default=RUNTIME_OPTIONS["streams"], metavar="N",
                        help="OpenVINO only: split each batch over N streams that run at the same time, sharing the "
@@ -143,7 +149,7 @@ def _add_runtime_options(group: argparse._ActionsContainer) -> None:
                        help="OpenVINO only: run each batch as requests of at most M images, queued on the streams "
                             "(default: one request per stream)")
     add_calibration_argument(group, "--dtype int8: images the engine's quantiser calibrates on (files/folders); keep "
-                                    "them apart from --images (default: the bundled samples)")
+                                    f"them apart from {judged_flag} (default: the bundled samples)")
 
 
 def add_calibration_argument(group: argparse._ActionsContainer, help: str) -> None:  # noqa: A002

@@ -373,6 +373,23 @@ def check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, origin: s
                            + _prefix_hint(missing, unexpected))
 
 
+def check_tied_values_agree(state: dict[str, torch.Tensor], model: torch.nn.Module, origin: str) -> None:
+    """Refuse a checkpoint that holds different values under names the model ties to one tensor (CoaT's
+    ``cpe1.proj.weight`` is also ``serial_blocks1.0.cpe.proj.weight``): loading keeps the last name's values, so a
+    fault under the other name vanished and the port was certified."""
+    tied: dict[tuple[int, tuple[int, ...], tuple[int, ...]], list[str]] = {}
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        if tensor.numel() and key in state:
+            tied.setdefault((tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride())), []).append(key)
+    differing = [names for names in tied.values() if len(names) > 1 and not all(
+        torch.equal(state[names[0]], state[other].to(state[names[0]].dtype)) for other in names[1:])]
+    if differing:
+        raise WeightsError(f"{origin}: {' / '.join(differing[0])} are one tensor in {type(model).__name__}, but the "
+                           f"checkpoint holds different values under these names ({len(differing)} such group(s)); "
+                           "loading would keep only the last name's, and a difference under the others would go "
+                           "unseen. Save the checkpoint again from the model")
+
+
 def _prefix_hint(missing: list[str], unexpected: list[str]) -> str:
     """When every key is the model's under one extra prefix (Lightning's ``model.``), say so."""
     if not missing or len(missing) != len(unexpected):
@@ -399,6 +416,7 @@ def load_into(model: torch.nn.Module, path: str | Path, source: str, side: str =
         raise ClassifierMismatch(f"{path}: the checkpoint's classifier has {classes or 'no'} output(s), the model "
                                  f"{model.num_classes}", classes)
     check_fits(state, model, str(path))
+    check_tied_values_agree(state, model, str(path))
     stored = tuple(sorted({str(v.dtype).removeprefix("torch.") for v in state.values()
                            if isinstance(v, torch.Tensor) and v.is_floating_point()}))
     model.load_state_dict(state, strict=True)

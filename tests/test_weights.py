@@ -170,3 +170,23 @@ def test_a_whole_pickled_module_is_refused_in_plain_text(tmp_path):
     message = str(excinfo.value)
     assert "full_module.pth: cannot read checkpoint: it holds a pickled torch.nn.modules.linear.Linear" in message
     assert "\x1b" not in message and "\n" not in message
+
+
+def test_different_values_under_names_the_model_ties_are_refused_naming_them(tmp_path):
+    """CoaT ties cpe1.proj to serial_blocks1.*.cpe.proj: a port whose file held a fault under one name only loaded
+    the other name's values, and run and layers certified it (cosine 1)."""
+    import timm
+
+    from accelport.weights import load_into
+
+    torch.manual_seed(0)
+    model = timm.create_model("coat_lite_tiny")
+    state = {key: value.clone() for key, value in model.state_dict().items()}  # safetensors stores no shared memory
+    save_file(state, tmp_path / "good.safetensors")
+    state["cpe1.proj.weight"] = state["cpe1.proj.weight"] * 1.2
+    save_file(state, tmp_path / "broken.safetensors")
+
+    load_into(timm.create_model("coat_lite_tiny"), tmp_path / "good.safetensors", "file")  # equal values: loads
+    with pytest.raises(WeightsError, match=r"broken\.safetensors: cpe1\.proj\.weight / serial_blocks1\.0\.cpe\.proj"
+                                           r"\.weight.* are one tensor in CoaT"):
+        load_into(timm.create_model("coat_lite_tiny"), tmp_path / "broken.safetensors", "file")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..arguments import (
+    CACHE_DIR_HELP,
     Command,
     add_calibration_argument,
     add_criterion_argument,
@@ -32,7 +33,7 @@ EPILOG = ("duration: the default sweep (batch 1 and 32, 3 rounds, peers included
           "emulated bf16 rows; on cores shared with other jobs it takes several times longer (docs/benchmarks.md); "
           "every finished point is journaled in --out-dir, so Ctrl-C or a time limit loses nothing and --resume "
           "goes on. Exit codes: 0 ran and at least one configuration passed parity at every batch size, 1 some "
-          "batch size has none, 2 bad usage/input/environment, 3 internal error, 130 interrupted. Results: "
+          "batch size has none, 2 bad usage/input/environment, 3 internal error. Results: "
           "bench.json, bench.md, bench.png, bench_journal.jsonl in --out-dir; `accelport run --runtime auto "
           "--out-dir DIR` reuses DIR/bench.json.")
 
@@ -86,7 +87,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     output = parser.add_argument_group("output")
     add_out_dir_argument(output, "bench.json, bench.md, bench.png (default: %(default)s)")
     output.add_argument("--cache-dir", default=d.cache_dir,
-                        help="export/compile cache (default: $ACCELPORT_CACHE_DIR or ~/.cache/accelport)")
+                        help=CACHE_DIR_HELP)
     output.add_argument("--no-progress", action="store_true", help="no progress bar")
     output.add_argument("--no-plot", action="store_true", help="skip bench.png")
     output.add_argument("--resume", action="store_true",

@@ -44,7 +44,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     target = parser.add_argument_group("target")
     arguments.add_target_arguments(target, device_help="auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps; under torchrun, a "
                                    "device without index means the local rank's (default: %(default)s)",
-                         runtime_help="how the target runs the model (default: %(default)s)", runtime_options=True)
+                         runtime_help="how the target runs the model (default: %(default)s)", runtime_options=True,
+                         judged_flag="--data")
     target.add_argument("--batch-size", type=int, default=d.target.batch_size,
                         help="images per batch; the last batch is zero-padded to it (default: %(default)s)")
 

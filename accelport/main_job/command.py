@@ -10,7 +10,7 @@ from .config import RunConfig
 
 HELP = "parity + latency report for one target (same as inference.py)"
 DESCRIPTION = "Parity and latency of one target against the CPU fp32 reference."
-EPILOG = "exit codes: 0 ran and passed, 1 ran and parity failed, 2 bad usage/input/environment, 3 internal error"
+EPILOG = "exit codes: 0 ran and passed, 1 ran and parity failed, 2 bad usage/input/environment, 3 internal error."
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:

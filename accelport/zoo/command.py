@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..arguments import (
+    CACHE_DIR_HELP,
     Command,
     add_calibration_argument,
     add_device_arguments,
@@ -68,7 +69,7 @@ def add_zoo_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--resume", action="store_true",
                         help="keep the rows of the journal in --out-dir and run only the other cells")
     output.add_argument("--cache-dir", default=d.cache_dir,
-                        help="export/compile cache (default: $ACCELPORT_CACHE_DIR or ~/.cache/accelport)")
+                        help=CACHE_DIR_HELP)
     output.add_argument("--no-progress", action="store_true", help="no progress bar")
     output.add_argument("--no-plot", action="store_true", help="skip zoo.png")
 
