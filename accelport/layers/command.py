@@ -72,8 +72,9 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     for line in describe_first_divergent(result):
         print(line)
     peak, device_peak = memory.process_rss_peak_bytes, memory.device_peak_allocated_bytes
-    print(f"memory: activations held at once {memory.held_activations_peak_bytes / 2**20:.1f} MiB (all module "
-          f"outputs of one side for one batch: {memory.all_module_outputs_bytes / 2**20:.1f} MiB); process peak "
+    print(f"memory: activations this comparison held at once {memory.held_activations_peak_bytes / 2**20:.1f} MiB "
+          f"(for scale, every module output of one side for one batch: "
+          f"{memory.all_module_outputs_bytes / 2**20:.1f} MiB); process peak "
           f"RSS {'n/a' if peak is None else f'{peak / 2**20:.0f} MiB'}"
           + ("" if device_peak is None else f"; device peak {device_peak / 2**20:.0f} MiB"))
     return arguments.finish(result.artifacts, passed=not result.diverged)
