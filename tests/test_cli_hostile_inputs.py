@@ -281,9 +281,13 @@ def test_a_signal_while_torch_still_imports_is_an_interruption_not_a_traceback(s
         time.sleep(0.02)
     sent_after, alive = time.monotonic() - started, proc.poll() is None
     proc.send_signal(getattr(signal, sent))
+    try:
+        masks = [line for line in (proc_dir / "status").read_text().splitlines() if line.startswith(("Sig", "Shd"))]
+    except OSError:
+        masks = []
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code and said in err and "Traceback" not in err, \
-        f"sent {sent_after:.2f} s after start, child alive: {alive}\n{err[-2000:]}"
+        f"sent {sent_after:.2f} s after start, child alive: {alive}, then {masks}\n{err[-2000:]}"
     assert not (tmp_path / "out" / "summary.json").exists()
 
 
