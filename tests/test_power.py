@@ -34,6 +34,8 @@ def test_power_reports_smallest_detected_sizes_and_localisation(tmp_path, seeded
     assert summary["noise (middle)"]["smallest_detected"] == 1e-3  # fp32 sees 1e-3 in one tensor
     assert summary["channel swap (middle)"]["layers"]["names_module"]
     assert summary["non-finite value"]["detected"]
+    # its own NaN fault is injected and judged in the table: no ERROR line in a power run that passed
+    assert "ERROR" not in capsys.readouterr().err
     report = (tmp_path / "power.md").read_text()
     assert report.count("| noise (") >= 3
     swap = next(line for line in report.splitlines() if line.startswith("| channel swap"))
