@@ -87,6 +87,8 @@ def test_live_sites_stay_where_they_were_and_an_all_dead_site_is_kept_and_marked
     model.load_state_dict(seeded_state)
     change = _output_change(torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1)))
     assert choose_sites(model, (1e-2,), 0, lambda faulty: change(model, faulty)) == preferred_sites(model)
+    # live whatever sizes are judged: probed at 1e-6 (the largest size asked), every tensor looked dead
+    assert choose_sites(model, (1e-6,), 0, lambda faulty: change(model, faulty)) == preferred_sites(model)
     dead = choose_sites(model, (1e-2,), 0, lambda faulty: 0.0)  # as if no tensor reached the output
     assert all(site.no_effect and site.parameter == preferred_sites(model)[where].parameter
                for where, site in dead.items())

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from ..atomic import json_writer, text_writer
 from ..plotting import pyplot_or_none, save_figure, write_report_set
-from .faults import names_module
+from .faults import NO_EFFECT_REL_L2, names_module, probe_size
 
 if TYPE_CHECKING:
     from .document import PowerDocument
@@ -75,13 +75,14 @@ def _moved_sites(doc: PowerDocument) -> list[str]:
         passed_over = ", ".join(f"`{name}`" for name in site.skipped[:3])
         if len(site.skipped) > 3:
             passed_over += f" and {len(site.skipped) - 3} more (power.json `sites`)"
+        unchanged = f"moved the CPU fp32 output by less than {NO_EFFECT_REL_L2:g} (relative L2)"
         if site.no_effect:
-            lines.append(f"- **{site.where}**: a {max(doc.sizes):g} fault in each of {passed_over} left the CPU fp32 "
-                         "output unchanged with these weights, so its faults are untestable here (kept at "
+            lines.append(f"- **{site.where}**: a {probe_size(doc.sizes):g} fault in each of {passed_over} "
+                         f"{unchanged} with these weights, so its faults are untestable here (kept at "
                          f"`{site.parameter}`).")
         else:
             lines.append(f"- **{site.where}**: `{site.parameter}`; passed over {passed_over}, where a "
-                         f"{max(doc.sizes):g} fault left the CPU fp32 output unchanged with these weights.")
+                         f"{probe_size(doc.sizes):g} fault {unchanged} with these weights.")
     if lines:
         lines = ["", "Sites moved: a fault in a tensor that does not reach the output (a residual branch whose last "
                  "norm is zero, as in timm's random init of ResNets, or scaled by 1e-6, as in ConvNeXt V1's) would be "
