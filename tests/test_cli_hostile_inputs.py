@@ -216,6 +216,8 @@ def test_thread_counts_past_the_cpus_and_non_finite_limits_are_refused(argv, cul
     # an empty item used to be dropped silently: "1,,2" ran batch sizes 1 and 2
     (["bench", "--batch-sizes", "1,,2"], "--batch-sizes '1,,2'", "empty item"),
     (["power", "--sizes", "1e-3,,1e-2"], "--sizes", "comma-separated numbers"),
+    # a size given twice built and judged every fault of that size twice
+    (["power", "--sizes", "1e-2,0.01"], "--sizes 0.01,0.01", "0.01 given more than once"),
     # timm.is_model accepts any tag of a known architecture; timm.create_model then failed with a traceback (exit 3)
     # in run/bench/layers/power, and zoo ran the cell as a crash
     (["zoo", "--models", "resnet18.bogus_tag", "--runtimes", "eager"], "--models 'resnet18.bogus_tag'",

@@ -37,3 +37,6 @@ def validate(config: PowerConfig) -> None:
                          "same --runtime: every fault it detects fails an int8 run too")
     if not config.sizes or any(not 0 < s < 10 for s in config.sizes):
         raise UsageError(f"--sizes {','.join(map(str, config.sizes))}: each must be in (0, 10)")
+    if repeated := sorted({s for s in config.sizes if config.sizes.count(s) > 1}):
+        raise UsageError(f"--sizes {','.join(map(str, config.sizes))}: {', '.join(map(str, repeated))} given more "
+                         "than once (each size is judged once)")
