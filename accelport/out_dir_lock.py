@@ -24,8 +24,8 @@ from .errors import OutputError
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _scope: ContextVar[contextlib.ExitStack | None] = ContextVar("accelport_job_scope", default=None)
-# folder -> the thread whose job holds it: a command calling another in that thread (run's --layers-on-fail) goes
-# on; another thread of this process is refused (flock alone would let it through: the shortcut above skips it)
+# folder -> the thread whose job holds it: a command called by another in that thread goes on under the lock;
+# another thread of this process is refused, naming this process (it used to go on: only the folder was recorded)
 _held: dict[Path, int] = {}
 
 

@@ -32,14 +32,15 @@ ReportFiles = dict[str, tuple[str, Writer]]  # key -> (file name, writer)
 
 
 def write_report_set(out_dir: Path, files: ReportFiles | Callable[[str | None], ReportFiles],
-                     plot: tuple[str, Callable[[Path], Path | None] | None]) -> dict[str, Path]:
+                     plot: tuple[str, Callable[[Path], Path | None] | None] | None) -> dict[str, Path]:
     """A report's files and its picture written as one atomic set, so an interrupted run or a full disk never
     leaves a new JSON beside an older page or picture. ``plot``: the picture's file name and ``render(path)``
     (None: not wanted); without matplotlib it is left out, and a picture of an earlier report of that name is
-    removed, since it would not show this one. ``files`` may take the picture's name (None when there is none),
+    removed, since it would not show this one; ``plot`` None: the report has no picture at all.
+    ``files`` may take the picture's name (None when there is none),
     for a page that links it. Returns key -> path, the picture under ``"plot"``; OutputError (exit 2) naming
     ``--out-dir`` when the set cannot be written (nothing of it was)."""
-    name, render = plot
+    name, render = plot or ("", None)
     png = None
     if render is not None:
         with tempfile.TemporaryDirectory(prefix="accelport-plot.") as folder:  # drawn privately, then in the set
@@ -49,7 +50,7 @@ def write_report_set(out_dir: Path, files: ReportFiles | Callable[[str | None], 
     if png is not None:
         chosen = {**chosen, "plot": (name, lambda fh: fh.write(png))}
     paths = write_artifact_set(out_dir, dict(chosen.values()))
-    if png is None:
+    if png is None and name:
         (Path(out_dir) / name).unlink(missing_ok=True)
     artifacts = {key: paths[file_name] for key, (file_name, _) in chosen.items()}
     for path in artifacts.values():

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..atomic import json_writer, npy_writer, text_writer, write_artifact_set
+from ..atomic import json_writer, npy_writer, text_writer
 from ..criteria import BASELINE_RTOL, Check
 from ..formatting import (
     NO_WEIGHTS_FILE,
@@ -319,17 +319,14 @@ def write_artifacts(out_dir: Path, summary: RunSummary, reference: np.ndarray | 
     if reference is not None and target is not None:
         files["reference_outputs"] = (SAVED_OUTPUTS[0], npy_writer(reference))
         files["target_outputs"] = (SAVED_OUTPUTS[1], npy_writer(target))
+    plot = None
     if layers is not None:
         from ..layers.render import layer_report_files
 
         layer_files, plot = layer_report_files(layers)
-        written = write_report_set(out_dir, files | {f"layers_{key}": item for key, item in layer_files.items()}, plot)
-        artifacts = {("layers_plot" if key == "plot" else key): path for key, path in written.items()}
-    else:
-        paths = write_artifact_set(out_dir, dict(files.values()))
-        artifacts = {key: paths[name] for key, (name, _) in files.items()}
-        for path in artifacts.values():
-            _logger.info("wrote %s", path)
+        files |= {f"layers_{key}": item for key, item in layer_files.items()}
+    written = write_report_set(out_dir, files, plot)
+    artifacts = {("layers_plot" if key == "plot" else key): path for key, path in written.items()}
     names = {path.name for path in artifacts.values()}
     for name in SAVED_OUTPUTS:  # an earlier run's outputs beside this run's summary would read as this run's
         if name not in names:
