@@ -69,7 +69,7 @@ def test_int8_runs_through_the_engines_quantiser_and_records_its_calibration(tmp
     if runtime == "compile":  # the PT2E package, built (not from the cache) for this checkpoint and calibration
         assert [e["package_cache_hit"] for e in target["setup_events"] if e["step"] == "shape"] == [False]
         assert target["compile_mode"] == "aot-inductor" and target["freezing"] is True
-        assert target["int8_float_remainder"] == int8_float_remainder()  # bf16 on AMX, else fp32
+        assert target["int8_float_remainder"] == int8_float_remainder()  # bf16 where the CPU multiplies bf16, else fp32
         assert target["compile_path"].endswith(f"float remainder in {int8_float_remainder()}")
     else:
         assert target["int8_cache_hit"] is False and target["effective_precision"] == "int8"
