@@ -14,6 +14,7 @@ import pytest
 from accelport.bench.api import run_bench
 from accelport.bench.config import BenchConfig
 from accelport.bench.document import BenchDocument
+from accelport.bench.report import render_pick
 from accelport.bench.rows import BatchPick, BenchRow, PeerComparison
 
 SAVED_BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
@@ -112,3 +113,12 @@ def test_the_sweep_says_once_when_its_reference_barely_depends_on_the_images():
     lines = input_blind_lines(blind)
     assert len(lines) == 1 and lines[0].startswith("caution (bf16, fp32 criteria)")
     assert "cannot see a target that ignores it" in lines[0]
+
+
+def test_bench_pick_says_where_the_timing_rounds_disagree_on_pick_against_peer():
+    # a measured sweep (Zen 4, run 4): bf16 batch 32 is 1.042 at the median, but one of its 3 rounds put the pick ahead
+    document = BenchDocument.from_json(json.loads(
+        (SAVED_BENCH / "bench_default_cpu_epyc_avx512bf16_2core_frozen.json").read_text()))
+    printed = {line.split(":")[0].strip(): line for line in render_pick(document).splitlines() if " / peer: " in line}
+    assert printed["bf16 batch 32"].endswith("= 1.042 (the rounds disagree: level)")
+    assert printed["fp32 batch 32"].endswith("= 0.727")

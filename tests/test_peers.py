@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from accelport.bench import peers
-from accelport.bench.peers import compare_with_peers, paired_ratio
+from accelport.bench.peers import compare_with_peers, paired_ratio, peer_summary
+from accelport.bench.report import peer_lines
+from accelport.bench.rows import PeerComparison
 from accelport.cli import main
 from accelport.environment import parse_isa
 from accelport.runners.compile import int8_float_remainder
@@ -166,3 +168,21 @@ def test_compiled_peers_are_unsupported_where_inductor_has_no_backend():
             peers.create_peer_runner(name, model, torch.device("meta"), "fp32", threads=None, cache_dir=None)
     eager = peers.create_peer_runner("timm eager", model, torch.device("meta"), "bf16", threads=None, cache_dir=None)
     assert eager.autocast  # the eager recipe needs no Inductor: built on any device
+
+
+def test_rounds_that_disagree_are_said_in_the_report_and_the_auto_line():
+    # the Zen 4 run 4 figures: the median says "peer faster" (1.042), but one round of three put the pick ahead
+    level = PeerComparison("bf16", 32, "compile bf16", 69.4, "peer: torch.compile freezing", 70.5, 1.042,
+                           [1.074, 1.042, 0.970], False)
+    ahead = PeerComparison("fp32", 32, "openvino fp32", 112.3, "peer: torch.compile freezing", 153.7, 0.727,
+                           [0.710, 0.759, 0.727], True)
+    one_round = PeerComparison("fp32", 1, "compile fp32", 4.5, "peer: onnxruntime default", 5.0, 1.1, [1.1], False)
+    lines = peer_lines([level, ahead, one_round], rounds=3)
+    [level_row] = [line for line in lines if line.startswith("| bf16 | 32 ")]
+    [ahead_row] = [line for line in lines if line.startswith("| fp32 | 32 ")]
+    [one_row] = [line for line in lines if line.startswith("| fp32 | 1 ")]
+    assert "**1.042** (peer faster; rounds disagree)" in level_row
+    assert "**0.727** |" in ahead_row and "disagree" not in ahead_row
+    assert "**1.100** (peer faster) |" in one_row  # one round cannot disagree with itself
+    assert "level within this run's noise" in peer_summary(level.to_json())
+    assert "noise" not in peer_summary(ahead.to_json())

@@ -34,6 +34,7 @@ import torch
 from ..errors import RuntimeUnavailableError
 from ..runners.base import DTYPES, QUANTIZED_DTYPES, Runner
 from ..runners.compile import check_inductor_device, packed_weight_ops, raise_recompile_limit
+from .rows import rounds_disagree
 
 _logger = logging.getLogger(__name__)
 
@@ -232,4 +233,6 @@ def peer_summary(entry: dict[str, Any]) -> str:
     """``"; 0.83x the best peer (peer: ...)"`` for one comparison entry, or "" when there is none."""
     if not entry or entry.get("ratio_to_best_peer") is None:
         return ""
-    return f"; {entry['ratio_to_best_peer']:.2f}x the best hand-written peer ({entry['best_peer']})"
+    split = " (the timing rounds disagree: level within this run's noise)" if rounds_disagree(
+        entry.get("round_ratios") or []) else ""
+    return f"; {entry['ratio_to_best_peer']:.2f}x the best hand-written peer ({entry['best_peer']}){split}"

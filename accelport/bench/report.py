@@ -10,6 +10,7 @@ from ..atomic import json_writer, text_writer
 from ..formatting import one_line, or_missing
 from ..plotting import write_report_set
 from .points import MIN_ITERS
+from .rows import rounds_disagree
 
 if TYPE_CHECKING:
     from .document import BenchDocument
@@ -124,12 +125,16 @@ def peer_lines(comparison: Sequence[PeerComparison] | None, rounds: int) -> list
     if not comparison:
         return ["No peer rows (`--no-peers`)."]
     lines = [f"Ratio = median over the {rounds} timing round(s) of (pick's round p50 / best peer's round p50), "
-             "both passing parity; below 1 the pick is faster. Peers are timed in the same rounds, never picked.",
+             "both passing parity; below 1 the pick is faster; \"rounds disagree\": some rounds put the pick ahead "
+             "and others behind, so at this run's noise the two are level. Peers are timed in the same rounds, never "
+             "picked.",
              "", "| dtype | batch | pick | p50 ms | best peer | p50 ms | pick / best peer | per-round ratios |",
              "|---|---|---|---|---|---|---|---|"]
     for c in comparison:
+        notes = [note for note, holds in (("peer faster", c.at_least_as_fast is False),
+                                          ("rounds disagree", rounds_disagree(c.round_ratios))) if holds]
         verdict = "–" if c.ratio_to_best_peer is None else (
-            f"**{c.ratio_to_best_peer:.3f}**" + ("" if c.at_least_as_fast else " (peer faster)"))
+            f"**{c.ratio_to_best_peer:.3f}**" + (f" ({'; '.join(notes)})" if notes else ""))
         lines.append(f"| {c.dtype} | {c.batch_size} | {c.pick or 'none passes'} | {_num(c.pick_p50_ms, '.2f')} | "
                      f"{c.best_peer or 'none passes'} | {_num(c.best_peer_p50_ms, '.2f')} | {verdict} | "
                      + ", ".join(f"{r:.3f}" for r in c.round_ratios) + " |")
@@ -207,7 +212,8 @@ def render_pick(document: BenchDocument) -> str:
     if comparison:
         lines.append("against what you would write by hand (paired ratio pick / best peer, < 1: the pick is faster):")
     for c in comparison:
-        lines.append(f"  {c.dtype} batch {c.batch_size}: {c.pick} / {c.best_peer} = {c.ratio_to_best_peer:.3f}")
+        lines.append(f"  {c.dtype} batch {c.batch_size}: {c.pick} / {c.best_peer} = {c.ratio_to_best_peer:.3f}"
+                     + (" (the rounds disagree: level)" if rounds_disagree(c.round_ratios) else ""))
     return "\n".join(lines)
 
 

@@ -137,6 +137,12 @@ class BatchPick:
                 "table": [entry.to_json() for entry in self.table]}
 
 
+def rounds_disagree(round_ratios: list[float]) -> bool:
+    """Some timing rounds put the pick ahead of the peer and others behind it: at this run's noise the two are
+    level, whatever the median says (the pick and a frozen ``torch.compile`` peer are often the same compiler)."""
+    return len(round_ratios) > 1 and min(round_ratios) <= 1.0 < max(round_ratios)
+
+
 @dataclass(frozen=True)
 class PeerComparison:
     """Per (dtype, batch): the pick against the best hand-written peer (bench/peers.py), paired over rounds."""
