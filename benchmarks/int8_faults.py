@@ -1,8 +1,9 @@
 """Every weight fault that fails an fp32 run also fails an int8 run: measured on the seeded checkpoint.
 
 For each fault (applied to a copy of the seeded convnextv2_atto checkpoint, passed as ``--target-weights``), runs
-ONNX Runtime fp32, ONNX Runtime int8 and OpenVINO int8 on two samples and prints one JSON row per run: the verdict,
-whether the int8 parity alone passed (the fault hidden by int8's own error) and the structural proof's status.
+ONNX Runtime fp32, ONNX Runtime int8, OpenVINO int8 and compile (PT2E) int8 on two samples and prints one JSON row
+per run: the verdict, whether the int8 parity alone passed (the fault hidden by int8's own error) and the structural
+proof's status.
 
     python benchmarks/int8_faults.py > int8_faults.jsonl
 """
@@ -24,7 +25,7 @@ from accelport.preprocess import DEFAULT_SAMPLES_DIR  # noqa: E402
 
 FC2 = "stages.2.blocks.1.mlp.fc2.weight"
 STEM = "stem.0.weight"
-TARGETS = (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "int8"))
+TARGETS = (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "int8"), ("compile", "int8"))
 
 
 def _noisy(tensor: torch.Tensor, size: float) -> torch.Tensor:
