@@ -212,3 +212,28 @@ def test_a_run_without_save_outputs_leaves_no_earlier_outputs_beside_its_summary
     shutil.copytree(full_run[1], out)  # the earlier run's set, saved outputs included
     assert main(["run", "--device", "cpu", "--images", two_images[0], "--out-dir", str(out), *FAST]) == 0
     assert not (out / "reference_outputs.npy").exists() and not (out / "target_outputs.npy").exists()
+
+
+def test_layers_on_fail_with_a_compile_target_keeps_the_failed_runs_files(tmp_path, two_images, capsys, monkeypatch):
+    """An Inductor graph cannot be compared module by module: run --runtime compile --layers-on-fail on a broken
+    port ended in an internal error (exit 3) and wrote none of the run's files."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("ACCELPORT_CACHE_DIR", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    state = timm.create_model("test_convnext2").state_dict()
+    head = "head.fc.weight"  # the blocks' layer scale (1e-6 at init) would hide a fault inside them
+    noise = torch.randn(state[head].shape, generator=torch.Generator().manual_seed(0))
+    clean, broken, out = tmp_path / "clean.safetensors", tmp_path / "broken.safetensors", tmp_path / "out"
+    save_file(state, str(clean))
+    save_file({**state, head: state[head] + 0.5 * state[head].abs().mean() * noise}, str(broken))
+    rc = main(["run", "--model", "test_convnext2", "--weights", str(clean), "--target-weights", str(broken),
+               "--runtime", "compile", "--device", "cpu", "--layers-on-fail", "--images", two_images[0],
+               "--out-dir", str(out), *FAST])
+    summary = json.loads((out / "summary.json").read_text())
+    assert rc == 1 and summary["status"] == "failed" and summary["layer_report"] is None
+    assert "layer comparison not run: --runtime compile: `accelport layers` supports" in capsys.readouterr().err
+    assert {p.name for p in out.iterdir()} >= {"summary.json", "report.md", "accuracy_compare.log"}
+    assert not any(p.name.startswith("layers") for p in out.iterdir())

@@ -22,7 +22,7 @@ from ..out_dir_lock import job_scope
 from ..runners import DTYPES, create_runner
 from .capture import TargetCast
 from .compare import LayerComparison, compare_engine_layers, compare_layers
-from .config import LayersConfig, validate
+from .config import LayersConfig, check_comparable, validate
 from .document import LayersDocument, LayersInputs
 from .memory import MemoryMonitor
 from .render import first_divergence, write_layer_artifacts
@@ -71,6 +71,7 @@ def run_layers(config: LayersConfig | None = None, *, job: JobContext | None = N
 def layers_document(config: LayersConfig, job: JobContext) -> LayersDocument:
     """The comparison and its verdict, no files: ``run --layers-on-fail`` writes them in its own report set, so
     an interruption never leaves the run's files without the layers' (or the reverse)."""
+    check_comparable(config)  # run --layers-on-fail comes here without validate: a compile target is refused
     images = job.image_batch()
     _logger.info("layers: %d image(s), batch %d, modes %s, target %s %s %s", images.tensor.shape[0],
                  config.target.batch_size, "+".join(config.effective_modes), job.device, config.target.runtime,

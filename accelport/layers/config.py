@@ -37,6 +37,12 @@ def validate(config: LayersConfig) -> None:
     """Refuse what cannot be honoured before any model is built."""
     config.spec.validate()
     config.target.validate()
+    check_comparable(config)
+
+
+def check_comparable(config: LayersConfig) -> None:
+    """The target and modes can be compared module by module (a RuntimeUnavailableError says why not); also checked
+    by ``layers_document`` itself, which ``run --layers-on-fail`` calls with run's already validated target."""
     modes = config.effective_modes
     if not modes or any(mode not in MODES for mode in modes) or len(set(modes)) != len(modes):
         raise UsageError(f"--mode {','.join(modes) or '(none)'}: choose chained, isolated or both")
