@@ -190,3 +190,21 @@ def test_different_values_under_names_the_model_ties_are_refused_naming_them(tmp
     with pytest.raises(WeightsError, match=r"broken\.safetensors: cpe1\.proj\.weight / serial_blocks1\.0\.cpe\.proj"
                                            r"\.weight.* are one tensor in CoaT"):
         load_into(timm.create_model("coat_lite_tiny"), tmp_path / "broken.safetensors", "file")
+
+
+def test_a_half_precision_copy_as_target_weights_is_said_to_fail_the_proof_by_its_rounding(tmp_path, seeded_state,
+                                                                                          caplog):
+    from accelport.job.context import warn_of_rounded_copy
+
+    fp32, bf16 = tmp_path / "fp32.safetensors", tmp_path / "bf16.safetensors"
+    save_file(seeded_state, str(fp32))
+    save_file({k: v.bfloat16() if v.is_floating_point() else v for k, v in seeded_state.items()}, str(bf16))
+    reference, copy = load_model(weights_path=str(fp32)), load_model(weights_path=str(bf16), side="target")
+    caplog.clear()
+    warn_of_rounded_copy(reference, copy)
+    assert f"--target-weights {bf16} stores its weights in bfloat16, the reference's in float32" in caplog.text
+    assert "fails by the rounding alone" in caplog.text and "give this file as --weights too" in caplog.text
+    caplog.clear()
+    warn_of_rounded_copy(load_model(weights_path=str(bf16)), copy)  # both sides compute with the same values
+    warn_of_rounded_copy(reference, load_model(weights_path=str(fp32), side="target"))
+    assert "structural proof" not in caplog.text
