@@ -97,6 +97,9 @@ def check_checkpoint_file(path: Path, flag: str = "--weights") -> None:
         raise WeightsError(f"{flag} {path}: {what}")
 
 
+SAFETENSORS_MAX_HEADER = 100_000_000  # the format's own limit on the JSON header's length
+
+
 def file_kind(path: Path) -> str | None:
     """What the file holds, from its first bytes: "safetensors", "torch" (a zip from ``torch.save`` or a legacy
     pickle), "shard-index" (by name), or None. An empty file or a Git LFS pointer (a clone without ``git lfs
@@ -113,7 +116,11 @@ def file_kind(path: Path) -> str | None:
                            "in the clone, or `hf download`)")
     # safetensors first: its first byte is the low byte of the header's length, which is 0x80 (pickle's PROTO) or
     # "(" for one header size in 32; a pickle or a zip cannot have "{" at byte 8 after a length that fits the file
-    if len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
+    header = int.from_bytes(head[:8], "little")
+    if len(head) > 8 and head[8:9] == b"{" and 0 < header <= SAFETENSORS_MAX_HEADER:
+        if header > size - 8:  # a download or copy cut short inside the header
+            raise WeightsError(f"{path}: a safetensors file cut short: its header alone is {header} bytes, the "
+                               f"whole file {size}; fetch or copy it again")
         return "safetensors"
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
         return "torch"
@@ -213,7 +220,7 @@ def read_checkpoint_with_key(path: Path) -> tuple[dict[str, torch.Tensor], str |
             state = _read_torch(path)
         else:
             raise WeightsError(
-                f"--weights {path}: neither a safetensors nor a torch file (extension {path.suffix!r}; accelport "
+                f"{path}: neither a safetensors nor a torch file (extension {path.suffix!r}; accelport "
                 f"reads .safetensors, {SHARD_INDEX_SUFFIX} and torch.save files: {', '.join(TORCH_SUFFIXES)})"
             )
     except WeightsError:

@@ -208,3 +208,24 @@ def test_a_half_precision_copy_as_target_weights_is_said_to_fail_the_proof_by_it
     warn_of_rounded_copy(load_model(weights_path=str(bf16)), copy)  # both sides compute with the same values
     warn_of_rounded_copy(reference, load_model(weights_path=str(fp32), side="target"))
     assert "structural proof" not in caplog.text
+
+
+def test_a_safetensors_file_cut_short_in_its_header_is_called_so_and_named(tmp_path, monkeypatch, seeded_state):
+    """Cut inside its header, a download was called 'neither a safetensors nor a torch file' and blamed --weights,
+    also when it came from the HF cache with no --weights given."""
+    whole = tmp_path / "whole.safetensors"
+    save_file(seeded_state, str(whole))
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(whole.read_bytes()[:1000])
+    header = int.from_bytes(whole.read_bytes()[:8], "little")
+    assert header > 1000  # cut inside the header
+    with pytest.raises(WeightsError) as excinfo:
+        load_model(weights_path=cut)
+    assert str(excinfo.value) == (f"{cut}: a safetensors file cut short: its header alone is {header} bytes, the "
+                                  "whole file 1000; fetch or copy it again")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    snapshot_file = write_hf_cache(tmp_path / "hf", seeded_state)
+    snapshot_file.resolve().write_bytes(whole.read_bytes()[:1000])
+    with pytest.raises(WeightsError, match="cut short") as excinfo:
+        load_model(HUB_ID, require_pretrained=True)
+    assert str(snapshot_file) in str(excinfo.value) and "--weights" not in str(excinfo.value)
