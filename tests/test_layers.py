@@ -204,6 +204,10 @@ def test_runtimes_without_module_outputs_are_refused_with_the_reason(capsys):
     with pytest.raises(RuntimeUnavailableError, match="supports PyTorch eager, OpenVINO and ONNX Runtime targets"):
         validate(LayersConfig.of(runtime="compile"))
     validate(LayersConfig.of(runtime="onnxruntime"))  # its graph keeps module names (tests/test_layers_engine.py)
+    with pytest.raises(RuntimeUnavailableError) as int8:  # the advice is one that int8 can follow
+        validate(LayersConfig.of(runtime="compile", dtype="int8"))
+    assert "--runtime openvino` or `onnxruntime` with --dtype int8" in str(int8.value)
+    assert "--runtime eager` on the same" not in str(int8.value)
     assert main(["layers", "--runtime", "compile", "--device", "cpu"]) == 2
     assert "--runtime compile" in capsys.readouterr().err
 

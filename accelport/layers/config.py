@@ -48,13 +48,15 @@ def check_comparable(config: LayersConfig) -> None:
         raise UsageError(f"--mode {','.join(modes) or '(none)'}: choose chained, isolated or both")
     runtime = config.target.runtime
     if runtime not in SUPPORTED_RUNTIMES:
+        instead = ("`accelport layers --runtime openvino` or `onnxruntime` with --dtype int8 (their quantised "
+                   "graphs keep module names; eager has no int8 engine)" if config.target.dtype in QUANTIZED_DTYPES
+                   else "`accelport layers --runtime eager` on the same device and dtype")
         raise RuntimeUnavailableError(
             f"--runtime {runtime}: `accelport layers` supports PyTorch eager, OpenVINO and ONNX Runtime targets "
             "(--runtime eager, openvino or onnxruntime). A compiled Inductor graph runs the model as a whole: its "
             "intermediate tensors are fused into kernels that do not map back to modules, and hooking the underlying "
-            "eager modules would compare a different program. Run `accelport layers --runtime eager` on the same "
-            "device and dtype to localise numeric error, or an engine whose graph keeps module names; see "
-            "docs/layers.md.")
+            f"eager modules would compare a different program. Run {instead} to localise numeric error, or an engine "
+            "whose graph keeps module names; see docs/layers.md.")
     unsupported = [mode for mode in modes if mode not in ENGINE_MODES[runtime]]
     if unsupported:
         raise RuntimeUnavailableError(

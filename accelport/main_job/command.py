@@ -47,8 +47,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--save-outputs", action="store_true",
                         help="also save reference and target outputs as .npy")
     output.add_argument("--no-structural-proof", dest="structural_proof", action="store_false",
-                        help="half precision / fp32-fast: do not also run the target in strict fp32 (faster, but "
-                             "weight and layout bugs that half precision hides are then not ruled out)")
+                        help="int8, half precision, fp32-fast: do not also run the target in strict fp32 (faster, "
+                             "but weight and layout bugs that quantisation or half precision hides are then not ruled "
+                             "out: a broken int8 port can pass)")
     output.add_argument("--layers-on-fail", action="store_true",
                         help="when parity fails, also run the layer-by-layer comparison (accelport layers) and link "
                              "it from report.md")
