@@ -503,7 +503,8 @@ class _Shrink(torch.nn.Module):
 def test_compile_int8_cache_hit_says_again_what_calibration_found(tmp_path, caplog):
     """The scale-floor finding is kept with the cached package: the second process (a cache hit, no calibration)
     warns again and records it, and a failed run's reading names it (it was silent on a hit, and never in the
-    artifacts)."""
+    artifacts). A smaller last batch runs in that package, zero-padded: a second package was a second calibration,
+    and one run judged two int8 programs."""
     if not _installed("torchao"):
         pytest.skip("needs torchao (the PT2E flow left torch 2.14)")
     from accelport.proofs import own_error_reading
@@ -512,16 +513,21 @@ def test_compile_int8_cache_hit_says_again_what_calibration_found(tmp_path, capl
     torch.manual_seed(0)
     model = torch.nn.Sequential(_Shrink(), torch.nn.Conv2d(3, 8, 3, bias=False), torch.nn.ReLU(),
                                 torch.nn.Conv2d(8, 8, 3, bias=False)).eval()
-    image = torch.randn(1, 3, 224, 224)
+    image = torch.randn(2, 3, 224, 224)
     found = []
     for _ in range(2):
         caplog.clear()
         with caplog.at_level("WARNING", logger="accelport.runners.quantize"), \
                 create_runner("compile", model, torch.device("cpu"), "int8", cache_dir=tmp_path,
                               calibration=CALIBRATION[0]) as runner:
+            whole = runner.infer(torch.cat([image[:1], torch.zeros_like(image[:1])]))
+            assert torch.equal(runner.infer(image[:1]), whole[:1])  # the last, smaller batch: the same program
             runner.infer(image)
             settings = runner.describe()
-        [shape] = [e for e in settings["setup_events"] if e["step"] == "shape"]
+        shape, padded = [e for e in settings["setup_events"] if e["step"] == "shape"]
+        assert padded["padded_into"] == [2, 3, 224, 224] and "package_cache_hit" not in padded
+        assert settings["static_shapes"] == [[2, 3, 224, 224]] and settings["recompiles"] == 0
+        assert settings["padded_into"] == {"[1, 3, 224, 224]": [2, 3, 224, 224]}
         found.append((shape["package_cache_hit"], settings["int8_scales_at_floor"],
                       any("smallest scale" in r.getMessage() for r in caplog.records)))
     assert [hit for hit, _, _ in found] == [False, True]

@@ -148,6 +148,7 @@ class CompiledRunner(Runner):
         self._mode = self._routes[0] if on_cpu else f"torch.compile:{_TORCH_COMPILE_MODE[self.device.type]}"
         self._int8_remainder = int8_float_remainder() if self.dtype == "int8" else None
         self._compiled_by_shape: dict[tuple[int, ...], Any] = {}
+        self._padded_into: dict[tuple[int, ...], tuple[int, ...]] = {}  # int8: a smaller batch -> its package
         self._scales_at_floor: dict[str, Any] | None = None  # int8: calibration's ranges under the quantizer's floor
         self._identity: dict[str, Any] | None = None
 
@@ -197,6 +198,12 @@ class CompiledRunner(Runner):
 
     def _prepare_shape_impl(self, device_input: torch.Tensor) -> dict[str, Any]:
         shape = tuple(device_input.shape)
+        larger = self._int8_package_to_pad_into(shape)
+        if larger is not None:
+            self._compiled_by_shape[shape] = functools.partial(self._padded_call, self._compiled_by_shape[larger],
+                                                               larger[0])
+            self._padded_into[shape] = larger
+            return {"mode": self._mode, "padded_into": list(larger)}
         if self.device.type == "cpu":
             attempts = {"aot-inductor": functools.partial(self._load_or_build_package, shape, device_input),
                         "torch.compile": functools.partial(self._compile_in_process, shape, device_input)}
@@ -216,6 +223,23 @@ class CompiledRunner(Runner):
         self._compiled_by_shape[shape] = self._compiled
         return {"mode": self._mode, "compile_and_capture_s": round(time.perf_counter() - started, 4),
                 "artifacts_cache_hit": loaded_from_cache}
+
+    def _int8_package_to_pad_into(self, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+        """int8: the shape of an already built package that a smaller batch of the same image size runs in, zero-
+        padded. Each package is calibrated on its own batches, so a second one (a run's last, partial batch) would be
+        a second quantisation, and one run would judge two int8 programs."""
+        if self.dtype != "int8":
+            return None
+        return min((built for built in self._compiled_by_shape
+                    if built not in self._padded_into and built[1:] == shape[1:] and built[0] > shape[0]), default=None)
+
+    def _padded_call(self, compiled: Any, batch_size: int, device_input: torch.Tensor) -> torch.Tensor:
+        """``device_input``'s images run in a package of ``batch_size`` (zeros after them), their outputs only:
+        inference treats each image on its own (static int8 scales, no batch statistics)."""
+        padding = device_input.new_zeros((batch_size - device_input.shape[0], *device_input.shape[1:]))
+        output = compiled(torch.cat([device_input, padding]).contiguous(memory_format=self._memory_format))
+        output = output[0] if isinstance(output, (list, tuple)) else output
+        return output[: device_input.shape[0]]
 
     def _compile_in_process(self, shape: tuple[int, ...], device_input: torch.Tensor) -> dict[str, Any]:
         """``torch.compile`` with freezing (Dynamo graph breaks are allowed, so it also takes models
@@ -283,16 +307,19 @@ class CompiledRunner(Runner):
         return output.detach().to("cpu", torch.float32)  # a copy: CUDA graphs reuse their output buffers
 
     def _describe_impl(self) -> dict[str, Any]:
+        built = [shape for shape in self._compiled_by_shape if shape not in self._padded_into]
         return {"compile_path": self.compile_path, "compile_mode": self._mode,
                 "freezing": self.device.type == "cpu",
-                "torch_threads": torch.get_num_threads(), "static_shapes": [list(s) for s in self._compiled_by_shape],
+                "torch_threads": torch.get_num_threads(), "static_shapes": [list(s) for s in built],
                 "cache_dir": str(self.cache_dir or default_cache_dir()),
-                "recompiles": max(0, len(self._compiled_by_shape) - 1),
+                "recompiles": max(0, len(built) - 1),
                 **({**self._calibration.to_json(), "quantizer": PT2E_QUANTIZER,
-                    "int8_float_remainder": self._int8_remainder, "int8_scales_at_floor": self._scales_at_floor}
+                    "int8_float_remainder": self._int8_remainder, "int8_scales_at_floor": self._scales_at_floor,
+                    "padded_into": {str(list(small)): list(large) for small, large in self._padded_into.items()}}
                    if self.dtype == "int8" else {})}
 
     def _close_impl(self) -> None:
         self._compiled_by_shape.clear()
+        self._padded_into.clear()
         self.__dict__.pop("_compiled", None)
         del self._module
