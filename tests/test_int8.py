@@ -66,6 +66,9 @@ def test_int8_runs_through_the_engines_quantiser_and_records_its_calibration(tmp
     assert result.passed and summary["criteria"]["precision"] == "int8"
     assert target["calibration_images"] == 2 and target["calibration_source"] == ", ".join(calibration)
     assert target["calibration_overlap"] == 0 and target["quantizer"].startswith(("onnxruntime.", "nncf.", "torchao."))
+    said = (f"int8 by {target['quantizer']}, calibrated on 2 image(s) from {', '.join(calibration)}; 0 of the judged "
+            "images were also calibration images")  # a passing run says what its quantiser saw, not only summary.json
+    assert said in (tmp_path / "report.md").read_text() and said in (tmp_path / "accuracy_compare.log").read_text()
     if runtime == "compile":  # the PT2E package, built (not from the cache) for this checkpoint and calibration
         assert [e["package_cache_hit"] for e in target["setup_events"] if e["step"] == "shape"] == [False]
         assert target["compile_mode"] == "aot-inductor" and target["freezing"] is True

@@ -144,6 +144,21 @@ def _agreement_word(match: bool | None, near_tie: bool | None, mismatch: str) ->
     return "match" if match else ("near-tie" if near_tie else mismatch)
 
 
+def _calibration_line(target: dict[str, Any]) -> str | None:
+    """What an int8 target was quantised with and calibrated on, and how many judged images it had seen: a quantiser
+    calibrated on the images that judge it flatters the verdict. None for other targets."""
+    if target.get("dtype") != "int8" or "calibration_images" not in target:
+        return None
+    overlap = target.get("calibration_overlap")
+    seen = "" if overlap is None else (f"; {overlap} of the judged images were also calibration images"
+                                       + (" (flatters the verdict: judge on other images with --images)"
+                                          if overlap else ""))
+    return (f"int8 by {target.get('quantizer', 'the engine')}, calibrated on {target['calibration_images']} "
+            f"image(s) from {target.get('calibration_source')}{seen}"
+            + (f"; float work between int8 layers in {target['int8_float_remainder']}"
+               if target.get("int8_float_remainder") else ""))
+
+
 def render_log(summary: RunSummary) -> str:
     """accuracy_compare.log: the comparison as a porting engineer reads it in a terminal."""
     header, weights, overall = summary.header, summary.weights, summary.parity.overall
@@ -161,6 +176,7 @@ def render_log(summary: RunSummary) -> str:
         "reference  cpu eager fp32",
         f"target     {target['device']} ({header.environment['device_name']}) {target['runtime']} "
         f"{target['dtype']}, fp32 math {target['fp32_math']}, criteria {summary.criteria.label()}",
+        *([f"           {line}"] if (line := _calibration_line(target)) else []),
         "",
         "overall metrics:",
         *(f"  {label:<28} {_fmt(getattr(overall, key))}" for key, label in _METRIC_ROWS),
@@ -232,6 +248,7 @@ def _setup_lines(summary: RunSummary) -> list[str]:
         f"`{target['dtype']}`, channels_last {target['channels_last']}, streams {target.get('streams', 1)}, "
         f"micro-batch {target.get('micro_batch') or 'none'}, "
         f"fp32 math `{target['fp32_math']}`",
+        *([f"- {line}"] if (line := _calibration_line(target)) else []),
         f"- numeric settings: {', '.join(f'{k}={v}' for k, v in target['numeric_settings'].items())}",
         f"- host CPU: {env['cpu']} ({env['cpu_count']} cores, torch threads {env['torch_threads']})",
         f"- python {env['python']}, torch {env['torch']}, torchvision {env['torchvision']}, timm {env['timm']}, "
