@@ -377,7 +377,7 @@ def check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, origin: s
             problems.append(f"{len(items)} {label}: {listed(items, _MAX_LISTED)}")
     if problems:
         raise WeightsError(f"{origin} does not fit {type(model).__name__}: " + "; ".join(problems)
-                           + _prefix_hint(missing, unexpected))
+                           + _prefix_hint(missing, unexpected, set(expected)))
 
 
 def check_tied_values_agree(state: dict[str, torch.Tensor], model: torch.nn.Module, origin: str) -> None:
@@ -397,14 +397,35 @@ def check_tied_values_agree(state: dict[str, torch.Tensor], model: torch.nn.Modu
                            "unseen. Save the checkpoint again from the model")
 
 
-def _prefix_hint(missing: list[str], unexpected: list[str]) -> str:
-    """When every key is the model's under one extra prefix (Lightning's ``model.``), say so."""
-    if not missing or len(missing) != len(unexpected):
+def _prefix_hint(missing: list[str], unexpected: list[str], expected: set[str]) -> str:
+    """When every unexpected key is one of the model's under one extra prefix, say so, and what is still missing
+    without it (a full wrapper's state dict loads: ``without_wrapper_prefix``)."""
+    if not missing or not unexpected:
         return ""
     prefix = os.path.commonprefix(unexpected).rpartition(".")[0] + "."
-    if prefix != "." and sorted(k.removeprefix(prefix) for k in unexpected) == sorted(missing):
-        return f" (every key has the prefix {prefix!r}: a training wrapper's; save the inner model's state dict)"
-    return ""
+    stripped = {k.removeprefix(prefix) for k in unexpected}
+    if prefix == "." or not stripped <= expected:
+        return ""
+    still = [k for k in missing if k not in stripped]
+    return (f" (every key has the prefix {prefix!r}: a training wrapper's; without it, still missing: "
+            f"{listed(still, _MAX_LISTED)})")
+
+
+def without_wrapper_prefix(state: dict[str, torch.Tensor], model: torch.nn.Module, path: Path) -> dict[str, Any]:
+    """A training wrapper's state dict (Lightning's ``model.``, a custom ``net.``): every key the model's under one
+    extra prefix, and nothing else. Loaded without it, with a warning, as DDP's ``module.`` is; anything less
+    exact is left to ``check_fits`` (which names the prefix when that is the difference)."""
+    expected = set(model.state_dict())
+    if set(state) & expected:
+        return state
+    prefix = os.path.commonprefix(list(state)).rpartition(".")[0] + "."
+    stripped = {key.removeprefix(prefix): value for key, value in state.items()}
+    needed = {key for key in expected if not key.endswith(".num_batches_tracked")}
+    if prefix == "." or not needed <= set(stripped) <= expected:
+        return state
+    _logger.warning("%s: every key has the prefix %r (a training wrapper's state dict): loaded without it", path,
+                    prefix)
+    return stripped
 
 
 def load_into(model: torch.nn.Module, path: str | Path, source: str, side: str = "reference") -> WeightsInfo:
@@ -414,6 +435,7 @@ def load_into(model: torch.nn.Module, path: str | Path, source: str, side: str =
     check_checkpoint_file(path)
     before = _fingerprint(path)
     state, state_key = read_checkpoint_with_key(path)
+    state = without_wrapper_prefix(state, model, path)
     try:
         state, layout = convert_to_timm_layout(state, model)
     except WeightsError as exc:

@@ -324,11 +324,19 @@ def test_another_organisations_hub_repo_is_refused_naming_the_way_round():
         load_model("hf-hub:myorg/tc2ft")
 
 
-def test_a_wrapped_key_prefix_and_a_dangling_link_are_named(tmp_path, small_state):
-    path = tmp_path / "lightning.ckpt"
+def test_a_wrapped_key_prefix_loads_or_is_named_and_a_dangling_link_is_named(tmp_path, small_state, caplog):
+    path = tmp_path / "lightning.ckpt"  # Lightning's: the whole model under "model.", as DDP's under "module."
     torch.save({"state_dict": {f"model.{k}": v for k, v in small_state.items()}}, path)
-    with pytest.raises(WeightsError, match="every key has the prefix 'model.'"):
-        load_into(_fresh(), path, "file")
+    _loads_exactly(path, small_state)
+    assert "every key has the prefix 'model.' (a training wrapper's state dict): loaded without it" in caplog.text
+    # one tensor short (and BatchNorm's step counter absent, which torch fills in): refused, the prefix named
+    bn_model = timm.create_model("resnet10t", pretrained=False)
+    partial = {f"net.{k}": v for k, v in bn_model.state_dict().items()
+               if k != "fc.bias" and not k.endswith("num_batches_tracked")}
+    torch.save(partial, tmp_path / "partial.pth")
+    with pytest.raises(WeightsError, match="every key has the prefix 'net.': a training wrapper's; without it, still "
+                                           "missing: fc.bias\\)"):
+        load_into(timm.create_model("resnet10t", pretrained=False), tmp_path / "partial.pth", "file")
     link = tmp_path / "link.safetensors"
     link.symlink_to(tmp_path / "nowhere.safetensors")
     with pytest.raises(WeightsError, match="a dangling symlink \\(to .*nowhere.safetensors\\)"):
