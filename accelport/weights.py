@@ -115,7 +115,8 @@ def file_kind(path: Path) -> str | None:
         raise WeightsError(f"{path}: a Git LFS pointer ({size} bytes), not the weights; fetch them (`git lfs pull` "
                            "in the clone, or `hf download`)")
     # safetensors first: its first byte is the low byte of the header's length, which is 0x80 (pickle's PROTO) or
-    # "(" for one header size in 32; a pickle or a zip cannot have "{" at byte 8 after a length that fits the file
+    # "(" for one header size in 32; a pickle or a zip cannot have "{" at byte 8 after a length under the format's
+    # limit (a zip's byte 8 is its compression method; a pickle's first bytes read as a length far over the limit)
     header = int.from_bytes(head[:8], "little")
     if len(head) > 8 and head[8:9] == b"{" and 0 < header <= SAFETENSORS_MAX_HEADER:
         if header > size - 8:  # a download or copy cut short inside the header
