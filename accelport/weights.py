@@ -384,6 +384,12 @@ def check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, origin: s
                            + _prefix_hint(missing, unexpected, set(expected)))
 
 
+def _mismatches(state: dict[str, Any], model: torch.nn.Module) -> int:
+    expected = model.state_dict()
+    return (sum(k not in state and not k.endswith(".num_batches_tracked") for k in expected)
+            + sum(k not in expected for k in state))
+
+
 def check_tied_values_agree(state: dict[str, torch.Tensor], model: torch.nn.Module, origin: str) -> None:
     """Refuse a checkpoint that holds different values under names the model ties to one tensor (CoaT's
     ``cpe1.proj.weight`` is also ``serial_blocks1.0.cpe.proj.weight``): loading keeps the last name's values, so a
@@ -439,7 +445,7 @@ def load_into(model: torch.nn.Module, path: str | Path, source: str, side: str =
     check_checkpoint_file(path)
     before = _fingerprint(path)
     state, state_key = read_checkpoint_with_key(path)
-    state = without_wrapper_prefix(state, model, path)
+    state = raw = without_wrapper_prefix(state, model, path)
     try:
         state, layout = convert_to_timm_layout(state, model)
     except WeightsError as exc:
@@ -448,7 +454,14 @@ def load_into(model: torch.nn.Module, path: str | Path, source: str, side: str =
     if classes is not None and classes != getattr(model, "num_classes", classes):
         raise ClassifierMismatch(f"{path}: the checkpoint's classifier has {classes or 'no'} output(s), the model "
                                  f"{model.num_classes}", classes)
-    check_fits(state, model, str(path))
+    try:
+        check_fits(state, model, str(path))
+    except WeightsError:
+        # timm's filter renamed keys it took for an original release's (a timm checkpoint missing head.norm.weight
+        # became head.fc.fc.*): when that fits no better, name the keys as the file has them
+        if layout == "converted" and _mismatches(raw, model) <= _mismatches(state, model):
+            check_fits(raw, model, str(path))
+        raise
     check_tied_values_agree(state, model, str(path))
     stored = tuple(sorted({str(v.dtype).removeprefix("torch.") for v in state.values()
                            if isinstance(v, torch.Tensor) and v.is_floating_point()}))

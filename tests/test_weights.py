@@ -239,3 +239,13 @@ def test_a_safetensors_file_cut_short_in_its_header_is_called_so_and_named(tmp_p
     with pytest.raises(WeightsError, match="cut short") as excinfo:
         load_model(HUB_ID, require_pretrained=True)
     assert str(snapshot_file) in str(excinfo.value) and "--weights" not in str(excinfo.value)
+
+
+def test_a_timm_checkpoint_missing_a_key_is_refused_naming_the_files_own_keys(tmp_path, seeded_state):
+    """Without head.norm.weight, timm's original-release filter took the file for an original release and renamed
+    its keys: the refusal listed head.fc.fc.bias and others the file does not hold."""
+    path = tmp_path / "missing.safetensors"
+    save_file({k: v for k, v in seeded_state.items() if k != "head.norm.weight"}, str(path))
+    with pytest.raises(WeightsError) as excinfo:
+        load_model(weights_path=path)
+    assert "1 missing keys: head.norm.weight" in str(excinfo.value) and "head.fc.fc" not in str(excinfo.value)
