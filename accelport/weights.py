@@ -471,8 +471,8 @@ def load_into(model: torch.nn.Module, path: str | Path, source: str, side: str =
     if _fingerprint(path) != before:  # a training job re-saving it, a download replacing the cache link
         raise WeightsError(f"{path}: the file changed while it was read; its digest would not be of the weights "
                            "loaded. Run again once it is written")
-    # the path as found (a cache snapshot's file, a link's own name), not the blob it resolves to
-    info = WeightsInfo(source, str(path.absolute()), digest, file_format, layout, stored, state_key)
+    # the path as found (a cache snapshot's file, a link's own name), not the blob it resolves to; ".." folded away
+    info = WeightsInfo(source, os.path.abspath(path), digest, file_format, layout, stored, state_key)
     if set(stored) - {"float32", "float64"}:
         flag = "weights" if side == "reference" else "target_weights"
         _logger.warning("%s stores its weights in %s: they are cast to float32, so the %s computes with those "

@@ -249,3 +249,12 @@ def test_a_timm_checkpoint_missing_a_key_is_refused_naming_the_files_own_keys(tm
     with pytest.raises(WeightsError) as excinfo:
         load_model(weights_path=path)
     assert "1 missing keys: head.norm.weight" in str(excinfo.value) and "head.fc.fc" not in str(excinfo.value)
+
+
+def test_the_recorded_weights_path_is_absolute_and_folds_dot_dot_but_keeps_a_links_own_name(tmp_path, seeded_state):
+    (tmp_path / "a").mkdir()
+    save_file(seeded_state, str(tmp_path / "a" / "w.safetensors"))
+    (tmp_path / "link.safetensors").symlink_to(tmp_path / "a" / "w.safetensors")
+    assert load_model(weights_path=tmp_path / "a" / ".." / "a" / "w.safetensors").weights.path == \
+        str(tmp_path / "a" / "w.safetensors")
+    assert load_model(weights_path=tmp_path / "link.safetensors").weights.path == str(tmp_path / "link.safetensors")
