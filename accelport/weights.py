@@ -51,9 +51,6 @@ class WeightsInfo:
     # the floating-point dtypes the checkpoint stores (cast to the model's on loading); None: no checkpoint
     stored_dtypes: tuple[str, ...] | None = None
     state_key: str | None = None  # where in the file the state dict was ("state_dict_ema"); None: at the top
-    # the reference computes with these weights rounded as --target-weights stores them ("bfloat16"), the copy having
-    # been checked to be exactly that rounding (job.context.reference_rounded_like_copy); None: as loaded
-    rounded_to: str | None = None
 
     @property
     def pretrained_used(self) -> bool:

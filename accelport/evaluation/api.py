@@ -80,8 +80,8 @@ def _fingerprint(config: EvalConfig, job: JobContext, listing: DatasetListing, c
 
 
 def _weights_identity(loaded: Any, seed: int) -> str:
-    if loaded.weights.sha256:  # the reference's values: rounded like a --target-weights copy, they are others
-        return loaded.weights.sha256 + (f" rounded to {loaded.weights.rounded_to}" if loaded.weights.rounded_to else "")
+    if loaded.weights.sha256:
+        return loaded.weights.sha256
     return f"random-init seed {seed} torch {torch.__version__}"
 
 

@@ -7,8 +7,6 @@ model (and the target's, for --target-weights), data config and transform. Comma
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -85,43 +83,26 @@ class JobContext:
         return time.time() - self.started
 
 
+# A half-precision copy of the reference's weights given as the target's: the strict-fp32 structural proof of a
+# bf16/fp16/int8 target compares the copy's rounded weights with the reference's and fails by that rounding alone
+# (a bf16 copy of convnextv2_atto: rel L2 3.6e-3 against the fp32 limit of 1e-3), although the half-precision run
+# matches its own baseline exactly. Not built: a proof against the reference rounded to the copy's grid, which would
+# keep every fault larger than the rounding (README "Structural proof in every precision").
 _WIDE = {"float32", "float64"}
 
 
-def reference_rounded_like_copy(reference: LoadedModel, target: LoadedModel) -> LoadedModel:
-    """The reference to judge a half-precision copy of its weights against.
-
-    A ``--target-weights`` file that holds every tensor of the reference either unchanged or rounded to the
-    narrower dtype it stores (bf16/fp16; checked tensor by tensor, exactly) is a correct conversion, but a
-    bf16/fp16/int8 target's strict-fp32 structural proof compared its rounded values with the reference's fp32 ones
-    and failed by the rounding alone (a bf16 copy of convnextv2_atto: rel L2 3.6e-3 against the fp32 limit of 1e-3),
-    although its bf16 run equalled accelport's own bf16 baseline. Such a copy's values become the reference's too
-    (``weights.rounded_to``), so the proof judges the engine; a copy that differs in any other way keeps the
-    reference as loaded, and the proof fails as it should."""
-    narrow = [dtype for dtype in target.weights.stored_dtypes or () if dtype not in _WIDE]
-    if not narrow or set(narrow) <= set(reference.weights.stored_dtypes or ()):
-        return reference
-    copy_state, rounded = target.model.state_dict(), 0
-    for key, value in reference.model.state_dict().items():
-        other = copy_state.get(key)
-        if other is not None and torch.equal(other, value):
-            continue
-        if other is None or not value.is_floating_point() or not any(
-                torch.equal(other, value.to(getattr(torch, dtype)).to(value.dtype)) for dtype in narrow):
-            _logger.warning("--target-weights %s stores its weights in %s and differs from --weights by more than "
-                            "that rounding (first at %s): a bf16/fp16/int8 target's structural proof (strict fp32) "
-                            "will see the difference", target.weights.path, ", ".join(narrow), key)
-            return reference
-        rounded += 1
-    if not rounded:
-        return reference
-    model = copy.deepcopy(reference.model)
-    model.load_state_dict(copy_state)
-    _logger.warning("--target-weights %s is --weights rounded to %s (%d tensors, checked one by one): the reference "
-                    "computes with the same rounded values, so the structural proof judges the engine, not the "
-                    "rounding (recorded as weights.rounded_to)", target.weights.path, ", ".join(narrow), rounded)
-    return dataclasses.replace(reference, model=model,
-                               weights=dataclasses.replace(reference.weights, rounded_to=", ".join(narrow)))
+def warn_of_rounded_copy(reference: LoadedModel, target: LoadedModel) -> None:
+    """Say, before any work, that a target checkpoint stored in a narrower float dtype than the reference's fails a
+    half-precision or int8 target's structural proof by its rounding alone, and what to do instead."""
+    narrow = set(target.weights.stored_dtypes or ()) - _WIDE
+    if not narrow or narrow <= set(reference.weights.stored_dtypes or ()):
+        return
+    _logger.warning("--target-weights %s stores its weights in %s, the reference's in %s: a bf16/fp16/int8 target's "
+                    "structural proof (strict fp32) compares these rounded weights with the reference's and fails by "
+                    "the rounding alone. To judge the engine, give this file as --weights too (both sides then "
+                    "compute with the same values); to judge the conversion, give the fp32 checkpoint it was made "
+                    "from as --target-weights", target.weights.path, ", ".join(sorted(narrow)),
+                    ", ".join(reference.weights.stored_dtypes or ("float32",)))
 
 
 def open_job(spec: JobSpec, *, loaded: LoadedModel | None = None, images: ImageBatch | None = None,
@@ -140,11 +121,11 @@ def open_job(spec: JobSpec, *, loaded: LoadedModel | None = None, images: ImageB
                            f"found for {loaded.name}: no --weights, nothing in the HF cache or on the Hub); a port is "
                            "judged against its original checkpoint: pass --weights PATH")
     target_model = load_target_model(spec) if spec.target_weights else loaded
+    if target_model is not loaded:
+        warn_of_rounded_copy(loaded, target_model)
     if target_model.trained_classes != loaded.trained_classes:  # compared before --features drops both heads
         raise WeightsError(f"--target-weights {spec.target_weights}: {target_model.trained_classes} classes, the "
                            f"reference's checkpoint {loaded.trained_classes}: not a copy of the same model")
-    if target_model is not loaded:
-        loaded = reference_rounded_like_copy(loaded, target_model)
     data_config = data_config_for(loaded.model, spec.test_size)
     job = JobContext(spec, device, numeric, loaded, target_model, data_config, make_transform(data_config),
                      list(images.paths) if images is not None else image_paths, images, started)

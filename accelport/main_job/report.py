@@ -168,8 +168,7 @@ def render_log(summary: RunSummary) -> str:
         f"model      {model['name']} ({model['head']}, output {summary.output_shape})",
         f"weights    {weights.source}: {weights.path or 'RANDOM INIT (no pretrained weights found)'}"
         + (f" (sha256 {weights.sha256[:12]})" if weights.sha256 else "")
-        + (f" [{weights.state_key}]" if weights.state_key else "")
-        + (f", rounded to {weights.rounded_to} as --target-weights stores it" if weights.rounded_to else ""),
+        + (f" [{weights.state_key}]" if weights.state_key else ""),
         *([f"target weights (--target-weights): {summary.target_weights.path} (sha256 "
            f"{(summary.target_weights.sha256 or '')[:12]})"
            + (f" [{summary.target_weights.state_key}]" if summary.target_weights.state_key else "")]
@@ -238,10 +237,7 @@ def _setup_lines(summary: RunSummary) -> list[str]:
         f"{or_missing(weights.file_format, NO_WEIGHTS_FILE)}; key layout: "
         f"{or_missing(weights.key_layout, NO_WEIGHTS_FILE)}; stored as: "
         f"{', '.join(weights.stored_dtypes) if weights.stored_dtypes else NO_WEIGHTS_FILE}"
-        + (f"; state dict under `{weights.state_key}`" if weights.state_key else "")
-        + (f"; **the reference computes with these weights rounded to {weights.rounded_to}**, as --target-weights "
-           "stores them (checked tensor by tensor to be exactly that rounding), so the verdict judges the engine, "
-           "not the rounding" if weights.rounded_to else ""),
+        + (f"; state dict under `{weights.state_key}`" if weights.state_key else ""),
         *([f"- target side only (--target-weights): `{summary.target_weights.path}`, sha256 "
            f"`{summary.target_weights.sha256}`"
            + (f"; state dict under `{summary.target_weights.state_key}`" if summary.target_weights.state_key else "")]
