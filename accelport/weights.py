@@ -12,6 +12,7 @@ another resolution) is refused: that is another model. Nothing is ever loaded pa
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import os
@@ -405,30 +406,37 @@ def check_tied_values_agree(state: dict[str, torch.Tensor], model: torch.nn.Modu
 
 
 def _prefix_hint(missing: list[str], unexpected: list[str], expected: set[str]) -> str:
-    """When every unexpected key is one of the model's under one extra prefix, say so, and what is still missing
-    without it (a full wrapper's state dict loads: ``without_wrapper_prefix``)."""
-    if not missing or not unexpected:
+    """When the model's keys are in the checkpoint under one extra prefix beside keys of something else (a
+    LightningModule's loss weights), say so; a wrapper's state dict with nothing else loads
+    (``without_wrapper_prefix``)."""
+    firsts = collections.Counter(k.partition(".")[0] for k in unexpected if "." in k)
+    if not missing or not firsts:
         return ""
-    prefix = os.path.commonprefix(unexpected).rpartition(".")[0] + "."
-    stripped = {k.removeprefix(prefix) for k in unexpected}
-    if prefix == "." or not stripped <= expected:
+    first = firsts.most_common(1)[0][0]
+    wrapped = [k for k in unexpected if k.startswith(first + ".")]
+    prefix = os.path.commonprefix(wrapped).rpartition(".")[0] + "."
+    under = {k.removeprefix(prefix) for k in wrapped}
+    if not under <= expected:
         return ""
-    still = [k for k in missing if k not in stripped]
-    return (f" (every key has the prefix {prefix!r}: a training wrapper's; without it, still missing: "
-            f"{listed(still, _MAX_LISTED)})")
+    others = [k for k in unexpected if not k.startswith(prefix)]
+    still = [k for k in missing if k not in under]
+    return (f" (the model's keys are under the prefix {prefix!r}, a training wrapper's"
+            + (f", beside {listed(others, _MAX_LISTED)}" if others else "")
+            + (f"; without it, still missing: {listed(still, _MAX_LISTED)}" if still else "")
+            + ": save the inner model's state dict)")
 
 
 def without_wrapper_prefix(state: dict[str, torch.Tensor], model: torch.nn.Module, path: Path) -> dict[str, Any]:
-    """A training wrapper's state dict (Lightning's ``model.``, a custom ``net.``): every key the model's under one
-    extra prefix, and nothing else. Loaded without it, with a warning, as DDP's ``module.`` is; anything less
-    exact is left to ``check_fits`` (which names the prefix when that is the difference)."""
+    """A training wrapper's state dict (Lightning's ``model.``, a custom ``net.``): every key one of the model's
+    under one extra prefix. Taken without it, with a warning, as DDP's ``module.`` is; what the checkpoint then
+    lacks (a head-less backbone, a missing tensor) is judged as for any other file. Keys outside the prefix (a loss's
+    weight, an EMA copy, a teacher) leave it as it is, for ``check_fits`` to refuse."""
     expected = set(model.state_dict())
     if set(state) & expected:
         return state
     prefix = os.path.commonprefix(list(state)).rpartition(".")[0] + "."
     stripped = {key.removeprefix(prefix): value for key, value in state.items()}
-    needed = {key for key in expected if not key.endswith(".num_batches_tracked")}
-    if prefix == "." or not needed <= set(stripped) <= expected:
+    if prefix == "." or not set(stripped) <= expected:
         return state
     _logger.warning("%s: every key has the prefix %r (a training wrapper's state dict): loaded without it", path,
                     prefix)

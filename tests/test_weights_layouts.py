@@ -329,14 +329,26 @@ def test_a_wrapped_key_prefix_loads_or_is_named_and_a_dangling_link_is_named(tmp
     torch.save({"state_dict": {f"model.{k}": v for k, v in small_state.items()}}, path)
     _loads_exactly(path, small_state)
     assert "every key has the prefix 'model.' (a training wrapper's state dict): loaded without it" in caplog.text
-    # one tensor short (and BatchNorm's step counter absent, which torch fills in): refused, the prefix named
+    headless = tmp_path / "headless.ckpt"  # a wrapped backbone: taken without the prefix, then built head-less
+    torch.save({"state_dict": {f"model.{k}": v for k, v in small_state.items() if not k.startswith("head.fc.")}},
+               headless)
+    from accelport.models import load_model
+
+    assert load_model("test_convnext2", weights_path=headless).head == "features"
+    # one tensor short (and BatchNorm's step counter absent, which torch fills in): taken without the prefix, then
+    # refused for the tensor it lacks, as the same file without the prefix is
     bn_model = timm.create_model("resnet10t", pretrained=False)
     partial = {f"net.{k}": v for k, v in bn_model.state_dict().items()
-               if k != "fc.bias" and not k.endswith("num_batches_tracked")}
+               if k not in ("layer1.0.conv1.weight", "fc.bias") and not k.endswith("num_batches_tracked")}
     torch.save(partial, tmp_path / "partial.pth")
-    with pytest.raises(WeightsError, match="every key has the prefix 'net.': a training wrapper's; without it, still "
-                                           "missing: fc.bias\\)"):
+    with pytest.raises(WeightsError, match="2 missing keys: layer1.0.conv1.weight, fc.bias$"):
         load_into(timm.create_model("resnet10t", pretrained=False), tmp_path / "partial.pth", "file")
+    # a key outside the prefix (a weighted loss's buffer): not stripped, refused, the prefix named
+    torch.save({**{f"model.{k}": v for k, v in bn_model.state_dict().items()}, "criterion.weight": torch.ones(3)},
+               tmp_path / "with_loss.pth")
+    with pytest.raises(WeightsError, match="the model's keys are under the prefix 'model.', a training wrapper's, "
+                                           "beside criterion.weight: save the inner model's state dict"):
+        load_into(timm.create_model("resnet10t", pretrained=False), tmp_path / "with_loss.pth", "file")
     link = tmp_path / "link.safetensors"
     link.symlink_to(tmp_path / "nowhere.safetensors")
     with pytest.raises(WeightsError, match="a dangling symlink \\(to .*nowhere.safetensors\\)"):
