@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import logging
 import os
 import re
@@ -101,6 +102,19 @@ def check_checkpoint_file(path: Path, flag: str = "--weights") -> None:
 SAFETENSORS_MAX_HEADER = 100_000_000  # the format's own limit on the JSON header's length
 
 
+def _safetensors_size(path: Path, header: int) -> int | None:
+    """The file size a safetensors header describes (length field, header, tensor data), or None when the header
+    does not parse (the library then says what is wrong)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(8)
+            entries = json.loads(fh.read(header))
+        return 8 + header + max((int(entry["data_offsets"][1]) for name, entry in entries.items()
+                                 if name != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
+
+
 def file_kind(path: Path) -> str | None:
     """What the file holds, from its first bytes: "safetensors", "torch" (a zip from ``torch.save`` or a legacy
     pickle), "shard-index" (by name), or None. An empty file or a Git LFS pointer (a clone without ``git lfs
@@ -123,7 +137,13 @@ def file_kind(path: Path) -> str | None:
         if header > size - 8:  # a download or copy cut short inside the header
             raise WeightsError(f"{path}: a safetensors file cut short: its header alone is {header} bytes, the "
                                f"whole file {size}; fetch or copy it again")
+        described = _safetensors_size(path, header)
+        if described is not None and described > size:  # cut inside the tensors: the usual interrupted download
+            raise WeightsError(f"{path}: a safetensors file cut short: {size} bytes, its header describes {described}; "
+                               "fetch or copy it again")
         return "safetensors"
+    if path.suffix == ".safetensors" and size <= 8:
+        raise WeightsError(f"{path}: a safetensors file cut short: {size} bytes, less than its header's length field")
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
         return "torch"
     if path.suffix in TORCH_SUFFIXES and head[:1] in (b"L", b"I", b"J", b"K", b"M", b"("):  # older pickle protocols

@@ -119,7 +119,8 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path, checkpoint_files):
         data = checkpoint_files[name].read_bytes()
         path = tmp_path / f"truncated{checkpoint_files[name].suffix}"
         path.write_bytes(data[: len(data) // 2])
-        with pytest.raises(WeightsError, match=f"{path.name}: cannot read checkpoint"):
+        said = "a safetensors file cut short" if name == "safetensors" else "cannot read checkpoint"
+        with pytest.raises(WeightsError, match=f"{path.name}: {said}"):
             load_model(weights_path=path)
 
 
@@ -224,6 +225,15 @@ def test_a_safetensors_file_cut_short_in_its_header_is_called_so_and_named(tmp_p
         load_model(weights_path=cut)
     assert str(excinfo.value) == (f"{cut}: a safetensors file cut short: its header alone is {header} bytes, the "
                                   "whole file 1000; fetch or copy it again")
+    data_cut = tmp_path / "data_cut.safetensors"  # the usual interrupted download: the header whole, the data not
+    data_cut.write_bytes(whole.read_bytes()[:-100])
+    with pytest.raises(WeightsError, match=f"a safetensors file cut short: {whole.stat().st_size - 100} bytes, its "
+                                           f"header describes {whole.stat().st_size}; fetch"):
+        load_model(weights_path=data_cut)
+    tiny = tmp_path / "tiny.safetensors"
+    tiny.write_bytes(whole.read_bytes()[:5])
+    with pytest.raises(WeightsError, match="cut short: 5 bytes, less than its header's length field"):
+        load_model(weights_path=tiny)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     snapshot_file = write_hf_cache(tmp_path / "hf", seeded_state)
     snapshot_file.resolve().write_bytes(whole.read_bytes()[:1000])
