@@ -249,6 +249,10 @@ def read_checkpoint_with_key(path: Path) -> tuple[dict[str, torch.Tensor], str |
         raise
     except Exception as exc:
         text = _ANSI_ESCAPE.sub("", str(exc)).strip()  # torch's weights_only refusal is styled for a terminal
+        if "Weights only load failed" in text and "Unsupported operand" in text:  # a protocol 4/5 opcode (FRAME)
+            raise WeightsError(f"{path}: cannot read checkpoint: a legacy (non-zip) torch.save file written with "
+                               "pickle protocol 4 or 5, whose opcodes torch's safe loader does not read; save it again "
+                               "with torch.save's defaults (a zip archive)") from None
         if "Weights only load failed" in text:
             blocked = re.search(r"GLOBAL ([\w.]+)", text)
             what = f"a pickled {blocked.group(1)}" if blocked else "pickled objects (e.g. a whole nn.Module)"

@@ -259,3 +259,12 @@ def test_the_recorded_weights_path_is_absolute_and_folds_dot_dot_but_keeps_a_lin
     assert load_model(weights_path=tmp_path / "a" / ".." / "a" / "w.safetensors").weights.path == \
         str(tmp_path / "a" / "w.safetensors")
     assert load_model(weights_path=tmp_path / "link.safetensors").weights.path == str(tmp_path / "link.safetensors")
+
+
+def test_a_legacy_pickle_of_protocol_4_is_not_called_a_pickled_module(tmp_path, seeded_state):
+    path = tmp_path / "legacy4.pth"
+    torch.save(seeded_state, path, _use_new_zipfile_serialization=False, pickle_protocol=4)
+    with pytest.raises(WeightsError, match="a legacy \\(non-zip\\) torch.save file written with pickle protocol 4 or "
+                                           "5") as excinfo:
+        load_model(weights_path=path)
+    assert "whole nn.Module" not in str(excinfo.value)
