@@ -237,3 +237,5 @@ def test_layers_on_fail_with_a_compile_target_keeps_the_failed_runs_files(tmp_pa
     assert "layer comparison not run: --runtime compile: `accelport layers` supports" in capsys.readouterr().err
     assert {p.name for p in out.iterdir()} >= {"summary.json", "report.md", "accuracy_compare.log"}
     assert not any(p.name.startswith("layers") for p in out.iterdir())
+    assert summary["layers_not_run"].startswith("--runtime compile: `accelport layers` supports")
+    assert "Asked for (--layers-on-fail), not run: --runtime compile:" in (out / "report.md").read_text()

@@ -96,8 +96,9 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     if config.layers_on_fail and not document.passed:
         from ..layers.render import FILES as LAYER_FILES
 
-        layers = _localise(job, target, stream)
-        document = replace(document, layer_report=LAYER_FILES["markdown"] if layers else None, layers_requested=True)
+        layers, not_run = _localise(job, target, stream)
+        document = replace(document, layer_report=LAYER_FILES["markdown"] if layers else None, layers_requested=True,
+                           layers_not_run=not_run)
     saved = (outputs.reference, outputs.target) if config.save_outputs else (None, None)
     result = RunResult(document, reference=outputs.reference, target=outputs.target)
     result.artifacts = write_artifacts(Path(job.spec.out_dir), document, *saved, layers=layers)
@@ -178,16 +179,16 @@ def _power_report(job: JobContext, target: Target) -> str | None:
     return "power.md" if (folder / "power.md").is_file() else None
 
 
-def _localise(job: JobContext, target: Target, stream: ImageStream) -> LayersDocument | None:
+def _localise(job: JobContext, target: Target, stream: ImageStream) -> tuple[LayersDocument | None, str | None]:
     """Parity failed: the layer comparison on the same job (model, images, target), written with the run's files
-    for report.md to link; None when the target cannot be compared module by module."""
+    for report.md to link; or None and why, when the target cannot be compared module by module."""
     from ..layers import LayersConfig
     from ..layers.api import layers_document
 
     images = ImageBatch(load_images(stream.paths, stream.transform).tensor, stream.paths, stream.skipped)
     layers_job = replace(job, images=images, image_paths=list(stream.paths), started=time.time())  # its own clock
     try:
-        return layers_document(LayersConfig(spec=job.spec, target=target), layers_job)
+        return layers_document(LayersConfig(spec=job.spec, target=target), layers_job), None
     except RuntimeUnavailableError as exc:  # e.g. a compile target: say why, keep the run's own result
         _logger.warning("layer comparison not run: %s", exc)
-        return None
+        return None, str(exc)

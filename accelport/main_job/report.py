@@ -205,6 +205,9 @@ def render_report(summary: RunSummary) -> str:
     layers = summary.layer_report
     if layers:
         lines += ["", "## Layer-by-layer comparison", f"See [{layers}]({layers})."]
+    elif summary.layers_not_run:
+        lines += ["", "## Layer-by-layer comparison",
+                  f"Asked for (--layers-on-fail), not run: {summary.layers_not_run}"]
     if summary.power_report:
         lines += ["", "## Detection power", f"What this verdict detects: see [{summary.power_report}]"
                   f"({summary.power_report})."]

@@ -90,6 +90,7 @@ class RunSummary:
     target_weights: WeightsInfo | None = None  # --target-weights: the target side's own checkpoint
     power_report: str | None = None  # power.md of `accelport power` in the same folder
     layer_report: str | None = None  # layers.md, or None when the layer comparison could not run ...
+    layers_not_run: str | None = None  # ... and why (summary.json and report.md say it)
     layers_requested: bool = False  # ... after --layers-on-fail on a failing run (then the key is written)
 
     @property
@@ -148,6 +149,8 @@ class RunSummary:
             data["power_report"] = self.power_report
         if self.layers_requested:
             data["layer_report"] = self.layer_report
+        if self.layers_not_run:
+            data["layers_not_run"] = self.layers_not_run
         return data
 
     def to_log(self) -> str:
