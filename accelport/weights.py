@@ -378,13 +378,18 @@ def checkpoint_classes(state: dict[str, torch.Tensor], model: torch.nn.Module) -
     return int(weight.shape[0])
 
 
+def _key_mismatches(state: dict[str, Any], expected: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The model's keys the checkpoint lacks and the checkpoint's keys the model has no place for. BatchNorm's step
+    counter is no weight, and torch fills it in when a checkpoint lacks it (torchvision's original releases, files
+    from older torch): not "missing"."""
+    missing = [k for k in expected if k not in state and not k.endswith(".num_batches_tracked")]
+    return missing, [k for k in state if k not in expected]
+
+
 def check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, origin: str) -> None:
     """Refuse a checkpoint that does not match the architecture, naming the first mismatches."""
     expected = model.state_dict()
-    # BatchNorm's step counter is no weight, and torch fills it in when a checkpoint lacks it (torchvision's
-    # original releases, files from older torch): not "missing"
-    missing = [k for k in expected if k not in state and not k.endswith(".num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
+    missing, unexpected = _key_mismatches(state, expected)
     wrong_shape = [
         f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
         for k, v in expected.items()
@@ -407,9 +412,7 @@ def check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, origin: s
 
 
 def _mismatches(state: dict[str, Any], model: torch.nn.Module) -> int:
-    expected = model.state_dict()
-    return (sum(k not in state and not k.endswith(".num_batches_tracked") for k in expected)
-            + sum(k not in expected for k in state))
+    return sum(map(len, _key_mismatches(state, model.state_dict())))
 
 
 def check_tied_values_agree(state: dict[str, torch.Tensor], model: torch.nn.Module, origin: str) -> None:
@@ -429,6 +432,11 @@ def check_tied_values_agree(state: dict[str, torch.Tensor], model: torch.nn.Modu
                            "unseen. Save the checkpoint again from the model")
 
 
+def _common_key_prefix(keys: list[str]) -> str:
+    """The module path all ``keys`` start with, ending in "." ("." when there is none)."""
+    return os.path.commonprefix(keys).rpartition(".")[0] + "."
+
+
 def _prefix_hint(missing: list[str], unexpected: list[str], expected: set[str]) -> str:
     """When the model's keys are in the checkpoint under one extra prefix beside keys of something else (a
     LightningModule's loss weights), say so; a wrapper's state dict with nothing else loads
@@ -438,7 +446,7 @@ def _prefix_hint(missing: list[str], unexpected: list[str], expected: set[str]) 
         return ""
     first = firsts.most_common(1)[0][0]
     wrapped = [k for k in unexpected if k.startswith(first + ".")]
-    prefix = os.path.commonprefix(wrapped).rpartition(".")[0] + "."
+    prefix = _common_key_prefix(wrapped)
     under = {k.removeprefix(prefix) for k in wrapped}
     if not under <= expected:
         return ""
@@ -458,7 +466,7 @@ def without_wrapper_prefix(state: dict[str, torch.Tensor], model: torch.nn.Modul
     expected = set(model.state_dict())
     if set(state) & expected:
         return state
-    prefix = os.path.commonprefix(list(state)).rpartition(".")[0] + "."
+    prefix = _common_key_prefix(list(state))
     stripped = {key.removeprefix(prefix): value for key, value in state.items()}
     if prefix == "." or not set(stripped) <= expected:
         return state
