@@ -36,6 +36,11 @@ def weights_files(tmp_path_factory, seeded_state):
     for name, state in (("noisy", noisy), ("swapped", swapped), ("nan", nan)):
         files[name] = root / f"{name}.safetensors"
         save_file({k: v.contiguous() for k, v in state.items()}, str(files[name]))
+    # the converted copies a porting engineer makes: the checkpoint saved in bf16, and the noisy one saved so
+    for name, state in (("bf16_copy", seeded_state), ("noisy_bf16_copy", noisy)):
+        files[name] = root / f"{name}.safetensors"
+        save_file({k: v.bfloat16().contiguous() if v.is_floating_point() else v for k, v in state.items()},
+                  str(files[name]))
     return files
 
 
@@ -63,6 +68,76 @@ def test_weight_faults_fail_bf16_through_the_structural_proof(tmp_path, weights_
     assert result.summary["structural_proof"]["status"] == "failed"
     summary = json.loads((tmp_path / f"{fault}-bf16" / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["target_weights"]["path"].endswith(f"{fault}.safetensors")
+
+
+def test_a_bf16_copy_of_the_checkpoint_is_proved_against_the_reference_rounded_as_it_stores_it(tmp_path, seeded_state,
+                                                                                              weights_files,
+                                                                                              two_images):
+    """A bf16 copy of the fp32 checkpoint failed every bf16 run's strict-fp32 proof by its rounding alone (rel L2
+    ~4e-3 against the fp32 limit 1e-3), though its bf16 run equals accelport's own bf16 baseline."""
+    rounded = sum(1 for v in seeded_state.values()
+                  if v.is_floating_point() and not torch.equal(v.bfloat16().float(), v))
+    result = _run(tmp_path, weights_files, "bf16_copy", "bf16", two_images[:1])
+    proof = result.summary["structural_proof"]
+    assert result.passed and proof["status"] == "passed"
+    assert proof["parity"]["worst_sample_rel_l2"] == 0  # the same values on both sides of the proof
+    assert proof["reference_rounded_like_target_weights"] == {"tensors_rounded": {"bfloat16": rounded}}
+    assert f"({rounded} tensor(s) to bfloat16; every other tensor as loaded)" in (
+        tmp_path / "bf16_copy-bf16" / "report.md").read_text()
+    # the run itself is still judged against the checkpoint as loaded: in fp32 the copy's rounding fails
+    fp32 = _run(tmp_path, weights_files, "bf16_copy", "fp32", two_images[:1])
+    assert not fp32.passed and fp32.summary["structural_proof"]["status"] == "not-needed"
+    # fp16 computes finer than the copy stores: its run fails against fp16's baseline, read as the file's rounding
+    fp16 = _run(tmp_path, weights_files, "bf16_copy", "fp16", two_images[:1])
+    assert not fp16.passed and fp16.summary["structural_proof"]["status"] == "passed"
+    assert "measure fp16's own error (fp16 rounding) plus the file's bfloat16 rounding, which a fp16 run of the " \
+           "original checkpoint does not carry" in (tmp_path / "bf16_copy-fp16" / "report.md").read_text()
+    # a fault larger than the rounding is still the proof's: 1 % noise in one tensor, then saved in bf16
+    noisy = _run(tmp_path, weights_files, "noisy_bf16_copy", "bf16", two_images[:1])
+    assert not noisy.passed and noisy.summary["structural_proof"]["status"] == "failed"
+    assert noisy.summary["structural_proof"]["reference_rounded_like_target_weights"] == {
+        "tensors_rounded": {"bfloat16": rounded - 1}}  # the noisy tensor is not the rounding of the reference's
+
+
+def test_the_layers_strict_pass_of_a_bf16_copy_names_the_faulty_module_not_the_rounding(tmp_path, weights_files,
+                                                                                      two_images, capsys):
+    """Against the unrounded reference, the strict fp32 pass of any bf16 copy diverged at the stem convolution."""
+    argv = ["layers", "--device", "cpu", "--dtype", "bf16", "--weights", str(weights_files["clean"]), "--images",
+            two_images[0], "--mode", "isolated"]
+    assert main([*argv, "--target-weights", str(weights_files["bf16_copy"]), "--out-dir", str(tmp_path / "a")]) == 0
+    assert "isolated  strict fp32 pass of the same target (fp32 criteria): no divergent module" in \
+        capsys.readouterr().out
+    layers_md = (tmp_path / "a" / "layers.md").read_text()
+    assert "- strict fp32 pass: against the reference with its weights rounded as --target-weights stores them" \
+        in layers_md
+    assert "| isolated, strict fp32 pass (fp32 criteria) | none | | | 124 modules, all within" in layers_md
+    assert main([*argv, "--target-weights", str(weights_files["noisy_bf16_copy"]), "--out-dir",
+                 str(tmp_path / "b")]) == 1
+    assert (f"isolated  strict fp32 pass of the same target (fp32 criteria): first divergent module: "
+            f"{FC2.rsplit('.', 1)[0]} ") in capsys.readouterr().out
+
+
+def test_bench_and_eval_prove_a_bf16_copy_against_the_reference_rounded_like_it(tmp_path, weights_files,
+                                                                               two_images):
+    common = ["--device", "cpu", "--weights", str(weights_files["clean"])]
+    for name, expected_rc in (("bf16_copy", 0), ("noisy_bf16_copy", 1)):
+        target = ["--target-weights", str(weights_files[name])]
+        assert main(["bench", *common, *target, "--runtimes", "eager", "--dtypes", "bf16", "--batch-sizes", "1",
+                     "--images", two_images[0], "--rounds", "1", "--no-peers", "--no-plot", "--iters", "1",
+                     "--warmup", "0", "--out-dir", str(tmp_path / f"bench-{name}")]) == expected_rc
+        bench = json.loads((tmp_path / f"bench-{name}" / "bench.json").read_text())
+        proof = bench["rows"][0]["parity"]["structural_proof"] if bench["rows"][0]["label"] == "eager bf16" else \
+            bench["rows"][1]["parity"]["structural_proof"]
+        assert proof["status"] == ("passed" if expected_rc == 0 else "failed")
+        assert "rounded as --target-weights stores them" in proof["reason"]
+        data = tmp_path / "data"
+        data.mkdir(exist_ok=True)
+        shutil.copy(two_images[0], data)
+        assert main(["eval", *common, *target, "--dtype", "bf16", "--data", str(data), "--labels", "none",
+                     "--out-dir", str(tmp_path / f"eval-{name}")]) == expected_rc
+        evaluation = json.loads((tmp_path / f"eval-{name}" / "eval.json").read_text())
+        assert evaluation["target"]["structural_proof"]["status"] == ("passed" if expected_rc == 0 else "failed")
+        assert "tensors_rounded" in evaluation["target"]["structural_proof"]["reference_rounded_like_target_weights"]
 
 
 @pytest.mark.parametrize("target", ["clean", "noisy"])

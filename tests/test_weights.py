@@ -193,23 +193,65 @@ def test_different_values_under_names_the_model_ties_are_refused_naming_them(tmp
         load_into(timm.create_model("coat_lite_tiny"), tmp_path / "broken.safetensors", "file")
 
 
-def test_a_half_precision_copy_as_target_weights_is_said_to_fail_the_proof_by_its_rounding(tmp_path, seeded_state,
-                                                                                          caplog):
+def test_a_half_precision_copy_as_target_weights_is_said_what_it_is_judged_against(tmp_path, seeded_state, caplog):
     from accelport.job.context import warn_of_rounded_copy
 
-    fp32, bf16 = tmp_path / "fp32.safetensors", tmp_path / "bf16.safetensors"
+    fp32, bf16, fp8 = tmp_path / "fp32.safetensors", tmp_path / "bf16.safetensors", tmp_path / "fp8.safetensors"
     save_file(seeded_state, str(fp32))
     save_file({k: v.bfloat16() if v.is_floating_point() else v for k, v in seeded_state.items()}, str(bf16))
+    save_file({k: v.to(torch.float8_e4m3fn) if v.is_floating_point() else v for k, v in seeded_state.items()},
+              str(fp8))
     reference, copy = load_model(weights_path=str(fp32)), load_model(weights_path=str(bf16), side="target")
     caplog.clear()
     warn_of_rounded_copy(reference, copy)
     assert f"--target-weights {bf16} stores its weights in bfloat16, the reference's in float32" in caplog.text
-    assert "fails by that rounding even where the copy is otherwise exact" in caplog.text
+    assert "a strict fp32 run fails by that rounding" in caplog.text
+    assert "structural proof compares with the reference rounded as this file stores it" in caplog.text
+    assert "no copy's rounding" not in caplog.text
+    caplog.clear()
+    warn_of_rounded_copy(reference, load_model(weights_path=str(fp8), side="target"))
+    assert "float8_e4m3fn is no copy's rounding: the proof compares those tensors unrounded" in caplog.text
     assert "give this file as --weights too" in caplog.text
     caplog.clear()
     warn_of_rounded_copy(load_model(weights_path=str(bf16)), copy)  # both sides compute with the same values
     warn_of_rounded_copy(reference, load_model(weights_path=str(fp32), side="target"))
     assert "structural proof" not in caplog.text
+
+
+def test_the_proofs_reference_rounds_exactly_the_tensors_a_half_precision_copy_holds_rounded(seeded_state):
+    """Tensor by tensor: a copy's tensor equal to the reference's bf16/fp16 rounding is rounded in the proof's
+    reference; a perturbed, swapped or more coarsely rounded tensor stays as loaded, so the proof sees it."""
+    import copy as copying
+
+    from accelport.proofs import rounded_reference
+
+    reference = load_model().model
+    reference.load_state_dict(seeded_state)
+    floating = [k for k, v in seeded_state.items() if v.is_floating_point()
+                and not torch.equal(v.bfloat16().float(), v) and not torch.equal(v.half().float(), v)]
+    faulty, coarse, fp16 = floating[3], floating[5], floating[7]
+    copy_state = {k: v.bfloat16().float() if v.is_floating_point() else v for k, v in seeded_state.items()}
+    copy_state[faulty] = (seeded_state[faulty] * 1.01).bfloat16().float()
+    copy_state[coarse] = seeded_state[coarse].to(torch.float8_e4m3fn).float()
+    copy_state[fp16] = seeded_state[fp16].half().float()
+    target = copying.deepcopy(reference)
+    target.load_state_dict(copy_state)
+
+    bf16_only = rounded_reference(reference, target, ("bfloat16",))
+    assert bf16_only is not None
+    rounded_state = bf16_only.model.state_dict()
+    for key in (faulty, coarse, fp16):  # not the bf16 rounding of the reference's: unrounded, the proof sees them
+        assert torch.equal(rounded_state[key], seeded_state[key])
+    assert torch.equal(rounded_state[floating[0]], copy_state[floating[0]])
+    assert bf16_only.rounded == {"bfloat16": len([k for k in seeded_state if seeded_state[k].is_floating_point()
+                                                 and not torch.equal(copy_state[k], seeded_state[k])]) - 3}
+    both = rounded_reference(reference, target, ("bfloat16", "float16"))
+    assert both is not None and both.rounded["float16"] == 1 and torch.equal(both.model.state_dict()[fp16],
+                                                                           copy_state[fp16])
+    assert rounded_reference(reference, target, ("float8_e4m3fn",)) is None  # no copy's grid: nothing rounded
+    assert rounded_reference(reference, target, ("float32",)) is None
+    assert rounded_reference(reference, copying.deepcopy(reference), ("bfloat16",)) is None  # nothing differs
+    assert torch.equal(reference.state_dict()[floating[0]], seeded_state[floating[0]])  # the reference untouched
 
 
 def test_a_safetensors_file_cut_short_in_its_header_is_called_so_and_named(tmp_path, monkeypatch, seeded_state):

@@ -184,15 +184,19 @@ def sweep_document(job: JobContext, config: BenchConfig, images: torch.Tensor, t
                              prove_half_precision=job.separate_target)
     # every row runs the port under test (--target-weights, else the reference's weights), judged against the
     # reference: a broken conversion fails each runtime's parity, eager's too
+    rounded = job.rounded_reference() if any(d != "fp32" for d in config.dtypes) else None
     records, rows = sweep(job.target_model.model, images, reference, job.device, configurations, config.batch_sizes,
-                          criteria, job.is_classifier, settings, journal, resumed)
+                          criteria, job.is_classifier, settings, journal, resumed,
+                          (rounded, reference_outputs(rounded.model, images)) if rounded else None)
     add_ratios(rows)
     flops_per_image = model_flops(job.loaded.model, [1, *job.input_size])
     add_achieved_flops(rows, flops_per_image)
     model = bench_model_record(job.loaded, job.input_size, flops_per_image)
     if job.separate_target:
         model["target_weights"] = {"path": job.target_model.weights.path, "sha256": job.target_model.weights.sha256,
-                                   "state_digest": weights_digest(job.target_model.model)}
+                                   "state_digest": weights_digest(job.target_model.model),
+                                   "stored_dtypes": list(job.target_model.weights.stored_dtypes or ()),
+                                   **({"proof_reference_rounded": rounded.to_json()} if rounded else {})}
     header = DocumentHeader(SCHEMA_VERSION, utc_now(), round(time.time() - started, 3), model,
                             bench_environment(job.device, threads))
     return BenchDocument(

@@ -153,6 +153,18 @@ def input_blind_lines(rows: tuple[BenchRow, ...]) -> list[str]:
             "a target that ignores its input; use real weights or more varied images"]
 
 
+def _target_weights_lines(target: dict[str, Any] | None) -> list[str]:
+    """The port under test (--target-weights): every row runs it; what its structural proof compared with."""
+    if not target:
+        return []
+    rounded = (target.get("proof_reference_rounded") or {}).get("tensors_rounded")
+    return [f"- target weights (--target-weights) `{target['path']}` (sha256 `{(target['sha256'] or '')[:12]}`, "
+            f"stored as {', '.join(target.get('stored_dtypes') or ['?'])}): every row runs them, judged against the "
+            "reference's weights"
+            + ("; the structural proof compares with the reference rounded as this file stores it ("
+               + ", ".join(f"{n} tensor(s) to {d}" for d, n in sorted(rounded.items())) + ")" if rounded else "")]
+
+
 def render_markdown(document: BenchDocument) -> str:
     s, model = document.settings, document.model
     weights_note = "" if model["pretrained_used"] else " (**random init**: no pretrained weights found)"
@@ -163,6 +175,7 @@ def render_markdown(document: BenchDocument) -> str:
         f"- {software_line(document.environment)}",
         f"- model `{model['name']}` ({model['head']}, input {model['input_size']}), weights "
         f"`{model['weights_source']}`{weights_note}",
+        *_target_weights_lines(model.get("target_weights")),
         f"- latency: compute only (input already on the device, device synchronised each iteration), "
         f"{s.warmup} warm-up + up to {s.iters} timed iterations (at most ~{s.max_time_s:g} s each point, "
         f"at least {MIN_ITERS} in all, {-(-MIN_ITERS // max(1, document.rounds))} per round) in {document.rounds} "

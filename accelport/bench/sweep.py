@@ -19,7 +19,7 @@ from ..criteria import Criteria
 from ..errors import RuntimeUnavailableError
 from ..latency import make_batch
 from ..progress import progress_bar
-from ..proofs import structural_proof
+from ..proofs import RoundedReference, structural_proof
 from ..reliability import summarise
 from ..runners import QUANTIZED_DTYPES, Runner, create_runner
 from ..runners.base import request_count
@@ -126,8 +126,10 @@ class _Sweep:
 
     def __init__(self, model: torch.nn.Module, images: torch.Tensor, reference: np.ndarray, device: torch.device,
                  criteria_by_dtype: dict[str, Criteria], is_classifier: bool, settings: SweepSettings,
-                 journal: JournalWriter | None, resumed: JournalState | None, progress: Any):
+                 journal: JournalWriter | None, resumed: JournalState | None, progress: Any,
+                 rounded: tuple[RoundedReference, np.ndarray] | None = None):
         self.model, self.images, self.reference, self.device = model, images, reference, device
+        self.rounded = rounded  # a half-precision --target-weights copy: the proof's reference and its outputs
         self.criteria_by_dtype, self.is_classifier, self.settings = criteria_by_dtype, is_classifier, settings
         self.journal, self.resumed, self.progress = journal, resumed or JournalState(), progress
         self.rounds = max(1, settings.rounds)
@@ -196,10 +198,15 @@ class _Sweep:
             return None
 
         def prove(reference: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
+            rounded = None
+            if self.rounded is not None:
+                rounded, rounded_outputs = self.rounded
+                reference = rounded_outputs[padded_indices(self.images.shape[0], batch_size)]
             proof = structural_proof(config.dtype, True, lambda: self._runner(config, "fp32"), self.device,
                                      self.settings.fp32_math,
                                      lambda runner: padded_outputs(runner, self.images, batch_size), reference,
-                                     outputs, self.is_classifier, [f"image {i}" for i in range(len(reference))])
+                                     outputs, self.is_classifier, [f"image {i}" for i in range(len(reference))],
+                                     rounded)
             record = proof.to_json()
             parity = record.pop("parity", None)
             if parity is not None:  # the summary of it, as a row's own parity
@@ -260,11 +267,13 @@ class _Sweep:
 def sweep(model: torch.nn.Module, images: torch.Tensor, reference: np.ndarray, device: torch.device,
           configurations: list[Configuration], batch_sizes: tuple[int, ...], criteria_by_dtype: dict[str, Criteria],
           is_classifier: bool, settings: SweepSettings, journal: JournalWriter | None = None,
-          resumed: JournalState | None = None) -> tuple[list[dict], list[dict]]:
+          resumed: JournalState | None = None,
+          rounded: tuple[RoundedReference, np.ndarray] | None = None) -> tuple[list[dict], list[dict]]:
     """Measure every configuration at every batch size; returns (configuration records, rows).
 
     With a ``journal``, every finished point and round is written to it as it is taken; ``resumed`` holds what an
-    interrupted sweep journaled, which is reused instead of measured again.
+    interrupted sweep journaled, which is reused instead of measured again. ``rounded``: the structural proof's
+    reference for a half-precision ``--target-weights`` copy (``proofs.rounded_reference``) and its outputs.
     """
     records: list[dict] = []
     results: list[Point | dict] = []
@@ -272,7 +281,7 @@ def sweep(model: torch.nn.Module, images: torch.Tensor, reference: np.ndarray, d
     progress = progress_bar(len(configurations) * len(batch_sizes) * max(1, settings.rounds), "bench", "point",
                             settings.progress)
     state = _Sweep(model, images, reference, device, criteria_by_dtype, is_classifier, settings, journal, resumed,
-                   progress)
+                   progress, rounded)
     try:
         for config in configurations:
             record: dict[str, Any] = {**config.to_json(), "status": "ok"}

@@ -204,9 +204,13 @@ def _evaluate_share(config: EvalConfig, job: JobContext, ctx: dist_utils.DistCon
             create_runner(target.runtime, job.target_model.model, job.device, target.dtype, target.channels_last,
                           **target.runner_options()) as target_runner, \
             JournalWriter(journal_path(Path(job.spec.out_dir), ctx.rank), fingerprint) as journal:
+        proof = fp32_twin(target_runner, criteria.precision)
+        rounded = job.rounded_reference() if proof is not None else None
         evaluator = ShardEvaluator(items, reference_runner, target_runner, job.loaded.num_classes, criteria,
-                                   cache, journal, job.spec.skip_bad_images,
-                                   proof=fp32_twin(target_runner, criteria.precision), fp32_math=job.spec.fp32_math)
+                                   cache, journal, job.spec.skip_bad_images, proof=proof,
+                                   fp32_math=job.spec.fp32_math,
+                                   proof_reference=create_runner("eager", rounded.model, torch.device("cpu"), "fp32")
+                                   if rounded else None)
         try:
             resumed = None
             if journaled and evaluator.proof is not None:
@@ -229,7 +233,8 @@ def _write(config: EvalConfig, job: JobContext, ctx: dist_utils.DistContext, gat
                         class_namer(job.loaded.model))
     add_nonfinite_weights_check(figures, {"reference": job.loaded.model}
                                 | ({"target": job.target_model.model} if job.separate_target else {}))
-    add_structural_proof(figures, runner_settings, shards, criteria.precision)  # not strict fp32: the same in fp32
+    add_structural_proof(figures, runner_settings, shards, criteria.precision,  # not strict fp32: the same in fp32
+                         job.rounded_reference() if criteria.precision != "fp32" else None)
     header = DocumentHeader.of(SCHEMA_VERSION, job, model=model_record(job), reference=REFERENCE,
                                target=target_record(job, runner_settings, criteria.precision))
     limits = {"max_disagreement": config.max_disagreement, "max_accuracy_drop": config.max_accuracy_drop}

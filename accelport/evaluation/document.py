@@ -100,11 +100,13 @@ class EvalDocument:
         error, not the port's. None otherwise."""
         from ..proofs import own_error_reading
 
-        if self.passed or (self.target.get("structural_proof") or {}).get("status") != "passed":
+        proof = self.target.get("structural_proof") or {}
+        if self.passed or proof.get("status") != "passed":
             return None
+        rounded = (proof.get("reference_rounded_like_target_weights") or {}).get("tensors_rounded")
         return own_error_reading(self.target.get("precision", self.target.get("dtype", "")),
                                  self.target.get("calibration_images"), not self.weights.pretrained_used,
-                                 self.target.get("int8_scales_at_floor"))
+                                 self.target.get("int8_scales_at_floor"), sorted(rounded) if rounded else None)
 
     @classmethod
     def of(cls, header: DocumentHeader, weights: WeightsInfo, dataset: EvalDataset, run: EvalRun,

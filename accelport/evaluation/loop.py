@@ -7,6 +7,7 @@ device synchronised, and the loop's wait for the next batch shows whether the wo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from ..criteria import Criteria, check, criteria_for
 from ..devices import apply_numeric_settings
 from ..errors import InputError
 from ..parity import nonfinite_weights_detail
-from ..proofs import check_not_fp32, nonfinite_weights
+from ..proofs import RoundedReference, check_not_fp32, nonfinite_weights, proof_reason
 from ..runners import Runner, create_runner
 from .aggregate import verdict
 from .dataset import DatasetItem, LoadedBatch
@@ -107,7 +108,7 @@ def fp32_twin(target: Runner, precision: str) -> Runner | None:
 
 
 def add_structural_proof(figures: dict[str, Any], runner_settings: dict[str, Any], shards: list[ShardResult],
-                         precision: str) -> None:
+                         precision: str, rounded: RoundedReference | None = None) -> None:
     """The structural proof of a target judged in ``precision`` (not strict fp32: int8, bf16, fp16, fp32-fast),
     the same engine in strict fp32 on the first images of each process, judged by the fp32 criteria, into the
     target's settings and the checks; its failure fails the evaluation, as it fails ``run``: the own error of int8,
@@ -123,9 +124,11 @@ def add_structural_proof(figures: dict[str, Any], runner_settings: dict[str, Any
     passed = all(c.passed for c in checks)
     runner_settings["structural_proof"] = {
         "status": "passed" if passed else "failed", "criteria": "fp32", "images": len(records),
-        "reason": f"the same target in strict IEEE fp32 on the first {PROOF_IMAGES} images of each process, judged "
-                  "by the fp32 criteria", "failed_checks": [c.name for c in checks if not c.passed],
-        "worst_sample_cosine": min(r.cosine for r in records), "worst_sample_rel_l2": max(r.rel_l2 for r in records)}
+        "reason": proof_reason(rounded).replace("strict IEEE fp32", f"strict IEEE fp32 on the first {PROOF_IMAGES} "
+                                                "images of each process"),
+        "failed_checks": [c.name for c in checks if not c.passed],
+        "worst_sample_cosine": min(r.cosine for r in records), "worst_sample_rel_l2": max(r.rel_l2 for r in records),
+        **({"reference_rounded_like_target_weights": rounded.to_json()} if rounded else {})}
     figures["checks"].append(vars(check("structural_proof", float(passed), ">=", 1.0,
                                         ", ".join(runner_settings["structural_proof"]["failed_checks"]) or None)))
     figures["passed"] = figures["passed"] and passed
@@ -151,12 +154,15 @@ class ShardEvaluator:
 
     def __init__(self, items: list[DatasetItem], reference: Runner, target: Runner, num_outputs: int,
                  criteria: Criteria, cache: ReferenceCache | None, journal: JournalWriter, skip_bad_images: bool,
-                 proof: Runner | None = None, fp32_math: str = "strict"):
+                 proof: Runner | None = None, fp32_math: str = "strict", proof_reference: Runner | None = None):
         self.items = items
         self.reference = reference
         self.target = target
         self.proof = proof  # the target in strict fp32 (``fp32_twin``), run on the first PROOF_IMAGES images
         self.fp32_math = fp32_math  # the job's setting, restored after each strict-fp32 proof call
+        # a half-precision --target-weights copy: the proof's reference, the reference model rounded like it
+        # (proofs.rounded_reference), CPU eager fp32; None: the proof compares with the reference's outputs
+        self.proof_reference = proof_reference
         self.num_outputs = num_outputs
         self.criteria = criteria
         self.cache = cache
@@ -170,7 +176,7 @@ class ShardEvaluator:
         (a resumed int8 eval otherwise dropped its proof, and a failed verdict became a pass)."""
         if self.proof is None:
             return self._run(loader, progress, on_batch)
-        with self.proof:
+        with self.proof, self.proof_reference or contextlib.nullcontext():
             result = self._run(loader, progress, on_batch)
             if resumed is not None and len(result.proof_records) < PROOF_IMAGES:
                 self._prove(*resumed, result)
@@ -189,8 +195,9 @@ class ShardEvaluator:
             target = self.target.infer(batch.tensor)[: batch.size].numpy()
             fp32 = self._strict_fp32(batch.tensor)[: batch.size].numpy()
             check_not_fp32(self.target.dtype, target, fp32)
-            result.proof_records += _proof_records([it.key for it in chosen], [it.label for it in chosen], reference,
-                                                   fp32, PROOF_IMAGES - len(result.proof_records))
+            result.proof_records += _proof_records([it.key for it in chosen], [it.label for it in chosen],
+                                                   self._proof_reference(batch, reference), fp32,
+                                                   PROOF_IMAGES - len(result.proof_records))
 
     def _run(self, loader: Any, progress: Any, on_batch: Callable[[int], None] | None) -> ShardResult:
         result = ShardResult()
@@ -234,9 +241,15 @@ class ShardEvaluator:
         if self.proof is not None and len(result.proof_records) < PROOF_IMAGES:
             fp32 = self._strict_fp32(batch.tensor)[: batch.size].numpy()
             check_not_fp32(self.target.dtype, target[: batch.size].numpy(), fp32)  # a silent fp32 fallback
-            result.proof_records += _proof_records(keys, labels, reference, fp32,
+            result.proof_records += _proof_records(keys, labels, self._proof_reference(batch, reference), fp32,
                                                    PROOF_IMAGES - len(result.proof_records))
         return records
+
+    def _proof_reference(self, batch: LoadedBatch, reference: np.ndarray) -> np.ndarray:
+        """What the proof judges the batch against: the reference's outputs, or the rounded reference's."""
+        if self.proof_reference is None:
+            return reference
+        return self.proof_reference.infer(batch.tensor)[: batch.size].numpy()
 
     def _strict_fp32(self, tensor: torch.Tensor) -> torch.Tensor:
         """The proof's outputs with TF32/HF32 off (as ``run``'s proof), whatever ``--fp32-math`` the target runs."""

@@ -35,6 +35,10 @@ def render_markdown(doc: EvalDocument, histogram: str | None) -> str:
         + ("" if weights.pretrained_used else " — **RANDOM INIT: accuracy is meaningless**"),
         f"- target: {target['runtime']} {target['dtype']}, fp32 math `{target['fp32_math']}`, criteria "
         f"`{target['precision']}`; reference: CPU eager fp32",
+        *([f"- target weights (--target-weights): sha256 {target['target_weights']}"]
+          if target.get("target_weights") else []),
+        *([f"- structural proof: {target['structural_proof']['status']}: {target['structural_proof']['reason']}"]
+          if target.get("structural_proof") else []),
         f"- dataset: `{data.root}`, {data.num_images} images, {data.num_evaluated} evaluated, "
         f"{len(data.skipped)} skipped; labels: {data.labels['kind']}"
         + (f" ({data.labels['format']})" if data.labels["format"] else ""),

@@ -29,6 +29,7 @@ from ..preprocess import (
     load_images,
     make_transform,
 )
+from ..proofs import HALF_STORAGE, RoundedReference, rounded_reference
 from .spec import JobSpec
 
 _logger = logging.getLogger(__name__)
@@ -48,10 +49,20 @@ class JobContext:
     image_paths: list[Path]
     images: ImageBatch | None = None  # decoded once, on demand (``image_batch``), or handed in by the caller
     started: float = field(default_factory=time.time)
+    _rounded: list[RoundedReference | None] = field(default_factory=list, repr=False)  # built once, on demand
 
     @property
     def separate_target(self) -> bool:
         return self.target_model is not self.loaded
+
+    def rounded_reference(self) -> RoundedReference | None:
+        """The structural proof's reference when --target-weights stores bf16/fp16 tensors that are exactly the
+        reference's rounded (``proofs.rounded_reference``); None: the proof compares with the reference as loaded."""
+        if not self._rounded:
+            self._rounded.append(rounded_reference(self.loaded.model, self.target_model.model,
+                                                   self.target_model.weights.stored_dtypes)
+                                 if self.separate_target else None)
+        return self._rounded[0]
 
     @property
     def input_size(self) -> list[int]:
@@ -83,28 +94,24 @@ class JobContext:
         return time.time() - self.started
 
 
-# A half-precision copy of the reference's weights given as the target's: the strict-fp32 structural proof of a
-# bf16/fp16/int8 target compares the copy's rounded weights with the reference's and fails by that rounding alone
-# (a bf16 copy of convnextv2_atto: rel L2 3.6e-3 against the fp32 limit of 1e-3), although the half-precision run
-# matches its own baseline exactly. Tried and withdrawn: making the reference compute with such a copy's values when
-# it is exactly their rounding. The reference serves every check, fp32 runs included, so a lossy fp16 copy (weights
-# flushed to zero, outputs 9 % off) passed an fp32 run with rel L2 0, and an fp8 copy passed as "rounding". What is
-# missing is a proof-only reference rounded to the copy's grid (README "Structural proof in every precision").
 _WIDE = {"float32", "float64"}
 
 
 def warn_of_rounded_copy(reference: LoadedModel, target: LoadedModel) -> None:
-    """Say, before any work, that a target checkpoint stored in a narrower float dtype than the reference's fails a
-    half-precision or int8 target's structural proof by its rounding alone, and what to do instead."""
+    """Say, before any work, what a target checkpoint stored in a narrower float dtype than the reference's is
+    judged against: its own run against the checkpoint as loaded (an fp32 run fails by the rounding); a bf16/fp16
+    copy's structural proof against the reference rounded like it; a coarser one's (fp8) against the unrounded one."""
     narrow = set(target.weights.stored_dtypes or ()) - _WIDE
     if not narrow or narrow <= set(reference.weights.stored_dtypes or ()):
         return
-    _logger.warning("--target-weights %s stores its weights in %s, the reference's in %s: a bf16/fp16/int8 target's "
-                    "structural proof (strict fp32) compares these rounded weights with the reference's and fails by "
-                    "that rounding even where the copy is otherwise exact. To judge the engine, give this file as "
-                    "--weights too (both sides then compute with the same values); to judge the conversion, give the "
-                    "fp32 checkpoint it was made from as --target-weights", target.weights.path,
-                    ", ".join(sorted(narrow)), ", ".join(reference.weights.stored_dtypes or ("float32",)))
+    coarse = sorted(narrow - set(HALF_STORAGE))
+    _logger.warning("--target-weights %s stores its weights in %s, the reference's in %s: the run is judged against "
+                    "the reference as loaded (a strict fp32 run fails by that rounding)%s%s", target.weights.path,
+                    ", ".join(sorted(narrow)), ", ".join(reference.weights.stored_dtypes or ("float32",)),
+                    "; a bf16/fp16/int8 target's structural proof compares with the reference rounded as this file "
+                    "stores it, tensor by tensor" if narrow - set(coarse) else "",
+                    f"; {', '.join(coarse)} is no copy's rounding: the proof compares those tensors unrounded and "
+                    "fails by that rounding (to judge the engine, give this file as --weights too)" if coarse else "")
 
 
 def open_job(spec: JobSpec, *, loaded: LoadedModel | None = None, images: ImageBatch | None = None,

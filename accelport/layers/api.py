@@ -78,17 +78,20 @@ def layers_document(config: LayersConfig, job: JobContext) -> LayersDocument:
                  config.target.dtype)
     memory = MemoryMonitor(job.device).start()
     criteria = job.criteria_for(config.target.dtype)
-    comparison, runner_settings = _compare_in(job, config, config.target.dtype, criteria, memory)
-    structural = None
+    comparison, runner_settings = _compare_in(job, config, config.target.dtype, criteria, memory, job.loaded.model)
+    structural, rounded = None, None
     if criteria.precision != "fp32":  # as run's structural proof, always: the same target in strict fp32
+        rounded = job.rounded_reference()  # a half-precision --target-weights copy: against the reference rounded
         apply_numeric_settings(job.device, "strict")
         try:
-            structural = _compare_in(job, config, "fp32", criteria_for("fp32"), memory)[0]
+            structural = _compare_in(job, config, "fp32", criteria_for("fp32"), memory,
+                                     (rounded or job.loaded).model)[0]
         finally:
             apply_numeric_settings(job.device, job.spec.fp32_math)
     verdict = layers_verdict(job.loaded, job.target_model, images, comparison, structural, criteria,  # run's checks
                              batch_size=config.target.batch_size, is_classifier=job.is_classifier)
-    document = _document(job, config.target.batch_size, comparison, structural, runner_settings, verdict)
+    document = _document(job, config.target.batch_size, comparison, structural, runner_settings, verdict,
+                         rounded.to_json() if rounded else None)
     for mode in config.effective_modes:
         found = document.first_divergent(mode)
         _logger.info("layers: first divergent module (%s): %s", mode, found.row.key if found else "none")
@@ -97,25 +100,26 @@ def layers_document(config: LayersConfig, job: JobContext) -> LayersDocument:
     return document
 
 
-def _compare_in(job: JobContext, config: LayersConfig, dtype: str, judge_by: Criteria,
-                memory: MemoryMonitor) -> tuple[LayerComparison, dict[str, Any]]:
-    """The target in ``dtype`` against the reference, module by module, batch by batch."""
+def _compare_in(job: JobContext, config: LayersConfig, dtype: str, judge_by: Criteria, memory: MemoryMonitor,
+                reference: torch.nn.Module) -> tuple[LayerComparison, dict[str, Any]]:
+    """The target in ``dtype`` against ``reference`` (CPU fp32), module by module, batch by batch."""
     target, images, size = config.target, job.image_batch().tensor, config.target.batch_size
     with create_runner(target.runtime, job.target_model.model, job.device, dtype, target.channels_last,
                        **target.runner_options()) as runner:
         batches = (images[i : i + size] for i in range(0, images.shape[0], size))
         if target.runtime != "eager":  # an engine's own tensors at module boundaries (layers/engine.py)
-            return compare_engine_layers(job.loaded.model, runner, batches, judge_by, memory), runner.describe()
+            return compare_engine_layers(reference, runner, batches, judge_by, memory), runner.describe()
         cast = TargetCast(job.device, DTYPES[dtype], target.channels_last)
         module: torch.nn.Module = runner.module  # type: ignore[attr-defined]  # eager (config.validate)
         with runner.torch_threads():  # --threads, as the runner's own calls would run
-            comparison = compare_layers(job.loaded.model, module, batches, judge_by, config.effective_modes, cast,
+            comparison = compare_layers(reference, module, batches, judge_by, config.effective_modes, cast,
                                         runner.to_device, job.device, memory)
         return comparison, runner.describe()
 
 
 def _document(job: JobContext, batch_size: int, comparison: LayerComparison, structural: LayerComparison | None,
-              runner_settings: dict[str, Any], verdict: OutputVerdict) -> LayersDocument:
+              runner_settings: dict[str, Any], verdict: OutputVerdict,
+              rounded: dict[str, Any] | None) -> LayersDocument:
     """layers.json: the shared header, the inputs, the comparison and the strict fp32 pass if one ran."""
     images = job.image_batch()
     target = target_record(job, runner_settings) | {"weights": weights_record(job.target_model.weights),
@@ -124,7 +128,7 @@ def _document(job: JobContext, batch_size: int, comparison: LayerComparison, str
                                reference=REFERENCE | {"weights": weights_record(job.loaded.weights)})
     inputs = LayersInputs(int(images.tensor.shape[0]), batch_size, tuple(str(p) for p in images.paths),
                           tuple((str(p), r) for p, r in images.skipped))
-    return LayersDocument(header, inputs, comparison, verdict, structural)
+    return LayersDocument(header, inputs, comparison, verdict, structural, rounded)
 
 
 def describe_first_divergent(result: LayersResult) -> list[str]:

@@ -38,6 +38,8 @@ class LayersDocument:
     comparison: LayerComparison
     verdict: OutputVerdict
     structural: LayerComparison | None = None  # the same target in strict fp32 (half precision, fp32-fast)
+    # the strict fp32 pass's reference, rounded like a half-precision --target-weights copy (RoundedReference.to_json)
+    structural_rounded: dict[str, Any] | None = None
 
     @property
     def status(self) -> str:
@@ -63,7 +65,9 @@ class LayersDocument:
                 **self.comparison.to_json(), "output_verdict": self.verdict.to_json()}
         if self.structural is not None:  # the modules of the same target in strict fp32, judged by fp32 criteria
             data["structural"] = {"dtype": "fp32", "criteria": "fp32", "diverged": self.structural.diverged,
-                                  "first_divergent": self.structural.to_json()["first_divergent"]}
+                                  "first_divergent": self.structural.to_json()["first_divergent"],
+                                  **({"reference_rounded_like_target_weights": self.structural_rounded}
+                                     if self.structural_rounded else {})}
         return data
 
     def to_markdown(self) -> str:

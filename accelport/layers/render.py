@@ -80,11 +80,11 @@ def render_csv(doc: LayersDocument) -> str:
     return out.getvalue()
 
 
-def _first_line(mode: str, first: Divergence | None, comparison: LayerComparison) -> str:
+def _first_line(mode: str, first: Divergence | None, comparison: LayerComparison, label: str | None = None) -> str:
     total = len(comparison.rows)
     if first is None:
-        return f"| {mode} | none | | | {comparison.within_text(mode)}, all within the criteria |"
-    return (f"| {mode} | `{first.row.key}` | {first.row.module_type} | {first.index} of {total} | "
+        return f"| {label or mode} | none | | | {comparison.within_text(mode)}, all within the criteria |"
+    return (f"| {label or mode} | `{first.row.key}` | {first.row.module_type} | {first.index} of {total} | "
             f"{first.reason} |")
 
 
@@ -150,8 +150,17 @@ def _structural_lines(structural: LayerComparison | None) -> list[str]:
     the target precision's own rounding hides it."""
     if structural is None:
         return []
-    return [_first_line(f"{mode}, strict fp32 pass (fp32 criteria)", first_divergence(structural, mode), structural)
-            for mode in structural.modes]
+    return [_first_line(mode, first_divergence(structural, mode), structural,
+                        f"{mode}, strict fp32 pass (fp32 criteria)") for mode in structural.modes]
+
+
+def _rounded_lines(rounded: dict[str, Any] | None) -> list[str]:
+    """Against what the strict fp32 pass of a half-precision --target-weights copy compared."""
+    if not rounded:
+        return []
+    counts = ", ".join(f"{n} tensor(s) to {d}" for d, n in sorted(rounded["tensors_rounded"].items()))
+    return [f"- strict fp32 pass: against the reference with its weights rounded as --target-weights stores them "
+            f"({counts}; every other tensor as loaded), as run's structural proof"]
 
 
 def render_markdown(doc: LayersDocument) -> str:
@@ -170,6 +179,7 @@ def render_markdown(doc: LayersDocument) -> str:
         f"{target['runtime']} {target['dtype']}, fp32 math {target['fp32_math']}, "
         f"weights `{target['weights']['source']}` {or_missing(target['weights']['path'], NO_WEIGHTS_FILE)}"
         + (" (same as the reference)" if target["weights_same_as_reference"] else ""),
+        *_rounded_lines(doc.structural_rounded),
         "",
         "## First divergent module",
         "",

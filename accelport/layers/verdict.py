@@ -87,8 +87,9 @@ def judge_output(comparison: LayerComparison, structural: LayerComparison | None
                              nonfinite_weights=nonfinite_weights(weights), judge_zero_reference=True)
     proof = None
     if structural is not None and structural.model_outputs is not None:  # as proofs.structural_proof judges it
-        proof = compare_outputs(reference, structural.model_outputs[1], criteria_for("fp32"), is_classifier,
-                                sample_names=names)
+        # against the strict pass's own reference: the reference rounded like a half-precision copy, where one is
+        proof = compare_outputs(structural.model_outputs[0], structural.model_outputs[1], criteria_for("fp32"),
+                                is_classifier, sample_names=names)
     failing = comparison if not parity.passed else structural if proof is not None and not proof.passed else None
     growth = None if failing is None else {mode: failing.fastest_growth(mode) for mode in failing.modes}
     return OutputVerdict(parity, proof, growth)

@@ -22,7 +22,14 @@ from ..latency import LatencyReport, make_batch, measure_latency
 from ..out_dir_lock import job_scope
 from ..parity import ParityResult, compare_outputs
 from ..preprocess import ImageBatch, ImageStream, load_images
-from ..proofs import baseline_outputs, check_not_fp32, nonfinite_weights, structural_proof, unseen_weight_differences
+from ..proofs import (
+    baseline_outputs,
+    check_not_fp32,
+    nonfinite_weights,
+    proof_reference_outputs,
+    structural_proof,
+    unseen_weight_differences,
+)
 from ..resources import check_batch_fits
 from ..runners import QUANTIZED_DTYPES, Runner, create_runner, infer_all
 from ..runners.quantize import calibration_overlap
@@ -77,18 +84,25 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     stream = _image_stream(job, config.target)
     target, auto = _choose_target(job, config, stream)
     outputs = _infer_and_time(job, config, target, stream, auto)
-    if job.separate_target and (unseen := unseen_weight_differences(job.loaded.model, job.target_model.model,
+    # against the reference rounded like a half-precision copy: its rounding alone is a difference that shows
+    compared = job.rounded_reference() or job.loaded
+    if job.separate_target and (unseen := unseen_weight_differences(compared.model, job.target_model.model,
                                                                       stream.head(UNSEEN_CHECK_IMAGES))):
-        _logger.warning("--target-weights differs from --weights in %d tensor(s) (%s), yet the model computes "
+        _logger.warning("--target-weights differs from --weights in %d tensor(s) (%s)%s, yet the model computes "
                         "bit-identical outputs with either on these images: those tensors do not reach the outputs "
                         "here (with random-init weights, timm zero-initialises some branches, e.g. the last "
                         "BatchNorm of each ResNet block), so this run cannot judge them; use the real --weights",
-                        len(unseen), listed(unseen))
+                        len(unseen), listed(unseen),
+                        " beyond the bf16/fp16 rounding it stores" if compared is not job.loaded else "")
     parity = _parity(job, target, stream, outputs)
-    proof = structural_proof(job.precision(target.dtype), config.structural_proof,
+    precision = job.precision(target.dtype)
+    rounded = job.rounded_reference() if config.structural_proof and precision != "fp32" else None
+    proof = structural_proof(precision, config.structural_proof,
                              lambda: _target_runner(job, target, "fp32"), job.device, job.spec.fp32_math,
-                             lambda runner: _infer(runner, stream, target), outputs.reference, outputs.target,
-                             parity.is_classifier, [str(p) for p in stream.paths])
+                             lambda runner: _infer(runner, stream, target),
+                             proof_reference_outputs(rounded, outputs.reference,
+                                                     lambda runner: _infer(runner, stream, target)),
+                             outputs.target, parity.is_classifier, [str(p) for p in stream.paths], rounded)
     power = _power_report(job, target)
     document = build_summary(job, stream, outputs.runner_settings, parity, outputs.latency,
                              output_shape=list(outputs.target.shape), proof=proof, power_report=power)

@@ -136,8 +136,10 @@ def _mean(values: list[Any]) -> float:
 
 def _own_error_reading(summary: RunSummary) -> str:
     target = summary.header.target or {}
+    rounded = summary.structural_proof.rounded if summary.structural_proof else None
     return own_error_reading(summary.criteria.precision, target.get("calibration_images"),
-                             summary.weights.source == "random-init", target.get("int8_scales_at_floor"))
+                             summary.weights.source == "random-init", target.get("int8_scales_at_floor"),
+                             sorted(rounded.rounded) if rounded else None)
 
 
 def _agreement_word(match: bool | None, near_tie: bool | None, mismatch: str) -> str:
