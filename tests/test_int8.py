@@ -598,3 +598,71 @@ def test_byte_copies_in_a_calibration_set_count_once(tmp_path, caplog):
     calibration = load_calibration([str(folder)], model, (3, 224, 224))
     assert len(calibration.paths) == 2 and calibration.images.shape[0] == 2
     assert "4 of 6 files are byte copies of others; calibrating on the 2 distinct image(s)" in caplog.text
+
+
+class _UnfoldedResidual(torch.nn.Module):
+    """MobileViT's pattern: 2x2 patches unfolded from a feature map by reshapes and transposes, then a residual
+    linear block; the residual reaches the int8 linear's add post-op in whatever layout Inductor chose."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 16, 4, stride=4)
+        self.norm = torch.nn.LayerNorm(16)
+        self.fc = torch.nn.Linear(16, 16)
+        self.head = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.conv(x)
+        b, c, h, w = x.shape
+        x = x.reshape(b * c * (h // 2), 2, w // 2, 2).transpose(1, 2)
+        tokens = x.reshape(b, c, (h // 2) * (w // 2), 4).transpose(1, 3).reshape(b * 4, (h // 2) * (w // 2), c)
+        tokens = tokens + self.fc(self.norm(tokens))
+        return self.head(tokens.mean((0, 1)).unsqueeze(0))
+
+
+def _qlinear_addend_strides(code: str) -> list[tuple[int, ...]]:
+    """The strides of every int8 linear + add's addend (its 7th argument) in Inductor's generated Python wrapper."""
+    import ast
+
+    allocated = {}
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and \
+                ast.unparse(node.value.func).endswith("empty_strided_cpu"):
+            allocated[node.targets[0].id] = ast.literal_eval(node.value.args[1])
+    strides = []
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("qlinear_pointwise.binary_tensor"):
+            addend = node.args[6]
+            strides.append(ast.literal_eval(addend.args[2]) if isinstance(addend, ast.Call) else allocated[addend.id])
+    return strides
+
+
+def test_compile_int8_hands_a_transposed_residual_to_the_int8_linear_row_major():
+    """torch 2.14's Inductor passed such a residual to oneDNN's qlinear add post-op column-major, where each call
+    took 127 ms instead of ~0.3 ms: mobilevit_xxs's int8 package ran 218 ms per image against 9.5 ms fixed."""
+    if not _installed("torchao"):
+        pytest.skip("needs torchao (the PT2E flow left torch 2.14)")
+    import contextlib
+
+    from torch._inductor.utils import run_and_get_code
+
+    from accelport.runners.compile import frozen_inductor
+    from accelport.runners.quantize import Calibration, export_pt2e_int8
+
+    torch.manual_seed(0)
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    program, _ = export_pt2e_int8(_UnfoldedResidual().eval(), torch.zeros(1, 3, 32, 32),
+                                  Calibration("test", ("a", "b", "c"), images, "x"))
+    strides = {}
+    for fixed in (True, False):
+        torch._dynamo.reset()
+        with frozen_inductor() if fixed else contextlib.ExitStack() as context:
+            if not fixed:  # Inductor's own lowering, frozen as the runner freezes
+                context.enter_context(torch.no_grad())
+                context.enter_context(torch._inductor.config.patch(freezing=True))
+            outputs, code = run_and_get_code(torch.compile(program.module()), images[:1])
+        strides[fixed] = _qlinear_addend_strides(code[0])
+    torch._dynamo.reset()
+    assert strides[True] and all(stride[-1] == 1 for stride in strides[True])  # row-major addend
+    assert any(stride[-1] != 1 for stride in strides[False]), \
+        "this torch hands the addend row-major by itself: accelport's row_major_qlinear_addend is no longer needed"

@@ -30,9 +30,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import inspect
 import logging
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -87,7 +89,50 @@ def frozen_inductor() -> contextlib.ExitStack:
     # torch's own code, which the user can do nothing about
     warnings.filterwarnings("ignore", message="To copy construct from a tensor", category=UserWarning,
                             module=r"torch\._inductor\.mkldnn_lowerings")
+    stack.enter_context(row_major_qlinear_addend())
     return stack
+
+
+# torch 2.14's Inductor lowers an int8 linear followed by a residual add to oneDNN's qlinear with a binary "add"
+# post-op, and requires the addend in row-major order only for the in-place "sum" variant. A residual that arrives
+# transposed (MobileViT's unfolded patches) reached oneDNN column-major, where each such call took 127 ms instead
+# of ~0.3 ms: the int8 package of mobilevit_xxs ran 218 ms a batch-1 image against 9.5 ms with the addend made
+# row-major (identical outputs; docs/int8.md "Why compile int8 of MobileViT was 20x slow"). The fix asks for the same
+# stride order as "sum" does; a torch whose helper differs is left alone.
+QLINEAR_ADDEND_FIX = "qlinear binary add: addend row-major"
+
+
+def _linear_fusion_helper() -> Any:
+    """Inductor's helper that the fix wraps, or None on a torch where it is not the one this was written for."""
+    from torch._inductor import mkldnn_ir
+
+    helper = getattr(mkldnn_ir, "_prepare_linear_fusion_create", None)
+    if helper is None or list(inspect.signature(helper).parameters)[-2:] != ["other", "binary_sum"]:
+        return None
+    return helper
+
+
+@contextlib.contextmanager
+def row_major_qlinear_addend() -> Iterator[bool]:
+    """Inside, Inductor lowers every int8 linear + add with the addend in row-major order; yields whether it could
+    (False on a torch whose helper differs: ``_linear_fusion_helper``)."""
+    from torch._inductor import mkldnn_ir
+
+    original = _linear_fusion_helper()
+    if original is None:
+        _logger.debug("Inductor's linear fusion helper is not the expected one: the qlinear addend fix is off")
+        yield False
+        return
+
+    def row_major_addend(cls: Any, x: Any, weight: Any, bias: Any, quantize_args: Any = None, other: Any = None,
+                         binary_sum: bool = False) -> Any:
+        return original(cls, x, weight, bias, quantize_args, other, binary_sum or other is not None)
+
+    mkldnn_ir._prepare_linear_fusion_create = row_major_addend
+    try:
+        yield True
+    finally:
+        mkldnn_ir._prepare_linear_fusion_create = original
 
 
 # Inductor's pattern counters for a convolution or linear whose weights freezing packed for oneDNN (fp32/bf16/fp16)
@@ -168,7 +213,8 @@ class CompiledRunner(Runner):
             steps.append(f"mode={self._mode.split(':')[1]}" + (" (CUDA graphs)" if self.device.type == "cuda" else ""))
         steps.append("channels-last" if self.channels_last else "contiguous")
         if self.dtype == "int8":
-            steps.append(f"PT2E int8 (oneDNN qconv/qlinear), float remainder in {self._int8_remainder}")
+            fix = f", {QLINEAR_ADDEND_FIX}" if _linear_fusion_helper() is not None else ""
+            steps.append(f"PT2E int8 (oneDNN qconv/qlinear{fix}), float remainder in {self._int8_remainder}")
         elif self.dtype != "fp32":
             steps.append(f"model cast to {self.dtype}")
         return ", ".join(steps)
@@ -260,7 +306,9 @@ class CompiledRunner(Runner):
     def _load_or_build_package(self, shape: tuple[int, ...], device_input: torch.Tensor) -> dict[str, Any]:
         calibration = self._calibration.load(self.model, shape[1:]) if self.dtype == "int8" else None
         entry = self._cache_entry({"input_shape": list(shape), **({**pt2e_cache_fields(calibration),
-                                                                    "int8_float_remainder": self._int8_remainder}
+                                                                    "int8_float_remainder": self._int8_remainder,
+                                                                    "inductor_fixes": [QLINEAR_ADDEND_FIX]
+                                                                    if _linear_fusion_helper() else []}
                                                                    if calibration else {})}, ".pt2")
         details: dict[str, Any] = {"mode": self._mode, "package_cache_hit": entry.hit, "package": str(entry.path)}
         notes: dict[str, Any] = {}
