@@ -101,6 +101,10 @@ def baseline_outputs(model: torch.nn.Module, precision: str,
 # copy's rounding but a lossy format of its own, whose error int8's tolerance could hide: its tensors stay unrounded
 # in the proof's reference, so the proof sees them as it sees any other difference.
 HALF_STORAGE = ("bfloat16", "float16")
+# Round to nearest moves a value by at most this share of it (2^-(mantissa bits + 1)). A tensor whose rounding moved it
+# by more (overflow to inf, most of it flushed under the format's smallest normal) lost more than a copy's rounding
+# and stays unrounded in the proof's reference: an fp16 copy whose BatchNorm variances overflowed passed its proof.
+UNIT_ROUNDOFF = {"bfloat16": 2.0 ** -8, "float16": 2.0 ** -11}
 
 
 @dataclass
@@ -124,30 +128,55 @@ class RoundedReference:
         return {"tensors_rounded": dict(sorted(self.rounded.items()))}
 
 
+def _copy_grids(theirs: dict[str, torch.Tensor], stored_dtypes: tuple[str, ...] | None) -> list[str]:
+    """The bf16/fp16 grids a target checkpoint was rounded to: those it stores, and one its float tensors all lie on
+    although stored wider (a bf16 model upcast to fp32 on saving)."""
+    grids = [dtype for dtype in HALF_STORAGE if dtype in (stored_dtypes or ())]
+    floating = [tensor for tensor in theirs.values() if tensor.is_floating_point()]
+    for dtype in HALF_STORAGE:
+        grid = getattr(torch, dtype)
+        if dtype not in grids and floating and all(torch.equal(t, t.to(grid).to(t.dtype)) for t in floating):
+            _logger.warning("--target-weights: every float tensor is a %s value though stored as %s: the structural "
+                         "proof compares it with the reference rounded to %s", dtype,
+                         ", ".join(stored_dtypes or ()), dtype)
+            grids.append(dtype)
+    return grids
+
+
+def _exact_rounding(tensor: torch.Tensor, other: torch.Tensor, dtype: str) -> torch.Tensor | None:
+    """``tensor`` rounded to ``dtype`` when ``other`` is exactly that and the rounding cost no more than round to
+    nearest does (``UNIT_ROUNDOFF``); else None."""
+    candidate = tensor.to(getattr(torch, dtype)).to(tensor.dtype)
+    if not torch.equal(other, candidate) or not bool(torch.isfinite(candidate).all()):
+        return None
+    moved = float((candidate.double() - tensor.double()).norm() / tensor.double().norm())
+    return candidate if moved <= UNIT_ROUNDOFF[dtype] else None
+
+
 def rounded_reference(reference: torch.nn.Module, target: torch.nn.Module,
                       stored_dtypes: tuple[str, ...] | None) -> RoundedReference | None:
-    """The proof's reference for a target checkpoint stored in ``stored_dtypes``; None when it stores no bf16/fp16
-    tensor or none of its tensors is exactly the reference's rounded to one of those.
+    """The proof's reference for a target checkpoint stored in ``stored_dtypes``; None when it is no bf16/fp16 copy
+    (``_copy_grids``) or none of its tensors is exactly the reference's rounded to one of those.
 
-    Tensor by tensor: a copy's tensor equal to the reference's rounded to a storage dtype of the file takes that
-    rounding; every other tensor stays as loaded, so a fault anywhere (a perturbed tensor, one rounded wrongly or
-    more coarsely, a swapped one) is compared with the unrounded reference and fails the proof as before."""
-    grids = [getattr(torch, dtype) for dtype in HALF_STORAGE if dtype in (stored_dtypes or ())]
+    Tensor by tensor: a copy's tensor equal to the reference's rounded to the copy's grid, by no more than round to
+    nearest moves a value, takes that rounding; every other tensor stays as loaded, so a fault anywhere (a perturbed
+    tensor, one rounded wrongly or more coarsely, a swapped one, an overflow to inf) is compared with the unrounded
+    reference and fails the proof as before."""
+    theirs = target.state_dict()
+    grids = _copy_grids(theirs, stored_dtypes)
     if not grids:
         return None
-    theirs = target.state_dict()
     state, rounded = {}, dict[str, int]()
     for name, tensor in reference.state_dict().items():
         state[name] = tensor
         other = theirs.get(name)
         if other is None or not tensor.is_floating_point() or other.shape != tensor.shape or torch.equal(other, tensor):
             continue
-        for grid in grids:
-            candidate = tensor.to(grid).to(tensor.dtype)
-            if torch.equal(other, candidate):
+        for dtype in grids:
+            candidate = _exact_rounding(tensor, other, dtype)
+            if candidate is not None:
                 state[name] = candidate
-                key = str(grid).removeprefix("torch.")
-                rounded[key] = rounded.get(key, 0) + 1
+                rounded[dtype] = rounded.get(dtype, 0) + 1
                 break
     if not rounded:
         return None
@@ -197,6 +226,16 @@ def proof_reason(rounded: RoundedReference | None) -> str:
         reason += (f", against the reference with its weights rounded as --target-weights stores them "
                    f"({rounded.describe()}; every other tensor as loaded)")
     return reason
+
+
+# Failing checks that no precision's own error explains: a run failing one of them is not read as that error, even
+# where the strict-fp32 proof passed (a NaN/Inf in a tensor the outputs never reach passes the proof).
+PORT_CHECKS = frozenset({"nonfinite_weights", "nonfinite_reference_values", "zero_reference_outputs"})
+
+
+def reads_as_own_error(proof_status: str | None, failed_checks: list[str]) -> bool:
+    """Whether a failed run (or eval) is the precision's own error: its proof passed and no port check failed."""
+    return proof_status == "passed" and bool(failed_checks) and not PORT_CHECKS & set(failed_checks)
 
 
 def own_error_reading(precision: str, calibration_images: int | None, random_init: bool,

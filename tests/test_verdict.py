@@ -364,3 +364,33 @@ def test_a_port_whose_faulty_tensor_cannot_reach_the_outputs_is_said(tmp_path, c
     save_file(port, str(tmp_path / "port.safetensors"))
     assert main([*argv, "--target-weights", str(tmp_path / "port.safetensors")]) == 1
     assert "bit-identical" not in capsys.readouterr().err
+
+
+def test_an_inf_the_outputs_never_reach_fails_bench_too_and_is_not_read_as_the_precisions_error(tmp_path, capsys,
+                                                                                                  two_images):
+    """An Inf in a running variance whose channel the next layer ignores (here: timm's zero-initialised BatchNorm)
+    changes no output: bench passed and picked the port (it had no weights scan), and run's failure was read as
+    "the weights and layout arrived intact" because the proof passed."""
+    import timm
+
+    torch.manual_seed(0)
+    state = {k: v.contiguous() for k, v in timm.create_model("test_resnet").state_dict().items()}
+    port = dict(state)
+    port["layer1.0.bn2.running_var"] = state["layer1.0.bn2.running_var"].clone()
+    port["layer1.0.bn2.running_var"][0] = float("inf")
+    save_file(state, str(tmp_path / "reference.safetensors"))
+    save_file(port, str(tmp_path / "port.safetensors"))
+    common = ["--model", "test_resnet", "--weights", str(tmp_path / "reference.safetensors"), "--target-weights",
+              str(tmp_path / "port.safetensors"), "--device", "cpu", "--images", two_images[0], "--iters", "1",
+              "--warmup", "0"]
+    assert main(["run", *common, "--dtype", "bf16", "--out-dir", str(tmp_path / "run")]) == 1
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["structural_proof"]["status"] == "passed"  # the outputs are the reference's
+    assert [c["name"] for c in summary["parity"]["checks"] if not c["passed"]] == ["nonfinite_weights"]
+    assert "reading:" not in (tmp_path / "run" / "accuracy_compare.log").read_text()
+    assert main(["bench", *common, "--runtimes", "eager", "--dtypes", "fp32,bf16", "--batch-sizes", "1",
+                 "--rounds", "1", "--no-peers", "--no-plot", "--out-dir", str(tmp_path / "bench")]) == 1
+    rows = json.loads((tmp_path / "bench" / "bench.json").read_text())["rows"]
+    assert {row["label"]: row["parity"]["failed_checks"] for row in rows} == {
+        "eager fp32": ["nonfinite_weights"], "eager bf16": ["nonfinite_weights"]}
+    assert "the precision's own error" not in (tmp_path / "bench" / "bench.md").read_text()

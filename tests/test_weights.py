@@ -249,7 +249,27 @@ def test_the_proofs_reference_rounds_exactly_the_tensors_a_half_precision_copy_h
     assert both is not None and both.rounded["float16"] == 1 and torch.equal(both.model.state_dict()[fp16],
                                                                            copy_state[fp16])
     assert rounded_reference(reference, target, ("float8_e4m3fn",)) is None  # no copy's grid: nothing rounded
-    assert rounded_reference(reference, target, ("float32",)) is None
+    assert rounded_reference(reference, target, ("float32",)) is None  # an fp32 file of mixed values: no copy
+    # a bf16 copy upcast to fp32 on saving: every value on the bf16 grid though stored wider, rounded as one
+    upcast = copying.deepcopy(reference)
+    upcast.load_state_dict({k: v.bfloat16().float() if v.is_floating_point() else v for k, v in seeded_state.items()})
+    assert rounded_reference(reference, upcast, ("float32",)).rounded == {"bfloat16": bf16_only.rounded["bfloat16"] + 3}
+
+    # more than a copy's rounding: values that overflow fp16 to inf, or mostly flush under its smallest normal
+    overflow, flushed = floating[9], floating[11]
+    big, tiny = dict(seeded_state), dict(seeded_state)
+    big[overflow] = seeded_state[overflow].clone()
+    big[overflow].view(-1)[:4] = 1e5
+    tiny[flushed] = seeded_state[flushed] * 1e-6
+    for state, key in ((big, overflow), (tiny, flushed)):
+        reference.load_state_dict(state)
+        half = copying.deepcopy(reference)
+        half.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in state.items()})
+        assert half.state_dict()[key].isinf().any() if key == overflow else half.state_dict()[key].eq(0).any()
+        found = rounded_reference(reference, half, ("float16",))
+        assert torch.equal(found.model.state_dict()[key], state[key])  # unrounded: the proof sees the loss
+        assert not torch.equal(found.model.state_dict()[floating[0]], state[floating[0]])  # the rest rounded
+    reference.load_state_dict(seeded_state)
     assert rounded_reference(reference, copying.deepcopy(reference), ("bfloat16",)) is None  # nothing differs
     assert torch.equal(reference.state_dict()[floating[0]], seeded_state[floating[0]])  # the reference untouched
 

@@ -17,6 +17,7 @@ import torch
 
 from ..environment import describe_environment
 from ..job.header import DocumentHeader, utc_now
+from ..proofs import nonfinite_weights
 from ..runners import create_runner
 from ..runners.cache import library_versions, weights_digest
 from .peers import compare_with_peers
@@ -181,7 +182,10 @@ def sweep_document(job: JobContext, config: BenchConfig, images: torch.Tensor, t
                                          config.micro_batches, peers=config.peers, threads=swept_threads)
     settings = SweepSettings(config.warmup, config.iters, config.max_time_s, threads, config.cache_dir, config.progress,
                              config.rounds, config.calibration, job.spec.fp32_math,
-                             prove_half_precision=job.separate_target)
+                             prove_half_precision=job.separate_target,
+                             nonfinite_weights=nonfinite_weights({"reference": job.loaded.model}
+                                                                 | ({"target": job.target_model.model}
+                                                                    if job.separate_target else {})) or None)
     # every row runs the port under test (--target-weights, else the reference's weights), judged against the
     # reference: a broken conversion fails each runtime's parity, eager's too
     rounded = job.rounded_reference() if any(d != "fp32" for d in config.dtypes) else None

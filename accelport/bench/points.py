@@ -76,10 +76,11 @@ def check_parity(runner: Runner, images: torch.Tensor, reference: np.ndarray, ba
 
 
 def _parity(runner: Runner, images: torch.Tensor, reference: np.ndarray, batch_size: int, criteria: Criteria,
-            is_classifier: bool) -> tuple[dict[str, Any], np.ndarray]:
+            is_classifier: bool, nonfinite: dict[str, int] | None = None) -> tuple[dict[str, Any], np.ndarray]:
     index = padded_indices(images.shape[0], batch_size)
     outputs = padded_outputs(runner, images, batch_size)
-    result = compare_outputs(reference[index], outputs, criteria, is_classifier, judge_zero_reference=True)
+    result = compare_outputs(reference[index], outputs, criteria, is_classifier, judge_zero_reference=True,
+                             nonfinite_weights=nonfinite)
     parity = result.to_json()
     record = {"precision": criteria.precision, "passed": result.passed, "samples": len(index),
               "worst_sample_cosine": parity["worst_sample_cosine"],
@@ -154,7 +155,8 @@ def first_round(runner: Runner, config: Any, batch_size: int, images: torch.Tens
     batch = make_batch(images, batch_size)
     runner.warm_up(batch)
     shape_setup_s = runner.setup_time_s - setup_before
-    parity, outputs = _parity(runner, images, reference, batch_size, criteria, is_classifier)
+    parity, outputs = _parity(runner, images, reference, batch_size, criteria, is_classifier,
+                              settings.nonfinite_weights)
     row = {**config.to_json(), "batch_size": batch_size, "status": "ok", "setup_s": round(shape_setup_s, 4),
            "parity": parity, **calibration_record(runner)}
     point = Point(row, runner, batch)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ..atomic import json_writer, text_writer
 from ..formatting import one_line, or_missing
 from ..plotting import write_report_set
+from ..proofs import reads_as_own_error
 from .points import MIN_ITERS
 from .rows import rounds_disagree
 
@@ -82,7 +83,7 @@ def _proof_note(parity: dict[str, Any]) -> str:
     status = (parity.get("structural_proof") or {}).get("status")
     if status is None or "structural_proof" in parity["failed_checks"]:
         return ""
-    if status == "passed" and not parity["passed"]:
+    if not parity["passed"] and reads_as_own_error(status, parity["failed_checks"]):
         return "; structural proof passed: the precision's own error, not the port's"
     return f"; structural proof {status}"
 

@@ -98,10 +98,10 @@ class EvalDocument:
     def reading(self) -> str | None:
         """Why a failed evaluation whose structural proof passed failed (as ``run`` says it): the precision's own
         error, not the port's. None otherwise."""
-        from ..proofs import own_error_reading
+        from ..proofs import own_error_reading, reads_as_own_error
 
         proof = self.target.get("structural_proof") or {}
-        if self.passed or proof.get("status") != "passed":
+        if self.passed or not reads_as_own_error(proof.get("status"), [c.name for c in self.checks if not c.passed]):
             return None
         rounded = (proof.get("reference_rounded_like_target_weights") or {}).get("tensors_rounded")
         return own_error_reading(self.target.get("precision", self.target.get("dtype", "")),

@@ -22,7 +22,7 @@ from ..formatting import (
 )
 from ..parity import baseline_ratios
 from ..plotting import write_report_set
-from ..proofs import own_error_reading
+from ..proofs import own_error_reading, reads_as_own_error
 
 if TYPE_CHECKING:
     from ..latency import LatencyReport
@@ -116,7 +116,7 @@ def _proof_lines(summary: RunSummary) -> list[str]:
             if not c.passed:
                 lines.append(f"  FAIL  {c.name}: {_fmt(c.value)} {c.op} {_fmt(c.threshold)}"
                              + (f" ({c.detail})" if c.detail else ""))
-        if proof.status == "passed" and not summary.parity.passed:
+        if reads_as_own_error(proof.status, [c.name for c in summary.parity.checks if not c.passed]):
             lines.append(_own_error_reading(summary))
     parity = summary.parity
     if parity.baseline is not None:
