@@ -469,6 +469,32 @@ def test_pt2e_quantises_conv_and_linear_with_the_x86_inductor_quantizer(float_re
     assert 0 < error < 0.15  # int8 arithmetic, within the int8 criteria's max_rel_l2
 
 
+def test_a_model_the_x86_quantizer_cannot_annotate_is_refused_naming_where_and_what_to_use():
+    """timm's FastViT adds a constant to a convolution's output; torchao's quantizer asserts on that with no
+    message, and run said only "no route works (aot-inductor: AssertionError: )"."""
+    if not _installed("torchao"):
+        pytest.skip("needs torchao (the PT2E flow left torch 2.14)")
+    from accelport.errors import RuntimeUnavailableError
+    from accelport.runners.quantize import Calibration, export_pt2e_int8
+
+    class ConvPlusConstant(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3)
+
+        def forward(self, x):
+            return (self.conv(x) + 0.5).mean((2, 3))
+
+    images = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(RuntimeUnavailableError) as excinfo:
+        export_pt2e_int8(ConvPlusConstant().eval(), torch.zeros(1, 3, 16, 16),
+                         Calibration("test", ("a", "b", "c"), images, "x"))
+    message = str(excinfo.value)
+    assert message.startswith("--runtime compile --dtype int8: torchao's X86InductorQuantizer cannot annotate "
+                              "ConvPlusConstant: AssertionError in x86_inductor_quantizer.py:")
+    assert message.endswith("quantise it with --runtime openvino or --runtime onnxruntime instead")
+
+
 @pytest.mark.parametrize("scale", [1.0, 1e-5])
 def test_pt2e_warns_when_calibrated_activations_fall_under_the_quantizers_smallest_scale(scale, caplog):
     """Activations ~1e-5 (what random init makes of efficientnet_b0's deep layers) hit the X86 quantizer's scale

@@ -26,6 +26,7 @@ import logging
 import os
 import platform
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, RuntimeUnavailableError
+from ..formatting import one_line
 from ..preprocess import DEFAULT_SAMPLES_DIR, data_config_for, discover_images, load_images, make_transform
 from ..weights import sha256_of
 from .cache import cache_entry, library_versions
@@ -464,7 +466,10 @@ def export_pt2e_int8(module: torch.nn.Module, example: torch.Tensor, calibration
     quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
     with torch.no_grad():
         captured = torch.export.export(module, (example,)).module()
-        prepared = prepare_pt2e(captured, quantizer)
+        try:
+            prepared = prepare_pt2e(captured, quantizer)
+        except Exception as exc:  # the quantizer's own pattern code, on a graph it was not written for
+            raise RuntimeUnavailableError(quantizer_failure(type(module).__name__, exc)) from None
         size = example.shape[0]
         for start in range(0, len(calibration.images), size):  # batches of the compiled shape, images cycled
             chunk = calibration.images[start:start + size]
@@ -476,6 +481,18 @@ def export_pt2e_int8(module: torch.nn.Module, example: torch.Tensor, calibration
         if float_remainder != torch.float32:
             converted = UnderAutocast(converted, "cpu", float_remainder)
         return QuantisedProgram(torch.export.export(converted, (example,)), at_floor)
+
+
+def quantizer_failure(model_name: str, exc: BaseException) -> str:
+    """Why the X86 Inductor quantizer could not annotate a model, naming where in torchao it stopped: its bare
+    ``assert`` on a convolution added to a constant (timm's FastViT) said only "AssertionError: "."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    inside = next((f for f in reversed(frames) if "torchao" in f.filename), frames[-1] if frames else None)
+    where = f" in {Path(inside.filename).name}:{inside.lineno} {inside.name}()" if inside else ""
+    return (f"--runtime compile --dtype int8: torchao's X86InductorQuantizer cannot annotate {model_name}: "
+            f"{type(exc).__name__}{': ' + one_line(str(exc)) if str(exc) else ''}{where} (a pattern of this model it "
+            "does not handle; a torchao limit, not the port's); quantise it with --runtime openvino or --runtime "
+            "onnxruntime instead")
 
 
 class QuantisedProgram(NamedTuple):
