@@ -107,6 +107,11 @@ HALF_STORAGE = ("bfloat16", "float16")
 UNIT_ROUNDOFF = {"bfloat16": 2.0 ** -8, "float16": 2.0 ** -11}
 
 
+def rounding_text(tensors_rounded: dict[str, int]) -> str:
+    """``{"bfloat16": 41}`` -> "41 tensor(s) to bfloat16", as every report says it."""
+    return ", ".join(f"{count} tensor(s) to {dtype}" for dtype, count in sorted(tensors_rounded.items()))
+
+
 @dataclass
 class RoundedReference:
     """The reference model with the tensors a half-precision ``--target-weights`` copy holds as their exact
@@ -122,7 +127,7 @@ class RoundedReference:
     rounded: dict[str, int] = field(default_factory=dict)  # storage dtype -> tensors rounded to it
 
     def describe(self) -> str:
-        return ", ".join(f"{count} tensor(s) to {dtype}" for dtype, count in sorted(self.rounded.items()))
+        return rounding_text(self.rounded)
 
     def to_json(self) -> dict[str, Any]:
         return {"tensors_rounded": dict(sorted(self.rounded.items()))}
@@ -136,9 +141,9 @@ def _copy_grids(theirs: dict[str, torch.Tensor], stored_dtypes: tuple[str, ...] 
     for dtype in HALF_STORAGE:
         grid = getattr(torch, dtype)
         if dtype not in grids and floating and all(torch.equal(t, t.to(grid).to(t.dtype)) for t in floating):
-            _logger.warning("--target-weights: every float tensor is a %s value though stored as %s: the structural "
-                         "proof compares it with the reference rounded to %s", dtype,
-                         ", ".join(stored_dtypes or ()), dtype)
+            _logger.warning("--target-weights: every float tensor is a %s value though stored as %s: the "
+                            "structural proof compares it with the reference rounded to %s", dtype,
+                            ", ".join(stored_dtypes or ()), dtype)
             grids.append(dtype)
     return grids
 
@@ -182,8 +187,7 @@ def rounded_reference(reference: torch.nn.Module, target: torch.nn.Module,
         return None
     model = copy.deepcopy(reference)
     model.load_state_dict(state)
-    _logger.info("structural proof: the reference with %s, as --target-weights stores them",
-                 ", ".join(f"{count} tensor(s) rounded to {dtype}" for dtype, count in sorted(rounded.items())))
+    _logger.info("structural proof: the reference rounded as --target-weights stores it (%s)", rounding_text(rounded))
     return RoundedReference(model.eval(), rounded)
 
 

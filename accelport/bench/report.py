@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ..atomic import json_writer, text_writer
 from ..formatting import one_line, or_missing
 from ..plotting import write_report_set
-from ..proofs import reads_as_own_error
+from ..proofs import reads_as_own_error, rounding_text
 from .points import MIN_ITERS
 from .rows import rounds_disagree
 
@@ -162,8 +162,8 @@ def _target_weights_lines(target: dict[str, Any] | None) -> list[str]:
     return [f"- target weights (--target-weights) `{target['path']}` (sha256 `{(target['sha256'] or '')[:12]}`, "
             f"stored as {', '.join(target.get('stored_dtypes') or ['?'])}): every row runs them, judged against the "
             "reference's weights"
-            + ("; the structural proof compares with the reference rounded as this file stores it ("
-               + ", ".join(f"{n} tensor(s) to {d}" for d, n in sorted(rounded.items())) + ")" if rounded else "")]
+            + (f"; the structural proof compares with the reference rounded as this file stores it "
+               f"({rounding_text(rounded)})" if rounded else "")]
 
 
 def render_markdown(document: BenchDocument) -> str:

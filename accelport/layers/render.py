@@ -14,6 +14,7 @@ from ..atomic import json_writer, text_writer
 from ..formatting import NO_WEIGHTS_FILE, or_missing
 from ..metrics import TensorMetrics
 from ..plotting import ReportFiles, write_report_set
+from ..proofs import rounding_text
 from .compare import DIVERGENCE_RULE
 from .plot import render_png
 
@@ -158,9 +159,8 @@ def _rounded_lines(rounded: dict[str, Any] | None) -> list[str]:
     """Against what the strict fp32 pass of a half-precision --target-weights copy compared."""
     if not rounded:
         return []
-    counts = ", ".join(f"{n} tensor(s) to {d}" for d, n in sorted(rounded["tensors_rounded"].items()))
     return [f"- strict fp32 pass: against the reference with its weights rounded as --target-weights stores them "
-            f"({counts}; every other tensor as loaded), as run's structural proof"]
+            f"({rounding_text(rounded['tensors_rounded'])}; every other tensor as loaded), as run's structural proof"]
 
 
 def render_markdown(doc: LayersDocument) -> str:
