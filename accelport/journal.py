@@ -61,19 +61,25 @@ def encode(rows: Iterable[dict[str, Any]]) -> bytes:
 
 @dataclass(frozen=True)
 class Line:
-    """One non-blank line of a journal: its 1-based number, its object (None when it is not one), and ``torn``
-    when it is the text after the file's last newline (a write cut short by a kill)."""
+    """One non-blank line of a journal: its 1-based number, its object (None when it is not one), ``torn``
+    when it is the text after the file's last newline (a write cut short by a kill), and ``fragment`` when it is no
+    object but begins as one: a record cut short, which a later writer may have closed with a newline."""
 
     number: int
     value: dict[str, Any] | None
     torn: bool
+    fragment: bool = False
 
 
 def read_lines(path: Path, errors: Literal["strict", "replace"] = "strict") -> list[Line]:
     """Every non-blank line of ``path`` (header included); UnicodeDecodeError with ``errors="strict"``."""
     pieces = path.read_bytes().decode("utf-8", errors).split("\n")
-    return [Line(number, parse_object(piece), number == len(pieces))
-            for number, piece in enumerate(pieces, 1) if piece.strip()]
+    lines = []
+    for number, piece in enumerate(pieces, 1):
+        if piece.strip():
+            value = parse_object(piece)
+            lines.append(Line(number, value, number == len(pieces), value is None and piece.lstrip().startswith("{")))
+    return lines
 
 
 def start(path: Path, header: dict[str, Any], rows: Iterable[dict[str, Any]] = ()) -> None:

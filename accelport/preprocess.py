@@ -73,7 +73,12 @@ def discover_images(inputs: list[str | Path] | None) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found.extend(sorted(p for p in _walk(path) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()))
+            named = [p for p in _walk(path) if p.suffix.lower() in IMAGE_EXTENSIONS]
+            found.extend(sorted(p for p in named if p.is_file()))
+            if others := sorted(str(p) for p in named if not p.is_file()):
+                _logger.warning("%s: %d path(s) with an image name are not regular files (a dangling link, a pipe, "
+                                "a folder), not read: %s", path, len(others), ", ".join(others[:5])
+                                + (", ..." if len(others) > 5 else ""))
         elif path.is_file():
             found.append(path)
         elif path.exists():  # /dev/null, a FIFO, a socket: nothing an image can be read from

@@ -163,6 +163,11 @@ def test_labels_that_cannot_be_trusted_are_errors_naming_the_file_or_image(tmp_p
     repeated = tmp_path / "repeated.csv"  # the same label twice is harmless
     repeated.write_text("a.jpg,3\nb.jpg,4\na.jpg,3\n")
     assert resolve_labels(str(repeated), keys, IMAGENET, 1000)[0] == [3, 4]
+    by_base = tmp_path / "by_base.csv"  # 'x.jpg' names either file in two folders: it was only "no label for 2"
+    by_base.write_text("x.jpg,3\n")
+    with pytest.raises(InputError, match=r"no label for 2 image\(s\).*\(the labels file names \['x\.jpg'\] by base "
+                                         r"name only, and --data holds several files of each name"):
+        resolve_labels(str(by_base), ["day1/x.jpg", "day2/x.jpg"], IMAGENET, 1000)
     with pytest.raises(InputError, match=r"class folders \['cats'\] are neither"):
         resolve_labels("auto", ["n01440764/a.jpg", "cats/b.jpg"], IMAGENET, 1000)
     binary = tmp_path / "labels.bin"  # was an internal error (exit 3) with a UnicodeDecodeError traceback
@@ -183,6 +188,11 @@ def test_folders_that_are_not_classes_and_flat_folders_are_unlabelled():
     labels, source = resolve_labels("auto", ["holiday/a.jpg", "work/b.jpg"], IMAGENET, 1000)
     assert (labels, source.kind) == ([None, None], "none")
     assert resolve_labels("auto", ["a.jpg", "b.jpg"], IMAGENET, 1000)[1].kind == "none"
+    assert resolve_labels("auto", ["a.jpg", "holiday/b.jpg"], IMAGENET, 1000)[1].kind == "none"
+    # one stray image beside class folders turned the labels of the whole dataset off, said at INFO level only
+    with pytest.raises(InputError, match=r"1 image\(s\) directly inside --data \(stray\.jpg\) beside class folders "
+                                         r"\(n01440764 \.\.\.\): move them"):
+        resolve_labels("auto", ["n01440764/a.jpg", "stray.jpg"], IMAGENET, 1000)
     assert resolve_labels("auto", ["7/a.jpg", "0/b.jpg"], IMAGENET, 1000)[0] == [7, 0]
 
 
@@ -247,6 +257,13 @@ def test_resume_refuses_the_journal_of_another_evaluation_and_ignores_a_cut_off_
     with open(tmp_path / "eval_journal.rank0.jsonl", "a") as fh:
         fh.write('{"key": "b.jpg", "lab')  # the process died while writing
     assert read_journals(tmp_path, FINGERPRINT, {"a.jpg": "identity of a.jpg"}) == {"a.jpg": RECORD}
+    with JournalWriter(tmp_path / "eval_journal.rank0.jsonl", FINGERPRINT) as journal:  # closes the cut-off line
+        journal.append([RECORD], ["identity of a.jpg"])
+    assert read_journals(tmp_path, FINGERPRINT, {"a.jpg": "identity of a.jpg"}) == {"a.jpg": RECORD}
+    with open(tmp_path / "eval_journal.rank0.jsonl", "a") as fh:  # no record begun: not the journal's own line
+        fh.write("hello world\n")
+    with pytest.raises(UsageError, match=r"line 5 is not an image record; delete the journal"):
+        read_journals(tmp_path, FINGERPRINT, {"a.jpg": "identity of a.jpg"})
     with pytest.raises(UsageError, match=r"different evaluation \(differs in: dtype\)"):
         read_journals(tmp_path, {"dtype": "bf16", "batch_size": 2}, {"a.jpg": "identity of a.jpg"})
 

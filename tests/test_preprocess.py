@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -55,6 +56,17 @@ def test_folders_are_searched_recursively_in_sorted_order_ignoring_non_images(tm
     shutil.copy(sample_paths[1], tmp_path / "a.png")
     (tmp_path / "notes.txt").write_text("not an image")
     assert discover_images([tmp_path]) == [tmp_path / "a.png", tmp_path / "b" / "z.jpg"]
+
+
+def test_paths_with_image_names_that_are_not_files_are_said_not_dropped_silently(tmp_path, sample_paths, caplog):
+    """A dangling link, a pipe or a folder named like an image was left out of the count without a word."""
+    shutil.copy(sample_paths[0], tmp_path / "real.jpg")
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "folder.jpg").mkdir()  # a folder is searched, as any other
+    assert discover_images([tmp_path]) == [tmp_path / "real.jpg"]
+    assert (f"{tmp_path}: 2 path(s) with an image name are not regular files (a dangling link, a pipe, a folder), "
+            f"not read: {tmp_path / 'gone.jpg'}, {tmp_path / 'pipe.png'}") in caplog.text
 
 
 def test_default_is_the_bundled_samples():

@@ -66,6 +66,9 @@ def read_journals(out_dir: Path, fingerprint: dict[str, Any], files: dict[str, s
             continue
         _check_header(path, lines[0].value, expected)
         for line in lines[1:]:
+            if line.value is None and not line.fragment:  # not a record begun and cut short: not a journal line
+                raise UsageError(f"--resume: {path} line {line.number} is not an image record; delete the journal "
+                                 "or drop --resume")
             if line.value is None:
                 _logger.warning("%s line %d: incomplete record ignored (the run was cut off while writing it)",
                                 path, line.number)

@@ -96,11 +96,20 @@ class LabelParser:
 def folder_labels(relative_paths: Sequence[str], parser: LabelParser) -> tuple[list[int], LabelSource] | None:
     """Labels from class folders (``DIR/<class>/...``); None when the images are not laid out that way."""
     classes = [p.split("/", 1)[0] if "/" in p else None for p in relative_paths]
-    if any(c is None for c in classes):
+    if all(c is None for c in classes):
         _logger.info("images directly inside --data: no class folders, evaluating without labels")
         return None
-    names: list[str] = sorted(set(classes))  # type: ignore[arg-type]  # no None: checked above
+    names: list[str] = sorted({c for c in classes if c is not None})
     recognised = [n for n in names if parser.looks_like_label(n)]
+    if recognised and None in classes:  # one stray image silently turned the labels of the whole dataset off
+        stray = [p for p, c in zip(relative_paths, classes, strict=True) if c is None]
+        raise InputError(f"--data: {len(stray)} image(s) directly inside --data ({', '.join(stray[:_MAX_LISTED])}) "
+                         f"beside class folders ({', '.join(recognised[:3])} ...): move them into their class "
+                         "folder or out of --data, or pass --labels none to evaluate without labels")
+    if None in classes:
+        _logger.warning("images directly inside --data beside folders that are not classes (%s ...): evaluating "
+                        "without labels (agreement only)", ", ".join(names[:3]))
+        return None
     if not recognised:
         _logger.warning("class folders (%s ...) are neither ImageNet wnids nor class indices: evaluating without "
                         "labels (agreement only); pass --labels FILE to give them", ", ".join(names[:3]))
@@ -183,8 +192,12 @@ def _match(by_name: dict[str, int], relative_paths: Sequence[str], path: Path) -
             missing.append(rel)
         labels.append(label)
     if missing:
+        ambiguous = sorted({base for rel in missing if (base := rel.rsplit("/", 1)[-1]) in by_name
+                            and base_counts[base] > 1})
+        why = (f" (the labels file names {ambiguous[:_MAX_LISTED]} by base name only, and --data holds several "
+               "files of each name: give their paths relative to --data)" if ambiguous else "")
         raise InputError(f"--labels {path}: no label for {len(missing)} image(s) in --data, e.g. "
-                         f"{missing[:_MAX_LISTED]}; pass --labels none to evaluate agreement only")
+                         f"{missing[:_MAX_LISTED]}{why}; pass --labels none to evaluate agreement only")
     unused = len(by_name) - len(relative_paths)
     if unused > 0:
         _logger.info("--labels %s: %d labelled files are not in --data (evaluating a subset)", path, unused)
