@@ -195,7 +195,14 @@ def test_a_reference_whose_logits_are_all_zero_fails_as_proving_nothing(tmp_path
     assert not runs["dead"].passed and not checks["dead"]["zero_reference_outputs"]["passed"]
     assert checks["dead"]["min_sample_cosine"]["passed"]  # zeros against zeros: closeness is met, vacuously
     assert "all zero for 2 of 2 image(s)" in checks["dead"]["zero_reference_outputs"]["detail"]
+    assert "or compare the features before the head with --features" in \
+        checks["dead"]["zero_reference_outputs"]["detail"]
     assert runs["alive"].passed and checks["alive"]["zero_reference_outputs"]["passed"]
+    # in bf16 the zeros are the same zeros: that is the dead head, not "the engine fell back to fp32" (exit 2)
+    bf16 = accelport.run(weights=str(weights), device="cpu", dtype="bf16", images=tuple(two_images[:1]), iters=1,
+                         warmup=0, out_dir=str(tmp_path / "dead-bf16"))
+    assert [c["name"] for c in bf16.summary["parity"]["checks"] if not c["passed"]] == ["zero_reference_outputs"]
+    assert "reading:" not in (tmp_path / "dead-bf16" / "accuracy_compare.log").read_text()
 
 
 def test_zero_outputs_are_judged_only_where_the_models_output_is():
