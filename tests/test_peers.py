@@ -89,7 +89,8 @@ def test_compile_path_says_what_the_compile_runner_does_before_and_after_compili
     fp32 = CompiledRunner(model, torch.device("cpu"), "fp32", True).describe()
     bf16 = CompiledRunner(model, torch.device("cpu"), "bf16", False).describe()
     int8 = CompiledRunner(model, torch.device("cpu"), "int8", True).describe()
-    assert int8["compile_path"] == ("AOTInductor, freezing, channels-last, PT2E int8 (oneDNN qconv/qlinear), "
+    assert int8["compile_path"] == ("AOTInductor, freezing, channels-last, PT2E int8 (oneDNN qconv/qlinear, "
+                                    "qlinear binary add: addend row-major), "
                                     f"float remainder in {int8_float_remainder()}")
     assert fp32["compile_path"].endswith("freezing, channels-last") and "bf16" not in fp32["compile_path"]
     # the cast, not autocast, on every CPU kind measured (AVX2, AVX-512 BF16, AMX): docs/benchmarks.md
