@@ -139,6 +139,8 @@ def _copy_grids(theirs: dict[str, torch.Tensor], stored_dtypes: tuple[str, ...] 
     """The bf16/fp16 grids a target checkpoint was rounded to: those it stores, and one its float tensors all lie on
     although stored wider (a bf16 model upcast to fp32 on saving)."""
     grids = [dtype for dtype in HALF_STORAGE if dtype in (stored_dtypes or ())]
+    if not set(stored_dtypes or ()) <= {"float32", "float64"}:  # fp8 values lie on both grids: no upcast copy
+        return grids
     floating = [tensor for tensor in theirs.values() if tensor.is_floating_point()]
     for dtype in HALF_STORAGE:
         grid = getattr(torch, dtype)

@@ -130,6 +130,7 @@ def test_bench_and_eval_prove_a_bf16_copy_against_the_reference_rounded_like_it(
             bench["rows"][1]["parity"]["structural_proof"]
         assert proof["status"] == ("passed" if expected_rc == 0 else "failed")
         assert "rounded as --target-weights stores them" in proof["reason"]
+        assert {c["name"]: c["passed"] for c in bench["rows"][0]["parity"]["checks"]}["nonfinite_weights"]
         data = tmp_path / "data"
         data.mkdir(exist_ok=True)
         shutil.copy(two_images[0], data)

@@ -185,7 +185,7 @@ def sweep_document(job: JobContext, config: BenchConfig, images: torch.Tensor, t
                              prove_half_precision=job.separate_target,
                              nonfinite_weights=nonfinite_weights({"reference": job.loaded.model}
                                                                  | ({"target": job.target_model.model}
-                                                                    if job.separate_target else {})) or None)
+                                                                    if job.separate_target else {})))
     # every row runs the port under test (--target-weights, else the reference's weights), judged against the
     # reference: a broken conversion fails each runtime's parity, eager's too
     rounded = job.rounded_reference() if any(d != "fp32" for d in config.dtypes) else None

@@ -119,8 +119,9 @@ class SweepSettings:
     # --target-weights: half-precision points get the structural proof too, as in ``run`` (bf16's own error hides a
     # weight fault that strict fp32 sees; without it a broken port's bf16 rows passed and were picked)
     prove_half_precision: bool = False
-    # NaN/Inf in either side's weights ("<side> weights: <tensor>" -> count): every point fails its nonfinite_weights
-    # check, as run and eval fail (a port with an Inf in a tensor its outputs never reach passed and was picked)
+    # NaN/Inf in either side's weights ("<side> weights: <tensor>" -> count; {} when none): every point has run's and
+    # eval's nonfinite_weights check (a port with an Inf in a tensor its outputs never reach passed and was picked);
+    # None: no weights scan (a sweep of bare models)
     nonfinite_weights: dict[str, int] | None = None
 
 
