@@ -7,7 +7,7 @@ of a same-precision baseline) into its ``Evidence``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -62,6 +62,9 @@ class ParityResult:
     # how far the best single reference output, returned for every image, would be from the others (worst image rel
     # L2); under max_rel_l2, a target that ignored its input would pass. None with fewer than two images
     constant_output_rel_l2: float | None = None
+    # images whose target output is exactly zero where the reference's is not (an int8 program whose tiny
+    # activations all rounded to zero: the metrics showed cosine 0 and rel L2 1 and nothing said why)
+    zero_target: list[str] = field(default_factory=list)
 
     @property
     def input_blind(self) -> bool | None:
@@ -116,6 +119,7 @@ class ParityResult:
             "criteria": self.criteria.to_json(),
             "checks": [vars(c) for c in self.checks],
             "constant_output_rel_l2": self.constant_output_rel_l2,
+            **({"zero_target_images": self.zero_target} if self.zero_target else {}),
         }
         if self.baseline is not None:
             data["baseline"] = {
@@ -209,9 +213,11 @@ def compare_outputs(reference: np.ndarray, target: np.ndarray, criteria: Criteri
         zeros = [name for name, ref in zip(names, reference, strict=True) if not np.any(ref)]
         where = {**(evidence.where or {}), "zero_reference_outputs": zero_reference_where(zeros, len(names))}
         evidence = replace(evidence, zero_reference_samples=len(zeros), where=where)
+    zero_target = [name for name, ref, tgt in zip(names, reference, target, strict=True)
+                   if not np.any(tgt) and np.any(ref)]
     return ParityResult(compare_arrays(reference, target), samples, criteria, judge(criteria, evidence),
                         is_classifier, compare_arrays(reference, baseline) if baseline is not None else None,
-                        constant_output_rel_l2(reference))
+                        constant_output_rel_l2(reference), zero_target)
 
 
 def constant_output_rel_l2(reference: np.ndarray, max_answers: int = 64) -> float | None:

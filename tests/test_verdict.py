@@ -206,6 +206,22 @@ def test_a_reference_whose_logits_are_all_zero_fails_as_proving_nothing(tmp_path
     assert "reading:" not in (tmp_path / "dead-bf16" / "accuracy_compare.log").read_text()
 
 
+def test_a_target_that_outputs_only_zeros_is_said_so(tmp_path, seeded_state, weights_files, two_images):
+    """lcnet_050's int8 program returned all zeros on random init (its logits ~1e-7 rounded away): the report
+    showed cosine 0 and rel L2 1 and said nothing of why. Here a port whose classifier lost its weights."""
+    dead = {k: (torch.zeros_like(v) if k.startswith("head.fc.") else v) for k, v in seeded_state.items()}
+    save_file(dead, str(tmp_path / "dead_head.safetensors"))
+    result = accelport.run(weights=str(weights_files["clean"]), target_weights=str(tmp_path / "dead_head.safetensors"),
+                           device="cpu", images=tuple(two_images), iters=1, warmup=0, out_dir=str(tmp_path / "out"))
+    assert not result.passed
+    assert result.summary["parity"]["zero_target_images"] == list(two_images)
+    assert "caution: the target's outputs are all zero for 2 of 2 image(s) where the reference's are not" in \
+        (tmp_path / "out" / "accuracy_compare.log").read_text()
+    clean = accelport.run(weights=str(weights_files["clean"]), device="cpu", images=tuple(two_images[:1]), iters=1,
+                          warmup=0, out_dir=str(tmp_path / "clean"))
+    assert "zero_target_images" not in clean.summary["parity"]
+
+
 def test_zero_outputs_are_judged_only_where_the_models_output_is():
     from accelport.criteria import criteria_for
     from accelport.parity import compare_outputs

@@ -15,6 +15,7 @@ from ..formatting import (
     NO_WEIGHTS_FILE,
     comparison_text,
     format_comparison,
+    listed,
     markdown_cell,
     or_missing,
     printable,
@@ -87,6 +88,18 @@ def _load_line(latency: LatencyReport) -> str:
     return (f"Machine load while timing: other processes up to {worst['foreign_busy_cores']:.2f} of "
             f"{worst['cpu_count']} cores busy, CPU steal {100 * max(w['steal_share'] for w in windows):.1f} %, "
             f"load average {worst['loadavg_before'][0]:.2f} before and {worst['loadavg_after'][0]:.2f} after.")
+
+
+def _zero_target_lines(summary: RunSummary) -> list[str]:
+    """Say it when the target returned all zeros where the reference did not: the metrics alone read cosine 0."""
+    zeros = summary.parity.zero_target
+    if not zeros:
+        return []
+    int8 = (" (int8: activations smaller than the quantiser's scales round to zero; random-init weights make them "
+            "tiny: check the reference's output magnitude and rerun with real --weights)"
+            if summary.criteria.precision == "int8" else "")
+    return [f"caution: the target's outputs are all zero for {len(zeros)} of {len(summary.parity.samples)} image(s) "
+            f"where the reference's are not ({listed(zeros)}){int8}"]
 
 
 def _input_blind_lines(summary: RunSummary) -> list[str]:
@@ -194,7 +207,8 @@ def render_log(summary: RunSummary) -> str:
             top5 = _agreement_word(s.top5_match, s.top5_near_tie, "MISMATCH")
             line += f"  top1 {top1} ({sample.reference_labels[0]})  top5 {top5}"
         lines.append(line)
-    lines += ["", "verdict checks:", *(f"  {v}" for v in _verdict_lines(summary)), *_input_blind_lines(summary), "",
+    lines += ["", "verdict checks:", *(f"  {v}" for v in _verdict_lines(summary)), *_zero_target_lines(summary),
+              *_input_blind_lines(summary), "",
               *_proof_lines(summary), "",
               f"status: {summary.status.upper()}", "", *latency_lines(summary.latency), ""]
     return "\n".join(lines)
@@ -276,7 +290,7 @@ def _parity_lines(summary: RunSummary) -> list[str]:
         "|---|---|---|---|",
         *(_check_row(c) for c in summary.parity.checks),
         "",
-        *(f"- {line}" for line in [*_input_blind_lines(summary), *_proof_lines(summary)]),
+        *(f"- {line}" for line in [*_zero_target_lines(summary), *_input_blind_lines(summary), *_proof_lines(summary)]),
         "",
     ]
 
