@@ -77,7 +77,7 @@ def discover_images(inputs: list[str | Path] | None) -> list[Path]:
             found.extend(sorted(p for p in named if p.is_file()))
             if others := sorted(str(p) for p in named if not p.is_file()):
                 _logger.warning("%s: %d path(s) with an image name are not regular files (a dangling link, a pipe, "
-                                "a folder), not read: %s", path, len(others), ", ".join(others[:5])
+                                "a socket), not read: %s", path, len(others), ", ".join(others[:5])
                                 + (", ..." if len(others) > 5 else ""))
         elif path.is_file():
             found.append(path)

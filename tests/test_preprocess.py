@@ -65,7 +65,7 @@ def test_paths_with_image_names_that_are_not_files_are_said_not_dropped_silently
     os.mkfifo(tmp_path / "pipe.png")
     (tmp_path / "folder.jpg").mkdir()  # a folder is searched, as any other
     assert discover_images([tmp_path]) == [tmp_path / "real.jpg"]
-    assert (f"{tmp_path}: 2 path(s) with an image name are not regular files (a dangling link, a pipe, a folder), "
+    assert (f"{tmp_path}: 2 path(s) with an image name are not regular files (a dangling link, a pipe, a socket), "
             f"not read: {tmp_path / 'gone.jpg'}, {tmp_path / 'pipe.png'}") in caplog.text
 
 
