@@ -103,6 +103,7 @@ def baseline_outputs(model: torch.nn.Module, precision: str,
 # copy's rounding but a lossy format of its own, whose error int8's tolerance could hide: its tensors stay unrounded
 # in the proof's reference, so the proof sees them as it sees any other difference.
 HALF_STORAGE = ("bfloat16", "float16")
+WIDE_STORAGE = frozenset({"float32", "float64"})  # what the fp32 reference computes in without rounding
 # Round to nearest moves a value by at most this share of it (2^-(mantissa bits + 1)). A tensor whose rounding moved it
 # by more (overflow to inf, most of it flushed under the format's smallest normal) lost more than a copy's rounding
 # and stays unrounded in the proof's reference: an fp16 copy whose BatchNorm variances overflowed passed its proof.
@@ -139,7 +140,7 @@ def _copy_grids(theirs: dict[str, torch.Tensor], stored_dtypes: tuple[str, ...] 
     """The bf16/fp16 grids a target checkpoint was rounded to: those it stores, and one its float tensors all lie on
     although stored wider (a bf16 model upcast to fp32 on saving)."""
     grids = [dtype for dtype in HALF_STORAGE if dtype in (stored_dtypes or ())]
-    if not set(stored_dtypes or ()) <= {"float32", "float64"}:  # fp8 values lie on both grids: no upcast copy
+    if not set(stored_dtypes or ()) <= WIDE_STORAGE:  # fp8 values lie on both grids: no upcast copy
         return grids
     floating = [tensor for tensor in theirs.values() if tensor.is_floating_point()]
     for dtype in HALF_STORAGE:

@@ -29,7 +29,7 @@ from ..preprocess import (
     load_images,
     make_transform,
 )
-from ..proofs import HALF_STORAGE, RoundedReference, rounded_reference
+from ..proofs import HALF_STORAGE, WIDE_STORAGE, RoundedReference, rounded_reference
 from .spec import JobSpec
 
 _logger = logging.getLogger(__name__)
@@ -94,14 +94,11 @@ class JobContext:
         return time.time() - self.started
 
 
-_WIDE = {"float32", "float64"}
-
-
 def warn_of_rounded_copy(reference: LoadedModel, target: LoadedModel) -> None:
     """Say, before any work, what a target checkpoint stored in a narrower float dtype than the reference's is
     judged against: its own run against the checkpoint as loaded (an fp32 run fails by the rounding); a bf16/fp16
     copy's structural proof against the reference rounded like it; a coarser one's (fp8) against the unrounded one."""
-    narrow = set(target.weights.stored_dtypes or ()) - _WIDE
+    narrow = set(target.weights.stored_dtypes or ()) - WIDE_STORAGE
     if not narrow or narrow <= set(reference.weights.stored_dtypes or ()):
         return
     coarse = sorted(narrow - set(HALF_STORAGE))

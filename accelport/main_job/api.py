@@ -97,12 +97,14 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     parity = _parity(job, target, stream, outputs)
     precision = job.precision(target.dtype)
     rounded = job.rounded_reference() if config.structural_proof and precision != "fp32" else None
-    proof = structural_proof(precision, config.structural_proof,
-                             lambda: _target_runner(job, target, "fp32"), job.device, job.spec.fp32_math,
-                             lambda runner: _infer(runner, stream, target),
-                             proof_reference_outputs(rounded, outputs.reference,
-                                                     lambda runner: _infer(runner, stream, target)),
-                             outputs.target, parity.is_classifier, [str(p) for p in stream.paths], rounded)
+
+    def infer(runner: Runner) -> np.ndarray:
+        return _infer(runner, stream, target)
+
+    proof = structural_proof(precision, config.structural_proof, lambda: _target_runner(job, target, "fp32"),
+                             job.device, job.spec.fp32_math, infer,
+                             proof_reference_outputs(rounded, outputs.reference, infer), outputs.target,
+                             parity.is_classifier, [str(p) for p in stream.paths], rounded)
     power = _power_report(job, target)
     document = build_summary(job, stream, outputs.runner_settings, parity, outputs.latency,
                              output_shape=list(outputs.target.shape), proof=proof, power_report=power)

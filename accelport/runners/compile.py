@@ -113,15 +113,15 @@ def _linear_fusion_helper() -> Any:
 
 
 @contextlib.contextmanager
-def row_major_qlinear_addend() -> Iterator[bool]:
-    """Inside, Inductor lowers every int8 linear + add with the addend in row-major order; yields whether it could
-    (False on a torch whose helper differs: ``_linear_fusion_helper``)."""
+def row_major_qlinear_addend() -> Iterator[None]:
+    """Inside, Inductor lowers every int8 linear + add with the addend in row-major order (nothing changes on a
+    torch whose helper differs: ``_linear_fusion_helper``)."""
     from torch._inductor import mkldnn_ir
 
     original = _linear_fusion_helper()
     if original is None:
         _logger.debug("Inductor's linear fusion helper is not the expected one: the qlinear addend fix is off")
-        yield False
+        yield
         return
 
     def row_major_addend(cls: Any, x: Any, weight: Any, bias: Any, quantize_args: Any = None, other: Any = None,
@@ -130,7 +130,7 @@ def row_major_qlinear_addend() -> Iterator[bool]:
 
     mkldnn_ir._prepare_linear_fusion_create = row_major_addend
     try:
-        yield True
+        yield
     finally:
         mkldnn_ir._prepare_linear_fusion_create = original
 
