@@ -86,6 +86,7 @@ def describe_environment(device: torch.device) -> dict[str, Any]:
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "cpu_isa": cpu_isa(),
+        "cpu_id": cpu_id(),
         "torch_threads": torch.get_num_threads(),
         "executable": sys.executable,
     }
@@ -127,3 +128,64 @@ def cpu_isa() -> dict[str, Any]:
     isa = parse_isa(line) if line else {"name": "unknown", "extensions": [], "bf16_arithmetic": None,
                                         "fp16_arithmetic": None, "int8_dot": None}
     return {**isa, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+# (vendor, family, first model, last model) -> microarchitecture, for the CPU kinds a cloud VM's bare "AMD EPYC" or
+# "Intel Xeon" model name hides. Only families whose model ranges are public and unambiguous; anything else is None.
+_MICROARCHITECTURES = (
+    ("AuthenticAMD", 0x17, 0x00, 0xFF, "Zen / Zen+ / Zen 2"),
+    ("AuthenticAMD", 0x19, 0x00, 0x0F, "Zen 3"), ("AuthenticAMD", 0x19, 0x20, 0x5F, "Zen 3"),
+    ("AuthenticAMD", 0x19, 0x10, 0x1F, "Zen 4"), ("AuthenticAMD", 0x19, 0x60, 0x7F, "Zen 4"),
+    ("AuthenticAMD", 0x19, 0xA0, 0xAF, "Zen 4"),
+    ("AuthenticAMD", 0x1A, 0x00, 0xFF, "Zen 5"),
+    ("GenuineIntel", 6, 85, 85, "Skylake-SP / Cascade Lake / Cooper Lake"),
+    ("GenuineIntel", 6, 106, 106, "Ice Lake-SP"), ("GenuineIntel", 6, 108, 108, "Ice Lake-D"),
+    ("GenuineIntel", 6, 143, 143, "Sapphire Rapids"), ("GenuineIntel", 6, 207, 207, "Emerald Rapids"),
+    ("GenuineIntel", 6, 173, 174, "Granite Rapids"),
+)
+
+
+def parse_cpu_id(cpuinfo: str) -> dict[str, Any]:
+    """Vendor, family, model and stepping of the first processor in a ``/proc/cpuinfo`` text, and the
+    microarchitecture they name where known.
+
+    Why: in a VM the model name is often just "AMD EPYC", the same for a Zen 4 and a Zen 5, whose fp32 peaks differ
+    almost twofold (Zen 5 executes AVX-512 at full width). Without this, benchmarks from two CPU kinds read as one
+    and a saved pick from one would be reused on the other.
+    """
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if fields:
+                break  # the first processor's block only
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    number = {key: int(fields[key]) for key in ("cpu family", "model", "stepping")
+              if fields.get(key, "").isdigit()}
+    vendor = fields.get("vendor_id")
+    family, model = number.get("cpu family"), number.get("model")
+    micro = next((name for v, f, first, last, name in _MICROARCHITECTURES
+                  if v == vendor and f == family and model is not None and first <= model <= last), None)
+    return {"vendor": vendor, "family": family, "model": model, "stepping": number.get("stepping"),
+            "microarchitecture": micro}
+
+
+def cpu_id() -> dict[str, Any]:
+    """``parse_cpu_id`` of this machine (Linux); every field None where ``/proc/cpuinfo`` cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            return parse_cpu_id(cpuinfo.read())
+    except OSError:
+        return parse_cpu_id("")
+
+
+def cpu_kind_text(environment: dict[str, Any]) -> str:
+    """``AMD EPYC (Zen 5; AMD family 26 model 2)``: the CPU as a report names it, model name and identity."""
+    ident = environment.get("cpu_id") or {}
+    if ident.get("family") is None:
+        return str(environment.get("cpu"))
+    vendor = {"AuthenticAMD": "AMD", "GenuineIntel": "Intel"}.get(ident.get("vendor") or "", ident.get("vendor"))
+    detail = f"{vendor} family {ident['family']} model {ident['model']}"
+    return (f"{environment.get('cpu')} ("
+            + (f"{ident['microarchitecture']}; " if ident.get("microarchitecture") else "") + detail + ")")

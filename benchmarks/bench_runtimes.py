@@ -152,7 +152,7 @@ def render(report: dict) -> str:
 
     document, hw = BenchDocument.from_json(report["bench"]), report["hardware"]
     isa = hw.get("isa", hw["cpu_capability"])
-    lines = [f"Hardware: {hw['cpu']} ({hw['cpu_count']} logical cores, ISA {isa}), device "
+    lines = [f"Hardware: {hw['cpu']}, {hw['cpu_count']} logical cores, ISA {isa}; device "
              f"`{hw['device']}` ({hw['device_name']}), {hw['threads']} threads; torch {hw['torch']}, onnxruntime "
              f"{hw['onnxruntime']}, openvino {hw['openvino']}. Load average before/after: "
              f"{report['load_average_before']} / {report['load_average_after']}.", "",
@@ -169,7 +169,7 @@ def render(report: dict) -> str:
     lines += ["", "accelport vs what you would write by hand:", "",
               *peer_lines(document.peer_comparison, document.rounds)]
     flops = document.model.get("flops_per_image")
-    peaks = ", ".join(f"{d} {p['gflops_per_s']:.1f} GFLOP/s ({p['size']}²)" if "gflops_per_s" in p
+    peaks = ", ".join(f"{d} {p['gflops_per_s']:.1f} GFLOP/s ({p['size']}², {p.get('kernel')})" if "gflops_per_s" in p
                       else f"{d}: {p['error']}" for d, p in report["matmul_peaks"].items())
     lines += ["", f"Model FLOPs per image: {flops / 1e9:.3f} G (torch FlopCounterMode). Best square matmul "
                   f"({report['hardware']['threads']} threads) measured in this run: {peaks}."
@@ -214,6 +214,7 @@ def measure(args: argparse.Namespace, cache_dir: str) -> dict:
     from accelport.bench.api import run_bench
     from accelport.bench.config import BenchConfig, parse_list
     from accelport.bench.report import isa_text
+    from accelport.environment import cpu_kind_text
 
     before = wait_for_quiet(args.wait_quiet, args.quiet_load) if args.wait_quiet else load_average()
     config = BenchConfig.of(model=args.model, device=args.device, runtimes=parse_list(args.runtimes, "--runtimes"),
@@ -231,7 +232,8 @@ def measure(args: argparse.Namespace, cache_dir: str) -> dict:
     return {
         "schema_version": 1,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "hardware": {"cpu": env["cpu"], "cpu_count": env["cpu_count"], "cpu_capability": env["cpu_capability"],
+        "hardware": {"cpu": cpu_kind_text(env), "cpu_id": env.get("cpu_id"), "cpu_count": env["cpu_count"],
+                     "cpu_capability": env["cpu_capability"],
                      "isa": isa_text(env),
                      "device": document["device"], "device_name": env["device_name"], "threads": env["threads"],
                      "torch": env["torch"], "onnxruntime": env.get("onnxruntime"), "openvino": env.get("openvino"),

@@ -58,6 +58,9 @@ def test_bench_writes_json_markdown_and_plot(bench_dir):
     markdown = (out / "bench.md").read_text()
     assert "| configuration | batch |" in markdown and "## Pick" in markdown
     assert document["environment"]["cpu"] in markdown
+    ident = document["environment"]["cpu_id"]
+    if ident["family"] is not None:  # Linux: the CPU kind behind the model name, named in the report
+        assert f"family {ident['family']} model {ident['model']}" in markdown
 
 
 def test_bench_measures_every_configuration_at_every_batch_size_with_its_parity(bench_dir):
@@ -299,9 +302,10 @@ def test_auto_never_hands_on_more_threads_than_this_process_may_use(bench_dir, m
     assert _choose(document, target, "bench.json").threads == 2
 
 
-@pytest.mark.parametrize("change", [None, "cpu", "cpu_count", "cpu_isa"])
+@pytest.mark.parametrize("change", [None, "cpu", "cpu_count", "cpu_isa", "cpu_id", "no_cpu_id"])
 def test_auto_uses_a_bench_json_only_from_this_machine(change, bench_dir):
-    """A bench.json copied from another machine (its thread count and winner belong there) is not a pick here."""
+    """A bench.json copied from another machine (its thread count and winner belong there) is not a pick here,
+    including another CPU kind behind the same model name ("AMD EPYC" for a Zen 4 and a Zen 5 alike)."""
     from accelport.bench.pick import same_machine
 
     environment = json.loads((bench_dir[1] / "bench.json").read_text())["environment"]
@@ -311,6 +315,10 @@ def test_auto_uses_a_bench_json_only_from_this_machine(change, bench_dir):
         environment["cpu_count"] += 14
     elif change == "cpu_isa":
         environment["cpu_isa"] = {**environment["cpu_isa"], "name": "SOME-OTHER-ISA"}
+    elif change == "cpu_id":
+        environment["cpu_id"] = {**environment["cpu_id"], "model": (environment["cpu_id"]["model"] or 0) + 1}
+    elif change == "no_cpu_id":  # written before the identity was recorded: which CPU kind is unknown
+        del environment["cpu_id"]
     assert same_machine(environment, torch.device("cpu")) is (change is None)
 
 

@@ -116,7 +116,7 @@ def test_the_sweep_says_once_when_its_reference_barely_depends_on_the_images():
 
 
 def test_bench_pick_says_where_the_timing_rounds_disagree_on_pick_against_peer():
-    # a measured sweep (Zen 4, run 4): bf16 batch 32 is 1.042 at the median, but one of its 3 rounds put the pick ahead
+    # a measured sweep (Zen 5, run 4): bf16 batch 32 is 1.042 at the median, but one of its 3 rounds put the pick ahead
     document = BenchDocument.from_json(json.loads(
         (SAVED_BENCH / "bench_default_cpu_epyc_avx512bf16_2core_frozen.json").read_text()))
     printed = {line.split(":")[0].strip(): line for line in render_pick(document).splitlines() if " / peer: " in line}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from accelport.bench.roofline import floor_ms, matmul_peak, model_flops
 
@@ -28,3 +29,30 @@ def test_matmul_peak_stays_within_its_sizes_and_reports_a_rate():
     peak = matmul_peak(torch.device("cpu"), "fp32", max_size=512, repeats=2)
     assert peak["size"] in (256, 512) and peak["gflops_per_s"] > 0 and peak["threads"] == torch.get_num_threads()
     assert floor_ms(2.0, peak["gflops_per_s"]) == pytest.approx(2000.0 / peak["gflops_per_s"])
+
+
+def test_the_cpu_peak_is_the_best_kernel_at_any_size_and_names_it(monkeypatch):
+    """torch.mm goes to MKL, which on an AMD Zen 5 ran at half of oneDNN's rate: the peak (and so every floor)
+    must come from whichever kernel is faster, at whichever size, and say which."""
+    import accelport.bench.roofline as roofline
+
+    seconds = {("_square_matmul", 256): 1e-3, ("_square_matmul", 512): 4e-3,
+               ("_pointwise_convolution", 256): 2e-3, ("_pointwise_convolution", 512): 2e-3}
+    monkeypatch.setattr(roofline, "_best_seconds",
+                        lambda device, dtype, size, repeats, build: seconds[(build.__name__, size)])
+    peak = matmul_peak(torch.device("cpu"), "fp32", max_size=512)
+    assert (peak["kernel"], peak["size"]) == ("oneDNN 1x1 convolution, channels-last", 512)
+    assert peak["gflops_per_s"] == pytest.approx(2 * 512**3 / 2e-3 / 1e9)
+    seconds[("_square_matmul", 512)] = 1e-3
+    assert matmul_peak(torch.device("cpu"), "fp32", max_size=512)["kernel"] == "torch.mm"
+
+
+def test_the_pointwise_convolution_does_the_flops_of_the_square_matmul():
+    """The two kernels are compared per FLOP: both must compute the same size x size x size product."""
+    from accelport.bench.roofline import _pointwise_convolution, _square_matmul
+
+    with FlopCounterMode(display=False) as conv_flops:
+        _pointwise_convolution(256, torch.device("cpu"), torch.float32)()
+    with FlopCounterMode(display=False) as mm_flops:
+        _square_matmul(256, torch.device("cpu"), torch.float32)()
+    assert conv_flops.get_total_flops() == mm_flops.get_total_flops() == 2 * 256**3

@@ -172,7 +172,7 @@ def test_compiled_peers_are_unsupported_where_inductor_has_no_backend():
 
 
 def test_rounds_that_disagree_are_said_in_the_report_and_the_auto_line():
-    # the Zen 4 run 4 figures: the median says "peer faster" (1.042), but one round of three put the pick ahead
+    # the Zen 5 run 4 figures: the median says "peer faster" (1.042), but one round of three put the pick ahead
     level = PeerComparison("bf16", 32, "compile bf16", 69.4, "peer: torch.compile freezing", 70.5, 1.042,
                            [1.074, 1.042, 0.970], False)
     ahead = PeerComparison("fp32", 32, "openvino fp32", 112.3, "peer: torch.compile freezing", 153.7, 0.727,

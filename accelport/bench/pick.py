@@ -98,10 +98,13 @@ def add_picks(document: BenchDocument, batch_sizes: tuple[int, ...] | list[int])
 
 
 def machine_identity(environment: dict[str, Any]) -> tuple[Any, ...]:
-    """What names the machine in an environment block: CPU model, CPU count, ISA and device. A pick measured on
+    """What names the machine in an environment block: CPU model name and identity (vendor, family, model,
+    stepping: a VM names a Zen 4 and a Zen 5 both "AMD EPYC"), CPU count, ISA and device. A pick measured on
     another CPU (a bench.json copied from a bigger box, with its thread count and ISA-specific winner) does not
     apply here."""
-    return (environment.get("cpu"), environment.get("cpu_count"), (environment.get("cpu_isa") or {}).get("name"),
+    ident = environment.get("cpu_id") or {}
+    return (environment.get("cpu"), tuple(ident.get(key) for key in ("vendor", "family", "model", "stepping")),
+            environment.get("cpu_count"), (environment.get("cpu_isa") or {}).get("name"),
             environment.get("device_name"))
 
 
@@ -112,12 +115,20 @@ def same_machine(environment: dict[str, Any], device: torch.device) -> bool:
     return machine_identity(environment) == machine_identity(describe_environment(device))
 
 
-def _matches(document: BenchDocument, loaded: LoadedModel, device: torch.device, digest: str) -> bool:
+def _mismatch(document: BenchDocument, loaded: LoadedModel, device: torch.device, digest: str) -> str | None:
+    """Why ``document`` cannot give this job its pick (None: it can)."""
     model = document.model
-    return (document.header.schema_version == 1 and model.get("name") == loaded.name
-            and model.get("head") == loaded.head and model.get("state_digest") == digest
-            and document.device == str(device) and document.environment.get("torch") == torch.__version__
-            and same_machine(document.environment, device))
+    if document.header.schema_version != 1:
+        return f"schema version {document.header.schema_version}"
+    if (model.get("name"), model.get("head"), model.get("state_digest")) != (loaded.name, loaded.head, digest):
+        return "another model, head or weights"
+    if document.device != str(device) or document.environment.get("torch") != torch.__version__:
+        return f"device {document.device}, torch {document.environment.get('torch')}"
+    if not same_machine(document.environment, device):
+        from ..environment import cpu_kind_text
+
+        return f"another machine ({cpu_kind_text(document.environment)})"
+    return None
 
 
 def _choose(document: dict[str, Any], target: Target, source: str) -> AutoChoice | None:
@@ -167,7 +178,10 @@ def _cached_choice(job: JobContext, target: Target) -> AutoChoice | None:
             _logger.warning("--runtime auto: %s is not a bench document this version reads (%s: %s); measuring "
                             "instead", path, type(exc).__name__, one_line(str(exc), 120))
             continue
-        if _matches(document, job.loaded, job.device, digest) and (choice := _choose(data, target, str(path))):
+        mismatch = _mismatch(document, job.loaded, job.device, digest)
+        if mismatch is not None:
+            _logger.info("--runtime auto: %s was measured for %s; not used", path, mismatch)
+        elif choice := _choose(data, target, str(path)):
             _logger.info("--runtime auto: %s (from %s)", choice.reason, path)
             return choice
     return None

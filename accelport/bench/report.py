@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..atomic import json_writer, text_writer
+from ..environment import cpu_kind_text
 from ..formatting import one_line, or_missing
 from ..plotting import write_report_set
 from ..proofs import reads_as_own_error, rounding_text
@@ -40,8 +41,9 @@ def isa_text(env: dict[str, Any]) -> str:
 
 def hardware_line(document: BenchDocument) -> str:
     env = document.environment
-    return (f"device `{document.device}` ({env['device_name']}); host CPU {env['cpu']} ({env['cpu_count']} logical "
-            f"cores, ISA {isa_text(env)}), {env['threads']} intra-op threads for every runtime"
+    return (f"device `{document.device}` ({env['device_name']}); host CPU {cpu_kind_text(env)}, "
+            f"{env['cpu_count']} logical cores, ISA {isa_text(env)}; {env['threads']} intra-op threads for every "
+            "runtime"
             + (f" (also swept for accelport's single-stream rows: {', '.join(map(str, swept))}, labelled)"
                if (swept := document.settings.swept_threads) and isinstance(swept, list) else ""))
 

@@ -4,7 +4,10 @@ No engine can run a batch faster than its FLOPs divided by the peak FLOP/s of th
 target with that floor tells a target that needs a better engine from one that needs other hardware. FLOPs
 are counted by torch's own ``FlopCounterMode`` (convolutions and matrix multiplies, which dominate a ConvNeXt;
 element-wise work is not counted, so the floor is a lower bound). The peak is measured, not taken from a data
-sheet: the best of several large square matmuls in the given dtype, with the threads torch uses. For int8 the
+sheet: the best of several large square matmuls in the given dtype, with the threads torch uses. On the CPU each
+size is also run as a channels-last 1x1 convolution of the same FLOPs, which goes to oneDNN: ``torch.mm`` goes
+to MKL, which on an AMD Zen 5 reached 207 GFLOP/s fp32 where oneDNN's convolution reached 447 (the engines under
+test use oneDNN or their own kernels, so a peak from MKL alone put the floor below what they ran). For int8 the
 multiply is ONNX Runtime's ``MatMulInteger`` (its MLAS u8s8 GEMM, on AMX, AVX-512 VNNI, AVX-VNNI or AVX2 as the
 CPU has them): torch's own CPU int8 matmul is a reference kernel, far below what the quantised engines run.
 """
@@ -39,30 +42,34 @@ def model_flops(model: torch.nn.Module, input_shape: tuple[int, ...] | list[int]
 
 def matmul_peak(device: torch.device, dtype: str = "fp32", max_size: int = 2048, repeats: int = 10,
                 max_seconds_each: float = 0.25) -> dict[str, Any]:
-    """The best FLOP/s of square matmuls on ``device`` in ``dtype``, over sizes 256, 512, 1024, ... up to
-    ``max_size`` (best, not median: a peak is what the hardware can do, and interference only slows it down).
+    """The best FLOP/s of square matmuls on ``device`` in ``dtype`` (on the CPU also as oneDNN 1x1 convolutions),
+    over sizes 256, 512, 1024, ... up to ``max_size`` (best, not median: a peak is what the hardware can do, and
+    interference only slows it down); ``kernel`` names the one that reached it.
 
     A size is skipped once one multiply would take longer than ``max_seconds_each`` at the best rate so far
     (bf16 on a CPU without bf16 instructions runs at ~1 GFLOP/s), so this stays a few seconds everywhere.
     """
+    timers: dict[str, Callable[[int, int], float]]
     if dtype == "int8":
-        timer = _int8_timer(device)
+        timers = {"onnxruntime MatMulInteger (u8 x s8 -> s32)": _int8_timer(device)}
     elif dtype in DTYPES:
-        def timer(size: int, repeats: int) -> float:
-            return _best_seconds(device, dtype, size, repeats)
+        timers = {"torch.mm": lambda size, repeats: _best_seconds(device, dtype, size, repeats, _square_matmul)}
+        if device.type == "cpu":
+            timers["oneDNN 1x1 convolution, channels-last"] = (
+                lambda size, repeats: _best_seconds(device, dtype, size, repeats, _pointwise_convolution))
     else:
         raise ValueError(f"no {dtype} matmul peak: choose one of {', '.join((*DTYPES, 'int8'))}")
-    best_rate, best_size, size = 0.0, 0, 256
+    best_rate, best_size, best_kernel, size = 0.0, 0, "", 256
     while size <= max_size:
         if best_rate and 2.0 * size**3 / best_rate > max_seconds_each:
             break
-        rate = 2.0 * size**3 / timer(size, repeats if best_rate else 2)
-        if rate > best_rate:
-            best_rate, best_size = rate, size
+        for kernel, timer in timers.items():
+            rate = 2.0 * size**3 / timer(size, repeats if best_rate else 2)
+            if rate > best_rate:
+                best_rate, best_size, best_kernel = rate, size, kernel
         size *= 2
     return {"device": str(device), "dtype": dtype, "size": best_size, "threads": torch.get_num_threads(),
-            "gflops_per_s": best_rate / 1e9, **({"kernel": "onnxruntime MatMulInteger (u8 x s8 -> s32)"}
-                                                if dtype == "int8" else {})}
+            "gflops_per_s": best_rate / 1e9, "kernel": best_kernel}
 
 
 def _int8_timer(device: torch.device) -> Callable[[int, int], float]:
@@ -99,17 +106,37 @@ def _int8_timer(device: torch.device) -> Callable[[int, int], float]:
     return best_seconds
 
 
-def _best_seconds(device: torch.device, dtype: str, size: int, repeats: int) -> float:
+Operation = Callable[[], torch.Tensor]
+
+
+def _square_matmul(size: int, device: torch.device, dtype: torch.dtype) -> Operation:
     generator = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(size, size, generator=generator).to(device, DTYPES[dtype]) for _ in range(2))
-    torch.mm(a, b)
-    synchronize(device)
+    a, b = (torch.randn(size, size, generator=generator).to(device, dtype) for _ in range(2))
+    return lambda: torch.mm(a, b)
+
+
+def _pointwise_convolution(size: int, device: torch.device, dtype: torch.dtype) -> Operation:
+    """The same 2 * size**3 FLOPs as a square matmul, as a 1x1 convolution: ``size`` channels in and out over
+    ``size`` pixels (16 x 16 maps), channels-last like the MLPs of a ConvNeXt."""
+    generator = torch.Generator().manual_seed(0)
+    images, weight = (torch.randn(shape, generator=generator).to(device, dtype).contiguous(
+        memory_format=torch.channels_last) for shape in ((max(1, size // 256), size, 16, 16), (size, size, 1, 1)))
+    return lambda: torch.nn.functional.conv2d(images, weight)
+
+
+def _best_seconds(device: torch.device, dtype: str, size: int, repeats: int,
+                  build: Callable[[int, torch.device, torch.dtype], Operation]) -> float:
+    """Best seconds of one ``build`` operation of ``size`` on ``device`` in ``dtype``."""
+    operation = build(size, device, DTYPES[dtype])
     best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        torch.mm(a, b)
+    with torch.inference_mode():
+        operation()
         synchronize(device)
-        best = min(best, time.perf_counter() - started)
+        for _ in range(repeats):
+            started = time.perf_counter()
+            operation()
+            synchronize(device)
+            best = min(best, time.perf_counter() - started)
     return best
 
 

@@ -67,9 +67,9 @@ def check_inductor_device(device: torch.device, who: str) -> None:
 # - AMX Xeon, frozen for real: autocast on par with the cast (0.996-1.004 over 9 rounds at bf16 batch 1 and 32;
 #   0.92-0.93 over 5 rounds in the host's slow mode), with the same outputs (Inductor computes bf16 element-wise
 #   work in fp32 either way); torch.compile 1.09-1.16x slower than AOTInductor except bf16 batch 32 (0.94).
-# - AVX-512 BF16 EPYC (Zen 4), frozen: this runner against the frozen torch.compile + autocast peer, one sweep,
+# - AVX-512 BF16 EPYC (Zen 5), frozen: this runner against the frozen torch.compile + autocast peer, one sweep,
 #   3 rounds: 0.790 at bf16 batch 1, 1.042 at batch 32; a 6-round probe at batch 32, torch.compile cast against
-#   autocast: 1.004 (docs/benchmarks.md "Run 4 on the Zen 4").
+#   autocast: 1.004 (docs/benchmarks.md "Run 4, on a Zen 5").
 # - Before the freezing fix (nothing frozen), autocast was 1.27-1.68x slower at batch 1 on AVX2, AVX-512 BF16 and
 #   AMX CPUs; AVX2 is not re-measured frozen.
 # The package also loads from the cache in about a second.
@@ -157,7 +157,7 @@ def int8_float_remainder(isa: dict[str, Any] | None = None) -> str:
     ``cpu_isa()``): bf16 where the CPU multiplies bf16 in hardware (AMX-BF16 or AVX-512 BF16), fp32 elsewhere (on
     AVX2 bf16 is emulated through fp32 conversions). Measured with frozen packages of convnextv2_atto, paired with
     eager fp32 in one process (docs/int8.md "The float remainder in bf16"): AMX Xeon, batch 32 0.242 against 0.477
-    with fp32, batch 1 0.377 against 0.412; AVX-512 BF16 EPYC (Zen 4), batch 32 0.589x the fp32 remainder's time,
+    with fp32, batch 1 0.377 against 0.412; AVX-512 BF16 EPYC (Zen 5), batch 32 0.589x the fp32 remainder's time,
     batch 1 1.027x (a null pair: 1.010); cosine to fp32 0.99972-0.99975 either way."""
     isa = isa if isa is not None else cpu_isa()
     return "bf16" if isa.get("bf16_arithmetic") else "fp32"
