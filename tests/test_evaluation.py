@@ -432,8 +432,25 @@ def test_images_whose_reference_output_is_all_zero_fail_eval_by_name_and_old_rec
     assert not checks["zero_reference_outputs"].passed and "dead.jpg" in checks["zero_reference_outputs"].detail
     assert checks["min_sample_cosine"].passed  # zeros match zeros: only the new check sees it
     assert all(c.passed for c in verdict([records[1]], criteria_for("fp32"), 0.01, 0.01, None))
-    old = {k: v for k, v in asdict(replace(RECORD)).items() if k != "zero_reference"}  # a journal line from before
-    assert ImageRecord.from_json(old).zero_reference is False
+    old = {k: v for k, v in asdict(replace(RECORD)).items() if k not in ("zero_reference", "zero_target")}
+    assert ImageRecord.from_json(old).zero_reference is False  # a journal line from before either field
+    assert ImageRecord.from_json(old).zero_target is False
+
+
+def test_a_target_that_outputs_only_zeros_is_said_so_at_dataset_scale(tmp_path, data, weights, seeded_state, capsys):
+    """run's caution, in eval: a port whose classifier lost its weights showed cosine 0 and rel L2 1 per image and
+    nothing said why (lcnet_050's int8 program on random init does the same)."""
+    from safetensors.torch import save_file
+
+    dead = {k: (torch.zeros_like(v) if k.startswith("head.fc.") else v).contiguous() for k, v in seeded_state.items()}
+    port = tmp_path / "dead_head.safetensors"
+    save_file(dead, str(port))
+    rc, doc = run_eval(tmp_path / "out", data.flat, weights, "--target-weights", str(port))
+    evaluated = doc["dataset"]["num_evaluated"]
+    assert rc == 1 and doc["agreement"]["zero_target_images"] == evaluated > 0
+    caution = f"caution: the target's outputs are all zero for {evaluated} of {evaluated} image(s) where the reference"
+    assert caution in (tmp_path / "out" / "eval.md").read_text() and caution in capsys.readouterr().out
+    assert doc["agreement"]["zero_target_examples"][0] in {r["path"] for r in doc["worst_images"]}
 
 
 def test_a_collective_whose_peer_stopped_is_a_one_line_error_not_an_internal_one():

@@ -88,7 +88,9 @@ def _parity(runner: Runner, images: torch.Tensor, reference: np.ndarray, batch_s
               "failed_checks": [c["name"] for c in parity["checks"] if not c["passed"]], "checks": parity["checks"],
               # as run's caution (absent: not blind); the structural proof may still see it (add_proof)
               **({"input_blind": True, "constant_output_rel_l2": result.constant_output_rel_l2}
-                 if result.input_blind else {})}
+                 if result.input_blind else {}),
+              # run's caution: all-zero outputs where the reference's are not (absent: none)
+              **({"zero_target_images": len(result.zero_target)} if result.zero_target else {})}
     return record, outputs
 
 

@@ -90,6 +90,18 @@ def _proof_note(parity: dict[str, Any]) -> str:
     return f"; structural proof {status}"
 
 
+def _zero_target_note(parity: dict[str, Any]) -> str:
+    """run's caution in a row: the target returned all zeros where the reference did not (the metrics read only
+    cosine 0, rel L2 1); int8 names the usual cause."""
+    zeros = parity.get("zero_target_images") or 0
+    if not zeros:
+        return ""
+    cause = ("; int8 rounds activations below its scales to zero: random-init weights make them tiny"
+             if parity.get("precision") == "int8" else "")
+    return (f"; **outputs all zero** for {zeros} of {parity.get('samples')} image(s) where the reference's are "
+            f"not{cause}")
+
+
 def table_lines(rows: Sequence[BenchRow]) -> list[str]:
     lines = ["| configuration | batch | p50 ms | p90 ms | p99 ms | images/s | × eager p50 | setup s | peak RSS MB "
              "| parity | timing |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -101,6 +113,7 @@ def table_lines(rows: Sequence[BenchRow]) -> list[str]:
         lat, parity = row.latency, row.parity
         verdict = (f"pass ({parity['precision']}, cos {parity['worst_sample_cosine']:.6f})" if row.passed
                    else f"**FAIL** ({parity['precision']}: {', '.join(parity['failed_checks'])})") + _proof_note(parity)
+        verdict += _zero_target_note(parity)
         lines.append(f"| {row.label} | {row.batch_size} | {lat['p50_ms']:.2f} | {lat['p90_ms']:.2f} | "
                      f"{lat['p99_ms']:.2f} | {row.images_per_s:.1f} | {_ratio(row.ratio_vs_eager)} | "
                      f"{row.setup_s:.1f} | {_num(row.memory.get('peak_mb'), '.0f')} | {verdict} | {_timing(row)} |")

@@ -89,6 +89,7 @@ def _pct(value: float) -> str:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .api import evaluate
+    from .report import zero_target_caution
 
     if int(os.environ.get("RANK", "0")) > 0 and not args.verbose:
         logging.getLogger("accelport").setLevel(logging.WARNING)  # rank 0 speaks for the job
@@ -105,6 +106,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                   f"({100 * accuracy['difference'][k]:+.2f} pts)")
     print(f"  agreement: top-1 {_pct(agreement['top1'])}, top-5 {_pct(agreement['top5'])} "
           f"({agreement['real_top1_mismatches']} real top-1 mismatches)")
+    if caution := zero_target_caution(doc):
+        print(f"  {caution}")
     print(f"  worst cosine {doc.distributions['cosine']['min']:.7f}, "
           f"median rel L2 {doc.distributions['rel_l2']['p50']:.2e}")
     for stage in throughput.stages:

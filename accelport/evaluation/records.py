@@ -33,6 +33,7 @@ class ImageRecord:
     nonfinite_reference: int
     nonfinite_target: int
     zero_reference: bool = False  # the reference output is exactly zero: agreement with it proves nothing
+    zero_target: bool = False  # the target's output is exactly zero where the reference's is not (run's caution)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,7 +57,8 @@ class ImageRecord:
 # the JSON kinds of each field (bool is not an int here, and an int is a valid float)
 _FIELD_KINDS: dict[str, tuple[type, ...]] = {
     "key": (str,), "label": (int, type(None)), "reference_top5": (list,), "target_top5": (list,),
-    **dict.fromkeys(("top1_match", "top5_match", "top1_near_tie", "top5_near_tie", "zero_reference"), (bool,)),
+    **dict.fromkeys(("top1_match", "top5_match", "top1_near_tie", "top5_near_tie", "zero_reference",
+                      "zero_target"), (bool,)),
     **dict.fromkeys(("cosine", "rel_l2", "max_abs_diff", "mean_abs_diff"), (float, int)),
     **dict.fromkeys(("within_rtol", "num_elements", "nonfinite_reference", "nonfinite_target"), (int,)),
 }
@@ -82,6 +84,6 @@ def records_from_outputs(keys: list[str], labels: list[int | None], reference: n
             cosine=metrics.cosine_similarity, rel_l2=metrics.rel_l2_err, max_abs_diff=metrics.max_abs_diff,
             mean_abs_diff=metrics.mean_abs_diff, within_rtol=int(within[i]), num_elements=metrics.num_elements,
             nonfinite_reference=metrics.nonfinite_reference, nonfinite_target=metrics.nonfinite_target,
-            zero_reference=not np.any(ref),
+            zero_reference=not np.any(ref), zero_target=not np.any(tgt) and bool(np.any(ref)),
         ))
     return records

@@ -61,6 +61,19 @@ def render_markdown(doc: EvalDocument, histogram: str | None) -> str:
     return "\n".join(lines + _figure_lines(doc, histogram) + _worst_lines(doc)) + "\n"
 
 
+def zero_target_caution(doc: EvalDocument) -> str | None:
+    """run's caution at dataset scale: the target returned all zeros where the reference did not (the figures read
+    only cosine 0 and rel L2 1 there); int8 names the usual cause."""
+    count = doc.agreement.get("zero_target_images") or 0
+    if not count:
+        return None
+    examples = ", ".join(doc.agreement.get("zero_target_examples") or [])
+    cause = ("; int8 rounds activations below its scales to zero: random-init weights make them tiny, check the "
+             "reference's output magnitude and use real --weights" if doc.target.get("dtype") == "int8" else "")
+    return (f"caution: the target's outputs are all zero for {count} of {doc.dataset.num_evaluated} image(s) where "
+            f"the reference's are not (e.g. {examples}){cause}")
+
+
 def _figure_lines(doc: EvalDocument, histogram: str | None) -> list[str]:
     """Agreement, the per-image error distribution, the checks, the histogram and the throughput."""
     agr = doc.agreement
@@ -68,6 +81,7 @@ def _figure_lines(doc: EvalDocument, histogram: str | None) -> list[str]:
              "|---|---|---|---|",
              f"| top-1 | {_pct(agr['top1'])} | {agr['top1_mismatches']} | {agr['top1_near_ties']} |",
              f"| top-5 set | {_pct(agr['top5'])} | {agr['top5_mismatches']} | {agr['top5_near_ties']} |", "",
+             *([f"**{caution}**", ""] if (caution := zero_target_caution(doc)) else []),
              "## Per-image error distribution", "", "| metric | min | p1 | p50 | mean | p99 | max |",
              "|---|---|---|---|---|---|---|"]
     for name, dist in doc.distributions.items():
