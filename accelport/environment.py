@@ -182,10 +182,11 @@ def cpu_id() -> dict[str, Any]:
 
 def cpu_kind_text(environment: dict[str, Any]) -> str:
     """``AMD EPYC (Zen 5; AMD family 26 model 2)``: the CPU as a report names it, model name and identity."""
-    ident = environment.get("cpu_id") or {}
-    if ident.get("family") is None:
+    ident = environment.get("cpu_id")
+    if not isinstance(ident, dict) or ident.get("family") is None:
         return str(environment.get("cpu"))
-    vendor = {"AuthenticAMD": "AMD", "GenuineIntel": "Intel"}.get(ident.get("vendor") or "", ident.get("vendor"))
+    vendor = {"AuthenticAMD": "AMD", "GenuineIntel": "Intel"}.get(ident.get("vendor") or "",
+                                                                  ident.get("vendor") or "CPU")
     detail = f"{vendor} family {ident['family']} model {ident['model']}"
     return (f"{environment.get('cpu')} ("
             + (f"{ident['microarchitecture']}; " if ident.get("microarchitecture") else "") + detail + ")")

@@ -302,7 +302,7 @@ def test_auto_never_hands_on_more_threads_than_this_process_may_use(bench_dir, m
     assert _choose(document, target, "bench.json").threads == 2
 
 
-@pytest.mark.parametrize("change", [None, "cpu", "cpu_count", "cpu_isa", "cpu_id", "no_cpu_id"])
+@pytest.mark.parametrize("change", [None, "cpu", "cpu_count", "cpu_isa", "cpu_id", "no_cpu_id", "mangled_cpu_id"])
 def test_auto_uses_a_bench_json_only_from_this_machine(change, bench_dir):
     """A bench.json copied from another machine (its thread count and winner belong there) is not a pick here,
     including another CPU kind behind the same model name ("AMD EPYC" for a Zen 4 and a Zen 5 alike)."""
@@ -319,6 +319,8 @@ def test_auto_uses_a_bench_json_only_from_this_machine(change, bench_dir):
         environment["cpu_id"] = {**environment["cpu_id"], "model": (environment["cpu_id"]["model"] or 0) + 1}
     elif change == "no_cpu_id":  # written before the identity was recorded: which CPU kind is unknown
         del environment["cpu_id"]
+    elif change == "mangled_cpu_id":  # a hand-edited file: unknown too, and no crash
+        environment["cpu_id"] = "x"
     assert same_machine(environment, torch.device("cpu")) is (change is None)
 
 

@@ -78,3 +78,4 @@ def test_reports_name_the_cpu_kind_with_its_identity():
     assert environment.cpu_kind_text({"cpu": "AMD EPYC", "cpu_id": environment.parse_cpu_id(UNKNOWN)}) == (
         "AMD EPYC (HygonGenuine family 24 model 1)")
     assert environment.cpu_kind_text({"cpu": "Apple M3"}) == "Apple M3"
+    assert environment.cpu_kind_text({"cpu": "AMD EPYC", "cpu_id": "x"}) == "AMD EPYC"  # a hand-edited document

@@ -102,7 +102,8 @@ def machine_identity(environment: dict[str, Any]) -> tuple[Any, ...]:
     stepping: a VM names a Zen 4 and a Zen 5 both "AMD EPYC"), CPU count, ISA and device. A pick measured on
     another CPU (a bench.json copied from a bigger box, with its thread count and ISA-specific winner) does not
     apply here."""
-    ident = environment.get("cpu_id") or {}
+    ident = environment.get("cpu_id")
+    ident = ident if isinstance(ident, dict) else {}  # absent (older bench.json) or mangled: unknown
     return (environment.get("cpu"), tuple(ident.get(key) for key in ("vendor", "family", "model", "stepping")),
             environment.get("cpu_count"), (environment.get("cpu_isa") or {}).get("name"),
             environment.get("device_name"))
