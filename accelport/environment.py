@@ -137,7 +137,8 @@ _MICROARCHITECTURES = (
     ("AuthenticAMD", 0x19, 0x00, 0x0F, "Zen 3"), ("AuthenticAMD", 0x19, 0x20, 0x5F, "Zen 3"),
     ("AuthenticAMD", 0x19, 0x10, 0x1F, "Zen 4"), ("AuthenticAMD", 0x19, 0x60, 0x7F, "Zen 4"),
     ("AuthenticAMD", 0x19, 0xA0, 0xAF, "Zen 4"),
-    ("AuthenticAMD", 0x1A, 0x00, 0xFF, "Zen 5"),
+    ("AuthenticAMD", 0x1A, 0x00, 0x2F, "Zen 5"), ("AuthenticAMD", 0x1A, 0x40, 0x4F, "Zen 5"),
+    ("AuthenticAMD", 0x1A, 0x60, 0x7F, "Zen 5"),
     ("GenuineIntel", 6, 85, 85, "Skylake-SP / Cascade Lake / Cooper Lake"),
     ("GenuineIntel", 6, 106, 106, "Ice Lake-SP"), ("GenuineIntel", 6, 108, 108, "Ice Lake-D"),
     ("GenuineIntel", 6, 143, 143, "Sapphire Rapids"), ("GenuineIntel", 6, 207, 207, "Emerald Rapids"),
@@ -161,14 +162,31 @@ def parse_cpu_id(cpuinfo: str) -> dict[str, Any]:
             continue
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
-    number = {key: int(fields[key]) for key in ("cpu family", "model", "stepping")
-              if fields.get(key, "").isdigit()}
+    if "vendor_id" not in fields and "CPU implementer" in fields:  # Arm: implementer, architecture, part, revision
+        fields = {"vendor_id": f"Arm implementer {fields['CPU implementer']}",
+                  **{name: str(_integer(fields.get(arm, ""))) for name, arm in (
+                      ("cpu family", "CPU architecture"), ("model", "CPU part"), ("stepping", "CPU revision"))}}
+    number = {key: value for key in ("cpu family", "model", "stepping")
+              if (value := _integer(fields.get(key, ""))) is not None}
     vendor = fields.get("vendor_id")
     family, model = number.get("cpu family"), number.get("model")
     micro = next((name for v, f, first, last, name in _MICROARCHITECTURES
                   if v == vendor and f == family and model is not None and first <= model <= last), None)
     return {"vendor": vendor, "family": family, "model": model, "stepping": number.get("stepping"),
             "microarchitecture": micro}
+
+
+def _integer(text: str) -> int | None:
+    """A decimal or 0x-prefixed number as /proc/cpuinfo writes them; None for anything else."""
+    text = text.strip()
+    if not text.isascii():
+        return None
+    for base in (10, 16 if text.lower().startswith("0x") else 10):
+        try:
+            return int(text, base)
+        except ValueError:
+            continue
+    return None
 
 
 def cpu_id() -> dict[str, Any]:
@@ -187,6 +205,7 @@ def cpu_kind_text(environment: dict[str, Any]) -> str:
         return str(environment.get("cpu"))
     vendor = {"AuthenticAMD": "AMD", "GenuineIntel": "Intel"}.get(ident.get("vendor") or "",
                                                                   ident.get("vendor") or "CPU")
-    detail = f"{vendor} family {ident['family']} model {ident['model']}"
+    detail = f"{vendor} family {ident['family']}" + (f" model {ident['model']}" if ident.get("model") is not None
+                                                     else "")
     return (f"{environment.get('cpu')} ("
             + (f"{ident['microarchitecture']}; " if ident.get("microarchitecture") else "") + detail + ")")

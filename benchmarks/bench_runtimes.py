@@ -169,7 +169,8 @@ def render(report: dict) -> str:
     lines += ["", "accelport vs what you would write by hand:", "",
               *peer_lines(document.peer_comparison, document.rounds)]
     flops = document.model.get("flops_per_image")
-    peaks = ", ".join(f"{d} {p['gflops_per_s']:.1f} GFLOP/s ({p['size']}², {p.get('kernel')})" if "gflops_per_s" in p
+    peaks = ", ".join(f"{d} {p['gflops_per_s']:.1f} GFLOP/s ({p['size']}²"
+                      + (f", {p['kernel']})" if p.get("kernel") else ")") if "gflops_per_s" in p
                       else f"{d}: {p['error']}" for d, p in report["matmul_peaks"].items())
     lines += ["", f"Model FLOPs per image: {flops / 1e9:.3f} G (torch FlopCounterMode). Best square matmul "
                   f"({report['hardware']['threads']} threads) measured in this run: {peaks}."

@@ -324,6 +324,33 @@ def test_auto_uses_a_bench_json_only_from_this_machine(change, bench_dir):
     assert same_machine(environment, torch.device("cpu")) is (change is None)
 
 
+@pytest.mark.parametrize("environment_change, said", [
+    ({"cpu_id": None}, "a CPU whose family and model it does not record (an older accelport wrote it; this one is "),
+    ({"cpu_id": {"family": 25, "model": 17, "vendor": "AuthenticAMD"}}, "(AMD family 25 model 17); this one is "),
+    ({"cpu_isa": "x"}, "another machine"),  # a hand-edited block of the wrong kind: no exit 3
+    ({"cpu_id": {"family": 26}}, "another machine"),
+])
+def test_auto_says_why_a_bench_json_from_the_out_dir_is_not_used(bench_dir, tmp_path, caplog, environment_change,
+                                                                  said):
+    """An older bench.json (no cpu_id) from this very machine was "measured for another machine (AMD EPYC)", the
+    name of this one too; a mangled cpu_id or cpu_isa stopped run --runtime auto with an internal error."""
+    import logging
+    from types import SimpleNamespace
+
+    from accelport.bench.pick import _cached_choice
+    from accelport.job import Target
+    from accelport.models import load_model
+
+    document = json.loads((bench_dir[1] / "bench.json").read_text())
+    document["environment"].update(environment_change)
+    (tmp_path / "bench.json").write_text(json.dumps(document))
+    job = SimpleNamespace(spec=SimpleNamespace(out_dir=str(tmp_path)), loaded=load_model("test_convnext2"),
+                          device=torch.device("cpu"))
+    with caplog.at_level(logging.INFO, logger="accelport"):
+        assert _cached_choice(job, Target(runtime="auto", dtype="fp32", batch_size=1)) is None
+    assert f"{tmp_path / 'bench.json'} was measured for " in caplog.text and said in caplog.text
+
+
 def test_auto_says_when_a_bench_json_in_the_out_dir_cannot_be_read(tmp_path, caplog):
     """A truncated bench.json (a copy cut short) was skipped without a word, and a full sweep ran instead."""
     from types import SimpleNamespace

@@ -47,6 +47,23 @@ def test_the_cpu_peak_is_the_best_kernel_at_any_size_and_names_it(monkeypatch):
     assert matmul_peak(torch.device("cpu"), "fp32", max_size=512)["kernel"] == "torch.mm"
 
 
+def test_a_slow_kernel_stops_growing_on_its_own_rate(monkeypatch):
+    """fp16 torch.mm ran at ~1 GFLOP/s on a Zen 5 beside oneDNN's ~56: judged on the fast kernel's rate it was
+    timed at 1024 (1.85 s a call, 11 calls), and the peak took 22 s instead of a few."""
+    import accelport.bench.roofline as roofline
+
+    timed = []
+
+    def seconds(device, dtype, size, repeats, build):
+        timed.append((build.__name__, size))
+        return 2 * size**3 / (1e9 if build.__name__ == "_square_matmul" else 56e9)
+
+    monkeypatch.setattr(roofline, "_best_seconds", seconds)
+    peak = matmul_peak(torch.device("cpu"), "fp16", max_size=2048, max_seconds_each=0.25)
+    assert peak["kernel"] == "oneDNN 1x1 convolution, channels-last"
+    assert max(size for name, size in timed if name == "_square_matmul") == 256  # 512 would take 0.27 s a call
+
+
 def test_the_pointwise_convolution_does_the_flops_of_the_square_matmul():
     """The two kernels are compared per FLOP: both must compute the same size x size x size product."""
     from accelport.bench.roofline import _pointwise_convolution, _square_matmul

@@ -56,6 +56,9 @@ ZEN4_VM = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\
 SAPPHIRE_RAPIDS = ("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n"
                    "model name\t: Intel(R) Xeon(R) Platinum 8480C\nstepping\t: 8\n")
 UNKNOWN = "processor\t: 0\nvendor_id\t: HygonGenuine\ncpu family\t: 24\nmodel\t\t: 1\n"
+ZEN6 = "vendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 80\n"  # family 0x1A, model 0x50: Linux says Zen 6
+NEOVERSE_N1 = ("processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x3\n"
+               "CPU part\t: 0xd0c\nCPU revision\t: 1\n")
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -63,6 +66,9 @@ UNKNOWN = "processor\t: 0\nvendor_id\t: HygonGenuine\ncpu family\t: 24\nmodel\t\
     (ZEN4_VM, ("AuthenticAMD", 25, 17, 0, "Zen 4")),
     (SAPPHIRE_RAPIDS, ("GenuineIntel", 6, 143, 8, "Sapphire Rapids")),
     (UNKNOWN, ("HygonGenuine", 24, 1, None, None)),
+    (ZEN6, ("AuthenticAMD", 26, 80, None, None)),  # not every family 26 is a Zen 5
+    (NEOVERSE_N1, ("Arm implementer 0x41", 8, 0xD0C, 1, None)),  # Arm names its cores by implementer and part
+    ("vendor_id: X\ncpu family: \u00b2\nmodel: 7\n", ("X", None, 7, None, None)),  # not a number: unknown, no crash
     ("", (None, None, None, None, None)),
 ])
 def test_the_cpu_kind_behind_a_bare_model_name_is_recorded(text, expected):

@@ -437,6 +437,23 @@ def test_images_whose_reference_output_is_all_zero_fail_eval_by_name_and_old_rec
     assert ImageRecord.from_json(old).zero_target is False
 
 
+def test_resume_evaluates_again_the_images_of_records_from_before_the_zero_output_fields(tmp_path, caplog):
+    """A journal record written before zero_target existed read as "not zero": a resumed eval of an all-zero port
+    said 1 of 4 where the uninterrupted run said 2 of 4 (and under torchrun the caution vanished)."""
+    from dataclasses import asdict, replace
+
+    with JournalWriter(tmp_path / "eval_journal.rank0.jsonl", FINGERPRINT) as journal:
+        journal.append([RECORD, replace(RECORD, key="b.jpg")], ["x", "y"])
+    path = tmp_path / "eval_journal.rank0.jsonl"
+    lines = path.read_text().splitlines()
+    old = {k: v for k, v in json.loads(lines[1]).items() if k != "zero_target"}
+    path.write_text("\n".join([lines[0], json.dumps(old), lines[2]]) + "\n")
+    assert read_journals(tmp_path, FINGERPRINT, {"a.jpg": "x", "b.jpg": "y"}) == {"b.jpg": replace(RECORD,
+                                                                                                   key="b.jpg")}
+    assert f"1 record(s) of {path} were written by an older accelport" in caplog.text
+    assert asdict(RECORD)["zero_target"] is False
+
+
 def test_a_target_that_outputs_only_zeros_is_said_so_at_dataset_scale(tmp_path, data, weights, seeded_state, capsys):
     """run's caution, in eval: a port whose classifier lost its weights showed cosine 0 and rel L2 1 per image and
     nothing said why (lcnet_050's int8 program on random init does the same)."""
@@ -447,10 +464,28 @@ def test_a_target_that_outputs_only_zeros_is_said_so_at_dataset_scale(tmp_path, 
     save_file(dead, str(port))
     rc, doc = run_eval(tmp_path / "out", data.flat, weights, "--target-weights", str(port))
     evaluated = doc["dataset"]["num_evaluated"]
-    assert rc == 1 and doc["agreement"]["zero_target_images"] == evaluated > 0
+    assert rc == 1 and doc["agreement"]["zero_target_count"] == evaluated > 0
     caution = f"caution: the target's outputs are all zero for {evaluated} of {evaluated} image(s) where the reference"
     assert caution in (tmp_path / "out" / "eval.md").read_text() and caution in capsys.readouterr().out
     assert doc["agreement"]["zero_target_examples"][0] in {r["path"] for r in doc["worst_images"]}
+
+
+@pytest.mark.parametrize("dtype, pretrained, cause", [
+    ("int8", False, "int8 rounds activations below its scales to zero: random-init weights make them tiny"),
+    ("int8", True, "int8 rounds activations below its scales to zero"), ("fp32", False, None)])
+def test_the_zero_output_caution_names_int8_and_random_init_only_where_they_apply(dtype, pretrained, cause):
+    """It told a user who passed real --weights to use real --weights."""
+    from types import SimpleNamespace
+
+    from accelport.evaluation.report import zero_target_caution
+
+    doc = SimpleNamespace(agreement={"zero_target_count": 1, "zero_target_examples": ["a.jpg"]},
+                          target={"dtype": dtype}, weights=SimpleNamespace(pretrained_used=pretrained),
+                          dataset=SimpleNamespace(num_evaluated=3))
+    caution = zero_target_caution(doc)
+    assert caution.startswith("caution: the target's outputs are all zero for 1 of 3 image(s)")
+    assert ("int8" in caution) is (cause is not None) and (cause is None or cause in caution)
+    assert "random-init" not in caution or not pretrained
 
 
 def test_a_collective_whose_peer_stopped_is_a_one_line_error_not_an_internal_one():

@@ -217,14 +217,15 @@ def test_a_target_that_outputs_only_zeros_is_said_so(tmp_path, seeded_state, wei
     assert result.summary["parity"]["zero_target_images"] == list(two_images)
     assert "caution: the target's outputs are all zero for 2 of 2 image(s) where the reference's are not" in \
         (tmp_path / "out" / "accuracy_compare.log").read_text()
-    # bench says it in its row too (its table showed only "FAIL" and the failed checks)
+    # bench says it in its row too (its table showed only "FAIL" and the failed checks), counting each image once
+    # although batch 3 repeats the first to fill the batch
     assert main(["bench", "--weights", str(weights_files["clean"]), "--target-weights",
                  str(tmp_path / "dead_head.safetensors"), "--device", "cpu", "--images", *map(str, two_images),
-                 "--runtimes", "eager", "--dtypes", "fp32", "--batch-sizes", "1", "--rounds", "1", "--iters", "2",
+                 "--runtimes", "eager", "--dtypes", "fp32", "--batch-sizes", "3", "--rounds", "1", "--iters", "2",
                  "--warmup", "0", "--no-peers", "--no-plot", "--no-progress",
                  "--out-dir", str(tmp_path / "bench")]) == 1
     row = json.loads((tmp_path / "bench" / "bench.json").read_text())["rows"][0]
-    assert row["parity"]["zero_target_images"] == 2
+    assert (row["parity"]["zero_target_count"], row["parity"]["images"], row["parity"]["samples"]) == (2, 2, 3)
     assert "**outputs all zero** for 2 of 2 image(s) where the reference's are not" in \
         (tmp_path / "bench" / "bench.md").read_text()
     clean = accelport.run(weights=str(weights_files["clean"]), device="cpu", images=tuple(two_images[:1]), iters=1,

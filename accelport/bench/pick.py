@@ -102,10 +102,10 @@ def machine_identity(environment: dict[str, Any]) -> tuple[Any, ...]:
     stepping: a VM names a Zen 4 and a Zen 5 both "AMD EPYC"), CPU count, ISA and device. A pick measured on
     another CPU (a bench.json copied from a bigger box, with its thread count and ISA-specific winner) does not
     apply here."""
-    ident = environment.get("cpu_id")
+    ident, isa = environment.get("cpu_id"), environment.get("cpu_isa")
     ident = ident if isinstance(ident, dict) else {}  # absent (older bench.json) or mangled: unknown
     return (environment.get("cpu"), tuple(ident.get(key) for key in ("vendor", "family", "model", "stepping")),
-            environment.get("cpu_count"), (environment.get("cpu_isa") or {}).get("name"),
+            environment.get("cpu_count"), isa.get("name") if isinstance(isa, dict) else None,
             environment.get("device_name"))
 
 
@@ -126,9 +126,12 @@ def _mismatch(document: BenchDocument, loaded: LoadedModel, device: torch.device
     if document.device != str(device) or document.environment.get("torch") != torch.__version__:
         return f"device {document.device}, torch {document.environment.get('torch')}"
     if not same_machine(document.environment, device):
-        from ..environment import cpu_kind_text
+        from ..environment import cpu_kind_text, describe_environment
 
-        return f"another machine ({cpu_kind_text(document.environment)})"
+        here = cpu_kind_text(describe_environment(device))
+        if not isinstance(document.environment.get("cpu_id"), dict):
+            return f"a CPU whose family and model it does not record (an older accelport wrote it; this one is {here})"
+        return f"another machine ({cpu_kind_text(document.environment)}; this one is {here})"
     return None
 
 
@@ -179,7 +182,10 @@ def _cached_choice(job: JobContext, target: Target) -> AutoChoice | None:
             _logger.warning("--runtime auto: %s is not a bench document this version reads (%s: %s); measuring "
                             "instead", path, type(exc).__name__, one_line(str(exc), 120))
             continue
-        mismatch = _mismatch(document, job.loaded, job.device, digest)
+        try:
+            mismatch = _mismatch(document, job.loaded, job.device, digest)
+        except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a hand-edited block of the wrong kind
+            mismatch = f"an environment this version cannot read ({type(exc).__name__}: {one_line(str(exc), 80)})"
         if mismatch is not None:
             _logger.info("--runtime auto: %s was measured for %s; not used", path, mismatch)
         elif choice := _choose(data, target, str(path)):

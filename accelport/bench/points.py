@@ -89,9 +89,17 @@ def _parity(runner: Runner, images: torch.Tensor, reference: np.ndarray, batch_s
               # as run's caution (absent: not blind); the structural proof may still see it (add_proof)
               **({"input_blind": True, "constant_output_rel_l2": result.constant_output_rel_l2}
                  if result.input_blind else {}),
-              # run's caution: all-zero outputs where the reference's are not (absent: none)
-              **({"zero_target_images": len(result.zero_target)} if result.zero_target else {})}
+              # run's caution: all-zero outputs where the reference's are not (absent: none), counted over the
+              # distinct images (the padding of the last batch repeats some)
+              **({"zero_target_count": zeros, "images": images.shape[0]}
+                 if (zeros := _zero_target_count(index, reference[index], outputs)) else {})}
     return record, outputs
+
+
+def _zero_target_count(index: np.ndarray, reference: np.ndarray, outputs: np.ndarray) -> int:
+    """How many distinct images (``index``: which image each output row is) gave all-zero outputs where the
+    reference's are not."""
+    return len({int(i) for i, ref, out in zip(index, reference, outputs, strict=True) if not out.any() and ref.any()})
 
 
 def add_proof(parity: dict[str, Any], proof: dict[str, Any]) -> None:

@@ -93,13 +93,11 @@ def _proof_note(parity: dict[str, Any]) -> str:
 def _zero_target_note(parity: dict[str, Any]) -> str:
     """run's caution in a row: the target returned all zeros where the reference did not (the metrics read only
     cosine 0, rel L2 1); int8 names the usual cause."""
-    zeros = parity.get("zero_target_images") or 0
+    zeros = parity.get("zero_target_count") or 0
     if not zeros:
         return ""
-    cause = ("; int8 rounds activations below its scales to zero: random-init weights make them tiny"
-             if parity.get("precision") == "int8" else "")
-    return (f"; **outputs all zero** for {zeros} of {parity.get('samples')} image(s) where the reference's are "
-            f"not{cause}")
+    cause = "; int8 rounds activations below its scales to zero" if parity.get("precision") == "int8" else ""
+    return f"; **outputs all zero** for {zeros} of {parity.get('images')} image(s) where the reference's are not{cause}"
 
 
 def table_lines(rows: Sequence[BenchRow]) -> list[str]:

@@ -61,7 +61,7 @@ def agreement(records: Sequence[ImageRecord]) -> dict[str, Any]:
         "top1_near_ties": sum(r.top1_near_tie for r in records),
         "top5_near_ties": sum(r.top5_near_tie for r in records),
         "real_top1_mismatches": sum(r.real_top1_mismatch for r in records),
-        "zero_target_images": sum(r.zero_target for r in records),
+        "zero_target_count": sum(r.zero_target for r in records),
         "zero_target_examples": sorted(r.key for r in records if r.zero_target)[:5],
     }
 

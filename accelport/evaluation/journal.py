@@ -9,6 +9,7 @@ from a journal equal those of an uninterrupted run. A last line cut short by a c
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,10 @@ _logger = logging.getLogger(__name__)
 
 JOURNAL_VERSION = 2  # 2: every record carries its image file's identity (path, size, mtime)
 JOURNAL_GLOB = "eval_journal*.jsonl"
+# Record fields added since journal version 2: a record without them was written by an older accelport, which did
+# not look (an all-zero output would read as "not zero"), so its image is evaluated again rather than miscounted.
+LATER_FIELDS = ("zero_reference", "zero_target")
+_OLDER_RECORD_FIELDS = {field.name for field in dataclasses.fields(ImageRecord)} - set(LATER_FIELDS)
 
 
 def journal_path(out_dir: Path, rank: int) -> Path:
@@ -57,6 +62,7 @@ def read_journals(out_dir: Path, fingerprint: dict[str, Any], files: dict[str, s
     expected = normalised(fingerprint)
     done: dict[str, ImageRecord] = {}
     for path in sorted(out_dir.glob(JOURNAL_GLOB)):
+        older = 0
         try:
             lines = journal.read_lines(path)
         except UnicodeDecodeError:
@@ -75,6 +81,9 @@ def read_journals(out_dir: Path, fingerprint: dict[str, Any], files: dict[str, s
                 continue
             row = dict(line.value)
             file = row.pop("file", None)
+            if row.keys() >= _OLDER_RECORD_FIELDS and not all(name in row for name in LATER_FIELDS):
+                older += 1
+                continue
             try:
                 record = ImageRecord.from_json(row)
             except (TypeError, ValueError) as exc:
@@ -84,6 +93,9 @@ def read_journals(out_dir: Path, fingerprint: dict[str, Any], files: dict[str, s
                 done[record.key] = record
             elif record.key in files:
                 _logger.info("--resume: %s changed since it was evaluated; evaluating it again", record.key)
+        if older:
+            _logger.warning("--resume: %d record(s) of %s were written by an older accelport (without %s); "
+                            "evaluating those images again", older, path, " and ".join(LATER_FIELDS))
     return done
 
 

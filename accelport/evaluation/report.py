@@ -64,12 +64,14 @@ def render_markdown(doc: EvalDocument, histogram: str | None) -> str:
 def zero_target_caution(doc: EvalDocument) -> str | None:
     """run's caution at dataset scale: the target returned all zeros where the reference did not (the figures read
     only cosine 0 and rel L2 1 there); int8 names the usual cause."""
-    count = doc.agreement.get("zero_target_images") or 0
+    count = doc.agreement.get("zero_target_count") or 0
     if not count:
         return None
     examples = ", ".join(doc.agreement.get("zero_target_examples") or [])
-    cause = ("; int8 rounds activations below its scales to zero: random-init weights make them tiny, check the "
-             "reference's output magnitude and use real --weights" if doc.target.get("dtype") == "int8" else "")
+    cause = ""
+    if doc.target.get("dtype") == "int8":
+        cause = "; int8 rounds activations below its scales to zero" + (
+            "" if doc.weights.pretrained_used else ": random-init weights make them tiny, use real --weights")
     return (f"caution: the target's outputs are all zero for {count} of {doc.dataset.num_evaluated} image(s) where "
             f"the reference's are not (e.g. {examples}){cause}")
 

@@ -96,9 +96,11 @@ def _zero_target_lines(summary: RunSummary) -> list[str]:
     zeros = summary.parity.zero_target
     if not zeros:
         return []
-    int8 = (" (int8: activations smaller than the quantiser's scales round to zero; random-init weights make them "
-            "tiny: check the reference's output magnitude and rerun with real --weights)"
-            if summary.criteria.precision == "int8" else "")
+    int8 = ""
+    if summary.criteria.precision == "int8":
+        int8 = " (int8: activations smaller than the quantiser's scales round to zero" + (
+            ")" if summary.weights.pretrained_used else "; random-init weights make them tiny: check the reference's "
+            "output magnitude and rerun with real --weights)")
     return [f"caution: the target's outputs are all zero for {len(zeros)} of {len(summary.parity.samples)} image(s) "
             f"where the reference's are not ({listed(zeros)}){int8}"]
 
