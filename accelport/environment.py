@@ -166,8 +166,8 @@ def parse_cpu_id(cpuinfo: str) -> dict[str, Any]:
         fields = {"vendor_id": f"Arm implementer {fields['CPU implementer']}",
                   **{name: str(_integer(fields.get(arm, ""))) for name, arm in (
                       ("cpu family", "CPU architecture"), ("model", "CPU part"), ("stepping", "CPU revision"))}}
-    number = {key: value for key in ("cpu family", "model", "stepping")
-              if (value := _integer(fields.get(key, ""))) is not None}
+    number = {key: parsed for key in ("cpu family", "model", "stepping")
+              if (parsed := _integer(fields.get(key, ""))) is not None}
     vendor = fields.get("vendor_id")
     family, model = number.get("cpu family"), number.get("model")
     micro = next((name for v, f, first, last, name in _MICROARCHITECTURES
@@ -179,14 +179,9 @@ def parse_cpu_id(cpuinfo: str) -> dict[str, Any]:
 def _integer(text: str) -> int | None:
     """A decimal or 0x-prefixed number as /proc/cpuinfo writes them; None for anything else."""
     text = text.strip()
-    if not text.isascii():
-        return None
-    for base in (10, 16 if text.lower().startswith("0x") else 10):
-        try:
-            return int(text, base)
-        except ValueError:
-            continue
-    return None
+    if re.fullmatch(r"[0-9]+", text):
+        return int(text, 10)
+    return int(text, 16) if re.fullmatch(r"0[xX][0-9a-fA-F]+", text) else None
 
 
 def cpu_id() -> dict[str, Any]:

@@ -326,7 +326,9 @@ def test_auto_uses_a_bench_json_only_from_this_machine(change, bench_dir):
 
 @pytest.mark.parametrize("environment_change, said", [
     ({"cpu_id": None}, "a CPU whose family and model it does not record (an older accelport wrote it; this one is "),
-    ({"cpu_id": {"family": 25, "model": 17, "vendor": "AuthenticAMD"}}, "(AMD family 25 model 17); this one is "),
+    ({"cpu_id": {"family": 99, "model": 1, "vendor": "AuthenticAMD"}},
+     "(AMD family 99 model 1): CPU vendor/family/model/stepping ('AuthenticAMD', 99, 1, None) there, ("),
+    ({"cpu_count": 64}, ": CPU count 64 there, "),  # the same CPU kind with more vCPUs: say what differs
     ({"cpu_isa": "x"}, "another machine"),  # a hand-edited block of the wrong kind: no exit 3
     ({"cpu_id": {"family": 26}}, "another machine"),
 ])

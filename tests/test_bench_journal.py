@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from accelport.bench import points
-from accelport.bench.journal import JOURNAL_NAME, JournalWriter
+from accelport.bench.journal import JOURNAL_FORMAT, JOURNAL_NAME, JournalWriter
 from accelport.cli import main
 
 PHOTO = str(Path(__file__).resolve().parent.parent / "samples" / "chelsea.jpg")
@@ -78,6 +78,19 @@ def test_resume_with_other_settings_names_the_difference(tmp_path, capsys):
     assert main([*SWEEP, "--out-dir", str(tmp_path), "--resume"]) == 2
     err = capsys.readouterr().err
     assert "different sweep" in err and "batch_sizes (journal: [1, 8], now: [1, 2])" in err
+    assert "Traceback" not in err
+
+
+def test_a_journal_of_an_older_row_format_is_refused_not_resumed(tmp_path, capsys):
+    """Its rows lack what this version records (parity.zero_target_count): resumed, an all-zero int8 row lost its
+    note. A version installed as a package has the same version string at every commit, so the fingerprint alone
+    could not tell."""
+    path = tmp_path / JOURNAL_NAME
+    JournalWriter(path, {"k": 1}, fresh=True).close()
+    path.write_text(path.read_text().replace(JOURNAL_FORMAT, "accelport-bench-journal/1"))
+    assert main([*SWEEP, "--out-dir", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} was written by another accelport version (accelport-bench-journal/1; this one reads" in err
     assert "Traceback" not in err
 
 

@@ -69,6 +69,7 @@ NEOVERSE_N1 = ("processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\nCPU 
     (ZEN6, ("AuthenticAMD", 26, 80, None, None)),  # not every family 26 is a Zen 5
     (NEOVERSE_N1, ("Arm implementer 0x41", 8, 0xD0C, 1, None)),  # Arm names its cores by implementer and part
     ("vendor_id: X\ncpu family: \u00b2\nmodel: 7\n", ("X", None, 7, None, None)),  # not a number: unknown, no crash
+    ("vendor_id: X\ncpu family: 2_6\nmodel: -3\nstepping: 0x1\n", ("X", None, None, 1, None)),  # what int() accepts
     ("", (None, None, None, None, None)),
 ])
 def test_the_cpu_kind_behind_a_bare_model_name_is_recorded(text, expected):

@@ -233,6 +233,17 @@ def test_a_target_that_outputs_only_zeros_is_said_so(tmp_path, seeded_state, wei
     assert "zero_target_images" not in clean.summary["parity"]
 
 
+@pytest.mark.parametrize("precision, random_init, expected", [
+    ("int8", True, "; int8 rounds activations below its scales to zero: random-init weights make them tiny, use "
+                   "real --weights"),
+    ("int8", False, "; int8 rounds activations below its scales to zero"), ("fp32", True, "")])
+def test_bench_names_the_int8_cause_and_random_init_only_where_they_apply(precision, random_init, expected):
+    from accelport.bench.report import _zero_target_note
+
+    note = _zero_target_note({"zero_target_count": 1, "images": 6, "precision": precision}, random_init)
+    assert note == "; **outputs all zero** for 1 of 6 image(s) where the reference's are not" + expected
+
+
 def test_zero_outputs_are_judged_only_where_the_models_output_is():
     from accelport.criteria import criteria_for
     from accelport.parity import compare_outputs

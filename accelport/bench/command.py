@@ -152,7 +152,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.pick:
         print(render_pick(document))
     else:
-        print("\n".join(table_lines(document.rows)))
+        print("\n".join(table_lines(document.rows, random_init=not document.model["pretrained_used"])))
     print("\n".join(line.removeprefix("> ") for line in reliability_lines(document.timing_reliability, document.rows)))
     for line in input_blind_lines(document.rows):
         print(line)

@@ -21,7 +21,8 @@ from ..errors import UsageError
 _logger = logging.getLogger(__name__)
 
 JOURNAL_NAME = "bench_journal.jsonl"
-JOURNAL_FORMAT = "accelport-bench-journal/1"
+# 2: rows carry parity.zero_target_count; a /1 row without it would read as "no all-zero outputs"
+JOURNAL_FORMAT = "accelport-bench-journal/2"
 Key = tuple[str, int]  # (configuration label, batch size)
 
 
@@ -78,7 +79,11 @@ def read_journal(path: Path, fingerprint: dict[str, Any]) -> JournalState:
     header = lines[0].value if lines and lines[0].number == 1 else None
     if header is None:
         raise _bad(path, "is not an accelport bench journal (unreadable first line)")
-    if header.get("format") != JOURNAL_FORMAT:
+    written = header.get("format")
+    if isinstance(written, str) and written.startswith("accelport-bench-journal/") and written != JOURNAL_FORMAT:
+        raise UsageError(f"--resume: {path} was written by another accelport version ({written}; this one reads "
+                         f"{JOURNAL_FORMAT}): drop --resume to start over")
+    if written != JOURNAL_FORMAT:
         raise _bad(path, "is not an accelport bench journal (no header)")
     differs = _differences(journal.canonical(fingerprint), header.get("fingerprint") or {})
     if differs:

@@ -125,14 +125,19 @@ def _mismatch(document: BenchDocument, loaded: LoadedModel, device: torch.device
         return "another model, head or weights"
     if document.device != str(device) or document.environment.get("torch") != torch.__version__:
         return f"device {document.device}, torch {document.environment.get('torch')}"
-    if not same_machine(document.environment, device):
-        from ..environment import cpu_kind_text, describe_environment
+    from ..environment import cpu_kind_text, describe_environment
 
-        here = cpu_kind_text(describe_environment(device))
-        if not isinstance(document.environment.get("cpu_id"), dict):
-            return f"a CPU whose family and model it does not record (an older accelport wrote it; this one is {here})"
-        return f"another machine ({cpu_kind_text(document.environment)}; this one is {here})"
-    return None
+    here = describe_environment(device)
+    there_identity, here_identity = machine_identity(document.environment), machine_identity(here)
+    if there_identity == here_identity:
+        return None
+    if not isinstance(document.environment.get("cpu_id"), dict):
+        return (f"a CPU whose family and model it does not record (an older accelport wrote it; this one is "
+                f"{cpu_kind_text(here)})")
+    differs = [f"{name} {there!r} there, {now!r} here" for name, there, now in zip(
+        ("CPU model name", "CPU vendor/family/model/stepping", "CPU count", "ISA", "device name"), there_identity,
+        here_identity, strict=True) if there != now]
+    return f"another machine ({cpu_kind_text(document.environment)}: {'; '.join(differs)})"
 
 
 def _choose(document: dict[str, Any], target: Target, source: str) -> AutoChoice | None:

@@ -90,17 +90,20 @@ def _proof_note(parity: dict[str, Any]) -> str:
     return f"; structural proof {status}"
 
 
-def _zero_target_note(parity: dict[str, Any]) -> str:
+def _zero_target_note(parity: dict[str, Any], random_init: bool) -> str:
     """run's caution in a row: the target returned all zeros where the reference did not (the metrics read only
     cosine 0, rel L2 1); int8 names the usual cause."""
     zeros = parity.get("zero_target_count") or 0
     if not zeros:
         return ""
-    cause = "; int8 rounds activations below its scales to zero" if parity.get("precision") == "int8" else ""
+    cause = ""
+    if parity.get("precision") == "int8":
+        cause = "; int8 rounds activations below its scales to zero" + (
+            ": random-init weights make them tiny, use real --weights" if random_init else "")
     return f"; **outputs all zero** for {zeros} of {parity.get('images')} image(s) where the reference's are not{cause}"
 
 
-def table_lines(rows: Sequence[BenchRow]) -> list[str]:
+def table_lines(rows: Sequence[BenchRow], random_init: bool = False) -> list[str]:
     lines = ["| configuration | batch | p50 ms | p90 ms | p99 ms | images/s | × eager p50 | setup s | peak RSS MB "
              "| parity | timing |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in sorted(rows, key=lambda r: (r.batch_size, r.p50_ms if r.measured else float("inf"))):
@@ -111,7 +114,7 @@ def table_lines(rows: Sequence[BenchRow]) -> list[str]:
         lat, parity = row.latency, row.parity
         verdict = (f"pass ({parity['precision']}, cos {parity['worst_sample_cosine']:.6f})" if row.passed
                    else f"**FAIL** ({parity['precision']}: {', '.join(parity['failed_checks'])})") + _proof_note(parity)
-        verdict += _zero_target_note(parity)
+        verdict += _zero_target_note(parity, random_init)
         lines.append(f"| {row.label} | {row.batch_size} | {lat['p50_ms']:.2f} | {lat['p90_ms']:.2f} | "
                      f"{lat['p99_ms']:.2f} | {row.images_per_s:.1f} | {_ratio(row.ratio_vs_eager)} | "
                      f"{row.setup_s:.1f} | {_num(row.memory.get('peak_mb'), '.0f')} | {verdict} | {_timing(row)} |")
@@ -215,7 +218,7 @@ def render_markdown(document: BenchDocument) -> str:
         "",
         "## All configurations",
         "",
-        *table_lines(document.rows),
+        *table_lines(document.rows, random_init=not model["pretrained_used"]),
         "",
     ]
     return "\n".join(lines)

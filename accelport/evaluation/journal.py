@@ -61,8 +61,8 @@ def read_journals(out_dir: Path, fingerprint: dict[str, Any], files: dict[str, s
     """
     expected = normalised(fingerprint)
     done: dict[str, ImageRecord] = {}
+    older: dict[str, tuple[Path, set[str]]] = {}  # key -> (journal, fields it lacks) of records from before them
     for path in sorted(out_dir.glob(JOURNAL_GLOB)):
-        older = 0
         try:
             lines = journal.read_lines(path)
         except UnicodeDecodeError:
@@ -82,7 +82,7 @@ def read_journals(out_dir: Path, fingerprint: dict[str, Any], files: dict[str, s
             row = dict(line.value)
             file = row.pop("file", None)
             if row.keys() >= _OLDER_RECORD_FIELDS and not all(name in row for name in LATER_FIELDS):
-                older += 1
+                older[str(row["key"])] = (path, {name for name in LATER_FIELDS if name not in row})
                 continue
             try:
                 record = ImageRecord.from_json(row)
@@ -93,9 +93,12 @@ def read_journals(out_dir: Path, fingerprint: dict[str, Any], files: dict[str, s
                 done[record.key] = record
             elif record.key in files:
                 _logger.info("--resume: %s changed since it was evaluated; evaluating it again", record.key)
-        if older:
-            _logger.warning("--resume: %d record(s) of %s were written by an older accelport (without %s); "
-                            "evaluating those images again", older, path, " and ".join(LATER_FIELDS))
+    again = {key: entry for key, entry in older.items() if key not in done}  # not recorded since by this version
+    for path in sorted({path for path, _ in again.values()}):
+        lacking = sorted(set().union(*(fields for where, fields in again.values() if where == path)))
+        _logger.warning("--resume: %d record(s) of %s were written by an older accelport (without %s); evaluating "
+                        "those images again", sum(where == path for where, _ in again.values()), path,
+                        " and ".join(lacking))
     return done
 
 
