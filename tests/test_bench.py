@@ -365,3 +365,26 @@ def test_auto_says_when_a_bench_json_in_the_out_dir_cannot_be_read(tmp_path, cap
                           loaded=SimpleNamespace(model=torch.nn.Linear(2, 2)))
     assert _cached_choice(job, Target(runtime="auto")) is None
     assert f"{tmp_path / 'bench.json'} is not a bench document this version reads (JSONDecodeError" in caplog.text
+
+
+def test_a_wrong_later_request_is_caught_on_repeated_images_and_named_by_their_image():
+    """With 3 images at batch 2 the second batch holds image 2 and a repeat of image 0; a target wrong only on the
+    repeat (a later request of a split batch) must fail, and the detail must name a real image (it said "image 3"
+    of 3 images)."""
+    from accelport.bench.points import check_parity
+    from accelport.criteria import criteria_for
+
+    images = torch.arange(3, dtype=torch.float32).repeat_interleave(4).reshape(3, 4) + 1.0
+    reference = images.numpy().astype(np.float64)
+
+    class SecondBatchWrong:
+        calls = 0
+
+        def infer(self, batch):
+            self.calls += 1
+            return batch if self.calls == 1 else torch.stack([batch[0], -batch[1]])
+
+    parity = check_parity(SecondBatchWrong(), images, reference, 2, criteria_for("fp32"), False)
+    assert not parity["passed"] and parity["samples"] == 4
+    details = " ".join(str(c.get("detail") or "") for c in parity["checks"] if not c["passed"])
+    assert "image 0 (repeated at position 3)" in details and "image 3" not in details

@@ -79,8 +79,11 @@ def _parity(runner: Runner, images: torch.Tensor, reference: np.ndarray, batch_s
             is_classifier: bool, nonfinite: dict[str, int] | None = None) -> tuple[dict[str, Any], np.ndarray]:
     index = padded_indices(images.shape[0], batch_size)
     outputs = padded_outputs(runner, images, batch_size)
+    # every padded position is judged (a wrong later request of a split batch holds only repeats), named by its image
+    names = [f"image {i}" + (f" (repeated at position {p})" if p >= images.shape[0] else "")
+             for p, i in enumerate(index)]
     result = compare_outputs(reference[index], outputs, criteria, is_classifier, judge_zero_reference=True,
-                             nonfinite_weights=nonfinite)
+                             nonfinite_weights=nonfinite, sample_names=names)
     parity = result.to_json()
     record = {"precision": criteria.precision, "passed": result.passed, "samples": len(index),
               "worst_sample_cosine": parity["worst_sample_cosine"],
