@@ -162,18 +162,13 @@ def parse_cpu_id(cpuinfo: str) -> dict[str, Any]:
             continue
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
-    if "vendor_id" not in fields and "CPU implementer" in fields:  # Arm: implementer, architecture, part, revision
-        fields = {"vendor_id": f"Arm implementer {fields['CPU implementer']}",
-                  **{name: str(_integer(fields.get(arm, ""))) for name, arm in (
-                      ("cpu family", "CPU architecture"), ("model", "CPU part"), ("stepping", "CPU revision"))}}
-    number = {key: parsed for key in ("cpu family", "model", "stepping")
-              if (parsed := _integer(fields.get(key, ""))) is not None}
-    vendor = fields.get("vendor_id")
-    family, model = number.get("cpu family"), number.get("model")
+    arm = "vendor_id" not in fields and "CPU implementer" in fields  # Arm names implementer, architecture, part
+    keys = ("CPU architecture", "CPU part", "CPU revision") if arm else ("cpu family", "model", "stepping")
+    family, model, stepping = (_integer(fields.get(key, "")) for key in keys)
+    vendor = f"Arm implementer {fields['CPU implementer']}" if arm else fields.get("vendor_id")
     micro = next((name for v, f, first, last, name in _MICROARCHITECTURES
                   if v == vendor and f == family and model is not None and first <= model <= last), None)
-    return {"vendor": vendor, "family": family, "model": model, "stepping": number.get("stepping"),
-            "microarchitecture": micro}
+    return {"vendor": vendor, "family": family, "model": model, "stepping": stepping, "microarchitecture": micro}
 
 
 def _integer(text: str) -> int | None:
