@@ -371,9 +371,11 @@ def test_a_wrong_later_request_is_caught_on_repeated_images_and_named_by_their_i
     """With 3 images at batch 2 the second batch holds image 2 and a repeat of image 0; a target wrong only on the
     repeat (a later request of a split batch) must fail, and the detail must name a real image (it said "image 3"
     of 3 images)."""
-    from accelport.bench.points import check_parity
+    from accelport.bench.points import check_parity, padded_names
     from accelport.criteria import criteria_for
 
+    # the structural proof's rows are named the same way
+    assert padded_names(3, 2) == ["image 0", "image 1", "image 2", "image 0 (repeated at position 3)"]
     images = torch.arange(3, dtype=torch.float32).repeat_interleave(4).reshape(3, 4) + 1.0
     reference = images.numpy().astype(np.float64)
 

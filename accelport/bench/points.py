@@ -59,6 +59,13 @@ def padded_indices(num_images: int, batch_size: int) -> np.ndarray:
     return np.arange(total) % num_images
 
 
+def padded_names(num_images: int, batch_size: int) -> list[str]:
+    """A name per ``padded_indices`` position, by its image: every position is judged (a wrong later request of a
+    split batch holds only repeats), and a detail must not name an "image 3" of 3 images."""
+    return [f"image {i}" + (f" (repeated at position {p})" if p >= num_images else "")
+            for p, i in enumerate(padded_indices(num_images, batch_size))]
+
+
 # (reference, target outputs) of the padded images -> the structural proof's record (bench/sweep.py's _proof)
 Proof = Callable[[np.ndarray, np.ndarray], dict[str, Any]]
 
@@ -79,11 +86,8 @@ def _parity(runner: Runner, images: torch.Tensor, reference: np.ndarray, batch_s
             is_classifier: bool, nonfinite: dict[str, int] | None = None) -> tuple[dict[str, Any], np.ndarray]:
     index = padded_indices(images.shape[0], batch_size)
     outputs = padded_outputs(runner, images, batch_size)
-    # every padded position is judged (a wrong later request of a split batch holds only repeats), named by its image
-    names = [f"image {i}" + (f" (repeated at position {p})" if p >= images.shape[0] else "")
-             for p, i in enumerate(index)]
     result = compare_outputs(reference[index], outputs, criteria, is_classifier, judge_zero_reference=True,
-                             nonfinite_weights=nonfinite, sample_names=names)
+                             nonfinite_weights=nonfinite, sample_names=padded_names(images.shape[0], batch_size))
     parity = result.to_json()
     record = {"precision": criteria.precision, "passed": result.passed, "samples": len(index),
               "worst_sample_cosine": parity["worst_sample_cosine"],

@@ -25,7 +25,7 @@ from ..runners import QUANTIZED_DTYPES, Runner, create_runner
 from ..runners.base import request_count
 from .journal import JournalState, JournalWriter
 from .peers import BASELINE_PEER, RECIPES, create_peer_runner, peer_names
-from .points import Point, Proof, failed_row, first_round_safely, padded_indices, padded_outputs
+from .points import Point, Proof, failed_row, first_round_safely, padded_indices, padded_names, padded_outputs
 
 __all__ = ["BASELINE", "Configuration", "SweepSettings", "add_ratios", "padded_indices", "plan_configurations",
            "reliability_summary", "sweep"]
@@ -209,7 +209,7 @@ class _Sweep:
             proof = structural_proof(config.dtype, True, lambda: self._runner(config, "fp32"), self.device,
                                      self.settings.fp32_math,
                                      lambda runner: padded_outputs(runner, self.images, batch_size), reference,
-                                     outputs, self.is_classifier, [f"image {i}" for i in range(len(reference))],
+                                     outputs, self.is_classifier, padded_names(self.images.shape[0], batch_size),
                                      rounded)
             record = proof.to_json()
             parity = record.pop("parity", None)
