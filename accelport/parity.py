@@ -164,6 +164,15 @@ def _nonfinite_where(counts: Sequence[int], names: Sequence[str]) -> str | None:
     return None if not found else f"NaN/Inf in {len(found)} image(s): " + listed(found)
 
 
+def zero_target_cause(precision: str, random_init: bool) -> str:
+    """Why a target may output only zeros where the reference does not (bench and eval say it alike): int8's
+    quantiser rounds small activations away; "" for other precisions."""
+    if precision != "int8":
+        return ""
+    return "; int8 rounds activations below its scales to zero" + (
+        ": random-init weights make them tiny, use real --weights" if random_init else "")
+
+
 def zero_reference_where(zeros: Sequence[str], total: int) -> str | None:
     """The detail of a failing ``zero_reference_outputs`` check (run, bench, layers and eval say it alike)."""
     if not zeros:

@@ -306,7 +306,8 @@ def test_auto_never_hands_on_more_threads_than_this_process_may_use(bench_dir, m
 def test_auto_uses_a_bench_json_only_from_this_machine(change, bench_dir):
     """A bench.json copied from another machine (its thread count and winner belong there) is not a pick here,
     including another CPU kind behind the same model name ("AMD EPYC" for a Zen 4 and a Zen 5 alike)."""
-    from accelport.bench.pick import same_machine
+    from accelport.bench.pick import machine_identity
+    from accelport.environment import describe_environment
 
     environment = json.loads((bench_dir[1] / "bench.json").read_text())["environment"]
     if change == "cpu":
@@ -321,7 +322,8 @@ def test_auto_uses_a_bench_json_only_from_this_machine(change, bench_dir):
         del environment["cpu_id"]
     elif change == "mangled_cpu_id":  # a hand-edited file: unknown too, and no crash
         environment["cpu_id"] = "x"
-    assert same_machine(environment, torch.device("cpu")) is (change is None)
+    here = machine_identity(describe_environment(torch.device("cpu")))
+    assert (machine_identity(environment) == here) is (change is None)
 
 
 @pytest.mark.parametrize("environment_change, said", [

@@ -109,13 +109,6 @@ def machine_identity(environment: dict[str, Any]) -> tuple[Any, ...]:
             environment.get("device_name"))
 
 
-def same_machine(environment: dict[str, Any], device: torch.device) -> bool:
-    """The document's environment was measured on this machine."""
-    from ..environment import describe_environment
-
-    return machine_identity(environment) == machine_identity(describe_environment(device))
-
-
 def _mismatch(document: BenchDocument, loaded: LoadedModel, device: torch.device, digest: str) -> str | None:
     """Why ``document`` cannot give this job its pick (None: it can)."""
     model = document.model

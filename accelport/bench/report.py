@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ..atomic import json_writer, text_writer
 from ..environment import cpu_kind_text
 from ..formatting import one_line, or_missing
+from ..parity import zero_target_cause
 from ..plotting import write_report_set
 from ..proofs import reads_as_own_error, rounding_text
 from .points import MIN_ITERS
@@ -96,10 +97,7 @@ def _zero_target_note(parity: dict[str, Any], random_init: bool) -> str:
     zeros = parity.get("zero_target_count") or 0
     if not zeros:
         return ""
-    cause = ""
-    if parity.get("precision") == "int8":
-        cause = "; int8 rounds activations below its scales to zero" + (
-            ": random-init weights make them tiny, use real --weights" if random_init else "")
+    cause = zero_target_cause(str(parity.get("precision")), random_init)
     return f"; **outputs all zero** for {zeros} of {parity.get('images')} image(s) where the reference's are not{cause}"
 
 

@@ -93,12 +93,14 @@ def read_journals(out_dir: Path, fingerprint: dict[str, Any], files: dict[str, s
                 done[record.key] = record
             elif record.key in files:
                 _logger.info("--resume: %s changed since it was evaluated; evaluating it again", record.key)
-    again = {key: entry for key, entry in older.items() if key not in done}  # not recorded since by this version
-    for path in sorted({path for path, _ in again.values()}):
-        lacking = sorted(set().union(*(fields for where, fields in again.values() if where == path)))
+    again: dict[Path, tuple[int, set[str]]] = {}  # per journal: older records not recorded since, fields they lack
+    for key, (path, lacking) in older.items():
+        if key not in done:
+            count, fields = again.get(path, (0, set()))
+            again[path] = (count + 1, fields | lacking)
+    for path, (count, fields) in sorted(again.items()):
         _logger.warning("--resume: %d record(s) of %s were written by an older accelport (without %s); evaluating "
-                        "those images again", sum(where == path for where, _ in again.values()), path,
-                        " and ".join(lacking))
+                        "those images again", count, path, " and ".join(sorted(fields)))
     return done
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..atomic import json_writer, text_writer
 from ..formatting import NO_WEIGHTS_FILE, format_comparison, markdown_cell, or_missing
+from ..parity import zero_target_cause
 from ..plotting import write_report_set
 
 if TYPE_CHECKING:
@@ -68,10 +69,7 @@ def zero_target_caution(doc: EvalDocument) -> str | None:
     if not count:
         return None
     examples = ", ".join(doc.agreement.get("zero_target_examples") or [])
-    cause = ""
-    if doc.target.get("dtype") == "int8":
-        cause = "; int8 rounds activations below its scales to zero" + (
-            "" if doc.weights.pretrained_used else ": random-init weights make them tiny, use real --weights")
+    cause = zero_target_cause(str(doc.target.get("dtype")), not doc.weights.pretrained_used)
     return (f"caution: the target's outputs are all zero for {count} of {doc.dataset.num_evaluated} image(s) where "
             f"the reference's are not (e.g. {examples}){cause}")
 
