@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from types import FrameType
 
 from . import errors
+from .allocator import configure_allocator
 from .cache_home import cache_dir_problem, cache_dir_source
 from .formatting import printable
 from .machine_load import min_window_from_env
@@ -127,6 +128,7 @@ def _main(argv: Sequence[str] | None) -> int:
     quiet_pillow_size_warning()
     try:
         min_window_from_env()  # a bad ACCELPORT_LOAD_WINDOW_S is refused before any work, not at the first timing
+        configure_allocator()  # before any tensor: glibc's defaults page-fault every eager call (allocator.py)
         check_cache_dir(getattr(args, "cache_dir", None))
         return args.handler(args)
     except errors.AccelportError as exc:

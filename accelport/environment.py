@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .allocator import allocator_state
 from .devices import cpu_name, device_name
 from .errors import UsageError
 
@@ -88,6 +89,7 @@ def describe_environment(device: torch.device) -> dict[str, Any]:
         "cpu_isa": cpu_isa(),
         "cpu_id": cpu_id(),
         "torch_threads": torch.get_num_threads(),
+        "allocator": allocator_state(),
         "executable": sys.executable,
     }
 
@@ -186,6 +188,13 @@ def cpu_id() -> dict[str, Any]:
             return parse_cpu_id(cpuinfo.read())
     except OSError:
         return parse_cpu_id("")
+
+
+def allocator_text(environment: dict[str, Any]) -> str:
+    """The allocator line of a report; "not recorded" for a document written before accelport recorded it."""
+    allocator = environment.get("allocator")
+    settings = allocator.get("settings") if isinstance(allocator, dict) else None
+    return settings if isinstance(settings, str) else "not recorded"
 
 
 def cpu_kind_text(environment: dict[str, Any]) -> str:

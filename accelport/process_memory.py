@@ -12,6 +12,8 @@ import logging
 import re
 from pathlib import Path
 
+from .allocator import release_free_memory
+
 _logger = logging.getLogger(__name__)
 
 _STATUS = Path("/proc/self/status")
@@ -28,7 +30,11 @@ def status_kib(field: str) -> int | None:
 
 
 def reset_peak_rss() -> bool:
-    """Reset the process's high-water mark (VmHWM) to its current RSS; False where the kernel does not allow it."""
+    """Reset the process's high-water mark (VmHWM) to its current RSS; False where the kernel does not allow it.
+
+    Memory the allocator keeps for reuse (accelport/allocator.py) is handed back first, else an earlier
+    configuration's freed buffers would stay in every later configuration's RSS and peak."""
+    release_free_memory()
     try:
         _CLEAR_REFS.write_text("5")
     except OSError:

@@ -149,12 +149,14 @@ def render(report: dict) -> str:
     """bench_runtimes.md from a report (a fresh one or a saved bench_runtimes.json); the sweep read as typed rows."""
     from accelport.bench.document import BenchDocument
     from accelport.bench.report import peer_lines, reliability_lines
+    from accelport.environment import allocator_text
 
     document, hw = BenchDocument.from_json(report["bench"]), report["hardware"]
     isa = hw.get("isa", hw["cpu_capability"])
     lines = [f"Hardware: {hw['cpu']}, {hw['cpu_count']} logical cores, ISA {isa}; device "
              f"`{hw['device']}` ({hw['device_name']}), {hw['threads']} threads; torch {hw['torch']}, onnxruntime "
-             f"{hw['onnxruntime']}, openvino {hw['openvino']}. Load average before/after: "
+             f"{hw['onnxruntime']}, openvino {hw['openvino']}; allocator: {allocator_text(hw)}. Load average "
+             "before/after: "
              f"{report['load_average_before']} / {report['load_average_after']}.", "",
              *reliability_lines(document.timing_reliability, document.rows), "",
              "| target (issue 13) | pick passing parity | p50 ms | ratio | limit | met | this machine |",
@@ -234,7 +236,7 @@ def measure(args: argparse.Namespace, cache_dir: str) -> dict:
         "schema_version": 1,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "hardware": {"cpu": cpu_kind_text(env), "cpu_id": env.get("cpu_id"), "cpu_count": env["cpu_count"],
-                     "cpu_capability": env["cpu_capability"],
+                     "cpu_capability": env["cpu_capability"], "allocator": env.get("allocator"),
                      "isa": isa_text(env),
                      "device": document["device"], "device_name": env["device_name"], "threads": env["threads"],
                      "torch": env["torch"], "onnxruntime": env.get("onnxruntime"), "openvino": env.get("openvino"),
@@ -272,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--setup-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--configs", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    from accelport.allocator import configure_allocator
+
+    configure_allocator()  # as the CLI does: ACCELPORT_ALLOCATOR=default measures with glibc's defaults
     if args.setup_only:
         setup_only(args)
         return 0

@@ -51,6 +51,17 @@ def short_load_windows():
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def allocator_as_the_cli_sets_it():
+    """The CLI sets the allocator once per process (accelport/allocator.py); the suite calls it in-process from
+    many tests, so it is set once up front: every environment block the suite writes and compares then records
+    the same allocator, whichever test ran first."""
+    from accelport.allocator import configure_allocator
+
+    configure_allocator()
+    yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_hub(tmp_path_factory, monkeypatch):
     """Every test sees an empty HF cache and an offline Hub, unless it sets them up itself."""

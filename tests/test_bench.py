@@ -61,6 +61,7 @@ def test_bench_writes_json_markdown_and_plot(bench_dir):
     ident = document["environment"]["cpu_id"]
     if ident["family"] is not None:  # Linux: the CPU kind behind the model name, named in the report
         assert f"family {ident['family']} model {ident['model']}" in markdown
+    assert f"allocator: {document['environment']['allocator']['settings']}" in markdown  # it moves eager's times
 
 
 def test_bench_measures_every_configuration_at_every_batch_size_with_its_parity(bench_dir):
@@ -333,6 +334,11 @@ def test_auto_uses_a_bench_json_only_from_this_machine(change, bench_dir):
     ({"cpu_count": 64}, ": CPU count 64 there, "),  # the same CPU kind with more vCPUs: say what differs
     ({"cpu_isa": "x"}, "another machine"),  # a hand-edited block of the wrong kind: no exit 3
     ({"cpu_id": {"family": 26}}, "another machine"),
+    # measured with glibc's defaults, or before the allocator was recorded: eager's page faults are in its numbers
+    ({"allocator": {"settings": "glibc malloc, defaults (dynamic mmap threshold, trimming on)"}},
+     "another allocator setting (glibc malloc, defaults (dynamic mmap threshold, trimming on) there, glibc malloc, "
+     "mmap and trimming off"),
+    ({"allocator": None}, "another allocator setting (not recorded there, "),
 ])
 def test_auto_says_why_a_bench_json_from_the_out_dir_is_not_used(bench_dir, tmp_path, caplog, environment_change,
                                                                   said):

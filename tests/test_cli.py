@@ -74,6 +74,8 @@ def test_log_and_report_render_the_verdict_with_its_criteria(full_run, checkpoin
     report = (full_run[1] / "report.md").read_text()
     assert "**Verdict: PASSED**" in report and "| min_sample_cosine |" in report and "## Latency" in report
     assert hashlib.sha256(checkpoint_files["safetensors"].read_bytes()).hexdigest() in report  # the file's own hash
+    summary = json.loads((full_run[1] / "summary.json").read_text())
+    assert f"allocator: {summary['environment']['allocator']['settings']}" in report
 
 
 def test_features_head_and_test_size(tmp_path, checkpoint_files, two_images):

@@ -36,8 +36,8 @@ class PeakMemory:
         self._resettable = False
 
     def start(self) -> None:
+        self._resettable = reset_peak_rss()  # first: it hands back the memory the allocator kept
         self._rss_before_kb = status_kib("VmRSS")
-        self._resettable = reset_peak_rss()
         module = _device_module(self.device)
         if module is not None and self.device.type != "cpu":
             module.reset_peak_memory_stats(self.device)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..atomic import json_writer, text_writer
-from ..environment import cpu_kind_text
+from ..environment import allocator_text, cpu_kind_text
 from ..formatting import one_line, or_missing
 from ..parity import zero_target_cause
 from ..plotting import write_report_set
@@ -46,7 +46,8 @@ def hardware_line(document: BenchDocument) -> str:
             f"{env['cpu_count']} logical cores, ISA {isa_text(env)}; {env['threads']} intra-op threads for every "
             "runtime"
             + (f" (also swept for accelport's single-stream rows: {', '.join(map(str, swept))}, labelled)"
-               if (swept := document.settings.swept_threads) and isinstance(swept, list) else ""))
+               if (swept := document.settings.swept_threads) and isinstance(swept, list) else "")
+            + f"; allocator: {allocator_text(env)}")
 
 
 def software_line(env: dict[str, Any]) -> str:

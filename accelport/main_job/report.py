@@ -11,7 +11,7 @@ import numpy as np
 
 from ..atomic import json_writer, npy_writer, text_writer
 from ..criteria import BASELINE_RTOL, Check
-from ..environment import cpu_kind_text
+from ..environment import allocator_text, cpu_kind_text
 from ..formatting import (
     NO_WEIGHTS_FILE,
     comparison_text,
@@ -272,7 +272,8 @@ def _setup_lines(summary: RunSummary) -> list[str]:
         f"fp32 math `{target['fp32_math']}`",
         *([f"- {line}"] if (line := _calibration_line(target)) else []),
         f"- numeric settings: {', '.join(f'{k}={v}' for k, v in target['numeric_settings'].items())}",
-        f"- host CPU: {cpu_kind_text(env)}; {env['cpu_count']} cores, torch threads {env['torch_threads']}",
+        f"- host CPU: {cpu_kind_text(env)}; {env['cpu_count']} cores, torch threads {env['torch_threads']}; "
+        f"allocator: {allocator_text(env)}",
         f"- python {env['python']}, torch {env['torch']}, torchvision {env['torchvision']}, timm {env['timm']}, "
         f"torch_npu {or_missing(env['torch_npu'], 'not installed')}, numpy {env['numpy']}",
         "",

@@ -1,0 +1,114 @@
+"""The C allocator's settings for this process, set so that a PyTorch latency measures the model, not page faults.
+
+With glibc's defaults, a block above ``M_MMAP_THRESHOLD`` (128 KiB at start; glibc raises it, up to 32 MiB, to
+the largest mmapped block freed so far) is served with fresh pages, and a heap top above ``M_TRIM_THRESHOLD`` is
+handed back to the kernel at free. PyTorch eager allocates its activations anew at every call, so every call
+faults megabytes back in: ~7,000 minor faults per call for ConvNeXt V2 atto at batch 1 (18 ms against 8.8 ms
+without them, on a 2-core Zen 5), ~235,000 at batch 32 (470 ms against 218 ms); a compiled package at batch 32
+paid 36,000-42,000 (175 ms against 130 ms). ONNX Runtime and OpenVINO keep their own arenas and do not fault.
+Worse for a benchmark, the dynamic threshold depends on what the process freed earlier: after OpenVINO had
+compiled a model in the same process, eager ran up to 1.6x faster, so a baseline depended on which engines ran
+before it.
+
+accelport therefore turns both off (``M_MMAP_MAX`` 0: no mmap for malloc; ``M_TRIM_THRESHOLD`` -1: no trimming)
+before any work, as ``python -m torch.backends.xeon.run_cpu`` does by preloading jemalloc or tcmalloc: every
+engine in the process then runs fault-free, whatever ran before it. The price: memory freed stays with the process
+until it exits, or until ``release_free_memory`` (which the per-configuration peak memory of bench and layers
+calls before each measurement). ``ACCELPORT_ALLOCATOR=default`` keeps glibc's defaults; an allocator
+preloaded with ``LD_PRELOAD`` (jemalloc, tcmalloc, mimalloc) is left alone. Every result file records which.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import UsageError
+
+_logger = logging.getLogger(__name__)
+
+ENV_VAR = "ACCELPORT_ALLOCATOR"
+CHOICES = ("retain", "default")
+RETAIN_SETTINGS = "glibc malloc, mmap and trimming off: freed memory kept for reuse (set by accelport)"
+DEFAULT_SETTINGS = "glibc malloc, defaults (dynamic mmap threshold, trimming on)"
+_PRELOADED = ("jemalloc", "tcmalloc", "mimalloc")
+
+# mallopt parameters, from glibc's <malloc.h>
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+
+_state: dict[str, Any] | None = None
+
+
+def _glibc() -> tuple[Any, str] | None:
+    """This process's C library and its version, where it is glibc (musl and others have no ``mallopt``)."""
+    try:
+        libc = ctypes.CDLL(None)
+        version = libc.gnu_get_libc_version
+    except (OSError, AttributeError):
+        return None
+    version.restype = ctypes.c_char_p
+    return libc, version().decode()
+
+
+def _preloaded(environ: Mapping[str, str]) -> str | None:
+    for entry in environ.get("LD_PRELOAD", "").replace(":", " ").split():
+        name = os.path.basename(entry)
+        if any(allocator in name for allocator in _PRELOADED):
+            return name
+    return None
+
+
+def configure_allocator(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Set glibc malloc to keep freed memory for this process (see the module docstring), unless
+    ``ACCELPORT_ALLOCATOR=default`` or a preloaded allocator says otherwise; returns what ``allocator_state`` will
+    report. A bad value of the variable is a usage error naming it."""
+    global _state
+    environ = os.environ if environ is None else environ
+    choice = environ.get(ENV_VAR, "retain").strip().lower() or "retain"
+    if choice not in CHOICES:
+        raise UsageError(f"{ENV_VAR}={environ.get(ENV_VAR)!r}: expected one of {', '.join(CHOICES)}")
+    preloaded = _preloaded(environ)
+    glibc = _glibc()
+    if preloaded:
+        _state = {"settings": f"{preloaded} (LD_PRELOAD)", "retain": False}
+    elif glibc is None:
+        _state = {"settings": "not glibc: left as it is", "retain": False}
+    elif choice == "default":
+        _state = {"settings": f"{DEFAULT_SETTINGS}; {ENV_VAR}=default", "retain": False, "glibc": glibc[1]}
+    else:
+        libc, version = glibc
+        if libc.mallopt(_M_MMAP_MAX, 0) != 1 or libc.mallopt(_M_TRIM_THRESHOLD, -1) != 1:
+            _logger.warning("glibc %s refused mallopt: its defaults stay, and PyTorch latencies include page "
+                            "faults", version)
+            _state = {"settings": DEFAULT_SETTINGS + "; mallopt refused", "retain": False, "glibc": version}
+        else:
+            _state = {"settings": RETAIN_SETTINGS, "retain": True, "glibc": version}
+    _logger.debug("allocator: %s", _state["settings"])
+    return dict(_state)
+
+
+def allocator_state() -> dict[str, Any]:
+    """What this process's allocator runs with, for the environment block of every result file."""
+    if _state is not None:
+        return dict(_state)
+    preloaded = _preloaded(os.environ)
+    if preloaded:
+        return {"settings": f"{preloaded} (LD_PRELOAD)", "retain": False}
+    glibc = _glibc()
+    if glibc is None:
+        return {"settings": "not glibc", "retain": False}
+    return {"settings": DEFAULT_SETTINGS, "retain": False, "glibc": glibc[1]}
+
+
+def release_free_memory() -> bool:
+    """Hand the memory the allocator keeps for reuse back to the kernel (glibc's ``malloc_trim``), where a per-
+    configuration peak is about to be measured; False where there is no glibc."""
+    glibc = _glibc()
+    if glibc is None:
+        return False
+    glibc[0].malloc_trim(0)
+    return True

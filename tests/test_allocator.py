@@ -1,0 +1,119 @@
+"""The allocator accelport sets for its process (accelport/allocator.py): fault-free, recorded, opt-out."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+
+import pytest
+
+from accelport import allocator
+from accelport.cli import main
+
+# A 64 MiB block (an activation at batch 32, above the 32 MiB cap of glibc's dynamic mmap threshold)
+# allocated, written and freed ten times in a fresh process, through the C library itself: the pattern of an
+# eager activation. Prints the minor page faults per round.
+FAULTS_PER_ROUND = """
+import ctypes, json, resource, sys
+sys.path.insert(0, {root!r})
+from accelport.allocator import configure_allocator
+state = configure_allocator()
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+def rounds(n):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(n):
+        block = libc.malloc(64 << 20)
+        ctypes.memset(block, 1, 64 << 20)
+        libc.free(block)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / n
+rounds(2)
+print(json.dumps({{"faults": rounds(10), "state": state}}))
+"""
+
+needs_glibc = pytest.mark.skipif(allocator._glibc() is None, reason="glibc's mallopt only")
+
+
+def _faults_in_fresh_process(environment_value: str | None) -> dict:
+    import os
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k not in (allocator.ENV_VAR, "LD_PRELOAD")}
+    if environment_value is not None:
+        env[allocator.ENV_VAR] = environment_value
+    root = str(Path(allocator.__file__).resolve().parent.parent)
+    done = subprocess.run([sys.executable, "-c", FAULTS_PER_ROUND.format(root=root)], env=env, capture_output=True,
+                          text=True, timeout=60, check=True)
+    return json.loads(done.stdout)
+
+
+@needs_glibc
+def test_the_set_allocator_faults_no_page_in_again_and_default_keeps_glibcs_behaviour():
+    """glibc's defaults fault a freed 64 MiB block back in at every round (the eager activation's cost);
+    accelport's setting keeps it, and ACCELPORT_ALLOCATOR=default leaves glibc as it is."""
+    retained = _faults_in_fresh_process(None)
+    default = _faults_in_fresh_process("default")
+    assert retained["state"]["retain"] is True and retained["faults"] < 50, retained
+    assert default["state"]["retain"] is False and default["faults"] > 1000, default
+    assert "ACCELPORT_ALLOCATOR=default" in default["state"]["settings"]
+
+
+def test_a_bad_allocator_value_is_a_usage_error_naming_the_variable(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(allocator, "_state", allocator._state)
+    monkeypatch.setenv(allocator.ENV_VAR, "jemalloc")
+    assert main(["bench", "--out-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "ACCELPORT_ALLOCATOR='jemalloc': expected one of retain, default" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+class _RecordingLibc:
+    def __init__(self, answer: int) -> None:
+        self.answer, self.calls = answer, []
+
+    def mallopt(self, parameter: int, value: int) -> int:
+        self.calls.append((parameter, value))
+        return self.answer
+
+
+def test_a_preloaded_allocator_is_left_alone_and_named(monkeypatch):
+    libc = _RecordingLibc(1)
+    monkeypatch.setattr(allocator, "_state", None)
+    monkeypatch.setattr(allocator, "_glibc", lambda: (libc, "2.99"))
+    state = allocator.configure_allocator({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"})
+    assert state == {"settings": "libjemalloc.so.2 (LD_PRELOAD)", "retain": False} and libc.calls == []
+    assert allocator.allocator_state() == state
+
+
+def test_mallopt_sets_no_mmap_and_no_trimming_and_a_refusal_is_said(monkeypatch, caplog):
+    monkeypatch.setattr(allocator, "_state", None)
+    libc = _RecordingLibc(1)
+    monkeypatch.setattr(allocator, "_glibc", lambda: (libc, "2.99"))
+    assert allocator.configure_allocator({})["retain"] is True
+    assert sorted(libc.calls) == [(-4, 0), (-1, -1)]  # M_MMAP_MAX 0, M_TRIM_THRESHOLD -1 (never trim)
+    monkeypatch.setattr(allocator, "_glibc", lambda: (_RecordingLibc(0), "2.99"))
+    with caplog.at_level(logging.WARNING, logger="accelport"):
+        state = allocator.configure_allocator({})
+    assert state["retain"] is False and "mallopt refused" in state["settings"]
+    assert "glibc 2.99 refused mallopt" in caplog.text
+
+
+def test_without_glibc_nothing_is_set_and_that_is_recorded(monkeypatch):
+    monkeypatch.setattr(allocator, "_state", None)
+    monkeypatch.setattr(allocator, "_glibc", lambda: None)
+    assert allocator.allocator_state() == {"settings": "not glibc", "retain": False}
+    assert allocator.configure_allocator({})["settings"] == "not glibc: left as it is"
+
+
+def test_every_environment_block_records_the_allocator():
+    import torch
+
+    from accelport.environment import allocator_text, describe_environment
+
+    environment = describe_environment(torch.device("cpu"))
+    assert environment["allocator"] == allocator.allocator_state()
+    assert allocator_text(environment) == environment["allocator"]["settings"]
+    assert allocator_text({}) == allocator_text({"allocator": "mangled"}) == "not recorded"
