@@ -28,9 +28,9 @@ DESCRIPTION = ("Every way to run the model (eager, torch.compile, ONNX Runtime, 
                "reference.")
 EPILOG = ("duration: the default sweep (batch 1 and 32, 3 rounds, peers included: 12 Inductor compilations, 5 bf16 "
           "rows at batch 32 that run ~5 s per call where bf16 is emulated) took 8 min 56 s on 2 idle AMD EPYC "
-          "(AVX2) cores with empty caches (measured), 5 min 21-50 s on 2 idle AMD EPYC Zen 4 and 4 min 10-28 s on 2 "
-          "Zen 5 (AVX-512 BF16) cores, 6 min 08-49 s on 2 Intel Xeon (AMX) cores; --no-peers saves the 8 peer "
-          "compilations, --dtypes fp32 the emulated bf16 rows; on cores shared with other jobs it takes several "
+          "(AVX2) cores with empty caches (measured), 5 min 21-50 s on 2 idle AMD EPYC Zen 4 and 3 min 59 s-4 min "
+          "28 s on 2 Zen 5 (AVX-512 BF16) cores, 6 min 08-49 s on 2 Intel Xeon (AMX) cores; --no-peers saves the 8 "
+          "peer compilations, --dtypes fp32 the emulated bf16 rows; on cores shared with other jobs it takes several "
           "times longer (docs/benchmarks.md); "
           "every finished point is journaled in --out-dir, so Ctrl-C or a time limit loses nothing and --resume "
           "goes on. Exit codes: 0 ran and at least one configuration passed parity at every batch size, 1 some "
