@@ -185,7 +185,7 @@ def zero_reference_where(zeros: Sequence[str], total: int) -> str | None:
 def compare_outputs(reference: np.ndarray, target: np.ndarray, criteria: Criteria, is_classifier: bool,
                     baseline: np.ndarray | None = None, sample_names: Sequence[str] | None = None,
                     nonfinite_weights: dict[str, int] | None = None,
-                    judge_zero_reference: bool = False) -> ParityResult:
+                    judge_zero_reference: bool = False, sample_images: Sequence[int] | None = None) -> ParityResult:
     """Metrics overall and per sample, top-k agreement with near-ties, and the verdict under ``criteria``.
 
     ``baseline``: the outputs of a correct implementation of the target's precision (half precision, fp32-fast), which
@@ -193,6 +193,8 @@ def compare_outputs(reference: np.ndarray, target: np.ndarray, criteria: Criteri
     of NaN/Inf found in the loaded weights (an empty dict when they were inspected and are clean).
     ``judge_zero_reference``: fail images whose reference output is exactly zero (a run's verdict on the model's
     output; not the structural proof's or a fault's, whose reference is the same and already judged).
+    ``sample_images``: which image each row is, where a padded batch repeats some (bench): a count of images
+    (``real_top1_mismatches``, judged against ``max_top1_mismatches``) counts each image once, whatever its repeats.
     """
     reference = np.asarray(reference, np.float64)
     target = np.asarray(target, np.float64)
@@ -217,7 +219,8 @@ def compare_outputs(reference: np.ndarray, target: np.ndarray, criteria: Criteri
                                         top1.near_tie, top5.near_tie, tie_tolerance=tolerance, **extra))
         else:
             samples.append(SampleParity(metrics, None, None, None, None, None, None, **extra))
-    evidence = _evidence(reference, target, criteria, samples, names, is_classifier, nonfinite_weights)
+    images = list(sample_images) if sample_images is not None else list(range(len(reference)))
+    evidence = _evidence(reference, target, criteria, samples, names, images, is_classifier, nonfinite_weights)
     if judge_zero_reference:
         zeros = [name for name, ref in zip(names, reference, strict=True) if not np.any(ref)]
         where = {**(evidence.where or {}), "zero_reference_outputs": zero_reference_where(zeros, len(names))}
@@ -282,7 +285,8 @@ def nonfinite_weights_detail(found: dict[str, int]) -> str:
 
 
 def _evidence(reference: np.ndarray, target: np.ndarray, criteria: Criteria, samples: list[SampleParity],
-              names: list[str], is_classifier: bool, nonfinite_weights: dict[str, int] | None) -> Evidence:
+              names: list[str], images: list[int], is_classifier: bool,
+              nonfinite_weights: dict[str, int] | None) -> Evidence:
     """The judge's input, with where each failure sits (image names, weight tensors)."""
     cosines = [s.metrics.cosine_similarity for s in samples]
     rel_l2s = [s.metrics.rel_l2_err for s in samples]
@@ -296,9 +300,9 @@ def _evidence(reference: np.ndarray, target: np.ndarray, criteria: Criteria, sam
         where["nonfinite_weights"] = nonfinite_weights_detail(nonfinite_weights)
     real = None
     if is_classifier:
-        flips = [name for name, s in zip(names, samples, strict=True) if not s.top1_match and not s.top1_near_tie]
-        real = len(flips)
-        where["real_top1_mismatches"] = listed(flips) or None
+        flips = [i for i, s in enumerate(samples) if not s.top1_match and not s.top1_near_tie]
+        real = len({images[i] for i in flips})
+        where["real_top1_mismatches"] = listed([names[i] for i in flips]) or None
     l2_ratio, outside_ratio = baseline_ratios(samples)
     if l2_ratio is not None:
         where["max_baseline_rel_l2_ratio"] = _worst_ratio_where(samples, names, "baseline_l2_ratio")

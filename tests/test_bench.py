@@ -398,3 +398,27 @@ def test_a_wrong_later_request_is_caught_on_repeated_images_and_named_by_their_i
     assert not parity["passed"] and parity["samples"] == 4
     details = " ".join(str(c.get("detail") or "") for c in parity["checks"] if not c["passed"])
     assert "image 0 (repeated at position 3)" in details and "image 3" not in details
+
+
+def test_bench_parity_counts_a_flipped_image_once_across_its_padded_repeats():
+    """3 images cycled to fill batch 8: image 0 sits at positions 0, 3 and 6. A target that flips only image 0's
+    class is one mismatching image, so max_top1_mismatches=1 passes it, as it does at batch 1."""
+    from types import SimpleNamespace
+
+    from accelport.bench.points import check_parity
+    from accelport.criteria import criteria_for
+
+    images = torch.arange(3, dtype=torch.float32)[:, None].repeat(1, 4)  # image i holds the value i
+    reference = np.eye(3, 6, dtype=np.float32) * 10
+
+    def infer(batch: torch.Tensor) -> torch.Tensor:
+        out = torch.from_numpy(reference[batch[:, 0].long().numpy()]).clone()
+        out[batch[:, 0] == 0] = torch.eye(6)[5] * 10  # image 0 says class 5 wherever it is
+        return out
+
+    runner = SimpleNamespace(infer=infer)
+    criteria = criteria_for("fp32", {"max_top1_mismatches": "1"})
+    for batch_size in (1, 8):
+        parity = check_parity(runner, images, reference, batch_size, criteria, True)
+        check = next(c for c in parity["checks"] if c["name"] == "real_top1_mismatches")
+        assert check["value"] == 1 and "real_top1_mismatches" not in parity["failed_checks"], (batch_size, check)

@@ -125,6 +125,23 @@ def test_rolled_outputs_are_real_top1_mismatches_in_every_precision(setup, clean
         assert check.value == len(reference) and not check.passed
 
 
+def test_a_padded_batch_counts_a_mismatching_image_once_whatever_its_repeats():
+    """bench fills batch 32 by repeating its images: one image whose top-1 flipped counted once per repeat, so
+    max_top1_mismatches=1 passed at batch 1 and failed at batch 32 for the same single image."""
+    reference = np.eye(3, 10)[[0, 1, 2, 0, 1]] * 10.0  # 3 images, then images 0 and 1 again (positions 3, 4)
+    target = reference.copy()
+    target[[0, 3]] = np.eye(10)[5] * 10.0  # image 0, at both its positions, now says class 5
+    criteria = criteria_for("fp32", {"max_top1_mismatches": "1"})
+    names = ["image 0", "image 1", "image 2", "image 0 (repeated at position 3)", "image 1 (repeated at position 4)"]
+    judged = compare_outputs(reference, target, criteria, True, sample_names=names, sample_images=[0, 1, 2, 0, 1])
+    check = next(c for c in judged.checks if c.name == "real_top1_mismatches")
+    assert (check.value, check.passed) == (1, True)
+    assert check.detail == "image 0, image 0 (repeated at position 3)"  # every position is still named
+    positions = next(c for c in compare_outputs(reference, target, criteria, True).checks
+                     if c.name == "real_top1_mismatches")
+    assert (positions.value, positions.passed) == (2, False)  # without the mapping every row is an image
+
+
 def test_rgb_bgr_swap_is_real_top1_mismatches_not_near_ties(setup, clean_outputs):
     model, images, reference = setup
     swapped = _outputs(model, images.flip(1))

@@ -8,6 +8,7 @@ runs each rank, because the number of threads changes CPU outputs in the last bi
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -451,6 +452,10 @@ def test_resume_evaluates_again_the_images_of_records_from_before_the_zero_outpu
     assert read_journals(tmp_path, FINGERPRINT, {"a.jpg": "x", "b.jpg": "y"}) == {"b.jpg": replace(RECORD,
                                                                                                    key="b.jpg")}
     assert f"1 record(s) of {path} were written by an older accelport (without zero_target)" in caplog.text
+    caplog.clear()  # the other torchrun ranks read the same journals: one warning per job, not one per rank
+    assert read_journals(tmp_path, FINGERPRINT, {"a.jpg": "x", "b.jpg": "y"}, warn=False) == {
+        "b.jpg": replace(RECORD, key="b.jpg")}
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert asdict(RECORD)["zero_target"] is False
     caplog.clear()  # once evaluated again by this version, the old record is history: no warning on later resumes
     with JournalWriter(path, FINGERPRINT) as journal:

@@ -87,7 +87,8 @@ def _parity(runner: Runner, images: torch.Tensor, reference: np.ndarray, batch_s
     index = padded_indices(images.shape[0], batch_size)
     outputs = padded_outputs(runner, images, batch_size)
     result = compare_outputs(reference[index], outputs, criteria, is_classifier, judge_zero_reference=True,
-                             nonfinite_weights=nonfinite, sample_names=padded_names(images.shape[0], batch_size))
+                             nonfinite_weights=nonfinite, sample_names=padded_names(images.shape[0], batch_size),
+                             sample_images=[int(i) for i in index])
     parity = result.to_json()
     record = {"precision": criteria.precision, "passed": result.passed, "samples": len(index),
               "worst_sample_cosine": parity["worst_sample_cosine"],

@@ -111,7 +111,7 @@ def _done_before(config: EvalConfig, ctx: dist_utils.DistContext, out_dir: Path,
         dist_utils.barrier(ctx)
         return set(), []
     files = {it.key: ReferenceCache.image_key(it.path) for it in listing.items}  # a replaced image is redone
-    local = read_journals(out_dir, fingerprint, files)
+    local = read_journals(out_dir, fingerprint, files, warn=ctx.local_rank == 0)
     owner: dict[str, int] = {}
     for rank, keys in enumerate(dist_utils.all_gather(ctx, sorted(local))):
         for key in keys:

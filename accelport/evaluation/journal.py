@@ -53,13 +53,16 @@ class JournalWriter(journal.JournalWriter):
         self.write([{**r.to_json(), "file": f} for r, f in zip(records, files, strict=True)])
 
 
-def read_journals(out_dir: Path, fingerprint: dict[str, Any], files: dict[str, str]) -> dict[str, ImageRecord]:
+def read_journals(out_dir: Path, fingerprint: dict[str, Any], files: dict[str, str], *,
+                  warn: bool = True) -> dict[str, ImageRecord]:
     """The records in the journals of ``out_dir`` whose image is still the same file (``files``: key -> identity).
 
     A journal of a different run, or one that is not a journal (random bytes, a foreign line), is a UsageError
-    naming it; a record of an image replaced since is dropped, so that image is evaluated again.
+    naming it; a record of an image replaced since is dropped, so that image is evaluated again. ``warn`` False
+    (every torchrun rank but one per node) logs what it finds at debug level: the reader on rank 0 says it once.
     """
     expected = normalised(fingerprint)
+    warning = _logger.warning if warn else _logger.debug  # under torchrun every rank reads them: one rank says it
     done: dict[str, ImageRecord] = {}
     older: dict[str, tuple[Path, set[str]]] = {}  # key -> (journal, fields it lacks) of records from before them
     for path in sorted(out_dir.glob(JOURNAL_GLOB)):
@@ -76,7 +79,7 @@ def read_journals(out_dir: Path, fingerprint: dict[str, Any], files: dict[str, s
                 raise UsageError(f"--resume: {path} line {line.number} is not an image record; delete the journal "
                                  "or drop --resume")
             if line.value is None:
-                _logger.warning("%s line %d: incomplete record ignored (the run was cut off while writing it)",
+                warning("%s line %d: incomplete record ignored (the run was cut off while writing it)",
                                 path, line.number)
                 continue
             row = dict(line.value)
@@ -99,7 +102,7 @@ def read_journals(out_dir: Path, fingerprint: dict[str, Any], files: dict[str, s
             count, fields = again.get(path, (0, set()))
             again[path] = (count + 1, fields | lacking)
     for path, (count, fields) in sorted(again.items()):
-        _logger.warning("--resume: %d record(s) of %s were written by an older accelport (without %s); evaluating "
+        warning("--resume: %d record(s) of %s were written by an older accelport (without %s); evaluating "
                         "those images again", count, path, " and ".join(sorted(fields)))
     return done
 
