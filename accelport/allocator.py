@@ -11,19 +11,23 @@ compiled a model in the same process, eager ran up to 1.6x faster, so a baseline
 before it.
 
 accelport therefore turns both off (``M_MMAP_MAX`` 0: no mmap for malloc; ``M_TRIM_THRESHOLD`` -1: no trimming)
-before any work, as ``python -m torch.backends.xeon.run_cpu`` does by preloading jemalloc or tcmalloc: every
-engine in the process then runs fault-free, whatever ran before it. The price: memory freed stays with the process
-until it exits, or until ``release_free_memory`` (which the per-configuration peak memory of bench and layers
-calls before each measurement). ``ACCELPORT_ALLOCATOR=default`` keeps glibc's defaults; an allocator
-preloaded with ``LD_PRELOAD`` (jemalloc, tcmalloc, mimalloc) is left alone. Every result file records which.
+before any work (the CLI, and ``open_job`` and ``run_zoo`` for API callers), as
+``python -m torch.backends.xeon.run_cpu`` does by preloading jemalloc or tcmalloc: every engine in the process then
+runs fault-free, whatever ran before it. The price: memory freed stays with the process until it exits, or until
+``release_free_memory`` (which the per-configuration peak memory of bench and layers calls before each
+measurement). ``ACCELPORT_ALLOCATOR=default`` keeps glibc's defaults; an allocator preloaded (``LD_PRELOAD`` or
+``/etc/ld.so.preload``: jemalloc, tcmalloc, mimalloc) and really loaded is left alone. Every result file records
+which; ``allocator_kind`` is what comparisons between two records use.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
@@ -54,12 +58,27 @@ def _glibc() -> tuple[Any, str] | None:
     return libc, version().decode()
 
 
+def _mapped_libraries() -> set[str] | None:
+    """The file names of the libraries mapped into this process (Linux); None where that cannot be read."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    return {os.path.basename(line.split()[-1]) for line in maps.splitlines() if "/" in line}
+
+
 def _preloaded(environ: Mapping[str, str]) -> str | None:
-    for entry in environ.get("LD_PRELOAD", "").replace(":", " ").split():
-        name = os.path.basename(entry)
-        if any(allocator in name for allocator in _PRELOADED):
-            return name
-    return None
+    """The allocator library preloaded (``LD_PRELOAD`` or ``/etc/ld.so.preload``) and really loaded: a name the
+    loader could not find is ignored by it, and glibc's malloc stays in charge."""
+    entries = environ.get("LD_PRELOAD", "").replace(":", " ").split()
+    with contextlib.suppress(OSError):
+        entries += Path("/etc/ld.so.preload").read_text().split()
+    names = [os.path.basename(entry) for entry in entries]
+    candidates = [name for name in names if any(allocator in name for allocator in _PRELOADED)]
+    if not candidates:
+        return None
+    mapped = _mapped_libraries()
+    return next((name for name in candidates if mapped is None or name in mapped), None)
 
 
 def configure_allocator(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -112,3 +131,16 @@ def release_free_memory() -> bool:
         return False
     glibc[0].malloc_trim(0)
     return True
+
+
+def allocator_kind(record: Any) -> str:
+    """A short name for an ``environment.allocator`` record, by what moves latencies, not by how it was set: the
+    CLI's ``ACCELPORT_ALLOCATOR=default`` and an API caller that never set it are both "glibc defaults"."""
+    if not isinstance(record, dict) or not isinstance(record.get("settings"), str):
+        return "not recorded (an older accelport)"
+    settings = record["settings"]
+    if record.get("retain") is True:
+        return "glibc, freed memory kept"
+    if settings.endswith("(LD_PRELOAD)"):
+        return settings.replace(" (LD_PRELOAD)", " preloaded")
+    return "not glibc" if settings.startswith("not glibc") else "glibc defaults"

@@ -83,6 +83,7 @@ def test_a_preloaded_allocator_is_left_alone_and_named(monkeypatch):
     libc = _RecordingLibc(1)
     monkeypatch.setattr(allocator, "_state", None)
     monkeypatch.setattr(allocator, "_glibc", lambda: (libc, "2.99"))
+    monkeypatch.setattr(allocator, "_mapped_libraries", lambda: {"libc.so.6", "libjemalloc.so.2"})
     state = allocator.configure_allocator({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"})
     assert state == {"settings": "libjemalloc.so.2 (LD_PRELOAD)", "retain": False} and libc.calls == []
     assert allocator.allocator_state() == state
@@ -117,3 +118,44 @@ def test_every_environment_block_records_the_allocator():
     assert environment["allocator"] == allocator.allocator_state()
     assert allocator_text(environment) == environment["allocator"]["settings"]
     assert allocator_text({}) == allocator_text({"allocator": "mangled"}) == "not recorded"
+
+
+def test_a_preload_the_loader_could_not_find_leaves_glibc_in_charge_and_is_set(monkeypatch):
+    """LD_PRELOAD=/nonexistent/libjemalloc.so.2: ld.so warns and ignores it, so glibc's malloc runs; it was
+    recorded as jemalloc and left with glibc's page-faulting defaults."""
+    libc = _RecordingLibc(1)
+    monkeypatch.setattr(allocator, "_state", None)
+    monkeypatch.setattr(allocator, "_glibc", lambda: (libc, "2.99"))
+    monkeypatch.setattr(allocator, "_mapped_libraries", lambda: {"libc.so.6"})
+    state = allocator.configure_allocator({"LD_PRELOAD": "/nonexistent/libjemalloc.so.2"})
+    assert state["retain"] is True and sorted(libc.calls) == [(-4, 0), (-1, -1)]
+
+
+def test_the_kind_compares_what_the_allocator_does_not_how_it_was_set():
+    """A bench made through the API (never set: glibc's defaults) was refused by run --runtime auto under
+    ACCELPORT_ALLOCATOR=default, whose record adds how it was chosen to the same defaults."""
+    api = {"settings": allocator.DEFAULT_SETTINGS, "retain": False, "glibc": "2.36"}
+    cli = {"settings": f"{allocator.DEFAULT_SETTINGS}; ACCELPORT_ALLOCATOR=default", "retain": False}
+    refused = {"settings": f"{allocator.DEFAULT_SETTINGS}; mallopt refused", "retain": False}
+    assert allocator.allocator_kind(api) == allocator.allocator_kind(cli) == allocator.allocator_kind(refused) \
+        == "glibc defaults"
+    assert allocator.allocator_kind({"settings": allocator.RETAIN_SETTINGS, "retain": True}) == \
+        "glibc, freed memory kept"
+    assert allocator.allocator_kind({"settings": "libtcmalloc.so.4 (LD_PRELOAD)", "retain": False}) == \
+        "libtcmalloc.so.4 preloaded"
+    assert allocator.allocator_kind(None) == allocator.allocator_kind({"settings": 3}) == \
+        "not recorded (an older accelport)"
+
+
+def test_every_job_opened_through_the_api_sets_it_too(monkeypatch, tmp_path):
+    """accelport.run, run_bench, evaluate and run_layers timed with glibc's defaults when called from Python:
+    only the CLI set the allocator. Each opens its job through open_job, which now sets it first."""
+    import accelport.job.context as context
+    from accelport.job import JobSpec
+
+    calls = []
+    monkeypatch.setattr(context, "configure_allocator", lambda: calls.append("set"))
+    monkeypatch.setattr(context, "resolve_device", lambda device: pytest.fail(f"set after the device: {calls}")
+                        if not calls else __import__("torch").device("cpu"))
+    context.open_job(JobSpec(model="test_convnext2", out_dir=str(tmp_path)))
+    assert calls == ["set"]

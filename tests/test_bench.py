@@ -335,10 +335,9 @@ def test_auto_uses_a_bench_json_only_from_this_machine(change, bench_dir):
     ({"cpu_isa": "x"}, "another machine"),  # a hand-edited block of the wrong kind: no exit 3
     ({"cpu_id": {"family": 26}}, "another machine"),
     # measured with glibc's defaults, or before the allocator was recorded: eager's page faults are in its numbers
-    ({"allocator": {"settings": "glibc malloc, defaults (dynamic mmap threshold, trimming on)"}},
-     "another allocator setting (glibc malloc, defaults (dynamic mmap threshold, trimming on) there, glibc malloc, "
-     "mmap and trimming off"),
-    ({"allocator": None}, "another allocator setting (not recorded there, "),
+    ({"allocator": {"settings": "glibc malloc, defaults (dynamic mmap threshold, trimming on)", "retain": False}},
+     "another allocator (glibc defaults there, glibc, freed memory kept here"),
+    ({"allocator": None}, "another allocator (not recorded (an older accelport) there, "),
 ])
 def test_auto_says_why_a_bench_json_from_the_out_dir_is_not_used(bench_dir, tmp_path, caplog, environment_change,
                                                                   said):

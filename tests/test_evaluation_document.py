@@ -49,6 +49,7 @@ def test_eval_writes_its_typed_document_and_reads_it_back_exactly(tmp_path):
     markdown = (tmp_path / "out" / "eval.md").read_text()
     assert markdown == document.to_markdown("eval_hist.png" if "histogram" in result.artifacts else None)
     assert "**Status: PASSED**" in markdown and f"`{data}`, 2 images, 2 evaluated" in markdown
+    assert f"allocator: {document.header.environment['allocator']['settings']}" in markdown  # its throughput
     assert all(f"| {c.name} |" in markdown for c in document.checks)
     failed = replace(document, checks=(replace(document.checks[0], passed=False), *document.checks[1:]))
     assert failed.to_json()["status"] == "failed" and "**Status: FAILED**" in failed.to_markdown()

@@ -22,6 +22,7 @@ def test_layers_files_are_the_typed_documents_renderings(tmp_path, seeded_weight
     assert list(written)[:9] == ["status", "schema_version", "created_utc", "wall_time_s", "model", "target",
                                  "reference", "environment", "inputs"]
     assert (tmp_path / "layers.md").read_text() == document.to_markdown()
+    assert f"allocator: {document.header.environment['allocator']['settings']}" in document.to_markdown()
     assert (tmp_path / "layers.csv").read_text() == document.to_csv()
 
     assert document.status == written["status"] == "diverged" and result.diverged

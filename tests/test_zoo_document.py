@@ -10,14 +10,16 @@ from typing import Any
 
 import pytest
 
+from accelport import allocator
 from accelport.cli import main
 from accelport.zoo.document import ZooDocument
 from accelport.zoo.report import CSV_FIELDS, cell_text
 
 REPO = Path(__file__).resolve().parent.parent
 # zoo.json's keys in order, as the untyped code (commit 38bc6a0) wrote them: the schema this module must keep
-TOP_KEYS = ["schema_version", "kind", "created_utc", "device", "world_size", "settings", "versions", "models",
-            "columns", "counts", "pass_rate", "rows", "pick"]
+# (plus the allocator since b7dd6ff; absent from older files, which still read back byte for byte)
+TOP_KEYS = ["schema_version", "kind", "created_utc", "device", "world_size", "settings", "allocator", "versions",
+            "models", "columns", "counts", "pass_rate", "rows", "pick"]
 ROW_KEYS = ["model", "runtime", "dtype", "status", "reason", "exit_code", "output_shape", "cosine", "max_abs_diff",
             "worst_rel_l2", "top1_match", "weights", "input_size", "export_route", "latency_ms", "p50_ms", "setup_s",
             "timing_reliable", "wall_s", "speedup_vs_eager", "speedup_reliable"]
@@ -70,10 +72,28 @@ def test_zoo_writes_its_typed_document_and_resumes_from_typed_rows(tmp_path, mon
     csv_lines = document.to_csv().splitlines()
     assert csv_lines[0] == ",".join(CSV_FIELDS) and csv_lines[2].startswith("test_resnet,onnxruntime,fp32,passed,,1.0,")
 
+    assert written["allocator"] == allocator.allocator_state()["settings"]  # the cells' children set it alike
+    assert f"allocator: {written['allocator']}." in markdown
+
     monkeypatch.setattr(accelport.zoo.api, "run_cell", lambda *args: pytest.fail("a journaled cell ran again"))
     assert main([*sweep, "--resume"]) == 0  # every row from the journal, read back as typed rows
     resumed = json.loads((tmp_path / "zoo.json").read_text())
     assert as_text({**resumed, "created_utc": None}) == as_text({**written, "created_utc": None})
+
+
+def test_a_zoo_resumed_under_another_allocator_is_refused(tmp_path, monkeypatch, capsys):
+    """Eager's latency, and so every cell's speed-up, depends on the allocator: rows measured with glibc's defaults
+    were resumed beside rows measured without page faults, and the speed-ups compared across the two."""
+    import accelport.zoo.api
+
+    monkeypatch.setattr(accelport.zoo.api, "run_cell", _canned_row)
+    monkeypatch.setattr(allocator, "_state", allocator._state)  # put back after the test
+    sweep = ["zoo", "--models", "test_resnet", "--runtimes", "eager", "--no-progress", "--no-plot", "--out-dir",
+             str(tmp_path)]
+    assert main(sweep) == 0
+    monkeypatch.setenv(allocator.ENV_VAR, "default")
+    assert main([*sweep, "--resume"]) == 2
+    assert "written by a sweep with other settings (allocator)" in capsys.readouterr().err
 
 
 def test_saved_zoo_document_reads_back_byte_for_byte():

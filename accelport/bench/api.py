@@ -10,6 +10,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from ..allocator import allocator_kind, allocator_state
 from ..devices import caller_torch_state
 from ..job.context import JobContext, open_job
 from ..job.result import CommandResult
@@ -40,7 +41,8 @@ def journal_fingerprint(config: BenchConfig, job: JobContext, images: list[str])
     target = {"target_state_digest": weights_digest(job.target_model.model)} if job.separate_target else {}
     return {**settings, "images": images, "state_digest": weights_digest(job.loaded.model), **target,
             "device": str(job.device),
-            **{k: v for k, v in bench_environment(job.device, 0).items() if k not in ("threads", "torch_threads")}}
+            **{k: v for k, v in bench_environment(job.device, 0).items() if k not in ("threads", "torch_threads")},
+            "allocator": allocator_kind(allocator_state())}  # what it does, not how it was set (CLI or API)
 
 
 @caller_torch_state()

@@ -87,8 +87,9 @@ def read_journal(path: Path, fingerprint: dict[str, Any]) -> JournalState:
         raise _bad(path, "is not an accelport bench journal (no header)")
     differs = _differences(journal.canonical(fingerprint), header.get("fingerprint") or {})
     if differs:
+        same = "flags" + (" and ACCELPORT_ALLOCATOR" if any(d.startswith("allocator ") for d in differs) else "")
         raise UsageError(f"--resume: {path} was written by a different sweep; differs in: {'; '.join(differs)}. "
-                         "Use the same flags, another --out-dir, or drop --resume to start over")
+                         f"Use the same {same}, another --out-dir, or drop --resume to start over")
     for line in lines[1:]:
         try:
             if line.value is None:

@@ -118,16 +118,17 @@ def _mismatch(document: BenchDocument, loaded: LoadedModel, device: torch.device
         return "another model, head or weights"
     if document.device != str(device) or document.environment.get("torch") != torch.__version__:
         return f"device {document.device}, torch {document.environment.get('torch')}"
-    from ..environment import allocator_text, cpu_kind_text, describe_environment
+    from ..allocator import allocator_kind
+    from ..environment import cpu_kind_text, describe_environment
 
     here = describe_environment(device)
     there_identity, here_identity = machine_identity(document.environment), machine_identity(here)
     if there_identity == here_identity:
-        there, now = allocator_text(document.environment), allocator_text(here)
+        there, now = allocator_kind(document.environment.get("allocator")), allocator_kind(here.get("allocator"))
         if there == now:
             return None
-        return (f"another allocator setting ({there} there, {now} here: it moves PyTorch's latencies, see "
-                "accelport/allocator.py)")
+        return (f"another allocator ({there} there, {now} here: it moves PyTorch's latencies, see "
+                "accelport/allocator.py and ACCELPORT_ALLOCATOR)")
     if not isinstance(document.environment.get("cpu_id"), dict):
         return (f"a CPU whose family and model it does not record (an older accelport wrote it; this one is "
                 f"{cpu_kind_text(here)})")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..atomic import json_writer, text_writer
+from ..environment import allocator_text, cpu_kind_text
 from ..formatting import NO_WEIGHTS_FILE, format_comparison, markdown_cell, or_missing
 from ..parity import zero_target_cause
 from ..plotting import write_report_set
@@ -36,6 +37,7 @@ def render_markdown(doc: EvalDocument, histogram: str | None) -> str:
         + ("" if weights.pretrained_used else " — **RANDOM INIT: accuracy is meaningless**"),
         f"- target: {target['runtime']} {target['dtype']}, fp32 math `{target['fp32_math']}`, criteria "
         f"`{target['precision']}`; reference: CPU eager fp32",
+        f"- host CPU: {cpu_kind_text(doc.header.environment)}; allocator: {allocator_text(doc.header.environment)}",
         *([f"- target weights (--target-weights): sha256 {target['target_weights']}"]
           if target.get("target_weights") else []),
         *([f"- structural proof: {target['structural_proof']['status']}: {target['structural_proof']['reason']}"]

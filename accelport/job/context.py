@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..allocator import configure_allocator
 from ..criteria import Criteria, criteria_for, effective_precision
 from ..devices import NumericSettings, apply_numeric_settings, resolve_device
 from ..errors import WeightsError
@@ -117,6 +118,7 @@ def open_job(spec: JobSpec, *, loaded: LoadedModel | None = None, images: ImageB
     failing run hands its own to the layer comparison; eval's device comes from torchrun). ``with_images=False``:
     the command reads its own inputs (eval's dataset)."""
     started = time.time()
+    configure_allocator()  # before any tensor, for API callers as for the CLI: eager's page faults (allocator.py)
     device = device or resolve_device(spec.device)
     numeric = apply_numeric_settings(device, spec.fp32_math)
     image_paths = discover_images(list(spec.images)) if with_images and images is None else []  # before weights

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..atomic import json_writer, text_writer
+from ..environment import allocator_text, cpu_kind_text
 from ..formatting import NO_WEIGHTS_FILE, or_missing
 from ..metrics import TensorMetrics
 from ..plotting import ReportFiles, write_report_set
@@ -179,6 +180,7 @@ def render_markdown(doc: LayersDocument) -> str:
         f"{target['runtime']} {target['dtype']}, fp32 math {target['fp32_math']}, "
         f"weights `{target['weights']['source']}` {or_missing(target['weights']['path'], NO_WEIGHTS_FILE)}"
         + (" (same as the reference)" if target["weights_same_as_reference"] else ""),
+        f"- host CPU: {cpu_kind_text(doc.header.environment)}; allocator: {allocator_text(doc.header.environment)}",
         *_rounded_lines(doc.structural_rounded),
         "",
         "## First divergent module",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
+from ..allocator import allocator_kind, allocator_state, configure_allocator
 from ..atomic import json_safe
 from ..devices import caller_torch_state
 from ..errors import EXIT_PARITY_FAILED, EXIT_PASSED, UsageError
@@ -58,6 +59,7 @@ def journal_settings(config: ZooConfig, device: str) -> dict[str, Any]:
             "batch_size": config.batch_size, "warmup": config.warmup, "iters": config.iters,
             "timeout_s": config.timeout_s, "memory_gb": config.memory_gb, "seed": spec.seed,
             "require_pretrained": spec.require_pretrained,
+            "allocator": allocator_kind(allocator_state()),  # it moves eager's latency, and so every speed-up
             # int8 cells' calibration images; absent for the bundled samples (journals from before int8 resume)
             **({"calibration": [str(Path(p).resolve()) for p in config.calibration]} if config.calibration else {})}
 
@@ -68,6 +70,7 @@ def run_zoo(config: ZooConfig | None = None, **overrides: Any) -> ZooResult:
     """Run the sweep; under torchrun every rank calls this and gets the same exit code."""
     config = with_overrides(config or ZooConfig(), **overrides)
     config.validate()
+    configure_allocator()  # as each cell's child process will (same environment): recorded and resumed with it
     models = resolve_models(config)
     cells = plan_cells(models, config)
     ctx, device = init_distributed(config.spec.device, DIST_TIMEOUT_S)

@@ -185,16 +185,18 @@ class ZooDocument:
     models: list[str]
     rows: tuple[ZooRow, ...]
     schema_version: int = SCHEMA_VERSION
+    allocator: str | None = None  # the cells' allocator settings (accelport/allocator.py); None: not recorded
 
     @classmethod
     def build(cls, config: ZooConfig, models: list[str], rows: list[ZooRow], device: str,
               world_size: int) -> ZooDocument:
+        from ..allocator import allocator_state
         from ..environment import package_version
 
         return cls(dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), device, world_size,
                    ZooSettings.of(config),
                    {p: package_version(p) for p in ("torch", "timm", "onnxruntime", "openvino", "accelport")},
-                   list(models), with_speedups(rows))
+                   list(models), with_speedups(rows), allocator=allocator_state()["settings"])
 
     @property
     def columns(self) -> list[str]:
@@ -216,11 +218,12 @@ class ZooDocument:
     def from_json(cls, data: dict[str, Any]) -> ZooDocument:
         return cls(data["created_utc"], data["device"], data["world_size"], ZooSettings(**data["settings"]),
                    data["versions"], data["models"], tuple(ZooRow.from_json(r) for r in data["rows"]),
-                   data["schema_version"])
+                   data["schema_version"], data.get("allocator"))
 
     def to_json(self) -> dict[str, Any]:
         return {"schema_version": self.schema_version, "kind": "accelport-zoo", "created_utc": self.created_utc,
                 "device": self.device, "world_size": self.world_size, "settings": self.settings.to_json(),
+                **({"allocator": self.allocator} if self.allocator is not None else {}),  # older: not recorded
                 "versions": self.versions, "models": self.models, "columns": self.columns, "counts": self.counts,
                 "pass_rate": self.pass_rate, "rows": [row.to_json() for row in self.rows],
                 "pick": [p.to_json() for p in self.pick]}

@@ -64,7 +64,8 @@ def render_markdown(document: ZooDocument, with_pick: bool = True) -> str:
     counts = ", ".join(f"{n} {status}" for status, n in document.counts.items() if n)
     lines = [f"# accelport zoo: {len(document.models)} models x {', '.join(columns)}", "",
              f"Device `{document.device}` ({document.world_size} process(es)); {settings.head}; "
-             f"batch {settings.batch_size}; {counts}; pass rate {document.pass_rate:.1%}. "
+             f"batch {settings.batch_size}; {counts}; pass rate {document.pass_rate:.1%}; allocator: "
+             f"{document.allocator or 'not recorded'}. "
              "Each cell: verdict against the CPU fp32 reference, and speed-up of its mean latency over eager fp32.",
              "", "| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     lines += [f"| {m} | " + " | ".join(cell_text(by_cell.get((m, c))) for c in columns) + " |"
