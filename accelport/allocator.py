@@ -84,7 +84,8 @@ def _preloaded(environ: Mapping[str, str]) -> str | None:
 def configure_allocator(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Set glibc malloc to keep freed memory for this process (see the module docstring), unless
     ``ACCELPORT_ALLOCATOR=default`` or a preloaded allocator says otherwise; returns what ``allocator_state`` will
-    report. A bad value of the variable is a usage error naming it."""
+    report. A bad value of the variable is a usage error naming it. Once set, a later call with ``default`` in the
+    same process keeps it (and says so): glibc's dynamic thresholds cannot be put back as they were."""
     global _state
     environ = os.environ if environ is None else environ
     choice = environ.get(ENV_VAR, "retain").strip().lower() or "retain"
@@ -92,6 +93,10 @@ def configure_allocator(environ: Mapping[str, str] | None = None) -> dict[str, A
         raise UsageError(f"{ENV_VAR}={environ.get(ENV_VAR)!r}: expected one of {', '.join(CHOICES)}")
     preloaded = _preloaded(environ)
     glibc = _glibc()
+    if _state is not None and _state.get("retain") and choice == "default":  # mallopt cannot be taken back
+        _logger.warning("%s=default: this process already keeps freed memory (set by an earlier accelport call in "
+                        "it); that stays, and is what its results record", ENV_VAR)
+        return dict(_state)
     if preloaded:
         _state = {"settings": f"{preloaded} (LD_PRELOAD)", "retain": False}
     elif glibc is None:

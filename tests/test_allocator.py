@@ -159,3 +159,16 @@ def test_every_job_opened_through_the_api_sets_it_too(monkeypatch, tmp_path):
                         if not calls else __import__("torch").device("cpu"))
     context.open_job(JobSpec(model="test_convnext2", out_dir=str(tmp_path)))
     assert calls == ["set"]
+
+
+def test_default_after_retain_in_one_process_keeps_and_records_retain(monkeypatch, caplog):
+    """mallopt cannot be taken back: an API caller that set ACCELPORT_ALLOCATOR=default after an earlier call had
+    set the allocator got results recording glibc's defaults from a process that kept freed memory."""
+    libc = _RecordingLibc(1)
+    monkeypatch.setattr(allocator, "_state", None)
+    monkeypatch.setattr(allocator, "_glibc", lambda: (libc, "2.99"))
+    assert allocator.configure_allocator({})["retain"] is True
+    with caplog.at_level(logging.WARNING, logger="accelport"):
+        state = allocator.configure_allocator({allocator.ENV_VAR: "default"})
+    assert state["retain"] is True and allocator.allocator_state()["retain"] is True
+    assert "ACCELPORT_ALLOCATOR=default: this process already keeps freed memory" in caplog.text

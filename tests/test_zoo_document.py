@@ -92,6 +92,7 @@ def test_a_zoo_resumed_under_another_allocator_is_refused(tmp_path, monkeypatch,
              str(tmp_path)]
     assert main(sweep) == 0
     monkeypatch.setenv(allocator.ENV_VAR, "default")
+    monkeypatch.setattr(allocator, "_state", None)  # a new process: this one cannot take its setting back
     assert main([*sweep, "--resume"]) == 2
     assert "written by a sweep with other settings (allocator)" in capsys.readouterr().err
 

@@ -79,8 +79,8 @@ def read_journals(out_dir: Path, fingerprint: dict[str, Any], files: dict[str, s
                 raise UsageError(f"--resume: {path} line {line.number} is not an image record; delete the journal "
                                  "or drop --resume")
             if line.value is None:
-                warning("%s line %d: incomplete record ignored (the run was cut off while writing it)",
-                                path, line.number)
+                warning("%s line %d: incomplete record ignored (the run was cut off while writing it)", path,
+                        line.number)
                 continue
             row = dict(line.value)
             file = row.pop("file", None)
@@ -102,8 +102,8 @@ def read_journals(out_dir: Path, fingerprint: dict[str, Any], files: dict[str, s
             count, fields = again.get(path, (0, set()))
             again[path] = (count + 1, fields | lacking)
     for path, (count, fields) in sorted(again.items()):
-        warning("--resume: %d record(s) of %s were written by an older accelport (without %s); evaluating "
-                        "those images again", count, path, " and ".join(sorted(fields)))
+        warning("--resume: %d record(s) of %s were written by an older accelport (without %s); evaluating those "
+                "images again", count, path, " and ".join(sorted(fields)))
     return done
 
 
