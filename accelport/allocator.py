@@ -67,9 +67,33 @@ def _mapped_libraries() -> set[str] | None:
     return {os.path.basename(line.split()[-1]) for line in maps.splitlines() if "/" in line}
 
 
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p), ("dli_sname", ctypes.c_char_p),
+                ("dli_saddr", ctypes.c_void_p)]
+
+
+def _malloc_library() -> str | None:
+    """The file of the library whose ``malloc`` this process calls (``dladdr`` on the symbol the global scope
+    resolves), symlinks resolved; None where that cannot be told."""
+    try:
+        libc = ctypes.CDLL(None)
+        dladdr, malloc = libc.dladdr, libc.malloc
+    except (OSError, AttributeError):
+        return None
+    dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+    info = _DlInfo()
+    if not dladdr(ctypes.cast(malloc, ctypes.c_void_p), ctypes.byref(info)) or not info.dli_fname:
+        return None
+    return os.path.basename(os.path.realpath(info.dli_fname.decode(errors="replace")))
+
+
 def _preloaded(environ: Mapping[str, str]) -> str | None:
-    """The allocator library preloaded (``LD_PRELOAD`` or ``/etc/ld.so.preload``) and really loaded: a name the
-    loader could not find is ignored by it, and glibc's malloc stays in charge."""
+    """The allocator library that replaced glibc's ``malloc`` (preloaded through ``LD_PRELOAD`` or
+    ``/etc/ld.so.preload``, under any name or symlink), else None. Where ``dladdr`` cannot tell, a preloaded
+    jemalloc, tcmalloc or mimalloc named there and mapped into the process."""
+    library = _malloc_library()
+    if library is not None:
+        return None if library.startswith(("libc.so", "libc-")) else library
     entries = environ.get("LD_PRELOAD", "").replace(":", " ").split()
     with contextlib.suppress(OSError):
         entries += Path("/etc/ld.so.preload").read_text().split()
@@ -140,12 +164,14 @@ def release_free_memory() -> bool:
 
 def allocator_kind(record: Any) -> str:
     """A short name for an ``environment.allocator`` record, by what moves latencies, not by how it was set: the
-    CLI's ``ACCELPORT_ALLOCATOR=default`` and an API caller that never set it are both "glibc defaults"."""
-    if not isinstance(record, dict) or not isinstance(record.get("settings"), str):
-        return "not recorded (an older accelport)"
-    settings = record["settings"]
-    if record.get("retain") is True:
-        return "glibc, freed memory kept"
-    if settings.endswith("(LD_PRELOAD)"):
-        return settings.replace(" (LD_PRELOAD)", " preloaded")
-    return "not glibc" if settings.startswith("not glibc") else "glibc defaults"
+    CLI's ``ACCELPORT_ALLOCATOR=default`` and an API caller that never set it are both "glibc defaults". A record
+    this module did not write (absent: an older accelport; hand-edited) is "not recorded" or "unrecognised"."""
+    settings = record.get("settings") if isinstance(record, dict) else None
+    retain = record.get("retain") if isinstance(record, dict) else None
+    if not isinstance(settings, str) or not isinstance(retain, bool):
+        return "not recorded"
+    if settings.endswith(" (LD_PRELOAD)"):
+        return f"{settings.removesuffix(' (LD_PRELOAD)')} preloaded"
+    if settings.startswith("glibc malloc"):
+        return "glibc, freed memory kept" if retain else "glibc defaults"
+    return "not glibc" if settings.startswith("not glibc") else "unrecognised"

@@ -6,6 +6,7 @@ import json
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -83,6 +84,7 @@ def test_a_preloaded_allocator_is_left_alone_and_named(monkeypatch):
     libc = _RecordingLibc(1)
     monkeypatch.setattr(allocator, "_state", None)
     monkeypatch.setattr(allocator, "_glibc", lambda: (libc, "2.99"))
+    monkeypatch.setattr(allocator, "_malloc_library", lambda: None)  # dladdr cannot tell: the names decide
     monkeypatch.setattr(allocator, "_mapped_libraries", lambda: {"libc.so.6", "libjemalloc.so.2"})
     state = allocator.configure_allocator({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"})
     assert state == {"settings": "libjemalloc.so.2 (LD_PRELOAD)", "retain": False} and libc.calls == []
@@ -126,6 +128,7 @@ def test_a_preload_the_loader_could_not_find_leaves_glibc_in_charge_and_is_set(m
     libc = _RecordingLibc(1)
     monkeypatch.setattr(allocator, "_state", None)
     monkeypatch.setattr(allocator, "_glibc", lambda: (libc, "2.99"))
+    monkeypatch.setattr(allocator, "_malloc_library", lambda: None)
     monkeypatch.setattr(allocator, "_mapped_libraries", lambda: {"libc.so.6"})
     state = allocator.configure_allocator({"LD_PRELOAD": "/nonexistent/libjemalloc.so.2"})
     assert state["retain"] is True and sorted(libc.calls) == [(-4, 0), (-1, -1)]
@@ -142,9 +145,13 @@ def test_the_kind_compares_what_the_allocator_does_not_how_it_was_set():
     assert allocator.allocator_kind({"settings": allocator.RETAIN_SETTINGS, "retain": True}) == \
         "glibc, freed memory kept"
     assert allocator.allocator_kind({"settings": "libtcmalloc.so.4 (LD_PRELOAD)", "retain": False}) == \
+        allocator.allocator_kind({"settings": "libtcmalloc.so.4 (LD_PRELOAD)", "retain": True}) == \
         "libtcmalloc.so.4 preloaded"
-    assert allocator.allocator_kind(None) == allocator.allocator_kind({"settings": 3}) == \
-        "not recorded (an older accelport)"
+    # absent (an older accelport) or hand-edited: never taken for a kind it does not say
+    assert allocator.allocator_kind(None) == allocator.allocator_kind({"settings": 3, "retain": False}) == \
+        allocator.allocator_kind({"settings": allocator.RETAIN_SETTINGS, "retain": "true"}) == \
+        allocator.allocator_kind({"settings": allocator.RETAIN_SETTINGS}) == "not recorded"
+    assert allocator.allocator_kind({"settings": "garbage", "retain": False}) == "unrecognised"
 
 
 def test_every_job_opened_through_the_api_sets_it_too(monkeypatch, tmp_path):
@@ -172,3 +179,37 @@ def test_default_after_retain_in_one_process_keeps_and_records_retain(monkeypatc
         state = allocator.configure_allocator({allocator.ENV_VAR: "default"})
     assert state["retain"] is True and allocator.allocator_state()["retain"] is True
     assert "ACCELPORT_ALLOCATOR=default: this process already keeps freed memory" in caplog.text
+
+
+@needs_glibc
+def test_the_library_that_serves_malloc_decides_whatever_its_name(monkeypatch):
+    """PyTorch's run_cpu preloads lib{jemalloc,tcmalloc}.so, a symlink to the versioned file: the name in
+    LD_PRELOAD and the one mapped differ, and jemalloc was recorded as glibc with accelport's setting. dladdr on
+    malloc names the library that serves it, under any name."""
+    assert allocator._malloc_library().startswith("libc.so")  # this process: glibc's own malloc
+    monkeypatch.setattr(allocator, "_malloc_library", lambda: "libjemalloc.so.2")
+    assert allocator._preloaded({}) == "libjemalloc.so.2"  # even with LD_PRELOAD unset (/etc/ld.so.preload)
+    monkeypatch.setattr(allocator, "_malloc_library", lambda: "libc.so.6")
+    assert allocator._preloaded({"LD_PRELOAD": "/opt/lib/libtcmalloc.so"}) is None  # named, yet not serving malloc
+
+
+def test_a_really_preloaded_jemalloc_behind_a_symlink_is_named_and_left_alone(tmp_path):
+    """The end-to-end case of the test above, where the machine has jemalloc (not a dependency: skipped without)."""
+    import ctypes.util
+    import os
+
+    found = ctypes.util.find_library("jemalloc")
+    real = next((Path(d) / found for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
+                 if found and (Path(d) / found).exists()), None)
+    if real is None:
+        pytest.skip("no jemalloc on this machine")
+    link = tmp_path / "libjemalloc.so"
+    link.symlink_to(real)
+    env = {**os.environ, "LD_PRELOAD": str(link)}
+    env.pop(allocator.ENV_VAR, None)
+    root = str(Path(allocator.__file__).resolve().parent.parent)
+    code = (f"import sys; sys.path.insert(0, {root!r}); import json; from accelport.allocator import "
+            "configure_allocator; print(json.dumps(configure_allocator()))")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
+                          check=True)
+    assert json.loads(done.stdout) == {"settings": f"{real.name} (LD_PRELOAD)", "retain": False}

@@ -94,7 +94,8 @@ def test_a_zoo_resumed_under_another_allocator_is_refused(tmp_path, monkeypatch,
     monkeypatch.setenv(allocator.ENV_VAR, "default")
     monkeypatch.setattr(allocator, "_state", None)  # a new process: this one cannot take its setting back
     assert main([*sweep, "--resume"]) == 2
-    assert "written by a sweep with other settings (allocator)" in capsys.readouterr().err
+    assert ("written by a sweep with other settings (allocator; allocator 'glibc, freed memory kept' there, 'glibc "
+            "defaults' now, which ACCELPORT_ALLOCATOR sets)") in capsys.readouterr().err
 
 
 def test_saved_zoo_document_reads_back_byte_for_byte():

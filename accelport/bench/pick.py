@@ -127,7 +127,7 @@ def _mismatch(document: BenchDocument, loaded: LoadedModel, device: torch.device
         there, now = allocator_kind(document.environment.get("allocator")), allocator_kind(here.get("allocator"))
         if there == now:
             return None
-        return (f"another allocator ({there} there, {now} here: it moves PyTorch's latencies, see "
+        return (f"another allocator ({there!r} there, {now!r} here: it moves PyTorch's latencies, see "
                 "accelport/allocator.py and ACCELPORT_ALLOCATOR)")
     if not isinstance(document.environment.get("cpu_id"), dict):
         return (f"a CPU whose family and model it does not record (an older accelport wrote it; this one is "

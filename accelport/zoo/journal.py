@@ -47,10 +47,14 @@ def read_journal(path: Path, settings: dict[str, Any]) -> dict[str, dict[str, An
     if not header or header.get("journal") != JOURNAL_KIND or header.get("version") != JOURNAL_VERSION:
         raise UsageError(f"--resume: {path} is not an accelport zoo journal (version {JOURNAL_VERSION}); "
                          "delete it or drop --resume")
-    differs = journal.differing_keys(journal.canonical(settings), header.get("settings", {}))
+    written = header.get("settings", {})
+    differs = journal.differing_keys(journal.canonical(settings), written)
     if differs:
-        raise UsageError(f"--resume: {path} was written by a sweep with other settings ({', '.join(differs)}); use "
-                         "another --out-dir, the same settings, or drop --resume to start over")
+        allocator = "" if "allocator" not in differs else (
+            f"; allocator {written.get('allocator', 'not recorded: an older accelport wrote it')!r} there, "
+            f"{settings.get('allocator')!r} now, which ACCELPORT_ALLOCATOR sets")
+        raise UsageError(f"--resume: {path} was written by a sweep with other settings ({', '.join(differs)}"
+                         f"{allocator}); use another --out-dir, the same settings, or drop --resume to start over")
     rows: dict[str, dict[str, Any]] = {}
     for line in lines[1:]:
         row = line.value
