@@ -173,6 +173,15 @@ def zero_target_cause(precision: str, random_init: bool) -> str:
         ": random-init weights make them tiny, use real --weights" if random_init else "")
 
 
+def zero_target_caution(zeros: Sequence[str], total: int, precision: str, random_init: bool) -> str | None:
+    """run's and layers' caution when the target returned all zeros where the reference did not: the metrics
+    alone read cosine 0, which says nothing of why."""
+    if not zeros:
+        return None
+    return (f"caution: the target's outputs are all zero for {len(zeros)} of {total} image(s) where the reference's "
+            f"are not ({listed(zeros)}){zero_target_cause(precision, random_init)}")
+
+
 def zero_reference_where(zeros: Sequence[str], total: int) -> str | None:
     """The detail of a failing ``zero_reference_outputs`` check (run, bench, layers and eval say it alike)."""
     if not zeros:

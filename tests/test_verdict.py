@@ -206,7 +206,7 @@ def test_a_reference_whose_logits_are_all_zero_fails_as_proving_nothing(tmp_path
     assert "reading:" not in (tmp_path / "dead-bf16" / "accuracy_compare.log").read_text()
 
 
-def test_a_target_that_outputs_only_zeros_is_said_so(tmp_path, seeded_state, weights_files, two_images):
+def test_a_target_that_outputs_only_zeros_is_said_so(tmp_path, seeded_state, weights_files, two_images, capsys):
     """lcnet_050's int8 program returned all zeros on random init (its logits ~1e-7 rounded away): the report
     showed cosine 0 and rel L2 1 and said nothing of why. Here a port whose classifier lost its weights."""
     dead = {k: (torch.zeros_like(v) if k.startswith("head.fc.") else v) for k, v in seeded_state.items()}
@@ -231,6 +231,15 @@ def test_a_target_that_outputs_only_zeros_is_said_so(tmp_path, seeded_state, wei
     clean = accelport.run(weights=str(weights_files["clean"]), device="cpu", images=tuple(two_images[:1]), iters=1,
                           warmup=0, out_dir=str(tmp_path / "clean"))
     assert "zero_target_images" not in clean.summary["parity"]
+    # layers named the first divergent module and said nothing of the zeros
+    capsys.readouterr()
+    assert main(["layers", "--weights", str(weights_files["clean"]), "--target-weights",
+                 str(tmp_path / "dead_head.safetensors"), "--device", "cpu", "--images", *map(str, two_images),
+                 "--out-dir", str(tmp_path / "layers")]) == 1
+    said = "caution: the target's outputs are all zero for 2 of 2 image(s) where the reference's are not"
+    assert said in capsys.readouterr().out and said in (tmp_path / "layers" / "layers.md").read_text()
+    verdict = json.loads((tmp_path / "layers" / "layers.json").read_text())["output_verdict"]
+    assert verdict["zero_target_images"] == [str(p) for p in two_images]
 
 
 @pytest.mark.parametrize("precision, random_init, expected", [

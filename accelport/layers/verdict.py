@@ -65,6 +65,8 @@ class OutputVerdict:
             "fastest_growth": self.fastest_growth,
             "checks": [vars(c) for c in self.parity.checks] if self.parity else None,
             "structural_checks": [vars(c) for c in self.structural.checks] if self.structural else None,
+            # as run's summary.json: the images whose target output is all zeros where the reference's is not
+            **({"zero_target_images": self.parity.zero_target} if self.parity and self.parity.zero_target else {}),
         }
 
 

@@ -16,13 +16,12 @@ from ..formatting import (
     NO_WEIGHTS_FILE,
     comparison_text,
     format_comparison,
-    listed,
     markdown_cell,
     or_missing,
     printable,
     short_paths,
 )
-from ..parity import baseline_ratios
+from ..parity import baseline_ratios, zero_target_caution
 from ..plotting import write_report_set
 from ..proofs import own_error_reading, reads_as_own_error
 
@@ -93,16 +92,9 @@ def _load_line(latency: LatencyReport) -> str:
 
 def _zero_target_lines(summary: RunSummary) -> list[str]:
     """Say it when the target returned all zeros where the reference did not: the metrics alone read cosine 0."""
-    zeros = summary.parity.zero_target
-    if not zeros:
-        return []
-    int8 = ""
-    if summary.criteria.precision == "int8":
-        int8 = " (int8: activations smaller than the quantiser's scales round to zero" + (
-            ")" if summary.weights.pretrained_used else "; random-init weights make them tiny: check the reference's "
-            "output magnitude and rerun with real --weights)")
-    return [f"caution: the target's outputs are all zero for {len(zeros)} of {len(summary.parity.samples)} image(s) "
-            f"where the reference's are not ({listed(zeros)}){int8}"]
+    caution = zero_target_caution(summary.parity.zero_target, len(summary.parity.samples),
+                                  summary.criteria.precision, not summary.weights.pretrained_used)
+    return [caution] if caution else []
 
 
 def _input_blind_lines(summary: RunSummary) -> list[str]:
