@@ -16,6 +16,7 @@ from .devices import FP32_MATH_MODES
 from .errors import EXIT_PARITY_FAILED, EXIT_PASSED
 from .job.spec import RUNTIME_OPTIONS, JobSpec, Target
 from .runners import INPUT_DTYPES
+from .runners.base import INT8_REMAINDERS
 
 DEVICE_HELP = "auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps (default: %(default)s)"
 
@@ -150,6 +151,10 @@ def _add_runtime_options(group: argparse._ActionsContainer, judged_flag: str) ->
                             "(default: one request per stream)")
     add_calibration_argument(group, "--dtype int8: images the engine's quantiser calibrates on (files/folders); keep "
                                     f"them apart from {judged_flag} (default: the bundled samples)")
+    group.add_argument("--int8-remainder", default=RUNTIME_OPTIONS["int8_remainder"], choices=INT8_REMAINDERS,
+                       help="OpenVINO --dtype int8 only: the precision of the float work between the int8 layers "
+                            "(bf16 needs a CPU with bf16 arithmetic; faster or slower by CPU and batch size, which "
+                            "bench measures; default: %(default)s)")
 
 
 def add_calibration_argument(group: argparse._ActionsContainer, help: str) -> None:  # noqa: A002

@@ -77,6 +77,7 @@ class AutoChoice:
     table: list[dict[str, Any]] = field(default_factory=list)
     streams: int = 1
     micro_batch: int | None = None
+    int8_remainder: str = "fp32"  # OpenVINO int8's float remainder (bench measured both where the CPU has bf16)
     threads: int | None = None  # the intra-op threads it was measured with (None: documents without the count)
     best_peer: str | None = None  # the fastest hand-written recipe of the bench (bench/peers.py)
     ratio_to_best_peer: float | None = None  # paired: the pick's p50 over the best peer's (< 1: the pick is faster)
@@ -88,8 +89,8 @@ class AutoChoice:
         """``target`` (runtime "auto") with the chosen runtime, layout, OpenVINO options and thread count (a
         --threads the user gave wins)."""
         return replace(target, runtime=self.runtime, channels_last=self.channels_last,
-                       threads=target.threads or self.threads).with_options(streams=self.streams,
-                                                                           micro_batch=self.micro_batch)
+                       threads=target.threads or self.threads).with_options(
+            streams=self.streams, micro_batch=self.micro_batch, int8_remainder=self.int8_remainder)
 
 
 def add_picks(document: BenchDocument, batch_sizes: tuple[int, ...] | list[int]) -> BenchDocument:
@@ -149,7 +150,7 @@ def _choose(document: dict[str, Any], target: Target, source: str) -> AutoChoice
                       f"fastest {target.dtype} configuration passing parity at batch {target.batch_size}: "
                       f"{best['label']} ({best['latency']['p50_ms']:.3f} ms p50){peer_summary(peer)}",
                       justification(document["rows"], target.batch_size), streams=best.get("streams", 1),
-                      micro_batch=best.get("micro_batch") or None,
+                      micro_batch=best.get("micro_batch") or None, int8_remainder=best.get("int8_remainder") or "fp32",
                       threads=_usable_thread_count(best.get("threads") or document.get("settings", {}).get("threads")),
                       best_peer=peer.get("best_peer"),
                       ratio_to_best_peer=peer.get("ratio_to_best_peer"))

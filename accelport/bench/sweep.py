@@ -44,6 +44,7 @@ class Configuration:
     micro_batch: int = 0  # 0: one request per stream
     peer: str = ""  # a hand-written recipe of bench/peers.py (measured, never picked), else accelport's own
     threads: int = 0  # intra-op threads; 0: the sweep's common count (SweepSettings.threads)
+    int8_remainder: str = ""  # OpenVINO int8's float work in another precision ("bf16"); "": fp32, the default
 
     @property
     def kind(self) -> str:
@@ -56,13 +57,15 @@ class Configuration:
         return (f"{self.runtime} {self.dtype}" + (" channels-last" if self.channels_last else "")
                 + (f" {self.streams} streams" if self.streams > 1 else "")
                 + (f" micro-batch {self.micro_batch}" if self.micro_batch else "")
+                + (f" {self.int8_remainder} remainder" if self.int8_remainder else "")
                 + (f" {self.threads} thread{'s' if self.threads > 1 else ''}" if self.threads else ""))
 
     def to_json(self) -> dict[str, Any]:
         return {"label": self.label, "runtime": self.runtime, "dtype": self.dtype, "channels_last": self.channels_last,
                 "streams": self.streams, "micro_batch": self.micro_batch, "kind": self.kind,
                 "peer": self.peer or (BASELINE_PEER if self.kind == "baseline" else None),
-                **({"threads": self.threads} if self.threads else {})}
+                **({"threads": self.threads} if self.threads else {}),
+                **({"int8_remainder": self.int8_remainder} if self.int8_remainder else {})}
 
     def splits(self, batch_size: int) -> bool:
         """Whether this configuration splits a batch of ``batch_size`` at all (else it repeats a simpler one)."""
@@ -97,6 +100,9 @@ def plan_configurations(runtimes: tuple[str, ...], dtypes: tuple[str, ...], chan
                    for micro in (micro_batches if splits else (0,))]
             planned += own + [replace(c, threads=n) for c in own if c.streams == 1 and not c.micro_batch
                               for n in threads]
+            if runtime == "openvino" and dtype == "int8":  # its float remainder in bf16 too: which is faster
+                # depends on the CPU and the batch (docs/int8.md); a CPU without bf16 says so in its row
+                planned += [replace(c, int8_remainder="bf16") for c in own]
     if peers:
         planned += [Configuration(RECIPES[name].runtime, dtype, RECIPES[name].channels_last, peer=name)
                     for name, dtype in peer_names(dtypes)]
@@ -192,7 +198,8 @@ class _Sweep:
         calibration = {"calibration": settings.calibration} if dtype in QUANTIZED_DTYPES else {}
         return create_runner(config.runtime, self.model, self.device, dtype, config.channels_last,
                              threads=config.threads or settings.threads, cache_dir=settings.cache_dir,
-                             streams=config.streams, micro_batch=config.micro_batch or None, **calibration)
+                             streams=config.streams, micro_batch=config.micro_batch or None, **calibration,
+                             **({"int8_remainder": config.int8_remainder} if config.int8_remainder else {}))
 
     def _proof(self, config: Configuration, batch_size: int) -> Proof | None:
         """For a quantised point, and a half-precision one when the sweep runs a port (``prove_half_precision``),

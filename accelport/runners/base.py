@@ -79,7 +79,10 @@ OPTIONS: dict[str, RunnerOption] = {
     "micro_batch": RunnerOption("--micro-batch", None, "OpenVINO", "splits a batch into requests", minimum=1),
     "calibration": RunnerOption("--calibration", (), "the int8 runtimes (onnxruntime, openvino, compile)",
                                 "calibrate a quantiser"),
+    "int8_remainder": RunnerOption("--int8-remainder", "fp32", "OpenVINO",
+                                   "runs the float work between an int8 model's int8 layers in bf16"),
 }
+INT8_REMAINDERS = ("fp32", "bf16")  # --int8-remainder's values
 
 
 class Runner(ABC):

@@ -26,8 +26,8 @@ import numpy as np
 import openvino as ov
 import torch
 
-from ..errors import RuntimeUnavailableError
-from .base import Runner, request_count
+from ..errors import RuntimeUnavailableError, UsageError
+from .base import INT8_REMAINDERS, Runner, request_count
 from .cache import default_cache_dir
 from .graph_ops import GraphOp, openvino_ops
 from .onnx_export import EXPORTERS, export_onnx, onnx_cache_entry
@@ -76,16 +76,24 @@ def split_bounds(batch_size: int, parts: int) -> list[tuple[int, int]]:
 class OpenVinoRunner(Runner):
     name = "openvino"
     # requests of a batch, queued on parallel execution streams; --dtype int8: nncf.quantize's calibration images
-    options = frozenset({"streams", "micro_batch", "calibration"})
+    # --int8-remainder: the precision of the float work between NNCF's int8 layers (f32 by default; bf16 was 14 %
+    # faster at batch 32 on a Zen 5, slower at batch 1 and on the AMX Xeon: docs/int8.md, so bench measures both)
+    options = frozenset({"streams", "micro_batch", "calibration", "int8_remainder"})
 
     def _check_options(self, values: dict[str, Any]) -> dict[str, Any]:
+        remainder = values["int8_remainder"]
+        if remainder not in INT8_REMAINDERS:
+            raise UsageError(f"--int8-remainder {remainder!r}: choose one of {', '.join(INT8_REMAINDERS)}")
+        # a float model has no remainder: the int8 target's structural proof runs this runner in fp32 with the
+        # target's options (Target.validate refuses the flag with another --dtype)
+        self.int8_remainder = remainder if self.dtype == "int8" else "fp32"
         streams, micro_batch = values["streams"], values["micro_batch"]  # >= 1 each (base.OPTIONS checked them)
         if streams > self.threads:
             raise RuntimeUnavailableError(f"--streams {streams} with {self.threads} thread(s): each OpenVINO "
                                           f"stream needs a thread of its own; use --streams {self.threads} or fewer")
         self.streams = int(streams)
         self.micro_batch = int(micro_batch) if micro_batch else None
-        return {"streams": self.streams, "micro_batch": self.micro_batch}
+        return {"streams": self.streams, "micro_batch": self.micro_batch, "int8_remainder": self.int8_remainder}
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -98,6 +106,9 @@ class OpenVinoRunner(Runner):
                                           "own blocked layouts; drop the flag")
         self._core = shared_core()
         capabilities = self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        if self.int8_remainder == "bf16" and "BF16" not in capabilities:
+            raise RuntimeUnavailableError(f"--int8-remainder bf16: this CPU has no BF16 support in OpenVINO "
+                                          f"(capabilities: {', '.join(capabilities)}); drop it")
         needed = _CAPABILITY.get(self.dtype)
         if needed and needed not in capabilities:
             cpu = self._core.get_property("CPU", "FULL_DEVICE_NAME")
@@ -116,9 +127,9 @@ class OpenVinoRunner(Runner):
         # One folder per setting that changes the numbers or the plan: OpenVINO's own blob key does not hold the
         # precision hint, so an f32 blob would otherwise be reused for --dtype fp16 (and reported as fp16).
         self._blob_cache = ((self.cache_dir or default_cache_dir()) / "openvino"
-                            / f"{_HINT[self.dtype]}-threads{self.threads}-streams{self.streams}")
+                            / f"{self._hint}-threads{self.threads}-streams{self.streams}")
         self._config = {"CACHE_DIR": str(self._blob_cache),  # per compilation: the Core is shared
-                        "INFERENCE_PRECISION_HINT": _HINT[self.dtype], "INFERENCE_NUM_THREADS": self.threads,
+                        "INFERENCE_PRECISION_HINT": self._hint, "INFERENCE_NUM_THREADS": self.threads,
                         "PERFORMANCE_HINT": "LATENCY" if self.streams == 1 else "THROUGHPUT",
                         "NUM_STREAMS": self.streams}
 
@@ -219,16 +230,22 @@ class OpenVinoRunner(Runner):
         config.pop("CACHE_DIR")  # a one-off program: no blob in the cache
         compiled = self._core.compile_model(model, "CPU", config)
         effective = _float_precision(compiled)
-        expected = "fp32" if self.dtype == "int8" else self.dtype
+        expected = self.int8_remainder if self.dtype == "int8" else self.dtype
         if effective != expected:
             raise RuntimeUnavailableError(f"--runtime openvino --dtype {self.dtype}: OpenVINO compiled the tapped "
                                           f"model in {effective}, not {expected}")
         return compiled, index
 
+    @property
+    def _hint(self) -> str:
+        """OpenVINO's INFERENCE_PRECISION_HINT: the dtype's, and for int8 the float remainder's."""
+        return _HINT[self.int8_remainder] if self.dtype == "int8" else _HINT[self.dtype]
+
     def _check_int8(self, compiled: Any, float_precision: str) -> str:
-        """int8 is what the compiled graph executes: its compute layers read back, with f32 for the rest."""
+        """int8 is what the compiled graph executes: its compute layers read back, with the float remainder in
+        the precision asked (--int8-remainder) for the rest."""
         self._int8_layers = openvino_int8_layers(compiled)
-        if float_precision != "fp32" or not self._int8_layers["int8"]:
+        if float_precision != self.int8_remainder or not self._int8_layers["int8"]:
             return f"{float_precision} (int8 layers: {self._int8_layers['int8']})"
         return "int8"
 
@@ -258,12 +275,12 @@ class OpenVinoRunner(Runner):
             read_back = {"inference_num_threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
                          "num_streams": int(compiled.get_property("NUM_STREAMS")),
                          "performance_hint": str(compiled.get_property("PERFORMANCE_HINT"))}
-        return {"openvino": ov.get_version(), "precision_hint": _HINT[self.dtype],
+        return {"openvino": ov.get_version(), "precision_hint": self._hint,
                 "effective_precision": self._effective, "static_shapes": [list(s) for s in self._parts],
                 "part_batch_sizes": sorted(self._compiled),
                 "compiled_blob_cache": str(getattr(self, "_blob_cache", "")) or None, **read_back, **self._export_info,
-                **({"compute_layers": getattr(self, "_int8_layers", None), **self._calibration.to_json()}
-                   if self.dtype == "int8" else {})}
+                **({"compute_layers": getattr(self, "_int8_layers", None), "int8_remainder": self.int8_remainder,
+                    **self._calibration.to_json()} if self.dtype == "int8" else {})}
 
     def _close_impl(self) -> None:
         self._parts.clear()
