@@ -716,6 +716,15 @@ def test_openvino_int8_with_its_float_remainder_in_bf16_runs_it_there_and_says_s
     assert (target["int8_remainder"], target["precision_hint"], target["effective_precision"]) == ("bf16", "bf16",
                                                                                                     "int8")
     assert target["compute_layers"]["int8"] > 0
+    assert "float work between int8 layers in bf16" in (tmp_path / "report.md").read_text()  # not only in JSON
+
+
+def test_a_bad_int8_remainder_from_the_api_is_refused_before_any_model_is_built(tmp_path):
+    from accelport.errors import UsageError
+
+    with pytest.raises(UsageError, match="--int8-remainder 'BF16': choose one of fp32, bf16"):
+        accelport.run(model="no_such_model_anywhere", runtime="openvino", dtype="int8", int8_remainder="BF16",
+                      out_dir=str(tmp_path))
 
 
 @pytest.mark.parametrize("args, said", [
@@ -745,3 +754,21 @@ def test_bench_plans_openvino_int8_with_both_remainders_and_the_pick_carries_the
     choice = _choose({"rows": [row], "settings": {}}, Target(runtime="auto", dtype="int8", batch_size=32), "bench")
     target = choice.applied_to(Target(runtime="auto", dtype="int8", batch_size=32))
     assert (target.runtime, target.option("streams"), target.option("int8_remainder")) == ("openvino", 2, "bf16")
+
+
+def test_openvino_options_the_user_gives_win_over_the_pick_or_are_said_unused(caplog):
+    """run --runtime auto --int8-remainder bf16 ran the pick's fp32 remainder without a word (and --streams too),
+    where a --threads the user gives wins."""
+    import logging
+
+    from accelport.bench.pick import AutoChoice
+    from accelport.job import Target
+
+    asked = Target(runtime="auto", dtype="int8", batch_size=32).with_options(int8_remainder="bf16", streams=2)
+    openvino = AutoChoice("openvino", False, "int8", 32, "bench.json", "fastest", micro_batch=4)
+    target = openvino.applied_to(asked)
+    assert (target.option("int8_remainder"), target.option("streams"), target.option("micro_batch")) == ("bf16", 2, 4)
+    with caplog.at_level(logging.WARNING, logger="accelport"):
+        target = AutoChoice("compile", True, "int8", 32, "bench.json", "fastest").applied_to(asked)
+    assert (target.runtime, target.options) == ("compile", ())
+    assert "--runtime auto picked compile: --int8-remainder bf16, --streams 2 apply to OpenVINO only" in caplog.text

@@ -86,11 +86,19 @@ class AutoChoice:
         return asdict(self)
 
     def applied_to(self, target: Target) -> Target:
-        """``target`` (runtime "auto") with the chosen runtime, layout, OpenVINO options and thread count (a
-        --threads the user gave wins)."""
+        """``target`` (runtime "auto") with the chosen runtime, layout, OpenVINO options and thread count; a
+        --threads, and an OpenVINO option (--streams, --micro-batch, --int8-remainder) the user gave, win, as the
+        user asked; OpenVINO's options on another pick are said and dropped."""
+        picked = {"streams": self.streams, "micro_batch": self.micro_batch, "int8_remainder": self.int8_remainder}
+        given = {name: value for name, value in target.options if name in picked}  # only values off their defaults
+        if given and self.runtime != "openvino":
+            _logger.warning("--runtime auto picked %s: %s apply to OpenVINO only and are not used", self.runtime,
+                            ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in given.items()))
+        elif given:
+            picked.update(given)
         return replace(target, runtime=self.runtime, channels_last=self.channels_last,
-                       threads=target.threads or self.threads).with_options(
-            streams=self.streams, micro_batch=self.micro_batch, int8_remainder=self.int8_remainder)
+                       threads=target.threads or self.threads,
+                       options=tuple((k, v) for k, v in target.options if k not in picked)).with_options(**picked)
 
 
 def add_picks(document: BenchDocument, batch_sizes: tuple[int, ...] | list[int]) -> BenchDocument:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from ..environment import check_thread_count
 from ..errors import UsageError
 from ..models import DEFAULT_MODEL
-from ..runners.base import OPTIONS
+from ..runners.base import INT8_REMAINDERS, OPTIONS
 
 # Runtime-specific options a Target carries to its runner with their "not used" values: OpenVINO's --streams and
 # --micro-batch, the int8 --calibration images (runners/base.OPTIONS: their ranges, and which runtime takes them).
@@ -116,6 +116,9 @@ class Target:
             raise UsageError(f"--dtype {self.dtype!r}: choose one of {', '.join(INPUT_DTYPES)}")
         for name, value in self.options:  # before any model is loaded; the runtime checks what applies to it
             OPTIONS[name].check(value)
+        if self.option("int8_remainder") not in INT8_REMAINDERS:  # before any model is built
+            raise UsageError(f"--int8-remainder {self.option('int8_remainder')!r}: choose one of "
+                             f"{', '.join(INT8_REMAINDERS)}")
         if self.option("int8_remainder") != "fp32" and self.dtype != "int8":
             raise UsageError(f"--int8-remainder {self.option('int8_remainder')} applies to --dtype int8 only")
         if self.option("calibration") and self.dtype not in QUANTIZED_DTYPES:

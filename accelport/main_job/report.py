@@ -163,10 +163,11 @@ def _calibration_line(target: dict[str, Any]) -> str | None:
     seen = "" if overlap is None else (f"; {overlap} of the judged images were also calibration images"
                                        + (" (flatters the verdict: judge on other images with --images)"
                                           if overlap else ""))
+    remainder = target.get("int8_float_remainder") or (  # compile's rule, or OpenVINO's --int8-remainder
+        target.get("int8_remainder") if target.get("runtime") == "openvino" else None)
     return (f"int8 by {target.get('quantizer', 'the engine')}, calibrated on {target['calibration_images']} "
             f"image(s) from {target.get('calibration_source')}{seen}"
-            + (f"; float work between int8 layers in {target['int8_float_remainder']}"
-               if target.get("int8_float_remainder") else ""))
+            + (f"; float work between int8 layers in {remainder}" if remainder else ""))
 
 
 def render_log(summary: RunSummary) -> str:
