@@ -115,12 +115,12 @@ def configure_allocator(environ: Mapping[str, str] | None = None) -> dict[str, A
     choice = environ.get(ENV_VAR, "retain").strip().lower() or "retain"
     if choice not in CHOICES:
         raise UsageError(f"{ENV_VAR}={environ.get(ENV_VAR)!r}: expected one of {', '.join(CHOICES)}")
-    preloaded = _preloaded(environ)
-    glibc = _glibc()
     if _state is not None and _state.get("retain") and choice == "default":  # mallopt cannot be taken back
         _logger.warning("%s=default: this process already keeps freed memory (set by an earlier accelport call in "
                         "it); that stays, and is what its results record", ENV_VAR)
         return dict(_state)
+    preloaded = _preloaded(environ)
+    glibc = _glibc()
     if preloaded:
         _state = {"settings": f"{preloaded} (LD_PRELOAD)", "retain": False}
     elif glibc is None:

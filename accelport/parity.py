@@ -173,13 +173,13 @@ def zero_target_cause(precision: str, random_init: bool) -> str:
         ": random-init weights make them tiny, use real --weights" if random_init else "")
 
 
-def zero_target_caution(zeros: Sequence[str], total: int, precision: str, random_init: bool) -> str | None:
-    """run's and layers' caution when the target returned all zeros where the reference did not: the metrics
-    alone read cosine 0, which says nothing of why."""
-    if not zeros:
+def zero_target_caution(count: int, total: int, which: str, precision: str, random_init: bool) -> str | None:
+    """run's, layers' and eval's caution when the target returned all zeros where the reference did not (``which``:
+    the images named, or some of them): the metrics alone read cosine 0, which says nothing of why."""
+    if not count:
         return None
-    return (f"caution: the target's outputs are all zero for {len(zeros)} of {total} image(s) where the reference's "
-            f"are not ({listed(zeros)}){zero_target_cause(precision, random_init)}")
+    return (f"caution: the target's outputs are all zero for {count} of {total} image(s) where the reference's are "
+            f"not ({which}){zero_target_cause(precision, random_init)}")
 
 
 def zero_reference_where(zeros: Sequence[str], total: int) -> str | None:

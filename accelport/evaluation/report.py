@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ..atomic import json_writer, text_writer
 from ..environment import allocator_text, cpu_kind_text
 from ..formatting import NO_WEIGHTS_FILE, format_comparison, markdown_cell, or_missing
-from ..parity import zero_target_cause
+from ..parity import zero_target_caution as parity_caution
 from ..plotting import write_report_set
 
 if TYPE_CHECKING:
@@ -67,13 +67,9 @@ def render_markdown(doc: EvalDocument, histogram: str | None) -> str:
 def zero_target_caution(doc: EvalDocument) -> str | None:
     """run's caution at dataset scale: the target returned all zeros where the reference did not (the figures read
     only cosine 0 and rel L2 1 there); int8 names the usual cause."""
-    count = doc.agreement.get("zero_target_count") or 0
-    if not count:
-        return None
     examples = ", ".join(doc.agreement.get("zero_target_examples") or [])
-    cause = zero_target_cause(str(doc.target.get("dtype")), not doc.weights.pretrained_used)
-    return (f"caution: the target's outputs are all zero for {count} of {doc.dataset.num_evaluated} image(s) where "
-            f"the reference's are not (e.g. {examples}){cause}")
+    return parity_caution(doc.agreement.get("zero_target_count") or 0, doc.dataset.num_evaluated,
+                               f"e.g. {examples}", str(doc.target.get("dtype")), not doc.weights.pretrained_used)
 
 
 def _figure_lines(doc: EvalDocument, histogram: str | None) -> list[str]:

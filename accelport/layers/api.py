@@ -19,7 +19,6 @@ from ..job.header import REFERENCE, DocumentHeader, model_record, target_record,
 from ..job.result import CommandResult
 from ..job.spec import with_overrides
 from ..out_dir_lock import job_scope
-from ..parity import zero_target_caution
 from ..runners import DTYPES, create_runner
 from .capture import TargetCast
 from .compare import LayerComparison, compare_engine_layers, compare_layers
@@ -159,10 +158,7 @@ def describe_first_divergent(result: LayersResult) -> list[str]:
         if any(earliest.values()):  # the answer: where either pass diverges first (LayersDocument.first_divergent)
             lines.append("answer    the earlier of the two passes: " + ", ".join(
                 f"{mode} {found.row.key if found else 'none'}" for mode, found in earliest.items()))
-    parity = document.verdict.parity
-    caution = None if parity is None else zero_target_caution(
-        parity.zero_target, len(parity.samples), parity.criteria.precision,
-        not (document.header.target or {}).get("weights", {}).get("pretrained_used", True))
+    caution = document.zero_target_caution()
     return lines + ([caution] if caution else []) + verdict_lines(document.to_json())
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..formatting import listed
+from ..parity import zero_target_caution
 from . import render
 from .render import Divergence, first_divergence
 from .verdict import FAILING, OutputVerdict, layers_status
@@ -48,6 +50,16 @@ class LayersDocument:
     @property
     def diverged(self) -> bool:
         return self.status in FAILING
+
+    def zero_target_caution(self) -> str | None:
+        """run's caution when the target's model output is all zeros where the reference's is not (console and
+        layers.md): the first divergent module alone does not say it."""
+        parity = self.verdict.parity
+        if parity is None:
+            return None
+        random_init = not (self.header.target or {}).get("weights", {}).get("pretrained_used", True)
+        return zero_target_caution(len(parity.zero_target), len(parity.samples), listed(parity.zero_target),
+                                   parity.criteria.precision, random_init)
 
     def first_divergent(self, mode: str) -> Divergence | None:
         """In ``mode``, the earlier of the target's own first divergent module and the strict fp32 pass's (where it

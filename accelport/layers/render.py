@@ -14,7 +14,6 @@ from ..atomic import json_writer, text_writer
 from ..environment import allocator_text, cpu_kind_text
 from ..formatting import NO_WEIGHTS_FILE, or_missing
 from ..metrics import TensorMetrics
-from ..parity import zero_target_caution
 from ..plotting import ReportFiles, write_report_set
 from ..proofs import rounding_text
 from .compare import DIVERGENCE_RULE
@@ -98,13 +97,11 @@ _VERDICTS = {"diverged": "a divergent module was found",
              "no-divergence": "no module diverges"}
 
 
-def _output_lines(verdict: OutputVerdict, random_init: bool) -> list[str]:
+def _output_lines(verdict: OutputVerdict, caution: str | None) -> list[str]:
     """The model's output judged as `accelport run` judges it: the checks that fail, where the error grows most,
     and run's caution when the target's output is all zeros (the first divergent module alone does not say it)."""
     if verdict.parity is None:  # the model's output was not captured: not judged
         return []
-    parity = verdict.parity
-    caution = zero_target_caution(parity.zero_target, len(parity.samples), parity.criteria.precision, random_init)
     lines = ["## The model's output, judged as `accelport run` judges it", ""]
     if caution:
         lines += [f"**{caution}**", ""]
@@ -198,7 +195,7 @@ def render_markdown(doc: LayersDocument) -> str:
         "",
         f"Rule: {DIVERGENCE_RULE}",
         "",
-        *_output_lines(doc.verdict, not target["weights"].get("pretrained_used", True)),
+        *_output_lines(doc.verdict, doc.zero_target_caution()),
         f"![relative L2 error and cosine by module]({FILES['plot']})",
         "",
         *_memory_lines(comparison.memory),

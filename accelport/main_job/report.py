@@ -16,6 +16,7 @@ from ..formatting import (
     NO_WEIGHTS_FILE,
     comparison_text,
     format_comparison,
+    listed,
     markdown_cell,
     or_missing,
     printable,
@@ -92,8 +93,9 @@ def _load_line(latency: LatencyReport) -> str:
 
 def _zero_target_lines(summary: RunSummary) -> list[str]:
     """Say it when the target returned all zeros where the reference did not: the metrics alone read cosine 0."""
-    caution = zero_target_caution(summary.parity.zero_target, len(summary.parity.samples),
-                                  summary.criteria.precision, not summary.weights.pretrained_used)
+    zeros = summary.parity.zero_target
+    caution = zero_target_caution(len(zeros), len(summary.parity.samples), listed(zeros), summary.criteria.precision,
+                                  not summary.weights.pretrained_used)
     return [caution] if caution else []
 
 
