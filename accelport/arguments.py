@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .allocator import configure_allocator
 from .devices import FP32_MATH_MODES
-from .errors import EXIT_PARITY_FAILED, EXIT_PASSED
+from .errors import EXIT_PARITY_FAILED, EXIT_PASSED, UsageError
 from .job.spec import RUNTIME_OPTIONS, JobSpec, Target
 from .runners import INPUT_DTYPES
 from .runners.base import INT8_REMAINDERS
@@ -151,10 +152,16 @@ def _add_runtime_options(group: argparse._ActionsContainer, judged_flag: str) ->
                             "(default: one request per stream)")
     add_calibration_argument(group, "--dtype int8: images the engine's quantiser calibrates on (files/folders); keep "
                                     f"them apart from {judged_flag} (default: the bundled samples)")
+    add_int8_remainder_argument(group)
+
+
+def add_int8_remainder_argument(group: argparse._ActionsContainer) -> None:
+    """--int8-remainder {fp32,bf16}: OpenVINO int8's float work (run, eval, layers); not given is fp32, but an
+    explicit fp32 is kept, so it wins over a bf16 pick of ``run --runtime auto``."""
     group.add_argument("--int8-remainder", default=RUNTIME_OPTIONS["int8_remainder"], choices=INT8_REMAINDERS,
                        help="OpenVINO --dtype int8 only: the precision of the float work between the int8 layers "
                             "(bf16 needs a CPU with bf16 arithmetic; faster or slower by CPU and batch size, which "
-                            "bench measures; default: %(default)s)")
+                            "bench measures; default: fp32, or with --runtime auto the bench's pick)")
 
 
 def add_calibration_argument(group: argparse._ActionsContainer, help: str) -> None:  # noqa: A002
@@ -205,3 +212,12 @@ def target_from_args(args: argparse.Namespace) -> Target:
 def configure_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+
+
+def set_allocator_or_exit(parser: argparse.ArgumentParser) -> None:
+    """The allocator as the CLI sets it (allocator.py), for the scripts under benchmarks/: a bad
+    ACCELPORT_ALLOCATOR is a usage error naming it (exit 2), as in the CLI, not a traceback."""
+    try:
+        configure_allocator()
+    except UsageError as exc:
+        parser.error(str(exc))

@@ -53,16 +53,25 @@ def nonfinite_weights(models: dict[str, torch.nn.Module], *, report: bool = True
     return found
 
 
-def unseen_weight_differences(reference: torch.nn.Module, target: torch.nn.Module, images: torch.Tensor) -> list[str]:
-    """The tensors in which ``target``'s weights differ from ``reference``'s, when the reference model computes
-    bit-identical outputs on ``images`` with either set (CPU eager fp32); [] when they differ nowhere or show.
+def differing_tensors(reference: torch.nn.Module, target: torch.nn.Module) -> list[str]:
+    """The floating-point tensors in which ``target``'s weights differ from ``reference``'s, in state-dict order:
+    a --target-weights port should differ nowhere (beyond the rounding of a half-precision copy, which the caller
+    applies to ``reference``), so each one is named, passed or not."""
+    ours, theirs = reference.state_dict(), target.state_dict()
+    return [name for name, tensor in theirs.items()
+            if name in ours and tensor.is_floating_point() and not torch.equal(tensor, ours[name])]
+
+
+def unseen_weight_differences(reference: torch.nn.Module, target: torch.nn.Module, images: torch.Tensor,
+                              differing: list[str] | None = None) -> list[str]:
+    """The tensors in which ``target``'s weights differ from ``reference``'s (``differing``, when known), when the
+    reference model computes bit-identical outputs on ``images`` with either set (CPU eager fp32); [] when they
+    differ nowhere or show.
 
     Such a port passes any verdict, correctly for these outputs and blindly for its weights: timm's random init
     zero-initialises the last BatchNorm of every ResNet block, so a convolution 5 % off in that branch changed
     nothing and every runtime passed it."""
-    ours, theirs = reference.state_dict(), target.state_dict()
-    differing = [name for name, tensor in theirs.items()
-                 if name in ours and tensor.is_floating_point() and not torch.equal(tensor, ours[name])]
+    differing = differing_tensors(reference, target) if differing is None else differing
     if not differing:
         return []
     with torch.inference_mode():

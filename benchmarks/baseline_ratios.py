@@ -104,9 +104,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--compile", action="store_true")
     args = parser.parse_args()
-    from accelport.allocator import configure_allocator
+    from accelport.arguments import set_allocator_or_exit
 
-    configure_allocator()  # as the CLI does (accelport/allocator.py): eager without page faults
+    set_allocator_or_exit(parser)  # as the CLI does (accelport/allocator.py): eager without page faults
     torch.set_num_threads(2)
     paths = sorted(p for p in (ROOT / "samples").iterdir() if p.suffix in (".jpg", ".png"))
     results: dict[str, dict] = {"clean": {}, "faults": {}}

@@ -274,9 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--setup-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--configs", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from accelport.allocator import configure_allocator
+    from accelport.arguments import set_allocator_or_exit
 
-    configure_allocator()  # as the CLI does: ACCELPORT_ALLOCATOR=default measures with glibc's defaults
+    set_allocator_or_exit(parser)  # as the CLI does: ACCELPORT_ALLOCATOR=default measures with glibc's defaults
     if args.setup_only:
         setup_only(args)
         return 0

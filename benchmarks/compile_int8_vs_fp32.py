@@ -65,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="JSON file (default: benchmarks/results/compile_int8_vs_fp32_"
                                                     "b1_<cpu>.json)")
     args = parser.parse_args(argv)
-    from accelport.allocator import configure_allocator
+    from accelport.arguments import set_allocator_or_exit
 
-    configure_allocator()  # as the CLI does (accelport/allocator.py): eager without page faults
+    set_allocator_or_exit(parser)  # as the CLI does (accelport/allocator.py): eager without page faults
     import torch
 
     from accelport.environment import cpu_isa, describe_environment

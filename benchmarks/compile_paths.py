@@ -104,9 +104,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's count)")
     parser.add_argument("--out", default="logs/compile_paths.json")
     args = parser.parse_args()
-    from accelport.allocator import configure_allocator
+    from accelport.arguments import set_allocator_or_exit
 
-    configure_allocator()  # as the CLI does (accelport/allocator.py): eager without page faults
+    set_allocator_or_exit(parser)  # as the CLI does (accelport/allocator.py): eager without page faults
 
     import numpy as np
     import torch

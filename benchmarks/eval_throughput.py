@@ -93,9 +93,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="where the JSON goes (default: %(default)s; docs/eval_throughput_cpu.json is the "
                              "published one, written only when named here)")
     args = parser.parse_args(argv)
-    from accelport.allocator import configure_allocator
+    from accelport.arguments import set_allocator_or_exit
 
-    configure_allocator()  # as the CLI does (accelport/allocator.py): eager without page faults
+    set_allocator_or_exit(parser)  # as the CLI does (accelport/allocator.py): eager without page faults
     with tempfile.TemporaryDirectory(prefix="accelport-eval-throughput-") as scratch:
         report = measure(args, Path(scratch))
     print(json.dumps(report, indent=2))

@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="logs/int8_nncf_settings.json")
     args = parser.parse_args(argv)
-    from accelport.allocator import configure_allocator
+    from accelport.arguments import set_allocator_or_exit
 
-    configure_allocator()  # as the CLI does (accelport/allocator.py): eager without page faults
+    set_allocator_or_exit(parser)  # as the CLI does (accelport/allocator.py): eager without page faults
 
     import nncf
     import openvino

@@ -85,9 +85,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--out", default="logs/openvino_int8_remainder.json")
     args = parser.parse_args()
-    from accelport.allocator import configure_allocator
+    from accelport.arguments import set_allocator_or_exit
 
-    configure_allocator()  # as the CLI does (accelport/allocator.py)
+    set_allocator_or_exit(parser)  # as the CLI does (accelport/allocator.py)
     import torch
 
     from accelport.arguments import configure_logging

@@ -54,8 +54,7 @@ def main() -> int:
 
     import torch
 
-    from accelport.allocator import configure_allocator
-    from accelport.arguments import configure_logging
+    from accelport.arguments import configure_logging, set_allocator_or_exit
     from accelport.atomic import write_json_atomic
     from accelport.bench.document import bench_environment, reference_outputs
     from accelport.bench.points import check_parity
@@ -67,7 +66,7 @@ def main() -> int:
     from accelport.runners import create_runner
 
     configure_logging(verbose=False, quiet=True)
-    configure_allocator()  # as the CLI does: ACCELPORT_ALLOCATOR=default measures with glibc's defaults
+    set_allocator_or_exit(parser)  # as the CLI does: ACCELPORT_ALLOCATOR=default measures with glibc's defaults
     device = torch.device(args.device)
     loaded = load_model(args.model, weights_path=args.weights)
     images = load_images(discover_images([]), make_transform(data_config_for(loaded.model))).tensor

@@ -59,3 +59,21 @@ def test_eval_throughput_writes_only_its_out_file(tmp_path, private_tmp):
     assert report["dataset"]["images"] == 4 and report["eval"]["stages"]
     assert list(private_tmp.iterdir()) == []  # images and eval's output were in a removed temporary folder
     assert published.read_bytes() == before
+
+
+TIMING_SCRIPTS = ("baseline_ratios", "bench_runtimes", "compile_int8_vs_fp32", "compile_paths", "eval_throughput",
+                  "int8_nncf_settings", "openvino_int8_remainder", "paired_ratio")
+
+
+@pytest.mark.parametrize("name", TIMING_SCRIPTS)
+def test_a_bad_allocator_setting_is_a_usage_error_naming_it_before_any_work(name, monkeypatch, capsys, tmp_path):
+    """The timing scripts set the allocator as the CLI does; a bad ACCELPORT_ALLOCATOR printed a traceback there."""
+    monkeypatch.setenv("ACCELPORT_ALLOCATOR", "jemalloc-please")
+    monkeypatch.setattr("sys.argv", [f"{name}.py"])  # defaults: each would time ConvNeXt V2 atto for minutes
+    monkeypatch.chdir(tmp_path)  # a script that got past the check would write here, not into the repository
+    with pytest.raises(SystemExit) as stopped:
+        script = load_script(name)
+        script.main()
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "ACCELPORT_ALLOCATOR='jemalloc-please': expected one of retain, default" in err
+    assert not list(tmp_path.iterdir())

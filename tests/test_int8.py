@@ -772,3 +772,27 @@ def test_openvino_options_the_user_gives_win_over_the_pick_or_are_said_unused(ca
         target = AutoChoice("compile", True, "int8", 32, "bench.json", "fastest").applied_to(asked)
     assert (target.runtime, target.options) == ("compile", ())
     assert "--runtime auto picked compile: --int8-remainder bf16, --streams 2 apply to OpenVINO only" in caplog.text
+
+
+def test_an_explicit_fp32_remainder_wins_over_a_bf16_pick_and_no_flag_takes_the_pick():
+    """`run --runtime auto --int8-remainder fp32` ran the pick's bf16: fp32 was the flag's default, so the flag
+    given could not be told from no flag."""
+    from accelport.bench.pick import AutoChoice
+    from accelport.cli import build_parser
+    from accelport.main_job.command import config_from_args
+
+    pick = AutoChoice("openvino", False, "int8", 32, "bench.json", "fastest", int8_remainder="bf16")
+    for flag, expected in ((["--int8-remainder", "fp32"], "fp32"), ([], "bf16")):
+        args = build_parser().parse_args(["run", "--runtime", "auto", "--dtype", "int8", *flag])
+        assert pick.applied_to(config_from_args(args).target).option("int8_remainder") == expected
+
+
+def test_only_openvino_int8_records_a_float_remainder_and_fp32_is_accepted_anywhere():
+    """eager's and ONNX Runtime's records said `int8_remainder: fp32`, an OpenVINO setting they do not have; an
+    explicit fp32 (what every engine does) is accepted by all, as --streams 1 is."""
+    from accelport.runners import create_runner
+
+    for runtime in ("eager", "onnxruntime")[: 1 + _installed(*ENGINES["onnxruntime"])]:
+        model = torch.nn.Conv2d(3, 4, 3)
+        settings = create_runner(runtime, model, torch.device("cpu"), int8_remainder="fp32").describe()
+        assert "int8_remainder" not in settings and settings["streams"] == 1

@@ -218,23 +218,39 @@ def convnext_files(tmp_path_factory):
     return files, FAULTY
 
 
-@pytest.mark.parametrize("runtime, dtype", [
-    pytest.param("openvino", "fp32", marks=pytest.mark.zoo_full),  # int8's strict fp32 pass covers it
-    pytest.param("openvino", "int8", marks=pytest.mark.skipif(importlib.util.find_spec("nncf") is None,
-                                                              reason="needs nncf")),
-    ("onnxruntime", "int8")])
-def test_engine_layers_name_the_faulty_module(runtime, dtype, convnext_files, two_images, tmp_path, capsys):
+def _openvino_has_bf16() -> bool:
+    from accelport.runners.openvino import shared_core
+
+    return "BF16" in shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+_NEEDS_NNCF = pytest.mark.skipif(importlib.util.find_spec("nncf") is None, reason="needs nncf")
+
+
+@pytest.mark.parametrize("runtime, dtype, remainder", [
+    pytest.param("openvino", "fp32", None, marks=pytest.mark.zoo_full),  # int8's strict fp32 pass covers it
+    pytest.param("openvino", "int8", None, marks=_NEEDS_NNCF),
+    pytest.param("openvino", "int8", "bf16", marks=[_NEEDS_NNCF, pytest.mark.skipif(
+        importlib.util.find_spec("openvino") is None or not _openvino_has_bf16(), reason="needs OpenVINO BF16")]),
+    ("onnxruntime", "int8", None)])
+def test_engine_layers_name_the_faulty_module(runtime, dtype, remainder, convnext_files, two_images, tmp_path, capsys):
     """End to end: the port's faulty convolution is where the engine program's error starts (fp32: the first
     divergent module; int8, NNCF's or ONNX Runtime's QDQ model: the strict fp32 pass names it, the int8 rows jump
-    there)."""
+    there), OpenVINO int8 with its float work in bf16 (--int8-remainder, as the run being localised) too."""
     files, fc2 = convnext_files
     out = tmp_path / dtype
     calibration = [str(DEFAULT_SAMPLES_DIR / name) for name in ("astronaut.jpg", "coffee.jpg")] * (dtype == "int8")
     rc = main(["layers", "--model", "test_convnext2", "--device", "cpu", "--runtime", runtime, "--dtype", dtype,
                "--weights", str(files["clean"]), "--target-weights", str(files["noisy"]), "--images", *two_images,
-               *(["--calibration", *calibration] if calibration else []), "--out-dir", str(out), "-q"])
+               *(["--calibration", *calibration] if calibration else []),
+               *(["--int8-remainder", remainder] if remainder else []), "--out-dir", str(out), "-q"])
     data = json.loads((out / "layers.json").read_text())
     assert data["target"].get("calibration", []) == calibration  # the same images as the run being localised
+    if dtype == "int8":  # OpenVINO's read back from the compiled model; no other engine records one
+        assert data["target"].get("int8_remainder") == ((remainder or "fp32") if runtime == "openvino" else None)
+        said = (out / "layers.md").read_text()  # what it was quantised with, as report.md says it
+        assert "int8 by " in said and "calibrated on 2 image(s)" in said
+        assert ("float work between int8 layers in bf16" in said) == (remainder == "bf16")
     assert rc == 1 and data["modes"] == ["chained"] and data["target"]["runtime"] == runtime
     rows = {row["module"]: row for row in data["modules"]}
     compared = [row for row in data["modules"] if row["chained"]]

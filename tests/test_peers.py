@@ -113,6 +113,10 @@ def test_run_runtime_auto_reports_the_best_peer(peer_bench):
     assert rc == 0 and auto["best_peer"] == entry["best_peer"]
     assert auto["ratio_to_best_peer"] == pytest.approx(entry["ratio_to_best_peer"])
     assert "best hand-written peer" in auto["reason"]
+    for name in ("report.md", "accuracy_compare.log"):  # the report handed on says the runtime was picked, how
+        said = (out / name).read_text()
+        assert f"picked by --runtime auto from {out / 'bench.json'}: fastest fp32 configuration" in said
+        assert f"the best hand-written peer ({entry['best_peer']}" in said
 
 
 def _row(label, kind, rounds, passed=True, dtype="bf16", batch=32):

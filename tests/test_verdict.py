@@ -57,8 +57,30 @@ def test_clean_bf16_run_passes_with_its_structural_proof_and_baseline(tmp_path, 
     assert proof["status"] == "passed" and proof["parity"]["criteria"]["precision"] == "fp32"
     assert baseline["per_image"][0]["baseline_rel_l2"] > 0 and baseline["per_image"][0]["rel_l2_ratio"] <= 2
     assert result.summary["target_weights"]["sha256"] == result.summary["weight_sha256"]  # same bytes, two files
+    assert result.summary["target_weights"]["differing_tensors"] == []
     report = (tmp_path / "clean-bf16" / "report.md").read_text()
     assert "structural proof" in report and "same-precision baseline" in report
+    assert "; identical to --weights in every floating-point tensor" in report
+
+
+def test_a_fault_too_small_to_fail_is_still_named_with_the_tensors_that_differ(tmp_path, seeded_state, two_images,
+                                                                              weights_files, caplog):
+    """A port that changes a tensor passed without a word when the change moved the outputs, but less than the
+    criteria (random init: ConvNeXt's layer scale starts at 1e-6, so a zeroed channel moved them by 3e-7)."""
+    import logging
+
+    tiny = dict(seeded_state)
+    tiny[FC2] = seeded_state[FC2] * (1 + 1e-6)
+    save_file({k: v.contiguous() for k, v in tiny.items()}, str(tmp_path / "tiny.safetensors"))
+    with caplog.at_level(logging.WARNING, logger="accelport"):
+        result = accelport.run(weights=str(weights_files["clean"]), target_weights=str(tmp_path / "tiny.safetensors"),
+                               device="cpu", images=tuple(two_images), out_dir=str(tmp_path / "out"), iters=1,
+                               warmup=0)
+    assert result.passed and result.summary["parity"]["worst_sample_rel_l2"] > 0  # moved, within fp32's limits
+    assert result.summary["target_weights"]["differing_tensors"] == [FC2]
+    assert f"PASSED, yet --target-weights differs from --weights in 1 tensor(s) ({FC2})" in caplog.text
+    for name in ("report.md", "accuracy_compare.log"):
+        assert f"differs from --weights in 1 tensor(s): {FC2}" in (tmp_path / "out" / name).read_text()
 
 
 @pytest.mark.parametrize("fault", ["noisy", "swapped"])
@@ -97,6 +119,11 @@ def test_a_bf16_copy_of_the_checkpoint_is_proved_against_the_reference_rounded_a
     assert not noisy.passed and noisy.summary["structural_proof"]["status"] == "failed"
     assert noisy.summary["structural_proof"]["reference_rounded_like_target_weights"] == {
         "tensors_rounded": {"bfloat16": rounded - 1}}  # the noisy tensor is not the rounding of the reference's
+    # the tensors that differ are counted beyond the copy's rounding: none for the copy, the noisy one for the other
+    assert (result.summary["target_weights"]["differing_tensors"], noisy.summary["target_weights"][
+        "differing_tensors"], noisy.summary["target_weights"]["differing_beyond_rounding"]) == ([], [FC2], True)
+    assert f"differs from --weights beyond the bf16/fp16 rounding it stores in 1 tensor(s): {FC2}" in (
+        tmp_path / "noisy_bf16_copy-bf16" / "report.md").read_text()
 
 
 def test_the_layers_strict_pass_of_a_bf16_copy_names_the_faulty_module_not_the_rounding(tmp_path, weights_files,

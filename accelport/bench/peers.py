@@ -235,4 +235,6 @@ def peer_summary(entry: dict[str, Any]) -> str:
         return ""
     split = " (the timing rounds disagree: level within this run's noise)" if rounds_disagree(
         entry.get("round_ratios") or []) else ""
-    return f"; {entry['ratio_to_best_peer']:.2f}x the best hand-written peer ({entry['best_peer']}){split}"
+    ratio = entry["ratio_to_best_peer"]
+    faster = "" if split or ratio <= 1 else ", the peer faster"
+    return f"; {ratio:.2f}x the latency of the best hand-written peer ({entry['best_peer']}{faster}){split}"

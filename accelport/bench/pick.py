@@ -91,14 +91,16 @@ class AutoChoice:
         user asked; OpenVINO's options on another pick are said and dropped."""
         picked = {"streams": self.streams, "micro_batch": self.micro_batch, "int8_remainder": self.int8_remainder}
         given = {name: value for name, value in target.options if name in picked}  # only values off their defaults
-        if given and self.runtime != "openvino":
-            _logger.warning("--runtime auto picked %s: %s apply to OpenVINO only and are not used", self.runtime,
-                            ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in given.items()))
-        elif given:
+        others = tuple((k, v) for k, v in target.options if k not in picked)
+        if self.runtime == "openvino":
             picked.update(given)
+        else:
+            if given:
+                _logger.warning("--runtime auto picked %s: %s apply to OpenVINO only and are not used", self.runtime,
+                                ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in given.items()))
+            picked = {}
         return replace(target, runtime=self.runtime, channels_last=self.channels_last,
-                       threads=target.threads or self.threads,
-                       options=tuple((k, v) for k, v in target.options if k not in picked)).with_options(**picked)
+                       threads=target.threads or self.threads, options=others).with_options(**picked)
 
 
 def add_picks(document: BenchDocument, batch_sizes: tuple[int, ...] | list[int]) -> BenchDocument:

@@ -74,7 +74,8 @@ def _fingerprint(config: EvalConfig, job: JobContext, listing: DatasetListing, c
         "data_config": job.data_config.to_json(), "data": str(listing.root.resolve()),
         "labels": listing.labels.to_json(), "device_type": job.device.type, "runtime": target.runtime,
         "dtype": target.dtype, "channels_last": target.channels_last, "fp32_math": job.spec.fp32_math,
-        "batch_size": target.batch_size, "options": json.loads(json.dumps(dict(target.options))),  # e.g. calibration
+        "batch_size": target.batch_size,  # options: e.g. calibration; --int8-remainder fp32 is as no flag
+        "options": json.loads(json.dumps({k: v for k, v in target.options if (k, v) != ("int8_remainder", "fp32")})),
         "elem_rtol": criteria.elem_rtol, "tie_rel_l2": criteria.max_rel_l2,  # they decide the records' flags
     }
 

@@ -116,10 +116,10 @@ class Target:
             raise UsageError(f"--dtype {self.dtype!r}: choose one of {', '.join(INPUT_DTYPES)}")
         for name, value in self.options:  # before any model is loaded; the runtime checks what applies to it
             OPTIONS[name].check(value)
-        if self.option("int8_remainder") not in INT8_REMAINDERS:  # before any model is built
+        if self.option("int8_remainder") not in (None, *INT8_REMAINDERS):  # before any model is built
             raise UsageError(f"--int8-remainder {self.option('int8_remainder')!r}: choose one of "
                              f"{', '.join(INT8_REMAINDERS)}")
-        if self.option("int8_remainder") != "fp32" and self.dtype != "int8":
+        if self.option("int8_remainder") not in (None, "fp32") and self.dtype != "int8":
             raise UsageError(f"--int8-remainder {self.option('int8_remainder')} applies to --dtype int8 only")
         if self.option("calibration") and self.dtype not in QUANTIZED_DTYPES:
             raise UsageError(f"--calibration applies to a quantised --dtype ({', '.join(QUANTIZED_DTYPES)}) only")
@@ -165,9 +165,7 @@ def with_overrides(config: ConfigT, **overrides: Any) -> ConfigT:
     target = {k: overrides.pop(k) for k in list(overrides) if has_target and k in _TARGET_FIELDS}
     options = {k: overrides.pop(k) for k in list(overrides) if has_target and k in RUNTIME_OPTIONS}
     for name, value in options.items():  # calibration="photos/": one path, not its characters
-        default = RUNTIME_OPTIONS[name]
-        options[name] = _checked(name, value, tuple[str, ...] if isinstance(default, tuple)
-                                 else str if isinstance(default, str) else int | None)
+        options[name] = _checked(name, value, OPTIONS[name].value_type)
     if target or options:
         changes["target"] = replace(changes.get("target", current.target), **target).with_options(**options)
     if overrides:

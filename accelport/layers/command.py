@@ -41,6 +41,7 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
     arguments.add_calibration_argument(target, "--dtype int8 (openvino, onnxruntime): images the quantiser calibrates "
                                                "on; give the run being localised the same ones (default: the bundled "
                                                "samples)")
+    arguments.add_int8_remainder_argument(target)
 
     judge = parser.add_argument_group("comparison")
     judge.add_argument("--mode", default=None, choices=("both", "chained", "isolated"),

@@ -16,6 +16,7 @@ from ..formatting import NO_WEIGHTS_FILE, or_missing
 from ..metrics import TensorMetrics
 from ..plotting import ReportFiles, write_report_set
 from ..proofs import rounding_text
+from ..runners.quantize import quantisation_text
 from .compare import DIVERGENCE_RULE
 from .plot import render_png
 
@@ -183,6 +184,7 @@ def render_markdown(doc: LayersDocument) -> str:
         f"{target['runtime']} {target['dtype']}, fp32 math {target['fp32_math']}, "
         f"weights `{target['weights']['source']}` {or_missing(target['weights']['path'], NO_WEIGHTS_FILE)}"
         + (" (same as the reference)" if target["weights_same_as_reference"] else ""),
+        *([f"- {line}"] if (line := quantisation_text(target)) else []),
         f"- host CPU: {cpu_kind_text(doc.header.environment)}; allocator: {allocator_text(doc.header.environment)}",
         *_rounded_lines(doc.structural_rounded),
         "",

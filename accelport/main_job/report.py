@@ -25,6 +25,7 @@ from ..formatting import (
 from ..parity import baseline_ratios, zero_target_caution
 from ..plotting import write_report_set
 from ..proofs import own_error_reading, reads_as_own_error
+from ..runners.quantize import quantisation_text
 
 if TYPE_CHECKING:
     from ..latency import LatencyReport
@@ -156,20 +157,23 @@ def _agreement_word(match: bool | None, near_tie: bool | None, mismatch: str) ->
     return "match" if match else ("near-tie" if near_tie else mismatch)
 
 
-def _calibration_line(target: dict[str, Any]) -> str | None:
-    """What an int8 target was quantised with and calibrated on, and how many judged images it had seen: a quantiser
-    calibrated on the images that judge it flatters the verdict. None for other targets."""
-    if target.get("dtype") != "int8" or "calibration_images" not in target:
+def _differing_text(summary: RunSummary) -> str:
+    """Which tensors --target-weights changes: a port should change none, and a fault the outputs hide (random-init
+    scales near zero) is still named here."""
+    differing = summary.differing_tensors or ()
+    rounding = " beyond the bf16/fp16 rounding it stores" if summary.differing_beyond_rounding else ""
+    if not differing:
+        return f"identical to --weights in every floating-point tensor{rounding}"
+    return f"differs from --weights{rounding} in {len(differing)} tensor(s): {listed(list(differing))}"
+
+
+def _auto_pick_text(target: dict[str, Any]) -> str | None:
+    """How ``--runtime auto`` chose this target, and how it compared with the bench's best hand-written peer (the
+    report is what is handed on: it must say the runtime was picked, and from which measurements)."""
+    auto = target.get("auto")
+    if not auto:
         return None
-    overlap = target.get("calibration_overlap")
-    seen = "" if overlap is None else (f"; {overlap} of the judged images were also calibration images"
-                                       + (" (flatters the verdict: judge on other images with --images)"
-                                          if overlap else ""))
-    remainder = target.get("int8_float_remainder") or (  # compile's rule, or OpenVINO's --int8-remainder
-        target.get("int8_remainder") if target.get("runtime") == "openvino" else None)
-    return (f"int8 by {target.get('quantizer', 'the engine')}, calibrated on {target['calibration_images']} "
-            f"image(s) from {target.get('calibration_source')}{seen}"
-            + (f"; float work between int8 layers in {remainder}" if remainder else ""))
+    return f"picked by --runtime auto from {auto.get('source')}: {auto.get('reason')}"
 
 
 def render_log(summary: RunSummary) -> str:
@@ -184,12 +188,14 @@ def render_log(summary: RunSummary) -> str:
         + (f" [{weights.state_key}]" if weights.state_key else ""),
         *([f"target weights (--target-weights): {summary.target_weights.path} (sha256 "
            f"{(summary.target_weights.sha256 or '')[:12]})"
-           + (f" [{summary.target_weights.state_key}]" if summary.target_weights.state_key else "")]
+           + (f" [{summary.target_weights.state_key}]" if summary.target_weights.state_key else "")
+           + f"; {_differing_text(summary)}"]
           if summary.target_weights else []),
         "reference  cpu eager fp32",
         f"target     {target['device']} ({header.environment['device_name']}) {target['runtime']} "
         f"{target['dtype']}, fp32 math {target['fp32_math']}, criteria {summary.criteria.label()}",
-        *([f"           {line}"] if (line := _calibration_line(target)) else []),
+        *([f"           {line}"] if (line := quantisation_text(target)) else []),
+        *([f"           {line}"] if (line := _auto_pick_text(target)) else []),
         "",
         "overall metrics:",
         *(f"  {label:<28} {_fmt(getattr(overall, key))}" for key, label in _METRIC_ROWS),
@@ -257,7 +263,8 @@ def _setup_lines(summary: RunSummary) -> list[str]:
         + (f"; state dict under `{weights.state_key}`" if weights.state_key else ""),
         *([f"- target side only (--target-weights): `{summary.target_weights.path}`, sha256 "
            f"`{summary.target_weights.sha256}`"
-           + (f"; state dict under `{summary.target_weights.state_key}`" if summary.target_weights.state_key else "")]
+           + (f"; state dict under `{summary.target_weights.state_key}`" if summary.target_weights.state_key else "")
+           + f"; {_differing_text(summary)}"]
           if summary.target_weights else []),
         "",
         "## Hardware and software",
@@ -265,7 +272,8 @@ def _setup_lines(summary: RunSummary) -> list[str]:
         f"`{target['dtype']}`, channels_last {target['channels_last']}, streams {target.get('streams', 1)}, "
         f"micro-batch {target.get('micro_batch') or 'none'}, "
         f"fp32 math `{target['fp32_math']}`",
-        *([f"- {line}"] if (line := _calibration_line(target)) else []),
+        *([f"- {line}"] if (line := quantisation_text(target)) else []),
+        *([f"- {line}"] if (line := _auto_pick_text(target)) else []),
         f"- numeric settings: {', '.join(f'{k}={v}' for k, v in target['numeric_settings'].items())}",
         f"- host CPU: {cpu_kind_text(env)}; {env['cpu_count']} cores, torch threads {env['torch_threads']}; "
         f"allocator: {allocator_text(env)}",

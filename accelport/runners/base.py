@@ -56,14 +56,17 @@ class RunnerOption:
     """A keyword option only some runtimes take: its flag, the value that means "not used", and what it does.
 
     Callers pass every option they have (``streams=1`` to eager too); a runtime that does not take one accepts
-    only its ``default``, anything else is refused naming the flag and the runtimes that do (``owner``).
+    only its ``default`` and its ``neutral`` values (what every runtime does anyway), anything else is refused
+    naming the flag and the runtimes that do (``owner``).
     """
 
     flag: str
     default: Any
     owner: str  # completes "only <owner> <does>"
     does: str
+    value_type: Any  # what the Python API takes (a flag's value in its own type)
     minimum: int | None = None  # the smallest valid value (None: not a count)
+    neutral: tuple[Any, ...] = ()  # values any runtime accepts besides the default (what it does without the flag)
 
     def check(self, value: Any) -> None:
         """The value itself, whatever the runtime: a count below its minimum is refused naming the flag."""
@@ -75,12 +78,16 @@ class RunnerOption:
 # value, is the runner class's business (its ``options`` and ``_check_options``); this only lets the others
 # refuse it by its flag.
 OPTIONS: dict[str, RunnerOption] = {
-    "streams": RunnerOption("--streams", 1, "OpenVINO", "splits a batch over parallel streams", minimum=1),
-    "micro_batch": RunnerOption("--micro-batch", None, "OpenVINO", "splits a batch into requests", minimum=1),
+    "streams": RunnerOption("--streams", 1, "OpenVINO", "splits a batch over parallel streams", int, minimum=1),
+    "micro_batch": RunnerOption("--micro-batch", None, "OpenVINO", "splits a batch into requests", int | None,
+                                minimum=1),
     "calibration": RunnerOption("--calibration", (), "the int8 runtimes (onnxruntime, openvino, compile)",
-                                "calibrate a quantiser"),
-    "int8_remainder": RunnerOption("--int8-remainder", "fp32", "OpenVINO",
-                                   "runs the float work between an int8 model's int8 layers in bf16"),
+                                "calibrate a quantiser", tuple[str, ...]),
+    # None: not given, which is fp32; an explicit "fp32" stays in the Target, so `run --runtime auto` keeps it
+    # over a bf16 pick (a value at its default is dropped from a Target's options)
+    "int8_remainder": RunnerOption("--int8-remainder", None, "OpenVINO",
+                                   "runs the float work between an int8 model's int8 layers in bf16", str | None,
+                                   neutral=("fp32",)),
 }
 INT8_REMAINDERS = ("fp32", "bf16")  # --int8-remainder's values
 
@@ -120,7 +127,7 @@ class Runner(ABC):
         for name, value in given.items():
             option = OPTIONS[name]
             option.check(value)
-            if name not in self.options and value != option.default:
+            if name not in self.options and value != option.default and value not in option.neutral:
                 raise RuntimeUnavailableError(f"{option.flag} {value} does not apply to --runtime {self.name}: only "
                                               f"{option.owner} {option.does}; drop the flag")
         values = {name: given.get(name, option.default) for name, option in OPTIONS.items()}
@@ -205,7 +212,7 @@ class Runner(ABC):
         return {"runtime": self.name, "device": str(self.device), "dtype": self.dtype,
                 "channels_last": self.channels_last, "threads": self.threads,
                 **{name: list(value) if isinstance(value, tuple) else value  # as the JSON file reads them back
-                   for name, value in self.option_values.items()},
+                   for name, value in self.option_values.items() if name != "int8_remainder"},  # OpenVINO int8's
                 "setup_s": round(self.setup_time_s, 4), "setup_events": list(self.setup_events),
                 **details}
 

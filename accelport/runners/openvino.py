@@ -81,7 +81,7 @@ class OpenVinoRunner(Runner):
     options = frozenset({"streams", "micro_batch", "calibration", "int8_remainder"})
 
     def _check_options(self, values: dict[str, Any]) -> dict[str, Any]:
-        remainder = values["int8_remainder"]
+        remainder = values["int8_remainder"] or "fp32"  # None: not given
         if remainder not in INT8_REMAINDERS:
             raise UsageError(f"--int8-remainder {remainder!r}: choose one of {', '.join(INT8_REMAINDERS)}")
         # a float model has no remainder: the int8 target's structural proof runs this runner in fp32 with the

@@ -237,6 +237,23 @@ ORT_SETTINGS = {"format": "QDQ", "per_channel": True, "weight_type": "QInt8", "c
                 "op_types_to_quantize": list(ORT_OPS)}
 
 
+def quantisation_text(target: dict[str, Any]) -> str | None:
+    """What an int8 target (its record, as runners' ``describe`` writes it) was quantised with and calibrated on, and
+    how many judged images it had seen: a quantiser calibrated on the images that judge it flatters the verdict; for
+    report.md and layers.md. None for other targets."""
+    if target.get("dtype") != "int8" or "calibration_images" not in target:
+        return None
+    overlap = target.get("calibration_overlap")
+    seen = "" if overlap is None else (f"; {overlap} of the judged images were also calibration images"
+                                       + (" (flatters the verdict: judge on other images with --images)"
+                                          if overlap else ""))
+    remainder = target.get("int8_float_remainder") or (  # compile's rule, or OpenVINO's --int8-remainder
+        target.get("int8_remainder") if target.get("runtime") == "openvino" else None)
+    return (f"int8 by {target.get('quantizer', 'the engine')}, calibrated on {target['calibration_images']} "
+            f"image(s) from {target.get('calibration_source')}{seen}"
+            + (f"; float work between int8 layers in {remainder}" if remainder else ""))
+
+
 def ort_activation_type(machine: str | None = None) -> str:
     """uint8 activations on x86-64, int8 elsewhere. ONNX Runtime's CPU provider on x86 fuses QDQ convolutions into
     its int8 ``QLinearConv`` reliably with uint8 activations (u8 x s8, VNNI's operand pair); with int8 activations
