@@ -215,6 +215,7 @@ def test_thread_counts_past_the_cpus_and_non_finite_limits_are_refused(argv, cul
 @pytest.mark.parametrize(("argv", "culprit", "words"), [
     # an empty item used to be dropped silently: "1,,2" ran batch sizes 1 and 2
     (["bench", "--batch-sizes", "1,,2"], "--batch-sizes '1,,2'", "empty item"),
+    (["bench", "--runtimes", ""], "--runtimes ''", "a comma-separated list such as eager,onnxruntime"),  # not 1,8,32
     (["power", "--sizes", "1e-3,,1e-2"], "--sizes", "comma-separated numbers"),
     # a size given twice built and judged every fault of that size twice
     (["power", "--sizes", "1e-2,0.01"], "--sizes 0.01,0.01", "0.01 given more than once"),

@@ -70,7 +70,7 @@ def read_journal(path: Path, fingerprint: dict[str, Any]) -> JournalState:
     """The journal at ``path`` (empty when there is none); UsageError naming the file when it cannot be used."""
     state = JournalState()
     if not path.exists():
-        _logger.info("--resume: no %s yet: the sweep starts from the beginning", path)
+        _logger.warning("--resume: no %s (a mistyped --out-dir?): the sweep starts from the beginning", path)
         return state
     try:
         lines = journal.read_lines(path)
