@@ -423,3 +423,28 @@ def test_bench_parity_counts_a_flipped_image_once_across_its_padded_repeats():
         parity = check_parity(runner, images, reference, batch_size, criteria, True)
         check = next(c for c in parity["checks"] if c["name"] == "real_top1_mismatches")
         assert check["value"] == 1 and "real_top1_mismatches" not in parity["failed_checks"], (batch_size, check)
+
+
+@pytest.mark.parametrize("port, proved", [("seeded", True), ("noisy", False)])
+def test_a_port_benched_in_bf16_proves_each_peer_with_its_own_recipe_in_fp32(tmp_path, monkeypatch, seeded_weights,
+                                                                           noisy_fc2_weights, port, proved):
+    """With --target-weights, bf16 rows get the structural proof; a peer's was built with accelport's runtimes, so
+    the torch recipes ("--runtime 'torch'") became error rows and OpenVINO's default was proved by accelport's own."""
+    import accelport.bench.peers as peers
+    import accelport.bench.sweep as sweep
+
+    recipes = {"timm eager": peers.RECIPES["timm eager"]}  # the cheapest peer: the others compile for minutes
+    monkeypatch.setattr(peers, "RECIPES", recipes)
+    monkeypatch.setattr(sweep, "RECIPES", recipes)
+    built = []
+    real = peers.create_peer_runner
+    monkeypatch.setattr(sweep, "create_peer_runner", lambda name, *a, **k: built.append((name, a[2])) or real(
+        name, *a, **k))
+    target = seeded_weights if port == "seeded" else noisy_fc2_weights
+    main(["bench", "--model", "convnextv2_atto", "--device", "cpu", "--weights", str(seeded_weights),
+          "--target-weights", str(target), "--runtimes", "eager", "--dtypes", "bf16", "--batch-sizes", "1",
+          "--rounds", "1", "--out-dir", str(tmp_path), "--no-plot", *(f for f in FAST if f != "--no-peers")])
+    rows = {row["label"]: row for row in json.loads((tmp_path / "bench.json").read_text())["rows"]}
+    peer = rows["peer: timm eager autocast bf16"]
+    assert peer["status"] == "ok" and peer["parity"]["structural_proof"]["passed"] is proved
+    assert built == [("timm eager", "bf16"), ("timm eager", "fp32")]  # the proof runs the peer's own recipe

@@ -171,13 +171,8 @@ class _Sweep:
             record.update(self.resumed.records[config.label])
             self.progress.update(len(batch_sizes) * self.rounds)
             return [point for point in restored.values() if point is not None]  # all complete
-        settings = self.settings
         try:
-            if config.peer:
-                runner = create_peer_runner(config.peer, self.model, self.device, config.dtype,
-                                            threads=settings.threads, cache_dir=settings.cache_dir)
-            else:
-                runner = self._runner(config, config.dtype)
+            runner = self._runner(config, config.dtype)
             runner.prepare()
         except RuntimeUnavailableError as exc:
             _logger.info("%s: not available: %s", config.label, exc)
@@ -193,8 +188,12 @@ class _Sweep:
         return [self._point(runner, config, b, restored[b], len(runners) - 1) for b in batch_sizes]
 
     def _runner(self, config: Configuration, dtype: str) -> Runner:
-        """accelport's own runner for ``config`` in ``dtype`` (int8: calibrated on ``settings.calibration``)."""
+        """The runner of ``config`` in ``dtype``: a peer's recipe (its structural proof: the same recipe in fp32), or
+        accelport's own runtime (int8: calibrated on ``settings.calibration``)."""
         settings = self.settings
+        if config.peer:
+            return create_peer_runner(config.peer, self.model, self.device, dtype, threads=settings.threads,
+                                      cache_dir=settings.cache_dir)
         calibration = {"calibration": settings.calibration} if dtype in QUANTIZED_DTYPES else {}
         return create_runner(config.runtime, self.model, self.device, dtype, config.channels_last,
                              threads=config.threads or settings.threads, cache_dir=settings.cache_dir,
