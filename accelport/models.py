@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,8 @@ class LoadedModel:
     head: str
     weights: WeightsInfo
     trained_classes: int = 0  # the class count the weights were loaded with (before --features drops the head)
+    # the classifier's tensors --features dropped, as loaded: a port's head is still compared (main job)
+    dropped_head: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def num_params(self) -> int:
@@ -138,10 +140,15 @@ def load_model(
         _logger.info("%s has no classifier (num_classes 0): its output is the pooled features; head recorded as "
                      "features", name)
         head = "features"
+    dropped_head: dict[str, torch.Tensor] = {}
     if head == "features":
+        before = model.state_dict()
         model.reset_classifier(0)
+        kept = model.state_dict()
+        dropped_head = {key: tensor for key, tensor in before.items() if key not in kept}
     model.eval()
-    return LoadedModel(model=model, name=name, head=head, weights=weights, trained_classes=trained_classes)
+    return LoadedModel(model=model, name=name, head=head, weights=weights, trained_classes=trained_classes,
+                       dropped_head=dropped_head)
 
 
 def load_target_model(spec: JobSpec) -> LoadedModel:

@@ -62,6 +62,19 @@ def differing_tensors(reference: torch.nn.Module, target: torch.nn.Module) -> li
             if name in ours and tensor.is_floating_point() and not torch.equal(tensor, ours[name])]
 
 
+def differing_dropped_head(reference: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
+                           stored_dtypes: tuple[str, ...] | None) -> list[str]:
+    """The classifier tensors --features dropped (``LoadedModel.dropped_head``) in which the port differs from the
+    reference beyond the rounding of the half-precision dtypes it stores: no output of the run can show them."""
+    narrow = [getattr(torch, name) for name in stored_dtypes or () if name in ("bfloat16", "float16")]
+
+    def same(ours: torch.Tensor, theirs: torch.Tensor) -> bool:
+        return torch.equal(ours, theirs) or any(torch.equal(ours.to(dtype).to(ours.dtype), theirs) for dtype in narrow)
+
+    return [name for name, tensor in target.items()
+            if name in reference and tensor.is_floating_point() and not same(reference[name], tensor)]
+
+
 def unseen_weight_differences(reference: torch.nn.Module, target: torch.nn.Module, images: torch.Tensor,
                               differing: list[str] | None = None) -> list[str]:
     """The tensors in which ``target``'s weights differ from ``reference``'s (``differing``, when known), when the

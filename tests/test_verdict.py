@@ -92,6 +92,27 @@ def test_weight_faults_fail_bf16_through_the_structural_proof(tmp_path, weights_
     assert summary["status"] == "failed" and summary["target_weights"]["path"].endswith(f"{fault}.safetensors")
 
 
+def test_features_still_names_a_port_classifier_it_drops(tmp_path, seeded_state, weights_files, two_images, caplog):
+    """--features drops both heads before the comparison: a port with two classifier rows swapped passed without a
+    word. The rounding of a bf16 copy's head is not a difference."""
+    import logging
+
+    swapped = dict(seeded_state)
+    swapped["head.fc.weight"] = seeded_state["head.fc.weight"][[1, 0, *range(2, 1000)]]
+    save_file({k: v.contiguous() for k, v in swapped.items()}, str(tmp_path / "swapped_head.safetensors"))
+    runs = {}
+    with caplog.at_level(logging.WARNING, logger="accelport"):
+        for name, path in (("swapped", tmp_path / "swapped_head.safetensors"), ("copy", weights_files["bf16_copy"])):
+            runs[name] = accelport.run(weights=str(weights_files["clean"]), target_weights=str(path), features=True,
+                                       device="cpu", images=tuple(two_images[:1]), out_dir=str(tmp_path / name),
+                                       iters=1, warmup=0, dtype="bf16")
+    assert runs["swapped"].passed  # the features do not depend on the classifier ...
+    assert runs["swapped"].summary["target_weights"]["differing_tensors"] == ["head.fc.weight"]  # ... but it is named
+    assert "differs from --weights in 1 classifier tensor(s) (head.fc.weight) that --features drops" in caplog.text
+    assert "PASSED, yet" not in caplog.text  # not "within the criteria": no output computed it
+    assert runs["copy"].summary["target_weights"]["differing_tensors"] == []
+
+
 def test_a_bf16_copy_of_the_checkpoint_is_proved_against_the_reference_rounded_as_it_stores_it(tmp_path, seeded_state,
                                                                                               weights_files,
                                                                                               two_images):
