@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import re
 import warnings
 from functools import partial
 
@@ -287,3 +288,29 @@ def test_engine_layers_refuse_isolated_mode_and_compile_refuses_int8(runtime, ca
     assert f"--mode isolated --runtime {runtime}" in capsys.readouterr().err
     assert main(["layers", "--runtime", "compile", "--dtype", "int8", "--device", "cpu"]) == 2
     assert "--runtime compile" in capsys.readouterr().err
+
+
+def test_a_fault_in_a_convolution_openvino_folds_is_named_at_its_norm_with_the_convolution(tmp_path, two_images,
+                                                                                        capsys):
+    """OpenVINO folds a convolution into the BatchNorm after it: the norm holds both, so a faulty conv showed as
+    "first divergent module: layer2.0.bn1" and a reader checked the norm's (intact) parameters; layers.md's module
+    table left the convolution's row blank."""
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", pretrained=False)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):  # non-trivial statistics and scales (the random init's are 0/1)
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp_path / "clean.safetensors"))
+    state["layer2.0.conv1.weight"] = state["layer2.0.conv1.weight"] * 1.2
+    save_file(state, str(tmp_path / "faulty.safetensors"))
+    assert main(["layers", "--model", "test_resnet", "--device", "cpu", "--runtime", "openvino", "--weights",
+                 str(tmp_path / "clean.safetensors"), "--target-weights", str(tmp_path / "faulty.safetensors"),
+                 "--images", *two_images, "--out-dir", str(tmp_path / "out"), "-q"]) == 1
+    assert "first divergent module: layer2.0.bn1 (with layer2.0.conv1 folded into it) (BatchNorm2d" in \
+        capsys.readouterr().out
+    said = (tmp_path / "out" / "layers.md").read_text()
+    assert "| chained | `layer2.0.bn1` (with layer2.0.conv1 folded into it) | BatchNorm2d |" in said
+    assert re.search(r"\| `layer2\.0\.conv1` \| Conv2d \|[ |]*not compared: folded into layer2\.0\.bn1 by", said)

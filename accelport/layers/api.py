@@ -145,19 +145,22 @@ def describe_first_divergent(result: LayersResult) -> list[str]:
             lines.append(f"{mode:<9} no divergent module ({comparison.within_text(mode)}, all within the "
                          f"criteria){where}")
         else:
-            lines.append(f"{mode:<9} first divergent module: {first.row.key} ({first.row.module_type}, row "
+            lines.append(f"{mode:<9} first divergent module: {comparison.module_text(first.row.key)} "
+                         f"({first.row.module_type}, row "
                          f"{first.index} of {total}): {first.reason}")
     if document.structural is not None:
         for mode in document.structural.modes:
             found = first_divergence(document.structural, mode)
             lines.append(f"{mode:<9} strict fp32 pass of the same target (fp32 criteria): " + (
                 "no divergent module" if found is None else
-                f"first divergent module: {found.row.key} ({found.row.module_type}, row {found.index}): "
+                f"first divergent module: {document.structural.module_text(found.row.key)} "
+                f"({found.row.module_type}, row {found.index}): "
                 f"{found.reason}"))
         earliest = {mode: document.first_divergent(mode) for mode in comparison.modes}
         if any(earliest.values()):  # the answer: where either pass diverges first (LayersDocument.first_divergent)
             lines.append("answer    the earlier of the two passes: " + ", ".join(
-                f"{mode} {found.row.key if found else 'none'}" for mode, found in earliest.items()))
+                f"{mode} {comparison.module_text(found.row.key) if found else 'none'}"
+                for mode, found in earliest.items()))
     caution = document.zero_target_caution()
     return lines + ([caution] if caution else []) + verdict_lines(document.to_json())
 

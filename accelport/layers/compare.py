@@ -22,7 +22,7 @@ from ..formatting import listed
 from .capture import MODEL_ROW, Rows, TargetCast, module_depth, watched_modules
 from .chained import compare_chained
 from .config import MODES
-from .engine import EngineChained
+from .engine import FOLDED_INTO, EngineChained
 from .isolated import compare_isolated
 from .memory import MemoryMonitor, MemoryReport
 from .stats import ModuleStats
@@ -128,6 +128,13 @@ class LayerComparison:
     @property
     def diverged(self) -> bool:
         return any(self.first_divergent(mode) is not None for mode in self.modes)
+
+    def module_text(self, key: str) -> str:
+        """``key``, with the modules the engine folded into it: its tensor is their computation too, so a divergence
+        there may be theirs (OpenVINO folds a convolution into its BatchNorm: a faulty conv shows at the norm)."""
+        note = "not compared: " + FOLDED_INTO.format(key)
+        folded = [row.key for row in self.rows if row.note == note]
+        return key + (f" (with {', '.join(folded)} folded into it)" if folded else "")
 
     def to_json(self) -> dict[str, Any]:
         rows = [row.to_json(i, self.modes, self.criteria) for i, row in enumerate(self.rows)]

@@ -38,6 +38,9 @@ from .memory import MemoryMonitor
 
 _logger = logging.getLogger(__name__)
 
+# the reason of a module with no tensor because the conversion folded it into the norm after it
+FOLDED_INTO = "folded into {} by the conversion: no tensor of its own"
+
 NotExposed = Callable[[str, str, nn.Module, str], None]  # key, module name, module, why the engine has no tensor
 _FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _NORMS = (nn.modules.batchnorm._BatchNorm,)
@@ -80,7 +83,7 @@ class EngineTensors:
                 taps.setdefault(norm, place)
                 for name in [name for name, tap in taps.items() if tap == place and name != norm]:
                     del taps[name]  # the convolution and any container it ends (its output is the norm's input)
-                    self.unexposed[name] = f"folded into {norm} by the conversion: no tensor of its own"
+                    self.unexposed[name] = FOLDED_INTO.format(norm)
         for name in candidates:
             if name not in taps:
                 self.unexposed.setdefault(name, "no tensor of the engine's graph is this module's output (fused, "

@@ -87,7 +87,8 @@ def _first_line(mode: str, first: Divergence | None, comparison: LayerComparison
     total = len(comparison.rows)
     if first is None:
         return f"| {label or mode} | none | | | {comparison.within_text(mode)}, all within the criteria |"
-    return (f"| {label or mode} | `{first.row.key}` | {first.row.module_type} | {first.index} of {total} | "
+    folded = comparison.module_text(first.row.key).removeprefix(first.row.key)  # " (with ... folded into it)"
+    return (f"| {label or mode} | `{first.row.key}`{folded} | {first.row.module_type} | {first.index} of {total} | "
             f"{first.reason} |")
 
 
@@ -146,6 +147,8 @@ def _module_lines(doc: LayersDocument) -> list[str]:
                 marks.append(f"**first divergent ({mode})**")
             elif stats.divergence(comparison.criteria) is not None:
                 marks.append(f"diverges ({mode})")
+        if row.note and not marks:  # why a blank row was not compared, as layers.csv says it
+            marks.append(row.note)
         lines.append(f"| {index} | `{row.key}` | {row.module_type} | " + " | ".join(cells)
                      + f" | {', '.join(marks)} |")
     return lines
