@@ -132,7 +132,8 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict:
         "torch_threads": torch.get_num_threads(),
         "model_alone_cpu_fp32_images_per_s": round(model_rate, 1),
         "eval": {"workers": args.workers, "wall_time_s": doc.header.wall_time_s,
-                 "stages": [{**s, "images_per_s": round(s["images_per_s"], 1)} for s in doc.throughput.stages],
+                 "stages": [{**s, "images_per_s": None if s["images_per_s"] is None else round(s["images_per_s"], 1)}
+                            for s in doc.throughput.stages],
                  "data_wait_share": round(doc.throughput.data_wait_share, 4),
                  "bottleneck": doc.throughput.bottleneck},
     }

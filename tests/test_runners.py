@@ -344,3 +344,14 @@ def test_compile_fallback_route_times_the_frozen_graph_it_compiled(monkeypatch, 
         [shape] = [e for e in runner.describe()["setup_events"] if e["step"] == "shape"]
     assert shape["export_route"] == "torch.compile"
     assert shape["packed_weight_ops"] == _convolutions_and_linears(tiny_model)
+
+
+def test_openvino_fp16_on_a_cpu_without_it_suggests_bf16_where_the_cpu_has_that(tiny_model):
+    """The refusal sent the user to "a CPU with AMX/AVX512-BF16 (bf16)" on a CPU that lists BF16."""
+    if not _engine_installed("openvino") or _openvino_cpu_has("FP16"):
+        pytest.skip("needs OpenVINO on a CPU without FP16")
+    with pytest.raises(RuntimeUnavailableError, match="would silently run f32") as refused:
+        create_runner("openvino", tiny_model, CPU, "fp16").prepare()
+    has_bf16 = _openvino_cpu_has("BF16")
+    assert ("or --dtype bf16, which this CPU has" in str(refused.value)) is has_bf16
+    assert ("a CPU with AMX/AVX512-BF16 (bf16)" in str(refused.value)) is not has_bf16

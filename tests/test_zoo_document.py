@@ -62,7 +62,9 @@ def test_zoo_writes_its_typed_document_and_resumes_from_typed_rows(tmp_path, mon
     assert [r.speedup_vs_eager for r in document.rows] == [1.0, 2.5, None, 1.0, 2.5, None]  # 10 ms / 4 ms
     assert [p.fastest.runtime if p.fastest else None for p in document.pick] == ["onnxruntime", "onnxruntime"]
     assert written["counts"] == {"passed": 4, "failed": 0, "unsupported": 2, "crashed": 0, "timed_out": 0}
+    assert written["pass_rate"] == 1.0  # of the cells that ran: an unsupported one is by design, not a failure
     markdown = document.to_markdown()
+    assert "4 passed, 2 unsupported; pass rate 100.0% of the 4 cells that ran;" in markdown
     assert "| test_resnet | pass 1.00x | pass 2.50x | n/a |" in markdown
     assert "| test_vit | pass 1.00x? | pass 2.50x? | n/a |" in markdown  # its eager baseline was timed on a busy box
     assert [r.speedup_reliable for r in document.rows] == [True, True, None, False, False, None]

@@ -111,7 +111,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(f"  worst cosine {doc.distributions['cosine']['min']:.7f}, "
           f"median rel L2 {doc.distributions['rel_l2']['p50']:.2e}")
     for stage in throughput.stages:
-        print(f"  {stage['stage']:<48} {stage['images_per_s']:9.1f} images/s")
+        rate = stage["images_per_s"]
+        print(f"  {stage['stage']:<48} " + ("      n/a" if rate is None else f"{rate:9.1f} images/s"))
     print(f"  bottleneck: {throughput.bottleneck} (waited for data {100 * throughput.data_wait_share:.1f} % of the "
           "time)")
     for check in doc.checks:

@@ -56,8 +56,8 @@ class StageTimes:
         return total
 
     def to_json(self, workers: int, world_size: int) -> dict[str, Any]:
-        def rate(images: int, seconds: float) -> float:
-            return images / seconds if seconds > 0 else 0.0
+        def rate(images: int, seconds: float) -> float | None:  # None: the stage ran no image
+            return None if images == 0 else images / seconds if seconds > 0 else 0.0
 
         compute_s = self.reference_s + self.target_s + self.compare_s
         stages = [
@@ -65,7 +65,8 @@ class StageTimes:
              "images_per_s": rate(self.images, self.loop_s), "seconds": self.loop_s},
             {"stage": "decode + preprocess (one loader process)", "images_per_s": rate(self.decoded, self.decode_s),
              "seconds": self.decode_s},
-            {"stage": "reference model, CPU fp32 (cache misses only)",
+            {"stage": "reference model, CPU fp32 (cache misses only)" + (
+                " (every image from --reference-cache)" if self.images and not self.reference_images else ""),
              "images_per_s": rate(self.reference_images, self.reference_s), "seconds": self.reference_s},
             {"stage": "target model (copies in and out included)", "images_per_s": rate(self.images, self.target_s),
              "seconds": self.target_s},

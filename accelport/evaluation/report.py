@@ -95,7 +95,8 @@ def _figure_lines(doc: EvalDocument, histogram: str | None) -> list[str]:
         lines += ["", f"![per-image error histogram]({histogram})"]
     tp = doc.throughput
     lines += ["", "## Throughput", "", "| stage | images/s | seconds |", "|---|---|---|"]
-    lines += [f"| {row['stage']} | {row['images_per_s']:.1f} | {row['seconds']:.2f} |" for row in tp.stages]
+    lines += [f"| {row['stage']} | {'n/a' if row['images_per_s'] is None else format(row['images_per_s'], '.1f')} | "
+              f"{row['seconds']:.2f} |" for row in tp.stages]
     lines += ["", f"The loop waited {tp.data_wait_share * 100:.1f} % of its time for the data loader "
                   f"(bottleneck: {tp.bottleneck})."]
     return lines

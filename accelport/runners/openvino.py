@@ -115,7 +115,8 @@ class OpenVinoRunner(Runner):
             raise RuntimeUnavailableError(
                 f"--runtime openvino --dtype {self.dtype}: this CPU ({cpu}) "
                 f"has no {needed} support in OpenVINO (capabilities: {', '.join(capabilities)}); it would silently "
-                "run f32. Use --dtype fp32, or a CPU with AMX/AVX512-BF16 (bf16) or AMX-FP16 (fp16)")
+                "run f32. Use --dtype fp32" + (", or --dtype bf16, which this CPU has" if "BF16" in capabilities else
+                                               ", or a CPU with AMX/AVX512-BF16 (bf16) or AMX-FP16 (fp16)"))
         self._compiled: dict[int, Any] = {}  # by the batch size of one part
         self._parts: dict[tuple[int, ...], list[tuple[Any, int, int]]] = {}  # input shape -> (request, start, stop)
         self._effective: str | None = None

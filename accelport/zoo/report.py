@@ -58,13 +58,21 @@ def cell_text(row: ZooRow | None, reason_chars: int = 0) -> str:
     return text
 
 
+def _pass_rate_text(document: ZooDocument) -> str:
+    unsupported = document.counts["unsupported"]
+    if document.pass_rate is None:
+        return "pass rate: no cell ran"
+    return f"pass rate {document.pass_rate:.1%}" + (f" of the {len(document.rows) - unsupported} cells that ran"
+                                                    if unsupported else "")
+
+
 def render_markdown(document: ZooDocument, with_pick: bool = True) -> str:
     rows, columns, settings = document.rows, document.columns, document.settings
     by_cell = {(r.model, r.column): r for r in rows}
     counts = ", ".join(f"{n} {status}" for status, n in document.counts.items() if n)
     lines = [f"# accelport zoo: {len(document.models)} models x {', '.join(columns)}", "",
              f"Device `{document.device}` ({document.world_size} process(es)); {settings.head}; "
-             f"batch {settings.batch_size}; {counts}; pass rate {document.pass_rate:.1%}; allocator: "
+             f"batch {settings.batch_size}; {counts}; {_pass_rate_text(document)}; allocator: "
              f"{document.allocator or 'not recorded'}. "
              "Each cell: verdict against the CPU fp32 reference, and speed-up of its mean latency over eager fp32.",
              "", "| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
