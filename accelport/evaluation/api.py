@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..allocator import allocator_kind, allocator_state
 from ..atomic import json_safe
 from ..criteria import Criteria
 from ..devices import PINNED_DEVICE_TYPES, caller_torch_state
@@ -91,7 +92,14 @@ def _check_same_job(ctx: dist_utils.DistContext, fingerprint: dict[str, Any], li
     if not ctx.enabled:
         return
     payload = json.dumps([fingerprint, [(it.key, it.label) for it in listing.items]], sort_keys=True)
-    digests = dist_utils.all_gather(ctx, hashlib.sha256(payload.encode("utf-8")).hexdigest())
+    gathered = dist_utils.all_gather(ctx, (hashlib.sha256(payload.encode("utf-8")).hexdigest(),
+                                           allocator_kind(allocator_state())))
+    digests, allocators = [g[0] for g in gathered], [g[1] for g in gathered]
+    if ctx.is_main and (other := [rank for rank, kind in enumerate(allocators) if kind != allocators[0]]):
+        # the figures do not depend on it, the throughput does (allocator.py): said, not refused
+        _logger.warning("rank(s) %s run with another allocator than rank 0 (%s against %s): eval's throughput mixes "
+                        "them; set ACCELPORT_ALLOCATOR alike on every node", other,
+                        ", ".join(sorted({allocators[r] for r in other})), allocators[0])
     odd = [rank for rank, digest in enumerate(digests) if digest != digests[0]]
     if odd:
         raise UsageError(f"--data {listing.root}: rank(s) {odd} see other images, labels or settings than rank 0 "
