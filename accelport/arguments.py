@@ -137,12 +137,12 @@ def add_device_arguments(group: argparse._ActionsContainer, *, device_help: str 
                                 "physical cores" + ("; --runtime auto: the count the bench measured fastest)"
                                                     if auto_runtime else ")"))
     if runtime_options:
-        _add_runtime_options(group, judged_flag)
+        _add_runtime_options(group, judged_flag, auto_runtime)
     if fp32_math_help is not None:
         group.add_argument("--fp32-math", default=JobSpec.fp32_math, choices=FP32_MATH_MODES, help=fp32_math_help)
 
 
-def _add_runtime_options(group: argparse._ActionsContainer, judged_flag: str) -> None:
+def _add_runtime_options(group: argparse._ActionsContainer, judged_flag: str, auto_runtime: bool) -> None:
     """OpenVINO's --streams and --micro-batch (checked by the runner, which refuses them on other runtimes)."""
     group.add_argument("--streams", type=int, default=RUNTIME_OPTIONS["streams"], metavar="N",
                        help="OpenVINO only: split each batch over N streams that run at the same time, sharing the "
@@ -152,16 +152,17 @@ def _add_runtime_options(group: argparse._ActionsContainer, judged_flag: str) ->
                             "(default: one request per stream)")
     add_calibration_argument(group, "--dtype int8: images the engine's quantiser calibrates on (files/folders); keep "
                                     f"them apart from {judged_flag} (default: the bundled samples)")
-    add_int8_remainder_argument(group)
+    add_int8_remainder_argument(group, auto_runtime)
 
 
-def add_int8_remainder_argument(group: argparse._ActionsContainer) -> None:
+def add_int8_remainder_argument(group: argparse._ActionsContainer, auto_runtime: bool = False) -> None:
     """--int8-remainder {fp32,bf16}: OpenVINO int8's float work (run, eval, layers); not given is fp32, but an
-    explicit fp32 is kept, so it wins over a bf16 pick of ``run --runtime auto``."""
+    explicit fp32 is kept, so it wins over a bf16 pick of ``run --runtime auto`` (``auto_runtime``: run's help)."""
     group.add_argument("--int8-remainder", default=RUNTIME_OPTIONS["int8_remainder"], choices=INT8_REMAINDERS,
                        help="OpenVINO --dtype int8 only: the precision of the float work between the int8 layers "
                             "(bf16 needs a CPU with bf16 arithmetic; faster or slower by CPU and batch size, which "
-                            "bench measures; default: fp32, or with --runtime auto the bench's pick)")
+                            "bench measures; default: fp32" + (", or with --runtime auto the bench's pick)"
+                                                                if auto_runtime else ")"))
 
 
 def add_calibration_argument(group: argparse._ActionsContainer, help: str) -> None:  # noqa: A002
