@@ -796,3 +796,17 @@ def test_only_openvino_int8_records_a_float_remainder_and_fp32_is_accepted_anywh
         model = torch.nn.Conv2d(3, 4, 3)
         settings = create_runner(runtime, model, torch.device("cpu"), int8_remainder="fp32").describe()
         assert "int8_remainder" not in settings and settings["streams"] == 1
+
+
+def test_the_report_says_when_a_given_option_replaced_the_auto_pick():
+    """report.md quoted the pick's bf16-remainder timing two lines after saying the run's float work was fp32."""
+    from accelport.main_job.report import _auto_pick_text
+
+    auto = {"source": "logs/bench.json", "reason": "fastest int8 configuration: openvino int8 bf16 remainder",
+            "runtime": "openvino", "int8_remainder": "bf16", "streams": 2, "micro_batch": 4, "threads": 2}
+    ran = {"runtime": "openvino", "dtype": "int8", "int8_remainder": "fp32", "streams": 2, "micro_batch": 4,
+           "threads": 2, "auto": auto}
+    assert _auto_pick_text(ran).endswith("; given: --int8-remainder fp32 replaced the pick's bf16 (the figure "
+                                         "quoted is the pick's, not what ran)")
+    assert _auto_pick_text(ran | {"int8_remainder": "bf16"}) == f"picked by --runtime auto from {auto['source']}: " \
+                                                                 f"{auto['reason']}"  # as picked: nothing to say

@@ -142,7 +142,7 @@ def test_a_bf16_copy_of_the_checkpoint_is_proved_against_the_reference_rounded_a
         "tensors_rounded": {"bfloat16": rounded - 1}}  # the noisy tensor is not the rounding of the reference's
     # the tensors that differ are counted beyond the copy's rounding: none for the copy, the noisy one for the other
     assert (result.summary["target_weights"]["differing_tensors"], noisy.summary["target_weights"][
-        "differing_tensors"], noisy.summary["target_weights"]["differing_beyond_rounding"]) == ([], [FC2], True)
+        "differing_tensors"], noisy.summary["target_weights"]["compared_with_rounded_reference"]) == ([], [FC2], True)
     assert f"differs from --weights beyond the bf16/fp16 rounding it stores in 1 tensor(s): {FC2}" in (
         tmp_path / "noisy_bf16_copy-bf16" / "report.md").read_text()
 

@@ -102,7 +102,7 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     document = build_summary(job, stream, outputs.runner_settings, parity, outputs.latency,
                              output_shape=list(outputs.target.shape), proof=proof, power_report=power,
                              differing_tensors=differences.tensors if differences else None,
-                             differing_beyond_rounding=bool(differences and differences.beyond_rounding))
+                             compared_with_rounded_reference=bool(differences and differences.beyond_rounding))
     if differences and differences.judged and document.passed:  # the outputs moved, within the criteria
         _logger.warning("PASSED, yet --target-weights differs from --weights in %d tensor(s) (%s)%s: their effect "
                         "on these images is within the criteria. With random-init weights timm starts some scales "

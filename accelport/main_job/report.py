@@ -161,7 +161,7 @@ def _differing_text(summary: RunSummary) -> str:
     """Which tensors --target-weights changes: a port should change none, and a fault the outputs hide (random-init
     scales near zero) is still named here."""
     differing = summary.differing_tensors or ()
-    rounding = " beyond the bf16/fp16 rounding it stores" if summary.differing_beyond_rounding else ""
+    rounding = " beyond the bf16/fp16 rounding it stores" if summary.compared_with_rounded_reference else ""
     if not differing:
         return f"identical to --weights in every floating-point tensor{rounding}"
     return f"differs from --weights{rounding} in {len(differing)} tensor(s): {listed(list(differing))}"
@@ -173,7 +173,14 @@ def _auto_pick_text(target: dict[str, Any]) -> str | None:
     auto = target.get("auto")
     if not auto:
         return None
-    return f"picked by --runtime auto from {auto.get('source')}: {auto.get('reason')}"
+    # what the user gave replaced the pick's value (AutoChoice.applied_to): the timing quoted is not of what ran
+    flags = {"threads": "--threads", "streams": "--streams", "micro_batch": "--micro-batch"}
+    if target.get("runtime") == "openvino" and target.get("dtype") == "int8":
+        flags["int8_remainder"] = "--int8-remainder"
+    replaced = [f"{flag} {target.get(name)} replaced the pick's {auto.get(name)}" for name, flag in flags.items()
+                if auto.get(name) is not None and target.get(name) is not None and target.get(name) != auto.get(name)]
+    return (f"picked by --runtime auto from {auto.get('source')}: {auto.get('reason')}"
+            + (f"; given: {', '.join(replaced)} (the figure quoted is the pick's, not what ran)" if replaced else ""))
 
 
 def render_log(summary: RunSummary) -> str:

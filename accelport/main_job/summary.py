@@ -90,7 +90,7 @@ class RunSummary:
     target_weights: WeightsInfo | None = None  # --target-weights: the target side's own checkpoint
     # ... and the tensors in which it differs from --weights (beyond a half-precision copy's rounding)
     differing_tensors: tuple[str, ...] | None = None
-    differing_beyond_rounding: bool = False  # ... compared with --weights rounded as a bf16/fp16 copy stores them
+    compared_with_rounded_reference: bool = False  # ... compared with --weights rounded as a bf16/fp16 copy stores them
     power_report: str | None = None  # power.md of `accelport power` in the same folder
     layer_report: str | None = None  # layers.md, or None when the layer comparison could not run ...
     layers_not_run: str | None = None  # ... and why (summary.json and report.md say it)
@@ -149,7 +149,7 @@ class RunSummary:
         if self.target_weights is not None:
             data["target_weights"] = self.target_weights.to_json() | {
                 "flag": "--target-weights", "differing_tensors": list(self.differing_tensors or ()),
-                "differing_beyond_rounding": self.differing_beyond_rounding}
+                "compared_with_rounded_reference": self.compared_with_rounded_reference}
         if self.power_report is not None:
             data["power_report"] = self.power_report
         if self.layers_requested:
@@ -177,7 +177,7 @@ def build_summary(
     proof: StructuralProof | None = None,
     power_report: str | None = None,
     differing_tensors: list[str] | None = None,
-    differing_beyond_rounding: bool = False,
+    compared_with_rounded_reference: bool = False,
 ) -> RunSummary:
     """The run's document from what it measured; the header's clock stops here."""
     header = DocumentHeader.of(SCHEMA_VERSION, job, model=model_record(job), reference=REFERENCE,
@@ -188,7 +188,7 @@ def build_summary(
         parity, latency, _samples(batch, parity, job.loaded.num_classes), proof,
         target_weights=job.target_model.weights if job.separate_target else None, power_report=power_report,
         differing_tensors=tuple(differing_tensors) if differing_tensors is not None else None,
-        differing_beyond_rounding=differing_beyond_rounding)
+        compared_with_rounded_reference=compared_with_rounded_reference)
 
 
 def _samples(batch: ImageBatch | ImageStream, parity: ParityResult, num_classes: int) -> tuple[RunSample, ...]:
