@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import accelport  # noqa: E402
+from accelport.arguments import set_allocator_or_exit  # noqa: E402
 from accelport.errors import RuntimeUnavailableError  # noqa: E402
 
 ARCHS = ("convnextv2_atto", "resnet18", "vit_tiny_patch16_224", "mobilenetv3_small_050", "levit_128s")
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--merge-into", help="a previous result file: keep its rows of the other runtimes")
     parser.add_argument("--note", default="", help="why the sweep was reduced (recorded with --merge-into)")
     args = parser.parse_args()
+    set_allocator_or_exit(parser)  # as the CLI does: a bad ACCELPORT_ALLOCATOR is exit 2, not open_job's traceback
     from safetensors.torch import save_file
 
     from checkpoints import seeded_state_dict

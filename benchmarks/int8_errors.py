@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import accelport  # noqa: E402
+from accelport.arguments import set_allocator_or_exit  # noqa: E402
 from accelport.errors import RuntimeUnavailableError  # noqa: E402
 from accelport.preprocess import DEFAULT_SAMPLES_DIR  # noqa: E402
 
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--archs", default=",".join(ARCHS), help="NAME or NAME:seeded (the seeded atto checkpoint)")
     parser.add_argument("--runtimes", default="onnxruntime,openvino,compile")
     args = parser.parse_args()
+    set_allocator_or_exit(parser)  # as the CLI does: a bad ACCELPORT_ALLOCATOR is exit 2, not open_job's traceback
     from safetensors.torch import save_file
 
     from checkpoints import seeded_state_dict

@@ -10,6 +10,7 @@ proof's status.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -21,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import accelport  # noqa: E402
+from accelport.arguments import set_allocator_or_exit  # noqa: E402
 from accelport.preprocess import DEFAULT_SAMPLES_DIR  # noqa: E402
 
 FC2 = "stages.2.blocks.1.mlp.fc2.weight"
@@ -40,6 +42,9 @@ def faults(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.parse_args()
+    set_allocator_or_exit(parser)  # as the CLI does: a bad ACCELPORT_ALLOCATOR is exit 2, not open_job's traceback
     from safetensors.torch import save_file
 
     from checkpoints import seeded_state_dict

@@ -23,6 +23,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random-init models: never wait for the Hub
 import accelport  # noqa: E402
+from accelport.arguments import set_allocator_or_exit  # noqa: E402
 from accelport.layers import LayersConfig, run_layers  # noqa: E402
 from accelport.models import load_model  # noqa: E402
 from accelport.power.faults import standard_faults  # noqa: E402
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1e-3,1e-1")
     parser.add_argument("--images", nargs="+", default=[])
     args = parser.parse_args()
+    set_allocator_or_exit(parser)  # as the CLI does: a bad ACCELPORT_ALLOCATOR is exit 2, not open_job's traceback
     from safetensors.torch import save_file
 
     from checkpoints import seeded_state_dict

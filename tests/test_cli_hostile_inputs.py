@@ -216,6 +216,7 @@ def test_thread_counts_past_the_cpus_and_non_finite_limits_are_refused(argv, cul
     # an empty item used to be dropped silently: "1,,2" ran batch sizes 1 and 2
     (["bench", "--batch-sizes", "1,,2"], "--batch-sizes '1,,2'", "empty item"),
     (["bench", "--runtimes", ""], "--runtimes ''", "a comma-separated list such as eager,onnxruntime"),  # not 1,8,32
+    (["bench", "--streams", "1,"], "--streams '1,'", "a comma-separated list such as 1,2"),  # not 32 streams
     (["power", "--sizes", "1e-3,,1e-2"], "--sizes", "comma-separated numbers"),
     # a size given twice built and judged every fault of that size twice
     (["power", "--sizes", "1e-2,0.01"], "--sizes 0.01,0.01", "0.01 given more than once"),

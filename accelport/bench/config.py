@@ -94,7 +94,8 @@ def parse_list(text: str, flag: str, convert=str) -> tuple:
     """``"1,8,32"`` -> ``(1, 8, 32)``; a bad or empty item (``"1,,32"``, a typo) is a UsageError naming the flag."""
     items = [item.strip() for item in text.split(",")]
     if not all(items):
-        example = "1,8,32" if convert is int else "eager,onnxruntime" if flag == "--runtimes" else "fp32,bf16"
+        examples = {"--runtimes": "eager,onnxruntime", "--dtypes": "fp32,bf16", "--batch-sizes": "1,8,32"}
+        example = examples.get(flag, "1,2")  # --streams, --micro-batches
         raise UsageError(f"{flag} {text!r}: an empty item; expected a comma-separated list such as {example}")
     try:
         return tuple(dict.fromkeys(convert(item) for item in items))

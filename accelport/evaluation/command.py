@@ -110,9 +110,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(f"  {caution}")
     print(f"  worst cosine {doc.distributions['cosine']['min']:.7f}, "
           f"median rel L2 {doc.distributions['rel_l2']['p50']:.2e}")
+    width = max(len(stage["stage"]) for stage in throughput.stages)
     for stage in throughput.stages:
         rate = stage["images_per_s"]
-        print(f"  {stage['stage']:<48} " + ("      n/a" if rate is None else f"{rate:9.1f} images/s"))
+        print(f"  {stage['stage']:<{width}} " + ("      n/a" if rate is None else f"{rate:9.1f} images/s"))
     print(f"  bottleneck: {throughput.bottleneck} (waited for data {100 * throughput.data_wait_share:.1f} % of the "
           "time)")
     for check in doc.checks:

@@ -65,8 +65,9 @@ class StageTimes:
              "images_per_s": rate(self.images, self.loop_s), "seconds": self.loop_s},
             {"stage": "decode + preprocess (one loader process)", "images_per_s": rate(self.decoded, self.decode_s),
              "seconds": self.decode_s},
-            {"stage": "reference model, CPU fp32 (cache misses only)" + (
-                " (every image from --reference-cache)" if self.images and not self.reference_images else ""),
+            {"stage": "reference model, CPU fp32: " + ("every image from --reference-cache"
+                                                        if self.images and not self.reference_images
+                                                        else "cache misses only"),
              "images_per_s": rate(self.reference_images, self.reference_s), "seconds": self.reference_s},
             {"stage": "target model (copies in and out included)", "images_per_s": rate(self.images, self.target_s),
              "seconds": self.target_s},
