@@ -20,7 +20,7 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,11 +29,16 @@ from .criteria import criteria_for
 from .devices import apply_numeric_settings
 from .emulation import emulate_tf32
 from .errors import RuntimeUnavailableError
+from .formatting import listed
 from .parity import ParityResult, compare_outputs
 from .runners import Runner, create_runner
 
+if TYPE_CHECKING:
+    from .job.context import JobContext
+
 _logger = logging.getLogger(__name__)
 
+UNSEEN_CHECK_IMAGES = 4  # images the reference model runs with both checkpoints on (unseen_weight_differences)
 HALF_DTYPES = ("bf16", "fp16")
 REDUCED_DTYPES = (*HALF_DTYPES, "int8")  # precisions whose outputs can never equal fp32 ones bit for bit
 
@@ -90,6 +95,52 @@ def unseen_weight_differences(reference: torch.nn.Module, target: torch.nn.Modul
     with torch.inference_mode():
         same = torch.equal(reference(images), target(images))
     return differing if same else []
+
+
+@dataclass(frozen=True)
+class WeightDifferences:
+    """Where --target-weights differs from --weights, tensor by tensor (beyond a half-precision copy's rounding):
+    a port should differ nowhere, so every one is named, and those no output of the run can show are said so."""
+
+    tensors: list[str]  # every differing tensor, the dropped classifier's last
+    unseen: list[str]  # ... of which the model's outputs are bit-identical with either set
+    dropped: list[str]  # ... of which the classifier --features drops
+    beyond_rounding: bool  # compared with the reference rounded as the copy stores it
+
+    @property
+    def judged(self) -> list[str]:
+        """The differing tensors the run's outputs do depend on."""
+        return [name for name in self.tensors if name not in self.unseen and name not in self.dropped]
+
+    @property
+    def rounding_words(self) -> str:
+        return " beyond the bf16/fp16 rounding it stores" if self.beyond_rounding else ""
+
+
+def weight_differences(job: JobContext, images: torch.Tensor) -> WeightDifferences | None:
+    """--target-weights against --weights (None without it), the tensors no output can show on ``images`` (a few
+    of the job's) said before the verdict, as the verdict cannot judge them (run and bench)."""
+    if not job.separate_target:
+        return None
+    # against the reference rounded like a half-precision copy: its rounding alone is a difference that shows
+    compared = job.rounded_reference() or job.loaded
+    differing = differing_tensors(compared.model, job.target_model.model)
+    unseen = unseen_weight_differences(compared.model, job.target_model.model, images,
+                                       differing) if differing else []
+    dropped = differing_dropped_head(job.loaded.dropped_head, job.target_model.dropped_head,
+                                     job.target_model.weights.stored_dtypes)
+    differences = WeightDifferences([*differing, *dropped], unseen, dropped, compared is not job.loaded)
+    if dropped:
+        _logger.warning("--target-weights differs from --weights in %d classifier tensor(s) (%s) that --features "
+                        "drops: no output of this run computes them, so it cannot judge them; run without "
+                        "--features to judge the classifier too", len(dropped), listed(dropped))
+    if unseen:
+        _logger.warning("--target-weights differs from --weights in %d tensor(s) (%s)%s, yet the model computes "
+                        "bit-identical outputs with either on these images: those tensors do not reach the outputs "
+                        "here (with random-init weights, timm zero-initialises some branches, e.g. the last "
+                        "BatchNorm of each ResNet block), so this run cannot judge them; use the real --weights",
+                        len(unseen), listed(unseen), differences.rounding_words)
+    return differences
 
 
 def check_not_fp32(precision: str, target: np.ndarray, fp32_outputs: np.ndarray) -> None:

@@ -284,6 +284,9 @@ def test_target_weights_bench_the_port_against_the_reference(tmp_path, seeded_we
     assert document["rows"] and not any(row["parity"]["passed"] for row in document["rows"])
     port = document["model"]["target_weights"]
     assert port["path"] == str(noisy_fc2_weights) and port["sha256"] != document["model"]["weights_sha256"]
+    assert port["differing_tensors"] == ["stages.2.blocks.1.mlp.fc2.weight"]  # named, as run names them
+    assert "differs from --weights in 1 tensor(s): stages.2.blocks.1.mlp.fc2.weight" in (
+        tmp_path / "bench.md").read_text()
 
 
 def test_auto_never_hands_on_more_threads_than_this_process_may_use(bench_dir, monkeypatch):
@@ -444,7 +447,9 @@ def test_a_port_benched_in_bf16_proves_each_peer_with_its_own_recipe_in_fp32(tmp
     main(["bench", "--model", "convnextv2_atto", "--device", "cpu", "--weights", str(seeded_weights),
           "--target-weights", str(target), "--runtimes", "eager", "--dtypes", "bf16", "--batch-sizes", "1",
           "--rounds", "1", "--out-dir", str(tmp_path), "--no-plot", *(f for f in FAST if f != "--no-peers")])
-    rows = {row["label"]: row for row in json.loads((tmp_path / "bench.json").read_text())["rows"]}
+    document = json.loads((tmp_path / "bench.json").read_text())
+    rows = {row["label"]: row for row in document["rows"]}
+    assert (document["model"]["target_weights"]["differing_tensors"] == []) is proved
     peer = rows["peer: timm eager autocast bf16"]
     assert peer["status"] == "ok" and peer["parity"]["structural_proof"]["passed"] is proved
     assert built == [("timm eager", "bf16"), ("timm eager", "fp32")]  # the proof runs the peer's own recipe

@@ -407,6 +407,7 @@ def test_eval_int8_reports_accuracy_and_agreement_with_the_fp32_reference(tmp_pa
     assert {"name": "structural_proof", "passed": True}.items() <= doc["checks"][-1].items()
     markdown = (tmp_path / "eval.md").read_text()
     assert "int8" in markdown and "## Accuracy" in markdown and "structural_proof" in markdown
+    assert "- int8 by onnxruntime.quantization.quantize_static, calibrated on 2 image(s)" in markdown  # as report.md
 
 
 def test_an_eval_int8_failing_on_its_own_error_says_so(tmp_path, eval_data, weights_files, capsys):
@@ -771,7 +772,8 @@ def test_openvino_options_the_user_gives_win_over_the_pick_or_are_said_unused(ca
     with caplog.at_level(logging.WARNING, logger="accelport"):
         target = AutoChoice("compile", True, "int8", 32, "bench.json", "fastest").applied_to(asked)
     assert (target.runtime, target.options) == ("compile", ())
-    assert "--runtime auto picked compile: --int8-remainder bf16, --streams 2 apply to OpenVINO only" in caplog.text
+    assert "--runtime auto picked compile: only OpenVINO takes --int8-remainder bf16, --streams 2; not used" in \
+        caplog.text
 
 
 def test_an_explicit_fp32_remainder_wins_over_a_bf16_pick_and_no_flag_takes_the_pick():

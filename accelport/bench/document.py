@@ -17,7 +17,7 @@ import torch
 
 from ..environment import describe_environment
 from ..job.header import DocumentHeader, utc_now
-from ..proofs import nonfinite_weights
+from ..proofs import UNSEEN_CHECK_IMAGES, nonfinite_weights, weight_differences
 from ..runners import create_runner
 from ..runners.cache import library_versions, weights_digest
 from .peers import compare_with_peers
@@ -177,6 +177,7 @@ def sweep_document(job: JobContext, config: BenchConfig, images: torch.Tensor, t
     started = time.time()
     criteria = {d: job.criteria_for(d) for d in (*config.dtypes, "fp32")}
     reference = reference_outputs(job.loaded.model, images)
+    differences = weight_differences(job, images[:UNSEEN_CHECK_IMAGES])  # said before minutes of sweeping
     swept_threads = tuple(t for t in config.thread_counts() if t != threads)
     configurations = plan_configurations(config.runtimes, config.dtypes, config.channels_last, config.streams,
                                          config.micro_batches, peers=config.peers, threads=swept_threads)
@@ -200,6 +201,9 @@ def sweep_document(job: JobContext, config: BenchConfig, images: torch.Tensor, t
         model["target_weights"] = {"path": job.target_model.weights.path, "sha256": job.target_model.weights.sha256,
                                    "state_digest": weights_digest(job.target_model.model),
                                    "stored_dtypes": list(job.target_model.weights.stored_dtypes or ()),
+                                   "differing_tensors": differences.tensors if differences else [],
+                                   "compared_with_rounded_reference": bool(differences
+                                                                           and differences.beyond_rounding),
                                    **({"proof_reference_rounded": rounded.to_json()} if rounded else {})}
     header = DocumentHeader(SCHEMA_VERSION, utc_now(), round(time.time() - started, 3), model,
                             bench_environment(job.device, threads))

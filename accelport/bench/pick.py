@@ -96,7 +96,7 @@ class AutoChoice:
             picked.update(given)
         else:
             if given:
-                _logger.warning("--runtime auto picked %s: %s apply to OpenVINO only and are not used", self.runtime,
+                _logger.warning("--runtime auto picked %s: only OpenVINO takes %s; not used", self.runtime,
                                 ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in given.items()))
             picked = {}
         return replace(target, runtime=self.runtime, channels_last=self.channels_last,

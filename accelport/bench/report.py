@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..atomic import json_writer, text_writer
 from ..environment import allocator_text, cpu_kind_text
-from ..formatting import one_line, or_missing
+from ..formatting import listed, one_line, or_missing
 from ..parity import zero_target_cause
 from ..plotting import write_report_set
 from ..proofs import reads_as_own_error, rounding_text
@@ -178,7 +178,19 @@ def _target_weights_lines(target: dict[str, Any] | None) -> list[str]:
             f"stored as {', '.join(target.get('stored_dtypes') or ['?'])}): every row runs them, judged against the "
             "reference's weights"
             + (f"; the structural proof compares with the reference rounded as this file stores it "
-               f"({rounding_text(rounded)})" if rounded else "")]
+               f"({rounding_text(rounded)})" if rounded else "")
+            + _differing_text(target)]
+
+
+def _differing_text(target: dict[str, Any]) -> str:
+    """Which tensors the port changes (as report.md says it); "" for documents from before it was recorded."""
+    if "differing_tensors" not in target:
+        return ""
+    differing = target["differing_tensors"]
+    rounding = " beyond the bf16/fp16 rounding it stores" if target.get("compared_with_rounded_reference") else ""
+    if not differing:
+        return f"; identical to --weights in every floating-point tensor{rounding}"
+    return f"; differs from --weights{rounding} in {len(differing)} tensor(s): {listed(differing)}"
 
 
 def render_markdown(document: BenchDocument) -> str:

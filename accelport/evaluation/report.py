@@ -11,6 +11,7 @@ from ..environment import allocator_text, cpu_kind_text
 from ..formatting import NO_WEIGHTS_FILE, format_comparison, markdown_cell, or_missing
 from ..parity import zero_target_caution as parity_caution
 from ..plotting import write_report_set
+from ..runners.quantize import quantisation_text
 
 if TYPE_CHECKING:
     from .document import EvalDocument
@@ -37,6 +38,7 @@ def render_markdown(doc: EvalDocument, histogram: str | None) -> str:
         + ("" if weights.pretrained_used else " — **RANDOM INIT: accuracy is meaningless**"),
         f"- target: {target['runtime']} {target['dtype']}, fp32 math `{target['fp32_math']}`, criteria "
         f"`{target['precision']}`; reference: CPU eager fp32",
+        *([f"- {line}"] if (line := quantisation_text(target)) else []),  # as report.md and layers.md say it
         f"- host CPU: {cpu_kind_text(doc.header.environment)}; allocator: {allocator_text(doc.header.environment)}",
         *([f"- target weights (--target-weights): sha256 {target['target_weights']}"]
           if target.get("target_weights") else []),

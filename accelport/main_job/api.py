@@ -23,14 +23,13 @@ from ..out_dir_lock import job_scope
 from ..parity import ParityResult, compare_outputs
 from ..preprocess import ImageBatch, ImageStream, load_images
 from ..proofs import (
+    UNSEEN_CHECK_IMAGES,
     baseline_outputs,
     check_not_fp32,
-    differing_dropped_head,
-    differing_tensors,
     nonfinite_weights,
     proof_reference_outputs,
     structural_proof,
-    unseen_weight_differences,
+    weight_differences,
 )
 from ..resources import check_batch_fits
 from ..runners import QUANTIZED_DTYPES, Runner, create_runner, infer_all
@@ -45,7 +44,6 @@ if TYPE_CHECKING:
 
 _logger = logging.getLogger(__name__)
 
-UNSEEN_CHECK_IMAGES = 4  # images the reference model runs with both checkpoints on (proofs.unseen_weight_differences)
 
 
 @dataclass
@@ -86,7 +84,7 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     stream = _image_stream(job, config.target)
     target, auto = _choose_target(job, config, stream)
     outputs = _infer_and_time(job, config, target, stream, auto)
-    differences = _weight_differences(job, stream)
+    differences = weight_differences(job, stream.head(UNSEEN_CHECK_IMAGES))
     parity = _parity(job, target, stream, outputs)
     precision = job.precision(target.dtype)
     rounded = job.rounded_reference() if config.structural_proof and precision != "fp32" else None
@@ -120,52 +118,6 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     result = RunResult(document, reference=outputs.reference, target=outputs.target)
     result.artifacts = write_artifacts(Path(job.spec.out_dir), document, *saved, layers=layers)
     return result
-
-
-@dataclass(frozen=True)
-class WeightDifferences:
-    """Where --target-weights differs from --weights, tensor by tensor (beyond a half-precision copy's rounding):
-    a port should differ nowhere, so every one is named, and those no output of the run can show are said so."""
-
-    tensors: list[str]  # every differing tensor, the dropped classifier's last
-    unseen: list[str]  # ... of which the model's outputs are bit-identical with either set
-    dropped: list[str]  # ... of which the classifier --features drops
-    beyond_rounding: bool  # compared with the reference rounded as the copy stores it
-
-    @property
-    def judged(self) -> list[str]:
-        """The differing tensors the run's outputs do depend on."""
-        return [name for name in self.tensors if name not in self.unseen and name not in self.dropped]
-
-    @property
-    def rounding_words(self) -> str:
-        return " beyond the bf16/fp16 rounding it stores" if self.beyond_rounding else ""
-
-
-def _weight_differences(job: JobContext, stream: ImageStream) -> WeightDifferences | None:
-    """--target-weights against --weights (None without it), the tensors no output can show said before the
-    verdict, as the verdict cannot judge them."""
-    if not job.separate_target:
-        return None
-    # against the reference rounded like a half-precision copy: its rounding alone is a difference that shows
-    compared = job.rounded_reference() or job.loaded
-    differing = differing_tensors(compared.model, job.target_model.model)
-    unseen = unseen_weight_differences(compared.model, job.target_model.model, stream.head(UNSEEN_CHECK_IMAGES),
-                                       differing) if differing else []
-    dropped = differing_dropped_head(job.loaded.dropped_head, job.target_model.dropped_head,
-                                     job.target_model.weights.stored_dtypes)
-    differences = WeightDifferences([*differing, *dropped], unseen, dropped, compared is not job.loaded)
-    if dropped:
-        _logger.warning("--target-weights differs from --weights in %d classifier tensor(s) (%s) that --features "
-                        "drops: no output of this run computes them, so it cannot judge them; run without "
-                        "--features to judge the classifier too", len(dropped), listed(dropped))
-    if unseen:
-        _logger.warning("--target-weights differs from --weights in %d tensor(s) (%s)%s, yet the model computes "
-                        "bit-identical outputs with either on these images: those tensors do not reach the outputs "
-                        "here (with random-init weights, timm zero-initialises some branches, e.g. the last "
-                        "BatchNorm of each ResNet block), so this run cannot judge them; use the real --weights",
-                        len(unseen), listed(unseen), differences.rounding_words)
-    return differences
 
 
 def _image_stream(job: JobContext, target: Target) -> ImageStream:
