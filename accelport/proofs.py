@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -71,25 +71,23 @@ def differing_dropped_head(reference: dict[str, torch.Tensor], target: dict[str,
                            stored_dtypes: tuple[str, ...] | None) -> list[str]:
     """The classifier tensors --features dropped (``LoadedModel.dropped_head``) in which the port differs from the
     reference beyond the rounding of the half-precision dtypes it stores: no output of the run can show them."""
-    narrow = [getattr(torch, name) for name in stored_dtypes or () if name in ("bfloat16", "float16")]
+    narrow = [name for name in stored_dtypes or () if name in UNIT_ROUNDOFF]
 
-    def same(ours: torch.Tensor, theirs: torch.Tensor) -> bool:
-        return torch.equal(ours, theirs) or any(torch.equal(ours.to(dtype).to(ours.dtype), theirs) for dtype in narrow)
+    def same(ours: torch.Tensor, theirs: torch.Tensor) -> bool:  # rounding as rounded_reference accepts it
+        return torch.equal(ours, theirs) or any(_exact_rounding(ours, theirs, dtype) is not None for dtype in narrow)
 
     return [name for name, tensor in target.items()
             if name in reference and tensor.is_floating_point() and not same(reference[name], tensor)]
 
 
 def unseen_weight_differences(reference: torch.nn.Module, target: torch.nn.Module, images: torch.Tensor,
-                              differing: list[str] | None = None) -> list[str]:
-    """The tensors in which ``target``'s weights differ from ``reference``'s (``differing``, when known), when the
-    reference model computes bit-identical outputs on ``images`` with either set (CPU eager fp32); [] when they
-    differ nowhere or show.
+                              differing: list[str]) -> list[str]:
+    """``differing`` (``differing_tensors``), when the reference model computes bit-identical outputs on ``images``
+    with either set of weights (CPU eager fp32); [] when they differ nowhere or show.
 
     Such a port passes any verdict, correctly for these outputs and blindly for its weights: timm's random init
     zero-initialises the last BatchNorm of every ResNet block, so a convolution 5 % off in that branch changed
     nothing and every runtime passed it."""
-    differing = differing_tensors(reference, target) if differing is None else differing
     if not differing:
         return []
     with torch.inference_mode():
@@ -114,7 +112,19 @@ class WeightDifferences:
 
     @property
     def rounding_words(self) -> str:
-        return " beyond the bf16/fp16 rounding it stores" if self.beyond_rounding else ""
+        return _BEYOND_ROUNDING if self.beyond_rounding else ""
+
+
+_BEYOND_ROUNDING = " beyond the bf16/fp16 rounding it stores"
+
+
+def differing_text(differing: Sequence[str], compared_with_rounded_reference: bool) -> str:
+    """Which tensors --target-weights changes, for report.md and bench.md: a port should change none, and a fault
+    the outputs hide (random-init scales near zero) is still named here."""
+    rounding = _BEYOND_ROUNDING if compared_with_rounded_reference else ""
+    if not differing:
+        return f"identical to --weights in every floating-point tensor{rounding}"
+    return f"differs from --weights{rounding} in {len(differing)} tensor(s): {listed(list(differing))}"
 
 
 def weight_differences(job: JobContext, images: torch.Tensor) -> WeightDifferences | None:
@@ -125,8 +135,7 @@ def weight_differences(job: JobContext, images: torch.Tensor) -> WeightDifferenc
     # against the reference rounded like a half-precision copy: its rounding alone is a difference that shows
     compared = job.rounded_reference() or job.loaded
     differing = differing_tensors(compared.model, job.target_model.model)
-    unseen = unseen_weight_differences(compared.model, job.target_model.model, images,
-                                       differing) if differing else []
+    unseen = unseen_weight_differences(compared.model, job.target_model.model, images, differing)
     dropped = differing_dropped_head(job.loaded.dropped_head, job.target_model.dropped_head,
                                      job.target_model.weights.stored_dtypes)
     differences = WeightDifferences([*differing, *dropped], unseen, dropped, compared is not job.loaded)

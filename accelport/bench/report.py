@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..atomic import json_writer, text_writer
 from ..environment import allocator_text, cpu_kind_text
-from ..formatting import listed, one_line, or_missing
+from ..formatting import one_line, or_missing
 from ..parity import zero_target_cause
 from ..plotting import write_report_set
-from ..proofs import reads_as_own_error, rounding_text
+from ..proofs import differing_text, reads_as_own_error, rounding_text
 from .points import MIN_ITERS
 from .rows import rounds_disagree
 
@@ -186,11 +186,7 @@ def _differing_text(target: dict[str, Any]) -> str:
     """Which tensors the port changes (as report.md says it); "" for documents from before it was recorded."""
     if "differing_tensors" not in target:
         return ""
-    differing = target["differing_tensors"]
-    rounding = " beyond the bf16/fp16 rounding it stores" if target.get("compared_with_rounded_reference") else ""
-    if not differing:
-        return f"; identical to --weights in every floating-point tensor{rounding}"
-    return f"; differs from --weights{rounding} in {len(differing)} tensor(s): {listed(differing)}"
+    return "; " + differing_text(target["differing_tensors"], bool(target.get("compared_with_rounded_reference")))
 
 
 def render_markdown(document: BenchDocument) -> str:

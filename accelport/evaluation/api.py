@@ -28,6 +28,7 @@ from ..job.spec import with_overrides
 from ..out_dir_lock import job_scope
 from ..resources import check_batch_fits
 from ..runners import QUANTIZED_DTYPES, create_runner
+from ..runners.base import OPTIONS
 from ..runners.quantize import calibration_overlap
 from . import distributed as dist_utils
 from .aggregate import summarise
@@ -75,8 +76,8 @@ def _fingerprint(config: EvalConfig, job: JobContext, listing: DatasetListing, c
         "data_config": job.data_config.to_json(), "data": str(listing.root.resolve()),
         "labels": listing.labels.to_json(), "device_type": job.device.type, "runtime": target.runtime,
         "dtype": target.dtype, "channels_last": target.channels_last, "fp32_math": job.spec.fp32_math,
-        "batch_size": target.batch_size,  # options: e.g. calibration; --int8-remainder fp32 is as no flag
-        "options": json.loads(json.dumps({k: v for k, v in target.options if (k, v) != ("int8_remainder", "fp32")})),
+        "batch_size": target.batch_size,  # options: e.g. calibration; a neutral value (--int8-remainder fp32) as none
+        "options": json.loads(json.dumps({k: v for k, v in target.options if v not in OPTIONS[k].neutral})),
         "elem_rtol": criteria.elem_rtol, "tie_rel_l2": criteria.max_rel_l2,  # they decide the records' flags
     }
 

@@ -129,12 +129,17 @@ class LayerComparison:
     def diverged(self) -> bool:
         return any(self.first_divergent(mode) is not None for mode in self.modes)
 
-    def module_text(self, key: str) -> str:
-        """``key``, with the modules the engine folded into it: its tensor is their computation too, so a divergence
-        there may be theirs (OpenVINO folds a convolution into its BatchNorm: a faulty conv shows at the norm)."""
+    def folded_words(self, key: str) -> str:
+        """" (with <modules> folded into it)" for the modules the engine folded into ``key``, else "": its tensor is
+        their computation too, so a divergence there may be theirs (OpenVINO folds a convolution into its
+        BatchNorm: a faulty conv shows at the norm)."""
         note = "not compared: " + FOLDED_INTO.format(key)
         folded = [row.key for row in self.rows if row.note == note]
-        return key + (f" (with {', '.join(folded)} folded into it)" if folded else "")
+        return f" (with {', '.join(folded)} folded into it)" if folded else ""
+
+    def module_text(self, key: str) -> str:
+        """``key`` with the modules folded into it (``folded_words``)."""
+        return key + self.folded_words(key)
 
     def to_json(self) -> dict[str, Any]:
         rows = [row.to_json(i, self.modes, self.criteria) for i, row in enumerate(self.rows)]

@@ -87,8 +87,8 @@ def _first_line(mode: str, first: Divergence | None, comparison: LayerComparison
     total = len(comparison.rows)
     if first is None:
         return f"| {label or mode} | none | | | {comparison.within_text(mode)}, all within the criteria |"
-    folded = comparison.module_text(first.row.key).removeprefix(first.row.key)  # " (with ... folded into it)"
-    return (f"| {label or mode} | `{first.row.key}`{folded} | {first.row.module_type} | {first.index} of {total} | "
+    return (f"| {label or mode} | `{first.row.key}`{comparison.folded_words(first.row.key)} | "
+            f"{first.row.module_type} | {first.index} of {total} | "
             f"{first.reason} |")
 
 

@@ -24,7 +24,7 @@ from ..formatting import (
 )
 from ..parity import baseline_ratios, zero_target_caution
 from ..plotting import write_report_set
-from ..proofs import own_error_reading, reads_as_own_error
+from ..proofs import differing_text, own_error_reading, reads_as_own_error
 from ..runners.quantize import quantisation_text
 
 if TYPE_CHECKING:
@@ -157,16 +157,6 @@ def _agreement_word(match: bool | None, near_tie: bool | None, mismatch: str) ->
     return "match" if match else ("near-tie" if near_tie else mismatch)
 
 
-def _differing_text(summary: RunSummary) -> str:
-    """Which tensors --target-weights changes: a port should change none, and a fault the outputs hide (random-init
-    scales near zero) is still named here."""
-    differing = summary.differing_tensors or ()
-    rounding = " beyond the bf16/fp16 rounding it stores" if summary.compared_with_rounded_reference else ""
-    if not differing:
-        return f"identical to --weights in every floating-point tensor{rounding}"
-    return f"differs from --weights{rounding} in {len(differing)} tensor(s): {listed(list(differing))}"
-
-
 def _auto_pick_text(target: dict[str, Any]) -> str | None:
     """How ``--runtime auto`` chose this target, and how it compared with the bench's best hand-written peer (the
     report is what is handed on: it must say the runtime was picked, and from which measurements)."""
@@ -196,7 +186,7 @@ def render_log(summary: RunSummary) -> str:
         *([f"target weights (--target-weights): {summary.target_weights.path} (sha256 "
            f"{(summary.target_weights.sha256 or '')[:12]})"
            + (f" [{summary.target_weights.state_key}]" if summary.target_weights.state_key else "")
-           + f"; {_differing_text(summary)}"]
+           + f"; {differing_text(summary.differing_tensors or (), summary.compared_with_rounded_reference)}"]
           if summary.target_weights else []),
         "reference  cpu eager fp32",
         f"target     {target['device']} ({header.environment['device_name']}) {target['runtime']} "
@@ -271,7 +261,7 @@ def _setup_lines(summary: RunSummary) -> list[str]:
         *([f"- target side only (--target-weights): `{summary.target_weights.path}`, sha256 "
            f"`{summary.target_weights.sha256}`"
            + (f"; state dict under `{summary.target_weights.state_key}`" if summary.target_weights.state_key else "")
-           + f"; {_differing_text(summary)}"]
+           + f"; {differing_text(summary.differing_tensors or (), summary.compared_with_rounded_reference)}"]
           if summary.target_weights else []),
         "",
         "## Hardware and software",

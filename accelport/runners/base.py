@@ -67,6 +67,7 @@ class RunnerOption:
     value_type: Any  # what the Python API takes (a flag's value in its own type)
     minimum: int | None = None  # the smallest valid value (None: not a count)
     neutral: tuple[Any, ...] = ()  # values any runtime accepts besides the default (what it does without the flag)
+    in_every_record: bool = True  # False: only its owner records it, where it applies (``describe``)
 
     def check(self, value: Any) -> None:
         """The value itself, whatever the runtime: a count below its minimum is refused naming the flag."""
@@ -87,7 +88,7 @@ OPTIONS: dict[str, RunnerOption] = {
     # over a bf16 pick (a value at its default is dropped from a Target's options)
     "int8_remainder": RunnerOption("--int8-remainder", None, "OpenVINO",
                                    "runs the float work between an int8 model's int8 layers in bf16", str | None,
-                                   neutral=("fp32",)),
+                                   neutral=("fp32",), in_every_record=False),
 }
 INT8_REMAINDERS = ("fp32", "bf16")  # --int8-remainder's values
 
@@ -212,7 +213,7 @@ class Runner(ABC):
         return {"runtime": self.name, "device": str(self.device), "dtype": self.dtype,
                 "channels_last": self.channels_last, "threads": self.threads,
                 **{name: list(value) if isinstance(value, tuple) else value  # as the JSON file reads them back
-                   for name, value in self.option_values.items() if name != "int8_remainder"},  # OpenVINO int8's
+                   for name, value in self.option_values.items() if OPTIONS[name].in_every_record},
                 "setup_s": round(self.setup_time_s, 4), "setup_events": list(self.setup_events),
                 **details}
 

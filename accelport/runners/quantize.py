@@ -247,8 +247,7 @@ def quantisation_text(target: dict[str, Any]) -> str | None:
     seen = "" if overlap is None else (f"; {overlap} of the judged images were also calibration images"
                                        + (" (flatters the verdict: judge on other images with --images)"
                                           if overlap else ""))
-    remainder = target.get("int8_float_remainder") or (  # compile's rule, or OpenVINO's --int8-remainder
-        target.get("int8_remainder") if target.get("runtime") == "openvino" else None)
+    remainder = target.get("int8_float_remainder") or target.get("int8_remainder")  # compile's rule, or OpenVINO's
     return (f"int8 by {target.get('quantizer', 'the engine')}, calibrated on {target['calibration_images']} "
             f"image(s) from {target.get('calibration_source')}{seen}"
             + (f"; float work between int8 layers in {remainder}" if remainder else ""))

@@ -210,8 +210,12 @@ class ZooDocument:
     def pass_rate(self) -> float | None:
         """Passed over the cells that ran: an unsupported cell (a runtime without that dtype, by design) is not a
         failure, and counting it made a sweep with nothing wrong read 75 %. None: no cell ran."""
-        ran = len(self.rows) - self.counts["unsupported"]
-        return round(self.counts["passed"] / ran, 4) if ran else None
+        return round(self.counts["passed"] / self.cells_ran, 4) if self.cells_ran else None
+
+    @property
+    def cells_ran(self) -> int:
+        """The cells that were not unsupported (a runtime without that dtype)."""
+        return len(self.rows) - self.counts["unsupported"]
 
     @property
     def pick(self) -> list[ZooPick]:

@@ -59,11 +59,10 @@ def cell_text(row: ZooRow | None, reason_chars: int = 0) -> str:
 
 
 def _pass_rate_text(document: ZooDocument) -> str:
-    unsupported = document.counts["unsupported"]
     if document.pass_rate is None:
         return "pass rate: no cell ran"
-    return f"pass rate {document.pass_rate:.1%}" + (f" of the {len(document.rows) - unsupported} cells that ran"
-                                                    if unsupported else "")
+    return f"pass rate {document.pass_rate:.1%}" + (f" of the {document.cells_ran} cells that ran"
+                                                    if document.counts["unsupported"] else "")
 
 
 def render_markdown(document: ZooDocument, with_pick: bool = True) -> str:
