@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from accelport.cli import main
+from accelport.runners.eager import EagerRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--iters", "3", "--warmup", "1"]
@@ -216,6 +217,13 @@ def test_a_run_without_save_outputs_leaves_no_earlier_outputs_beside_its_summary
     assert not (out / "reference_outputs.npy").exists() and not (out / "target_outputs.npy").exists()
 
 
+class EagerNamedCompile(EagerRunner):
+    """Eager under the compile runtime's name: what `layers` refuses depends on the runtime asked for, and an
+    Inductor build would cost the suite ~10 s for nothing this test checks."""
+
+    name = "compile"
+
+
 def test_layers_on_fail_with_a_compile_target_keeps_the_failed_runs_files(tmp_path, two_images, capsys, monkeypatch):
     """An Inductor graph cannot be compared module by module: run --runtime compile --layers-on-fail on a broken
     port ended in an internal error (exit 3) and wrote none of the run's files."""
@@ -223,7 +231,9 @@ def test_layers_on_fail_with_a_compile_target_keeps_the_failed_runs_files(tmp_pa
     import torch
     from safetensors.torch import save_file
 
-    monkeypatch.setenv("ACCELPORT_CACHE_DIR", str(tmp_path / "cache"))
+    from accelport.runners import _REGISTRY
+
+    monkeypatch.setitem(_REGISTRY, "compile", (__name__, "EagerNamedCompile", None))
     torch.manual_seed(0)
     state = timm.create_model("test_convnext2").state_dict()
     head = "head.fc.weight"  # the blocks' layer scale (1e-6 at init) would hide a fault inside them
