@@ -104,6 +104,7 @@ class WeightDifferences:
     unseen: list[str]  # ... of which the model's outputs are bit-identical with either set
     dropped: list[str]  # ... of which the classifier --features drops
     beyond_rounding: bool  # compared with the reference rounded as the copy stores it
+    underflowed: list[dict[str, Any]] = field(default_factory=list)  # ... rounded to nearest, lossy under its normals
 
     @property
     def judged(self) -> list[str]:
@@ -114,17 +115,63 @@ class WeightDifferences:
     def rounding_words(self) -> str:
         return _BEYOND_ROUNDING if self.beyond_rounding else ""
 
+    def to_json(self) -> dict[str, Any]:
+        """The keys summary.json's and bench.json's ``target_weights`` carry (``differing_text`` reads them)."""
+        return {"differing_tensors": list(self.tensors), "compared_with_rounded_reference": self.beyond_rounding,
+                "underflowed_tensors": list(self.underflowed)}
+
+    def text(self) -> str:
+        return differing_text(self.tensors, self.beyond_rounding, self.underflowed)
+
 
 _BEYOND_ROUNDING = " beyond the bf16/fp16 rounding it stores"
 
 
-def differing_text(differing: Sequence[str], compared_with_rounded_reference: bool) -> str:
+def underflowed_tensors(reference: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
+                        differing: Sequence[str]) -> list[dict[str, Any]]:
+    """Those of ``differing`` that are exactly the reference's tensor rounded to nearest in bf16/fp16, yet moved by
+    more than its unit roundoff: values under the format's smallest normal, held with fewer bits or as zero.
+
+    An exact fp16 copy of a random-init ConvNeXt (layer scales of 1e-6, subnormal in fp16, moved by 1.3 %) read as
+    "differs beyond the rounding it stores" and nothing more, like a wrong tensor. It is lossy, not misplaced, and a
+    fp16 copy of a checkpoint with real values that small loses them the same way, so it stays named as differing."""
+    found = []
+    for name in differing:
+        ours, theirs = reference.get(name), target.get(name)
+        if ours is None or theirs is None or ours.shape != theirs.shape or not ours.is_floating_point():
+            continue
+        for dtype in HALF_STORAGE:
+            rounded = ours.to(getattr(torch, dtype)).to(ours.dtype)
+            if torch.equal(rounded, theirs) and bool(torch.isfinite(rounded).all()):
+                moved = float((rounded.double() - ours.double()).norm() / ours.double().norm().clamp_min(1e-300))
+                if moved > UNIT_ROUNDOFF[dtype]:  # else a plain rounding of normal values: no underflow to speak of
+                    found.append({"tensor": name, "dtype": dtype, "rel_change": moved})
+                break
+    return found
+
+
+def differing_text(differing: Sequence[str], compared_with_rounded_reference: bool,
+                   underflowed: Sequence[dict[str, Any]] = ()) -> str:
     """Which tensors --target-weights changes, for report.md and bench.md: a port should change none, and a fault
     the outputs hide (random-init scales near zero) is still named here."""
     rounding = _BEYOND_ROUNDING if compared_with_rounded_reference else ""
     if not differing:
         return f"identical to --weights in every floating-point tensor{rounding}"
-    return f"differs from --weights{rounding} in {len(differing)} tensor(s): {listed(list(differing))}"
+    text = f"differs from --weights{rounding} in {len(differing)} tensor(s): {listed(list(differing))}"
+    for dtype in dict.fromkeys(u["dtype"] for u in underflowed):
+        these = [u for u in underflowed if u["dtype"] == dtype]
+        changes = sorted(100 * u["rel_change"] for u in these)
+        names = listed([u["tensor"] for u in these])
+        share = "all of them" if len(these) == len(differing) else f"{len(these)} of them ({names})"
+        text += (f" ({share} exactly --weights rounded to {dtype} to nearest, with values under its smallest normal "
+                 f"({torch.finfo(getattr(torch, dtype)).tiny:.1e}), which it keeps with fewer bits or as zero: "
+                 f"{_percent_range(changes)} of each tensor lost, precision rather than a misplaced value)")
+    return text
+
+
+def _percent_range(changes: list[float]) -> str:
+    low, high = f"{changes[0]:.2g} %", f"{changes[-1]:.2g} %"
+    return low if low == high else f"{low} to {high}"
 
 
 def weight_differences(job: JobContext, images: torch.Tensor) -> WeightDifferences | None:
@@ -138,7 +185,8 @@ def weight_differences(job: JobContext, images: torch.Tensor) -> WeightDifferenc
     unseen = unseen_weight_differences(compared.model, job.target_model.model, images, differing)
     dropped = differing_dropped_head(job.loaded.dropped_head, job.target_model.dropped_head,
                                      job.target_model.weights.stored_dtypes)
-    differences = WeightDifferences([*differing, *dropped], unseen, dropped, compared is not job.loaded)
+    underflowed = underflowed_tensors(job.loaded.model.state_dict(), job.target_model.model.state_dict(), differing)
+    differences = WeightDifferences([*differing, *dropped], unseen, dropped, compared is not job.loaded, underflowed)
     if dropped:
         _logger.warning("--target-weights differs from --weights in %d classifier tensor(s) (%s) that --features "
                         "drops: no output of this run computes them, so it cannot judge them; run without "

@@ -13,6 +13,7 @@ another resolution) is refused: that is another model. Nothing is ever loaded pa
 from __future__ import annotations
 
 import collections
+import errno
 import hashlib
 import json
 import logging
@@ -90,13 +91,33 @@ def _fingerprint(path: Path) -> list[tuple[int, int, int]]:
     return [(s.st_size, s.st_mtime_ns, s.st_ino) for s in stats]
 
 
+CHECKPOINT_NAMES = ("model.safetensors", f"model{SHARD_INDEX_SUFFIX}", "pytorch_model.bin")  # a model folder's
+
+
 def check_checkpoint_file(path: Path, flag: str = "--weights") -> None:
-    """A checkpoint must be a regular file: say which of missing, a folder or something else (/dev/null) it is."""
+    """A checkpoint must be a regular file this process can read: say which of missing, a folder, a link to nothing,
+    unreadable or something else (/dev/null) it is."""
     if not path.is_file():
-        what = ("no such file" if not path.exists() and not path.is_symlink()
-                else f"a dangling symlink (to {os.readlink(path)})" if not path.exists()
-                else "is a folder, not a checkpoint file" if path.is_dir() else "not a regular file")
-        raise WeightsError(f"{flag} {path}: {what}")
+        raise WeightsError(f"{flag} {path}: {_not_a_file(path)}")
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:  # permissions (a file copied in by another user), EIO on a network mount
+        raise WeightsError(f"{flag} {path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _not_a_file(path: Path) -> str:
+    if path.is_dir():
+        inside = [name for name in CHECKPOINT_NAMES if (path / name).is_file()]
+        return "is a folder, not a checkpoint file" + (f" (it holds {inside[0]}: pass that file)" if inside else "")
+    if not path.is_symlink():
+        return "no such file" if not path.exists() else "not a regular file"
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"a symlink loop (to {os.readlink(path)})"
+    return f"a dangling symlink (to {os.readlink(path)})" if not path.exists() else "not a regular file"
 
 
 SAFETENSORS_MAX_HEADER = 100_000_000  # the format's own limit on the JSON header's length
@@ -121,9 +142,12 @@ def file_kind(path: Path) -> str | None:
     pull``) is an error naming it: neither holds weights, whatever its name says."""
     if path.name.endswith(SHARD_INDEX_SUFFIX):
         return "shard-index"
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(64)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if not head:
         raise WeightsError(f"{path}: the file is empty (0 bytes)")
     if head.startswith(b"version https://git-lfs"):
@@ -168,6 +192,7 @@ def _read_torch(path: Path) -> Any:
     with torch.serialization.safe_globals(_pickle_allowlist()), open(path, "rb") as fh, \
             warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*looks like a TorchScript archive")  # refused below, in words
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")  # ditto: a legacy protocol 4/5 file
         return torch.load(fh, map_location="cpu", weights_only=True)
 
 
@@ -289,7 +314,25 @@ def _unwrap(state: Any, path: Path) -> tuple[dict[str, torch.Tensor], str | None
         state = state[held[0]]
     if not isinstance(state, dict) or not state:
         raise WeightsError(f"{path}: empty or not a state dict ({type(state).__name__})")
-    return {k.removeprefix("module."): v for k, v in state.items()}, ".".join(keys) or None
+    return _without_ddp_prefix(state, path), ".".join(keys) or None
+
+
+def _without_ddp_prefix(state: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Keys without DDP's ``module.`` prefix; refused where a key is there with and without it, holding different
+    values: one of the two would be dropped, which one by the file's order, and a fault under it would go unseen."""
+    unwrapped: dict[str, Any] = {}
+    for key, value in state.items():
+        name = key.removeprefix("module.")
+        if name in unwrapped:
+            kept = unwrapped[name]
+            if not (isinstance(value, torch.Tensor) and isinstance(kept, torch.Tensor) and kept.shape == value.shape
+                    and torch.equal(kept, value.to(kept.dtype))):
+                raise WeightsError(f"{path}: holds both {name!r} and 'module.{name}' with different values: without "
+                                   "DDP's 'module.' prefix they are one tensor, and loading would keep only one of "
+                                   "them. Save the model's state dict once (model.module.state_dict() under DDP)")
+            continue
+        unwrapped[name] = value
+    return unwrapped
 
 
 def _leads_to_tensors(value: Any) -> bool:
@@ -400,6 +443,7 @@ def check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, origin: s
         for k, v in expected.items()
         if k in state and (state[k].is_floating_point(), state[k].is_complex()) != (v.is_floating_point(),
                                                                                       v.is_complex())
+        and not _float_step_counter(k, state[k])
     ]
     problems = []
     for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong_shape),
@@ -407,8 +451,17 @@ def check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, origin: s
         if items:
             problems.append(f"{len(items)} {label}: {listed(items, _MAX_LISTED)}")
     if problems:
-        raise WeightsError(f"{origin} does not fit {type(model).__name__}: " + "; ".join(problems)
+        variant = (" (every key is there, with other shapes: the weights of another size or input resolution of "
+                   "this architecture? Check --model)" if wrong_shape and not (missing or unexpected) else "")
+        raise WeightsError(f"{origin} does not fit {type(model).__name__}: " + "; ".join(problems) + variant
                            + _prefix_hint(missing, unexpected, set(expected)))
+
+
+def _float_step_counter(key: str, tensor: torch.Tensor) -> bool:
+    """BatchNorm's step counter stored as a float (a copy made with ``{k: v.half() for k, v in state.items()}``):
+    no weight, unused at inference, and loading casts it back; a float where any other integer tensor belongs
+    (an index) is still refused."""
+    return key.endswith(".num_batches_tracked") and tensor.is_floating_point() and bool(torch.isfinite(tensor).all())
 
 
 def _mismatches(state: dict[str, Any], model: torch.nn.Module) -> int:
@@ -479,7 +532,8 @@ def load_into(model: torch.nn.Module, path: str | Path, source: str, side: str =
     """Load the checkpoint at ``path`` into ``model`` strictly, and describe it (``side``: "reference" for
     ``--weights``, "target" for ``--target-weights``)."""
     path = Path(path)
-    check_checkpoint_file(path)
+    check_checkpoint_file(path, {"file": "--weights" if side == "reference" else "--target-weights",
+                                 "hf-cache": "HF cache entry"}.get(source, f"{source} file"))
     before = _fingerprint(path)
     state, state_key = read_checkpoint_with_key(path)
     state = raw = without_wrapper_prefix(state, model, path)

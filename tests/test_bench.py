@@ -359,10 +359,53 @@ def test_auto_says_why_a_bench_json_from_the_out_dir_is_not_used(bench_dir, tmp_
     document["environment"].update(environment_change)
     (tmp_path / "bench.json").write_text(json.dumps(document))
     job = SimpleNamespace(spec=SimpleNamespace(out_dir=str(tmp_path)), loaded=load_model("test_convnext2"),
-                          device=torch.device("cpu"))
+                          device=torch.device("cpu"), separate_target=False)
     with caplog.at_level(logging.INFO, logger="accelport"):
         assert _cached_choice(job, Target(runtime="auto", dtype="fp32", batch_size=1)) is None
     assert f"{tmp_path / 'bench.json'} was measured for " in caplog.text and said in caplog.text
+
+
+@pytest.mark.parametrize("case", ["benched_a_port", "run_on_a_port", "nothing_passed", "dtype_not_measured"])
+def test_auto_takes_a_matching_bench_json_only_for_the_same_port_and_says_what_it_found(bench_dir, tmp_path, caplog,
+                                                                                         case):
+    """A bench.json made with --target-weights was reused for a run with other or no target weights (its rows passed
+    parity on those weights); one in which nothing passed read "no matching bench.json" and swept again."""
+    import logging
+    from types import SimpleNamespace
+
+    from accelport.bench.pick import _cached_choice
+    from accelport.job import Target
+    from accelport.models import load_model
+    from accelport.runners.cache import weights_digest
+
+    document = json.loads((bench_dir[1] / "bench.json").read_text())
+    loaded = load_model("test_convnext2")
+    port = load_model("test_convnext2")
+    with torch.no_grad():
+        next(port.model.parameters()).add_(0.5)
+    job = SimpleNamespace(spec=SimpleNamespace(out_dir=str(tmp_path)), loaded=loaded, device=torch.device("cpu"),
+                          separate_target=case == "run_on_a_port",
+                          target_model=SimpleNamespace(model=port.model, weights=SimpleNamespace(path="port.pt")))
+    if case == "benched_a_port":
+        document["model"]["target_weights"] = {"path": "old_port.pt", "state_digest": weights_digest(port.model)}
+    if case == "nothing_passed":
+        for row in document["rows"]:
+            if row["status"] == "ok":
+                row["parity"]["passed"] = False
+    (tmp_path / "bench.json").write_text(json.dumps(document))
+    dtype = "int8" if case == "dtype_not_measured" else "fp32"
+    with caplog.at_level(logging.INFO, logger="accelport"):
+        choice = _cached_choice(job, Target(runtime="auto", dtype=dtype, batch_size=1))
+    source = tmp_path / "bench.json"
+    if case == "nothing_passed":  # measuring again would time the same configurations against the same criteria
+        assert (choice.runtime, choice.source) == ("eager", str(source)) and choice.table
+        assert f"no fp32 configuration passed parity at batch 1 in {source}; using eager" in caplog.text
+        return
+    assert choice is None
+    said = {"benched_a_port": "other --target-weights (old_port.pt there, none here)",
+            "run_on_a_port": "other --target-weights (none there, port.pt here)",
+            "dtype_not_measured": "was measured for this job but not in int8 at batch 1"}[case]
+    assert str(source) in caplog.text and said in caplog.text
 
 
 def test_auto_says_when_a_bench_json_in_the_out_dir_cannot_be_read(tmp_path, caplog):
@@ -374,7 +417,7 @@ def test_auto_says_when_a_bench_json_in_the_out_dir_cannot_be_read(tmp_path, cap
 
     (tmp_path / "bench.json").write_text('{"schema_version": 3, "rows": [')
     job = SimpleNamespace(spec=SimpleNamespace(out_dir=str(tmp_path)),
-                          loaded=SimpleNamespace(model=torch.nn.Linear(2, 2)))
+                          loaded=SimpleNamespace(model=torch.nn.Linear(2, 2)), separate_target=False)
     assert _cached_choice(job, Target(runtime="auto")) is None
     assert f"{tmp_path / 'bench.json'} is not a bench document this version reads (JSONDecodeError" in caplog.text
 

@@ -145,6 +145,39 @@ def test_a_bf16_copy_of_the_checkpoint_is_proved_against_the_reference_rounded_a
         "differing_tensors"], noisy.summary["target_weights"]["compared_with_rounded_reference"]) == ([], [FC2], True)
     assert f"differs from --weights beyond the bf16/fp16 rounding it stores in 1 tensor(s): {FC2}" in (
         tmp_path / "noisy_bf16_copy-bf16" / "report.md").read_text()
+    assert noisy.summary["target_weights"]["underflowed_tensors"] == []  # noise is no rounding of the reference's
+
+
+def test_an_exact_fp16_copy_of_tiny_values_is_named_as_lossy_not_as_a_wrong_tensor(tmp_path, seeded_state,
+                                                                                   two_images, caplog):
+    """An exact fp16 copy of a checkpoint with values under fp16's smallest normal (random-init ConvNeXt's layer
+    scales of 1e-6) read as "differs beyond the rounding it stores" and nothing more, as a misplaced tensor reads."""
+    tiny = dict(seeded_state)
+    tiny[FC2] = seeded_state[FC2] * 1e-4  # ~1e-6: subnormal in fp16, a few bits left
+    files = {"clean": tmp_path / "tiny.safetensors", "fp16_copy": tmp_path / "tiny_fp16.safetensors"}
+    save_file({k: v.contiguous() for k, v in tiny.items()}, str(files["clean"]))
+    save_file({k: v.half().contiguous() if v.is_floating_point() else v for k, v in tiny.items()},
+              str(files["fp16_copy"]))
+    lost = float((tiny[FC2].half().float() - tiny[FC2]).norm() / tiny[FC2].norm())
+    assert lost > 2.0 ** -11  # more than fp16's rounding of a normal value moves it
+    result = _run(tmp_path, files, "fp16_copy", "fp32", two_images[:1])
+    port = result.summary["target_weights"]
+    assert port["differing_tensors"] == [FC2] and port["compared_with_rounded_reference"]
+    assert port["underflowed_tensors"] == [{"tensor": FC2, "dtype": "float16", "rel_change": pytest.approx(lost)}]
+    assert (f"differs from --weights beyond the bf16/fp16 rounding it stores in 1 tensor(s): {FC2} (all of them "
+            "exactly --weights rounded to float16 to nearest, with values under its smallest normal (6.1e-05), which "
+            f"it keeps with fewer bits or as zero: {100 * lost:.2g} % of each tensor lost, precision rather than a "
+            "misplaced value)") in (tmp_path / "fp16_copy-fp32" / "report.md").read_text()
+    tiny_only = dict(tiny)
+    tiny_only[FC2] = tiny[FC2].half().float()  # the copy's only rounding: the tiny tensor, read as lossy when it passes
+    save_file({k: v.contiguous() for k, v in tiny_only.items()}, str(tmp_path / "tiny_only.safetensors"))
+    files["tiny_only"] = tmp_path / "tiny_only.safetensors"
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="accelport"):
+        lossy = _run(tmp_path, files, "tiny_only", "fp32", two_images[:1])
+    assert lossy.passed and lossy.summary["target_weights"]["underflowed_tensors"][0]["tensor"] == FC2
+    assert (f"PASSED; --target-weights is --weights rounded to half precision, which keeps 1 tensor(s) ({FC2}) with "
+            "fewer bits or as zero") in caplog.text and "PASSED, yet" not in caplog.text
 
 
 def test_the_layers_strict_pass_of_a_bf16_copy_names_the_faulty_module_not_the_rounding(tmp_path, weights_files,
@@ -497,3 +530,15 @@ def test_an_inf_the_outputs_never_reach_fails_bench_too_and_is_not_read_as_the_p
     assert {row["label"]: row["parity"]["failed_checks"] for row in rows} == {
         "eager fp32": ["nonfinite_weights"], "eager bf16": ["nonfinite_weights"]}
     assert "the precision's own error" not in (tmp_path / "bench" / "bench.md").read_text()
+
+
+def test_only_a_rounding_that_lost_values_under_the_smallest_normal_is_called_underflow():
+    from accelport.proofs import underflowed_tensors
+
+    torch.manual_seed(0)
+    normal, tiny, noisy = torch.randn(64), torch.randn(64) * 1e-6, torch.randn(64)
+    reference = {"normal": normal, "tiny": tiny, "noisy": noisy}
+    target = {"normal": normal.half().float(), "tiny": tiny.half().float(), "noisy": noisy * 1.001}
+    (found,) = underflowed_tensors(reference, target, ["normal", "tiny", "noisy"])
+    assert (found["tensor"], found["dtype"]) == ("tiny", "float16") and found["rel_change"] > 2.0 ** -11
+    assert underflowed_tensors(reference, {"tiny": tiny.bfloat16().float()}, ["tiny"]) == []  # bf16's range is fp32's

@@ -329,7 +329,7 @@ def test_the_recorded_weights_path_is_absolute_and_folds_dot_dot_but_keeps_a_lin
     assert load_model(weights_path=tmp_path / "link.safetensors").weights.path == str(tmp_path / "link.safetensors")
 
 
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol 4:UserWarning")  # torch's, on reading the file
+@pytest.mark.filterwarnings("error:Detected pickle protocol")  # torch's two raw lines printed before the message
 def test_a_legacy_pickle_of_protocol_4_is_not_called_a_pickled_module(tmp_path, seeded_state):
     path = tmp_path / "legacy4.pth"
     torch.save(seeded_state, path, _use_new_zipfile_serialization=False, pickle_protocol=4)

@@ -213,6 +213,89 @@ def test_batch_norm_checkpoints_without_the_step_counter_load(tmp_path):
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
 
 
+def test_a_half_precision_copy_with_batch_norm_step_counters_in_fp16_loads(tmp_path):
+    """``{k: v.half() for k, v in state.items()}``, the usual way to make an fp16 copy, also makes BatchNorm's step
+    counters fp16: refused as "wrong dtypes", though they are no weights; a float where an index belongs still is."""
+    torch.manual_seed(4)
+    state = timm.create_model("test_resnet", pretrained=False).state_dict()
+    path = tmp_path / "all_half.safetensors"
+    save_file({k: v.half() for k, v in state.items()}, str(path))
+    model = timm.create_model("test_resnet", pretrained=False)
+    info = load_into(model, path, "file", "target")
+    loaded = model.state_dict()
+    assert info.stored_dtypes == ("float16",)
+    assert all(torch.equal(loaded[k], v.half().to(v.dtype)) for k, v in state.items())  # counters cast back
+    from accelport.weights import check_fits
+
+    with pytest.raises(WeightsError, match="1 wrong dtypes: index: checkpoint torch.float32 vs model torch.int64"):
+        check_fits({"index": torch.zeros(3)}, _IndexHolder(), "x.safetensors")
+
+
+class _IndexHolder(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("index", torch.zeros(3, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("order", ["plain_first", "prefixed_first"])
+def test_a_key_with_and_without_ddp_s_prefix_is_refused_when_the_two_differ(tmp_path, small_state, order):
+    """Both ``X`` and ``module.X`` in one file: one of the two was dropped, which one by the file's order, and a port
+    whose second copy of a tensor was faulty passed with no tensor named."""
+    name = "stem.0.weight"
+    other = {f"module.{name}": small_state[name] * 1.05}
+    state = {**small_state, **other} if order == "plain_first" else {**other, **small_state}
+    torch.save(state, tmp_path / "both.pth")
+    with pytest.raises(WeightsError, match=f"both.pth: holds both '{name}' and 'module.{name}' with different values"):
+        load_into(_fresh(), tmp_path / "both.pth", "file")
+    torch.save({**small_state, f"module.{name}": small_state[name].clone()}, tmp_path / "same.pth")
+    _loads_exactly(tmp_path / "same.pth", small_state)  # the same values twice: one tensor, nothing lost
+
+
+def test_a_checkpoint_that_cannot_be_opened_or_found_says_which_and_names_its_flag(tmp_path, small_state,
+                                                                                   monkeypatch):
+    """An unreadable file (copied in by another user, a root-owned cache) passed the is-a-file check and stopped
+    the run with a traceback (exit 3); a symlink loop read "a dangling symlink"; a model folder said nothing of the
+    checkpoint inside it."""
+    import builtins
+
+    import accelport.weights
+
+    path = tmp_path / "port.safetensors"
+    save_file(small_state, str(path))
+
+    def unreadable(file, *args, **kwargs):
+        if Path(file) == path:
+            raise PermissionError(13, "Permission denied", str(file))
+        return builtins.open(file, *args, **kwargs)
+
+    monkeypatch.setattr(accelport.weights, "open", unreadable, raising=False)  # root reads a chmod 000 file
+    with pytest.raises(WeightsError, match=f"^--target-weights {path}: cannot be read \\(Permission denied\\)$"):
+        load_into(_fresh(), path, "file", "target")
+    with pytest.raises(WeightsError, match=f"^HF cache entry {path}: cannot be read"):
+        load_into(_fresh(), path, "hf-cache")
+    monkeypatch.undo()
+    (tmp_path / "loop_a").symlink_to(tmp_path / "loop_b")
+    (tmp_path / "loop_b").symlink_to(tmp_path / "loop_a")
+    with pytest.raises(WeightsError, match="loop_a: a symlink loop \\(to .*loop_b\\)$"):
+        load_into(_fresh(), tmp_path / "loop_a", "file")
+    folder = tmp_path / "downloaded"
+    folder.mkdir()
+    save_file(small_state, str(folder / "model.safetensors"))
+    with pytest.raises(WeightsError, match="is a folder, not a checkpoint file \\(it holds model.safetensors: pass "
+                                           "that file\\)"):
+        load_into(_fresh(), folder, "file")
+
+
+def test_the_weights_of_another_size_of_the_architecture_suggest_checking_the_model(tmp_path):
+    torch.manual_seed(0)
+    wider = timm.create_model("test_convnext2", pretrained=False, dims=(32, 64, 128, 256)).state_dict()
+    save_file(wider, str(tmp_path / "wider.safetensors"))
+    with pytest.raises(WeightsError, match="wrong shapes: .* \\(every key is there, with other shapes: the weights "
+                                           "of another size or input resolution of this architecture\\? Check "
+                                           "--model\\)"):
+        load_into(_fresh(), tmp_path / "wider.safetensors", "file")
+
+
 def test_a_file_rewritten_while_it_is_read_is_refused(tmp_path, small_state, monkeypatch):
     """The recorded digest must be of the weights loaded (a training job re-saving last.safetensors)."""
     import accelport.weights as weights

@@ -201,9 +201,7 @@ def sweep_document(job: JobContext, config: BenchConfig, images: torch.Tensor, t
         model["target_weights"] = {"path": job.target_model.weights.path, "sha256": job.target_model.weights.sha256,
                                    "state_digest": weights_digest(job.target_model.model),
                                    "stored_dtypes": list(job.target_model.weights.stored_dtypes or ()),
-                                   "differing_tensors": differences.tensors if differences else [],
-                                   "compared_with_rounded_reference": bool(differences
-                                                                           and differences.beyond_rounding),
+                                   **(differences.to_json() if differences else {}),
                                    **({"proof_reference_rounded": rounded.to_json()} if rounded else {})}
     header = DocumentHeader(SCHEMA_VERSION, utc_now(), round(time.time() - started, 3), model,
                             bench_environment(job.device, threads))

@@ -1,7 +1,7 @@
 """The pick: the fastest configuration that passes parity, per batch size, and the table that justifies it.
 
 Also resolves ``accelport run --runtime auto``: from ``<out-dir>/bench.json`` when it was measured for the
-same model, weights, device and torch, else from a short sweep of every runtime at the run's dtype and
+same model, weights, --target-weights, device, torch and machine, else from a short sweep of every runtime at the run's dtype and
 batch size. ``--dtype`` stays the user's choice (it decides the criteria); auto picks runtime, layout and
 OpenVINO streams and micro-batch.
 """
@@ -120,13 +120,20 @@ def machine_identity(environment: dict[str, Any]) -> tuple[Any, ...]:
             environment.get("device_name"))
 
 
-def _mismatch(document: BenchDocument, loaded: LoadedModel, device: torch.device, digest: str) -> str | None:
-    """Why ``document`` cannot give this job its pick (None: it can)."""
+def _mismatch(document: BenchDocument, loaded: LoadedModel, device: torch.device, digest: str,
+              target: tuple[str | None, str | None]) -> str | None:
+    """Why ``document`` cannot give this job its pick (None: it can). ``target`` is this job's --target-weights
+    (path, state digest), (None, None) without: a pick passed parity on the weights it was benched with."""
     model = document.model
     if document.header.schema_version != 1:
         return f"schema version {document.header.schema_version}"
     if (model.get("name"), model.get("head"), model.get("state_digest")) != (loaded.name, loaded.head, digest):
         return "another model, head or weights"
+    recorded = model.get("target_weights")
+    benched: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
+    if benched.get("state_digest") != target[1]:
+        return (f"other --target-weights ({benched.get('path') or 'none'} there, {target[0] or 'none'} here): its "
+                "configurations passed parity on the weights it ran")
     if document.device != str(device) or document.environment.get("torch") != torch.__version__:
         return f"device {document.device}, torch {document.environment.get('torch')}"
     from ..allocator import allocator_kind
@@ -186,6 +193,8 @@ def _cached_choice(job: JobContext, target: Target) -> AutoChoice | None:
 
     out_dir = Path(job.spec.out_dir)
     digest = weights_digest(job.loaded.model)
+    target_weights = ((str(job.target_model.weights.path), weights_digest(job.target_model.model))
+                      if job.separate_target else (None, None))
     for path in (out_dir / "bench.json", out_dir / AUTO_BENCH_NAME):
         if not path.is_file():
             continue
@@ -197,7 +206,7 @@ def _cached_choice(job: JobContext, target: Target) -> AutoChoice | None:
                             "instead", path, type(exc).__name__, one_line(str(exc), 120))
             continue
         try:
-            mismatch = _mismatch(document, job.loaded, job.device, digest)
+            mismatch = _mismatch(document, job.loaded, job.device, digest, target_weights)
         except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a hand-edited block of the wrong kind
             mismatch = f"an environment this version cannot read ({type(exc).__name__}: {one_line(str(exc), 80)})"
         if mismatch is not None:
@@ -205,7 +214,27 @@ def _cached_choice(job: JobContext, target: Target) -> AutoChoice | None:
         elif choice := _choose(data, target, str(path)):
             _logger.info("--runtime auto: %s (from %s)", choice.reason, path)
             return choice
+        elif _measured(data["rows"], target):
+            return _eager_fallback(data, target, str(path))
+        else:
+            _logger.info("--runtime auto: %s was measured for this job but not in %s at batch %d; not used", path,
+                         target.dtype, target.batch_size)
     return None
+
+
+def _measured(rows: list[dict[str, Any]], target: Target) -> bool:
+    return any(r["batch_size"] == target.batch_size and r["dtype"] == target.dtype and r.get("kind") != "peer"
+               for r in rows)
+
+
+def _eager_fallback(document: dict[str, Any], target: Target, source: str) -> AutoChoice:
+    """Eager, said so, when the bench measured the target's dtype and batch size and nothing passed: measuring
+    again would time the same configurations against the same criteria."""
+    _logger.warning("--runtime auto: no %s configuration passed parity at batch %d in %s; using eager", target.dtype,
+                    target.batch_size, source)
+    return AutoChoice("eager", False, target.dtype, target.batch_size, source,
+                      f"no configuration passed parity in {source}; eager used",
+                      justification(document["rows"], target.batch_size))
 
 
 def resolve_auto(job: JobContext, target: Target, images: torch.Tensor, *, warmup: int, iters: int) -> AutoChoice:
@@ -230,12 +259,6 @@ def resolve_auto(job: JobContext, target: Target, images: torch.Tensor, *, warmu
     data = document.to_json()
     path = write_json_atomic(Path(job.spec.out_dir) / AUTO_BENCH_NAME, data)
     write_text_atomic(path.with_suffix(".md"), document.to_markdown())
-    choice = _choose(data, target, str(path))
-    if choice is None:
-        _logger.warning("--runtime auto: no %s configuration passed parity at batch %d; using eager", target.dtype,
-                        target.batch_size)
-        choice = AutoChoice("eager", False, target.dtype, target.batch_size, str(path),
-                            "no configuration passed parity; eager used",
-                            justification(data["rows"], target.batch_size))
+    choice = _choose(data, target, str(path)) or _eager_fallback(data, target, str(path))
     _logger.info("--runtime auto: %s", choice.reason)
     return choice

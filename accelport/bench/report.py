@@ -186,7 +186,8 @@ def _differing_text(target: dict[str, Any]) -> str:
     """Which tensors the port changes (as report.md says it); "" for documents from before it was recorded."""
     if "differing_tensors" not in target:
         return ""
-    return "; " + differing_text(target["differing_tensors"], bool(target.get("compared_with_rounded_reference")))
+    return "; " + differing_text(target["differing_tensors"], bool(target.get("compared_with_rounded_reference")),
+                                 target.get("underflowed_tensors") or ())
 
 
 def render_markdown(document: BenchDocument) -> str:

@@ -99,9 +99,13 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     power = _power_report(job, target)
     document = build_summary(job, stream, outputs.runner_settings, parity, outputs.latency,
                              output_shape=list(outputs.target.shape), proof=proof, power_report=power,
-                             differing_tensors=differences.tensors if differences else None,
-                             compared_with_rounded_reference=bool(differences and differences.beyond_rounding))
-    if differences and differences.judged and document.passed:  # the outputs moved, within the criteria
+                             weight_differences=differences)
+    lossy = {u["tensor"] for u in differences.underflowed} if differences else set()
+    if differences and differences.judged and document.passed and set(differences.judged) <= lossy:
+        _logger.warning("PASSED; --target-weights is --weights rounded to half precision, which keeps %d tensor(s) "
+                        "(%s) with fewer bits or as zero (values under its smallest normal): their effect on these "
+                        "images is within the criteria", len(differences.judged), listed(differences.judged))
+    elif differences and differences.judged and document.passed:  # the outputs moved, within the criteria
         _logger.warning("PASSED, yet --target-weights differs from --weights in %d tensor(s) (%s)%s: their effect "
                         "on these images is within the criteria. With random-init weights timm starts some scales "
                         "at or near zero (ConvNeXt's layer scale 1e-6, the last BatchNorm of ResNet blocks), which "

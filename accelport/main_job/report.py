@@ -186,7 +186,7 @@ def render_log(summary: RunSummary) -> str:
         *([f"target weights (--target-weights): {summary.target_weights.path} (sha256 "
            f"{(summary.target_weights.sha256 or '')[:12]})"
            + (f" [{summary.target_weights.state_key}]" if summary.target_weights.state_key else "")
-           + f"; {differing_text(summary.differing_tensors or (), summary.compared_with_rounded_reference)}"]
+           + f"; {summary.weight_differences.text() if summary.weight_differences else differing_text((), False)}"]
           if summary.target_weights else []),
         "reference  cpu eager fp32",
         f"target     {target['device']} ({header.environment['device_name']}) {target['runtime']} "
@@ -261,7 +261,7 @@ def _setup_lines(summary: RunSummary) -> list[str]:
         *([f"- target side only (--target-weights): `{summary.target_weights.path}`, sha256 "
            f"`{summary.target_weights.sha256}`"
            + (f"; state dict under `{summary.target_weights.state_key}`" if summary.target_weights.state_key else "")
-           + f"; {differing_text(summary.differing_tensors or (), summary.compared_with_rounded_reference)}"]
+           + f"; {summary.weight_differences.text() if summary.weight_differences else differing_text((), False)}"]
           if summary.target_weights else []),
         "",
         "## Hardware and software",

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..latency import LatencyReport
     from ..parity import ParityResult, SampleParity
     from ..preprocess import ImageBatch, ImageStream
-    from ..proofs import StructuralProof
+    from ..proofs import StructuralProof, WeightDifferences
     from ..weights import WeightsInfo
 
 SCHEMA_VERSION = 2  # 2: honest NaN metrics, near-ties from the baseline, nonfinite checks (README)
@@ -89,8 +89,7 @@ class RunSummary:
     structural_proof: StructuralProof | None = None
     target_weights: WeightsInfo | None = None  # --target-weights: the target side's own checkpoint
     # ... and the tensors in which it differs from --weights (beyond a half-precision copy's rounding)
-    differing_tensors: tuple[str, ...] | None = None
-    compared_with_rounded_reference: bool = False  # ... compared with --weights rounded as a bf16/fp16 copy stores them
+    weight_differences: WeightDifferences | None = None
     power_report: str | None = None  # power.md of `accelport power` in the same folder
     layer_report: str | None = None  # layers.md, or None when the layer comparison could not run ...
     layers_not_run: str | None = None  # ... and why (summary.json and report.md say it)
@@ -147,9 +146,8 @@ class RunSummary:
         if self.structural_proof is not None:
             data["structural_proof"] = self.structural_proof.to_json()
         if self.target_weights is not None:
-            data["target_weights"] = self.target_weights.to_json() | {
-                "flag": "--target-weights", "differing_tensors": list(self.differing_tensors or ()),
-                "compared_with_rounded_reference": self.compared_with_rounded_reference}
+            data["target_weights"] = self.target_weights.to_json() | {"flag": "--target-weights"} | (
+                self.weight_differences.to_json() if self.weight_differences else {})
         if self.power_report is not None:
             data["power_report"] = self.power_report
         if self.layers_requested:
@@ -176,8 +174,7 @@ def build_summary(
     output_shape: list[int],
     proof: StructuralProof | None = None,
     power_report: str | None = None,
-    differing_tensors: list[str] | None = None,
-    compared_with_rounded_reference: bool = False,
+    weight_differences: WeightDifferences | None = None,
 ) -> RunSummary:
     """The run's document from what it measured; the header's clock stops here."""
     header = DocumentHeader.of(SCHEMA_VERSION, job, model=model_record(job), reference=REFERENCE,
@@ -187,8 +184,7 @@ def build_summary(
         RunInputs(len(batch.paths), tuple((str(p), r) for p, r in batch.skipped)),
         parity, latency, _samples(batch, parity, job.loaded.num_classes), proof,
         target_weights=job.target_model.weights if job.separate_target else None, power_report=power_report,
-        differing_tensors=tuple(differing_tensors) if differing_tensors is not None else None,
-        compared_with_rounded_reference=compared_with_rounded_reference)
+        weight_differences=weight_differences)
 
 
 def _samples(batch: ImageBatch | ImageStream, parity: ParityResult, num_classes: int) -> tuple[RunSample, ...]:
