@@ -163,7 +163,7 @@ def differing_text(differing: Sequence[str], compared_with_rounded_reference: bo
         changes = sorted(100 * u["rel_change"] for u in these)
         names = listed([u["tensor"] for u in these])
         share = "all of them" if len(these) == len(differing) else f"{len(these)} of them ({names})"
-        text += (f" ({share} exactly --weights rounded to {dtype} to nearest, with values under its smallest normal "
+        text += (f" ({share}: exactly --weights rounded to {dtype} to nearest, with values under its smallest normal "
                  f"({torch.finfo(getattr(torch, dtype)).tiny:.1e}), which it keeps with fewer bits or as zero: "
                  f"{_percent_range(changes)} of each tensor lost, precision rather than a misplaced value)")
     return text

@@ -812,3 +812,40 @@ def test_the_report_says_when_a_given_option_replaced_the_auto_pick():
                                          "quoted is the pick's, not what ran)")
     assert _auto_pick_text(ran | {"int8_remainder": "bf16"}) == f"picked by --runtime auto from {auto['source']}: " \
                                                                  f"{auto['reason']}"  # as picked: nothing to say
+
+
+def test_an_int8_model_that_crashes_openvino_in_a_trial_process_runs_with_its_subgraph_jit_off(tmp_path, monkeypatch,
+                                                                                                caplog):
+    """OpenVINO 2026.4 corrupted the heap running the int8 EdgeNeXt at a static shape (SIGSEGV/SIGABRT/SIGBUS every
+    time, fine with SNIPPETS_MODE=DISABLE): accelport died with no message and no artifacts. The model now runs
+    first in a child process; a child killed by a signal turns the JIT off here, says so and records it."""
+    if not _installed("openvino", "nncf"):
+        pytest.skip("needs OpenVINO and NNCF")
+    import subprocess
+
+    import accelport.runners.openvino as ov_runner
+    from accelport.runners import create_runner
+
+    crashing = tmp_path / "crash.py"
+    crashing.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=4), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3)).eval()
+    image = torch.randn(1, 3, 224, 224)
+
+    def settings(cache: str) -> tuple[dict, str]:
+        with create_runner("openvino", model, torch.device("cpu"), "int8", cache_dir=tmp_path / cache,
+                           calibration=CALIBRATION[0]) as runner:
+            runner.infer(image)
+            return runner.describe(), runner._config.get("SNIPPETS_MODE", "default")  # compiled with (not readable)
+
+    healthy, mode = settings("real")  # the real trial: nothing crashes, nothing changes
+    assert healthy["snippets_disabled"] is None and "DISABLE" not in mode
+    monkeypatch.setattr(ov_runner, "TRIAL_SCRIPT", crashing)
+    with caplog.at_level(logging.WARNING, logger="accelport"):
+        crashed, mode = settings("crash")
+    assert "DISABLE" in mode and "crashed a trial process running this int8 model at [1, 3, 224, 224] (SIGSEGV)" in (
+        crashed["snippets_disabled"]) and crashed["snippets_disabled"] in caplog.text
+    assert crashed["effective_precision"] == "int8"
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("the trial's outcome is cached"))
+    again, mode = settings("crash")
+    assert "DISABLE" in mode and again["snippets_disabled"] == crashed["snippets_disabled"]

@@ -164,7 +164,7 @@ def test_an_exact_fp16_copy_of_tiny_values_is_named_as_lossy_not_as_a_wrong_tens
     port = result.summary["target_weights"]
     assert port["differing_tensors"] == [FC2] and port["compared_with_rounded_reference"]
     assert port["underflowed_tensors"] == [{"tensor": FC2, "dtype": "float16", "rel_change": pytest.approx(lost)}]
-    assert (f"differs from --weights beyond the bf16/fp16 rounding it stores in 1 tensor(s): {FC2} (all of them "
+    assert (f"differs from --weights beyond the bf16/fp16 rounding it stores in 1 tensor(s): {FC2} (all of them: "
             "exactly --weights rounded to float16 to nearest, with values under its smallest normal (6.1e-05), which "
             f"it keeps with fewer bits or as zero: {100 * lost:.2g} % of each tensor lost, precision rather than a "
             "misplaced value)") in (tmp_path / "fp16_copy-fp32" / "report.md").read_text()

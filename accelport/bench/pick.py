@@ -1,9 +1,9 @@
 """The pick: the fastest configuration that passes parity, per batch size, and the table that justifies it.
 
 Also resolves ``accelport run --runtime auto``: from ``<out-dir>/bench.json`` when it was measured for the
-same model, weights, --target-weights, device, torch and machine, else from a short sweep of every runtime at the run's dtype and
-batch size. ``--dtype`` stays the user's choice (it decides the criteria); auto picks runtime, layout and
-OpenVINO streams and micro-batch.
+same model, weights, --target-weights, device, torch and machine, else from a short sweep of every runtime at the
+run's dtype and batch size. ``--dtype`` stays the user's choice (it decides the criteria); auto picks runtime, layout
+and OpenVINO streams and micro-batch.
 """
 
 from __future__ import annotations

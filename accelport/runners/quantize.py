@@ -250,7 +250,8 @@ def quantisation_text(target: dict[str, Any]) -> str | None:
     remainder = target.get("int8_float_remainder") or target.get("int8_remainder")  # compile's rule, or OpenVINO's
     return (f"int8 by {target.get('quantizer', 'the engine')}, calibrated on {target['calibration_images']} "
             f"image(s) from {target.get('calibration_source')}{seen}"
-            + (f"; float work between int8 layers in {remainder}" if remainder else ""))
+            + (f"; float work between int8 layers in {remainder}" if remainder else "")
+            + (f"; {target['snippets_disabled']}" if target.get("snippets_disabled") else ""))
 
 
 def ort_activation_type(machine: str | None = None) -> str:
