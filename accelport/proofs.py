@@ -123,6 +123,22 @@ class WeightDifferences:
     def text(self) -> str:
         return differing_text(self.tensors, self.beyond_rounding, self.underflowed)
 
+    def passed_caution(self) -> str | None:
+        """What a PASS means beside differing tensors the outputs depend on (None: there are none), for the console,
+        the log, report.md and summary.json: a reader of the artifacts sees the PASS, not the console."""
+        judged = self.judged
+        if not judged:
+            return None
+        if set(judged) <= {u["tensor"] for u in self.underflowed}:
+            return (f"PASSED; --target-weights is --weights rounded to half precision, which keeps {len(judged)} "
+                    f"tensor(s) ({listed(judged)}) with fewer bits or as zero (values under its smallest normal): "
+                    "their effect on these images is within the criteria")
+        return (f"PASSED, yet --target-weights differs from --weights in {len(judged)} tensor(s) ({listed(judged)})"
+                f"{self.rounding_words}: their effect on these images is within the criteria. A faithful port "
+                "differs nowhere. A fault this small in its effect often sits behind a scale near zero (layer scales "
+                "of 1e-5 or 1e-6, as timm's random init sets them in ConvNeXt, FastViT or EfficientFormer blocks; "
+                "the last BatchNorm of ResNet blocks), which real weights may not have: judge with them")
+
 
 _BEYOND_ROUNDING = " beyond the bf16/fp16 rounding it stores"
 

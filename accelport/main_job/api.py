@@ -14,7 +14,7 @@ import torch
 
 from ..devices import caller_torch_state
 from ..errors import RuntimeUnavailableError
-from ..formatting import listed, printable
+from ..formatting import printable
 from ..job.context import JobContext, open_job
 from ..job.result import CommandResult
 from ..job.spec import Target, with_overrides
@@ -100,17 +100,8 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     document = build_summary(job, stream, outputs.runner_settings, parity, outputs.latency,
                              output_shape=list(outputs.target.shape), proof=proof, power_report=power,
                              weight_differences=differences)
-    lossy = {u["tensor"] for u in differences.underflowed} if differences else set()
-    if differences and differences.judged and document.passed and set(differences.judged) <= lossy:
-        _logger.warning("PASSED; --target-weights is --weights rounded to half precision, which keeps %d tensor(s) "
-                        "(%s) with fewer bits or as zero (values under its smallest normal): their effect on these "
-                        "images is within the criteria", len(differences.judged), listed(differences.judged))
-    elif differences and differences.judged and document.passed:  # the outputs moved, within the criteria
-        _logger.warning("PASSED, yet --target-weights differs from --weights in %d tensor(s) (%s)%s: their effect "
-                        "on these images is within the criteria. With random-init weights timm starts some scales "
-                        "at or near zero (ConvNeXt's layer scale 1e-6, the last BatchNorm of ResNet blocks), which "
-                        "hides most of a tensor's fault; judge with the real --weights", len(differences.judged),
-                        listed(differences.judged), differences.rounding_words)
+    if caution := document.weights_caution:  # the outputs moved, within the criteria
+        _logger.warning("%s", caution)
     layers = None
     if config.layers_on_fail and not document.passed:
         from ..layers.render import FILES as LAYER_FILES

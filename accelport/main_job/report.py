@@ -116,6 +116,10 @@ def _input_blind_lines(summary: RunSummary) -> list[str]:
             "weights or more varied images"]
 
 
+def _weights_caution_lines(summary: RunSummary) -> list[str]:
+    return [f"caution: {caution}"] if (caution := summary.weights_caution) else []
+
+
 def _proof_lines(summary: RunSummary) -> list[str]:
     """The structural proof (target in strict fp32) and the same-precision baseline, for the log and report.md."""
     lines = []
@@ -209,7 +213,7 @@ def render_log(summary: RunSummary) -> str:
             line += f"  top1 {top1} ({sample.reference_labels[0]})  top5 {top5}"
         lines.append(line)
     lines += ["", "verdict checks:", *(f"  {v}" for v in _verdict_lines(summary)), *_zero_target_lines(summary),
-              *_input_blind_lines(summary), "",
+              *_input_blind_lines(summary), *_weights_caution_lines(summary), "",
               *_proof_lines(summary), "",
               f"status: {summary.status.upper()}", "", *latency_lines(summary.latency), ""]
     return "\n".join(lines)
@@ -294,7 +298,8 @@ def _parity_lines(summary: RunSummary) -> list[str]:
         "|---|---|---|---|",
         *(_check_row(c) for c in summary.parity.checks),
         "",
-        *(f"- {line}" for line in [*_zero_target_lines(summary), *_input_blind_lines(summary), *_proof_lines(summary)]),
+        *(f"- {line}" for line in [*_zero_target_lines(summary), *_input_blind_lines(summary),
+                                   *_weights_caution_lines(summary), *_proof_lines(summary)]),
         "",
     ]
 

@@ -96,6 +96,13 @@ class RunSummary:
     layers_requested: bool = False  # ... after --layers-on-fail on a failing run (then the key is written)
 
     @property
+    def weights_caution(self) -> str | None:
+        """A PASS beside --target-weights tensors that differ and reach the outputs (``passed_caution``)."""
+        if not self.passed or self.weight_differences is None:
+            return None
+        return self.weight_differences.passed_caution()
+
+    @property
     def passed(self) -> bool:
         return self.parity.passed and not (self.structural_proof is not None and self.structural_proof.failed)
 
@@ -147,7 +154,8 @@ class RunSummary:
             data["structural_proof"] = self.structural_proof.to_json()
         if self.target_weights is not None:
             data["target_weights"] = self.target_weights.to_json() | {"flag": "--target-weights"} | (
-                self.weight_differences.to_json() if self.weight_differences else {})
+                self.weight_differences.to_json() if self.weight_differences else {}) | {
+                "caution": self.weights_caution}
         if self.power_report is not None:
             data["power_report"] = self.power_report
         if self.layers_requested:
