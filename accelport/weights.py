@@ -363,6 +363,9 @@ def convert_to_timm_layout(state: dict[str, torch.Tensor], model: torch.nn.Modul
     resampled = [f"{k}: checkpoint {tuple(state[k].shape)} -> {tuple(v.shape)}" for k, v in converted.items()
                  if isinstance(v, torch.Tensor) and isinstance(state.get(k), torch.Tensor)
                  and v.numel() != state[k].numel()]
+    if resampled and (problems := _fit_problems(converted, model)):  # another model altogether (swin_tiny for
+        # swin_base): the filter's resampled shapes are not this model's; name what does not fit, as for any file
+        raise WeightsError(f"does not fit {type(model).__name__}: {_fit_problems(state, model) or problems}")
     if resampled:  # reshaping an old layout keeps the values; interpolating them makes another model's weights
         raise WeightsError(f"does not fit {type(model).__name__}: timm's checkpoint filter would resample "
                            f"{len(resampled)} tensor(s) to this model's shapes ({listed(resampled, _MAX_LISTED)}): "
@@ -396,29 +399,45 @@ class ClassifierMismatch(WeightsError):
         self.num_classes = num_classes
 
 
+def _classifier_layers(model: torch.nn.Module) -> list[tuple[str, str]] | None:
+    """(head module name, name of its class-count layer) for each classifier head: one, or two for the distilled
+    models (DeiT's ``head``/``head_dist`` Linears, LeViT's NormLinears); None where timm names none."""
+    get_classifier = getattr(model, "get_classifier", None)
+    heads = get_classifier() if callable(get_classifier) else None
+    names = {id(module): name for name, module in model.named_modules()}
+    layers = []
+    for head in heads if isinstance(heads, tuple) else (heads,):
+        if not isinstance(head, torch.nn.Module) or not names.get(id(head)):
+            return None
+        last = [m for m in head.modules() if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)]
+        if not last:
+            return None
+        layers.append((names[id(head)], names[id(last[-1])]))
+    return layers
+
+
 def checkpoint_classes(state: dict[str, torch.Tensor], model: torch.nn.Module) -> int | None:
     """The number of classes of the checkpoint's classifier when everything else in it fits ``model`` (0: it has
-    no classifier), None when the classifier cannot be found or something else does not fit (check_fits then
-    names it)."""
-    get_classifier = getattr(model, "get_classifier", None)
-    head = get_classifier() if callable(get_classifier) else None
-    if not isinstance(head, torch.nn.Linear | torch.nn.Conv2d):
+    no classifier), None when the classifier cannot be found, its heads disagree, or something else does not fit
+    (check_fits then names it)."""
+    layers = _classifier_layers(model)
+    if not layers:
         return None
-    name = next((n for n, m in model.named_modules() if m is head), "")
     expected = model.state_dict()
 
     def in_head(key: str) -> bool:
-        return key.startswith(name + ".")
+        return any(key.startswith(head + ".") for head, _ in layers)
 
     rest = {k: v for k, v in expected.items() if not in_head(k) and not k.endswith(".num_batches_tracked")}
     state_rest = {k for k in state if not in_head(k)}
-    if not name or not set(rest) <= state_rest <= set(expected) or any(
+    if not set(rest) <= state_rest <= set(expected) or any(
             tuple(state[k].shape) != tuple(v.shape) for k, v in rest.items()):
         return None
-    weight = state.get(f"{name}.weight")
-    if weight is None:
+    weights = [state.get(f"{layer}.weight") for _, layer in layers]
+    if all(weight is None for weight in weights):
         return 0 if not any(in_head(k) for k in state) else None
-    return int(weight.shape[0])
+    counts = {int(weight.shape[0]) for weight in weights if weight is not None}
+    return counts.pop() if len(counts) == 1 and all(weight is not None for weight in weights) else None
 
 
 def _key_mismatches(state: dict[str, Any], expected: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -431,6 +450,13 @@ def _key_mismatches(state: dict[str, Any], expected: dict[str, Any]) -> tuple[li
 
 def check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, origin: str) -> None:
     """Refuse a checkpoint that does not match the architecture, naming the first mismatches."""
+    problems = _fit_problems(state, model)
+    if problems:
+        raise WeightsError(f"{origin} does not fit {type(model).__name__}: {problems}")
+
+
+def _fit_problems(state: dict[str, torch.Tensor], model: torch.nn.Module) -> str | None:
+    """The first missing keys, unexpected keys, wrong shapes and wrong dtypes, said; None when it fits."""
     expected = model.state_dict()
     missing, unexpected = _key_mismatches(state, expected)
     wrong_shape = [
@@ -450,11 +476,11 @@ def check_fits(state: dict[str, torch.Tensor], model: torch.nn.Module, origin: s
                          ("wrong dtypes", wrong_kind)):
         if items:
             problems.append(f"{len(items)} {label}: {listed(items, _MAX_LISTED)}")
-    if problems:
-        variant = (" (every key is there, with other shapes: the weights of another size or input resolution of "
-                   "this architecture? Check --model)" if wrong_shape and not (missing or unexpected) else "")
-        raise WeightsError(f"{origin} does not fit {type(model).__name__}: " + "; ".join(problems) + variant
-                           + _prefix_hint(missing, unexpected, set(expected)))
+    if not problems:
+        return None
+    variant = (" (every key is there, with other shapes: the weights of another size or input resolution of this "
+               "architecture? Check --model)" if wrong_shape and not (missing or unexpected) else "")
+    return "; ".join(problems) + variant + _prefix_hint(missing, unexpected, set(expected))
 
 
 def _float_step_counter(key: str, tensor: torch.Tensor) -> bool:

@@ -111,6 +111,7 @@ def test_accuracy_on_wnid_class_folders_matches_the_labels_built_for_it(fp32_run
     assert doc["schema_version"] == 1 and doc["environment"]["torch"] == torch.__version__
     assert {s["stage"].split(" (")[0].split(",")[0] for s in doc["throughput"]["stages"]} >= {
         "whole pipeline", "decode + preprocess", "reference model", "target model"}
+    assert doc["throughput"]["stages"][1]["stage"] == "decode + preprocess (in the main process)"  # --workers 0
     assert (out / "eval_hist.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (out / "eval.md").read_text()
     assert "## Accuracy" in markdown and "57.14 %" in markdown and "eval_hist.png" in markdown
@@ -340,7 +341,9 @@ def test_a_failed_criterion_exits_1_and_says_which(tmp_path, data, weights, caps
     rc, doc = run_eval(tmp_path / "out", one, weights, "--dtype", "bf16", "--criterion", "min_cosine=0.99999999")
     assert rc == 1 and doc["status"] == "failed"
     assert [c["name"] for c in doc["checks"] if not c["passed"]] == ["min_sample_cosine"]
-    assert "FAIL min_sample_cosine" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "FAIL min_sample_cosine" in out
+    assert "eval FAILED: 1 images (0 skipped), target cpu eager bf16" in out  # the runtime too, as run says it
 
 
 _LOADER_PARENT = """

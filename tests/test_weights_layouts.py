@@ -202,6 +202,19 @@ def test_a_checkpoint_of_another_resolution_is_refused_not_resampled(tmp_path):
         load_into(model, path, "file")
 
 
+def test_a_checkpoint_of_another_size_and_resolution_names_what_does_not_fit(tmp_path):
+    """swin_tiny's checkpoint for swin_base_384 read "a checkpoint for another resolution or patch size", quoting
+    shapes timm's filter made (not the model's), and hid that width and depth differ too."""
+    torch.manual_seed(0)
+    other = timm.create_model("test_vit", pretrained=False, img_size=256, embed_dim=32, num_heads=2).state_dict()
+    save_file(other, str(tmp_path / "narrow_256.safetensors"))
+    model = timm.create_model("test_vit", pretrained=False, img_size=160)
+    with pytest.raises(WeightsError, match=r"does not fit VisionTransformer: \d+ wrong shapes: cls_token: checkpoint "
+                                           r"\(1, 1, 32\) vs model \(1, 1, 64\)") as refused:
+        load_into(model, tmp_path / "narrow_256.safetensors", "file")
+    assert "resample" not in str(refused.value)
+
+
 def test_batch_norm_checkpoints_without_the_step_counter_load(tmp_path):
     torch.manual_seed(4)
     state = {k: v for k, v in timm.create_model("test_resnet", pretrained=False).state_dict().items()
@@ -360,6 +373,25 @@ def test_a_fine_tuned_checkpoint_builds_the_model_with_its_class_count(tmp_path,
     assert torch.equal(loaded.model.state_dict()["head.fc.weight"], state["head.fc.weight"])
     features = load_model("test_convnext2", "features", weights_path=path)
     assert features.model(torch.zeros(1, 3, 64, 64)).shape == (1, 128)
+
+
+@pytest.mark.parametrize("name", ["deit_tiny_distilled_patch16_224", "levit_128s"])
+def test_a_fine_tuned_two_head_model_is_built_with_its_class_count(tmp_path, name):
+    """DeiT distilled (``head`` and ``head_dist`` Linears) and LeViT (two NormLinears): a 10-class port was refused
+    as "4 wrong shapes", as if another architecture, with no way to check it; heads that disagree still are."""
+    from accelport.models import load_model
+
+    torch.manual_seed(5)
+    state = timm.create_model(name, pretrained=False, num_classes=10).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "ft.safetensors"))
+    loaded = load_model(name, weights_path=tmp_path / "ft.safetensors")
+    assert loaded.num_classes == 10 and all(torch.equal(loaded.model.state_dict()[k], v) for k, v in state.items())
+    disagree = dict(state)
+    dist = next(k for k in state if k.startswith("head_dist") and k.endswith("weight") and state[k].dim() == 2)
+    disagree[dist] = torch.zeros(7, state[dist].shape[1])
+    save_file({k: v.contiguous() for k, v in disagree.items()}, str(tmp_path / "disagree.safetensors"))
+    with pytest.raises(WeightsError, match=f"wrong shapes: .*{dist}: checkpoint \\(7, "):
+        load_model(name, weights_path=tmp_path / "disagree.safetensors")
 
 
 def test_a_rebuilt_model_gives_the_files_warnings_once(tmp_path, caplog):

@@ -99,7 +99,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return errors.EXIT_PASSED if result.passed else errors.EXIT_PARITY_FAILED
     agreement, accuracy, throughput = doc.agreement, doc.accuracy, doc.throughput
     print(f"eval {doc.status.upper()}: {doc.dataset.num_evaluated} images "
-          f"({len(doc.dataset.skipped)} skipped), target {doc.target['device']} {doc.target['dtype']}")
+          f"({len(doc.dataset.skipped)} skipped), target {doc.target['device']} {doc.target['runtime']} "
+          f"{doc.target['dtype']}")
     if accuracy:
         for k in ("top1", "top5"):
             print(f"  {k} accuracy: reference {_pct(accuracy['reference'][k])}, target {_pct(accuracy['target'][k])} "

@@ -63,7 +63,8 @@ class StageTimes:
         stages = [
             {"stage": "whole pipeline" + (f" ({world_size} processes)" if world_size > 1 else ""),
              "images_per_s": rate(self.images, self.loop_s), "seconds": self.loop_s},
-            {"stage": "decode + preprocess (one loader process)", "images_per_s": rate(self.decoded, self.decode_s),
+            {"stage": "decode + preprocess (" + ("in the main process" if workers == 0 else "one loader process")
+                       + ")", "images_per_s": rate(self.decoded, self.decode_s),
              "seconds": self.decode_s},
             {"stage": "reference model, CPU fp32: " + ("every image from --reference-cache"
                                                         if self.images and not self.reference_images
