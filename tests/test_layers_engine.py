@@ -314,3 +314,33 @@ def test_a_fault_in_a_convolution_openvino_folds_is_named_at_its_norm_with_the_c
     said = (tmp_path / "out" / "layers.md").read_text()
     assert "| chained | `layer2.0.bn1` (with layer2.0.conv1 folded into it) | BatchNorm2d |" in said
     assert re.search(r"\| `layer2\.0\.conv1` \| Conv2d \|[ |]*not compared: folded into layer2\.0\.bn1 by", said)
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_layers_refuses_module_tensors_of_a_tapped_program_that_computes_another_output(runtime, convnext_files,
+                                                                                        two_images, tmp_path,
+                                                                                        monkeypatch, capsys):
+    """OpenVINO computed the int8 EdgeNeXt with its module outputs added wrongly from the second stage on (output
+    rel L2 1.0 against its own program's), and layers named a module of a correct port: the tapped program's
+    output is now checked against the runner's own before any of its tensors is used."""
+    import importlib
+
+    from accelport.layers import engine
+    from accelport.runners import _REGISTRY
+
+    module, name, _ = _REGISTRY[runtime]
+    runner_class = getattr(importlib.import_module(module), name)
+    original = runner_class.tensors_at
+
+    def broken_after_tapping(self, device_input, places):
+        values = original(self, device_input, places)
+        values[engine._TAPPED_OUTPUT] = values[engine._TAPPED_OUTPUT] * 2
+        return values
+
+    files, _ = convnext_files
+    monkeypatch.setattr(runner_class, "tensors_at", broken_after_tapping)
+    rc = main(["layers", "--model", "test_convnext2", "--device", "cpu", "--runtime", runtime, "--weights",
+               str(files["clean"]), "--images", *two_images, "--out-dir", str(tmp_path / "out"), "-q"])
+    assert rc == 2 and not (tmp_path / "out" / "layers.json").exists()
+    assert (f"layers --runtime {runtime}: the engine's program with the module outputs added computes another "
+            "model output than its own program (relative L2 1 between them") in capsys.readouterr().err

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import RuntimeUnavailableError
 from .capture import MODEL_ROW, CallNames, Rows, forward_with_hooks, output_rows, watched_modules
 from .chained import Consumer
 from .engine_taps import GraphOp, find_module_outputs
@@ -114,7 +115,9 @@ class EngineChained:
             self.tensors = EngineTensors(runner.graph_ops(tuple(device_input.shape)), calls, folds)
             _logger.info("layers: %s exposes %d of %d module outputs", runner.name, len(self.tensors.places),
                          len(calls))
-        values = runner.tensors_at(device_input, self.tensors.places)
+        values = runner.tensors_at(device_input, {**self.tensors.places,
+                                                  _TAPPED_OUTPUT: runner.output_place(tuple(device_input.shape))})
+        _check_tapped_program(runner.name, values.pop(_TAPPED_OUTPUT), model_output.numpy())
         held = sum(value.nbytes for value in values.values())
         self._memory.hold(held)
         try:
@@ -122,6 +125,28 @@ class EngineChained:
                             not_exposed)
         finally:
             self._memory.release(held)
+
+
+_TAPPED_OUTPUT = "(the tapped program's output)"
+TAPPED_LIMIT = 0.1  # relative L2 between the tapped program's output and the runner's own: far above any fusion's
+
+
+def _check_tapped_program(runtime: str, tapped: np.ndarray, own: np.ndarray) -> None:
+    """Refuse module tensors read from a program that computes another model output than the runner's own.
+
+    Adding outputs may change which layers the engine fuses, by a rounding's worth; OpenVINO 2026.4 computed the
+    int8 EdgeNeXt with its module outputs added wrongly from the second stage on (its output rel L2 1.0 against
+    the untapped program's), and layers named a module of a correct port."""
+    tapped, own = tapped.reshape(own.shape).astype(np.float64), own.astype(np.float64)
+    scale = float(np.linalg.norm(own))
+    error = float(np.linalg.norm(tapped - own)) / scale if scale > 0 else float(np.linalg.norm(tapped))
+    if not error <= TAPPED_LIMIT:  # NaN included
+        raise RuntimeUnavailableError(
+            f"layers --runtime {runtime}: the engine's program with the module outputs added computes another model "
+            f"output than its own program (relative L2 {error:.3g} between them, more than {TAPPED_LIMIT} that "
+            "a changed fusion could explain): its module tensors cannot localise anything here. The model's own "
+            "output is judged by `accelport run`; localise with another engine (--runtime onnxruntime, or eager "
+            "for a float dtype)")
 
 
 def _reference_pass(reference: nn.Module, batch: torch.Tensor, watched: dict[str, nn.Module],

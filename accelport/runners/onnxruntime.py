@@ -144,6 +144,14 @@ class OnnxRuntimeRunner(Runner):
 
         return onnx_ops(onnx.load(str(self._model_files[tuple(shape[1:])]), load_external_data=False))
 
+    def output_place(self, shape: tuple[int, ...]) -> tuple[str, int]:
+        """The place (node name, output index) of the model's output, as ``tensors_at`` takes places."""
+        import onnx
+
+        graph = onnx.load(str(self._model_files[tuple(shape[1:])]), load_external_data=False).graph
+        output = graph.output[0].name
+        return next((node.name, list(node.output).index(output)) for node in graph.node if output in node.output)
+
     def tensors_at(self, device_input: np.ndarray, places: dict[str, tuple[str, int]]) -> dict[str, np.ndarray]:
         """The values of named places of the graph (``{key: (node name, output index)}``) for one batch: the same
         file with those tensors added as graph outputs, run by a session with the same options and providers

@@ -223,6 +223,12 @@ class OpenVinoRunner(Runner):
         """``graph(shape)``'s operations, for ``layers`` to find module outputs by name."""
         return openvino_ops(self.graph(shape))
 
+    def output_place(self, shape: tuple[int, ...]) -> tuple[str, int]:
+        """The place (operation friendly name, output port) of the model's output, as ``tensors_at`` takes
+        places."""
+        source = self.graph(shape).outputs[0].get_node().input_value(0)
+        return source.get_node().get_friendly_name(), source.get_index()
+
     def tensors_at(self, device_input: np.ndarray, places: dict[str, tuple[str, int]]) -> dict[str, np.ndarray]:
         """The values of named places of the graph (``{key: (operation friendly name, output port)}``) for one
         batch: the same model file, compiled with the same precision and threads, one request, with those tensors
