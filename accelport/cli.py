@@ -134,6 +134,10 @@ def _main(argv: Sequence[str] | None) -> int:
     except errors.AccelportError as exc:
         print(f"accelport: error: {printable(str(exc))}", file=sys.stderr)  # one line, whatever a file is named
         return exc.exit_code
+    except PermissionError as exc:  # a path the user gave, behind a folder this process may not enter: theirs to fix
+        print(f"accelport: error: {printable(str(exc.filename or exc))}: cannot be read ({exc.strerror})",
+              file=sys.stderr)
+        return errors.EXIT_USER_ERROR
     except Exception:
         _logger.exception("internal error (please report it with the command line used)")
         return errors.EXIT_INTERNAL_ERROR

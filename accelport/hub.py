@@ -49,8 +49,11 @@ def hf_cache_dir() -> Path:
 def _holds_weights(snapshot: Path, dangling_too: bool = False) -> bool:
     """A weights file is there; with ``dangling_too``, also a link to one that points nowhere (an error once that
     snapshot is chosen, not a reason to look at others)."""
-    return any((snapshot / name).is_file() or dangling_too and (snapshot / name).is_symlink()
-               for name in CACHED_NAMES)
+    try:
+        return any((snapshot / name).is_file() or dangling_too and (snapshot / name).is_symlink()
+                   for name in CACHED_NAMES)
+    except OSError as exc:  # a snapshot (or the blobs it links to) this process may not enter
+        raise WeightsError(f"HF cache entry {snapshot}: cannot be read ({exc.strerror or exc})") from None
 
 
 def find_in_hf_cache(repo_id: str) -> Path | None:

@@ -52,7 +52,10 @@ def make_transform(config: DataConfig):
 def _walk(root: Path) -> Iterator[Path]:
     """Files under ``root``, following symlinked folders (a class folder is often a link), each real folder once."""
     seen: set[tuple[int, int]] = set()
-    for folder, subfolders, files in os.walk(root, followlinks=True):
+    def unreadable(error: OSError) -> None:  # os.walk skips a folder it cannot list, without a word
+        raise InputError(f"--images {error.filename}: cannot be listed ({error.strerror})")
+
+    for folder, subfolders, files in os.walk(root, followlinks=True, onerror=unreadable):
         stat = os.stat(folder)
         if (stat.st_dev, stat.st_ino) in seen:  # a symlink loop, or a second link to a folder already listed
             _logger.warning("%s: folder already listed (symlink loop or duplicate link); not listed again", folder)

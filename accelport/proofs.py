@@ -126,15 +126,18 @@ class WeightDifferences:
     def passed_caution(self) -> str | None:
         """What a PASS means beside differing tensors the outputs depend on (None: there are none), for the console,
         the log, report.md and summary.json: a reader of the artifacts sees the PASS, not the console."""
-        judged = self.judged
-        if not judged:
+        lossy = {u["tensor"] for u in self.underflowed}
+        judged, rounded = [n for n in self.judged if n not in lossy], [n for n in self.judged if n in lossy]
+        if not judged and not rounded:
             return None
-        if set(judged) <= {u["tensor"] for u in self.underflowed}:
-            return (f"PASSED; --target-weights is --weights rounded to half precision, which keeps {len(judged)} "
-                    f"tensor(s) ({listed(judged)}) with fewer bits or as zero (values under its smallest normal): "
+        if not judged:
+            return (f"PASSED; --target-weights is --weights rounded to half precision, which keeps {len(rounded)} "
+                    f"tensor(s) ({listed(rounded)}) with fewer bits or as zero (values under its smallest normal): "
                     "their effect on these images is within the criteria")
+        also = (f" (and {len(rounded)} more that it stores as half-precision roundings with fewer bits)"
+                if rounded else "")
         return (f"PASSED, yet --target-weights differs from --weights in {len(judged)} tensor(s) ({listed(judged)})"
-                f"{self.rounding_words}: their effect on these images is within the criteria. A faithful port "
+                f"{self.rounding_words}{also}: their effect on these images is within the criteria. A faithful port "
                 "differs nowhere. A fault this small in its effect often sits behind a scale near zero (layer scales "
                 "of 1e-5 or 1e-6, as timm's random init sets them in ConvNeXt, FastViT or EfficientFormer blocks; "
                 "the last BatchNorm of ResNet blocks), which real weights may not have: judge with them")
@@ -173,20 +176,26 @@ def differing_text(differing: Sequence[str], compared_with_rounded_reference: bo
     rounding = _BEYOND_ROUNDING if compared_with_rounded_reference else ""
     if not differing:
         return f"identical to --weights in every floating-point tensor{rounding}"
-    text = f"differs from --weights{rounding} in {len(differing)} tensor(s): {listed(list(differing))}"
+    lossy = {u["tensor"] for u in underflowed}
+    others = [name for name in differing if name not in lossy]  # the ones to look at first: no rounding explains them
+    text = f"differs from --weights{rounding} in {len(differing)} tensor(s): {listed(others or list(differing))}"
     for dtype in dict.fromkeys(u["dtype"] for u in underflowed):
         these = [u for u in underflowed if u["dtype"] == dtype]
         changes = sorted(100 * u["rel_change"] for u in these)
-        names = listed([u["tensor"] for u in these])
-        share = "all of them" if len(these) == len(differing) else f"{len(these)} of them ({names})"
+        share = "all of them" if not others else f"{len(these)} more ({listed([u['tensor'] for u in these])})"
+        gone = ("precision rather than a misplaced value" if changes[-1] < 50 else
+                "most or all of their values flushed to zero, which changes what the model computes")
         text += (f" ({share}: exactly --weights rounded to {dtype} to nearest, with values under its smallest normal "
                  f"({torch.finfo(getattr(torch, dtype)).tiny:.1e}), which it keeps with fewer bits or as zero: "
-                 f"{_percent_range(changes)} of each tensor lost, precision rather than a misplaced value)")
+                 f"{_percent_range(changes)} of each tensor lost, {gone})")
     return text
 
 
 def _percent_range(changes: list[float]) -> str:
-    low, high = f"{changes[0]:.2g} %", f"{changes[-1]:.2g} %"
+    def percent(value: float) -> str:
+        return f"{value:.2g} %" if value < 10 else f"{value:.0f} %"
+
+    low, high = percent(changes[0]), percent(changes[-1])
     return low if low == high else f"{low} to {high}"
 
 

@@ -97,12 +97,12 @@ CHECKPOINT_NAMES = ("model.safetensors", f"model{SHARD_INDEX_SUFFIX}", "pytorch_
 def check_checkpoint_file(path: Path, flag: str = "--weights") -> None:
     """A checkpoint must be a regular file this process can read: say which of missing, a folder, a link to nothing,
     unreadable or something else (/dev/null) it is."""
-    if not path.is_file():
-        raise WeightsError(f"{flag} {path}: {_not_a_file(path)}")
     try:
+        if not path.is_file():
+            raise WeightsError(f"{flag} {path}: {_not_a_file(path)}")
         with open(path, "rb") as fh:
             fh.read(1)
-    except OSError as exc:  # permissions (a file copied in by another user), EIO on a network mount
+    except OSError as exc:  # permissions (a file copied in by another user, a folder it may not enter), EIO
         raise WeightsError(f"{flag} {path}: cannot be read ({exc.strerror or exc})") from None
 
 
@@ -485,9 +485,22 @@ def _fit_problems(state: dict[str, torch.Tensor], model: torch.nn.Module) -> str
 
 def _float_step_counter(key: str, tensor: torch.Tensor) -> bool:
     """BatchNorm's step counter stored as a float (a copy made with ``{k: v.half() for k, v in state.items()}``):
-    no weight, unused at inference, and loading casts it back; a float where any other integer tensor belongs
-    (an index) is still refused."""
-    return key.endswith(".num_batches_tracked") and tensor.is_floating_point() and bool(torch.isfinite(tensor).all())
+    no weight and unused at inference (``_with_integer_step_counters`` makes it an integer again); a float where
+    any other integer tensor belongs (an index) is still refused."""
+    return key.endswith(".num_batches_tracked") and tensor.is_floating_point()
+
+
+def _with_integer_step_counters(state: dict[str, Any]) -> dict[str, Any]:
+    """Float step counters as integers; one that is not finite (over 65504 steps, fp16's largest value: every real
+    training run) left out, so the model keeps its own, as for a checkpoint without counters."""
+    fixed = {}
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and _float_step_counter(key, value):
+            if not bool(torch.isfinite(value).all()):
+                continue
+            value = value.round().to(torch.int64)
+        fixed[key] = value
+    return fixed
 
 
 def _mismatches(state: dict[str, Any], model: torch.nn.Module) -> int:
@@ -567,6 +580,12 @@ def load_into(model: torch.nn.Module, path: str | Path, source: str, side: str =
         state, layout = convert_to_timm_layout(state, model)
     except WeightsError as exc:
         raise WeightsError(f"{path} {exc}") from None
+    counts = {layer: int(state[f"{layer}.weight"].shape[0]) for _, layer in _classifier_layers(model) or ()
+              if isinstance(state.get(f"{layer}.weight"), torch.Tensor) and state[f"{layer}.weight"].dim() >= 1}
+    if len(set(counts.values())) > 1:  # DeiT distilled, LeViT: one model has one class count
+        raise WeightsError(f"{path}: its classifier heads disagree on the class count ("
+                           + ", ".join(f"{layer}: {count}" for layer, count in counts.items())
+                           + "): no model has both; save the checkpoint again from one model")
     classes = checkpoint_classes(state, model)
     if classes is not None and classes != getattr(model, "num_classes", classes):
         raise ClassifierMismatch(f"{path}: the checkpoint's classifier has {classes or 'no'} output(s), the model "
@@ -580,6 +599,7 @@ def load_into(model: torch.nn.Module, path: str | Path, source: str, side: str =
             check_fits(raw, model, str(path))
         raise
     check_tied_values_agree(state, model, str(path))
+    state = _with_integer_step_counters(state)  # no weights: not among the stored dtypes either
     stored = tuple(sorted({str(v.dtype).removeprefix("torch.") for v in state.values()
                            if isinstance(v, torch.Tensor) and v.is_floating_point()}))
     model.load_state_dict(state, strict=True)

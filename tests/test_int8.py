@@ -846,6 +846,37 @@ def test_an_int8_model_that_crashes_openvino_in_a_trial_process_runs_with_its_su
     assert "DISABLE" in mode and "crashed a trial process running this int8 model at [1, 3, 224, 224] (SIGSEGV)" in (
         crashed["snippets_disabled"]) and crashed["snippets_disabled"] in caplog.text
     assert crashed["effective_precision"] == "int8"
+    assert crashed["compiled_blob_cache"].endswith("snippets-off")  # the blobs it runs, not the trial's
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("the trial's outcome is cached"))
     again, mode = settings("crash")
     assert "DISABLE" in mode and again["snippets_disabled"] == crashed["snippets_disabled"]
+
+
+def test_a_bench_row_whose_openvino_jit_was_turned_off_says_so(tmp_path, monkeypatch, two_images):
+    """bench timed such rows under a plain "openvino int8" label, and run --runtime auto picked from them."""
+    if not _installed("openvino", "nncf"):
+        pytest.skip("needs OpenVINO and NNCF")
+    import accelport.runners.openvino as ov_runner
+
+    crashing = tmp_path / "crash.py"
+    crashing.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGABRT)\n")
+    monkeypatch.setattr(ov_runner, "TRIAL_SCRIPT", crashing)
+    monkeypatch.setenv("ACCELPORT_CACHE_DIR", str(tmp_path / "cache"))
+    code = main(["bench", "--model", MODEL, "--device", "cpu", "--runtimes", "openvino", "--dtypes", "int8",
+                 "--batch-sizes", "1", "--images", *two_images, "--calibration", CALIBRATION[0], "--no-peers",
+                 "--out-dir", str(tmp_path / "out"), *FAST_BENCH])
+    rows = {r["label"]: r for r in json.loads((tmp_path / "out" / "bench.json").read_text())["rows"]}
+    assert code == 0 and "(SIGABRT), so its subgraph JIT (SNIPPETS_MODE) is off" in rows["openvino int8"][
+        "snippets_disabled"]
+    assert "| openvino int8 | 1 |" in (markdown := (tmp_path / "out" / "bench.md").read_text())
+    assert "OpenVINO's subgraph JIT off: a trial process crashed with it on" in markdown
+
+
+def test_the_overlap_caution_names_the_flag_of_the_command_that_takes_the_images():
+    """eval.md told users to judge on other images "with --images", a flag eval does not have (it takes --data)."""
+    from accelport.runners.quantize import quantisation_text
+
+    target = {"dtype": "int8", "calibration_images": 6, "calibration_source": "bundled samples",
+              "calibration_overlap": 3, "quantizer": "nncf.quantize"}
+    assert quantisation_text(target).endswith("(flatters the verdict: judge on other images with --images)")
+    assert quantisation_text(target, "--data").endswith("(flatters the verdict: judge on other images with --data)")

@@ -546,3 +546,24 @@ def test_only_a_rounding_that_lost_values_under_the_smallest_normal_is_called_un
     (found,) = underflowed_tensors(reference, target, ["normal", "tiny", "noisy"])
     assert (found["tensor"], found["dtype"]) == ("tiny", "float16") and found["rel_change"] > 2.0 ** -11
     assert underflowed_tensors(reference, {"tiny": tiny.bfloat16().float()}, ["tiny"]) == []  # bf16's range is fp32's
+
+
+def test_a_tensor_no_rounding_explains_is_named_before_the_lossy_roundings():
+    """An fp16 copy of convnext_atto (12 layer scales subnormal in fp16) plus one noised tensor passed with a caution
+    listing five layer scales and "(+8 more)": the noised tensor, the one to look at, was never named."""
+    from accelport.proofs import WeightDifferences, differing_text
+
+    scales = [f"stages.{i}.gamma" for i in range(12)]
+    noisy = "stages.2.blocks.0.conv_dw.weight"
+    underflowed = [{"tensor": name, "dtype": "float16", "rel_change": 0.013} for name in scales]
+    differing = [*scales[:5], noisy, *scales[5:]]
+    text = differing_text(differing, True, underflowed)
+    assert text.startswith(f"differs from --weights beyond the bf16/fp16 rounding it stores in 13 tensor(s): {noisy} "
+                           "(12 more (stages.0.gamma, ")
+    caution = WeightDifferences(differing, [], [], True, underflowed).passed_caution()
+    assert caution.startswith(f"PASSED, yet --target-weights differs from --weights in 1 tensor(s) ({noisy}) beyond "
+                              "the bf16/fp16 rounding it stores (and 12 more that it stores as half-precision "
+                              "roundings with fewer bits)")
+    flushed = [{"tensor": name, "dtype": "float16", "rel_change": 1.0} for name in scales]
+    assert ("100 % of each tensor lost, most or all of their values flushed to zero, which changes what the model "
+            "computes)") in differing_text(scales, True, flushed)

@@ -238,6 +238,13 @@ def test_a_half_precision_copy_with_batch_norm_step_counters_in_fp16_loads(tmp_p
     loaded = model.state_dict()
     assert info.stored_dtypes == ("float16",)
     assert all(torch.equal(loaded[k], v.half().to(v.dtype)) for k, v in state.items())  # counters cast back
+    trained = {k: torch.tensor(375000).half() if k.endswith("num_batches_tracked") else v for k, v in state.items()}
+    assert all(torch.isinf(v) for k, v in trained.items() if k.endswith("num_batches_tracked"))  # over fp16's max
+    save_file(trained, str(tmp_path / "trained_counters_half.safetensors"))
+    model = timm.create_model("test_resnet", pretrained=False)
+    info = load_into(model, tmp_path / "trained_counters_half.safetensors", "file")
+    assert info.stored_dtypes == ("float32",)  # the counters are no weights: nothing was rounded
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())  # the model's own counters kept
     from accelport.weights import check_fits
 
     with pytest.raises(WeightsError, match="1 wrong dtypes: index: checkpoint torch.float32 vs model torch.int64"):
@@ -390,7 +397,8 @@ def test_a_fine_tuned_two_head_model_is_built_with_its_class_count(tmp_path, nam
     dist = next(k for k in state if k.startswith("head_dist") and k.endswith("weight") and state[k].dim() == 2)
     disagree[dist] = torch.zeros(7, state[dist].shape[1])
     save_file({k: v.contiguous() for k, v in disagree.items()}, str(tmp_path / "disagree.safetensors"))
-    with pytest.raises(WeightsError, match=f"wrong shapes: .*{dist}: checkpoint \\(7, "):
+    with pytest.raises(WeightsError, match=f"disagree.safetensors: its classifier heads disagree on the class count "
+                                           f"\\(.*: 10, {dist.removesuffix('.weight')}: 7\\)"):
         load_model(name, weights_path=tmp_path / "disagree.safetensors")
 
 
@@ -604,3 +612,41 @@ def test_the_log_and_report_say_where_the_state_dict_was_and_the_class_count(tmp
     assert f"target weights (--target-weights): {path} (sha256 {digest[:12]}) [state_dict_ema]" in log  # was left out
     report = (out / "report.md").read_text()
     assert report.count("state dict under `state_dict_ema`") == 2 and "head `classifier`, 10 classes" in report
+
+
+def test_a_checkpoint_or_cache_behind_a_folder_this_process_may_not_enter_is_exit_2(tmp_path, small_state,
+                                                                                   monkeypatch, capsys):
+    """``Path.is_file`` raises PermissionError (it swallows only 'not there') for a file in a folder without search
+    permission: --weights, --target-weights, an HF cache snapshot and --images stopped with a traceback (exit 3)."""
+    import pathlib
+
+    from accelport.cli import main
+    from accelport.hub import find_in_hf_cache
+
+    locked = tmp_path / "locked"
+    is_file, is_dir, scandir = pathlib.Path.is_file, pathlib.Path.is_dir, os.scandir
+
+    def denied(path, itself: bool = False) -> None:  # what is inside a folder without search permission
+        if str(path).startswith(str(locked) + "/") or itself and str(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(pathlib.Path, "is_file", lambda self: denied(self) or is_file(self))
+    monkeypatch.setattr(pathlib.Path, "is_dir", lambda self: denied(self) or is_dir(self))
+    monkeypatch.setattr(os, "scandir", lambda path=".": denied(path, itself=True) or scandir(path))
+    with pytest.raises(WeightsError, match=f"^--target-weights {locked}/model.safetensors: cannot be read "
+                                           "\\(Permission denied\\)$"):
+        load_into(_fresh(), locked / "model.safetensors", "file", "target")
+    snapshot = tmp_path / "hub" / "models--timm--x" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("abc")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    locked = snapshot  # the snapshot folder itself may not be entered
+    with pytest.raises(WeightsError, match=f"HF cache entry {snapshot}: cannot be read \\(Permission denied\\)"):
+        find_in_hf_cache("timm/x")
+    locked = tmp_path / "images"  # an --images folder that cannot be listed: not "no image files found"
+    locked.mkdir()
+    assert main(["run", "--images", str(locked), "--device", "cpu", "--out-dir", str(tmp_path / "out")]) == 2
+    assert f"--images {locked}: cannot be listed (Permission denied)" in capsys.readouterr().err
+    assert main(["run", "--images", str(locked / "a.jpg"), "--device", "cpu", "--out-dir", str(tmp_path / "o")]) == 2
+    assert f"accelport: error: {locked / 'a.jpg'}: cannot be read (Permission denied)" in capsys.readouterr().err

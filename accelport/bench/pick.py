@@ -133,7 +133,7 @@ def _mismatch(document: BenchDocument, loaded: LoadedModel, device: torch.device
     benched: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
     if benched.get("state_digest") != target[1]:
         return (f"other --target-weights ({benched.get('path') or 'none'} there, {target[0] or 'none'} here): its "
-                "configurations passed parity on the weights it ran")
+                "rows were judged on the weights it ran")
     if document.device != str(device) or document.environment.get("torch") != torch.__version__:
         return f"device {document.device}, torch {document.environment.get('torch')}"
     from ..allocator import allocator_kind

@@ -176,7 +176,7 @@ def first_round(runner: Runner, config: Any, batch_size: int, images: torch.Tens
     parity, outputs = _parity(runner, images, reference, batch_size, criteria, is_classifier,
                               settings.nonfinite_weights)
     row = {**config.to_json(), "batch_size": batch_size, "status": "ok", "setup_s": round(shape_setup_s, 4),
-           "parity": parity, **calibration_record(runner)}
+           "parity": parity, **calibration_record(runner), **_engine_setting_record(runner)}
     point = Point(row, runner, batch)
     point.time_round(settings, settings.warmup, journal=None)
     row["memory"] = memory.stop()
@@ -195,6 +195,13 @@ def calibration_record(runner: Runner) -> dict[str, Any]:
     described = runner.describe()
     return {"calibration": {key: described[key] for key in ("calibration_images", "calibration_source",
                                                               "calibration_sha256", "quantizer") if key in described}}
+
+
+def _engine_setting_record(runner: Runner) -> dict[str, Any]:
+    """An engine setting the runner changed on its own for this point (OpenVINO's subgraph JIT off after a trial
+    process crashed): its timing is of that setting, whatever the row's label says."""
+    disabled = runner.describe().get("snippets_disabled") if runner.dtype in QUANTIZED_DTYPES else None
+    return {"snippets_disabled": disabled} if disabled else {}
 
 
 def failed_row(config: Any, batch_size: int, status: str, reason: str) -> dict[str, Any]:

@@ -114,6 +114,8 @@ def table_lines(rows: Sequence[BenchRow], random_init: bool = False) -> list[str
         verdict = (f"pass ({parity['precision']}, cos {parity['worst_sample_cosine']:.6f})" if row.passed
                    else f"**FAIL** ({parity['precision']}: {', '.join(parity['failed_checks'])})") + _proof_note(parity)
         verdict += _zero_target_note(parity, random_init)
+        if row.extra.get("snippets_disabled"):
+            verdict += "; OpenVINO's subgraph JIT off: a trial process crashed with it on (slower than the JIT)"
         lines.append(f"| {row.label} | {row.batch_size} | {lat['p50_ms']:.2f} | {lat['p90_ms']:.2f} | "
                      f"{lat['p99_ms']:.2f} | {row.images_per_s:.1f} | {_ratio(row.ratio_vs_eager)} | "
                      f"{row.setup_s:.1f} | {_num(row.memory.get('peak_mb'), '.0f')} | {verdict} | {_timing(row)} |")

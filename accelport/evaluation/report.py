@@ -38,7 +38,7 @@ def render_markdown(doc: EvalDocument, histogram: str | None) -> str:
         + ("" if weights.pretrained_used else " — **RANDOM INIT: accuracy is meaningless**"),
         f"- target: {target['runtime']} {target['dtype']}, fp32 math `{target['fp32_math']}`, criteria "
         f"`{target['precision']}`; reference: CPU eager fp32",
-        *([f"- {line}"] if (line := quantisation_text(target)) else []),  # as report.md and layers.md say it
+        *([f"- {line}"] if (line := quantisation_text(target, "--data")) else []),  # as report.md and layers.md say
         f"- host CPU: {cpu_kind_text(doc.header.environment)}; allocator: {allocator_text(doc.header.environment)}",
         *([f"- target weights (--target-weights): sha256 {target['target_weights']}"]
           if target.get("target_weights") else []),

@@ -287,7 +287,8 @@ class OpenVinoRunner(Runner):
                               "(SNIPPETS_MODE) is off: slower, not crashing")
         _logger.warning("--runtime openvino --dtype int8: %s", self._snippets_off)
         # a folder of its own: OpenVINO's blob key does not hold SNIPPETS_MODE, and the trial's blob has them on
-        return {"SNIPPETS_MODE": "DISABLE", "CACHE_DIR": str(self._blob_cache / "snippets-off")}
+        self._blob_cache = self._blob_cache / "snippets-off"
+        return {"SNIPPETS_MODE": "DISABLE", "CACHE_DIR": str(self._blob_cache)}
 
     @property
     def _hint(self) -> str:

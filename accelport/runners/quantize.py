@@ -237,7 +237,7 @@ ORT_SETTINGS = {"format": "QDQ", "per_channel": True, "weight_type": "QInt8", "c
                 "op_types_to_quantize": list(ORT_OPS)}
 
 
-def quantisation_text(target: dict[str, Any]) -> str | None:
+def quantisation_text(target: dict[str, Any], images_flag: str = "--images") -> str | None:
     """What an int8 target (its record, as runners' ``describe`` writes it) was quantised with and calibrated on, and
     how many judged images it had seen: a quantiser calibrated on the images that judge it flatters the verdict; for
     report.md and layers.md. None for other targets."""
@@ -245,7 +245,7 @@ def quantisation_text(target: dict[str, Any]) -> str | None:
         return None
     overlap = target.get("calibration_overlap")
     seen = "" if overlap is None else (f"; {overlap} of the judged images were also calibration images"
-                                       + (" (flatters the verdict: judge on other images with --images)"
+                                       + (f" (flatters the verdict: judge on other images with {images_flag})"
                                           if overlap else ""))
     remainder = target.get("int8_float_remainder") or target.get("int8_remainder")  # compile's rule, or OpenVINO's
     return (f"int8 by {target.get('quantizer', 'the engine')}, calibrated on {target['calibration_images']} "
