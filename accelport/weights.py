@@ -325,14 +325,25 @@ def _without_ddp_prefix(state: dict[str, Any], path: Path) -> dict[str, Any]:
         name = key.removeprefix("module.")
         if name in unwrapped:
             kept = unwrapped[name]
-            if not (isinstance(value, torch.Tensor) and isinstance(kept, torch.Tensor) and kept.shape == value.shape
-                    and torch.equal(kept, value.to(kept.dtype))):
-                raise WeightsError(f"{path}: holds both {name!r} and 'module.{name}' with different values: without "
-                                   "DDP's 'module.' prefix they are one tensor, and loading would keep only one of "
-                                   "them. Save the model's state dict once (model.module.state_dict() under DDP)")
+            if not (isinstance(value, torch.Tensor) and isinstance(kept, torch.Tensor) and kept.dtype == value.dtype
+                    and torch.equal(kept, value)):  # a cast either way is a different value: the file's order won
+                raise WeightsError(f"{path}: holds both {name!r} and 'module.{name}' with different values"
+                                   f"{_rounding_only(kept, value)}: without DDP's 'module.' prefix they are one "
+                                   "tensor, and loading would keep only one of them. Save the model's state dict "
+                                   "once (model.module.state_dict() under DDP)")
             continue
         unwrapped[name] = value
     return unwrapped
+
+
+def _rounding_only(first: Any, second: Any) -> str:
+    """" (one is the other rounded to DTYPE)" when two same-shaped tensors differ only by a cast, else ""."""
+    if not (isinstance(first, torch.Tensor) and isinstance(second, torch.Tensor)) or first.shape != second.shape:
+        return ""
+    for narrow, wide in ((first, second), (second, first)):
+        if narrow.dtype != wide.dtype and narrow.is_floating_point() and torch.equal(wide.to(narrow.dtype), narrow):
+            return f" (one is the other rounded to {str(narrow.dtype).removeprefix('torch.')})"
+    return ""
 
 
 def _leads_to_tensors(value: Any) -> bool:

@@ -267,6 +267,11 @@ def test_a_key_with_and_without_ddp_s_prefix_is_refused_when_the_two_differ(tmp_
     torch.save(state, tmp_path / "both.pth")
     with pytest.raises(WeightsError, match=f"both.pth: holds both '{name}' and 'module.{name}' with different values"):
         load_into(_fresh(), tmp_path / "both.pth", "file")
+    for first in (True, False):  # the rounded copy first or last: refused either way, not kept by the file's order
+        rounded = {f"module.{name}": small_state[name].half()}
+        torch.save({**rounded, **small_state} if first else {**small_state, **rounded}, tmp_path / "rounded.pth")
+        with pytest.raises(WeightsError, match="with different values \\(one is the other rounded to float16\\)"):
+            load_into(_fresh(), tmp_path / "rounded.pth", "file")
     torch.save({**small_state, f"module.{name}": small_state[name].clone()}, tmp_path / "same.pth")
     _loads_exactly(tmp_path / "same.pth", small_state)  # the same values twice: one tensor, nothing lost
 
