@@ -74,6 +74,8 @@ def discover_images(inputs: list[str | Path] | None) -> list[Path]:
         inputs = [DEFAULT_SAMPLES_DIR]
     found: list[Path] = []
     for item in inputs:
+        if not str(item):  # Path("") is the current folder: a stray '' would judge whatever lies below it
+            raise InputError("--images '': an empty path; give an image file or folder")
         path = Path(item)
         if path.is_dir():
             named = [p for p in _walk(path) if p.suffix.lower() in IMAGE_EXTENSIONS]

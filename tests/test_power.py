@@ -105,3 +105,27 @@ def test_power_on_a_dead_branch_model_reports_live_sites_and_each_faults_own_eff
     assert all(row["reference_rel_l2"] > 1e-5 for row in data["faults"] if row["kind"] != "non-finite value")
     report = (tmp_path / "power.md").read_text()
     assert "Sites moved" in report and "passed over `layer3.0.conv1.weight`" in report
+
+
+def test_power_refuses_a_target_that_fails_without_a_fault_and_weights_that_do_not_compute(tmp_path, seeded_state,
+                                                                                            seeded_weights, two_images,
+                                                                                            capsys):
+    """Every fault read "detected from 1e-3" on a target that failed without any (here a criterion no bf16 run can
+    meet), and power.md said a PASS of run rules them out; a NaN in --weights judged every fault, then crashed
+    drawing power.png (exit 3, nothing written)."""
+    from safetensors.torch import save_file
+
+    code = main(["power", "--weights", str(seeded_weights), "--device", "cpu", "--images", two_images[0],
+                 "--sizes", "1e-1", "--dtype", "bf16", "--criterion", "max_rel_l2=1e-9", "--out-dir",
+                 str(tmp_path / "clean_fails")])
+    err = capsys.readouterr().err
+    assert code == 2 and "power: the target without any fault already fails run's checks (max_sample_rel_l2 " in err
+    assert not (tmp_path / "clean_fails" / "power.json").exists()
+    nan = dict(seeded_state)
+    nan["head.fc.bias"] = seeded_state["head.fc.bias"].clone()
+    nan["head.fc.bias"][3] = float("nan")
+    save_file({k: v.contiguous() for k, v in nan.items()}, str(tmp_path / "nan.safetensors"))
+    code = main(["power", "--weights", str(tmp_path / "nan.safetensors"), "--device", "cpu", "--images",
+                 two_images[0], "--sizes", "1e-1", "--out-dir", str(tmp_path / "nan")])
+    err = capsys.readouterr().err
+    assert code == 2 and "nan.safetensors: head.fc.bias hold(s) NaN/Inf" in err and "Traceback" not in err

@@ -136,6 +136,10 @@ def _corrupt_journal(out_dir: Path) -> list[str]:
     (["--models", "test_resnet", "--dtypes", "fp32", "--calibration", "."], "--calibration"),
     (["--models", "test_resnet", "--dtypes", "fp32,int8", "--calibration", "no_such_folder"], "no_such_folder"),
     (["--models", "test_resnet", "--models-file", "missing.txt"], "missing.txt"),
+    # an unknown name in the file was blamed on --models
+    (["--models-file", "{models}"], "--models-file {models}: 'not_a_model_xyz': not a timm model name"),
+    # a finite but huge limit overflowed RLIMIT_AS in the child: exit 3
+    (["--models", "test_resnet", "--memory-limit", "1e30"], "--memory-limit 1e+30: must be a number of GB from 0"),
     (["--models", "test_resnet", "--out-dir", "{file}/sub"], "--out-dir"),
     (["--models", "test_resnet", "--journal"], "zoo.journal.jsonl"),
 ])
@@ -151,8 +155,11 @@ def test_bad_input_is_exit_2_naming_the_culprit_before_any_model_is_loaded(args,
     monkeypatch.setattr(timm, "create_model", forbidden)
     monkeypatch.setattr(accelport.zoo.api, "run_cell", forbidden)
     (tmp_path / "file").write_text("x")
+    (tmp_path / "models.txt").write_text("test_resnet\n# a comment\nnot_a_model_xyz\n")
     out_dir = tmp_path / "out"
-    args = [a.replace("{file}", str(tmp_path / "file")) for a in args]
+    args = [a.replace("{file}", str(tmp_path / "file")).replace("{models}", str(tmp_path / "models.txt"))
+            for a in args]
+    culprit = culprit.replace("{models}", str(tmp_path / "models.txt"))
     if "--journal" in args:
         args = [a for a in args if a != "--journal"] + _corrupt_journal(out_dir)
     if "--out-dir" not in args:

@@ -55,6 +55,10 @@ class EvalConfig:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be a share between 0 and 1")
         if not math.isfinite(self.dist_timeout_s) or self.dist_timeout_s <= 0:  # nan compares false with anything
             raise UsageError(f"--dist-timeout {self.dist_timeout_s}: must be a positive number")
+        if self.reference_cache == "":
+            raise UsageError("--reference-cache '': an empty path; give a folder, or leave the flag out")
+        if not str(self.data):
+            raise InputError("--data '': an empty path; give the dataset's folder")
         if not Path(self.data).is_dir():  # before minutes of model loading
             raise InputError(f"--data {self.data}: not a folder")
         if self.labels not in ("auto", "none") and not Path(self.labels).is_file():

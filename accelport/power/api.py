@@ -18,7 +18,8 @@ import torch
 
 from ..criteria import criteria_for
 from ..devices import caller_torch_state
-from ..formatting import printable
+from ..errors import UsageError, WeightsError
+from ..formatting import listed, printable
 from ..job.context import open_job
 from ..job.result import CommandResult
 from ..job.spec import with_overrides
@@ -48,6 +49,10 @@ def run_power(config: PowerConfig | None = None, **overrides: Any) -> PowerResul
     config = with_overrides(config or PowerConfig(), **overrides)
     validate(config)
     job = open_job(config.spec)
+    if bad := nonfinite_weights({"reference": job.loaded.model}, report=False):  # every fault would be "detected"
+        tensors = [key.partition(": ")[2] for key in bad]
+        raise WeightsError(f"--weights {job.loaded.weights.path}: {listed(tensors)} hold(s) NaN/Inf: power injects "
+                           "faults into weights that compute; fix the checkpoint first")
     batch = job.image_batch()
     target = config.target
     names = [printable(str(p)) for p in batch.paths]
@@ -63,6 +68,14 @@ def run_power(config: PowerConfig | None = None, **overrides: Any) -> PowerResul
 
     reference = on_reference(job.loaded.model, batch.tensor)  # once, for every fault
     baseline = baseline_outputs(job.loaded.model, precision, infer)
+    with create_runner(target.runtime, job.loaded.model, job.device, target.dtype, target.channels_last,
+                       **target.runner_options()) as runner:
+        clean = compare_outputs(reference, infer(runner), criteria, is_classifier, baseline=baseline,
+                                sample_names=names)
+    if failing := [f"{c.name} {c.value:.4g}" for c in clean.checks if not c.passed]:
+        raise UsageError(f"power: the target without any fault already fails run's checks ({', '.join(failing)}): "
+                         "every injected fault would read as detected, so no detection size would mean anything. "
+                         "Make `accelport run` pass with the same --runtime, --dtype and --criterion first")
     first = batch.tensor[: target.batch_size]  # the sites are probed on the first batch
     sites = choose_sites(job.loaded.model, config.sizes, job.spec.seed,
                          lambda faulty: _worst_rel_l2(reference[: len(first)], on_reference(faulty, first)))

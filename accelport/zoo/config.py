@@ -64,9 +64,13 @@ class ZooConfig(FromFlatNames):
                 raise UsageError(f"{name} {value}: must be at least {low}")
         if not 0 < self.timeout_s < math.inf:  # nan compares false with anything
             raise UsageError(f"--timeout {self.timeout_s}: must be a finite number of seconds > 0")
-        if self.memory_gb is not None and not 0 <= self.memory_gb < math.inf:
-            raise UsageError(f"--memory-limit {self.memory_gb}: must be a finite number of GB > 0, or 0 for none")
+        if self.memory_gb is not None and not 0 <= self.memory_gb <= MAX_MEMORY_GB:
+            raise UsageError(f"--memory-limit {self.memory_gb}: must be a number of GB from 0 (none) to "
+                             f"{MAX_MEMORY_GB:g} (what a process's address-space limit can hold)")
         self.spec.validate()
+
+
+MAX_MEMORY_GB = 2.0 ** 32  # in GiB, 2^62 bytes: RLIMIT_AS is a signed 64-bit byte count (2e10 failed in the child)
 
 
 def read_models_file(path: str) -> list[str]:
@@ -87,16 +91,18 @@ def resolve_models(config: ZooConfig) -> list[str]:
 
     from ..models import timm_name, unknown_model_reason
 
-    wanted = list(config.models) + (read_models_file(config.models_file) if config.models_file else [])
+    wanted = [(item, "--models") for item in config.models] + (
+        [(item, f"--models-file {config.models_file}:") for item in read_models_file(config.models_file)]
+        if config.models_file else [])
     names: list[str] = []
-    for item in wanted:
+    for item, source in wanted:
         if any(char in item for char in PATTERN_CHARS):
             matches = timm.list_models(item)
             if not matches:
-                raise UsageError(f"--models {item!r}: the pattern matches no timm model")
+                raise UsageError(f"{source} {item!r}: the pattern matches no timm model")
             names.extend(matches)
         elif reason := unknown_model_reason(timm_name(item)):
-            raise UsageError(f"--models {item!r}: {reason}")
+            raise UsageError(f"{source} {item!r}: {reason}")
         else:
             names.append(timm_name(item))
     if not names:
