@@ -160,11 +160,9 @@ def underflowed_tensors(reference: dict[str, torch.Tensor], target: dict[str, to
         if ours is None or theirs is None or ours.shape != theirs.shape or not ours.is_floating_point():
             continue
         for dtype in HALF_STORAGE:
-            rounded = ours.to(getattr(torch, dtype)).to(ours.dtype)
-            if torch.equal(rounded, theirs) and bool(torch.isfinite(rounded).all()):
-                moved = float((rounded.double() - ours.double()).norm() / ours.double().norm().clamp_min(1e-300))
-                if moved > UNIT_ROUNDOFF[dtype]:  # else a plain rounding of normal values: no underflow to speak of
-                    found.append({"tensor": name, "dtype": dtype, "rel_change": moved})
+            if (rounded := _rounding(ours, theirs, dtype)) is not None:
+                if rounded[1] > UNIT_ROUNDOFF[dtype]:  # else a plain rounding of normal values: no underflow
+                    found.append({"tensor": name, "dtype": dtype, "rel_change": rounded[1]})
                 break
     return found
 
@@ -308,14 +306,20 @@ def _copy_grids(theirs: dict[str, torch.Tensor], stored_dtypes: tuple[str, ...] 
     return grids
 
 
-def _exact_rounding(tensor: torch.Tensor, other: torch.Tensor, dtype: str) -> torch.Tensor | None:
-    """``tensor`` rounded to ``dtype`` when ``other`` is exactly that and the rounding cost no more than round to
-    nearest does (``UNIT_ROUNDOFF``); else None."""
+def _rounding(tensor: torch.Tensor, other: torch.Tensor, dtype: str) -> tuple[torch.Tensor, float] | None:
+    """``tensor`` rounded to nearest in ``dtype`` and how far that moved it (relative L2), when ``other`` is exactly
+    that rounding and finite; else None."""
     candidate = tensor.to(getattr(torch, dtype)).to(tensor.dtype)
     if not torch.equal(other, candidate) or not bool(torch.isfinite(candidate).all()):
         return None
-    moved = float((candidate.double() - tensor.double()).norm() / tensor.double().norm())
-    return candidate if moved <= UNIT_ROUNDOFF[dtype] else None
+    return candidate, float((candidate.double() - tensor.double()).norm() / tensor.double().norm().clamp_min(1e-300))
+
+
+def _exact_rounding(tensor: torch.Tensor, other: torch.Tensor, dtype: str) -> torch.Tensor | None:
+    """``tensor`` rounded to ``dtype`` when ``other`` is exactly that and the rounding cost no more than round to
+    nearest does (``UNIT_ROUNDOFF``); else None."""
+    rounded = _rounding(tensor, other, dtype)
+    return rounded[0] if rounded is not None and rounded[1] <= UNIT_ROUNDOFF[dtype] else None
 
 
 def rounded_reference(reference: torch.nn.Module, target: torch.nn.Module,

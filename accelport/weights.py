@@ -444,11 +444,17 @@ def checkpoint_classes(state: dict[str, torch.Tensor], model: torch.nn.Module) -
     if not set(rest) <= state_rest <= set(expected) or any(
             tuple(state[k].shape) != tuple(v.shape) for k, v in rest.items()):
         return None
-    weights = [state.get(f"{layer}.weight") for _, layer in layers]
-    if all(weight is None for weight in weights):
+    counts = head_class_counts(state, model)
+    if not counts:
         return 0 if not any(in_head(k) for k in state) else None
-    counts = {int(weight.shape[0]) for weight in weights if weight is not None}
-    return counts.pop() if len(counts) == 1 and all(weight is not None for weight in weights) else None
+    values = set(counts.values())
+    return values.pop() if len(values) == 1 and len(counts) == len(layers) else None
+
+
+def head_class_counts(state: dict[str, Any], model: torch.nn.Module) -> dict[str, int]:
+    """The class count of each classifier head the checkpoint holds, by its class-count layer's name."""
+    return {layer: int(state[f"{layer}.weight"].shape[0]) for _, layer in _classifier_layers(model) or ()
+            if isinstance(state.get(f"{layer}.weight"), torch.Tensor) and state[f"{layer}.weight"].dim() >= 1}
 
 
 def _key_mismatches(state: dict[str, Any], expected: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -591,8 +597,7 @@ def load_into(model: torch.nn.Module, path: str | Path, source: str, side: str =
         state, layout = convert_to_timm_layout(state, model)
     except WeightsError as exc:
         raise WeightsError(f"{path} {exc}") from None
-    counts = {layer: int(state[f"{layer}.weight"].shape[0]) for _, layer in _classifier_layers(model) or ()
-              if isinstance(state.get(f"{layer}.weight"), torch.Tensor) and state[f"{layer}.weight"].dim() >= 1}
+    counts = head_class_counts(state, model)
     if len(set(counts.values())) > 1:  # DeiT distilled, LeViT: one model has one class count
         raise WeightsError(f"{path}: its classifier heads disagree on the class count ("
                            + ", ".join(f"{layer}: {count}" for layer, count in counts.items())

@@ -103,6 +103,7 @@ class EngineChained:
         self._reference, self._runner, self._memory = reference, runner, memory
         self._watched = watched_modules(reference)
         self.tensors: EngineTensors | None = None
+        self._output_place: tuple[str, int] | None = None  # the model's output in the engine's graph (found once)
 
     def compare(self, batch: torch.Tensor, consume: Consumer, not_exposed: NotExposed) -> None:
         """``consume(key, name, module, reference, target)`` for every module the engine exposes and the
@@ -113,10 +114,10 @@ class EngineChained:
         if self.tensors is None:
             calls, folds = survey(self._reference, batch, self._watched)
             self.tensors = EngineTensors(runner.graph_ops(tuple(device_input.shape)), calls, folds)
+            self._output_place = runner.output_place(tuple(device_input.shape))
             _logger.info("layers: %s exposes %d of %d module outputs", runner.name, len(self.tensors.places),
                          len(calls))
-        values = runner.tensors_at(device_input, {**self.tensors.places,
-                                                  _TAPPED_OUTPUT: runner.output_place(tuple(device_input.shape))})
+        values = runner.tensors_at(device_input, {**self.tensors.places, _TAPPED_OUTPUT: self._output_place})
         _check_tapped_program(runner.name, values.pop(_TAPPED_OUTPUT), model_output.numpy())
         held = sum(value.nbytes for value in values.values())
         self._memory.hold(held)

@@ -116,6 +116,12 @@ def _input_blind_lines(summary: RunSummary) -> list[str]:
             "weights or more varied images"]
 
 
+def _differing_text(summary: RunSummary) -> str:
+    """Which tensors --target-weights changes (``WeightDifferences.text``)."""
+    differences = summary.weight_differences
+    return differences.text() if differences else differing_text((), False)
+
+
 def _weights_caution_lines(summary: RunSummary) -> list[str]:
     return [f"caution: {caution}"] if (caution := summary.weights_caution) else []
 
@@ -190,7 +196,7 @@ def render_log(summary: RunSummary) -> str:
         *([f"target weights (--target-weights): {summary.target_weights.path} (sha256 "
            f"{(summary.target_weights.sha256 or '')[:12]})"
            + (f" [{summary.target_weights.state_key}]" if summary.target_weights.state_key else "")
-           + f"; {summary.weight_differences.text() if summary.weight_differences else differing_text((), False)}"]
+           + f"; {_differing_text(summary)}"]
           if summary.target_weights else []),
         "reference  cpu eager fp32",
         f"target     {target['device']} ({header.environment['device_name']}) {target['runtime']} "
@@ -265,7 +271,7 @@ def _setup_lines(summary: RunSummary) -> list[str]:
         *([f"- target side only (--target-weights): `{summary.target_weights.path}`, sha256 "
            f"`{summary.target_weights.sha256}`"
            + (f"; state dict under `{summary.target_weights.state_key}`" if summary.target_weights.state_key else "")
-           + f"; {summary.weight_differences.text() if summary.weight_differences else differing_text((), False)}"]
+           + f"; {_differing_text(summary)}"]
           if summary.target_weights else []),
         "",
         "## Hardware and software",

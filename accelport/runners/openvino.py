@@ -120,6 +120,7 @@ class OpenVinoRunner(Runner):
             raise RuntimeUnavailableError("--channels-last does not apply to --runtime openvino: OpenVINO picks its "
                                           "own blocked layouts; drop the flag")
         self._core = shared_core()
+        self._snippets_off: str | None = None  # why OpenVINO's subgraph JIT is off (_trial), None while it is on
         capabilities = self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         if self.int8_remainder == "bf16" and "BF16" not in capabilities:
             raise RuntimeUnavailableError(f"--int8-remainder bf16: this CPU has no BF16 support in OpenVINO "
@@ -334,7 +335,7 @@ class OpenVinoRunner(Runner):
                 "part_batch_sizes": sorted(self._compiled),
                 "compiled_blob_cache": str(getattr(self, "_blob_cache", "")) or None, **read_back, **self._export_info,
                 **({"compute_layers": getattr(self, "_int8_layers", None), "int8_remainder": self.int8_remainder,
-                    "snippets_disabled": getattr(self, "_snippets_off", None),
+                    "snippets_disabled": self._snippets_off,
                     **self._calibration.to_json()} if self.dtype == "int8" else {})}
 
     def _close_impl(self) -> None:
