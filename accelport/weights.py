@@ -497,7 +497,39 @@ def _fit_problems(state: dict[str, torch.Tensor], model: torch.nn.Module) -> str
         return None
     variant = (" (every key is there, with other shapes: the weights of another size or input resolution of this "
                "architecture? Check --model)" if wrong_shape and not (missing or unexpected) else "")
+    if _whole_blocks_differ(missing, unexpected, set(state), set(expected)):
+        variant = (" (the keys missing or extra are whole numbered blocks of the kind this model has"
+                   + (", and others have other shapes" if wrong_shape else "")
+                   + ": the weights of another depth or size of this architecture? Check --model)")
     return "; ".join(problems) + variant + _prefix_hint(missing, unexpected, set(expected))
+
+
+def _numbered_block(key: str) -> str | None:
+    """``layers.2.blocks.7.`` for ``layers.2.blocks.7.attn.qkv.weight``: the key's innermost numbered module."""
+    parts = key.split(".")
+    last = max((i for i, part in enumerate(parts[:-1]) if part.isdigit()), default=None)
+    return None if last is None else ".".join(parts[:last + 1]) + "."
+
+
+def _numbered_blocks(keys: set[str]) -> set[str]:
+    return {block for key in keys if (block := _numbered_block(key)) is not None}
+
+
+def _key_pattern(key: str) -> str:
+    return ".".join("#" if part.isdigit() else part for part in key.split("."))
+
+
+def _whole_blocks_differ(missing: list[str], unexpected: list[str], present: set[str], expected: set[str]) -> bool:
+    """True when the checkpoint lacks whole numbered blocks the model has, or holds whole blocks more of a kind the
+    model has (``layers.2.blocks.7.`` in Swin-S weights for a Swin-T): another depth of the same architecture,
+    not a damaged file or a foreign one."""
+    if not (missing or unexpected):
+        return False
+    present_blocks, expected_blocks = _numbered_blocks(present), _numbered_blocks(expected)
+    patterns = {_key_pattern(key) for key in expected}
+    return (all((block := _numbered_block(key)) is not None and block not in present_blocks for key in missing)
+            and all((block := _numbered_block(key)) is not None and block not in expected_blocks
+                    and _key_pattern(key) in patterns for key in unexpected))
 
 
 def _float_step_counter(key: str, tensor: torch.Tensor) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from accelport.atomic import json_safe
 from accelport.cli import main
@@ -61,7 +62,10 @@ def test_power_files_are_the_typed_documents_renderings(tmp_path, seeded_weights
     text = (tmp_path / "power.json").read_text()
     assert text == json.dumps(json_safe(result.document.to_json()), indent=2) + "\n"  # the typed document's JSON
     written = json.loads(text)
-    assert list(written) == POWER_ORDER
+    assert list(written) == [*POWER_ORDER, "environment"]  # a real run records where it ran
+    environment = written["environment"]
+    assert environment["device_name"] and environment["torch"] == torch.__version__ and environment["allocator"]
+    assert f"host CPU: {environment['cpu']}" in (tmp_path / "power.md").read_text()
     assert [entry["kind"] for entry in written["summary"]] == ["noise (middle)", "non-finite value"]
     assert all(entry["detected"] for entry in written["summary"]) and result.document.passed
     assert (tmp_path / "power.md").read_text() == result.document.to_markdown()

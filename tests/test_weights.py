@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from accelport.cli import main
 from accelport.errors import WeightsError
 from accelport.models import load_model
 from accelport.weights import hub_reachable
@@ -114,7 +115,7 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
         load_model(weights_path=path)
 
 
-def test_truncated_checkpoint_is_a_clear_error(tmp_path, checkpoint_files):
+def test_truncated_checkpoint_is_a_clear_error(tmp_path, checkpoint_files, capsys):
     for name in ("safetensors", "pth"):
         data = checkpoint_files[name].read_bytes()
         path = tmp_path / f"truncated{checkpoint_files[name].suffix}"
@@ -122,6 +123,9 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path, checkpoint_files):
         said = "a safetensors file cut short" if name == "safetensors" else "cannot read checkpoint"
         with pytest.raises(WeightsError, match=f"{path.name}: {said}"):
             load_model(weights_path=path)
+        # found only while reading, yet the command names the flag, as it does for --target-weights
+        assert main(["run", "--weights", str(path), "--device", "cpu", "--out-dir", str(tmp_path / "out")]) == 2
+        assert capsys.readouterr().err.strip().startswith(f"accelport: error: --weights {path}: {said}")
 
 
 def test_pickled_code_is_refused_by_weights_only_loading(tmp_path):

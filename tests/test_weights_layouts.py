@@ -319,7 +319,28 @@ def test_the_weights_of_another_size_of_the_architecture_suggest_checking_the_mo
                                            "of another size or input resolution of this architecture\\? Check "
                                            "--model\\)"):
         load_into(_fresh(), tmp_path / "wider.safetensors", "file")
+    deeper = timm.create_model("test_convnext2", pretrained=False, depths=(1, 2, 1, 1)).state_dict()
+    save_file(deeper, str(tmp_path / "deeper.safetensors"))  # Swin-S weights for a Swin-T: missing keys, not shapes
+    another_depth = "whole numbered blocks of the kind this model has: the weights of another depth or size"
+    with pytest.raises(WeightsError, match=f"unexpected keys: stages.1.blocks.1.*{another_depth}"):
+        load_into(_fresh(), tmp_path / "deeper.safetensors", "file")
+    shallower = {k: v for k, v in deeper.items() if not k.startswith("stages.1.blocks.1.")}
+    deeper_model = timm.create_model("test_convnext2", pretrained=False, depths=(1, 2, 1, 1)).eval()
+    with pytest.raises(WeightsError, match=f"missing keys: stages.1.blocks.1.*{another_depth}"):
+        load_into(deeper_model, _saved(tmp_path / "shallower.safetensors", shallower), "file")
+    part_of_a_block = {k: v for k, v in deeper.items() if not k.startswith("stages.1.blocks.1.mlp.")}
+    with pytest.raises(WeightsError, match="missing keys: stages.1.blocks.1.mlp") as refused:  # damaged, not a size
+        load_into(deeper_model, _saved(tmp_path / "damaged.safetensors", part_of_a_block), "file")
+    assert "another depth" not in str(refused.value)
+    foreign = {**deeper_model.state_dict(), "stages.1.blocks.2.teacher.weight": torch.zeros(1)}
+    with pytest.raises(WeightsError, match="unexpected keys: stages.1.blocks.2.teacher.weight") as refused:
+        load_into(deeper_model, _saved(tmp_path / "foreign.safetensors", foreign), "file")
+    assert "another depth" not in str(refused.value)  # a numbered block, but of nothing this model has
 
+
+def _saved(path: Path, state: dict[str, torch.Tensor]) -> Path:
+    save_file(state, str(path))
+    return path
 
 def test_a_file_rewritten_while_it_is_read_is_refused(tmp_path, small_state, monkeypatch):
     """The recorded digest must be of the weights loaded (a training job re-saving last.safetensors)."""

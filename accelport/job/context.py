@@ -112,6 +112,17 @@ def warn_of_rounded_copy(reference: LoadedModel, target: LoadedModel) -> None:
                     "fails by that rounding (to judge the engine, give this file as --weights too)" if coarse else "")
 
 
+def _load_reference_model(spec: JobSpec) -> LoadedModel:
+    """``load_model`` for the reference side; an error about the file given names --weights, as --target-weights'
+    errors name theirs (a file cut short or not a checkpoint is found only while it is read)."""
+    try:
+        return load_model(spec.model, spec.head, spec.weights, spec.require_pretrained, spec.hub_timeout_s, spec.seed)
+    except WeightsError as exc:
+        if spec.weights and str(exc).startswith(str(Path(spec.weights))):
+            raise WeightsError(f"--weights {exc}") from None
+        raise
+
+
 def open_job(spec: JobSpec, *, loaded: LoadedModel | None = None, images: ImageBatch | None = None,
              device: torch.device | None = None, with_images: bool = True) -> JobContext:
     """Resolve, load and prepare what ``spec`` names; ``loaded``/``images``/``device`` are reused when given (a
@@ -122,8 +133,7 @@ def open_job(spec: JobSpec, *, loaded: LoadedModel | None = None, images: ImageB
     device = device or resolve_device(spec.device)
     numeric = apply_numeric_settings(device, spec.fp32_math)
     image_paths = discover_images(list(spec.images)) if with_images and images is None else []  # before weights
-    loaded = loaded or load_model(spec.model, spec.head, spec.weights, spec.require_pretrained, spec.hub_timeout_s,
-                                  spec.seed)
+    loaded = loaded or _load_reference_model(spec)
     if spec.target_weights and not loaded.weights.pretrained_used:  # a correct port would fail against noise
         raise WeightsError(f"--target-weights {spec.target_weights}: the reference side has no real weights (none "
                            f"found for {loaded.name}: no --weights, nothing in the HF cache or on the Hub); a port is "

@@ -18,6 +18,7 @@ import torch
 
 from ..criteria import criteria_for
 from ..devices import caller_torch_state
+from ..environment import describe_environment
 from ..errors import UsageError, WeightsError
 from ..formatting import listed, printable
 from ..job.context import open_job
@@ -109,7 +110,8 @@ def run_power(config: PowerConfig | None = None, **overrides: Any) -> PowerResul
                      "detected" if failed else "passed")
     document = PowerDocument(job.loaded.name, str(job.device), target.runtime, target.dtype, precision, criteria,
                              len(names), tuple(config.sizes), round(job.wall_s(), 3), tuple(rows),
-                             tuple(sites.values()), weights_sha256=job.loaded.weights.sha256)
+                             tuple(sites.values()), weights_sha256=job.loaded.weights.sha256,
+                             environment=describe_environment(job.device))
     return PowerResult(document, write_power_artifacts(Path(job.spec.out_dir), document))
 
 

@@ -106,6 +106,7 @@ class PowerDocument:
     faults: tuple[FaultRow, ...]
     sites: tuple[Site, ...] = ()
     weights_sha256: str | None = None  # the clean weights the faults were injected into (None: random init)
+    environment: dict[str, Any] | None = None  # the host, libraries and allocator (environment.describe_environment)
 
     @property
     def summary(self) -> tuple[FaultKindSummary, ...]:
@@ -121,7 +122,8 @@ class PowerDocument:
                 "criteria": self.criteria.to_json(), "num_images": self.num_images, "sizes": list(self.sizes),
                 "wall_time_s": self.wall_time_s, "sites": [site.to_json() for site in self.sites],
                 "summary": [entry.to_json() for entry in self.summary],
-                "faults": [row.to_json() for row in self.faults], "weights_sha256": self.weights_sha256}
+                "faults": [row.to_json() for row in self.faults], "weights_sha256": self.weights_sha256,
+                **({"environment": self.environment} if self.environment is not None else {})}
 
     def to_markdown(self) -> str:
         """power.md."""

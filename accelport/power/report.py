@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..atomic import json_writer, text_writer
+from ..environment import allocator_text, cpu_kind_text
 from ..plotting import pyplot_or_none, save_figure, write_report_set
 from .faults import NO_EFFECT_REL_L2, names_module, probe_size
 
@@ -37,6 +38,9 @@ def render_power(doc: PowerDocument) -> str:
         "A PASS of `accelport run` on this model and target rules out every fault at or above its smallest detected "
         "size; below it, a fault of that kind may pass.",
         *_moved_sites(doc),
+        *([f"Target device: {doc.environment.get('device_name', 'not named')}; host CPU: "
+           f"{cpu_kind_text(doc.environment)}; allocator: {allocator_text(doc.environment)}; torch "
+           f"{doc.environment.get('torch', 'not recorded')}."] if doc.environment is not None else []),
         "",
         "| fault | tensor's module | smallest detected | layers names the module (or its block) | first divergent |",
         "|---|---|---|---|---|",
