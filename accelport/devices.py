@@ -13,6 +13,7 @@ import importlib.util
 import logging
 import os
 import platform
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,12 +35,17 @@ PINNED_DEVICE_TYPES = ("cuda", "npu", "xpu")
 SIMULATED_DEVICE_ENV = "ACCELPORT_SIMULATED_DEVICE"
 
 
+def _simulated_device() -> str:
+    """``ACCELPORT_SIMULATED_DEVICE`` ("" when unset); any value but npu is an error, whatever --device is."""
+    simulated = os.environ.get(SIMULATED_DEVICE_ENV, "").strip().lower()
+    if simulated and simulated != "npu":
+        raise DeviceError(f"{SIMULATED_DEVICE_ENV}={simulated!r}: the only simulated device is 'npu'")
+    return simulated
+
+
 def import_torch_npu() -> Any | None:
     """Import ``torch_npu`` when it is installed (it registers the ``npu`` device); else return None."""
-    simulated = os.environ.get(SIMULATED_DEVICE_ENV, "").strip().lower()
-    if simulated:
-        if simulated != "npu":
-            raise DeviceError(f"{SIMULATED_DEVICE_ENV}={simulated!r}: the only simulated device is 'npu'")
+    if _simulated_device():
         from .simdevice import activate
 
         return activate("npu")
@@ -74,6 +80,7 @@ def available_devices() -> list[str]:
 
 def resolve_device(spec: str) -> torch.device:
     """Turn ``auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps`` into a present ``torch.device`` or raise DeviceError."""
+    _simulated_device()  # a misspelt value was ignored with --device cpu (docs: an error)
     spec = spec.strip().lower()
     if spec == "auto":
         chosen = torch.device(available_devices()[0])
@@ -81,14 +88,16 @@ def resolve_device(spec: str) -> torch.device:
             chosen = torch.device(chosen.type, 0)
         _logger.info("--device auto selected %s", chosen)
         return chosen
-    device_type, _, index_text = spec.partition(":")
+    device_type, colon, index_text = spec.partition(":")
     if device_type not in KNOWN_TYPES:
         raise UsageError(f"--device {spec!r}: unknown device type; choose one of auto, {', '.join(KNOWN_TYPES)}")
-    if index_text and not index_text.isdigit():
+    if (colon and not index_text) or (index_text and not index_text.isdigit()):  # "npu:" pinned every torchrun rank
         raise UsageError(f"--device {spec!r}: the index after ':' must be a non-negative integer")
     count = _device_count(device_type)
     if count == 0:
-        hint = " (is torch_npu installed?)" if device_type == "npu" else ""
+        hint = (" (is torch_npu installed, the wheel matching your CANN toolkit, with CANN's set_env.sh sourced? "
+                "Without an NPU, ACCELPORT_SIMULATED_DEVICE=npu simulates one: docs/simulated_device.md)"
+                if device_type == "npu" else "")
         raise DeviceError(
             f"--device {spec!r}: no {device_type} device is available on this machine{hint}; "
             f"available: {', '.join(available_devices())}"
@@ -154,9 +163,11 @@ class NumericSettings:
 def caller_torch_state() -> Iterator[None]:
     """The torch settings a job changes, restored for the caller afterwards (a decorator on every API entry): the
     TF32 flags ``--fp32-math`` sets, the global random generator the seeded init reseeds, the thread count. A
-    Python user's own numerics and seeds were left changed by ``accelport.run``."""
+    Python user's own numerics and seeds were left changed by ``accelport.run``. Ascend's HF32 and private-format
+    flags too, where the caller had imported torch_npu before (its JIT compile mode has no getter: not restored)."""
     rng, threads = torch.get_rng_state(), torch.get_num_threads()
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    ascend = _ascend_flags()
     try:
         yield
     finally:
@@ -164,6 +175,18 @@ def caller_torch_state() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
+        if ascend is not None:
+            npu = sys.modules["torch_npu"].npu
+            npu.conv.allow_hf32, npu.matmul.allow_hf32, npu.config.allow_internal_format = ascend
+
+
+def _ascend_flags() -> tuple[Any, Any, Any] | None:
+    """The flags ``_apply_ascend_settings`` sets, read from a torch_npu already imported (None: none is)."""
+    npu = getattr(sys.modules.get("torch_npu"), "npu", None)
+    try:
+        return npu.conv.allow_hf32, npu.matmul.allow_hf32, npu.config.allow_internal_format  # type: ignore[union-attr]
+    except AttributeError:
+        return None
 
 
 def apply_numeric_settings(device: torch.device, fp32_math: str) -> NumericSettings:

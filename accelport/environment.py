@@ -77,7 +77,8 @@ def describe_environment(device: torch.device) -> dict[str, Any]:
         "torch": torch.__version__,
         "torchvision": package_version("torchvision"),
         "timm": package_version("timm"),
-        "torch_npu": package_version("torch_npu"),
+        # the installed wheel's, else the module's own (the simulated NPU's "0.0.0+accelport.simulated")
+        "torch_npu": package_version("torch_npu") or getattr(sys.modules.get("torch_npu"), "__version__", None),
         "numpy": package_version("numpy"),
         "safetensors": package_version("safetensors"),
         "huggingface_hub": package_version("huggingface_hub"),

@@ -64,6 +64,14 @@ def printable(text: str) -> str:
     return "".join(repr(char)[1:-1] if unicodedata.category(char).startswith("C") else char for char in text)
 
 
+def skipped_lines(skipped: Sequence[tuple[str, str]], bullet: str) -> list[str]:
+    """The files ``--skip-bad-images`` left out, with why, one per line under a heading line; [] when none."""
+    if not skipped:
+        return []
+    return [f"{len(skipped)} file(s) skipped as unreadable (--skip-bad-images), not compared:",
+            *(f"{bullet}{printable(path)}: {printable(reason)}" for path, reason in skipped)]
+
+
 def markdown_cell(text: str) -> str:
     """``text`` safe inside one cell of a Markdown table: printable, and its ``|`` escaped."""
     return printable(text).replace("|", "\\|")

@@ -102,6 +102,13 @@ def compare_per_sample(reference: np.ndarray, target: np.ndarray) -> list[Tensor
     return [compare_arrays(r, t) for r, t in zip(np.asarray(reference), np.asarray(target), strict=True)]
 
 
+def worst_sample_rel_l2(reference: np.ndarray, outputs: np.ndarray) -> float:
+    """The worst image's rel L2 of ``outputs`` against ``reference``; NaN where an output is not finite."""
+    if not np.isfinite(outputs).all():
+        return float("nan")
+    return max(metrics.rel_l2_err for metrics in compare_per_sample(reference, outputs))
+
+
 @dataclass(frozen=True)
 class TopKAgreement:
     """Whether the target's top-k class set equals the reference's, and if not, whether it is a near-tie."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Iterator
@@ -167,9 +168,9 @@ def quiet_pillow_size_warning() -> None:
 def _to_8bit(image: Image.Image, path: Path) -> Image.Image:
     """16-bit and 32-bit grey images scaled to 8 bits (Pillow's convert clips them: all white or all black)."""
     values = np.asarray(image)
-    if image.mode.startswith("I;16"):
-        scale = 255.0 / 65535.0
-    elif image.mode == "I":  # 16-bit PNGs open so in some Pillow versions; a wider range has no known scale
+    if image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG"):
+        scale = 255.0 / 65535.0  # a PNG holds 16 bits here, whichever mode this Pillow opens it in
+    elif image.mode == "I":  # a 32-bit integer TIFF: its range says which convention it follows
         top: float = int(values.max(initial=0))
         if values.min(initial=0) < 0 or top > 65535:
             raise InputError(f"{path}: 32-bit integer image with values up to {top}; "
@@ -182,6 +183,9 @@ def _to_8bit(image: Image.Image, path: Path) -> Image.Image:
                              "expected [0, 1] or [0, 255]")
         scale = 255.0 if top <= 1.0 else 1.0
     grey = np.clip(np.rint(values.astype(np.float64) * scale), 0, 255).astype(np.uint8)
+    if scale < 1.0 and values.size and int(values.max()) < 256:
+        _logger.warning("%s: a 16-bit grey image whose values are all under 256 (8-bit data stored in 16 bits?) is "
+                        "nearly black once scaled to 8 bits; the model sees it so", path)
     return Image.fromarray(grey, mode="L")
 
 
@@ -199,7 +203,7 @@ def open_rgb(path: Path, transform: Any = None) -> Image.Image:
             if img.mode in HIGH_DEPTH_MODES:
                 img = _to_8bit(img, path)
             if img.mode == "P":
-                img = img.convert("RGBA")  # keeps palette transparency meaningful before dropping alpha
+                img = img.convert("RGBA")  # Pillow warns on transparent palettes straight to RGB; alpha goes anyway
             return img.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         reason = str(exc).strip() or type(exc).__name__
@@ -242,7 +246,9 @@ class ImageStream:
     """A run's images, decoded batch by batch: memory holds one batch, whatever the number of images.
 
     Each pass decodes again (cheap beside the model); the first one finds the bad files, later ones read
-    only the good ones. ``paths`` and ``skipped`` are complete after the first full pass.
+    only the good ones. ``paths`` and ``skipped`` are complete after the first full pass. Every image must decode to
+    the same pixels in every pass: a file replaced between the reference's pass and the target's would otherwise
+    fail (or pass) a port for what the file did.
     """
 
     def __init__(self, paths: list[Path], transform: Any, skip_bad: bool = False):
@@ -252,12 +258,18 @@ class ImageStream:
         self.skipped: list[tuple[Path, str]] = []
         self._candidates = list(paths)
         self._checked = False
+        self._digests: dict[Path, bytes] = {}  # each image's decoded pixels, from the pass that first read it
 
     def _tensors(self) -> Iterator[tuple[Path, torch.Tensor]]:
         skipped: list[tuple[Path, str]] = []
         for path in self._candidates:
             tensor = _preprocess_or_skip(path, self.transform, self.skip_bad and not self._checked, skipped)
             if tensor is not None:
+                digest = hashlib.blake2b(memoryview(tensor.contiguous().numpy()).cast("B"), digest_size=16).digest()
+                if self._digests.setdefault(path, digest) != digest:
+                    raise InputError(f"{path}: changed while this command read it (it decodes to other pixels than "
+                                     "in the earlier pass, which the reference or the target saw); run again once "
+                                     "the images stay as they are")
                 yield path, tensor
         if not self._checked:
             self.skipped = skipped

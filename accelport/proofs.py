@@ -30,6 +30,7 @@ from .devices import apply_numeric_settings
 from .emulation import emulate_tf32
 from .errors import RuntimeUnavailableError
 from .formatting import listed
+from .metrics import worst_sample_rel_l2
 from .parity import ParityResult, compare_outputs
 from .runners import Runner, create_runner
 
@@ -123,9 +124,11 @@ class WeightDifferences:
     def text(self) -> str:
         return differing_text(self.tensors, self.beyond_rounding, self.underflowed)
 
-    def passed_caution(self) -> str | None:
+    def passed_caution(self, proof_skipped: str | None = None) -> str | None:
         """What a PASS means beside differing tensors the outputs depend on (None: there are none), for the console,
-        the log, report.md and summary.json: a reader of the artifacts sees the PASS, not the console."""
+        the log, report.md and summary.json: a reader of the artifacts sees the PASS, not the console.
+        ``proof_skipped``: why the structural proof did not run, where it would have (its absence is then the
+        first suspect, not a scale near zero)."""
         lossy = {u["tensor"] for u in self.underflowed}
         judged, rounded = [n for n in self.judged if n not in lossy], [n for n in self.judged if n in lossy]
         if not judged and not rounded:
@@ -136,11 +139,15 @@ class WeightDifferences:
                     "their effect on these images is within the criteria")
         also = (f" (and {len(rounded)} more that it stores as half-precision roundings with fewer bits)"
                 if rounded else "")
+        why = (f"The structural proof, which judges the same target in strict fp32 where the precision's own error "
+               f"hides a fault, did not run ({proof_skipped}): run with it before trusting this PASS"
+               if proof_skipped else
+               "A fault this small in its effect often sits behind a scale near zero (layer scales of 1e-5 or 1e-6, as "
+               "timm's random init sets them in ConvNeXt, FastViT or EfficientFormer blocks; the last BatchNorm of "
+               "ResNet blocks), which real weights may not have: judge with them")
         return (f"PASSED, yet --target-weights differs from --weights in {len(judged)} tensor(s) ({listed(judged)})"
                 f"{self.rounding_words}{also}: their effect on these images is within the criteria. A faithful port "
-                "differs nowhere. A fault this small in its effect often sits behind a scale near zero (layer scales "
-                "of 1e-5 or 1e-6, as timm's random init sets them in ConvNeXt, FastViT or EfficientFormer blocks; "
-                "the last BatchNorm of ResNet blocks), which real weights may not have: judge with them")
+                f"differs nowhere. {why}")
 
 
 _BEYOND_ROUNDING = " beyond the bf16/fp16 rounding it stores"
@@ -223,10 +230,16 @@ def weight_differences(job: JobContext, images: torch.Tensor) -> WeightDifferenc
     return differences
 
 
-def check_not_fp32(precision: str, target: np.ndarray, fp32_outputs: np.ndarray) -> None:
+def check_not_fp32(precision: str, target: np.ndarray, fp32_outputs: np.ndarray,
+                   reference: np.ndarray | None = None) -> None:
     """Half-precision or int8 outputs equal to fp32 ones, bit for bit, were not computed in that precision; unless
     both are all zero (a random-init classifier timm zero-initialises), which every precision computes alike and the
-    ``zero_reference_outputs`` check judges: sequencer2d_s and mixer_s16_224 were "fell back to fp32" in bf16."""
+    ``zero_reference_outputs`` check judges: sequencer2d_s and mixer_s16_224 were "fell back to fp32" in bf16.
+    With ``reference``, also unless the fp32 outputs fail it (beyond fp32's max_rel_l2): a broken port whose output
+    no longer depends on the quantised layers (a classifier never loaded: the bias alone) is the same in every
+    precision, and its failure is the verdict, not the engine's."""
+    if reference is not None and worst_sample_rel_l2(reference, fp32_outputs) > criteria_for("fp32").max_rel_l2:
+        return
     if precision in REDUCED_DTYPES and np.array_equal(target, fp32_outputs) and np.any(fp32_outputs):
         raise RuntimeUnavailableError(
             f"--dtype {precision}: the target's outputs are bit-identical to fp32 outputs: the engine fell back to "
@@ -457,7 +470,7 @@ def structural_proof(precision: str, enabled: bool, make_runner: Callable[[], Ru
         return StructuralProof("skipped", f"this device/runtime cannot run strict fp32: {exc}")
     finally:
         apply_numeric_settings(device, fp32_math)
-    check_not_fp32(precision, target, fp32_target)
+    check_not_fp32(precision, target, fp32_target, reference)
     parity = compare_outputs(reference, fp32_target, criteria_for("fp32"), is_classifier, sample_names=names)
     status = "passed" if parity.passed else "failed"
     _logger.info("structural proof (target in strict fp32): %s", status)

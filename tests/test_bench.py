@@ -12,6 +12,7 @@ from accelport.bench.memory import PeakMemory
 from accelport.bench.pick import fastest_passing, picks
 from accelport.bench.sweep import BASELINE, Configuration, padded_indices, plan_configurations
 from accelport.cli import main
+from accelport.preprocess import data_config_for
 from accelport.runners import _REGISTRY
 from accelport.runners.eager import EagerRunner
 
@@ -181,6 +182,9 @@ def test_auto_takes_the_stream_count_of_the_pick():
     rows[2]["micro_batch"] = 2
     choice = _choose({"rows": rows}, Target(batch_size=8), "bench.json")
     assert (choice.runtime, choice.streams, choice.micro_batch) == ("openvino", 2, 2)
+    assert "UNRELIABLE" not in choice.reason
+    rows[2]["reliability"] = {"reliable": False}  # said only in summary.json's table before: the log read as sure
+    assert "its timing was flagged UNRELIABLE there" in _choose({"rows": rows}, Target(batch_size=8), "b.json").reason
     rows[2]["parity"]["passed"] = False
     assert _choose({"rows": rows}, Target(batch_size=8), "bench.json").streams == 1
 
@@ -341,6 +345,10 @@ def test_auto_uses_a_bench_json_only_from_this_machine(change, bench_dir):
     ({"allocator": {"settings": "glibc malloc, defaults (dynamic mmap threshold, trimming on)", "retain": False}},
      "another allocator ('glibc defaults' there, 'glibc, freed memory kept' here"),
     ({"allocator": None}, "another allocator ('not recorded' there, "),
+    # timed at another input size (bench --test-size, then a plain run): its latencies are of other inputs
+    ({"model": {"input_size": [3, 40, 40]}}, "other inputs (input_size [3, 40, 40] there, [3, 160, 160] here"),
+    # a hand-edited runtime: said as the file's, not blamed on a --runtime the user never gave
+    ({"rows": {"runtime": "tensorrt"}}, "runtime(s) this version does not run ('tensorrt')"),
     ({"allocator": {"settings": "glibc malloc, mmap and trimming off: freed memory kept for reuse (set by accelport)",
                     "retain": "true"}}, "another allocator ('not recorded' there, "),  # hand-edited: not trusted
 ])
@@ -356,10 +364,16 @@ def test_auto_says_why_a_bench_json_from_the_out_dir_is_not_used(bench_dir, tmp_
     from accelport.models import load_model
 
     document = json.loads((bench_dir[1] / "bench.json").read_text())
-    document["environment"].update(environment_change)
+    if "model" in environment_change:
+        document["model"]["data_config"].update(environment_change["model"])
+    elif "rows" in environment_change:
+        document["rows"][0].update(environment_change["rows"])
+    else:
+        document["environment"].update(environment_change)
     (tmp_path / "bench.json").write_text(json.dumps(document))
-    job = SimpleNamespace(spec=SimpleNamespace(out_dir=str(tmp_path)), loaded=load_model("test_convnext2"),
-                          device=torch.device("cpu"), separate_target=False)
+    loaded = load_model("test_convnext2")
+    job = SimpleNamespace(spec=SimpleNamespace(out_dir=str(tmp_path)), loaded=loaded, device=torch.device("cpu"),
+                          separate_target=False, data_config=data_config_for(loaded.model, False))
     with caplog.at_level(logging.INFO, logger="accelport"):
         assert _cached_choice(job, Target(runtime="auto", dtype="fp32", batch_size=1)) is None
     assert f"{tmp_path / 'bench.json'} was measured for " in caplog.text and said in caplog.text
@@ -384,7 +398,7 @@ def test_auto_takes_a_matching_bench_json_only_for_the_same_port_and_says_what_i
     with torch.no_grad():
         next(port.model.parameters()).add_(0.5)
     job = SimpleNamespace(spec=SimpleNamespace(out_dir=str(tmp_path)), loaded=loaded, device=torch.device("cpu"),
-                          separate_target=case == "run_on_a_port",
+                          separate_target=case == "run_on_a_port", data_config=data_config_for(loaded.model, False),
                           target_model=SimpleNamespace(model=port.model, weights=SimpleNamespace(path="port.pt")))
     if case == "benched_a_port":
         document["model"]["target_weights"] = {"path": "old_port.pt", "state_digest": weights_digest(port.model)}
@@ -408,18 +422,32 @@ def test_auto_takes_a_matching_bench_json_only_for_the_same_port_and_says_what_i
     assert str(source) in caplog.text and said in caplog.text
 
 
-def test_auto_says_when_a_bench_json_in_the_out_dir_cannot_be_read(tmp_path, caplog):
+@pytest.mark.parametrize("damage, said", [
+    (None, "(JSONDecodeError"),  # cut short
+    # hand-edited rows: the pick read them raw (KeyError 'parity': exit 3) or took a negative time as the fastest
+    ({"parity": None}, "(ValueError: row 'eager fp32': parity None (a measured row's verdict"),
+    ({"latency": {"p50_ms": -5}}, "(ValueError: row 'eager fp32': latency.p50_ms -5 (a positive, finite time)"),
+    ({"latency": {"p50_ms": float("nan")}}, "latency.p50_ms nan (a positive, finite time)"),
+    ({"batch_size": "1"}, "batch_size '1' (a positive integer)"),
+])
+def test_auto_says_when_a_bench_json_in_the_out_dir_cannot_be_read(bench_dir, tmp_path, caplog, damage, said):
     """A truncated bench.json (a copy cut short) was skipped without a word, and a full sweep ran instead."""
     from types import SimpleNamespace
 
     from accelport.bench.pick import _cached_choice
     from accelport.job import Target
 
-    (tmp_path / "bench.json").write_text('{"schema_version": 3, "rows": [')
+    if damage is None:
+        (tmp_path / "bench.json").write_text('{"schema_version": 3, "rows": [')
+    else:
+        document = json.loads((bench_dir[1] / "bench.json").read_text())
+        document["rows"][0].update(damage)  # eager fp32 at batch 1, the baseline: measured
+        (tmp_path / "bench.json").write_text(json.dumps(document))
     job = SimpleNamespace(spec=SimpleNamespace(out_dir=str(tmp_path)),
                           loaded=SimpleNamespace(model=torch.nn.Linear(2, 2)), separate_target=False)
     assert _cached_choice(job, Target(runtime="auto")) is None
-    assert f"{tmp_path / 'bench.json'} is not a bench document this version reads (JSONDecodeError" in caplog.text
+    assert f"{tmp_path / 'bench.json'} is not a bench document this version reads (" in caplog.text
+    assert said in caplog.text
 
 
 def test_a_wrong_later_request_is_caught_on_repeated_images_and_named_by_their_image():

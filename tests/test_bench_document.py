@@ -76,6 +76,8 @@ def test_bench_markdown_reads_the_typed_rows_and_pick(bench_run):
                                                "failed_checks": ["min_sample_cosine"]})
     failing = replace(document, rows=(broken, *document.rows[1:])).to_markdown()
     assert "**FAIL** (fp32: min_sample_cosine)" in failing and "**FAIL**" not in markdown
+    few = replace(document, settings=replace(document.settings, iters=2)).to_markdown()  # every row timed 3
+    assert "up to 3 timed iterations" in few and "; --iters 2 raised to that)" in few
 
 
 def test_saved_bench_documents_read_back_exactly():

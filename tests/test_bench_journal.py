@@ -120,3 +120,21 @@ def test_a_bad_entry_in_the_middle_is_named_but_a_cut_off_last_line_is_measured_
         fh.write('{"kind": "point"}\n{"kind": "round", "label": "x", "batch_size": 1, "samples": [1]}\n')
     with pytest.raises(UsageError, match="line 3 is not a journal entry"):
         read_journal(path, {"k": 1})
+
+
+@pytest.mark.parametrize("entry, said", [
+    # the verdict the pick reads: missing, it crashed the end of the sweep (exit 3) after every point was measured
+    ({"kind": "point", "label": "eager fp32", "batch_size": 1, "row": {"label": "eager fp32", "runtime": "eager",
+      "dtype": "fp32", "batch_size": 1, "status": "ok", "parity": None}}, "row 'eager fp32': parity None"),
+    ({"kind": "round", "label": "eager fp32", "batch_size": 1, "samples": [3.0, -1.0]}, "not positive and finite"),
+])
+def test_a_journal_entry_the_sweep_could_not_have_written_is_named_before_any_measuring(tmp_path, entry, said):
+    from accelport.bench.journal import read_journal
+    from accelport.errors import UsageError
+
+    path = tmp_path / JOURNAL_NAME
+    JournalWriter(path, {"k": 1}, fresh=True).close()
+    with open(path, "a") as fh:
+        fh.write(json.dumps(entry) + "\n")
+    with pytest.raises(UsageError, match=f"line 2 is not a journal entry \\(the file is damaged: .*{said}"):
+        read_journal(path, {"k": 1})

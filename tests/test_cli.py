@@ -88,6 +88,8 @@ def test_features_head_and_test_size(tmp_path, checkpoint_files, two_images):
     assert summary["top1_match"] is None and "reference_top5" not in summary["samples"][0]
     assert summary["model"]["data_config"]["input_size"] == [3, 288, 288]
     assert summary["model"]["data_config"]["size_mode"] == "test"
+    table = (tmp_path / "report.md").read_text().split("| image | cosine | rel L2 | max abs diff |")[1]
+    assert all(Path(p).name in table for p in two_images)  # the per-image table, without the classifier's columns
 
 
 def test_really_different_target_fails_with_exit_1_and_localises_the_divergence(tmp_path, two_images,
@@ -208,6 +210,9 @@ def test_inference_py_is_the_run_command_random_init_is_flagged_and_bad_images_s
     assert "RANDOM INIT" in (out / "accuracy_compare.log").read_text()
     assert "no pretrained weights were found" in (out / "report.md").read_text()
     assert summary["inputs"]["num_images"] == 2 and summary["inputs"]["skipped"][0]["path"] == str(bad)
+    said = "1 file(s) skipped as unreadable (--skip-bad-images), not compared:"  # json-only before: 1/3 dropped unseen
+    assert f"{said}\n- {bad}: " in (out / "report.md").read_text()
+    assert f"{said}\n  {bad}: " in (out / "accuracy_compare.log").read_text()
 
 
 def test_a_run_without_save_outputs_leaves_no_earlier_outputs_beside_its_summary(full_run, two_images, tmp_path):

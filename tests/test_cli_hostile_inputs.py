@@ -50,6 +50,19 @@ def test_a_hub_timeout_that_is_not_a_positive_finite_number_is_refused(command, 
     assert_refused([*command, "--hub-timeout", value], "--hub-timeout", capsys)
 
 
+@pytest.mark.parametrize("variables, culprit", [({"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc'"),
+                                                ({"WORLD_SIZE": ""}, "WORLD_SIZE=''"),  # `export WORLD_SIZE=`
+                                                ({"WORLD_SIZE": "2", "LOCAL_RANK": "abc"}, "LOCAL_RANK='abc'"),
+                                                ({"WORLD_SIZE": "2", "RANK": "-1"}, "RANK='-1'")])
+def test_torchruns_variables_set_wrongly_by_hand_are_refused_naming_them(variables, culprit, tmp_path, capsys,
+                                                                        monkeypatch, no_weights_loaded):
+    """docs/eval.md: without torchrun the same variables work by hand; a bad one was an internal error (exit 3)."""
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert_refused(["eval", "--data", str(tmp_path), "--device", "cpu", "--out-dir", str(tmp_path / "out")],
+                   f"environment variable {culprit}: not an integer", capsys)
+
+
 def test_a_nan_criterion_is_refused_before_anything_runs(tmp_path, capsys, no_weights_loaded):
     assert_refused(["run", "--device", "cpu", "--criterion", "min_cosine=nan", "--out-dir", str(tmp_path / "o"),
                     *FAST], "--criterion min_cosine=nan: out of range", capsys)
@@ -84,6 +97,10 @@ def test_an_absurd_batch_size_is_refused_before_any_image_is_decoded(tmp_path, c
                    f"--batch-size {huge}: its inputs alone need about", capsys)
     assert_refused(["eval", "--device", "cpu", "--data", str(data), "--batch-size", huge, "--out-dir",
                     str(tmp_path / "o")], f"--batch-size {huge}: its inputs alone need about", capsys)
+    # bench measured the other points, logged the allocator's traceback, then exit 1 "no configuration passed"
+    assert_refused(["bench", "--device", "cpu", "--runtimes", "eager", "--dtypes", "fp32", "--batch-sizes",
+                    f"1,{huge}", "--no-peers", "--out-dir", str(tmp_path / "o")],
+                   f"--batch-sizes {huge}: its inputs alone need about", capsys)
     assert not (tmp_path / "o").exists()
 
 

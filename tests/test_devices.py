@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -33,7 +35,9 @@ def test_absent_npu_mentions_torch_npu():
 
 
 @pytest.mark.parametrize("spec, message", [("tpu", "unknown device type"), ("cuda:x", "non-negative integer"),
-                                           ("cuda:-1", "non-negative integer")])
+                                           ("cuda:-1", "non-negative integer"),
+                                           ("npu:", "non-negative integer"),  # pinned every torchrun rank to npu:0
+                                           ("cpu:", "non-negative integer")])
 def test_malformed_device_is_a_usage_error(spec, message):
     with pytest.raises(UsageError, match=message):
         resolve_device(spec)
@@ -65,3 +69,24 @@ def test_the_one_cpu_device_is_cpu_or_cpu_0_and_no_other_index():
     assert resolve_device("cpu:0") == resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(DeviceError, match="torch has one CPU device"):
         resolve_device("cpu:7")  # accepted as if it existed, and recorded as asked
+
+
+def test_the_callers_ascend_flags_are_restored_after_a_job(monkeypatch):
+    """TF32 was restored after ``accelport.run``, Ascend's HF32 and private-format flags were not: an Ascend user
+    calling it inside a job kept conv HF32 and private formats off."""
+    from types import ModuleType, SimpleNamespace
+
+    from accelport.devices import caller_torch_state
+
+    npu = SimpleNamespace(conv=SimpleNamespace(allow_hf32=True), matmul=SimpleNamespace(allow_hf32=False),
+                          config=SimpleNamespace(allow_internal_format=True))
+    torch_npu = ModuleType("torch_npu")
+    torch_npu.npu = npu  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torch_npu", torch_npu)
+
+    @caller_torch_state()
+    def job():
+        npu.conv.allow_hf32 = npu.matmul.allow_hf32 = npu.config.allow_internal_format = False
+
+    job()
+    assert (npu.conv.allow_hf32, npu.matmul.allow_hf32, npu.config.allow_internal_format) == (True, False, True)

@@ -10,7 +10,7 @@ import platform
 import pytest
 import timm
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 import accelport
 from accelport.cli import main
@@ -139,6 +139,24 @@ def test_a_weight_fault_that_fails_fp32_fails_the_int8_run(tmp_path, weights_fil
     proof = result.summary["structural_proof"]
     assert not result.passed and proof["status"] == "failed"
     assert not proof["parity"]["passed"]  # the fault is caught at fp32 precision, whatever int8's own noise hides
+
+
+def test_weights_holding_nan_that_the_quantiser_cannot_calibrate_are_named_not_blamed_on_the_engine(
+        tmp_path, weights_files, two_images, capsys):
+    """ONNX Runtime's quantiser fails on a NaN weight ("scale issue"): that read as the engine's failure (exit 2 "no
+    route works"), not the port's, while fp32 and OpenVINO int8 fail it naming the tensor."""
+    if not _installed(*ENGINES["onnxruntime"]):
+        pytest.skip("needs onnxruntime, onnx")
+    state = load_file(str(weights_files["clean"]))
+    state[FAULTY] = state[FAULTY].clone()
+    state[FAULTY].view(-1)[3] = float("nan")
+    save_file(state, str(tmp_path / "nan.safetensors"))
+    code = main(["run", "--model", MODEL, "--weights", str(weights_files["clean"]), "--target-weights",
+                 str(tmp_path / "nan.safetensors"), "--device", "cpu", "--runtime", "onnxruntime", "--dtype", "int8",
+                 "--images", two_images[0], "--iters", "1", "--warmup", "0", "--out-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--target-weights {tmp_path / 'nan.safetensors'}: {FAULTY} hold(s) NaN/Inf" in err
+    assert "the port is broken" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("name, expected", [("test_convnext2", True), ("test_vit", True), ("test_resnet", False)])

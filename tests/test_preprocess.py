@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -175,6 +176,29 @@ def test_high_bit_depth_grey_images_are_scaled_to_8_bits_not_clipped(model, tmp_
     assert torch.equal(batch.tensor[0], _grey_as_8bit(model, level))
 
 
+def test_a_dark_16_bit_png_is_scaled_as_16_bits_whichever_mode_pillow_opens_and_said(model, tmp_path, caplog,
+                                                                                     monkeypatch):
+    """8-bit values saved in 16 bits: black as a 16-bit PNG opened as I;16, the plain picture had Pillow opened the
+    same file as I (the range decided), silently either way."""
+    path = tmp_path / "low16.png"
+    Image.fromarray(np.full((48, 64), 128, np.uint16)).save(path)
+    transform = make_transform(data_config_for(model))
+    as_16 = load_images([path], transform).tensor[0]
+    assert torch.equal(as_16, _grey_as_8bit(model, 0)) and "8-bit data stored in 16 bits?" in caplog.text
+    opened = Image.open
+
+    def as_mode_i(*args, **kwargs):  # what some Pillow versions do with a 16-bit grey PNG
+        image = opened(*args, **kwargs)
+        if image.mode == "I;16":
+            image.load()
+            image = image.convert("I")  # convert keeps no format: put it back as the file's
+            image.format = "PNG"
+        return image
+
+    monkeypatch.setattr(Image, "open", as_mode_i)
+    assert torch.equal(load_images([path], transform).tensor[0], as_16)
+
+
 def test_a_float_image_of_unknown_range_is_refused_naming_the_file(model, tmp_path):
     path = tmp_path / "depth.tiff"
     Image.fromarray(np.full((48, 64), 1000.0, np.float32)).save(path)
@@ -211,3 +235,15 @@ def test_the_stream_decodes_one_batch_at_a_time(model, sample_paths):
     assert [b.shape[0] for b in batches] == [2, 1] and len(decoded) == 5
     assert stream.paths == sample_paths[:5]
     assert torch.equal(torch.cat(list(stream.batches(3))), load_images(sample_paths[:5], transform).tensor)
+
+
+def test_an_image_replaced_between_two_passes_is_refused_not_judged(model, sample_paths, tmp_path):
+    """The reference's pass and the target's decode the files again: a photo swapped in between failed an exact
+    eager fp32 target (cosine 0.947) as if the port were wrong."""
+    images = [shutil.copy(path, tmp_path / path.name) for path in sample_paths[:2]]
+    stream = ImageStream([Path(p) for p in images], make_transform(data_config_for(model)))
+    first = torch.cat(list(stream.batches(1)))
+    assert torch.equal(torch.cat(list(stream.batches(2))), first)  # the same files: the same pixels, every pass
+    shutil.copy(sample_paths[2], images[1])
+    with pytest.raises(InputError, match=f"{images[1]}: changed while this command read it"):
+        list(stream.batches(1))

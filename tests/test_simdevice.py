@@ -72,6 +72,12 @@ def test_without_the_variable_nothing_is_simulated_or_built(monkeypatch):
     assert torch._C._get_privateuse1_backend_name() == "privateuseone" and "torch_npu" not in sys.modules
 
 
+def test_a_bad_simulated_device_is_an_error_whatever_the_device(monkeypatch):
+    monkeypatch.setenv(devices.SIMULATED_DEVICE_ENV, "garbage")
+    with pytest.raises(DeviceError, match="ACCELPORT_SIMULATED_DEVICE='garbage': the only simulated device is 'npu'"):
+        devices.resolve_device("cpu")  # it ran to exit 0, unchecked
+
+
 def test_only_npu_can_be_simulated(monkeypatch):
     monkeypatch.setenv(devices.SIMULATED_DEVICE_ENV, "cuda")
     with pytest.raises(DeviceError, match="ACCELPORT_SIMULATED_DEVICE='cuda'"):
@@ -89,6 +95,7 @@ def test_auto_picks_the_npu_and_summary_records_the_ascend_settings(simulated_de
     assert (target["device_requested"], target["device"], target["precision"]) == ("auto", "npu:0", "fp32")
     assert target["numeric_settings"].items() >= ASCEND_STRICT.items()
     assert "simulated" in summary["environment"]["device_name"] and summary["status"] == "passed"
+    assert summary["environment"]["torch_npu"] == "0.0.0+accelport.simulated"  # read "not installed" before
     sets = [(r["name"], r.get("value", r.get("kwargs"))) for r in map(json.loads, log.read_text().splitlines())
             if r["what"] in ("set", "call")]
     assert sets == [("npu.set_compile_mode", {"jit_compile": False}), ("npu.config.allow_internal_format", False),
@@ -129,7 +136,25 @@ def test_eval_in_fp32_fast_runs_the_structural_proof_as_run_does(simulated_devic
     assert doc["checks"][-1]["name"] == "structural_proof" and doc["checks"][-1]["passed"]
 
 
+def test_bench_in_fp32_fast_proves_a_port_in_strict_fp32_as_run_does(simulated_device_env, tmp_path, seeded_state):
+    """fp32-fast's criteria are 20x looser than strict fp32's: a port 0.5 % off passed bench's fp32-fast row, which
+    --pick then recommended (exit 0), while run and eval failed it through the structural proof."""
+    reference, port = tmp_path / "reference.safetensors", tmp_path / "port.safetensors"
+    save_file(seeded_state, str(reference))
+    save_file(dict(seeded_state, **{"head.fc.weight": seeded_state["head.fc.weight"] * 1.005}), str(port))
+    proc = accelport(simulated_device_env, tmp_path, "bench", "--device", "npu", "--fp32-math", "fast", "--model",
+                     MODEL, "--weights", str(reference), "--target-weights", str(port), "--runtimes", "eager",
+                     "--dtypes", "fp32", "--batch-sizes", "1", "--no-peers", "--rounds", "1", *QUICK, "--no-plot",
+                     "--out-dir", "out")
+    assert proc.returncode == 1, proc.stderr[-3000:]  # nothing passed
+    (row,) = [r for r in json.loads((tmp_path / "out" / "bench.json").read_text())["rows"] if r["kind"] != "peer"]
+    parity = row["parity"]
+    assert parity["precision"] == "fp32-fast" and parity["failed_checks"] == ["structural_proof"]
+    assert parity["structural_proof"]["status"] == "failed" and not parity["passed"]
+
+
 @pytest.mark.parametrize(("variable", "value"), [("ACCELPORT_SIMULATED_DEVICE_COUNT", "0"),
+                                                ("ACCELPORT_SIMULATED_DEVICE_COUNT", "1.5"),
                                                 ("ACCELPORT_SIMULATED_KERNEL_US", "-5"),
                                                 ("ACCELPORT_SIMULATED_COPY_US_PER_MIB", "fast")])
 def test_a_bad_simulation_setting_is_an_error_naming_it_before_anything_is_built(monkeypatch, variable, value):
@@ -140,6 +165,16 @@ def test_a_bad_simulation_setting_is_an_error_naming_it_before_anything_is_built
     monkeypatch.setattr(backend, "build_and_load", lambda: pytest.fail("built despite a bad setting"))
     with pytest.raises(DeviceError, match=f"{variable}='{value}'"):
         devices.resolve_device("auto")
+
+
+@pytest.mark.parametrize("where", ["missing/log.jsonl", "."])
+def test_a_torch_npu_log_that_cannot_be_written_is_an_error_naming_it(tmp_path, monkeypatch, where):
+    """It was an internal error (exit 3) at the first Ascend setting, mid-run."""
+    from accelport.simdevice.fake_torch_npu import LOG_ENV, _Recorder
+
+    monkeypatch.setenv(LOG_ENV, str(tmp_path / where))
+    with pytest.raises(DeviceError, match=f"{LOG_ENV}='{tmp_path / where}': cannot be written"):
+        _Recorder()
 
 
 def test_a_simulated_device_that_fails_to_build_is_exit_2_naming_the_compiler_error(tmp_path, monkeypatch, capsys):

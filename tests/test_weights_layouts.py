@@ -674,5 +674,7 @@ def test_a_checkpoint_or_cache_behind_a_folder_this_process_may_not_enter_is_exi
     locked.mkdir()
     assert main(["run", "--images", str(locked), "--device", "cpu", "--out-dir", str(tmp_path / "out")]) == 2
     assert f"--images {locked}: cannot be listed (Permission denied)" in capsys.readouterr().err
+    assert main(["eval", "--data", str(locked), "--device", "cpu", "--out-dir", str(tmp_path / "out")]) == 2
+    assert f"--data {locked}: cannot be listed (Permission denied)" in capsys.readouterr().err  # was "none found"
     assert main(["run", "--images", str(locked / "a.jpg"), "--device", "cpu", "--out-dir", str(tmp_path / "o")]) == 2
     assert f"accelport: error: {locked / 'a.jpg'}: cannot be read (Permission denied)" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from ..job.context import JobContext, open_job
 from ..job.result import CommandResult
 from ..job.spec import with_overrides
 from ..out_dir_lock import job_scope
+from ..resources import check_batch_fits
 from ..runners.cache import weights_digest
 from ..runners.quantize import calibration_overlap
 from .config import BenchConfig
@@ -54,6 +55,8 @@ def run_bench(config: BenchConfig | None = None, **overrides: Any) -> BenchResul
     config = with_overrides(config or BenchConfig(), **overrides)
     config.validate()
     job = open_job(config.spec)
+    for batch_size in config.batch_sizes:  # before minutes of sweeping, as run refuses its --batch-size
+        check_batch_fits(batch_size, job.input_size, "--batch-sizes")
     document = add_picks(_journaled_sweep(job, config), config.batch_sizes)
     return BenchResult(document, write_bench_artifacts(Path(config.spec.out_dir), document, plot=config.plot))
 

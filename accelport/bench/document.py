@@ -164,11 +164,15 @@ def bench_environment(device: torch.device, threads: int) -> dict[str, Any]:
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": threads}
 
 
-def bench_model_record(loaded: LoadedModel, input_size: list[int], flops_per_image: int | None) -> dict[str, Any]:
+def bench_model_record(loaded: LoadedModel, input_size: list[int], flops_per_image: int | None,
+                       data_config: dict[str, Any]) -> dict[str, Any]:
+    """bench.json's ``model``; ``data_config`` last (added later): ``run --runtime auto`` takes a pick only for the
+    same preprocessing (--test-size changes the input size and crop)."""
     return {"name": loaded.name, "head": loaded.head, "num_params": loaded.num_params, "input_size": input_size,
             "flops_per_image": flops_per_image,
             "weights_source": loaded.weights.source, "weights_sha256": loaded.weights.sha256,
-            "pretrained_used": loaded.weights.pretrained_used, "state_digest": weights_digest(loaded.model)}
+            "pretrained_used": loaded.weights.pretrained_used, "state_digest": weights_digest(loaded.model),
+            "data_config": data_config}
 
 
 def sweep_document(job: JobContext, config: BenchConfig, images: torch.Tensor, threads: int,
@@ -196,7 +200,7 @@ def sweep_document(job: JobContext, config: BenchConfig, images: torch.Tensor, t
     add_ratios(rows)
     flops_per_image = model_flops(job.loaded.model, [1, *job.input_size])
     add_achieved_flops(rows, flops_per_image)
-    model = bench_model_record(job.loaded, job.input_size, flops_per_image)
+    model = bench_model_record(job.loaded, job.input_size, flops_per_image, job.data_config.to_json())
     if job.separate_target:
         model["target_weights"] = {"path": job.target_model.weights.path, "sha256": job.target_model.weights.sha256,
                                    "state_digest": weights_digest(job.target_model.model),

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import journal
 from ..errors import UsageError
+from .rows import check_row
 
 _logger = logging.getLogger(__name__)
 
@@ -57,11 +59,14 @@ def _apply(state: JournalState, entry: Any) -> None:
     if kind == "configuration":
         state.records[str(entry["label"])] = dict(entry["record"])
     elif kind == "point":
+        check_row(entry["row"], timed=False)  # what the pick reads: refused now, not after the sweep
         state.rows[(str(entry["label"]), int(entry["batch_size"]))] = dict(entry["row"])
     elif kind == "round":
         key = (str(entry["label"]), int(entry["batch_size"]))
-        state.rounds.setdefault(key, []).append({"samples": [float(s) for s in entry["samples"]],
-                                                 "load": entry.get("load")})
+        samples = [float(s) for s in entry["samples"]]
+        if not all(math.isfinite(s) and s > 0 for s in samples):
+            raise ValueError("a time that is not positive and finite")
+        state.rounds.setdefault(key, []).append({"samples": samples, "load": entry.get("load")})
     else:
         raise ValueError(kind)
 
@@ -95,11 +100,12 @@ def read_journal(path: Path, fingerprint: dict[str, Any]) -> JournalState:
             if line.value is None:
                 raise ValueError("not a JSON object")
             _apply(state, line.value)
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError) as exc:
             if line.torn:
                 _logger.warning("%s line %d: cut short by the interruption, measured again", path, line.number)
                 continue
-            raise _bad(path, f"line {line.number} is not a journal entry (the file is damaged)") from None
+            said = f": {exc}" if isinstance(exc, ValueError) and " " in str(exc) else ""
+            raise _bad(path, f"line {line.number} is not a journal entry (the file is damaged{said})") from None
     _logger.info("--resume: %d finished point(s) in %s", state.points, path)
     return state
 

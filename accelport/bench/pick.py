@@ -121,14 +121,25 @@ def machine_identity(environment: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _mismatch(document: BenchDocument, loaded: LoadedModel, device: torch.device, digest: str,
-              target: tuple[str | None, str | None]) -> str | None:
+              target: tuple[str | None, str | None], data_config: dict[str, Any]) -> str | None:
     """Why ``document`` cannot give this job its pick (None: it can). ``target`` is this job's --target-weights
-    (path, state digest), (None, None) without: a pick passed parity on the weights it was benched with."""
+    (path, state digest), (None, None) without: a pick passed parity on the weights it was benched with;
+    ``data_config`` this job's preprocessing: a pick timed at 224 px says nothing of a 288 px run."""
     model = document.model
     if document.header.schema_version != 1:
         return f"schema version {document.header.schema_version}"
+    from ..runners import runtime_names
+
+    if foreign := sorted({row.runtime for row in document.rows if not row.is_peer} - set(runtime_names())):
+        return f"runtime(s) this version does not run ({', '.join(map(repr, foreign))})"
     if (model.get("name"), model.get("head"), model.get("state_digest")) != (loaded.name, loaded.head, digest):
         return "another model, head or weights"
+    # older documents record the input size only; --test-size changes it (and the crop with it)
+    benched_config = model.get("data_config", {"input_size": model.get("input_size")})
+    benched_config = benched_config if isinstance(benched_config, dict) else {}
+    if differs := [f"{key} {benched_config.get(key)!r} there, {data_config.get(key)!r} here"
+                   for key in benched_config if benched_config.get(key) != data_config.get(key)]:
+        return f"other inputs ({'; '.join(differs)}: --test-size?)"
     recorded = model.get("target_weights")
     benched: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
     if benched.get("state_digest") != target[1]:
@@ -163,9 +174,11 @@ def _choose(document: dict[str, Any], target: Target, source: str) -> AutoChoice
     if best is None:
         return None
     peer = comparison_for(document, target.dtype, target.batch_size) or {}
+    unreliable = ("; its timing was flagged UNRELIABLE there (see that bench's reliability notes): the pick may not "
+                  "be the fastest" if not (best.get("reliability") or {}).get("reliable", True) else "")
     return AutoChoice(best["runtime"], best["channels_last"], target.dtype, target.batch_size, source,
                       f"fastest {target.dtype} configuration passing parity at batch {target.batch_size}: "
-                      f"{best['label']} ({best['latency']['p50_ms']:.3f} ms p50){peer_summary(peer)}",
+                      f"{best['label']} ({best['latency']['p50_ms']:.3f} ms p50){peer_summary(peer)}{unreliable}",
                       justification(document["rows"], target.batch_size), streams=best.get("streams", 1),
                       micro_batch=best.get("micro_batch") or None, int8_remainder=best.get("int8_remainder") or "fp32",
                       threads=_usable_thread_count(best.get("threads") or document.get("settings", {}).get("threads")),
@@ -206,7 +219,8 @@ def _cached_choice(job: JobContext, target: Target) -> AutoChoice | None:
                             "instead", path, type(exc).__name__, one_line(str(exc), 120))
             continue
         try:
-            mismatch = _mismatch(document, job.loaded, job.device, digest, target_weights)
+            mismatch = _mismatch(document, job.loaded, job.device, digest, target_weights,
+                                 json.loads(json.dumps(job.data_config.to_json())))  # lists, as the file has them
         except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a hand-edited block of the wrong kind
             mismatch = f"an environment this version cannot read ({type(exc).__name__}: {one_line(str(exc), 80)})"
         if mismatch is not None:

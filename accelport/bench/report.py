@@ -204,8 +204,9 @@ def render_markdown(document: BenchDocument) -> str:
         f"`{model['weights_source']}`{weights_note}",
         *_target_weights_lines(model.get("target_weights")),
         f"- latency: compute only (input already on the device, device synchronised each iteration), "
-        f"{s.warmup} warm-up + up to {s.iters} timed iterations (at most ~{s.max_time_s:g} s each point, "
-        f"at least {MIN_ITERS} in all, {-(-MIN_ITERS // max(1, document.rounds))} per round) in {document.rounds} "
+        f"{s.warmup} warm-up + up to {max(s.iters, MIN_ITERS)} timed iterations (at most ~{s.max_time_s:g} s each "
+        f"point, at least {MIN_ITERS} in all, {-(-MIN_ITERS // max(1, document.rounds))} per round"
+        + (f"; --iters {s.iters} raised to that" if s.iters < MIN_ITERS else "") + f") in {document.rounds} "
         "round(s) over all points; setup (export/compile/first run "
         "of the batch size) is timed apart",
         f"- parity: {s.num_images} real images (cycled to fill a batch) against CPU eager fp32, criteria of each "

@@ -8,6 +8,7 @@ ever dropped on a round trip.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,36 @@ _OK_KEYS = ("setup_s", "parity", "memory", "latency", "images_per_s", "round_p50
 # Present only on some rows (older documents, no baseline at that batch size, FLOPs not countable); None: absent.
 _OPTIONAL_KEYS = ("load", "reliability", "ratio_vs_eager", "speedup_vs_eager", "achieved_gflops_per_s")
 _KNOWN = {*_CONFIG_KEYS, "kind", "peer", "threads", "batch_size", "status", "reason", *_OK_KEYS, *_OPTIONAL_KEYS}
+
+
+def check_row(data: Any, *, timed: bool = True) -> None:
+    """ValueError unless ``data`` is a row as the sweep writes it: the fields the pick and the reports read, of their
+    types; a measured row with a parity verdict and (``timed``: not a journal's row, timed round by round) a
+    positive, finite p50. (A runtime this version does not run is the pick's concern: pick.py.)"""
+    if not isinstance(data, dict):
+        raise ValueError(f"a row is {type(data).__name__}, not an object")
+    label = data.get("label")
+    where = f"row {label!r}" if isinstance(label, str) else "a row without a label"
+
+    def bad(key: str, value: Any, should: str) -> ValueError:
+        return ValueError(f"{where}: {key} {value!r} ({should})")
+
+    batch = data.get("batch_size")
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise bad("batch_size", batch, "a positive integer")
+    for key in ("status", "label", "runtime", "dtype"):
+        if not isinstance(data.get(key), str):
+            raise bad(key, data.get(key), "a string")
+    if data["status"] != "ok":
+        return
+    parity, latency = data.get("parity"), data.get("latency")
+    if not isinstance(parity, dict) or not isinstance(parity.get("passed"), bool):
+        raise bad("parity", parity, "a measured row's verdict: an object with passed true or false")
+    if not timed:
+        return
+    p50 = latency.get("p50_ms") if isinstance(latency, dict) else None
+    if not isinstance(p50, (int, float)) or isinstance(p50, bool) or not math.isfinite(p50) or p50 <= 0:
+        raise bad("latency.p50_ms", p50, "a positive, finite time")
 
 
 def _present(pairs: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
@@ -74,6 +105,9 @@ class BenchRow:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BenchRow:
+        """The row ``data`` holds; ValueError naming the row and key where it is not one a sweep writes (a
+        hand-edited bench.json or journal: a pick must not come from a missing verdict or a negative time)."""
+        check_row(data)
         known = {key: data[key] for key in _KNOWN if key in data}
         return cls(**known, extra={k: v for k, v in data.items() if k not in _KNOWN})
 

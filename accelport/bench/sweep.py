@@ -201,10 +201,13 @@ class _Sweep:
                              **({"int8_remainder": config.int8_remainder} if config.int8_remainder else {}))
 
     def _proof(self, config: Configuration, batch_size: int) -> Proof | None:
-        """For a quantised point, and a half-precision one when the sweep runs a port (``prove_half_precision``),
-        the structural proof as ``run`` makes it: the same engine, layout and requests in strict fp32, judged by the
-        fp32 criteria (and outputs bit-identical to it refused: the engine did not run the precision it claims)."""
-        if config.dtype == "fp32" or (config.dtype not in QUANTIZED_DTYPES and not self.settings.prove_half_precision):
+        """For a quantised point, and a half-precision or fp32-fast (TF32/HF32) one when the sweep runs a port
+        (``prove_half_precision``), the structural proof as ``run`` makes it: the same engine, layout and requests in
+        strict fp32, judged by the fp32 criteria (and outputs bit-identical to it refused: the engine did not run the
+        precision it claims). fp32-fast's criteria are 20x looser than strict fp32's: without the proof, a port whose
+        weight fault strict fp32 sees passed and was picked."""
+        precision = self.criteria_by_dtype[config.dtype].precision
+        if precision == "fp32" or (config.dtype not in QUANTIZED_DTYPES and not self.settings.prove_half_precision):
             return None
 
         def prove(reference: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
@@ -212,7 +215,7 @@ class _Sweep:
             if self.rounded is not None:
                 rounded, rounded_outputs = self.rounded
                 reference = rounded_outputs[padded_indices(self.images.shape[0], batch_size)]
-            proof = structural_proof(config.dtype, True, lambda: self._runner(config, "fp32"), self.device,
+            proof = structural_proof(precision, True, lambda: self._runner(config, "fp32"), self.device,
                                      self.settings.fp32_math,
                                      lambda runner: padded_outputs(runner, self.images, batch_size), reference,
                                      outputs, self.is_classifier, padded_names(self.images.shape[0], batch_size),

@@ -91,7 +91,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .api import evaluate
     from .report import zero_target_caution
 
-    if int(os.environ.get("RANK", "0")) > 0 and not args.verbose:
+    rank = os.environ.get("RANK", "0").strip()  # a bad value is refused naming it (distributed.py)
+    if rank.isdigit() and int(rank) > 0 and not args.verbose:
         logging.getLogger("accelport").setLevel(logging.WARNING)  # rank 0 speaks for the job
     result = evaluate(config_from_args(args))
     doc = result.document

@@ -59,8 +59,8 @@ def list_dataset(root: str | Path, labels_spec: str, model: torch.nn.Module, num
         raise InputError(f"--data {root}: not a folder")
     try:
         paths = discover_images([root])
-    except InputError:
-        raise InputError(f"--data {root}: no image files found") from None
+    except InputError as exc:  # its own words (a folder that cannot be listed, none found), under eval's flag
+        raise InputError(str(exc).replace("--images ", "--data ", 1)) from None
     keys = [p.relative_to(root).as_posix() for p in paths]
     labels, source = resolve_labels(labels_spec, keys, model, num_classes)
     items = [DatasetItem(i, k, p, y) for i, (k, p, y) in enumerate(zip(keys, paths, labels, strict=True))]

@@ -52,16 +52,37 @@ class DistContext:
                 "master_addr": os.environ.get("MASTER_ADDR") if self.enabled else None}
 
 
+def _environ_int(name: str, default: int, minimum: int) -> int:
+    """An integer torchrun's variables hold (also set by hand: docs/eval.md); exit 2 naming it when it is not one."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise UsageError(f"environment variable {name}={text!r}: not an integer >= {minimum} (torchrun sets it; by "
+                         "hand, set WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT together)")
+    return value
+
+
 def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return _environ_int("WORLD_SIZE", 1, 1) > 1
 
 
 def device_for_rank(spec: str, local_rank: int) -> torch.device:
-    """``--device cuda`` or ``auto`` becomes the local rank's device; an explicit index is honoured as given."""
+    """``--device cuda`` or ``auto`` becomes the local rank's device; an explicit index is honoured as given. One
+    device per process (``ASCEND_RT_VISIBLE_DEVICES``/``CUDA_VISIBLE_DEVICES`` per rank) is the usual setup; more
+    local ranks than devices share one, which is said."""
     device = resolve_device(spec)
     if device.type == "cpu" or ":" in spec:
         return device
     count = torch.accelerator.device_count() if torch.accelerator.is_available() else 1
+    if 1 < count <= local_rank:
+        _logger.warning("local rank %d, %d %s devices visible: this rank shares %s:%d with local rank %d (its memory "
+                        "and its time); start at most %d processes per node", local_rank, count, device.type,
+                        device.type, local_rank % count, local_rank % count, count)
     return torch.device(device.type, local_rank % max(count, 1))
 
 
@@ -71,8 +92,8 @@ def init_distributed(device_spec: str, timeout_s: float) -> tuple[DistContext, t
         return DistContext(), resolve_device(device_spec)
     import torch.distributed as dist
 
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world = _environ_int("RANK", 0, 0), _environ_int("WORLD_SIZE", 1, 1)
+    local_rank = _environ_int("LOCAL_RANK", 0, 0)
     device = device_for_rank(device_spec, local_rank)
     backend = BACKENDS.get(device.type)
     if backend is None:

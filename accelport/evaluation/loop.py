@@ -197,9 +197,10 @@ class ShardEvaluator:
             reference = self._reference(batch, chosen, StageTimes())  # not this run's measured stages
             target = self.target.infer(batch.tensor)[: batch.size].numpy()
             fp32 = self._strict_fp32(batch.tensor)[: batch.size].numpy()
-            check_not_fp32(self.target.dtype, target, fp32)
+            proof_reference = self._proof_reference(batch, reference)
+            check_not_fp32(self.target.dtype, target, fp32, proof_reference)
             result.proof_records += _proof_records([it.key for it in chosen], [it.label for it in chosen],
-                                                   self._proof_reference(batch, reference), fp32,
+                                                   proof_reference, fp32,
                                                    PROOF_IMAGES - len(result.proof_records))
 
     def _run(self, loader: Any, progress: Any, on_batch: Callable[[int], None] | None) -> ShardResult:
@@ -243,8 +244,9 @@ class ShardEvaluator:
         times.compare_s += time.perf_counter() - started
         if self.proof is not None and len(result.proof_records) < PROOF_IMAGES:
             fp32 = self._strict_fp32(batch.tensor)[: batch.size].numpy()
-            check_not_fp32(self.target.dtype, target[: batch.size].numpy(), fp32)  # a silent fp32 fallback
-            result.proof_records += _proof_records(keys, labels, self._proof_reference(batch, reference), fp32,
+            proof_reference = self._proof_reference(batch, reference)
+            check_not_fp32(self.target.dtype, target[: batch.size].numpy(), fp32, proof_reference)  # fp32 fallback
+            result.proof_records += _proof_records(keys, labels, proof_reference, fp32,
                                                    PROOF_IMAGES - len(result.proof_records))
         return records
 

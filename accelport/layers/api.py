@@ -19,13 +19,14 @@ from ..job.header import REFERENCE, DocumentHeader, model_record, target_record,
 from ..job.result import CommandResult
 from ..job.spec import with_overrides
 from ..out_dir_lock import job_scope
+from ..proofs import differing_tensors
 from ..runners import DTYPES, create_runner
 from .capture import TargetCast
 from .compare import LayerComparison, compare_engine_layers, compare_layers
 from .config import LayersConfig, check_comparable, validate
 from .document import LayersDocument, LayersInputs
 from .memory import MemoryMonitor
-from .render import first_divergence, write_layer_artifacts
+from .render import ANSWER_RULE, first_divergence, weights_differ_text, write_layer_artifacts
 from .verdict import OutputVerdict, layers_verdict, verdict_lines
 
 _logger = logging.getLogger(__name__)
@@ -124,6 +125,9 @@ def _document(job: JobContext, batch_size: int, comparison: LayerComparison, str
     images = job.image_batch()
     target = target_record(job, runner_settings) | {"weights": weights_record(job.target_model.weights),
                                                     "weights_same_as_reference": not job.separate_target}
+    if job.separate_target:  # where a weight fault can be: the module that owns a differing tensor, exactly
+        compared = job.rounded_reference() or job.loaded  # a half-precision copy's rounding is no difference
+        target["weights_differ_in"] = differing_tensors(compared.model, job.target_model.model)
     header = DocumentHeader.of(SCHEMA_VERSION, job, model=model_record(job, num_classes=False), target=target,
                                reference=REFERENCE | {"weights": weights_record(job.loaded.weights)})
     inputs = LayersInputs(int(images.tensor.shape[0]), batch_size, tuple(str(p) for p in images.paths),
@@ -156,11 +160,15 @@ def describe_first_divergent(result: LayersResult) -> list[str]:
                 f"first divergent module: {document.structural.module_text(found.row.key)} "
                 f"({found.row.module_type}, row {found.index}): "
                 f"{found.reason}"))
-        earliest = {mode: document.first_divergent(mode) for mode in comparison.modes}
-        if any(earliest.values()):  # the answer: where either pass diverges first (LayersDocument.first_divergent)
-            lines.append("answer    the earlier of the two passes: " + ", ".join(
+        answer = {mode: document.first_divergent(mode) for mode in comparison.modes}
+        if any(answer.values()):  # the answer: strict fp32's where it diverges (LayersDocument.first_divergent)
+            lines.append(f"answer    {ANSWER_RULE}: " + ", ".join(
                 f"{mode} {comparison.module_text(found.row.key) if found else 'none'}"
-                for mode, found in earliest.items()))
+                for mode, found in answer.items()))
+        if own_error := document.precision_error_only():
+            lines.append(f"reading   {own_error}")
+    if line := weights_differ_text(document.header.target or {}):
+        lines.append(f"weights   {line}")
     caution = document.zero_target_caution()
     return lines + ([caution] if caution else []) + verdict_lines(document.to_json())
 

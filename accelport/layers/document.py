@@ -62,15 +62,23 @@ class LayersDocument:
                                    parity.criteria.precision, random_init)
 
     def first_divergent(self, mode: str) -> Divergence | None:
-        """In ``mode``, the earlier of the target's own first divergent module and the strict fp32 pass's (where it
-        ran). A weight fault diverges first in strict fp32, at its own module; half precision's error can add up to
-        its limit only modules later (regnety_002 in bf16: a scaled conv named as the SE block after it)."""
-        own = first_divergence(self.comparison, mode)
+        """In ``mode``, the strict fp32 pass's first divergent module where that pass ran and diverges, else the
+        target's own. Strict fp32 diverges only for a weight or layout fault, at its own module; the target
+        precision's error can cross a per-module limit modules after it (regnety_002 in bf16: a scaled conv named as
+        the SE block after it) or before it (ViT on OpenVINO int8: int8's own error at blocks.0.attn.proj, the q/k
+        swap in blocks.5, where a correct port diverges at the same module)."""
         strict = first_divergence(self.structural, mode) if self.structural is not None else None
-        if own is None or strict is None:
-            return own or strict
-        order = {row.key: index for index, row in enumerate(self.comparison.rows)}
-        return strict if order.get(strict.row.key, strict.index) < order.get(own.row.key, own.index) else own
+        return strict or first_divergence(self.comparison, mode)
+
+    def precision_error_only(self) -> str | None:
+        """Why a module is named though no weight or layout fault is there: the target's own pass diverges and the
+        same target in strict fp32 does not (the precision's own error: int8 on a correct ViT or ResNet); None
+        otherwise."""
+        if self.structural is None or self.structural.diverged or not self.comparison.diverged:
+            return None
+        precision = self.comparison.criteria.precision
+        return (f"the same target in strict fp32 diverges at no module, so the weights and layout arrived intact: "
+                f"the module named is where {precision}'s own error first crosses a per-module limit, not a fault")
 
     def to_json(self) -> dict[str, Any]:
         data = {"status": self.status, **self.header.to_json(), "inputs": self.inputs.to_json(),

@@ -147,7 +147,8 @@ def _check_tapped_program(runtime: str, tapped: np.ndarray, own: np.ndarray) -> 
             f"output than its own program (relative L2 {error:.3g} between them, more than {TAPPED_LIMIT} that "
             "a changed fusion could explain): its module tensors cannot localise anything here. The model's own "
             "output is judged by `accelport run`; localise with another engine (--runtime onnxruntime, or eager "
-            "for a float dtype)")
+            "for a float dtype), or a weight or layout fault (what run's structural proof finds) in strict fp32: "
+            "the same command with --dtype fp32, or --runtime eager --dtype fp32")
 
 
 def _reference_pass(reference: nn.Module, batch: torch.Tensor, watched: dict[str, nn.Module],

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..atomic import json_writer, text_writer
 from ..environment import allocator_text, cpu_kind_text
-from ..formatting import NO_WEIGHTS_FILE, or_missing
+from ..formatting import NO_WEIGHTS_FILE, listed, or_missing, skipped_lines
 from ..metrics import TensorMetrics
 from ..plotting import ReportFiles, write_report_set
 from ..proofs import rounding_text
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from .memory import MemoryReport
     from .verdict import OutputVerdict
 
+# LayersDocument.first_divergent: what the console's answer line, layers.md, the API, power and --layers-on-fail name
+ANSWER_RULE = "the strict fp32 pass's where it diverges (a weight or layout fault), else the target's own"
 FILES = {"json": "layers.json", "csv": "layers.csv", "markdown": "layers.md", "plot": "layers.png"}
 _ROW_FIELDS = ("divergent", "first_divergent", "reason", "worst_sample_rel_l2", "worst_sample_cosine",
                "worst_rel_l2_image", "worst_cosine_image", "new_nonfinite")
@@ -180,6 +182,7 @@ def render_markdown(doc: LayersDocument) -> str:
         "",
         f"**{_VERDICTS[doc.status].capitalize()}** (criteria `{comparison.criteria.precision}`, "
         f"{comparison.num_images} image(s), batch size {doc.inputs.batch_size}).",
+        *skipped_lines(doc.inputs.skipped, "- "),
         "",
         f"- reference: CPU eager fp32, weights `{reference['weights']['source']}` "
         f"{or_missing(reference['weights']['path'], NO_WEIGHTS_FILE)}",
@@ -189,6 +192,7 @@ def render_markdown(doc: LayersDocument) -> str:
         + (" (same as the reference)" if target["weights_same_as_reference"] else ""),
         *([f"- {line}"] if (line := quantisation_text(target)) else []),
         f"- host CPU: {cpu_kind_text(doc.header.environment)}; allocator: {allocator_text(doc.header.environment)}",
+        *([f"- {line}"] if (line := weights_differ_text(target)) else []),
         *_rounded_lines(doc.structural_rounded),
         "",
         "## First divergent module",
@@ -198,6 +202,7 @@ def render_markdown(doc: LayersDocument) -> str:
         *(_first_line(mode, first_divergence(comparison, mode), comparison) for mode in comparison.modes),
         *_structural_lines(doc.structural),
         "",
+        *_answer_lines(doc),
         f"Rule: {DIVERGENCE_RULE}",
         "",
         *_output_lines(doc.verdict, doc.zero_target_caution()),
@@ -207,6 +212,36 @@ def render_markdown(doc: LayersDocument) -> str:
         *_module_lines(doc),
     ]
     return "\n".join(lines) + "\n"
+
+
+def weights_differ_text(target: dict[str, Any]) -> str | None:
+    """The tensors --target-weights changes, each with the module that owns it: a fault in a parameter a module
+    uses directly (ViT's pos_embed, LeViT's attention biases) first shows in a module after it, which the chained
+    answer names; None without --target-weights."""
+    differing = target.get("weights_differ_in")
+    if differing is None:
+        return None
+    if not differing:
+        return "--target-weights holds the same values as --weights (up to the rounding of its stored dtype)"
+    owned = [f"{name} (of {name.rpartition('.')[0] or 'the model itself'})" for name in differing]
+    return (f"--target-weights differs from --weights in {len(differing)} tensor(s): {listed(owned)}; a fault is "
+            "in the modules that own them, whichever module first shows it")
+
+
+def _answer_lines(doc: LayersDocument) -> list[str]:
+    """The answer (``LayersDocument.first_divergent``) under the table that lists both passes, and why a module is
+    named where no fault is (the precision's own error)."""
+    if doc.structural is None:
+        return []
+    answer = {mode: doc.first_divergent(mode) for mode in doc.comparison.modes}
+    lines = []
+    if any(answer.values()):
+        lines.append(f"**Answer** ({ANSWER_RULE}): " + ", ".join(
+            f"{mode} `{doc.comparison.module_text(found.row.key)}`" if found else f"{mode} none"
+            for mode, found in answer.items()) + ".")
+    if own_error := doc.precision_error_only():
+        lines.append(f"Reading: {own_error}.")
+    return [*lines, ""] if lines else []
 
 
 def layer_report_files(doc: LayersDocument) -> tuple[ReportFiles, tuple[str, Callable[[Path], Path | None]]]:

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from ..devices import caller_torch_state
-from ..errors import RuntimeUnavailableError
-from ..formatting import printable
+from ..errors import RuntimeUnavailableError, WeightsError
+from ..formatting import listed, one_line, printable
 from ..job.context import JobContext, open_job
 from ..job.result import CommandResult
 from ..job.spec import Target, with_overrides
@@ -83,7 +83,11 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     job = open_job(config.spec)
     stream = _image_stream(job, config.target)
     target, auto = _choose_target(job, config, stream)
-    outputs = _infer_and_time(job, config, target, stream, auto)
+    try:
+        outputs = _infer_and_time(job, config, target, stream, auto)
+    except RuntimeUnavailableError as exc:
+        _refuse_nonfinite_weights(job, target, exc)
+        raise
     differences = weight_differences(job, stream.head(UNSEEN_CHECK_IMAGES))
     parity = _parity(job, target, stream, outputs)
     precision = job.precision(target.dtype)
@@ -113,6 +117,20 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
     result = RunResult(document, reference=outputs.reference, target=outputs.target)
     result.artifacts = write_artifacts(Path(job.spec.out_dir), document, *saved, layers=layers)
     return result
+
+
+def _refuse_nonfinite_weights(job: JobContext, target: Target, failure: RuntimeUnavailableError) -> None:
+    """A quantiser that cannot calibrate weights holding NaN/Inf (ONNX Runtime's "scale issue", torch.histc's
+    non-finite range) is no engine failure: name the tensor, as an fp32 run's nonfinite_weights check does."""
+    if target.dtype not in QUANTIZED_DTYPES:
+        return
+    side = job.target_model if job.separate_target else job.loaded
+    if bad := nonfinite_weights({"target": side.model}, report=False):
+        flag = "--target-weights" if job.separate_target else "--weights"
+        raise WeightsError(f"{flag} {side.weights.path}: {listed([key.partition(': ')[2] for key in bad])} hold(s) "
+                           f"NaN/Inf: {target.runtime} cannot quantise such weights to {target.dtype} "
+                           f"({one_line(str(failure), 160)}); the port is broken, as an fp32 run says (exit 1, "
+                           "nonfinite_weights)") from None
 
 
 def _image_stream(job: JobContext, target: Target) -> ImageStream:

@@ -21,6 +21,7 @@ from ..formatting import (
     or_missing,
     printable,
     short_paths,
+    skipped_lines,
 )
 from ..parity import baseline_ratios, zero_target_caution
 from ..plotting import write_report_set
@@ -218,6 +219,7 @@ def render_log(summary: RunSummary) -> str:
             top5 = _agreement_word(s.top5_match, s.top5_near_tie, "MISMATCH")
             line += f"  top1 {top1} ({sample.reference_labels[0]})  top5 {top5}"
         lines.append(line)
+    lines += skipped_lines(summary.inputs.skipped, "  ")
     lines += ["", "verdict checks:", *(f"  {v}" for v in _verdict_lines(summary)), *_zero_target_lines(summary),
               *_input_blind_lines(summary), *_weights_caution_lines(summary), "",
               *_proof_lines(summary), "",
@@ -295,6 +297,7 @@ def _parity_lines(summary: RunSummary) -> list[str]:
     return [
         "## Parity against the CPU fp32 reference",
         f"{summary.inputs.num_images} real image(s).",
+        *skipped_lines(summary.inputs.skipped, "- "),
         "",
         "| metric | value |",
         "|---|---|",
@@ -311,17 +314,21 @@ def _parity_lines(summary: RunSummary) -> list[str]:
 
 
 def _sample_lines(samples: tuple[RunSample, ...]) -> list[str]:
-    """A classifier's per-image table (none for features)."""
-    if not samples or not samples[0].is_classifier:
+    """The per-image table: a classifier's with its labels and top-k agreement, features' with the distances."""
+    if not samples:
         return []
-    lines = ["| image | cosine | rel L2 | reference top-1 | target top-1 | top-1 | top-5 |",
-             "|---|---|---|---|---|---|---|"]
+    classifier = samples[0].is_classifier
+    lines = (["| image | cosine | rel L2 | reference top-1 | target top-1 | top-1 | top-5 |",
+              "|---|---|---|---|---|---|---|"] if classifier else
+             ["| image | cosine | rel L2 | max abs diff |", "|---|---|---|---|"])
     for sample, label in zip(samples, short_paths([s.path for s in samples]), strict=True):
         s, m = sample.parity, sample.parity.metrics
+        line = f"| {markdown_cell(label)} | {m.cosine_similarity:.7f} | {m.rel_l2_err:.2e} |"
+        if not classifier:
+            lines.append(f"{line} {m.max_abs_diff:.2e} |")
+            continue
         lines.append(
-            f"| {markdown_cell(label)} | {m.cosine_similarity:.7f} "
-            f"| {m.rel_l2_err:.2e} "
-            f"| {(sample.reference_labels or ('',))[0]} | {(sample.target_labels or ('',))[0]} | "
+            f"{line} {(sample.reference_labels or ('',))[0]} | {(sample.target_labels or ('',))[0]} | "
             f"{_agreement_word(s.top1_match, s.top1_near_tie, '**mismatch**')} | "
             f"{_agreement_word(s.top5_match, s.top5_near_tie, '**mismatch**')} |")
     return [*lines, ""]

@@ -100,7 +100,9 @@ class RunSummary:
         """A PASS beside --target-weights tensors that differ and reach the outputs (``passed_caution``)."""
         if not self.passed or self.weight_differences is None:
             return None
-        return self.weight_differences.passed_caution()
+        proof = self.structural_proof
+        return self.weight_differences.passed_caution(proof.reason if proof is not None and proof.status == "skipped"
+                                                      else None)
 
     @property
     def passed(self) -> bool:

@@ -26,7 +26,7 @@ from ..job.result import CommandResult
 from ..job.spec import with_overrides
 from ..layers.capture import TargetCast
 from ..layers.compare import compare_layers
-from ..metrics import compare_per_sample
+from ..metrics import worst_sample_rel_l2
 from ..out_dir_lock import job_scope
 from ..parity import compare_outputs
 from ..proofs import baseline_outputs, nonfinite_weights, structural_proof
@@ -79,7 +79,7 @@ def run_power(config: PowerConfig | None = None, **overrides: Any) -> PowerResul
                          "Make `accelport run` pass with the same --runtime, --dtype and --criterion first")
     first = batch.tensor[: target.batch_size]  # the sites are probed on the first batch
     sites = choose_sites(job.loaded.model, config.sizes, job.spec.seed,
-                         lambda faulty: _worst_rel_l2(reference[: len(first)], on_reference(faulty, first)))
+                         lambda faulty: worst_sample_rel_l2(reference[: len(first)], on_reference(faulty, first)))
 
     rows: list[FaultRow] = []
     located: set[str] = set()
@@ -105,7 +105,7 @@ def run_power(config: PowerConfig | None = None, **overrides: Any) -> PowerResul
                                job.device, fault)
         rows.append(FaultRow(fault.kind, fault.size, fault.parameter, fault.module, tuple(failed),
                              parity.to_json()["worst_sample_rel_l2"], location, site=fault.site,
-                             reference_rel_l2=_worst_rel_l2(reference, on_reference(faulty, batch.tensor))))
+                             reference_rel_l2=worst_sample_rel_l2(reference, on_reference(faulty, batch.tensor))))
         _logger.info("power: %s%s: %s", fault.kind, "" if fault.size is None else f" {fault.size:g}",
                      "detected" if failed else "passed")
     document = PowerDocument(job.loaded.name, str(job.device), target.runtime, target.dtype, precision, criteria,
@@ -113,13 +113,6 @@ def run_power(config: PowerConfig | None = None, **overrides: Any) -> PowerResul
                              tuple(sites.values()), weights_sha256=job.loaded.weights.sha256,
                              environment=describe_environment(job.device))
     return PowerResult(document, write_power_artifacts(Path(job.spec.out_dir), document))
-
-
-def _worst_rel_l2(reference: np.ndarray, outputs: np.ndarray) -> float:
-    """The worst image's rel L2 of ``outputs`` against ``reference``; NaN where an output is not finite."""
-    if not np.isfinite(outputs).all():
-        return float("nan")
-    return max(metrics.rel_l2_err for metrics in compare_per_sample(reference, outputs))
 
 
 def _locate(reference: torch.nn.Module, faulty: torch.nn.Module, images: torch.Tensor, criteria: Any,

@@ -29,7 +29,7 @@ def is_active() -> bool:
     return bool(_active)
 
 
-def _env_number(name: str, default: float, low: float, high: float) -> float:
+def _env_number(name: str, default: float, low: float, high: float, *, whole: bool = False) -> float:
     text = os.environ.get(name, "").strip()
     if not text:
         return default
@@ -39,12 +39,14 @@ def _env_number(name: str, default: float, low: float, high: float) -> float:
         raise DeviceError(f"{name}={text!r}: not a number") from None
     if not low <= value <= high:
         raise DeviceError(f"{name}={text!r}: must be between {low:g} and {high:g}")
+    if whole and not value.is_integer():  # 1.5 devices were 1, silently
+        raise DeviceError(f"{name}={text!r}: must be a whole number")
     return value
 
 
 def settings_from_env() -> tuple[int, float, float]:
     """Device count, µs per kernel and µs per MiB copied from the environment (checked before any build)."""
-    return (int(_env_number(COUNT_ENV, 1, 1, MAX_DEVICES)), _env_number(KERNEL_ENV, 20.0, 0, 1e6),
+    return (int(_env_number(COUNT_ENV, 1, 1, MAX_DEVICES, whole=True)), _env_number(KERNEL_ENV, 20.0, 0, 1e6),
             _env_number(COPY_ENV, 100.0, 0, 1e6))
 
 

@@ -15,6 +15,8 @@ import os
 import types
 from typing import Any
 
+from ..errors import DeviceError
+
 LOG_ENV = "ACCELPORT_SIMULATED_TORCH_NPU_LOG"
 VERSION = "0.0.0+accelport.simulated"
 
@@ -24,14 +26,23 @@ class _Recorder:
 
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
+        self._append("")  # a log that cannot be written: said before any setting, naming the variable
 
     def __call__(self, what: str, **fields: Any) -> None:
         record = {"what": what, **fields}
         self.records.append(record)
+        self._append(json.dumps(record) + "\n")
+
+    @staticmethod
+    def _append(text: str) -> None:
         path = os.environ.get(LOG_ENV)
-        if path:
+        if not path:
+            return
+        try:
             with open(path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
+                fh.write(text)
+        except OSError as exc:
+            raise DeviceError(f"{LOG_ENV}={path!r}: cannot be written ({exc.strerror or exc})") from None
 
 
 class _Settings:
