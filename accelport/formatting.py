@@ -69,7 +69,7 @@ def skipped_lines(skipped: Sequence[tuple[str, str]], bullet: str) -> list[str]:
     if not skipped:
         return []
     return [f"{len(skipped)} file(s) skipped as unreadable (--skip-bad-images), not compared:",
-            *(f"{bullet}{printable(path)}: {printable(reason)}" for path, reason in skipped)]
+            *(f"{bullet}{printable(path)}: {printable(reason.removeprefix(f'{path}: '))}" for path, reason in skipped)]
 
 
 def markdown_cell(text: str) -> str:

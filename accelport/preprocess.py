@@ -165,6 +165,9 @@ def quiet_pillow_size_warning() -> None:
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
+_SAID_DARK: set[Path] = set()
+
+
 def _to_8bit(image: Image.Image, path: Path) -> Image.Image:
     """16-bit and 32-bit grey images scaled to 8 bits (Pillow's convert clips them: all white or all black)."""
     values = np.asarray(image)
@@ -183,9 +186,10 @@ def _to_8bit(image: Image.Image, path: Path) -> Image.Image:
                              "expected [0, 1] or [0, 255]")
         scale = 255.0 if top <= 1.0 else 1.0
     grey = np.clip(np.rint(values.astype(np.float64) * scale), 0, 255).astype(np.uint8)
-    if scale < 1.0 and values.size and int(values.max()) < 256:
-        _logger.warning("%s: a 16-bit grey image whose values are all under 256 (8-bit data stored in 16 bits?) is "
-                        "nearly black once scaled to 8 bits; the model sees it so", path)
+    if scale < 1.0 and values.size and (top := int(values.max())) < 4096 and path not in _SAID_DARK:
+        _SAID_DARK.add(path)  # once, not at each pass that decodes it
+        _logger.warning("%s: a 16-bit grey image whose values reach only %d of 65535 (8-bit data stored in 16 bits?) "
+                        "is nearly black once scaled to 8 bits; the model sees it so", path, top)
     return Image.fromarray(grey, mode="L")
 
 

@@ -349,6 +349,7 @@ def test_auto_uses_a_bench_json_only_from_this_machine(change, bench_dir):
     ({"model": {"input_size": [3, 40, 40]}}, "other inputs (input_size [3, 40, 40] there, [3, 160, 160] here"),
     # a hand-edited runtime: said as the file's, not blamed on a --runtime the user never gave
     ({"rows": {"runtime": "tensorrt"}}, "runtime(s) this version does not run ('tensorrt')"),
+    ({"model": {"data_config": None}}, "no input size it was timed at"),  # any size would have been taken
     ({"allocator": {"settings": "glibc malloc, mmap and trimming off: freed memory kept for reuse (set by accelport)",
                     "retain": "true"}}, "another allocator ('not recorded' there, "),  # hand-edited: not trusted
 ])
@@ -364,7 +365,9 @@ def test_auto_says_why_a_bench_json_from_the_out_dir_is_not_used(bench_dir, tmp_
     from accelport.models import load_model
 
     document = json.loads((bench_dir[1] / "bench.json").read_text())
-    if "model" in environment_change:
+    if "model" in environment_change and "data_config" in environment_change["model"]:
+        document["model"].update(environment_change["model"])
+    elif "model" in environment_change:
         document["model"]["data_config"].update(environment_change["model"])
     elif "rows" in environment_change:
         document["rows"][0].update(environment_change["rows"])
@@ -429,6 +432,9 @@ def test_auto_takes_a_matching_bench_json_only_for_the_same_port_and_says_what_i
     ({"latency": {"p50_ms": -5}}, "(ValueError: row 'eager fp32': latency.p50_ms -5 (a positive, finite time)"),
     ({"latency": {"p50_ms": float("nan")}}, "latency.p50_ms nan (a positive, finite time)"),
     ({"batch_size": "1"}, "batch_size '1' (a positive integer)"),
+    ({"channels_last": "yes"}, "channels_last 'yes' (true or false)"),  # was blamed on the API's own flag
+    ({"streams": 0}, "streams 0 (an integer >= 1)"),
+    ({"parity": {"passed": True, "failed_checks": ["min_sample_cosine"]}}, "a verdict that agrees with itself"),
 ])
 def test_auto_says_when_a_bench_json_in_the_out_dir_cannot_be_read(bench_dir, tmp_path, caplog, damage, said):
     """A truncated bench.json (a copy cut short) was skipped without a word, and a full sweep ran instead."""

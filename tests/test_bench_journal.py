@@ -127,6 +127,8 @@ def test_a_bad_entry_in_the_middle_is_named_but_a_cut_off_last_line_is_measured_
     ({"kind": "point", "label": "eager fp32", "batch_size": 1, "row": {"label": "eager fp32", "runtime": "eager",
       "dtype": "fp32", "batch_size": 1, "status": "ok", "parity": None}}, "row 'eager fp32': parity None"),
     ({"kind": "round", "label": "eager fp32", "batch_size": 1, "samples": [3.0, -1.0]}, "not positive and finite"),
+    ({"kind": "round", "label": "eager fp32", "batch_size": 1, "samples": []}, "a round without samples"),  # exit 3
+    ({"kind": "round", "label": "eager fp32", "batch_size": 0, "samples": [3.0]}, "of batch size under 1"),
 ])
 def test_a_journal_entry_the_sweep_could_not_have_written_is_named_before_any_measuring(tmp_path, entry, said):
     from accelport.bench.journal import read_journal

@@ -117,6 +117,12 @@ def test_really_different_target_fails_with_exit_1_and_localises_the_divergence(
     assert {"layers.json", "layers.md", "layers.csv"} <= {p.name for p in tmp_path.iterdir()}
     assert json.loads((tmp_path / "summary.json").read_text())["layer_report"] == "layers.md"
     assert "[layers.md](layers.md)" in (tmp_path / "report.md").read_text()
+    # the answer itself, not only a link: layers.json's first_divergent is the bf16 pass's own, not the answer
+    layers = json.loads((tmp_path / "layers.json").read_text())
+    answer = {mode: module for mode, module in layers["answer"].items() if mode in layers["modes"]}
+    assert layers["answer"]["rule"].startswith("the strict fp32 pass's where it diverges") and any(answer.values())
+    assert summary["layers_answer"] == answer
+    assert f"First divergent module: chained `{answer['chained']}`" in (tmp_path / "report.md").read_text()
     # one atomic set: an interruption between two sets left the run's new files beside an older layer report
     assert written_sets == [["accuracy_compare.log", "layers.csv", "layers.json", "layers.md", "layers.png",
                              "report.md", "summary.json"]]
@@ -211,7 +217,7 @@ def test_inference_py_is_the_run_command_random_init_is_flagged_and_bad_images_s
     assert "no pretrained weights were found" in (out / "report.md").read_text()
     assert summary["inputs"]["num_images"] == 2 and summary["inputs"]["skipped"][0]["path"] == str(bad)
     said = "1 file(s) skipped as unreadable (--skip-bad-images), not compared:"  # json-only before: 1/3 dropped unseen
-    assert f"{said}\n- {bad}: " in (out / "report.md").read_text()
+    assert f"{said}\n- {bad}: not a readable image" in (out / "report.md").read_text()  # the path once
     assert f"{said}\n  {bad}: " in (out / "accuracy_compare.log").read_text()
 
 

@@ -56,7 +56,7 @@ def run_bench(config: BenchConfig | None = None, **overrides: Any) -> BenchResul
     config.validate()
     job = open_job(config.spec)
     for batch_size in config.batch_sizes:  # before minutes of sweeping, as run refuses its --batch-size
-        check_batch_fits(batch_size, job.input_size, "--batch-sizes")
+        check_batch_fits(batch_size, job.input_size, "--batch-sizes", job.loaded.model)
     document = add_picks(_journaled_sweep(job, config), config.batch_sizes)
     return BenchResult(document, write_bench_artifacts(Path(config.spec.out_dir), document, plot=config.plot))
 

@@ -64,6 +64,8 @@ def _apply(state: JournalState, entry: Any) -> None:
     elif kind == "round":
         key = (str(entry["label"]), int(entry["batch_size"]))
         samples = [float(s) for s in entry["samples"]]
+        if key[1] < 1 or not samples:
+            raise ValueError("a round without samples or of batch size under 1")
         if not all(math.isfinite(s) and s > 0 for s in samples):
             raise ValueError("a time that is not positive and finite")
         state.rounds.setdefault(key, []).append({"samples": samples, "load": entry.get("load")})

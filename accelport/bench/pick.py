@@ -136,7 +136,8 @@ def _mismatch(document: BenchDocument, loaded: LoadedModel, device: torch.device
         return "another model, head or weights"
     # older documents record the input size only; --test-size changes it (and the crop with it)
     benched_config = model.get("data_config", {"input_size": model.get("input_size")})
-    benched_config = benched_config if isinstance(benched_config, dict) else {}
+    if not isinstance(benched_config, dict) or not isinstance(benched_config.get("input_size"), list):
+        return "no input size it was timed at (model.input_size / model.data_config)"
     if differs := [f"{key} {benched_config.get(key)!r} there, {data_config.get(key)!r} here"
                    for key in benched_config if benched_config.get(key) != data_config.get(key)]:
         return f"other inputs ({'; '.join(differs)}: --test-size?)"

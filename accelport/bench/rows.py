@@ -37,11 +37,19 @@ def check_row(data: Any, *, timed: bool = True) -> None:
     for key in ("status", "label", "runtime", "dtype"):
         if not isinstance(data.get(key), str):
             raise bad(key, data.get(key), "a string")
+    if not isinstance(data.get("channels_last", False), bool):
+        raise bad("channels_last", data.get("channels_last"), "true or false")
+    for key, least in (("streams", 1), ("threads", 1), ("micro_batch", 0)):  # absent or null: the default
+        value = data.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+            raise bad(key, value, f"an integer >= {least}")
     if data["status"] != "ok":
         return
     parity, latency = data.get("parity"), data.get("latency")
     if not isinstance(parity, dict) or not isinstance(parity.get("passed"), bool):
         raise bad("parity", parity, "a measured row's verdict: an object with passed true or false")
+    if parity["passed"] and parity.get("failed_checks"):
+        raise bad("parity", f"passed with failed_checks {parity['failed_checks']}", "a verdict that agrees with itself")
     if not timed:
         return
     p50 = latency.get("p50_ms") if isinstance(latency, dict) else None

@@ -171,7 +171,7 @@ def _evaluate(config: EvalConfig, ctx: dist_utils.DistContext, device: torch.dev
     job = open_job(config.spec, device=device, with_images=False)  # the dataset is eval's input
     if job.loaded.num_classes == 0:
         raise UsageError(f"--model {config.spec.model}: has no classifier head; eval compares class predictions")
-    check_batch_fits(config.target.batch_size, job.input_size)  # the workers pad every batch to it
+    check_batch_fits(config.target.batch_size, job.input_size, model=job.loaded.model)  # workers pad to it
     listing = list_dataset(config.data, config.labels, job.loaded.model, job.loaded.num_classes)
     out_dir = Path(config.spec.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -92,9 +92,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .report import zero_target_caution
 
     rank = os.environ.get("RANK", "0").strip()  # a bad value is refused naming it (distributed.py)
+    logger = logging.getLogger("accelport")
+    level = logger.level
     if rank.isdigit() and int(rank) > 0 and not args.verbose:
-        logging.getLogger("accelport").setLevel(logging.WARNING)  # rank 0 speaks for the job
-    result = evaluate(config_from_args(args))
+        logger.setLevel(logging.WARNING)  # rank 0 speaks for the job
+    try:
+        result = evaluate(config_from_args(args))
+    finally:
+        logger.setLevel(level)  # an in-process caller (main() from Python) keeps its own
     doc = result.document
     if doc is None:  # not rank 0
         return errors.EXIT_PASSED if result.passed else errors.EXIT_PARITY_FAILED

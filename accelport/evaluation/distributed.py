@@ -94,6 +94,8 @@ def init_distributed(device_spec: str, timeout_s: float) -> tuple[DistContext, t
 
     rank, world = _environ_int("RANK", 0, 0), _environ_int("WORLD_SIZE", 1, 1)
     local_rank = _environ_int("LOCAL_RANK", 0, 0)
+    if rank >= world:  # it waited 30 minutes for a rendezvous no rank could complete
+        raise UsageError(f"environment variable RANK={rank}: not under WORLD_SIZE={world} (ranks are 0..{world - 1})")
     device = device_for_rank(device_spec, local_rank)
     backend = BACKENDS.get(device.type)
     if backend is None:

@@ -47,10 +47,9 @@ class LayersResult(CommandResult[LayersDocument]):
         return self.document.diverged  # run's checks fail the model's output (exit 1, as run)
 
     def first_divergent(self, mode: str) -> str | None:
-        """Name of the first divergent module in ``mode`` ("chained" or "isolated"), or None; in the strict fp32
-        pass of a half-precision target when its own precision shows none."""
-        found = self.document.first_divergent(mode)
-        return found.row.key if found else None
+        """Name of the first divergent module in ``mode`` ("chained" or "isolated"), or None: the strict fp32
+        pass's where it diverges, else the target's own (``LayersDocument.first_divergent``)."""
+        return self.document.answer().get(mode)
 
 
 @caller_torch_state()

@@ -70,6 +70,11 @@ class LayersDocument:
         strict = first_divergence(self.structural, mode) if self.structural is not None else None
         return strict or first_divergence(self.comparison, mode)
 
+    def answer(self) -> dict[str, str | None]:
+        """Per mode, the module ``first_divergent`` names (layers.json ``answer``, run's summary and report)."""
+        return {mode: (found.row.key if (found := self.first_divergent(mode)) else None)
+                for mode in self.comparison.modes}
+
     def precision_error_only(self) -> str | None:
         """Why a module is named though no weight or layout fault is there: the target's own pass diverges and the
         same target in strict fp32 does not (the precision's own error: int8 on a correct ViT or ResNet); None
@@ -88,6 +93,9 @@ class LayersDocument:
                                   "first_divergent": self.structural.to_json()["first_divergent"],
                                   **({"reference_rounded_like_target_weights": self.structural_rounded}
                                      if self.structural_rounded else {})}
+        # the answer: first_divergent above is the target's own pass; a JSON reader got int8's own error from it
+        data["answer"] = {"rule": render.ANSWER_RULE, **self.answer(),
+                          **({"reading": reading} if (reading := self.precision_error_only()) else {})}
         return data
 
     def to_markdown(self) -> str:

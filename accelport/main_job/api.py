@@ -112,7 +112,10 @@ def run(config: RunConfig | None = None, **overrides: Any) -> RunResult:
 
         layers, not_run = _localise(job, target, stream)
         document = replace(document, layer_report=LAYER_FILES["markdown"] if layers else None, layers_requested=True,
-                           layers_not_run=not_run)
+                           layers_not_run=not_run, layers_answer=layers.answer() if layers else None)
+        if layers:
+            _logger.info("--layers-on-fail: first divergent module: %s (layers.md)",
+                         ", ".join(f"{mode} {module or 'none'}" for mode, module in layers.answer().items()))
     saved = (outputs.reference, outputs.target) if config.save_outputs else (None, None)
     result = RunResult(document, reference=outputs.reference, target=outputs.target)
     result.artifacts = write_artifacts(Path(job.spec.out_dir), document, *saved, layers=layers)
@@ -129,13 +132,13 @@ def _refuse_nonfinite_weights(job: JobContext, target: Target, failure: RuntimeU
         flag = "--target-weights" if job.separate_target else "--weights"
         raise WeightsError(f"{flag} {side.weights.path}: {listed([key.partition(': ')[2] for key in bad])} hold(s) "
                            f"NaN/Inf: {target.runtime} cannot quantise such weights to {target.dtype} "
-                           f"({one_line(str(failure), 160)}); the port is broken, as an fp32 run says (exit 1, "
-                           "nonfinite_weights)") from None
+                           f"({one_line(str(failure), 160)}); the {'port' if job.separate_target else 'checkpoint'} "
+                           "is broken, as an fp32 run says (exit 1, nonfinite_weights)") from None
 
 
 def _image_stream(job: JobContext, target: Target) -> ImageStream:
     """The run's images, decoded batch by batch; a batch that cannot fit is refused before any image is decoded."""
-    check_batch_fits(target.batch_size, job.input_size)
+    check_batch_fits(target.batch_size, job.input_size, model=job.loaded.model)
     _logger.info("%d image file(s) at %s, %s on %s (%s, fp32 math %s)", len(job.image_paths),
                  "x".join(map(str, job.input_size)), job.loaded.name, job.device, target.dtype, job.spec.fp32_math)
     return job.image_stream()

@@ -233,7 +233,10 @@ def render_report(summary: RunSummary) -> str:
              *_latency_section(summary.latency)]
     layers = summary.layer_report
     if layers:
-        lines += ["", "## Layer-by-layer comparison", f"See [{layers}]({layers})."]
+        named = ", ".join(f"{mode} `{module}`" if module else f"{mode} none"
+                          for mode, module in (summary.layers_answer or {}).items())
+        lines += ["", "## Layer-by-layer comparison",
+                  (f"First divergent module: {named}. " if named else "") + f"See [{layers}]({layers})."]
     elif summary.layers_not_run:
         lines += ["", "## Layer-by-layer comparison",
                   f"Asked for (--layers-on-fail), not run: {summary.layers_not_run}"]

@@ -94,6 +94,7 @@ class RunSummary:
     layer_report: str | None = None  # layers.md, or None when the layer comparison could not run ...
     layers_not_run: str | None = None  # ... and why (summary.json and report.md say it)
     layers_requested: bool = False  # ... after --layers-on-fail on a failing run (then the key is written)
+    layers_answer: dict[str, str | None] | None = None  # ... and the module it names per mode (LayersDocument.answer)
 
     @property
     def weights_caution(self) -> str | None:
@@ -162,6 +163,8 @@ class RunSummary:
             data["power_report"] = self.power_report
         if self.layers_requested:
             data["layer_report"] = self.layer_report
+        if self.layers_answer is not None:
+            data["layers_answer"] = self.layers_answer
         if self.layers_not_run:
             data["layers_not_run"] = self.layers_not_run
         return data
