@@ -71,12 +71,12 @@ def check_batch_fits(batch_size: int, input_size: tuple[int, ...] | list[int], f
     inputs alone let a batch of 3000 through, which the kernel's OOM killer then stopped (exit 137, nothing written)."""
     inputs = INPUT_COPIES * batch_size * math.prod(input_size) * 4
     available = available_memory_bytes()
-    if available is None or inputs > available:
-        if available is not None:
-            raise UsageError(f"{flag} {batch_size}: its inputs alone need about {inputs / 2**30:.1f} GiB "
-                             f"({INPUT_COPIES} copies of {batch_size} x {' x '.join(map(str, input_size))} float32), "
-                             f"more than the {available / 2**30:.1f} GiB of memory available; use a smaller batch")
+    if available is None:
         return
+    if inputs > available:
+        raise UsageError(f"{flag} {batch_size}: its inputs alone need about {inputs / 2**30:.1f} GiB "
+                         f"({INPUT_COPIES} copies of {batch_size} x {' x '.join(map(str, input_size))} float32), "
+                         f"more than the {available / 2**30:.1f} GiB of memory available; use a smaller batch")
     if model is None or batch_size < ACTIVATION_CHECK_FROM:
         return
     activations = ACTIVATION_COPIES * batch_size * largest_activation_bytes(model, input_size)

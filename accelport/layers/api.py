@@ -159,11 +159,10 @@ def describe_first_divergent(result: LayersResult) -> list[str]:
                 f"first divergent module: {document.structural.module_text(found.row.key)} "
                 f"({found.row.module_type}, row {found.index}): "
                 f"{found.reason}"))
-        answer = {mode: document.first_divergent(mode) for mode in comparison.modes}
+        answer = document.answer()
         if any(answer.values()):  # the answer: strict fp32's where it diverges (LayersDocument.first_divergent)
             lines.append(f"answer    {ANSWER_RULE}: " + ", ".join(
-                f"{mode} {comparison.module_text(found.row.key) if found else 'none'}"
-                for mode, found in answer.items()))
+                f"{mode} {comparison.module_text(module) if module else 'none'}" for mode, module in answer.items()))
         if own_error := document.precision_error_only():
             lines.append(f"reading   {own_error}")
     if line := weights_differ_text(document.header.target or {}):

@@ -233,12 +233,12 @@ def _answer_lines(doc: LayersDocument) -> list[str]:
     named where no fault is (the precision's own error)."""
     if doc.structural is None:
         return []
-    answer = {mode: doc.first_divergent(mode) for mode in doc.comparison.modes}
+    answer = doc.answer()
     lines = []
     if any(answer.values()):
         lines.append(f"**Answer** ({ANSWER_RULE}): " + ", ".join(
-            f"{mode} `{doc.comparison.module_text(found.row.key)}`" if found else f"{mode} none"
-            for mode, found in answer.items()) + ".")
+            f"{mode} `{doc.comparison.module_text(module)}`" if module else f"{mode} none"
+            for mode, module in answer.items()) + ".")
     if own_error := doc.precision_error_only():
         lines.append(f"Reading: {own_error}.")
     return [*lines, ""] if lines else []
