@@ -11,6 +11,8 @@ with the criteria of its precision first: a ratio of a wrong configuration is wo
 
     python benchmarks/paired_ratio.py --runtime openvino --streams 2 --micro-batch 4 --batch-size 32 --limit 0.40
     python benchmarks/paired_ratio.py --runtime openvino --batch-size 1 --limit 0.30
+    python benchmarks/paired_ratio.py --runtime openvino --batch-size 1 --baseline unrewritten   # what the
+        # graph rewrite (accelport/runners/graph_rewrites.py) buys: the same configuration, exported as it is
 
 Prints a summary and writes --out (JSON) with the hardware, every pair, and the verdict.
 """
@@ -49,6 +51,9 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--block", type=int, default=3, help="timed calls per block (after one untimed call)")
     parser.add_argument("--limit", type=float, default=None, help="the ratio a target sets, for the verdict")
+    parser.add_argument("--baseline", choices=("eager", "unrewritten"), default="eager",
+                        help="eager fp32, or the target's own configuration exported without accelport's graph "
+                             "rewrites (OpenVINO)")
     parser.add_argument("--out", default="logs/paired_ratio.json")
     args = parser.parse_args()
 
@@ -73,9 +78,16 @@ def main() -> int:
     batch = make_batch(images, args.batch_size)
     target = Configuration(args.runtime, args.dtype, args.channels_last, args.streams, args.micro_batch)
     reference = reference_outputs(loaded.model, images)
-    with create_runner("eager", loaded.model, device, "fp32") as baseline, \
-            create_runner(args.runtime, loaded.model, device, args.dtype, args.channels_last,
-                          streams=args.streams, micro_batch=args.micro_batch or None) as candidate:
+    options = {"streams": args.streams, "micro_batch": args.micro_batch or None}
+    baseline = (create_runner("eager", loaded.model, device, "fp32") if args.baseline == "eager" else
+                create_runner(args.runtime, loaded.model, device, args.dtype, args.channels_last, **options))
+    if args.baseline == "unrewritten":
+        if not hasattr(baseline, "rewrite_graph"):
+            parser.error(f"--baseline unrewritten: --runtime {args.runtime} has no graph rewrites")
+        baseline.rewrite_graph = False
+    baseline_label = BASELINE.label if args.baseline == "eager" else f"{target.label} without graph rewrites"
+    with baseline, create_runner(args.runtime, loaded.model, device, args.dtype, args.channels_last,
+                                 **options) as candidate:
         parity = check_parity(candidate, images, reference, args.batch_size, criteria_for(args.dtype),
                               loaded.head == "classifier")
         for runner in (baseline, candidate):
@@ -92,7 +104,7 @@ def main() -> int:
                 baseline_ms = block_median_ms(baseline, baseline_input, args.block)
             pairs.append({"baseline_ms": baseline_ms, "target_ms": candidate_ms, "ratio": candidate_ms / baseline_ms,
                           "baseline_first": baseline_first})
-            print(f"pair {index + 1}/{args.pairs}: eager {pairs[-1]['baseline_ms']:.2f} ms, {target.label} "
+            print(f"pair {index + 1}/{args.pairs}: baseline {pairs[-1]['baseline_ms']:.2f} ms, {target.label} "
                   f"{pairs[-1]['target_ms']:.2f} ms, ratio {pairs[-1]['ratio']:.3f}", file=sys.stderr)
         settings = candidate.describe()
     ratios = sorted(p["ratio"] for p in pairs)
@@ -103,10 +115,11 @@ def main() -> int:
         "environment": bench_environment(device, torch.get_num_threads()),
         "model": {"name": loaded.name, "weights_source": loaded.weights.source,
                   "pretrained_used": loaded.weights.pretrained_used},
-        "baseline": BASELINE.label, "target": target.label, "batch_size": args.batch_size,
+        "baseline": baseline_label, "target": target.label, "batch_size": args.batch_size,
         "target_settings": {k: settings.get(k) for k in ("threads", "streams", "micro_batch", "num_streams",
                                                           "inference_num_threads", "performance_hint",
-                                                          "effective_precision", "part_batch_sizes")},
+                                                          "effective_precision", "part_batch_sizes",
+                                                          "graph_rewrites")},
         "parity": {k: parity[k] for k in ("precision", "passed", "worst_sample_cosine", "failed_checks")},
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
@@ -122,9 +135,9 @@ def main() -> int:
     write_json_atomic(Path(args.out), result)
     verdict = "" if args.limit is None else (f"; limit {args.limit}: {'met' if result['met'] else 'NOT met'} "
                                              f"({result['share_of_pairs_within_limit']:.0%} of pairs within)")
-    print(f"{target.label} vs {BASELINE.label}, batch {args.batch_size}, {len(pairs)} pairs: median ratio "
+    print(f"{target.label} vs {baseline_label}, batch {args.batch_size}, {len(pairs)} pairs: median ratio "
           f"{result['median_ratio']:.3f} (quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f}, range {ratios[0]:.3f}-"
-          f"{ratios[-1]:.3f}); eager {result['median_baseline_ms']:.2f} ms, target {result['median_target_ms']:.2f} "
+          f"{ratios[-1]:.3f}); baseline {result['median_baseline_ms']:.2f} ms, target {result['median_target_ms']:.2f} "
           f"ms; parity {'pass' if parity['passed'] else 'FAIL'}{verdict}. Written: {args.out}")
     return 0
 

@@ -10,8 +10,9 @@ times, in the same process and rounds as its own configurations, what a user wou
   it traces and compiles, as the Intel/PyTorch CPU guides set it) on a channels-last model and input (autocast
   for bf16/fp16);
 - ``onnxruntime default``: ``InferenceSession`` with default ``SessionOptions`` on the same ONNX export;
-- ``openvino default``: ``core.compile_model`` with no hint beyond the precision, on the same ONNX export as
-  it comes (dynamic batch axis).
+- ``openvino default``: ``core.compile_model`` with no hint beyond the precision, on the ONNX export of the
+  model as timm builds it (dynamic batch axis; accelport's own OpenVINO rows export a copy with LayerNorm2d over
+  the channel axis, runners/graph_rewrites.py).
 
 Each peer row is parity-checked like any other (a fast but wrong recipe is no benchmark), is never picked
 (``kind: "peer"``: ``run --runtime auto`` cannot run it), and ``compare_with_peers`` gives, per (dtype, batch),
@@ -118,6 +119,8 @@ def _openvino_default(*args: Any, **kwargs: Any) -> Runner:
 
     class OpenVinoDefault(OpenVinoRunner):
         """``core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": ...})`` on the export as it is."""
+
+        rewrite_graph = False  # the model exported as timm builds it, as a user's own export is
 
         def _prepare_impl(self) -> None:
             self._blob_cache = ""  # type: ignore[assignment]  # no blob cache: describe() records None

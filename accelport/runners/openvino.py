@@ -37,6 +37,7 @@ from ..errors import RuntimeUnavailableError, UsageError
 from .base import INT8_REMAINDERS, Runner, request_count
 from .cache import default_cache_dir
 from .graph_ops import GraphOp, openvino_ops
+from .graph_rewrites import channel_first_norms, rewrites_in
 from .onnx_export import EXPORTERS, export_onnx, onnx_cache_entry
 from .openvino_convert import convert_pytorch, ir_cache_entry
 from .quantize import CalibrationSource, openvino_int8_layers, quantize_openvino, transformer_style
@@ -94,6 +95,7 @@ class OpenVinoRunner(Runner):
     # --int8-remainder: the precision of the float work between NNCF's int8 layers (f32 by default; bf16 was 14 %
     # faster at batch 32 on a Zen 5, slower at batch 1 and on the AMX Xeon: docs/int8.md, so bench measures both)
     options = frozenset({"streams", "micro_batch", "calibration", "int8_remainder"})
+    rewrite_graph = True  # export a copy with LayerNorm2d over the channel axis (graph_rewrites.py)
 
     def _check_options(self, values: dict[str, Any]) -> dict[str, Any]:
         remainder = values["int8_remainder"] or "fp32"  # None: not given
@@ -137,6 +139,7 @@ class OpenVinoRunner(Runner):
         self._parts: dict[tuple[int, ...], list[tuple[Any, int, int]]] = {}  # input shape -> (request, start, stop)
         self._effective: str | None = None
         self._export_info: dict[str, Any] = {}
+        self._rewrites: list[str] = []  # graph_rewrites.py: what the exported copy of the model carries
         self._graph_paths: dict[tuple[int, ...], Any] = {}  # input shape -> the model file its parts compiled
         self._tapped: dict[tuple[Any, ...], tuple[Any, dict]] = {}  # (shape, places) -> compiled with them as outputs
 
@@ -161,14 +164,18 @@ class OpenVinoRunner(Runner):
 
     def _routes(self, chw: tuple[int, ...]) -> list[tuple[str, Any]]:
         """ONNX (TorchScript exporter), OpenVINO's direct PyTorch conversion, ONNX (dynamo exporter); routes
-        already in the cache first. Always exported in fp32: the precision hint sets the math."""
+        already in the cache first. Always exported in fp32: the precision hint sets the math. What is exported
+        is the model with its LayerNorm2d over the channel axis (graph_rewrites.py; a copy, dropped after the
+        export), unless ``rewrite_graph`` is off (the "openvino default" peer exports the model as it is)."""
+        model = channel_first_norms(self.model) if self.rewrite_graph else self.model
+        self._rewrites = rewrites_in(model)
         routes: list[tuple[str, Callable[[], Any]]] = [
-            (f"onnx:{exporter}", functools.partial(export_onnx, self.model, chw, "fp32", self.cache_dir, exporter))
+            (f"onnx:{exporter}", functools.partial(export_onnx, model, chw, "fp32", self.cache_dir, exporter))
             for exporter in EXPORTERS]
-        routes.insert(1, ("openvino:pytorch", functools.partial(convert_pytorch, self.model, chw, self.cache_dir)))
+        routes.insert(1, ("openvino:pytorch", functools.partial(convert_pytorch, model, chw, self.cache_dir)))
         cached = {f"onnx:{e}" for e in EXPORTERS
-                  if onnx_cache_entry(self.model, chw, "fp32", self.cache_dir, e).present}
-        if ir_cache_entry(self.model, chw, self.cache_dir).present:
+                  if onnx_cache_entry(model, chw, "fp32", self.cache_dir, e).present}
+        if ir_cache_entry(model, chw, self.cache_dir).present:
             cached.add("openvino:pytorch")
         return sorted(routes, key=lambda route: route[0] not in cached)
 
@@ -333,6 +340,7 @@ class OpenVinoRunner(Runner):
         return {"openvino": ov.get_version(), "precision_hint": self._hint,
                 "effective_precision": self._effective, "static_shapes": [list(s) for s in self._parts],
                 "part_batch_sizes": sorted(self._compiled),
+                "graph_rewrites": self._rewrites,
                 "compiled_blob_cache": str(getattr(self, "_blob_cache", "")) or None, **read_back, **self._export_info,
                 **({"compute_layers": getattr(self, "_int8_layers", None), "int8_remainder": self.int8_remainder,
                     "snippets_disabled": self._snippets_off,
