@@ -80,3 +80,29 @@ def test_a_bad_allocator_setting_is_a_usage_error_naming_it_before_any_work(name
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and "ACCELPORT_ALLOCATOR='jemalloc-please': expected one of retain, default" in err
     assert not list(tmp_path.iterdir())
+
+
+def test_paired_ratio_times_a_configuration_against_itself_unrewritten_and_refuses_what_has_no_such_baseline(
+        tmp_path, monkeypatch, capsys):
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("ACCELPORT_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "ratio.json"
+    common = ["paired_ratio.py", "--model", "test_convnext2", "--batch-size", "1", "--pairs", "2", "--block", "1"]
+    monkeypatch.setattr("sys.argv", [*common, "--runtime", "openvino", "--baseline", "unrewritten", "--out", str(out)])
+    assert load_script("paired_ratio").main() == 0
+    result = json.loads(out.read_text())
+    assert result["baseline"] == "openvino fp32 without graph rewrites" and result["parity"]["passed"]
+    assert result["target_settings"]["graph_rewrites"] == ["layernorm2d-channel-first"] and len(result["pairs"]) == 2
+    import timm
+    from safetensors.torch import save_file
+
+    weights = str(tmp_path / "w.safetensors")
+    save_file(timm.create_model("test_convnext2").state_dict(), weights)
+    for extra, message in ((["--runtime", "eager", "--baseline", "unrewritten"], "has no graph rewrites"),
+                           (["--runtime", "eager", "--baseline", "timm-init", "--weights", weights],
+                            "--baseline timm-init compares two random inits")):
+        monkeypatch.setattr("sys.argv", [*common, *extra, "--out", str(tmp_path / "not.json")])
+        with pytest.raises(SystemExit) as stopped:
+            load_script("paired_ratio").main()
+        assert stopped.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "not.json").exists()
