@@ -91,7 +91,8 @@ def resolve_device(spec: str) -> torch.device:
     device_type, colon, index_text = spec.partition(":")
     if device_type not in KNOWN_TYPES:
         raise UsageError(f"--device {spec!r}: unknown device type; choose one of auto, {', '.join(KNOWN_TYPES)}")
-    if (colon and not index_text) or (index_text and not index_text.isdigit()):  # "npu:" pinned every torchrun rank
+    # "npu:" pinned every torchrun rank; str.isdigit also takes "²" (int() then raised) and "٠" (read as 0)
+    if (colon and not index_text) or (index_text and not (index_text.isascii() and index_text.isdigit())):
         raise UsageError(f"--device {spec!r}: the index after ':' must be a non-negative integer")
     count = _device_count(device_type)
     if count == 0:

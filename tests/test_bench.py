@@ -434,6 +434,8 @@ def test_auto_takes_a_matching_bench_json_only_for_the_same_port_and_says_what_i
     ({"batch_size": "1"}, "batch_size '1' (a positive integer)"),
     ({"channels_last": "yes"}, "channels_last 'yes' (true or false)"),  # was blamed on the API's own flag
     ({"streams": 0}, "streams 0 (an integer >= 1)"),
+    ({"status": "OK"}, "status 'OK' (one of ok, unsupported, error, skipped)"),  # dropped from the pick unsaid
+    ({"dtype": "float32"}, "dtype 'float32' (one of fp32, fp16, bf16, int8)"),
     ({"parity": {"passed": True, "failed_checks": ["min_sample_cosine"]}}, "a verdict that agrees with itself"),
 ])
 def test_auto_says_when_a_bench_json_in_the_out_dir_cannot_be_read(bench_dir, tmp_path, caplog, damage, said):

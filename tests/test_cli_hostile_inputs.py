@@ -54,6 +54,7 @@ def test_a_hub_timeout_that_is_not_a_positive_finite_number_is_refused(command, 
                                                 ({"WORLD_SIZE": ""}, "WORLD_SIZE=''"),  # `export WORLD_SIZE=`
                                                 ({"WORLD_SIZE": "2", "LOCAL_RANK": "abc"}, "LOCAL_RANK='abc'"),
                                                 ({"WORLD_SIZE": "2", "RANK": "-1"}, "RANK='-1'"),
+                                                ({"WORLD_SIZE": "1_0"}, "WORLD_SIZE='1_0'"),  # int(): 10
                                                 ({"WORLD_SIZE": "2", "RANK": "5"}, "RANK=5: not under WORLD_SIZE=2")])
 def test_torchruns_variables_set_wrongly_by_hand_are_refused_naming_them(variables, culprit, tmp_path, capsys,
                                                                         monkeypatch, no_weights_loaded):

@@ -37,7 +37,9 @@ def test_absent_npu_mentions_torch_npu():
 @pytest.mark.parametrize("spec, message", [("tpu", "unknown device type"), ("cuda:x", "non-negative integer"),
                                            ("cuda:-1", "non-negative integer"),
                                            ("npu:", "non-negative integer"),  # pinned every torchrun rank to npu:0
-                                           ("cpu:", "non-negative integer")])
+                                           ("cpu:", "non-negative integer"),
+                                           ("cpu:\u00b2", "non-negative integer"),  # int() raised: exit 3
+                                           ("npu:\u0660", "non-negative integer")])  # an Arabic-Indic 0: was npu:0
 def test_malformed_device_is_a_usage_error(spec, message):
     with pytest.raises(UsageError, match=message):
         resolve_device(spec)

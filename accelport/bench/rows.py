@@ -12,11 +12,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..runners.base import INPUT_DTYPES
+
 _CONFIG_KEYS = ("label", "runtime", "dtype", "channels_last", "streams", "micro_batch")
 _OK_KEYS = ("setup_s", "parity", "memory", "latency", "images_per_s", "round_p50_ms")
 # Present only on some rows (older documents, no baseline at that batch size, FLOPs not countable); None: absent.
 _OPTIONAL_KEYS = ("load", "reliability", "ratio_vs_eager", "speedup_vs_eager", "achieved_gflops_per_s")
 _KNOWN = {*_CONFIG_KEYS, "kind", "peer", "threads", "batch_size", "status", "reason", *_OK_KEYS, *_OPTIONAL_KEYS}
+
+
+ROW_STATUSES = ("ok", "unsupported", "error", "skipped")  # measured; or why not (points.failed_row)
 
 
 def check_row(data: Any, *, timed: bool = True) -> None:
@@ -37,6 +42,10 @@ def check_row(data: Any, *, timed: bool = True) -> None:
     for key in ("status", "label", "runtime", "dtype"):
         if not isinstance(data.get(key), str):
             raise bad(key, data.get(key), "a string")
+    if data["status"] not in ROW_STATUSES:  # the pick read any other status as "not measured", without a word
+        raise bad("status", data["status"], f"one of {', '.join(ROW_STATUSES)}")
+    if data["dtype"] not in INPUT_DTYPES:  # and a row of an unknown dtype was never a candidate
+        raise bad("dtype", data["dtype"], f"one of {', '.join(INPUT_DTYPES)}")
     if not isinstance(data.get("channels_last", False), bool):
         raise bad("channels_last", data.get("channels_last"), "true or false")
     for key, least in (("streams", 1), ("threads", 1), ("micro_batch", 0)):  # absent or null: the default

@@ -57,10 +57,8 @@ def _environ_int(name: str, default: int, minimum: int) -> int:
     text = os.environ.get(name)
     if text is None:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = minimum - 1
+    # ASCII digits only: int() also reads "1_0" as 10, "+2" and non-ASCII digits
+    value = int(text) if text.isascii() and text.strip().isdigit() else minimum - 1
     if value < minimum:
         raise UsageError(f"environment variable {name}={text!r}: not an integer >= {minimum} (torchrun sets it; by "
                          "hand, set WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT together)")
