@@ -267,7 +267,14 @@ class ImageStream:
     def _tensors(self) -> Iterator[tuple[Path, torch.Tensor]]:
         skipped: list[tuple[Path, str]] = []
         for path in self._candidates:
-            tensor = _preprocess_or_skip(path, self.transform, self.skip_bad and not self._checked, skipped)
+            try:
+                tensor = _preprocess_or_skip(path, self.transform, self.skip_bad and not self._checked, skipped)
+            except InputError as exc:
+                if path not in self._digests:
+                    raise
+                raise InputError(f"{path}: changed while this command read it (it was read in an earlier pass, "
+                                 f"which the reference or the target saw; now: {exc}); run again once the images "
+                                 "stay as they are") from None
             if tensor is not None:
                 digest = hashlib.blake2b(memoryview(tensor.contiguous().numpy()).cast("B"), digest_size=16).digest()
                 if self._digests.setdefault(path, digest) != digest:

@@ -247,3 +247,6 @@ def test_an_image_replaced_between_two_passes_is_refused_not_judged(model, sampl
     shutil.copy(sample_paths[2], images[1])
     with pytest.raises(InputError, match=f"{images[1]}: changed while this command read it"):
         list(stream.batches(1))
+    Path(images[1]).unlink()  # deleted between passes: said as such, with what reading it now gives
+    with pytest.raises(InputError, match=f"{images[1]}: changed while this command read it .*now: .*not a readable"):
+        list(stream.batches(1))
