@@ -14,7 +14,6 @@ import torch
 
 from .errors import UsageError, WeightsError
 from .formatting import listed
-from .random_init import draw_constant_tensors
 from .weights import ClassifierMismatch, WeightsInfo, check_checkpoint_file, resolve_and_load
 
 if TYPE_CHECKING:
@@ -136,8 +135,6 @@ def load_model(
             model = timm.create_model(name, pretrained=False, num_classes=mismatch.num_classes)
             said.repeating = True  # the same file read again: its warnings were already given
             weights = resolve_and_load(model, weights_path, hub_id, hub_timeout_s, require_pretrained, side)
-    if not weights.pretrained_used:  # its constants drawn, so that each parameter counts (random_init.py)
-        draw_constant_tensors(model, seed)
     trained_classes = int(getattr(model, "num_classes", 0) or 0)
     if head == "classifier" and not getattr(model, "num_classes", 1):
         _logger.info("%s has no classifier (num_classes 0): its output is the pooled features; head recorded as "

@@ -187,8 +187,8 @@ def zero_reference_where(zeros: Sequence[str], total: int) -> str | None:
     if not zeros:
         return None
     return (f"all zero for {len(zeros)} of {total} image(s): {listed(zeros)}; a match with zeros proves nothing "
-            "(timm zero-initialises some classifiers, e.g. MLP-Mixer's and Sequencer's, and a checkpoint saved from "
-            "its init keeps them so: load real weights, or compare the features before the head with --features)")
+            "(timm zero-initialises some classifiers on a random init, e.g. MLP-Mixer's and Sequencer's: load real "
+            "weights, or compare the features before the head with --features)")
 
 
 def compare_outputs(reference: np.ndarray, target: np.ndarray, criteria: Criteria, is_classifier: bool,

@@ -224,7 +224,7 @@ def weight_differences(job: JobContext, images: torch.Tensor) -> WeightDifferenc
     if unseen:
         _logger.warning("--target-weights differs from --weights in %d tensor(s) (%s)%s, yet the model computes "
                         "bit-identical outputs with either on these images: those tensors do not reach the outputs "
-                        "here (weights saved from timm's init keep some branches at zero, e.g. the last "
+                        "here (with random-init weights, timm zero-initialises some branches, e.g. the last "
                         "BatchNorm of each ResNet block), so this run cannot judge them; use the real --weights",
                         len(unseen), listed(unseen), differences.rounding_words)
     return differences

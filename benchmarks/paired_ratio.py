@@ -13,8 +13,6 @@ with the criteria of its precision first: a ratio of a wrong configuration is wo
     python benchmarks/paired_ratio.py --runtime openvino --batch-size 1 --limit 0.30
     python benchmarks/paired_ratio.py --runtime openvino --batch-size 1 --baseline unrewritten   # what the
         # graph rewrite (accelport/runners/graph_rewrites.py) buys: the same configuration, exported as it is
-    python benchmarks/paired_ratio.py --runtime openvino --batch-size 1 --baseline timm-init   # the same
-        # configuration on timm's own init (constants kept), against accelport's random init (random_init.py)
 
 Prints a summary and writes --out (JSON) with the hardware, every pair, and the verdict.
 """
@@ -53,10 +51,9 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--block", type=int, default=3, help="timed calls per block (after one untimed call)")
     parser.add_argument("--limit", type=float, default=None, help="the ratio a target sets, for the verdict")
-    parser.add_argument("--baseline", choices=("eager", "unrewritten", "timm-init"), default="eager",
-                        help="eager fp32; or the target's own configuration exported without accelport's graph "
-                             "rewrites (OpenVINO), or run on timm's own init instead of accelport's random init "
-                             "(no --weights)")
+    parser.add_argument("--baseline", choices=("eager", "unrewritten"), default="eager",
+                        help="eager fp32, or the target's own configuration exported without accelport's graph "
+                             "rewrites (OpenVINO)")
     parser.add_argument("--out", default="logs/paired_ratio.json")
     args = parser.parse_args()
 
@@ -82,23 +79,13 @@ def main() -> int:
     target = Configuration(args.runtime, args.dtype, args.channels_last, args.streams, args.micro_batch)
     reference = reference_outputs(loaded.model, images)
     options = {"streams": args.streams, "micro_batch": args.micro_batch or None}
-    baseline_model = loaded.model
-    if args.baseline == "timm-init":
-        if loaded.weights.pretrained_used:
-            parser.error("--baseline timm-init compares two random inits: drop --weights (and real weights from "
-                         "the cache: HF_HUB_OFFLINE=1 HF_HOME=<empty folder>)")
-        import timm
-
-        torch.manual_seed(0)  # as load_model does, without random_init's draw of the constant tensors
-        baseline_model = timm.create_model(loaded.name, pretrained=False).eval()
     baseline = (create_runner("eager", loaded.model, device, "fp32") if args.baseline == "eager" else
-                create_runner(args.runtime, baseline_model, device, args.dtype, args.channels_last, **options))
+                create_runner(args.runtime, loaded.model, device, args.dtype, args.channels_last, **options))
     if args.baseline == "unrewritten":
         if not hasattr(baseline, "rewrite_graph"):
             parser.error(f"--baseline unrewritten: --runtime {args.runtime} has no graph rewrites")
         baseline.rewrite_graph = False
-    baseline_label = {"eager": BASELINE.label, "unrewritten": f"{target.label} without graph rewrites",
-                      "timm-init": f"{target.label} on timm's init"}[args.baseline]
+    baseline_label = BASELINE.label if args.baseline == "eager" else f"{target.label} without graph rewrites"
     with baseline, create_runner(args.runtime, loaded.model, device, args.dtype, args.channels_last,
                                  **options) as candidate:
         parity = check_parity(candidate, images, reference, args.batch_size, criteria_for(args.dtype),

@@ -93,16 +93,9 @@ def test_paired_ratio_times_a_configuration_against_itself_unrewritten_and_refus
     result = json.loads(out.read_text())
     assert result["baseline"] == "openvino fp32 without graph rewrites" and result["parity"]["passed"]
     assert result["target_settings"]["graph_rewrites"] == ["layernorm2d-channel-first"] and len(result["pairs"]) == 2
-    import timm
-    from safetensors.torch import save_file
-
-    weights = str(tmp_path / "w.safetensors")
-    save_file(timm.create_model("test_convnext2").state_dict(), weights)
-    for extra, message in ((["--runtime", "eager", "--baseline", "unrewritten"], "has no graph rewrites"),
-                           (["--runtime", "eager", "--baseline", "timm-init", "--weights", weights],
-                            "--baseline timm-init compares two random inits")):
-        monkeypatch.setattr("sys.argv", [*common, *extra, "--out", str(tmp_path / "not.json")])
-        with pytest.raises(SystemExit) as stopped:
-            load_script("paired_ratio").main()
-        assert stopped.value.code == 2 and message in capsys.readouterr().err
+    monkeypatch.setattr("sys.argv", [*common, "--runtime", "eager", "--baseline", "unrewritten", "--out",
+                                     str(tmp_path / "not.json")])
+    with pytest.raises(SystemExit) as stopped:
+        load_script("paired_ratio").main()
+    assert stopped.value.code == 2 and "--runtime eager has no graph rewrites" in capsys.readouterr().err
     assert not (tmp_path / "not.json").exists()

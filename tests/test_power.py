@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import timm
 import torch
 
 from accelport.cli import main
@@ -97,18 +96,11 @@ def test_live_sites_stay_where_they_were_and_an_all_dead_site_is_kept_and_marked
 
 
 def test_power_on_a_dead_branch_model_reports_live_sites_and_each_faults_own_effect(tmp_path, two_images):
-    """timm's own init of resnet18 (each block's last BatchNorm scale zero: dead residual branches), given as a
-    checkpoint: accelport's random init draws such constants (random_init.py), so it has no dead branch."""
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    timm_init = timm.create_model("resnet18", pretrained=False).state_dict()
-    save_file({k: v.contiguous() for k, v in timm_init.items()}, str(tmp_path / "timm_init.safetensors"))
-    code = main(["power", "--model", "resnet18", "--weights", str(tmp_path / "timm_init.safetensors"), "--device",
-                 "cpu", "--images", two_images[0], "--sizes", "1e-1", "--no-locate", "--out-dir", str(tmp_path)])
+    code = main(["power", "--model", "resnet18", "--device", "cpu", "--images", two_images[0], "--sizes", "1e-1",
+                 "--no-locate", "--out-dir", str(tmp_path)])
     data = json.loads((tmp_path / "power.json").read_text())
     moved = {site["where"]: site for site in data["sites"] if site["skipped"]}
-    assert code == 0 and all(entry["detected"] for entry in data["summary"])  # dead branches, yet every kind seen
+    assert code == 0 and all(entry["detected"] for entry in data["summary"])  # random init, yet every kind is seen
     assert moved["middle"]["skipped"][0] == "layer3.0.conv1.weight"
     assert all(row["reference_rel_l2"] > 1e-5 for row in data["faults"] if row["kind"] != "non-finite value")
     report = (tmp_path / "power.md").read_text()

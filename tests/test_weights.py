@@ -71,40 +71,6 @@ def test_no_weights_is_a_deterministic_random_init_flagged_as_not_pretrained(cap
     assert "NO PRETRAINED WEIGHTS" in caplog.text
 
 
-def _constant_tensors(state: dict[str, torch.Tensor]) -> list[str]:
-    return [name for name, t in state.items()
-            if t.is_floating_point() and t.numel() > 1 and bool((t == t.flatten()[0]).all())]
-
-
-@pytest.mark.parametrize("name", ["convnextv2_atto", "resnet18"])
-def test_the_random_init_has_no_constant_tensor_for_an_engine_to_fold_and_a_checkpoint_keeps_its_own(name, tmp_path):
-    """timm's init holds norm scales of 1, zero biases, ConvNeXt V2's zero GRN and resnet's zero last-BN scales:
-    a port that drops or mishandles them gives the same outputs on it (random_init.py)."""
-    import timm
-
-    torch.manual_seed(0)
-    timm_init = timm.create_model(name, pretrained=False).state_dict()
-    constant = _constant_tensors(timm_init)
-    assert any(n.endswith("bias") for n in constant) and any("running_var" in n or "norm.weight" in n
-                                                             for n in constant)  # what timm's init holds
-    loaded = load_model(name)
-    state = loaded.model.state_dict()
-    assert loaded.weights.source == "random-init" and _constant_tensors(state) == []
-    for key in constant:  # drawn around the constant: zeros with a small spread, others within [0.5, 1.5] of it
-        value = float(timm_init[key].flatten()[0])
-        if value == 0:
-            assert 0 < float(state[key].std()) < 0.05 and float(state[key].abs().max()) < 0.2
-        else:
-            assert float((state[key] / value).min()) >= 0.5 and float((state[key] / value).max()) <= 1.5
-    varied = [key for key, t in timm_init.items() if key not in constant and t.is_floating_point()]
-    assert varied and all(torch.equal(state[key], timm_init[key]) for key in varied)  # timm's draws kept
-    again = load_model(name).model.state_dict()
-    assert all(torch.equal(state[key], again[key]) for key in state)  # deterministic
-    save_file({k: v.contiguous() for k, v in timm_init.items()}, str(tmp_path / "timm_init.safetensors"))
-    from_file = load_model(name, weights_path=tmp_path / "timm_init.safetensors").model.state_dict()
-    assert _constant_tensors(from_file) == constant  # a checkpoint is loaded as it is
-
-
 def test_require_pretrained_without_weights_is_an_error():
     with pytest.raises(WeightsError, match="--require-pretrained"):
         load_model(require_pretrained=True)

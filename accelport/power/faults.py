@@ -1,8 +1,7 @@
 """The standard porting faults, applied to a copy of a model: each names the module it breaks.
 
-A fault site must matter to the output with the weights in hand. timm's init of a ResNet or RegNet
-zero-initialises the last norm of every residual branch (a checkpoint saved from it keeps that; accelport's own
-random init draws such constants, random_init.py), and ConvNeXt V1 scales each branch by 1e-6, so a fault in
+A fault site must matter to the output with the weights in hand. timm's random init of a ResNet or RegNet
+zero-initialises the last norm of every residual branch, and ConvNeXt V1 scales each branch by 1e-6, so a fault in
 most of their tensors leaves the output unchanged: "not detected" there would describe a dead branch, not the
 verdict. ``choose_sites`` therefore probes each preferred site with a fault of ``probe_size`` and, if the reference
 output does not move, tries its neighbours, nearest first.
