@@ -11,7 +11,7 @@ from timm.layers import LayerNorm2d
 
 from accelport.runners import create_runner
 from accelport.runners.cache import model_identity
-from accelport.runners.graph_rewrites import CHANNEL_FIRST_NORMS, channel_first_norms, rewrites_in
+from accelport.runners.graph_rewrites import CHANNEL_FIRST_NORMS, channel_first_norms, rewrites_for
 
 pytest.importorskip("openvino")
 
@@ -49,15 +49,15 @@ def test_each_layernorm2d_is_computed_over_channels_with_the_same_outputs_and_na
     assert [n for n, _ in rewritten.named_modules()] == [n for n, _ in model.named_modules()]
     assert all(type(m) is LayerNorm2d for n, m in model.named_modules() if n in norms)  # the model is untouched
     assert type(rewritten_plain[0]) is not LayerNorm2d and type(rewritten_plain[1]) is ScaledNorm2d
-    assert rewrites_in(rewritten) == [CHANNEL_FIRST_NORMS] and rewrites_in(model) == []
+    assert rewrites_for(model) == (CHANNEL_FIRST_NORMS,) and rewrites_for(rewritten) == ()  # nothing left to do
 
 
 def test_a_model_without_layernorm2d_is_exported_as_it_is_under_its_usual_cache_key():
     model = timm.create_model("resnet10t", pretrained=False).eval()
-    assert channel_first_norms(model) is model
-    assert "graph_rewrites" not in model_identity(model)
+    assert channel_first_norms(model) is model and rewrites_for(model) == ()
+    assert "graph_rewrites" not in model_identity(model, rewrites_for(model))
     convnext = _seeded("test_convnext2")
-    assert model_identity(channel_first_norms(convnext))["graph_rewrites"] == [CHANNEL_FIRST_NORMS]
+    assert model_identity(convnext, rewrites_for(convnext))["graph_rewrites"] == [CHANNEL_FIRST_NORMS]
     assert "graph_rewrites" not in model_identity(convnext)
 
 
@@ -87,3 +87,23 @@ def test_openvino_exports_the_norms_without_transposes_and_its_default_peer_expo
     # timm's export: a Transpose before and after each LayerNorm2d (the blocks' own permutes add more)
     assert _transposes(peer["onnx_path"]) >= 2 * norms
     assert _transposes(accelport["onnx_path"]) == _transposes(peer["onnx_path"]) - 2 * norms
+
+
+def test_a_cached_openvino_setup_copies_no_model_and_a_runner_that_exported_nothing_records_no_rewrite(
+        tmp_path, monkeypatch):
+    """Every setup deep-copied the whole model to learn its cache key (340 MB more for convnext_base, cached)."""
+    import copy
+
+    model = _seeded("test_convnext2")
+    batch = torch.randn(1, 3, 64, 64)
+    first = create_runner("openvino", model, torch.device("cpu"), "fp32", cache_dir=str(tmp_path))
+    assert "graph_rewrites" not in first.describe()  # nothing exported yet: not "exported unrewritten"
+    with first:
+        first.infer(batch)
+    copies = []
+    real_deepcopy = copy.deepcopy
+    monkeypatch.setattr(copy, "deepcopy", lambda obj, *a: copies.append(type(obj)) or real_deepcopy(obj, *a))
+    with create_runner("openvino", model, torch.device("cpu"), "fp32", cache_dir=str(tmp_path)) as again:
+        again.infer(batch)
+        assert again.describe()["onnx_cache_hit"] and again.describe()["graph_rewrites"] == [CHANNEL_FIRST_NORMS]
+    assert not [kind for kind in copies if issubclass(kind, torch.nn.Module)]

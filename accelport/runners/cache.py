@@ -31,7 +31,6 @@ import torch
 from ..atomic import write_json_atomic
 from ..cache_home import default_cache_dir
 from ..environment import package_version
-from .graph_rewrites import rewrites_in
 
 _logger = logging.getLogger(__name__)
 
@@ -59,16 +58,16 @@ def weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def model_identity(model: torch.nn.Module) -> dict[str, Any]:
+def model_identity(model: torch.nn.Module, rewrites: tuple[str, ...] = ()) -> dict[str, Any]:
     """What names the model in a key: timm's architecture and head size, plus its weights' digest."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
-    rewrites = rewrites_in(model)
     return {
         "architecture": cfg.get("architecture") or type(model).__name__,
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
         "num_classes": int(getattr(model, "num_classes", 0) or 0),
         "weights_sha256": weights_digest(model),
-        **({"graph_rewrites": rewrites} if rewrites else {}),  # absent for an unchanged model: its keys stay
+        # what graph_rewrites.py changes in the exported copy; absent for an unchanged one, whose keys stay
+        **({"graph_rewrites": list(rewrites)} if rewrites else {}),
     }
 
 

@@ -7,8 +7,9 @@ they bring) as separate nodes. Written over the channel axis instead (mean, cent
 the same arithmetic), OpenVINO fuses it into one MVN node and the transposes are gone. Measured on a Zen 5 with
 ConvNeXt V2 atto (docs/benchmarks.md, "LayerNorm2d over the channel axis"): OpenVINO 0.84-0.89x the time at
 batch 1 and 0.83-0.87x at batch 32; ONNX Runtime and Inductor gained nothing (Inductor lost 3-7 %), so only the
-OpenVINO runner uses it. The model itself is never changed: the rewrite is a copy, with the same module names
-(so ``layers`` finds the same modules in the engine's graph) and the same parameters.
+OpenVINO runner uses it. The model itself is never changed: the rewrite is made on the copy the exporter takes
+anyway (onnx_export.py, openvino_convert.py), with the same module names (so ``layers`` finds the same modules
+in the engine's graph) and the same parameters.
 """
 
 from __future__ import annotations
@@ -39,22 +40,30 @@ class ChannelFirstLayerNorm2d(LayerNorm2d):
         return x
 
 
-def channel_first_norms(model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` itself if it has no timm ``LayerNorm2d``, else a copy whose ``LayerNorm2d`` modules compute over
-    the channel axis. Only the exact class: a subclass may have changed ``forward``."""
-    if not any(type(module) is LayerNorm2d for module in model.modules()):
-        return model
-    rewritten = copy.deepcopy(model)
+def rewrites_for(model: torch.nn.Module) -> tuple[str, ...]:
+    """The rewrites an export of ``model`` gets: the channel-first norms where it has a timm ``LayerNorm2d`` (the
+    exact class: a subclass may have changed ``forward``). Part of the export's cache key (cache.model_identity)."""
+    return (CHANNEL_FIRST_NORMS,) if any(type(module) is LayerNorm2d for module in model.modules()) else ()
+
+
+def apply_rewrites(module: torch.nn.Module, rewrites: tuple[str, ...]) -> None:
+    """Rewrite ``module`` in place: the exporters' own private copy of the model, so no further copy is made."""
+    if CHANNEL_FIRST_NORMS not in rewrites:
+        return
     count = 0
-    for module in rewritten.modules():
-        if type(module) is LayerNorm2d:
-            module.__class__ = ChannelFirstLayerNorm2d
+    for child in module.modules():
+        if type(child) is LayerNorm2d:
+            child.__class__ = ChannelFirstLayerNorm2d
             count += 1
     _logger.info("%s: %d LayerNorm2d computed over the channel axis for the export (no transposes)",
-                 type(model).__name__, count)
+                 type(module).__name__, count)
+
+
+def channel_first_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """A rewritten copy of ``model`` (``model`` itself when there is nothing to rewrite)."""
+    rewrites = rewrites_for(model)
+    if not rewrites:
+        return model
+    rewritten = copy.deepcopy(model)
+    apply_rewrites(rewritten, rewrites)
     return rewritten
-
-
-def rewrites_in(model: torch.nn.Module) -> list[str]:
-    """The rewrites a model carries, for cache keys and the runner's record (empty for an unchanged model)."""
-    return [CHANNEL_FIRST_NORMS] if any(isinstance(m, ChannelFirstLayerNorm2d) for m in model.modules()) else []

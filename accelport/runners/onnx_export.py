@@ -22,6 +22,7 @@ import torch
 from ..errors import RuntimeUnavailableError
 from .base import DTYPES
 from .cache import CacheEntry, cache_entry, library_versions, model_identity
+from .graph_rewrites import apply_rewrites
 
 _logger = logging.getLogger(__name__)
 
@@ -45,9 +46,9 @@ class OnnxExport:
                 "onnx_cache_key": self.key, "onnx_exporter": self.exporter}
 
 
-def onnx_cache_entry(model: torch.nn.Module, chw: tuple[int, ...], dtype: str,
-                     cache_dir: str | Path | None, exporter: str = "torchscript") -> CacheEntry:
-    fields = {**model_identity(model), "input_chw": list(chw), "dtype": dtype,
+def onnx_cache_entry(model: torch.nn.Module, chw: tuple[int, ...], dtype: str, cache_dir: str | Path | None,
+                     exporter: str = "torchscript", rewrites: tuple[str, ...] = ()) -> CacheEntry:
+    fields = {**model_identity(model, rewrites), "input_chw": list(chw), "dtype": dtype,
               "opset": OPSET if exporter == "torchscript" else DYNAMO_OPSET,
               "exporter": exporter, "dynamic_axes": "batch", **library_versions("torch", "timm", "onnx")}
     return cache_entry(cache_dir, "onnx", fields, ".onnx")
@@ -78,14 +79,17 @@ def cached_exporters_first(model: torch.nn.Module, chw: tuple[int, ...], dtype: 
 
 
 def export_onnx(model: torch.nn.Module, chw: tuple[int, ...], dtype: str = "fp32",
-                cache_dir: str | Path | None = None, exporter: str = "torchscript") -> OnnxExport:
-    """The ONNX file of ``model`` for inputs ``[N, *chw]`` in ``dtype``: from the cache, else exported now."""
+                cache_dir: str | Path | None = None, exporter: str = "torchscript",
+                rewrites: tuple[str, ...] = ()) -> OnnxExport:
+    """The ONNX file of ``model`` for inputs ``[N, *chw]`` in ``dtype``: from the cache, else exported now, with
+    ``rewrites`` (graph_rewrites.py) applied to the copy it exports."""
     started = time.perf_counter()
-    entry = onnx_cache_entry(model, chw, dtype, cache_dir, exporter)
+    entry = onnx_cache_entry(model, chw, dtype, cache_dir, exporter, rewrites)
     if entry.hit:
         _logger.info("ONNX export cache hit: %s", entry.path)
         return OnnxExport(entry.path, True, time.perf_counter() - started, entry.key, exporter)
     module = copy.deepcopy(model).to("cpu", DTYPES[dtype]).eval()
+    apply_rewrites(module, rewrites)
     example = torch.zeros((2, *chw), dtype=DTYPES[dtype])  # batch 2, so nothing specialises on batch 1
 
     def build(path: Path) -> None:

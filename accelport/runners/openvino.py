@@ -37,7 +37,7 @@ from ..errors import RuntimeUnavailableError, UsageError
 from .base import INT8_REMAINDERS, Runner, request_count
 from .cache import default_cache_dir
 from .graph_ops import GraphOp, openvino_ops
-from .graph_rewrites import channel_first_norms, rewrites_in
+from .graph_rewrites import rewrites_for
 from .onnx_export import EXPORTERS, export_onnx, onnx_cache_entry
 from .openvino_convert import convert_pytorch, ir_cache_entry
 from .quantize import CalibrationSource, openvino_int8_layers, quantize_openvino, transformer_style
@@ -139,7 +139,7 @@ class OpenVinoRunner(Runner):
         self._parts: dict[tuple[int, ...], list[tuple[Any, int, int]]] = {}  # input shape -> (request, start, stop)
         self._effective: str | None = None
         self._export_info: dict[str, Any] = {}
-        self._rewrites: list[str] = []  # graph_rewrites.py: what the exported copy of the model carries
+        self._rewrites: tuple[str, ...] = ()  # graph_rewrites.py: what the exported copy of the model carries
         self._graph_paths: dict[tuple[int, ...], Any] = {}  # input shape -> the model file its parts compiled
         self._tapped: dict[tuple[Any, ...], tuple[Any, dict]] = {}  # (shape, places) -> compiled with them as outputs
 
@@ -165,17 +165,18 @@ class OpenVinoRunner(Runner):
     def _routes(self, chw: tuple[int, ...]) -> list[tuple[str, Any]]:
         """ONNX (TorchScript exporter), OpenVINO's direct PyTorch conversion, ONNX (dynamo exporter); routes
         already in the cache first. Always exported in fp32: the precision hint sets the math. What is exported
-        is the model with its LayerNorm2d over the channel axis (graph_rewrites.py; a copy, dropped after the
-        export), unless ``rewrite_graph`` is off (the "openvino default" peer exports the model as it is)."""
-        model = channel_first_norms(self.model) if self.rewrite_graph else self.model
-        self._rewrites = rewrites_in(model)
+        is the model with its LayerNorm2d over the channel axis (graph_rewrites.py, on the exporter's own copy),
+        unless ``rewrite_graph`` is off (the "openvino default" peer exports the model as it is)."""
+        rewrites = self._rewrites = rewrites_for(self.model) if self.rewrite_graph else ()
         routes: list[tuple[str, Callable[[], Any]]] = [
-            (f"onnx:{exporter}", functools.partial(export_onnx, model, chw, "fp32", self.cache_dir, exporter))
+            (f"onnx:{exporter}", functools.partial(export_onnx, self.model, chw, "fp32", self.cache_dir, exporter,
+                                                   rewrites))
             for exporter in EXPORTERS]
-        routes.insert(1, ("openvino:pytorch", functools.partial(convert_pytorch, model, chw, self.cache_dir)))
+        routes.insert(1, ("openvino:pytorch", functools.partial(convert_pytorch, self.model, chw, self.cache_dir,
+                                                                 rewrites)))
         cached = {f"onnx:{e}" for e in EXPORTERS
-                  if onnx_cache_entry(model, chw, "fp32", self.cache_dir, e).present}
-        if ir_cache_entry(model, chw, self.cache_dir).present:
+                  if onnx_cache_entry(self.model, chw, "fp32", self.cache_dir, e, rewrites).present}
+        if ir_cache_entry(self.model, chw, self.cache_dir, rewrites).present:
             cached.add("openvino:pytorch")
         return sorted(routes, key=lambda route: route[0] not in cached)
 
@@ -340,7 +341,7 @@ class OpenVinoRunner(Runner):
         return {"openvino": ov.get_version(), "precision_hint": self._hint,
                 "effective_precision": self._effective, "static_shapes": [list(s) for s in self._parts],
                 "part_batch_sizes": sorted(self._compiled),
-                "graph_rewrites": self._rewrites,
+                **({"graph_rewrites": list(self._rewrites)} if self._export_info else {}),  # none: nothing exported
                 "compiled_blob_cache": str(getattr(self, "_blob_cache", "")) or None, **read_back, **self._export_info,
                 **({"compute_layers": getattr(self, "_int8_layers", None), "int8_remainder": self.int8_remainder,
                     "snippets_disabled": self._snippets_off,

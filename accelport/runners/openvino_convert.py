@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from .cache import CacheEntry, cache_entry, library_versions, model_identity
+from .graph_rewrites import apply_rewrites
 
 _logger = logging.getLogger(__name__)
 
@@ -37,21 +38,25 @@ class IrExport:
                 "ir_cache_key": self.key}
 
 
-def ir_cache_entry(model: torch.nn.Module, chw: tuple[int, ...], cache_dir: str | Path | None) -> CacheEntry:
-    fields = {**model_identity(model), "input_chw": list(chw), "dtype": "fp32", "converter": "openvino.convert_model",
-              **library_versions("torch", "timm", "openvino")}
+def ir_cache_entry(model: torch.nn.Module, chw: tuple[int, ...], cache_dir: str | Path | None,
+                   rewrites: tuple[str, ...] = ()) -> CacheEntry:
+    fields = {**model_identity(model, rewrites), "input_chw": list(chw), "dtype": "fp32",
+              "converter": "openvino.convert_model", **library_versions("torch", "timm", "openvino")}
     return cache_entry(cache_dir, "openvino-ir", fields, "")
 
 
-def convert_pytorch(model: torch.nn.Module, chw: tuple[int, ...], cache_dir: str | Path | None = None) -> IrExport:
-    """The IR of ``model`` for inputs ``[N, *chw]`` (static batch 1 in the file; the runner reshapes it)."""
+def convert_pytorch(model: torch.nn.Module, chw: tuple[int, ...], cache_dir: str | Path | None = None,
+                    rewrites: tuple[str, ...] = ()) -> IrExport:
+    """The IR of ``model`` for inputs ``[N, *chw]`` (static batch 1 in the file; the runner reshapes it), with
+    ``rewrites`` (graph_rewrites.py) applied to the copy it converts."""
     import openvino as ov
 
     started = time.perf_counter()
-    entry = ir_cache_entry(model, chw, cache_dir)
+    entry = ir_cache_entry(model, chw, cache_dir, rewrites)
     hit = entry.hit
     if not hit:
         module = copy.deepcopy(model).to("cpu", torch.float32).eval()
+        apply_rewrites(module, rewrites)
         example = torch.zeros((1, *chw))
 
         def build(folder: Path) -> None:
