@@ -47,6 +47,8 @@ def main() -> int:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--streams", type=int, default=1)
     parser.add_argument("--micro-batch", type=int, default=0, help="OpenVINO request size (0: one per stream)")
+    parser.add_argument("--int8-remainder", choices=("fp32", "bf16"), default=None,
+                        help="OpenVINO --dtype int8: the precision of the float work between the int8 layers")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--block", type=int, default=3, help="timed calls per block (after one untimed call)")
@@ -78,7 +80,8 @@ def main() -> int:
     batch = make_batch(images, args.batch_size)
     target = Configuration(args.runtime, args.dtype, args.channels_last, args.streams, args.micro_batch)
     reference = reference_outputs(loaded.model, images)
-    options = {"streams": args.streams, "micro_batch": args.micro_batch or None}
+    options = {"streams": args.streams, "micro_batch": args.micro_batch or None,
+               **({"int8_remainder": args.int8_remainder} if args.int8_remainder else {})}
     baseline = (create_runner("eager", loaded.model, device, "fp32") if args.baseline == "eager" else
                 create_runner(args.runtime, loaded.model, device, args.dtype, args.channels_last, **options))
     if args.baseline == "unrewritten":
@@ -118,7 +121,7 @@ def main() -> int:
         "baseline": baseline_label, "target": target.label, "batch_size": args.batch_size,
         "target_settings": {k: settings.get(k) for k in ("threads", "streams", "micro_batch", "num_streams",
                                                           "inference_num_threads", "performance_hint",
-                                                          "effective_precision", "part_batch_sizes",
+                                                          "effective_precision", "part_batch_sizes", "int8_remainder",
                                                           "graph_rewrites")},
         "parity": {k: parity[k] for k in ("precision", "passed", "worst_sample_cosine", "failed_checks")},
         "load_average_before": [round(x, 2) for x in load_before],
