@@ -1,15 +1,16 @@
 """Rewrites of a copy of the model that keep its math and give an engine a faster graph to export.
 
-timm's ``LayerNorm2d`` (ConvNeXt, ConvNeXt V2, MaxViT, EfficientFormerV2 and others) normalises the channels of
-an NCHW tensor by permuting it to NHWC, calling ``layer_norm`` over the last axis and permuting back. Exported,
-that is Transpose, LayerNorm, Transpose around every norm, and OpenVINO runs the transposes (and the reorders
-they bring) as separate nodes. Written over the channel axis instead (mean, centred variance, scale and shift:
-the same arithmetic), OpenVINO fuses it into one MVN node and the transposes are gone. Measured on a Zen 5 with
-ConvNeXt V2 atto (docs/benchmarks.md, "LayerNorm2d over the channel axis"): OpenVINO 0.84-0.89x the time at
-batch 1 and 0.83-0.87x at batch 32; ONNX Runtime and Inductor gained nothing (Inductor lost 3-7 %), so only the
-OpenVINO runner uses it. The model itself is never changed: the rewrite is made on the copy the exporter takes
-anyway (onnx_export.py, openvino_convert.py), with the same module names (so ``layers`` finds the same modules
-in the engine's graph) and the same parameters.
+timm's ``LayerNorm2d`` (ConvNeXt, ConvNeXt V2, CoAtNet, EdgeNeXt, DaViT, FocalNet and others) normalises the
+channels of an NCHW tensor by permuting it to NHWC, calling ``layer_norm`` over the last axis and permuting back.
+Exported, that is Transpose, LayerNorm, Transpose around every norm, and OpenVINO runs the transposes (and the
+reorders they bring) as separate nodes. Written over the channel axis instead (mean, centred variance, scale and
+shift: the same arithmetic), the transposes are gone and OpenVINO runs a cheaper element-wise chain (its CPU MVN
+node does not take the channel axis alone, so it is not one node). Measured on a Zen 5 with ConvNeXt V2 atto
+(docs/benchmarks.md, "LayerNorm2d over the channel axis", paired): OpenVINO 0.77-0.85x the time at batch 1 and
+0.77-0.95x at batch 32 across fp32, bf16 and int8; ONNX Runtime gained nothing at batch 1 and Inductor lost 3-7 %,
+so only the OpenVINO runner uses it. The model itself is never changed: the rewrite is made on the copy the
+exporter takes anyway (onnx_export.py, openvino_convert.py), with the same module names (so ``layers`` finds the
+same modules in the engine's graph) and the same parameters.
 """
 
 from __future__ import annotations
