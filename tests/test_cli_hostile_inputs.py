@@ -319,13 +319,17 @@ def test_a_signal_while_torch_still_imports_is_an_interruption_not_a_traceback(s
     import time
 
     repo = Path(__file__).resolve().parent.parent
+    # A shell that starts a job in the background (`bash .ci/run &`) ignores SIGINT in it, and every child inherits
+    # that: the child then rightly never saw the Ctrl-C (SigIgn held SIGINT). The child starts as a terminal's would.
     proc = subprocess.Popen([sys.executable, "-m", "accelport", "run", "--model", "test_convnext2", "--device", "cpu",
                              "--out-dir", str(tmp_path / "out")], cwd=tmp_path, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(repo)))
+                            env=dict(os.environ, PYTHONPATH=str(repo)),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     started, proc_dir = time.monotonic(), Path(f"/proc/{proc.pid}")
     # torch has loaded and timm is importing (torchvision's library is mapped): accelport's main, still in its
     # imports. Sent as soon as libtorch was mapped (0.1-0.3 s), a SIGINT went unnoticed twice in loaded full-suite
-    # runs (the run passed), never in 60 direct tries: a limit while torch loads its native libraries (README).
+    # runs (the run passed), never in 60 direct tries (those full-suite runs were likely started in the background,
+    # above); a limit while torch loads its native libraries (README).
     while not (b"accelport\0run" in (proc_dir / "cmdline").read_bytes()
                and "torchvision" in (proc_dir / "maps").read_text()) and time.monotonic() < started + 60:
         time.sleep(0.02)
