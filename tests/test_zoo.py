@@ -111,6 +111,8 @@ def test_a_child_over_its_limit_is_a_row_and_the_sweep_goes_on(flag, status, wor
 
 
 @pytest.mark.slow
+@pytest.mark.zoo_full  # 12 s (three processes' imports): opt-in, to keep the default suite under 5 minutes; eval's
+# torchrun tests (test_evaluation.py, test_simdevice.py) run the same rank split by default
 def test_torchrun_with_two_processes_gives_the_rows_of_one(resumed, child_env, tmp_path):
     """Two ranks share the cells; their rows equal the single-process (killed and resumed) sweep's."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
