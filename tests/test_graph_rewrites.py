@@ -3,6 +3,8 @@ transposes around timm's LayerNorm2d; the model itself and the "openvino default
 
 from __future__ import annotations
 
+import copy
+
 import onnx
 import pytest
 import timm
@@ -11,7 +13,7 @@ from timm.layers import LayerNorm2d
 
 from accelport.runners import create_runner
 from accelport.runners.cache import model_identity
-from accelport.runners.graph_rewrites import CHANNEL_FIRST_NORMS, channel_first_norms, rewrites_for
+from accelport.runners.graph_rewrites import CHANNEL_FIRST_NORMS, apply_rewrites, rewrites_for
 
 pytest.importorskip("openvino")
 
@@ -21,6 +23,16 @@ class ScaledNorm2d(LayerNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return 2 * super().forward(x)
+
+
+def channel_first_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """A rewritten copy of ``model``, as the exporters make theirs (``model`` itself when nothing is rewritten)."""
+    rewrites = rewrites_for(model)
+    if not rewrites:
+        return model
+    rewritten = copy.deepcopy(model)
+    apply_rewrites(rewritten, rewrites)
+    return rewritten
 
 
 def _seeded(name: str, **kwargs) -> torch.nn.Module:
@@ -92,8 +104,6 @@ def test_openvino_exports_the_norms_without_transposes_and_its_default_peer_expo
 def test_a_cached_openvino_setup_copies_no_model_and_a_runner_that_exported_nothing_records_no_rewrite(
         tmp_path, monkeypatch):
     """Every setup deep-copied the whole model to learn its cache key (340 MB more for convnext_base, cached)."""
-    import copy
-
     model = _seeded("test_convnext2")
     batch = torch.randn(1, 3, 64, 64)
     first = create_runner("openvino", model, torch.device("cpu"), "fp32", cache_dir=str(tmp_path))

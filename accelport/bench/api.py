@@ -55,8 +55,8 @@ def run_bench(config: BenchConfig | None = None, **overrides: Any) -> BenchResul
     config = with_overrides(config or BenchConfig(), **overrides)
     config.validate()
     job = open_job(config.spec)
-    for batch_size in config.batch_sizes:  # before minutes of sweeping, as run refuses its --batch-size
-        check_batch_fits(batch_size, job.input_size, "--batch-sizes", job.loaded.model)
+    # before minutes of sweeping, as run refuses its --batch-size: the largest fits, or none of them need checking
+    check_batch_fits(max(config.batch_sizes), job.input_size, "--batch-sizes", job.loaded.model)
     document = add_picks(_journaled_sweep(job, config), config.batch_sizes)
     return BenchResult(document, write_bench_artifacts(Path(config.spec.out_dir), document, plot=config.plot))
 

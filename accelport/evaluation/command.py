@@ -89,12 +89,13 @@ def _pct(value: float) -> str:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .api import evaluate
+    from .distributed import whole_number
     from .report import zero_target_caution
 
-    rank = os.environ.get("RANK", "0").strip()  # a bad value is refused naming it (distributed.py)
+    rank = whole_number(os.environ.get("RANK", "0"))  # a bad value is refused naming it (distributed.py)
     logger = logging.getLogger("accelport")
     level = logger.level
-    if rank.isdigit() and int(rank) > 0 and not args.verbose:
+    if rank and not args.verbose:
         logger.setLevel(logging.WARNING)  # rank 0 speaks for the job
     try:
         result = evaluate(config_from_args(args))

@@ -15,7 +15,6 @@ same modules in the engine's graph) and the same parameters.
 
 from __future__ import annotations
 
-import copy
 import logging
 
 import torch
@@ -59,12 +58,3 @@ def apply_rewrites(module: torch.nn.Module, rewrites: tuple[str, ...]) -> None:
     _logger.info("%s: %d LayerNorm2d computed over the channel axis for the export (no transposes)",
                  type(module).__name__, count)
 
-
-def channel_first_norms(model: torch.nn.Module) -> torch.nn.Module:
-    """A rewritten copy of ``model`` (``model`` itself when there is nothing to rewrite)."""
-    rewrites = rewrites_for(model)
-    if not rewrites:
-        return model
-    rewritten = copy.deepcopy(model)
-    apply_rewrites(rewritten, rewrites)
-    return rewritten
