@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from .errors import EXIT_PARITY_FAILED, EXIT_PASSED, UsageError
 from .job.spec import RUNTIME_OPTIONS, JobSpec, Target
 from .runners import INPUT_DTYPES
 from .runners.base import INT8_REMAINDERS
+from .typed_numbers import integer, positive_seconds
 
 DEVICE_HELP = "auto|cpu|cuda[:i]|npu[:i]|xpu[:i]|mps (default: %(default)s)"
 
@@ -57,17 +57,6 @@ def finish(artifacts: Mapping[str, Path], passed: bool) -> int:
     return EXIT_PASSED if passed else EXIT_PARITY_FAILED
 
 
-def positive_seconds(text: str) -> float:
-    """argparse type of a timeout: a finite number above zero (``nan`` and ``inf`` parse as floats)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive, finite number of seconds")
-    return value
-
-
 def add_model_arguments(group: argparse._ActionsContainer, *, features: bool = True,
                         weights_help: str | None = None) -> None:
     """--model, --weights, --require-pretrained, --hub-timeout, [--features], --seed: the same for every command."""
@@ -90,7 +79,8 @@ def add_weight_lookup_arguments(group: argparse._ActionsContainer, *, features: 
     if features:
         group.add_argument("--features", action="store_true",
                            help="compare pooled pre-logits features (num_classes=0) instead of the classifier's logits")
-    group.add_argument("--seed", type=int, default=JobSpec.seed, help="seed of the random init fallback (default: 0)")
+    group.add_argument("--seed", type=integer, default=JobSpec.seed,
+                       help="seed of the random init fallback (default: 0)")
 
 
 def add_target_weights_argument(group: argparse._ActionsContainer) -> None:
@@ -132,7 +122,7 @@ def add_device_arguments(group: argparse._ActionsContainer, *, device_help: str 
         group.add_argument("--dtype", default=Target.dtype, choices=tuple(INPUT_DTYPES), help=dtype_help)
         group.add_argument("--channels-last", action="store_true",
                            help="run the target in channels-last memory format")
-        group.add_argument("--threads", type=int, default=Target.threads, metavar="N",
+        group.add_argument("--threads", type=integer, default=Target.threads, metavar="N",
                            help="intra-op threads of the target's engine (default: torch's count, usually the "
                                 "physical cores" + ("; --runtime auto: the count the bench measured fastest)"
                                                     if auto_runtime else ")"))
@@ -144,10 +134,10 @@ def add_device_arguments(group: argparse._ActionsContainer, *, device_help: str 
 
 def _add_runtime_options(group: argparse._ActionsContainer, judged_flag: str, auto_runtime: bool) -> None:
     """OpenVINO's --streams and --micro-batch (checked by the runner, which refuses them on other runtimes)."""
-    group.add_argument("--streams", type=int, default=RUNTIME_OPTIONS["streams"], metavar="N",
+    group.add_argument("--streams", type=integer, default=RUNTIME_OPTIONS["streams"], metavar="N",
                        help="OpenVINO only: split each batch over N streams that run at the same time, sharing the "
                             "threads (faster at large batch on few cores); needs N <= threads (default: %(default)s)")
-    group.add_argument("--micro-batch", type=int, default=RUNTIME_OPTIONS["micro_batch"], metavar="M",
+    group.add_argument("--micro-batch", type=integer, default=RUNTIME_OPTIONS["micro_batch"], metavar="M",
                        help="OpenVINO only: run each batch as requests of at most M images, queued on the streams "
                             "(default: one request per stream)")
     add_calibration_argument(group, "--dtype int8: images the engine's quantiser calibrates on (files/folders); keep "

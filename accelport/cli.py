@@ -23,6 +23,7 @@ from . import errors
 from .allocator import configure_allocator
 from .cache_home import cache_dir_problem, cache_dir_source
 from .formatting import printable
+from .hub import endpoint_problem
 from .machine_load import min_window_from_env
 
 _logger = logging.getLogger("accelport")
@@ -113,11 +114,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    if problem := endpoint_problem():  # before timm imports huggingface_hub, which raised on it (exit 1, a traceback)
+        print(f"accelport: error: {printable(problem)}", file=sys.stderr)
+        return errors.EXIT_USER_ERROR
     with signals_noted() as noted:  # torch, timm and every command: seconds of imports
-        from .arguments import configure_logging
-        from .preprocess import quiet_pillow_size_warning
+        try:
+            from .arguments import configure_logging
+            from .preprocess import quiet_pillow_size_warning
 
-        parser = build_parser()
+            parser = build_parser()
+        except Exception:  # uncaught here, Python's own exit 1 read as "parity failed"
+            _logger.exception("internal error while importing (please report it with the command line used)")
+            return errors.EXIT_INTERNAL_ERROR
     if noted:
         raise Terminated if noted[0] == signal.SIGTERM else KeyboardInterrupt
     args = parser.parse_args(argv)

@@ -94,8 +94,8 @@ def criteria_for(precision: str, overrides: dict[str, str] | None = None) -> Cri
         except ValueError:
             raise UsageError(f"--criterion {key}={text}: {text!r} is not a number") from None
         if key == "max_top1_mismatches":  # a count: 1.0 is one, 1.5 is not
-            if not value.is_integer():
-                raise UsageError(f"--criterion {key}={text}: {text!r} is not a whole number")
+            if not math.isfinite(value) or not value.is_integer():  # inf.is_integer() is False: said as infinite
+                raise UsageError(f"--criterion {key}={text}: {text!r} is not a finite whole number")
             value = int(value)
         if not math.isfinite(value) or value < 0 or (key in ("min_cosine", "min_within_share") and value > 1):
             allowed = "between 0 and 1" if key in ("min_cosine", "min_within_share") else "a finite number >= 0"
@@ -105,11 +105,14 @@ def criteria_for(precision: str, overrides: dict[str, str] | None = None) -> Cri
 
 
 def parse_criterion_flags(items: list[str] | None) -> dict[str, str]:
-    parsed = {}
+    parsed: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
             raise UsageError(f"--criterion {item!r}: expected KEY=VALUE, e.g. min_cosine=0.9999")
+        if key.strip() in parsed and parsed[key.strip()] != value.strip():  # the last one won, silently
+            raise UsageError(f"--criterion {key.strip()}: given twice ({parsed[key.strip()]} and {value.strip()}); "
+                             "keep one")
         parsed[key.strip()] = value.strip()
     return parsed
 

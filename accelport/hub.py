@@ -106,6 +106,21 @@ def _endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
+def endpoint_problem() -> str | None:
+    """Why ``HF_ENDPOINT`` is not a URL huggingface_hub can use, or None. huggingface_hub parses it when timm
+    imports it, so a malformed one (a port out of range or not a number, a broken IPv6 host) raised a traceback
+    before any command started; said here first, naming the variable."""
+    text = os.environ.get("HF_ENDPOINT")
+    if text is None:
+        return None
+    try:
+        urlparse(text).port  # noqa: B018 (reading the port is the check: out of range or not a number raises)
+    except ValueError as exc:
+        return (f"environment variable HF_ENDPOINT={text!r}: not a usable URL ({exc}); unset it or give one such as "
+                "https://huggingface.co")
+    return None
+
+
 def _within(seconds: float, call: Callable[[], Any]) -> tuple[bool, Any]:
     """``(finished, result or exception)`` of ``call()`` run in a daemon thread abandoned after ``seconds``."""
     outcome: list[Any] = []

@@ -154,13 +154,13 @@ def _bad_inputs(tmp_path: Path, resnet_checkpoint: Path) -> dict[str, tuple[list
         "absent-cuda-index": (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "cuda:99"],
                               "--device 'cuda:"),
         "absent-npu": (["--device", "npu"], "--device 'npu'"),
-        "batch-size-0": (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
+        "batch-size-0": (["--batch-size", "0"], "--batch-size 0: must be between 1 and 1048576"),
         "iters-0": (["--iters", "0"], "--iters 0: must be at least 1"),
         "unknown-criterion": (["--criterion", "min_cos=1"], "--criterion min_cos=1: unknown key"),
         "unknown-runtime": (["--runtime", "tensorrt"], "--runtime 'tensorrt'"),
-        "streams-0": (["--streams", "0"], "--streams 0: must be at least 1"),
+        "streams-0": (["--streams", "0"], "--streams 0: must be between 1 and"),
         "streams-on-eager": (["--streams", "2"], "--streams 2 does not apply to --runtime eager"),
-        "micro-batch-0": (["--micro-batch", "0"], "--micro-batch 0: must be at least 1"),
+        "micro-batch-0": (["--micro-batch", "0"], "--micro-batch 0: must be between 1 and"),
         "unknown-model": (["--model", "no_such_model_xyz"], "--model 'no_such_model_xyz': not a timm model name"),
     }
 

@@ -55,6 +55,8 @@ def test_a_hub_timeout_that_is_not_a_positive_finite_number_is_refused(command, 
                                                 ({"WORLD_SIZE": "2", "LOCAL_RANK": "abc"}, "LOCAL_RANK='abc'"),
                                                 ({"WORLD_SIZE": "2", "RANK": "-1"}, "RANK='-1'"),
                                                 ({"WORLD_SIZE": "1_0"}, "WORLD_SIZE='1_0'"),  # int(): 10
+                                                # past int()'s 4300 digits: a traceback (exit 3)
+                                                ({"WORLD_SIZE": "2", "RANK": "1" * 5000}, f"RANK='{'1' * 40}'"),
                                                 ({"WORLD_SIZE": "2", "RANK": "5"}, "RANK=5: not under WORLD_SIZE=2")])
 def test_torchruns_variables_set_wrongly_by_hand_are_refused_naming_them(variables, culprit, tmp_path, capsys,
                                                                         monkeypatch, no_weights_loaded):
@@ -94,7 +96,7 @@ def test_an_absurd_batch_size_is_refused_before_any_image_is_decoded(tmp_path, c
     data = tmp_path / "data"
     data.mkdir()
     (data / "a.jpg").write_bytes(Path(two_images[0]).read_bytes())
-    huge = "10000000"  # 6 TB of float32 inputs at 224 px
+    huge = "1000000"  # 600 GB of float32 inputs at 224 px
     assert_refused(["run", "--device", "cpu", "--batch-size", huge, "--out-dir", str(tmp_path / "o"), *FAST],
                    f"--batch-size {huge}: its inputs alone need about", capsys)
     assert_refused(["eval", "--device", "cpu", "--data", str(data), "--batch-size", huge, "--out-dir",
@@ -236,10 +238,10 @@ def _over_the_cpus() -> str:
     (["bench", "--threads", "1,{over}"], "--threads {over}", "CPU"),
     # nan and inf used to pass the "> 0" checks: a bench with 0 measured points (exit 1), a zoo without a limit,
     # and --memory-limit nan was a traceback (exit 3)
-    (["bench", "--max-time", "nan"], "--max-time", "finite"),
-    (["bench", "--max-time", "inf"], "--max-time", "finite"),
-    (["zoo", "--models", "test_resnet", "--timeout", "nan"], "--timeout nan", "finite"),
-    (["zoo", "--models", "test_resnet", "--timeout", "inf"], "--timeout inf", "finite"),
+    (["bench", "--max-time", "nan"], "--max-time", "at most 1e+09"),
+    (["bench", "--max-time", "inf"], "--max-time", "at most 1e+09"),
+    (["zoo", "--models", "test_resnet", "--timeout", "nan"], "--timeout nan", "at most 1e+09"),
+    (["zoo", "--models", "test_resnet", "--timeout", "inf"], "--timeout inf", "at most 1e+09"),
     (["zoo", "--models", "test_resnet", "--memory-limit", "nan"], "--memory-limit nan", "a number of GB from 0"),
     (["zoo", "--models", "test_resnet", "--memory-limit", "inf"], "--memory-limit inf", "a number of GB from 0"),
     # the choices listed are the ones bench takes, int8 included
@@ -251,6 +253,47 @@ def test_thread_counts_past_the_cpus_and_non_finite_limits_are_refused(argv, cul
     argv = [a.format(over=over) for a in argv] + ["--out-dir", str(tmp_path / "out")]
     err = assert_refused(argv, culprit.format(over=over), capsys)
     assert words in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("argv", "culprit"), [
+    # finite but past what the tools take: threading refused the Hub lookup's wait (--hub-timeout 1e10, a traceback
+    # once the Hub was asked), datetime the gloo timeout (--dist-timeout 1e14, a traceback), and bench's budget
+    # arithmetic overflowed (--max-time 1e308: an "error" row, exit 1 as if parity had failed)
+    (["run", "--hub-timeout", "1e10"], "--hub-timeout"),
+    (["layers", "--hub-timeout", "1e10"], "--hub-timeout"),
+    (["bench", "--max-time", "1e308"], "--max-time 1e+308"),
+    (["eval", "--data", "samples", "--dist-timeout", "1e14"], "--dist-timeout 1e+14"),
+    (["zoo", "--models", "test_resnet", "--timeout", "1e10"], "--timeout 1e+10"),
+    # under one byte the limit was read as none; one byte crashed every child (SIGSEGV)
+    (["zoo", "--models", "test_resnet", "--memory-limit", "1e-10"], "--memory-limit 1e-10"),
+    # int() read '1_0' as 10, '٣' as 3 and ' 5 ' as 5, where torchrun's variables refused them
+    (["run", "--seed", "1_0"], "--seed"),
+    (["run", "--iters", "٣"], "--iters"),
+    (["run", "--batch-size", " 5 "], "--batch-size"),
+    (["bench", "--batch-sizes", "1,٣"], "--batch-sizes"),
+    # 2**63 images: torch's split overflowed in power (a traceback), layers recorded it, zoo ran every cell to have
+    # each refuse it (exit 0), and OpenVINO's runner took it as a request size
+    (["power", "--batch-size", str(2**63)], "--batch-size"),
+    (["layers", "--batch-size", str(2**63)], "--batch-size"),
+    (["zoo", "--models", "test_resnet", "--batch-size", str(2**63)], "--batch-size"),
+    (["run", "--runtime", "openvino", "--micro-batch", str(2**63)], "--micro-batch"),
+])
+def test_numbers_written_loosely_or_past_what_the_tools_take_are_refused(argv, culprit, tmp_path, capsys,
+                                                                         monkeypatch, no_weights_loaded):
+    import accelport.zoo.api
+
+    monkeypatch.setattr(accelport.zoo.api, "run_cell", lambda *args: pytest.fail("a zoo cell was started"))
+    assert_refused([*argv, "--out-dir", str(tmp_path / "out")], culprit, capsys)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("endpoint", ["http://localhost:99999", "http://localhost:abc", "http://[::1"])
+def test_a_malformed_hf_endpoint_is_exit_2_naming_it_even_for_help(endpoint, capsys, monkeypatch):
+    """huggingface_hub parses HF_ENDPOINT when timm imports it: a bad port was a traceback and exit 1, which reads
+    as "parity failed", even for --help."""
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    for argv in (["--help"], ["run", "--device", "cpu"]):
+        assert_refused(argv, f"environment variable HF_ENDPOINT={endpoint!r}: not a usable URL", capsys)
 
 
 @pytest.mark.parametrize(("argv", "culprit", "words"), [

@@ -154,6 +154,11 @@ def test_labels_that_cannot_be_trusted_are_errors_naming_the_file_or_image(tmp_p
     wrong.write_text("a.jpg,3\nb.jpg,1000\n")
     with pytest.raises(InputError, match="line 2: class index 1000 is out of range"):
         resolve_labels(str(wrong), keys, IMAGENET, 1000)
+    for label in ("²", "٣", "1_0", "9" * 5000):  # isdigit() took the first two and int() raised on '²' (a traceback)
+        odd = tmp_path / "odd.csv"
+        odd.write_text(f"a.jpg,3\nb.jpg,{label}\n", encoding="utf-8")
+        with pytest.raises(InputError, match="line 2: label .* is neither an ImageNet wnid .* nor a class index"):
+            resolve_labels(str(odd), keys, IMAGENET, 1000)
     headed = tmp_path / "headed.csv"  # line numbers are the file's own, a header counted
     headed.write_text("file,label\na.jpg,3\nb.jpg,1000\n")
     with pytest.raises(InputError, match="line 3: class index 1000 is out of range"):

@@ -43,7 +43,7 @@ def test_an_option_at_its_default_is_not_sent_to_the_runner():
 
 
 @pytest.mark.parametrize(("spec", "message"), [
-    (JobSpec(hub_timeout_s=float("nan")), "--hub-timeout nan: must be a finite number of seconds above 0"),
+    (JobSpec(hub_timeout_s=float("nan")), "--hub-timeout nan: must be a number of seconds above 0 and at most 1e+09"),
     (JobSpec(fp32_math="loose"), "--fp32-math 'loose'"),
     (JobSpec(criteria=(("min_cosine", "2"),)),
      "--criterion min_cosine=2: out of range (min_cosine is between 0 and 1)"),
@@ -53,8 +53,8 @@ def test_the_spec_refuses_each_bad_value_with_its_flag(spec, message, tmp_path):
         JobSpec(**{**spec.__dict__, "out_dir": str(tmp_path)}).validate()
 
 
-@pytest.mark.parametrize(("flat", "message"), [({"max_time": float("nan")}, "--max-time nan: must be a finite number"),
-                                               ({"max_time": -1.0}, "--max-time -1.0: must be a finite number"),
+@pytest.mark.parametrize(("flat", "message"), [({"max_time": float("nan")}, "--max-time nan: must be a number of"),
+                                               ({"max_time": -1.0}, "--max-time -1.0: must be a number of seconds"),
                                                ({"rounds": 0}, "--rounds 0: must be at least 1"),
                                                ({"warmup": -1}, "--warmup -1: must be at least 0")])
 def test_bench_names_the_one_flag_at_fault(flat, message):
@@ -62,7 +62,7 @@ def test_bench_names_the_one_flag_at_fault(flat, message):
         with_overrides(BenchConfig(), **flat).validate()
 
 
-@pytest.mark.parametrize(("target", "message"), [(Target(batch_size=0), "--batch-size 0: must be at least 1"),
+@pytest.mark.parametrize(("target", "message"), [(Target(batch_size=0), "--batch-size 0: must be between 1 and"),
                                                  (Target(dtype="fp64"), "--dtype 'fp64'")])
 def test_the_target_refuses_each_bad_value_with_its_flag(target, message):
     with pytest.raises(UsageError, match=message):
@@ -120,8 +120,19 @@ def test_a_count_criterion_takes_whole_numbers_written_as_floats():
     from accelport.errors import UsageError
 
     assert criteria_for("fp32", {"max_top1_mismatches": "1.0"}).max_top1_mismatches == 1  # was "not a number"
-    with pytest.raises(UsageError, match="'1.5' is not a whole number"):
+    with pytest.raises(UsageError, match="'1.5' is not a finite whole number"):
         criteria_for("fp32", {"max_top1_mismatches": "1.5"})
+    with pytest.raises(UsageError, match="'1e309' is not a finite whole number"):  # inf: said "not a whole number"
+        criteria_for("fp32", {"max_top1_mismatches": "1e309"})
+
+
+def test_a_criterion_given_twice_with_two_values_is_refused_not_the_last_kept():
+    from accelport.criteria import parse_criterion_flags
+    from accelport.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"--criterion min_cosine: given twice \(0.9 and 0.99\)"):
+        parse_criterion_flags(["min_cosine=0.9", "max_rel_l2=0.1", "min_cosine=0.99"])
+    assert parse_criterion_flags(["min_cosine=0.9", "min_cosine=0.9"]) == {"min_cosine": "0.9"}  # the same twice
 
 
 @pytest.mark.parametrize(("flat", "message"), [

@@ -83,6 +83,19 @@ def test_zoo_writes_its_typed_document_and_resumes_from_typed_rows(tmp_path, mon
     assert as_text({**resumed, "created_utc": None}) == as_text({**written, "created_utc": None})
 
 
+def test_a_sweep_where_every_cell_was_refused_is_exit_2_not_a_pass(tmp_path, monkeypatch, capsys):
+    """A flag no cell could take (a batch too large for memory) had every child refuse it: every cell
+    "unsupported", and the sweep exited 0 with nothing measured."""
+    import accelport.zoo.api
+
+    monkeypatch.setattr(accelport.zoo.api, "run_cell", _canned_row)
+    sweep = ["zoo", "--models", "test_resnet", "test_vit", "--no-progress", "--no-plot", "--out-dir", str(tmp_path)]
+    assert main([*sweep, "--runtimes", "openvino"]) == 2
+    assert "no cell ran: every one was refused (test_resnet openvino/fp32: no | engine)" in capsys.readouterr().err
+    assert json.loads((tmp_path / "zoo.json").read_text())["counts"]["unsupported"] == 2  # the rows are written
+    assert main([*sweep, "--runtimes", "eager,openvino"]) == 0  # one measured cell is a sweep that ran
+
+
 def test_a_zoo_resumed_under_another_allocator_is_refused(tmp_path, monkeypatch, capsys):
     """Eager's latency, and so every cell's speed-up, depends on the allocator: rows measured with glibc's defaults
     were resumed beside rows measured without page faults, and the speed-ups compared across the two."""

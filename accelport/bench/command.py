@@ -19,6 +19,7 @@ from ..arguments import (
 )
 from ..errors import UsageError
 from ..runners import INPUT_DTYPES, QUANTIZED_DTYPES
+from ..typed_numbers import integer
 from .config import ALL_RUNTIMES, CHANNELS_LAST_MODES, BenchConfig, parse_list
 
 HELP = "compare runtimes x dtypes x batch sizes, parity-checked; pick the fastest"
@@ -104,13 +105,14 @@ def _add_timing_arguments(group: argparse._ArgumentGroup, d: BenchConfig) -> Non
                             "accelport's single-stream configurations (the pick and `run --runtime auto` take the "
                             "fastest); auto: torch's count (the physical cores), plus every logical CPU where cores "
                             "have two hardware threads, plus half the cores on 8 or more (default: %(default)s)")
-    group.add_argument("--warmup", type=int, default=d.warmup,
+    group.add_argument("--warmup", type=integer, default=d.warmup,
                        help="untimed iterations per point (default: %(default)s)")
-    group.add_argument("--iters", type=int, default=d.iters, help="timed iterations per point (default: %(default)s)")
+    group.add_argument("--iters", type=integer, default=d.iters,
+                       help="timed iterations per point (default: %(default)s)")
     group.add_argument("--max-time", type=float, default=d.max_time_s, metavar="S",
                        help="time budget per point: fewer iterations (at least 3) when one is slow "
                             "(default: %(default)s)")
-    group.add_argument("--rounds", type=int, default=d.rounds,
+    group.add_argument("--rounds", type=integer, default=d.rounds,
                        help="time every point once per round, round after round (runners stay open), so a burst of "
                             "load from other processes spreads over all configurations (default: %(default)s)")
 
@@ -120,7 +122,7 @@ def _thread_counts(text: str) -> tuple[int, ...]:
     if text.strip() == "auto":
         return ()
     try:
-        counts = parse_list(text, "--threads", int)
+        counts = parse_list(text, "--threads", integer)
     except UsageError:
         counts = ()
     if not counts:
@@ -132,9 +134,9 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     return BenchConfig(
         spec=spec_from_args(args),
         runtimes=parse_list(args.runtimes, "--runtimes"), dtypes=parse_list(args.dtypes, "--dtypes"),
-        batch_sizes=parse_list(args.batch_sizes, "--batch-sizes", int), channels_last=args.channels_last,
-        streams=parse_list(args.streams, "--streams", int),
-        micro_batches=parse_list(args.micro_batches, "--micro-batches", int),
+        batch_sizes=parse_list(args.batch_sizes, "--batch-sizes", integer), channels_last=args.channels_last,
+        streams=parse_list(args.streams, "--streams", integer),
+        micro_batches=parse_list(args.micro_batches, "--micro-batches", integer),
         warmup=args.warmup, iters=args.iters, max_time_s=args.max_time, rounds=args.rounds,
         threads=_thread_counts(args.threads),
         cache_dir=args.cache_dir, progress=not args.no_progress, plot=not args.no_plot, resume=args.resume,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..environment import check_thread_count
 from ..errors import UsageError
 from ..job.spec import FlagAliases, FromFlatNames, JobSpec, negated, same
+from ..typed_numbers import MAX_BATCH_SIZE, MAX_SECONDS, seconds_problem
 
 ALL_RUNTIMES = ("eager", "compile", "onnxruntime", "openvino")
 CHANNELS_LAST_MODES = ("auto", "on", "off")
@@ -65,8 +65,9 @@ class BenchConfig(FromFlatNames):
                              ("--micro-batches", self.micro_batches), ("--threads", self.threads)):
             if len(set(values)) != len(values):  # the CLI drops repeats; the API timed them twice, two rows
                 raise UsageError(f"{flag} {','.join(map(str, values))}: a value is repeated")
-        if any(b < 1 for b in self.batch_sizes):
-            raise UsageError(f"--batch-sizes {','.join(map(str, self.batch_sizes))}: each must be at least 1")
+        if any(not 1 <= b <= MAX_BATCH_SIZE for b in self.batch_sizes):
+            raise UsageError(f"--batch-sizes {','.join(map(str, self.batch_sizes))}: each must be between 1 and "
+                             f"{MAX_BATCH_SIZE}")
         if not self.streams or any(s < 1 for s in self.streams):
             raise UsageError(f"--streams {','.join(map(str, self.streams))}: each must be at least 1")
         if not self.micro_batches or any(m < 0 for m in self.micro_batches):
@@ -76,9 +77,9 @@ class BenchConfig(FromFlatNames):
             raise UsageError(f"--channels-last {self.channels_last!r}: choose one of {', '.join(CHANNELS_LAST_MODES)}")
         for flag, value, wrong in (("--iters", self.iters, self.iters < 1), ("--rounds", self.rounds, self.rounds < 1),
                                    ("--warmup", self.warmup, self.warmup < 0),
-                                   ("--max-time", self.max_time_s, not 0 < self.max_time_s < math.inf)):
+                                   ("--max-time", self.max_time_s, seconds_problem(self.max_time_s) is not None)):
             if wrong:
-                rule = {"--warmup": "at least 0", "--max-time": "a finite number of seconds above 0"}
+                rule = {"--warmup": "at least 0", "--max-time": f"a number of seconds above 0, at most {MAX_SECONDS:g}"}
                 raise UsageError(f"{flag} {value}: must be {rule.get(flag, 'at least 1')}")
         for threads in self.threads:
             check_thread_count("--threads", threads)

@@ -8,6 +8,7 @@ import os
 
 from .. import arguments, errors
 from ..formatting import comparison_text
+from ..typed_numbers import integer, whole_number
 from .config import EvalConfig
 
 HELP = "accuracy and agreement over a dataset (torchrun for many devices)"
@@ -34,7 +35,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         skip_bad_help="warn about and skip unreadable images (listed in eval.json) instead of failing",
                         test_size_help="use the pretrained config's test input size and crop instead of the train "
                                        "size")
-    data.add_argument("--workers", type=int, default=d.workers,
+    data.add_argument("--workers", type=integer, default=d.workers,
                       help="DataLoader worker processes decoding images, per process (default: %(default)s)")
 
     model = parser.add_argument_group("model and weights")
@@ -46,7 +47,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                                    "device without index means the local rank's (default: %(default)s)",
                          runtime_help="how the target runs the model (default: %(default)s)", runtime_options=True,
                          judged_flag="--data")
-    target.add_argument("--batch-size", type=int, default=d.target.batch_size,
+    target.add_argument("--batch-size", type=integer, default=d.target.batch_size,
                         help="images per batch; the last batch is zero-padded to it (default: %(default)s)")
 
     judge = parser.add_argument_group("criteria")
@@ -67,7 +68,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--resume", action="store_true",
                         help="skip the images already in --out-dir's journal (an interrupted run of the same "
                              "evaluation); without it the journal is started afresh")
-    output.add_argument("--worst", type=int, default=d.worst, help="worst images and classes listed (default: 10)")
+    output.add_argument("--worst", type=integer, default=d.worst, help="worst images and classes listed (default: 10)")
     output.add_argument("--no-progress", action="store_true", help="no progress bar")
     output.add_argument("--dist-timeout", type=float, default=d.dist_timeout_s, metavar="S",
                         help="torch.distributed timeout; raise it when shards may finish far apart (default: 1800)")
@@ -89,7 +90,6 @@ def _pct(value: float) -> str:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .api import evaluate
-    from .distributed import whole_number
     from .report import zero_target_caution
 
     rank = whole_number(os.environ.get("RANK", "0"))  # a bad value is refused naming it (distributed.py)

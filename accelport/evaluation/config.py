@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -10,6 +9,7 @@ from typing import Any, ClassVar
 from ..environment import usable_cpus
 from ..errors import InputError, UsageError
 from ..job.spec import FlagAliases, JobSpec, Target, negated, same, with_overrides
+from ..typed_numbers import seconds_problem
 
 # Loader processes per usable CPU --workers may ask for: decoding waits on storage at times, so a few per CPU can
 # pay; 100000 forked until the machine stalled
@@ -53,8 +53,8 @@ class EvalConfig:
         for name in ("max_disagreement", "max_accuracy_drop"):
             if not 0 <= getattr(self, name) <= 1:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be a share between 0 and 1")
-        if not math.isfinite(self.dist_timeout_s) or self.dist_timeout_s <= 0:  # nan compares false with anything
-            raise UsageError(f"--dist-timeout {self.dist_timeout_s}: must be a positive number")
+        if (problem := seconds_problem(self.dist_timeout_s)) is not None:
+            raise UsageError(f"--dist-timeout {self.dist_timeout_s:g}: {problem}")
         if self.reference_cache == "":
             raise UsageError("--reference-cache '': an empty path; give a folder, or leave the flag out")
         if not str(self.data):

@@ -22,6 +22,7 @@ import torch
 from ..devices import resolve_device
 from ..errors import DeviceError, PeerError, UsageError
 from ..formatting import one_line
+from ..typed_numbers import whole_number
 
 _logger = logging.getLogger(__name__)
 
@@ -52,13 +53,6 @@ class DistContext:
                 "master_addr": os.environ.get("MASTER_ADDR") if self.enabled else None}
 
 
-def whole_number(text: str) -> int | None:
-    """``text`` as a non-negative integer of ASCII digits, else None: int() also reads "1_0" as 10, "+2" and
-    non-ASCII digits (and raises on "²", which str.isdigit accepts)."""
-    text = text.strip()
-    return int(text) if text.isascii() and text.isdigit() else None
-
-
 def _environ_int(name: str, default: int, minimum: int) -> int:
     """An integer torchrun's variables hold (also set by hand: docs/eval.md); exit 2 naming it when it is not one."""
     text = os.environ.get(name)
@@ -66,8 +60,9 @@ def _environ_int(name: str, default: int, minimum: int) -> int:
         return default
     value = whole_number(text)
     if value is None or value < minimum:
-        raise UsageError(f"environment variable {name}={text!r}: not an integer >= {minimum} (torchrun sets it; by "
-                         "hand, set WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT together)")
+        raise UsageError(f"environment variable {name}={text[:40]!r}: not an integer >= {minimum} of at most 18 "
+                         "digits (torchrun sets it; by hand, set WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR and "
+                         "MASTER_PORT together)")
     return value
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
+from ..typed_numbers import whole_number
 from ..weights import sha256_of
 
 _logger = logging.getLogger(__name__)
@@ -81,16 +82,16 @@ class LabelParser:
             if index is None:
                 raise InputError(f"{where}: wnid {token!r} is not one of the {self.subset} classes")
             return index
-        if token.isdigit():
-            index = int(token)
+        if (index := whole_number(token)) is not None:
             if index >= self.num_classes:
                 raise InputError(f"{where}: class index {index} is out of range (the model has {self.num_classes})")
             return index
-        raise InputError(f"{where}: label {token!r} is neither an ImageNet wnid (n01440764) nor a class index")
+        raise InputError(f"{where}: label {token[:40]!r} is neither an ImageNet wnid (n01440764) nor a class index "
+                         "(ASCII digits)")
 
     def looks_like_label(self, token: str) -> bool:
         token = token.strip()
-        return bool(WNID.match(token)) or token.isdigit()
+        return bool(WNID.match(token)) or whole_number(token) is not None
 
 
 def folder_labels(relative_paths: Sequence[str], parser: LabelParser) -> tuple[list[int], LabelSource] | None:

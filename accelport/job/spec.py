@@ -7,7 +7,6 @@ maps the flat keyword names of the public API (``accelport.run(model=..., dtype=
 from __future__ import annotations
 
 import difflib
-import math
 import numbers
 import os
 import types
@@ -20,6 +19,7 @@ from ..environment import check_thread_count
 from ..errors import UsageError
 from ..models import DEFAULT_MODEL
 from ..runners.base import INT8_REMAINDERS, OPTIONS
+from ..typed_numbers import MAX_BATCH_SIZE, seconds_problem
 
 # Runtime-specific options a Target carries to its runner with their "not used" values: OpenVINO's --streams and
 # --micro-batch, the int8 --calibration images (runners/base.OPTIONS: their ranges, and which runtime takes them).
@@ -58,8 +58,8 @@ class JobSpec:
         from ..criteria import criteria_for
         from ..devices import FP32_MATH_MODES
 
-        if not math.isfinite(self.hub_timeout_s) or self.hub_timeout_s <= 0:  # nan compares false with anything
-            raise UsageError(f"--hub-timeout {self.hub_timeout_s}: must be a finite number of seconds above 0")
+        if (problem := seconds_problem(self.hub_timeout_s)) is not None:
+            raise UsageError(f"--hub-timeout {self.hub_timeout_s:g}: {problem}")
         if self.fp32_math not in FP32_MATH_MODES:
             raise UsageError(f"--fp32-math {self.fp32_math!r}: choose one of {', '.join(FP32_MATH_MODES)}")
         criteria_for("fp32", dict(self.criteria))  # unknown keys and out-of-range values, whatever the precision
@@ -108,8 +108,8 @@ class Target:
         if self.runtime not in (*runtime_names(), "auto"):
             raise UsageError(f"--runtime {self.runtime!r}: choose one of {', '.join(runtime_names())} (and auto, "
                              "with run: picked from a bench sweep)")
-        if self.batch_size < 1:
-            raise UsageError(f"--batch-size {self.batch_size}: must be at least 1")
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise UsageError(f"--batch-size {self.batch_size}: must be between 1 and {MAX_BATCH_SIZE}")
         if self.threads is not None:
             check_thread_count("--threads", self.threads)
         if self.dtype not in INPUT_DTYPES:

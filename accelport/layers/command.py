@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import arguments
+from ..typed_numbers import integer
 from .config import MODE_CHOICES, LayersConfig
 
 HELP = "which module diverges: layer-by-layer comparison, chained and isolated"
@@ -26,7 +27,7 @@ def add_layers_arguments(parser: argparse.ArgumentParser) -> None:
 
     data = parser.add_argument_group("inputs")
     arguments.add_input_arguments(data)
-    data.add_argument("--batch-size", type=int, default=d.target.batch_size,
+    data.add_argument("--batch-size", type=integer, default=d.target.batch_size,
                       help="images per batch; metrics are accumulated over batches, so the result does not depend "
                            "on it, only the memory does (default: %(default)s)")
 

@@ -6,6 +6,7 @@ import argparse
 
 from .. import arguments
 from ..criteria import TUNABLE_CRITERIA
+from ..typed_numbers import integer
 from .config import RunConfig
 
 HELP = "parity + latency report for one target (same as inference.py)"
@@ -35,10 +36,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                        "(default: %(default)s)", runtime_options=True, auto_runtime=True)
 
     measure = parser.add_argument_group("measurement")
-    measure.add_argument("--batch-size", type=int, default=defaults.target.batch_size,
+    measure.add_argument("--batch-size", type=integer, default=defaults.target.batch_size,
                          help="batch size for inference and latency (default: %(default)s)")
-    measure.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed warm-up iterations (default: 10)")
-    measure.add_argument("--iters", type=int, default=defaults.iters, help="timed iterations (default: %(default)s)")
+    measure.add_argument("--warmup", type=integer, default=defaults.warmup,
+                         help="untimed warm-up iterations (default: 10)")
+    measure.add_argument("--iters", type=integer, default=defaults.iters,
+                         help="timed iterations (default: %(default)s)")
     arguments.add_criterion_argument(measure, f"override a parity criterion: {', '.join(TUNABLE_CRITERIA)} "
                                     "(repeatable; README, 'Parity criteria')")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import arguments
+from ..typed_numbers import integer
 from .config import SIZES, PowerConfig
 
 HELP = "detection power: which injected weight faults the verdict catches, and from which size"
@@ -27,7 +28,7 @@ def add_power_arguments(parser: argparse.ArgumentParser) -> None:
     arguments.add_model_arguments(parser.add_argument_group("model and weights"))
     data = parser.add_argument_group("inputs")
     arguments.add_input_arguments(data, images_help="image files and/or folders; default: samples/")
-    data.add_argument("--batch-size", type=int, default=d.target.batch_size,
+    data.add_argument("--batch-size", type=integer, default=d.target.batch_size,
                       help="images per batch (default: %(default)s)")
     arguments.add_target_arguments(parser.add_argument_group("target"),
                          runtime_help="eager, compile, onnxruntime, openvino (default: eager)",

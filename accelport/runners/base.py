@@ -19,6 +19,7 @@ import torch
 
 from ..devices import synchronize
 from ..errors import RuntimeUnavailableError
+from ..typed_numbers import MAX_BATCH_SIZE
 
 _logger = logging.getLogger(__name__)
 
@@ -70,9 +71,10 @@ class RunnerOption:
     in_every_record: bool = True  # False: only its owner records it, where it applies (``describe``)
 
     def check(self, value: Any) -> None:
-        """The value itself, whatever the runtime: a count below its minimum is refused naming the flag."""
-        if self.minimum is not None and value is not None and value < self.minimum:
-            raise RuntimeUnavailableError(f"{self.flag} {value}: must be at least {self.minimum}")
+        """The value itself, whatever the runtime: a count outside [minimum, MAX_BATCH_SIZE] is refused naming the
+        flag (a request of 2**63 images went through to the engine)."""
+        if self.minimum is not None and value is not None and not self.minimum <= value <= MAX_BATCH_SIZE:
+            raise RuntimeUnavailableError(f"{self.flag} {value}: must be between {self.minimum} and {MAX_BATCH_SIZE}")
 
 
 # Every runtime-specific option a caller may pass to any runner. Which runtime takes one, and what is a valid

@@ -17,7 +17,7 @@ from typing import Any, cast
 from ..allocator import allocator_kind, allocator_state, configure_allocator
 from ..atomic import json_safe
 from ..devices import caller_torch_state
-from ..errors import EXIT_PARITY_FAILED, EXIT_PASSED, UsageError
+from ..errors import EXIT_PARITY_FAILED, EXIT_PASSED, EXIT_USER_ERROR, UsageError
 from ..evaluation.distributed import DistContext, barrier, broadcast_from_main, init_distributed, shutdown
 from ..job.spec import with_overrides
 from ..out_dir_lock import hold_out_dir, job_scope
@@ -91,13 +91,23 @@ def run_zoo(config: ZooConfig | None = None, **overrides: Any) -> ZooResult:
             by_key = {row.key: row for row in map(ZooRow.from_json, [*done.values(), *rows])}  # journal, then new
             document = ZooDocument.build(config, models, [by_key[c.key] for c in cells], str(device), ctx.world_size)
             artifacts = _write(document, Path(config.spec.out_dir), config.plot)
-            explained = all(row.status in EXPLAINED for row in document.rows)
-            result = ZooResult(document, EXIT_PASSED if explained else EXIT_PARITY_FAILED, artifacts)
+            result = ZooResult(document, _exit_code(document), artifacts)
         result.exit_code = broadcast_from_main(ctx, result.exit_code)
         barrier(ctx)
         return result
     finally:
         shutdown(ctx)
+
+
+def _exit_code(document: ZooDocument) -> int:
+    """0 every cell passed or was unsupported, 1 one failed, crashed or timed out; 2 when every cell was refused
+    (a flag no cell could take, such as a batch too large for memory): nothing was measured, which is no pass."""
+    if document.rows and all(row.status == "unsupported" for row in document.rows):
+        first = document.rows[0]
+        _logger.error("no cell ran: every one was refused (%s %s/%s: %s)", first.model, first.runtime, first.dtype,
+                      first.reason)
+        return EXIT_USER_ERROR
+    return EXIT_PASSED if all(row.status in EXPLAINED for row in document.rows) else EXIT_PARITY_FAILED
 
 
 def _write(document: ZooDocument, out_dir: Path, plot: bool) -> dict[str, Path]:

@@ -16,6 +16,7 @@ from ..arguments import (
 )
 from ..bench.config import parse_list
 from ..runners import INPUT_DTYPES
+from ..typed_numbers import integer
 from .config import DEFAULT_CPU_MEMORY_GB, ZOO_RUNTIMES, ZooConfig
 
 HELP = "many timm models x runtimes x dtypes, each in its own process, with a verdict per cell"
@@ -23,7 +24,8 @@ DESCRIPTION = ("Sweep timm models (names, a file, or patterns) over runtimes and
                "accelport run (parity against the CPU fp32 reference, latency) in a child process with a time and "
                "memory limit; resumable; torchrun spreads the models over the devices.")
 EPILOG = ("exit codes: 0 every cell passed or is explained as unsupported, 1 a cell failed parity, crashed or timed "
-          "out, 2 bad usage/input/environment (nothing run), 3 internal error. Results: zoo.json, zoo.csv, zoo.md, "
+          "out, 2 bad usage/input/environment (nothing run), or every cell unsupported (nothing measured), 3 internal "
+          "error. Results: zoo.json, zoo.csv, zoo.md, "
           "zoo.png and zoo.journal.jsonl in --out-dir; each cell's own run artifacts under cells/. "
           "Scale out: torchrun --nproc-per-node N -m accelport zoo ... (one device per rank).")
 
@@ -60,9 +62,9 @@ def add_zoo_arguments(parser: argparse.ArgumentParser) -> None:
                                              "(default: %(default)s)", fp32_math_help=None)
     add_calibration_argument(target, "int8 in --dtypes: images the quantisers calibrate on (files/folders; default: "
                                      "the bundled samples)")
-    target.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
-    target.add_argument("--warmup", type=int, default=d.warmup, help="untimed iterations (default: %(default)s)")
-    target.add_argument("--iters", type=int, default=d.iters, help="timed iterations (default: %(default)s)")
+    target.add_argument("--batch-size", type=integer, default=d.batch_size, help="(default: %(default)s)")
+    target.add_argument("--warmup", type=integer, default=d.warmup, help="untimed iterations (default: %(default)s)")
+    target.add_argument("--iters", type=integer, default=d.iters, help="timed iterations (default: %(default)s)")
 
     output = parser.add_argument_group("output")
     add_out_dir_argument(output, "where results go (default: %(default)s)", default=d.spec.out_dir)

@@ -6,7 +6,6 @@ before any model is loaded or any child is started, so bad input is one exit-2 l
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import ClassVar
 
 from ..errors import InputError, UsageError
 from ..job.spec import FlagAliases, FromFlatNames, JobSpec, negated, same
+from ..typed_numbers import MAX_BATCH_SIZE, seconds_problem
 
 ZOO_RUNTIMES = ("eager", "compile", "onnxruntime", "openvino")
 DEFAULT_CPU_MEMORY_GB = 16.0
@@ -58,18 +58,23 @@ class ZooConfig(FromFlatNames):
         check_sweep_calibration(self.dtypes, self.calibration)  # before any cell
         if not self.models and not self.models_file:
             raise UsageError("no models: give --models NAME_OR_PATTERN... and/or --models-file FILE")
-        for name, value, low in (("--batch-size", self.batch_size, 1), ("--iters", self.iters, 1),
-                                 ("--warmup", self.warmup, 0)):
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise UsageError(f"--batch-size {self.batch_size}: must be between 1 and {MAX_BATCH_SIZE}")
+        for name, value, low in (("--iters", self.iters, 1), ("--warmup", self.warmup, 0)):
             if value < low:
                 raise UsageError(f"{name} {value}: must be at least {low}")
-        if not 0 < self.timeout_s < math.inf:  # nan compares false with anything
-            raise UsageError(f"--timeout {self.timeout_s}: must be a finite number of seconds > 0")
-        if self.memory_gb is not None and not 0 <= self.memory_gb <= MAX_MEMORY_GB:
-            raise UsageError(f"--memory-limit {self.memory_gb}: must be a number of GB from 0 (none) to "
-                             f"{MAX_MEMORY_GB:g} (what a process's address-space limit can hold)")
+        if (problem := seconds_problem(self.timeout_s)) is not None:
+            raise UsageError(f"--timeout {self.timeout_s:g}: {problem}")
+        if self.memory_gb is not None and not (self.memory_gb == 0 or MIN_MEMORY_GB <= self.memory_gb <= MAX_MEMORY_GB):
+            raise UsageError(f"--memory-limit {self.memory_gb}: must be 0 (no limit) or a number of GB from "
+                             f"{MIN_MEMORY_GB:g} (below it Python itself cannot start) to {MAX_MEMORY_GB:g} (what a "
+                             "process's address-space limit can hold)")
         self.spec.validate()
 
 
+# Below this not even Python's own libraries map (a crash, not an out-of-memory row); a limit under one byte was
+# read as none. Importing torch maps 2-4 GiB of address space: a limit under that is a clear out-of-memory row.
+MIN_MEMORY_GB = 0.1
 MAX_MEMORY_GB = 2.0 ** 32  # in GiB, 2^62 bytes: RLIMIT_AS is a signed 64-bit byte count (2e10 failed in the child)
 
 
