@@ -12,6 +12,7 @@ from accelport.bench.memory import PeakMemory
 from accelport.bench.pick import fastest_passing, picks
 from accelport.bench.sweep import BASELINE, Configuration, padded_indices, plan_configurations
 from accelport.cli import main
+from accelport.criteria import criteria_for
 from accelport.preprocess import data_config_for
 from accelport.runners import _REGISTRY
 from accelport.runners.eager import EagerRunner
@@ -348,10 +349,16 @@ def test_auto_uses_a_bench_json_only_from_this_machine(change, bench_dir):
     # timed at another input size (bench --test-size, then a plain run): its latencies are of other inputs
     ({"model": {"input_size": [3, 40, 40]}}, "other inputs (input_size [3, 40, 40] there, [3, 160, 160] here"),
     # a hand-edited runtime: said as the file's, not blamed on a --runtime the user never gave
-    ({"rows": {"runtime": "tensorrt"}}, "runtime(s) this version does not run ('tensorrt')"),
+    ({"rows": {"runtime": "tensorrt", "label": "tensorrt fp32"}}, "runtime(s) this version does not run ('tensorrt')"),
     ({"model": {"data_config": None}}, "no input size it was timed at"),  # any size would have been taken
     ({"allocator": {"settings": "glibc malloc, mmap and trimming off: freed memory kept for reuse (set by accelport)",
                     "retain": "true"}}, "another allocator ('not recorded' there, "),  # hand-edited: not trusted
+    # judged otherwise: a pick that passed looser criteria or fp32 math was reused for a strict run
+    ({"settings": {"fp32_math": "fast"}}, "--fp32-math 'fast' (here 'strict')"),
+    ({"criteria": {"min_cosine": 0.0}}, "other fp32 criteria"),
+    # a hand-edited thread count: -3 was handed to the runtime and recorded, "4" stopped the run (exit 3)
+    ({"settings": {"threads": -3}}, "settings.threads -3 (not a thread count"),
+    ({"settings": {"threads": "4"}}, "settings.threads '4' (not a thread count"),
 ])
 def test_auto_says_why_a_bench_json_from_the_out_dir_is_not_used(bench_dir, tmp_path, caplog, environment_change,
                                                                   said):
@@ -371,12 +378,17 @@ def test_auto_says_why_a_bench_json_from_the_out_dir_is_not_used(bench_dir, tmp_
         document["model"]["data_config"].update(environment_change["model"])
     elif "rows" in environment_change:
         document["rows"][0].update(environment_change["rows"])
+    elif "settings" in environment_change:
+        document["settings"].update(environment_change["settings"])
+    elif "criteria" in environment_change:
+        document["criteria"]["fp32"].update(environment_change["criteria"])
     else:
         document["environment"].update(environment_change)
     (tmp_path / "bench.json").write_text(json.dumps(document))
     loaded = load_model("test_convnext2")
-    job = SimpleNamespace(spec=SimpleNamespace(out_dir=str(tmp_path)), loaded=loaded, device=torch.device("cpu"),
-                          separate_target=False, data_config=data_config_for(loaded.model, False))
+    job = SimpleNamespace(spec=SimpleNamespace(out_dir=str(tmp_path), fp32_math="strict"), loaded=loaded,
+                          device=torch.device("cpu"), separate_target=False,
+                          data_config=data_config_for(loaded.model, False), criteria_for=lambda d: criteria_for(d, {}))
     with caplog.at_level(logging.INFO, logger="accelport"):
         assert _cached_choice(job, Target(runtime="auto", dtype="fp32", batch_size=1)) is None
     assert f"{tmp_path / 'bench.json'} was measured for " in caplog.text and said in caplog.text
@@ -400,8 +412,9 @@ def test_auto_takes_a_matching_bench_json_only_for_the_same_port_and_says_what_i
     port = load_model("test_convnext2")
     with torch.no_grad():
         next(port.model.parameters()).add_(0.5)
-    job = SimpleNamespace(spec=SimpleNamespace(out_dir=str(tmp_path)), loaded=loaded, device=torch.device("cpu"),
-                          separate_target=case == "run_on_a_port", data_config=data_config_for(loaded.model, False),
+    job = SimpleNamespace(spec=SimpleNamespace(out_dir=str(tmp_path), fp32_math="strict"), loaded=loaded,
+                          device=torch.device("cpu"), separate_target=case == "run_on_a_port",
+                          data_config=data_config_for(loaded.model, False), criteria_for=lambda d: criteria_for(d, {}),
                           target_model=SimpleNamespace(model=port.model, weights=SimpleNamespace(path="port.pt")))
     if case == "benched_a_port":
         document["model"]["target_weights"] = {"path": "old_port.pt", "state_digest": weights_digest(port.model)}
@@ -437,6 +450,9 @@ def test_auto_takes_a_matching_bench_json_only_for_the_same_port_and_says_what_i
     ({"status": "OK"}, "status 'OK' (one of ok, unsupported, error, skipped)"),  # dropped from the pick unsaid
     ({"dtype": "float32"}, "dtype 'float32' (one of fp32, fp16, bf16, int8)"),
     ({"parity": {"passed": True, "failed_checks": ["min_sample_cosine"]}}, "a verdict that agrees with itself"),
+    ({"reliability": "no"}, "reliability 'no' (an object)"),  # read as an object by the pick: exit 3
+    # logged as the label, run as the runtime: a compile row labelled "eager fp32" was said to be eager
+    ({"runtime": "compile"}, "label 'eager fp32' (an accelport row's label starts with its runtime and dtype"),
 ])
 def test_auto_says_when_a_bench_json_in_the_out_dir_cannot_be_read(bench_dir, tmp_path, caplog, damage, said):
     """A truncated bench.json (a copy cut short) was skipped without a word, and a full sweep ran instead."""

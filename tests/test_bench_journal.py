@@ -19,6 +19,10 @@ SWEEP = ["bench", "--model", "test_convnext2", "--device", "cpu", "--runtimes", 
          "--images", PHOTO, "--no-peers", "--rounds", "1"]
 
 
+ROW = {"label": "eager fp32", "runtime": "eager", "dtype": "fp32", "batch_size": 1, "status": "ok",
+       "parity": {"passed": True}}
+
+
 def interrupt_after(monkeypatch, rounds: int) -> None:
     """Ctrl-C right after the ``rounds``-th timing round reached the journal."""
     original, written = JournalWriter.round, []
@@ -109,17 +113,43 @@ def test_a_bad_entry_in_the_middle_is_named_but_a_cut_off_last_line_is_measured_
 
     path = tmp_path / JOURNAL_NAME
     writer = JournalWriter(path, {"k": 1}, fresh=True)
+    writer.point(ROW)
     writer.round(("eager fp32", 1), [1.0, 2.0], None)
     writer.close()
     with open(path, "a") as fh:
         fh.write('{"kind": "round", "label": "eager fp32", "batch_s')  # cut short by a kill
     assert read_journal(path, {"k": 1}).rounds_done(("eager fp32", 1)) == 1
     JournalWriter(path, {"k": 1}, fresh=False).close()  # --resume drops the cut line before appending
-    assert path.read_text().count("\n") == 2 and path.read_text().endswith("\n")
+    assert path.read_text().count("\n") == 3 and path.read_text().endswith("\n")
     with open(path, "a") as fh:
         fh.write('{"kind": "point"}\n{"kind": "round", "label": "x", "batch_size": 1, "samples": [1]}\n')
-    with pytest.raises(UsageError, match="line 3 is not a journal entry"):
+    with pytest.raises(UsageError, match="line 4 is not a journal entry"):
         read_journal(path, {"k": 1})
+
+
+def test_a_point_without_its_round_is_measured_again_and_a_round_without_its_point_is_damage(tmp_path, capsys):
+    """A kill between a point's row and its first round (two writes) left a point with no timing: resumed, it was
+    never timed and the end of the sweep crashed in numpy (exit 3). A round whose point the journal lacks (a line
+    moved to another label or batch size) was taken without a word."""
+    from accelport.bench.journal import read_journal
+    from accelport.errors import UsageError
+
+    assert main([*SWEEP, "--rounds", "1", "--out-dir", str(tmp_path)]) == 0
+    path = tmp_path / JOURNAL_NAME
+    lines = path.read_text().splitlines(keepends=True)
+    kinds = [json.loads(line).get("kind") for line in lines]
+    first_round = kinds.index("round")
+    path.write_text("".join(lines[:first_round]))  # batch 1's row, then the kill
+    assert main([*SWEEP, "--rounds", "1", "--out-dir", str(tmp_path), "--resume"]) == 0
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert [(r["batch_size"], len(r["round_p50_ms"])) for r in rows] == [(1, 1), (2, 1)]
+    moved = json.loads(lines[first_round])
+    path.write_text("".join(lines[:first_round]) + json.dumps({**moved, "batch_size": 7}) + "\n")
+    with pytest.raises(UsageError, match="holds timing rounds of 'eager fp32' at batch 7, which it never started"):
+        read_journal(path, json.loads(lines[0])["fingerprint"])
+    path.write_text("")  # killed as it was created: no header yet
+    assert main([*SWEEP, "--rounds", "1", "--out-dir", str(tmp_path), "--resume"]) == 0
+    assert "is empty: the sweep starts from the beginning" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("entry, said", [
@@ -129,6 +159,7 @@ def test_a_bad_entry_in_the_middle_is_named_but_a_cut_off_last_line_is_measured_
     ({"kind": "round", "label": "eager fp32", "batch_size": 1, "samples": [3.0, -1.0]}, "not positive and finite"),
     ({"kind": "round", "label": "eager fp32", "batch_size": 1, "samples": []}, "a round without samples"),  # exit 3
     ({"kind": "round", "label": "eager fp32", "batch_size": 0, "samples": [3.0]}, "of batch size under 1"),
+    ({"kind": "round", "label": "eager fp32", "batch_size": 1, "samples": ["5"]}, "a time that is not a number"),
 ])
 def test_a_journal_entry_the_sweep_could_not_have_written_is_named_before_any_measuring(tmp_path, entry, said):
     from accelport.bench.journal import read_journal

@@ -284,6 +284,19 @@ def test_resume_refuses_the_journal_of_another_evaluation_and_ignores_a_cut_off_
         read_journals(tmp_path, {"dtype": "bf16", "batch_size": 2}, {"a.jpg": "identity of a.jpg"})
 
 
+def test_an_image_journaled_twice_with_other_values_is_refused_not_the_last_taken(tmp_path):
+    """A duplicated record with top1_match flipped was taken without a word and turned the verdict."""
+    from dataclasses import replace
+
+    with JournalWriter(tmp_path / "eval_journal.rank0.jsonl", FINGERPRINT) as journal:
+        journal.append([RECORD, RECORD], ["identity of a.jpg"] * 2)  # the same record twice: harmless
+    assert read_journals(tmp_path, FINGERPRINT, {"a.jpg": "identity of a.jpg"}) == {"a.jpg": RECORD}
+    with JournalWriter(tmp_path / "eval_journal.rank0.jsonl", FINGERPRINT) as journal:
+        journal.append([replace(RECORD, top1_match=False)], ["identity of a.jpg"])
+    with pytest.raises(UsageError, match="line 4 records a.jpg a second time, with other values"):
+        read_journals(tmp_path, FINGERPRINT, {"a.jpg": "identity of a.jpg"})
+
+
 def test_resume_evaluates_again_an_image_replaced_since_its_record(tmp_path):
     image = tmp_path / "data" / "a.jpg"
     image.parent.mkdir()

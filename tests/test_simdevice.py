@@ -156,7 +156,10 @@ def test_bench_in_fp32_fast_proves_a_port_in_strict_fp32_as_run_does(simulated_d
 @pytest.mark.parametrize(("variable", "value"), [("ACCELPORT_SIMULATED_DEVICE_COUNT", "0"),
                                                 ("ACCELPORT_SIMULATED_DEVICE_COUNT", "1.5"),
                                                 ("ACCELPORT_SIMULATED_KERNEL_US", "-5"),
-                                                ("ACCELPORT_SIMULATED_COPY_US_PER_MIB", "fast")])
+                                                ("ACCELPORT_SIMULATED_COPY_US_PER_MIB", "fast"),
+                                                # float() read them as 3 devices and 10 µs
+                                                ("ACCELPORT_SIMULATED_DEVICE_COUNT", "٣"),
+                                                ("ACCELPORT_SIMULATED_KERNEL_US", "1_0")])
 def test_a_bad_simulation_setting_is_an_error_naming_it_before_anything_is_built(monkeypatch, variable, value):
     import accelport.simdevice.backend as backend
 

@@ -63,6 +63,8 @@ def _apply(state: JournalState, entry: Any) -> None:
         state.rows[(str(entry["label"]), int(entry["batch_size"]))] = dict(entry["row"])
     elif kind == "round":
         key = (str(entry["label"]), int(entry["batch_size"]))
+        if not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in entry["samples"]):
+            raise ValueError("a time that is not a number")  # float("5") took a string
         samples = [float(s) for s in entry["samples"]]
         if key[1] < 1 or not samples:
             raise ValueError("a round without samples or of batch size under 1")
@@ -78,6 +80,9 @@ def read_journal(path: Path, fingerprint: dict[str, Any]) -> JournalState:
     state = JournalState()
     if not path.exists():
         _logger.warning("--resume: no %s (a mistyped --out-dir?): the sweep starts from the beginning", path)
+        return state
+    if path.stat().st_size == 0:  # interrupted as it was created, before its header was written
+        _logger.warning("--resume: %s is empty: the sweep starts from the beginning", path)
         return state
     try:
         lines = journal.read_lines(path)
@@ -108,6 +113,10 @@ def read_journal(path: Path, fingerprint: dict[str, Any]) -> JournalState:
                 continue
             said = f": {exc}" if isinstance(exc, ValueError) and " " in str(exc) else ""
             raise _bad(path, f"line {line.number} is not a journal entry (the file is damaged{said})") from None
+    if orphans := sorted(set(state.rounds) - set(state.rows)):  # a point's round is written after its row
+        label, batch = orphans[0]
+        raise _bad(path, f"holds timing rounds of {label!r} at batch {batch}, which it never started (the file is "
+                         "damaged)")
     _logger.info("--resume: %d finished point(s) in %s", state.points, path)
     return state
 

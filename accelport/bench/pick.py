@@ -168,6 +168,22 @@ def _mismatch(document: BenchDocument, loaded: LoadedModel, device: torch.device
     return f"another machine ({cpu_kind_text(document.environment)}: {'; '.join(differs)})"
 
 
+def _judged_otherwise(data: dict[str, Any], job: JobContext, target: Target) -> str | None:
+    """Why the rows of ``data`` were judged or run otherwise than this run would be (None: alike): its fp32 math,
+    its criteria in the target's dtype, the thread count it records. A pick that passed looser criteria is no pick
+    for a strict run (the run judges it again, but then fails where another configuration would pass)."""
+    settings = data.get("settings") or {}
+    if settings.get("fp32_math") != job.spec.fp32_math:
+        return f"--fp32-math {settings.get('fp32_math')!r} (here {job.spec.fp32_math!r})"
+    there = (data.get("criteria") or {}).get(target.dtype)
+    if there is not None and there != json.loads(json.dumps(job.criteria_for(target.dtype).to_json())):
+        return f"other {target.dtype} criteria (--criterion there or here)"
+    threads = settings.get("threads")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        return f"settings.threads {threads!r} (not a thread count: the file was edited)"
+    return None
+
+
 def _choose(document: dict[str, Any], target: Target, source: str) -> AutoChoice | None:
     from .peers import comparison_for, peer_summary
 
@@ -224,6 +240,7 @@ def _cached_choice(job: JobContext, target: Target) -> AutoChoice | None:
                                  json.loads(json.dumps(job.data_config.to_json())))  # lists, as the file has them
         except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a hand-edited block of the wrong kind
             mismatch = f"an environment this version cannot read ({type(exc).__name__}: {one_line(str(exc), 80)})"
+        mismatch = mismatch or _judged_otherwise(data, job, target)
         if mismatch is not None:
             _logger.info("--runtime auto: %s was measured for %s; not used", path, mismatch)
         elif choice := _choose(data, target, str(path)):

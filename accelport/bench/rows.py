@@ -46,6 +46,12 @@ def check_row(data: Any, *, timed: bool = True) -> None:
         raise bad("status", data["status"], f"one of {', '.join(ROW_STATUSES)}")
     if data["dtype"] not in INPUT_DTYPES:  # and a row of an unknown dtype was never a candidate
         raise bad("dtype", data["dtype"], f"one of {', '.join(INPUT_DTYPES)}")
+    if data.get("kind") != "peer" and not data["label"].startswith(f"{data['runtime']} {data['dtype']}"):
+        # the pick logs the label and runs the runtime: a compile row labelled "eager fp32" was said to be eager
+        raise bad("label", data["label"], f"an accelport row's label starts with its runtime and dtype, "
+                                          f"{data['runtime']} {data['dtype']}")
+    if not isinstance(data.get("reliability"), (dict, type(None))):  # the pick reads it as an object
+        raise bad("reliability", data.get("reliability"), "an object")
     if not isinstance(data.get("channels_last", False), bool):
         raise bad("channels_last", data.get("channels_last"), "true or false")
     for key, least in (("streams", 1), ("threads", 1), ("micro_batch", 0)):  # absent or null: the default

@@ -151,8 +151,11 @@ class _Sweep:
             return None
         if row["status"] != "ok":
             return row
+        entries = self.resumed.rounds.get(key, [])[: self.rounds]
+        if not entries:  # interrupted between the row and its first round: measured again (points.py)
+            return None
         point = Point(dict(row))
-        for entry in self.resumed.rounds.get(key, [])[: self.rounds]:
+        for entry in entries:
             point.add_round(entry["samples"], entry["load"])
         return point
 

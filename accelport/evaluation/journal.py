@@ -93,6 +93,10 @@ def read_journals(out_dir: Path, fingerprint: dict[str, Any], files: dict[str, s
                 raise UsageError(f"--resume: {path} line {line.number} is not an image record ({exc}); delete the "
                                  "journal or drop --resume") from None
             if files.get(record.key) == file:
+                if record.key in done and done[record.key] != record:  # the last one won, a verdict flipped unsaid
+                    raise UsageError(f"--resume: {path} line {line.number} records {record.key} a second time, with "
+                                     "other values (the journal was edited or damaged); delete the journal or drop "
+                                     "--resume")
                 done[record.key] = record
             elif record.key in files:
                 _logger.info("--resume: %s changed since it was evaluated; evaluating it again", record.key)

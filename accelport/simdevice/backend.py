@@ -34,9 +34,11 @@ def _env_number(name: str, default: float, low: float, high: float, *, whole: bo
     if not text:
         return default
     try:
+        if not text.isascii() or "_" in text:  # float() reads '٣' as 3 and '1_0' as 10
+            raise ValueError
         value = float(text)
     except ValueError:
-        raise DeviceError(f"{name}={text!r}: not a number") from None
+        raise DeviceError(f"{name}={text!r}: not a number (ASCII digits)") from None
     if not low <= value <= high:
         raise DeviceError(f"{name}={text!r}: must be between {low:g} and {high:g}")
     if whole and not value.is_integer():  # 1.5 devices were 1, silently
