@@ -36,10 +36,15 @@ SIMULATED_DEVICE_ENV = "ACCELPORT_SIMULATED_DEVICE"
 
 
 def _simulated_device() -> str:
-    """``ACCELPORT_SIMULATED_DEVICE`` ("" when unset); any value but npu is an error, whatever --device is."""
+    """``ACCELPORT_SIMULATED_DEVICE`` ("" when unset); any value but npu is an error, and so is a bad count or
+    device time for it, whatever --device is (with --device cpu, ACCELPORT_SIMULATED_DEVICE_COUNT=0 was taken)."""
     simulated = os.environ.get(SIMULATED_DEVICE_ENV, "").strip().lower()
     if simulated and simulated != "npu":
         raise DeviceError(f"{SIMULATED_DEVICE_ENV}={simulated!r}: the only simulated device is 'npu'")
+    if simulated:
+        from .simdevice.backend import settings_from_env
+
+        settings_from_env()
     return simulated
 
 
