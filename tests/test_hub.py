@@ -70,7 +70,12 @@ def drips(connection: socket.socket, stop: threading.Event) -> None:
 
 @pytest.mark.parametrize("handler", [never_answers, drips], ids=["silent", "slow-drip"])
 def test_a_hub_that_accepts_but_does_not_answer_is_given_up_at_the_timeout(monkeypatch, caplog, handler):
+    import huggingface_hub.constants
+
     monkeypatch.delenv("HF_HUB_OFFLINE")
+    # huggingface_hub read the variable when it was imported: set in the shell that ran pytest (README suggests it
+    # to skip the Hub probe), it kept the library offline whatever the test's environment
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     with local_server(handler) as url:
         monkeypatch.setenv("HF_ENDPOINT", url)
         started = time.monotonic()

@@ -93,6 +93,8 @@ def test_a_sweep_where_every_cell_was_refused_is_exit_2_not_a_pass(tmp_path, mon
     assert main([*sweep, "--runtimes", "openvino"]) == 2
     assert "no cell ran: every one was refused (test_resnet openvino/fp32: no | engine)" in capsys.readouterr().err
     assert json.loads((tmp_path / "zoo.json").read_text())["counts"]["unsupported"] == 2  # the rows are written
+    # without eager fp32 there is no speed-up to give: the cells were blank with no word why
+    assert "No speed-ups: they are over eager fp32, which this sweep did not run" in (tmp_path / "zoo.md").read_text()
     assert main([*sweep, "--runtimes", "eager,openvino"]) == 0  # one measured cell is a sweep that ran
 
 

@@ -69,11 +69,15 @@ def render_markdown(document: ZooDocument, with_pick: bool = True) -> str:
     rows, columns, settings = document.rows, document.columns, document.settings
     by_cell = {(r.model, r.column): r for r in rows}
     counts = ", ".join(f"{n} {status}" for status, n in document.counts.items() if n)
-    lines = [f"# accelport zoo: {len(document.models)} models x {', '.join(columns)}", "",
+    models = len(document.models)
+    has_baseline = any(r.runtime == "eager" and r.dtype == "fp32" for r in rows)
+    lines = [f"# accelport zoo: {models} model{'s' if models != 1 else ''} x {', '.join(columns)}", "",
              f"Device `{document.device}` ({document.world_size} process(es)); {settings.head}; "
              f"batch {settings.batch_size}; {counts}; {_pass_rate_text(document)}; allocator: "
              f"{document.allocator or 'not recorded'}. "
-             "Each cell: verdict against the CPU fp32 reference, and speed-up of its mean latency over eager fp32.",
+             + ("Each cell: verdict against the CPU fp32 reference, and speed-up of its mean latency over eager fp32."
+                if has_baseline else "Each cell: verdict against the CPU fp32 reference. No speed-ups: they are "
+                "over eager fp32, which this sweep did not run (add eager to --runtimes and fp32 to --dtypes)."),
              "", "| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     lines += [f"| {m} | " + " | ".join(cell_text(by_cell.get((m, c))) for c in columns) + " |"
               for m in document.models]
