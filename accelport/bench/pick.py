@@ -238,9 +238,9 @@ def _cached_choice(job: JobContext, target: Target) -> AutoChoice | None:
         try:
             mismatch = _mismatch(document, job.loaded, job.device, digest, target_weights,
                                  json.loads(json.dumps(job.data_config.to_json())))  # lists, as the file has them
+            mismatch = mismatch or _judged_otherwise(data, job, target)
         except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a hand-edited block of the wrong kind
             mismatch = f"an environment this version cannot read ({type(exc).__name__}: {one_line(str(exc), 80)})"
-        mismatch = mismatch or _judged_otherwise(data, job, target)
         if mismatch is not None:
             _logger.info("--runtime auto: %s was measured for %s; not used", path, mismatch)
         elif choice := _choose(data, target, str(path)):
