@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,7 +165,13 @@ def quiet_pillow_size_warning() -> None:
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-_SAID_DARK: set[Path] = set()
+_DARK: dict[Path, str] = {}  # image -> what was said of it: once in the log, and in the reports (dark_image_notes)
+
+
+def dark_image_notes(paths: Sequence[Path]) -> list[tuple[str, str]]:
+    """(path, note) for each of ``paths`` that decoded nearly black (a 16-bit image holding 8-bit values): the log
+    said so, but a reader of report.md saw only a PASS on a black image."""
+    return [(str(path), _DARK[path]) for path in paths if path in _DARK]
 
 
 def _to_8bit(image: Image.Image, path: Path) -> Image.Image:
@@ -186,10 +192,10 @@ def _to_8bit(image: Image.Image, path: Path) -> Image.Image:
                              "expected [0, 1] or [0, 255]")
         scale = 255.0 if top <= 1.0 else 1.0
     grey = np.clip(np.rint(values.astype(np.float64) * scale), 0, 255).astype(np.uint8)
-    if scale < 1.0 and values.size and (top := int(values.max())) < 4096 and path not in _SAID_DARK:
-        _SAID_DARK.add(path)  # once, not at each pass that decodes it
-        _logger.warning("%s: a 16-bit grey image whose values reach only %d of 65535 (8-bit data stored in 16 bits?) "
-                        "is nearly black once scaled to 8 bits; the model sees it so", path, top)
+    if scale < 1.0 and values.size and (top := int(values.max())) < 4096 and path not in _DARK:
+        _DARK[path] = (f"a 16-bit grey image whose values reach only {top} of 65535 (8-bit data stored in 16 bits?) "
+                       "is nearly black once scaled to 8 bits; the model sees it so")
+        _logger.warning("%s: %s", path, _DARK[path])  # once, not at each pass that decodes it
     return Image.fromarray(grey, mode="L")
 
 

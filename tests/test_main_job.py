@@ -58,6 +58,20 @@ def test_another_timm_architecture_runs_with_its_own_preprocessing(tmp_path, two
     assert summary["pretrained_used"] is True
 
 
+def test_a_nearly_black_16_bit_image_is_noted_in_the_summary_and_reports_not_only_the_log(tmp_path, two_images):
+    """8-bit values saved as a 16-bit PNG decode nearly black: the warning was in the log alone, and report.md showed
+    a PASS on what read as the user's picture."""
+    dark = tmp_path / "dark16.png"
+    Image.fromarray(np.full((48, 64), 128, np.uint16)).save(dark)
+    accelport.run(model="test_vit", device="cpu", images=(two_images[0], str(dark)), out_dir=str(tmp_path / "out"),
+                  iters=1, warmup=0)
+    notes = json.loads((tmp_path / "out" / "summary.json").read_text())["inputs"]["notes"]
+    assert [n["path"] for n in notes] == [str(dark)] and "reach only 128 of 65535" in notes[0]["note"]
+    for name in ("report.md", "accuracy_compare.log"):
+        text = (tmp_path / "out" / name).read_text()
+        assert "1 image(s) compared as decoded, with a note:" in text and f"{dark}: a 16-bit grey image" in text
+
+
 def test_unknown_override_is_a_type_error():
     with pytest.raises(TypeError):
         accelport.run(not_a_field=1)

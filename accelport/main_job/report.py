@@ -219,7 +219,7 @@ def render_log(summary: RunSummary) -> str:
             top5 = _agreement_word(s.top5_match, s.top5_near_tie, "MISMATCH")
             line += f"  top1 {top1} ({sample.reference_labels[0]})  top5 {top5}"
         lines.append(line)
-    lines += skipped_lines(summary.inputs.skipped, "  ")
+    lines += skipped_lines(summary.inputs.skipped, "  ") + _image_note_lines(summary, "  ")
     lines += ["", "verdict checks:", *(f"  {v}" for v in _verdict_lines(summary)), *_zero_target_lines(summary),
               *_input_blind_lines(summary), *_weights_caution_lines(summary), "",
               *_proof_lines(summary), "",
@@ -295,12 +295,23 @@ def _setup_lines(summary: RunSummary) -> list[str]:
     ]
 
 
+def _image_note_lines(summary: RunSummary, bullet: str) -> list[str]:
+    """Images compared as decoded that may not be what the user meant: said in the log alone, a PASS on a nearly
+    black image read as a PASS on the photo."""
+    notes = summary.inputs.notes
+    if not notes:
+        return []
+    return [f"{len(notes)} image(s) compared as decoded, with a note:",
+            *(f"{bullet}{printable(path)}: {printable(note)}" for path, note in notes)]
+
+
 def _parity_lines(summary: RunSummary) -> list[str]:
     overall = summary.parity.overall
     return [
         "## Parity against the CPU fp32 reference",
         f"{summary.inputs.num_images} real image(s).",
         *skipped_lines(summary.inputs.skipped, "- "),
+        *_image_note_lines(summary, "- "),
         "",
         "| metric | value |",
         "|---|---|",

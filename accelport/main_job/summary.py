@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..job.header import REFERENCE, DocumentHeader, model_record, target_record, weights_fields, weights_record
+from ..preprocess import dark_image_notes
 from . import report
 
 if TYPE_CHECKING:
@@ -66,13 +67,16 @@ class RunSample:
 
 @dataclass(frozen=True)
 class RunInputs:
-    """How many images were compared, and the files skipped (``--skip-bad-images``) with the reason."""
+    """How many images were compared, the files skipped (``--skip-bad-images``) with the reason, and notes on images
+    that were compared but may not show what the user meant (a 16-bit image decoded nearly black)."""
 
     num_images: int
     skipped: tuple[tuple[str, str], ...] = ()
+    notes: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"num_images": self.num_images, "skipped": [{"path": p, "reason": r} for p, r in self.skipped]}
+        return {"num_images": self.num_images, "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+                "notes": [{"path": p, "note": n} for p, n in self.notes]}
 
 
 @dataclass(frozen=True)
@@ -194,7 +198,8 @@ def build_summary(
                                target=target_record(job, runner_settings, parity.criteria.precision))
     return RunSummary(
         header, job.loaded.weights, output_shape,
-        RunInputs(len(batch.paths), tuple((str(p), r) for p, r in batch.skipped)),
+        RunInputs(len(batch.paths), tuple((str(p), r) for p, r in batch.skipped),
+                  tuple(dark_image_notes(batch.paths))),
         parity, latency, _samples(batch, parity, job.loaded.num_classes), proof,
         target_weights=job.target_model.weights if job.separate_target else None, power_report=power_report,
         weight_differences=weight_differences)
