@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from .errors import DeviceError, UsageError
+from .typed_numbers import whole_number
 
 _logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def resolve_device(spec: str) -> torch.device:
     if device_type not in KNOWN_TYPES:
         raise UsageError(f"--device {spec!r}: unknown device type; choose one of auto, {', '.join(KNOWN_TYPES)}")
     # "npu:" pinned every torchrun rank; str.isdigit also takes "²" (int() then raised) and "٠" (read as 0)
-    if (colon and not index_text) or (index_text and not (index_text.isascii() and index_text.isdigit())):
+    if (colon and not index_text) or (index_text and whole_number(index_text) is None):
         raise UsageError(f"--device {spec!r}: the index after ':' must be a non-negative integer")
     count = _device_count(device_type)
     if count == 0:

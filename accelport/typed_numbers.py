@@ -20,8 +20,8 @@ _INTEGER = re.compile(r"-?[0-9]+")
 
 
 def whole_number(text: str) -> int | None:
-    """``text`` (surrounding blanks aside) as a non-negative integer of at most 18 ASCII digits, else None."""
-    text = text.strip()
+    """``text`` as a non-negative integer of at most 18 ASCII digits and nothing else, else None (callers that
+    allow surrounding blanks strip them first)."""
     return int(text) if _WHOLE.fullmatch(text) else None
 
 

@@ -8,7 +8,7 @@ from typing import ClassVar
 from ..environment import check_thread_count
 from ..errors import UsageError
 from ..job.spec import FlagAliases, FromFlatNames, JobSpec, negated, same
-from ..typed_numbers import MAX_BATCH_SIZE, MAX_SECONDS, seconds_problem
+from ..typed_numbers import MAX_BATCH_SIZE, seconds_problem
 
 ALL_RUNTIMES = ("eager", "compile", "onnxruntime", "openvino")
 CHANNELS_LAST_MODES = ("auto", "on", "off")
@@ -75,12 +75,12 @@ class BenchConfig(FromFlatNames):
                              "request per stream) or a positive request size")
         if self.channels_last not in CHANNELS_LAST_MODES:
             raise UsageError(f"--channels-last {self.channels_last!r}: choose one of {', '.join(CHANNELS_LAST_MODES)}")
-        for flag, value, wrong in (("--iters", self.iters, self.iters < 1), ("--rounds", self.rounds, self.rounds < 1),
-                                   ("--warmup", self.warmup, self.warmup < 0),
-                                   ("--max-time", self.max_time_s, seconds_problem(self.max_time_s) is not None)):
-            if wrong:
-                rule = {"--warmup": "at least 0", "--max-time": f"a number of seconds above 0, at most {MAX_SECONDS:g}"}
-                raise UsageError(f"{flag} {value}: must be {rule.get(flag, 'at least 1')}")
+        for flag, value, least in (("--iters", self.iters, 1), ("--rounds", self.rounds, 1),
+                                   ("--warmup", self.warmup, 0)):
+            if value < least:
+                raise UsageError(f"{flag} {value}: must be at least {least}")
+        if (problem := seconds_problem(self.max_time_s)) is not None:
+            raise UsageError(f"--max-time {self.max_time_s}: {problem}")
         for threads in self.threads:
             check_thread_count("--threads", threads)
 

@@ -92,7 +92,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .api import evaluate
     from .report import zero_target_caution
 
-    rank = whole_number(os.environ.get("RANK", "0"))  # a bad value is refused naming it (distributed.py)
+    rank = whole_number(os.environ.get("RANK", "0").strip())  # a bad value is refused naming it (distributed.py)
     logger = logging.getLogger("accelport")
     level = logger.level
     if rank and not args.verbose:

@@ -58,7 +58,7 @@ def _environ_int(name: str, default: int, minimum: int) -> int:
     text = os.environ.get(name)
     if text is None:
         return default
-    value = whole_number(text)
+    value = whole_number(text.strip())
     if value is None or value < minimum:
         raise UsageError(f"environment variable {name}={text[:40]!r}: not an integer >= {minimum} of at most 18 "
                          "digits (torchrun sets it; by hand, set WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR and "
